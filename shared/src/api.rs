@@ -1,0 +1,250 @@
+//! The `PostgresDB` custom resource: the one API every level serves.
+//!
+//! The spec is what a user asks for and the status is what the operator saw.
+//! Doc comments become the CRD's field descriptions (`kubectl explain
+//! postgresdb.spec`), and the `schemars` attributes become OpenAPI validation
+//! the API server enforces before the operator ever sees an object. Checks that
+//! need to look at the cluster (a storage shrink) or that the schema cannot
+//! express live in the levels' `validate` steps instead.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Pattern of a Kubernetes quantity without sign or exponent: `1Gi`, `500Mi`, `250m`, `2`.
+pub const QUANTITY_PATTERN: &str = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$";
+/// Pattern of `spec.version`: a major (`16`) or a major and minor (`16.4`).
+pub const VERSION_PATTERN: &str = r"^[0-9]{1,2}(\.[0-9]{1,3})?$";
+/// Pattern of a PostgreSQL identifier the operator creates (database, role).
+pub const IDENTIFIER_PATTERN: &str = r"^[a-z_][a-z0-9_]*$";
+
+/// A PostgreSQL database managed by the operator: one StatefulSet, its
+/// volume, Services and generated credentials.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "pgdb.example.com",
+    version = "v1",
+    kind = "PostgresDB",
+    plural = "postgresdbs",
+    shortname = "pgdb",
+    namespaced,
+    status = "PostgresDBStatus",
+    derive = "PartialEq",
+    doc = "A PostgreSQL database managed by the PostgresDB operator.",
+    printcolumn = r#"{"name":"Version","type":"string","jsonPath":".spec.version"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct PostgresDBSpec {
+    /// PostgreSQL version: a major version ("16") or a major and minor version
+    /// ("16.4"). It selects the official `postgres` image tag of the same name
+    /// unless `image` is set.
+    #[schemars(regex(pattern = VERSION_PATTERN))]
+    pub version: String,
+
+    /// Container image to run instead of `postgres:<version>`. It must be
+    /// built from the official image (same entrypoint, user id 999) and
+    /// contain the version given in `version`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub image: Option<String>,
+
+    /// The persistent volume holding the data directory.
+    pub storage: StorageSpec,
+
+    /// CPU and memory for the database container.
+    #[serde(default = "ResourcesSpec::default_for_database")]
+    pub resources: ResourcesSpec,
+
+    /// The application database and the role that owns it, created when the
+    /// data directory is first initialised.
+    #[serde(default)]
+    pub database: DatabaseSpec,
+
+    /// postgresql.conf parameters, as strings (`max_connections: "200"`,
+    /// `shared_buffers: "256MB"`). Parameters the operator manages itself
+    /// (listen_addresses, port, hba_file, ...) are refused.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 200))]
+    pub parameters: BTreeMap<String, String>,
+
+    /// When true the operator changes nothing in the cluster for this
+    /// database (it still reports status), so an administrator can work by
+    /// hand. Set it back to false to resume reconciliation.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+/// The volume the data directory lives on.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    /// Size of the volume, as a Kubernetes quantity ("1Gi", "500Mi"). It can
+    /// grow (when the StorageClass allows expansion) but never shrink.
+    #[schemars(regex(pattern = QUANTITY_PATTERN))]
+    pub size: String,
+
+    /// StorageClass of the volume; the cluster's default class when absent.
+    /// It cannot change once the volume exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub storage_class_name: Option<String>,
+}
+
+/// Requests and limits of the database container, as in a Pod's `resources`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourcesSpec {
+    /// What the scheduler reserves for the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<ComputeResources>,
+    /// The most the container may use; above the memory limit it is killed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<ComputeResources>,
+}
+
+impl ResourcesSpec {
+    /// What a database gets when `resources` is left out: enough for a small
+    /// development database, visible in the object because the API server
+    /// applies this schema default.
+    pub fn default_for_database() -> Self {
+        Self {
+            requests: Some(ComputeResources {
+                cpu: Some("100m".into()),
+                memory: Some("256Mi".into()),
+            }),
+            limits: Some(ComputeResources {
+                cpu: None,
+                memory: Some("512Mi".into()),
+            }),
+        }
+    }
+}
+
+/// An amount of CPU and memory.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ComputeResources {
+    /// CPU as a quantity: "500m" is half a core.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = QUANTITY_PATTERN))]
+    pub cpu: Option<String>,
+    /// Memory as a quantity: "512Mi".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = QUANTITY_PATTERN))]
+    pub memory: Option<String>,
+}
+
+/// The application database.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseSpec {
+    /// Name of the database to create.
+    #[serde(default = "DatabaseSpec::default_name")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = IDENTIFIER_PATTERN))]
+    pub name: String,
+    /// Role that owns the database and whose credentials the operator
+    /// publishes in the credentials Secret. It is not a superuser.
+    #[serde(default = "DatabaseSpec::default_owner")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = IDENTIFIER_PATTERN))]
+    pub owner: String,
+}
+
+impl DatabaseSpec {
+    fn default_name() -> String {
+        "app".into()
+    }
+    fn default_owner() -> String {
+        "app".into()
+    }
+}
+
+impl Default for DatabaseSpec {
+    fn default() -> Self {
+        Self {
+            name: Self::default_name(),
+            owner: Self::default_owner(),
+        }
+    }
+}
+
+/// What the operator last observed.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PostgresDBStatus {
+    /// A one-word summary of the conditions: Creating, Ready, Updating,
+    /// Degraded, Invalid or Paused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+
+    /// Ready, Progressing, Degraded and SpecImplemented, in the Kubernetes
+    /// condition convention.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Database pods that pass their readiness probe.
+    #[serde(default)]
+    pub ready_replicas: i32,
+
+    /// The PostgreSQL version every pod runs, once a rollout has completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_version: Option<String>,
+
+    /// Where clients connect: the read-write Service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<Endpoint>,
+
+    /// Name of the Secret holding the owner's credentials (username,
+    /// password, dbname, host, port, uri).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<String>,
+}
+
+/// A host and port clients connect to.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Endpoint {
+    /// DNS name of the Service, resolvable inside the cluster.
+    pub host: String,
+    /// TCP port.
+    pub port: i32,
+}
+
+/// The one-word summary shown by `kubectl get pgdb`.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Phase {
+    /// Objects are being created; the database has not been ready yet.
+    Creating,
+    /// The database accepts connections and nothing is in progress.
+    Ready,
+    /// A change is being rolled out.
+    Updating,
+    /// The database was ready before and is not now, or a pod is failing.
+    Degraded,
+    /// The spec cannot be served; nothing was changed.
+    Invalid,
+    /// Reconciliation is paused by `spec.paused`.
+    Paused,
+}
+
+impl PostgresDBSpec {
+    /// The optional top-level spec sections this object uses, by field name.
+    ///
+    /// Level 1's fields are the base every level implements; the sections
+    /// later levels add (upgrade policy, backups, monitoring, autopilot) are
+    /// listed here as they are added, so a level that does not implement one
+    /// can say so instead of silently ignoring it.
+    pub fn sections_in_use(&self) -> Vec<&'static str> {
+        Vec::new()
+    }
+}

@@ -1,0 +1,490 @@
+//! The extension point: what a level contributes to a reconcile.
+//!
+//! A level is an ordered list of capabilities. Each reconcile reads the
+//! world once (the queries every capability asks for), then asks each
+//! capability in turn to check the spec, to add to (or adjust) the desired
+//! objects, and to assess status. All three steps are pure functions of the
+//! `PostgresDB` and what was observed, so they are unit-tested without a
+//! cluster, and the core does the I/O. Level N is level N-1's list plus one
+//! capability.
+
+use std::collections::BTreeMap;
+
+use kube::api::{ApiResource, DynamicObject};
+use kube::core::Resource;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::api::{PostgresDB, PostgresDBStatus};
+use crate::conditions::Assessments;
+use crate::error::Error;
+
+/// Something a capability needs to read before it can decide.
+#[derive(Clone, Debug)]
+pub struct Query {
+    /// The kind of object.
+    pub resource: ApiResource,
+    /// Which objects of that kind, in the database's namespace.
+    pub selector: QuerySelector,
+}
+
+/// Which objects a [`Query`] reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum QuerySelector {
+    /// One object by name (found even when its labels were edited away).
+    Name(String),
+    /// Every object carrying the database's instance label.
+    Instance,
+}
+
+impl Query {
+    /// Read one object of kind `K` by name.
+    pub fn named<K: Resource<DynamicType = ()>>(name: impl Into<String>) -> Self {
+        Self {
+            resource: ApiResource::erase::<K>(&()),
+            selector: QuerySelector::Name(name.into()),
+        }
+    }
+
+    /// Read every object of kind `K` labelled as belonging to the database.
+    pub fn labelled<K: Resource<DynamicType = ()>>() -> Self {
+        Self {
+            resource: ApiResource::erase::<K>(&()),
+            selector: QuerySelector::Instance,
+        }
+    }
+}
+
+/// Key of an observed or desired object: group, kind and name.
+pub type ObjectKey = (String, String, String);
+
+fn key_of(resource: &ApiResource, name: &str) -> ObjectKey {
+    (
+        resource.group.clone(),
+        resource.kind.clone(),
+        name.to_string(),
+    )
+}
+
+/// What the reconcile read from the cluster, by kind and name.
+#[derive(Clone, Debug, Default)]
+pub struct Observed {
+    objects: BTreeMap<ObjectKey, DynamicObject>,
+    queried: Vec<ObjectKey>,
+}
+
+impl Observed {
+    /// Records an object read from the cluster.
+    pub fn insert(&mut self, resource: &ApiResource, object: DynamicObject) {
+        let name = object.metadata.name.clone().unwrap_or_default();
+        self.objects.insert(key_of(resource, &name), object);
+    }
+
+    /// Records that an object was looked for by name (whether found or not).
+    pub fn mark_queried(&mut self, resource: &ApiResource, name: &str) {
+        self.queried.push(key_of(resource, name));
+    }
+
+    /// Whether the reconcile looked for this object, so its absence means
+    /// it does not exist.
+    pub fn was_queried(&self, resource: &ApiResource, name: &str) -> bool {
+        let key = key_of(resource, name);
+        self.queried.contains(&key) || self.objects.contains_key(&key)
+    }
+
+    /// The object as the API server returned it.
+    pub fn raw(&self, resource: &ApiResource, name: &str) -> Option<&DynamicObject> {
+        self.objects.get(&key_of(resource, name))
+    }
+
+    /// The object of kind `K` named `name`, if it exists.
+    pub fn get<K>(&self, name: &str) -> Option<K>
+    where
+        K: Resource<DynamicType = ()> + DeserializeOwned,
+    {
+        let raw = self.raw(&ApiResource::erase::<K>(&()), name)?;
+        typed(raw)
+    }
+
+    /// Every observed object of kind `K`, by name.
+    pub fn all<K>(&self) -> Vec<K>
+    where
+        K: Resource<DynamicType = ()> + DeserializeOwned,
+    {
+        let resource = ApiResource::erase::<K>(&());
+        self.objects
+            .iter()
+            .filter(|((group, kind, _), _)| *group == resource.group && *kind == resource.kind)
+            .filter_map(|(_, raw)| typed(raw))
+            .collect()
+    }
+}
+
+fn typed<K: DeserializeOwned>(raw: &DynamicObject) -> Option<K> {
+    let value = serde_json::to_value(raw).ok()?;
+    match serde_json::from_value(value) {
+        Ok(object) => Some(object),
+        Err(error) => {
+            tracing::warn!(%error, name = raw.metadata.name, "observed object does not deserialize");
+            None
+        }
+    }
+}
+
+/// One object the reconcile wants to exist, as a server-side apply body.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DesiredObject {
+    /// Its kind.
+    pub resource: ApiResource,
+    /// Its name.
+    pub name: String,
+    /// The fields this operator owns, with apiVersion and kind.
+    pub value: serde_json::Value,
+    /// Whether the `PostgresDB` owns it (garbage-collected with it). Data
+    /// volumes are not owned, so deleting a database keeps its data.
+    pub owned: bool,
+}
+
+impl DesiredObject {
+    /// The object's key.
+    pub fn key(&self) -> ObjectKey {
+        key_of(&self.resource, &self.name)
+    }
+}
+
+/// An Event a capability wants published about the database.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Note {
+    /// Whether it is a Warning (otherwise Normal).
+    pub warning: bool,
+    /// CamelCase reason.
+    pub reason: String,
+    /// Human message.
+    pub message: String,
+}
+
+/// The desired state being assembled by the capabilities, in order.
+#[derive(Clone, Debug, Default)]
+pub struct Desired {
+    objects: Vec<DesiredObject>,
+    /// Events to publish with this reconcile.
+    pub notes: Vec<Note>,
+}
+
+impl Desired {
+    /// Adds an object owned by the database.
+    pub fn add<K>(&mut self, object: &K) -> Result<(), Error>
+    where
+        K: Resource<DynamicType = ()> + Serialize,
+    {
+        self.push(object, true)
+    }
+
+    /// Adds an object that must outlive the database (a data volume).
+    pub fn add_unowned<K>(&mut self, object: &K) -> Result<(), Error>
+    where
+        K: Resource<DynamicType = ()> + Serialize,
+    {
+        self.push(object, false)
+    }
+
+    fn push<K>(&mut self, object: &K, owned: bool) -> Result<(), Error>
+    where
+        K: Resource<DynamicType = ()> + Serialize,
+    {
+        let resource = ApiResource::erase::<K>(&());
+        let name = object.meta().name.clone().ok_or_else(|| Error::Desired {
+            what: format!("a {} without a name", resource.kind),
+        })?;
+        let mut value = serde_json::to_value(object).map_err(|source| Error::Serialize {
+            what: name.clone(),
+            source,
+        })?;
+        value["apiVersion"] = resource.api_version.clone().into();
+        value["kind"] = resource.kind.clone().into();
+        self.objects.retain(|o| o.key() != key_of(&resource, &name));
+        self.objects.push(DesiredObject {
+            resource,
+            name,
+            value,
+            owned,
+        });
+        Ok(())
+    }
+
+    /// Changes an object an earlier capability added (a later level adjusts
+    /// what a lower level builds instead of rebuilding it).
+    pub fn modify<K>(&mut self, name: &str, change: impl FnOnce(&mut K)) -> Result<bool, Error>
+    where
+        K: Resource<DynamicType = ()> + Serialize + DeserializeOwned,
+    {
+        let key = key_of(&ApiResource::erase::<K>(&()), name);
+        let Some(slot) = self.objects.iter_mut().find(|o| o.key() == key) else {
+            return Ok(false);
+        };
+        let mut object: K =
+            serde_json::from_value(slot.value.clone()).map_err(|source| Error::Serialize {
+                what: name.to_string(),
+                source,
+            })?;
+        change(&mut object);
+        let mut value = serde_json::to_value(&object).map_err(|source| Error::Serialize {
+            what: name.to_string(),
+            source,
+        })?;
+        value["apiVersion"] = slot.resource.api_version.clone().into();
+        value["kind"] = slot.resource.kind.clone().into();
+        slot.value = value;
+        Ok(true)
+    }
+
+    /// Publishes an Event with this reconcile.
+    pub fn note(&mut self, warning: bool, reason: &str, message: impl Into<String>) {
+        self.notes.push(Note {
+            warning,
+            reason: reason.to_string(),
+            message: message.into(),
+        });
+    }
+
+    /// The objects, in the order they were added (the order they are applied).
+    pub fn objects(&self) -> &[DesiredObject] {
+        &self.objects
+    }
+
+    /// Takes the objects out, for the apply step.
+    pub fn into_parts(self) -> (Vec<DesiredObject>, Vec<Note>) {
+        (self.objects, self.notes)
+    }
+}
+
+/// A reason a spec cannot be served, naming the field at fault.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpecProblem {
+    /// The path of the field, as in `kubectl explain` (`spec.storage.size`).
+    pub field: String,
+    /// CamelCase reason used in the Ready condition and the Event,
+    /// starting with "Invalid" or "Refused" ("InvalidVersion", "RefusedStorageShrink").
+    pub reason: String,
+    /// What is wrong and what would be accepted.
+    pub message: String,
+}
+
+impl SpecProblem {
+    /// A problem with `field`.
+    pub fn new(field: impl Into<String>, reason: &str, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            reason: reason.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The status a reconcile is assembling: fields and condition assessments.
+#[derive(Clone, Debug, Default)]
+pub struct StatusDraft {
+    /// The status fields other than phase, conditions and observedGeneration,
+    /// which the core fills in.
+    pub fields: PostgresDBStatus,
+    /// What the capabilities concluded about each condition.
+    pub conditions: Assessments,
+}
+
+/// What the apply step did in this reconcile, for the status assessment.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// Objects created, as `Kind/name`.
+    pub created: Vec<String>,
+    /// Objects changed because the desired state changed, as `Kind/name`.
+    pub updated: Vec<String>,
+    /// Objects put back because something else changed them, as `Kind/name`.
+    pub repaired: Vec<String>,
+}
+
+impl ApplyReport {
+    /// Whether the reconcile wrote any object.
+    pub fn wrote_anything(&self) -> bool {
+        !(self.created.is_empty() && self.updated.is_empty() && self.repaired.is_empty())
+    }
+}
+
+/// One tier of operational knowledge a level adds.
+///
+/// Every method but `name` has a default that does nothing, so a
+/// capability only writes what it contributes.
+pub trait Capability: Send + Sync + 'static {
+    /// Short name for logs ("install", "upgrade").
+    fn name(&self) -> &'static str;
+
+    /// The spec sections (see [`crate::api::PostgresDBSpec::sections_in_use`])
+    /// this capability implements.
+    fn sections(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// Kinds of children this capability creates; the runner watches them
+    /// (only those carrying the operator's labels) so that a change to one
+    /// triggers its database's reconcile.
+    fn owned_kinds(&self) -> Vec<ApiResource> {
+        Vec::new()
+    }
+
+    /// What to read from the cluster before deciding. Every object the
+    /// capability adds to the desired state must be read here, so the core
+    /// can tell when applying it would change nothing and skip the write.
+    fn observe(&self, _db: &PostgresDB) -> Vec<Query> {
+        Vec::new()
+    }
+
+    /// Reasons the spec cannot be served given what exists. Any problem
+    /// stops the reconcile before it writes to a child.
+    fn validate(&self, _db: &PostgresDB, _observed: &Observed) -> Vec<SpecProblem> {
+        Vec::new()
+    }
+
+    /// Adds objects to, or adjusts objects in, the desired state.
+    fn desire(
+        &self,
+        _db: &PostgresDB,
+        _observed: &Observed,
+        _desired: &mut Desired,
+    ) -> Result<(), Error> {
+        Ok(())
+    }
+
+    /// Fills in status from what was observed and what this reconcile applied.
+    fn assess(
+        &self,
+        _db: &PostgresDB,
+        _observed: &Observed,
+        _applied: &ApplyReport,
+        _status: &mut StatusDraft,
+    ) {
+    }
+}
+
+/// A level of the operator: a name and the capabilities it is made of.
+pub struct Level {
+    /// 1 to 5.
+    pub number: u8,
+    /// The binary's and crate's name ("level1-install").
+    pub name: &'static str,
+    /// Lower levels' capabilities first, this level's last.
+    pub capabilities: Vec<Box<dyn Capability>>,
+}
+
+impl Level {
+    /// The server-side apply field manager of this level.
+    pub fn field_manager(&self) -> String {
+        format!("pgdb-{}", self.name)
+    }
+
+    /// Every query the capabilities ask for, without duplicates.
+    pub fn queries(&self, db: &PostgresDB) -> Vec<Query> {
+        let mut queries: Vec<Query> = Vec::new();
+        for query in self.capabilities.iter().flat_map(|c| c.observe(db)) {
+            let seen = queries
+                .iter()
+                .any(|q| q.resource == query.resource && q.selector == query.selector);
+            if !seen {
+                queries.push(query);
+            }
+        }
+        queries
+    }
+
+    /// The spec sections the database uses that no capability of this
+    /// level implements.
+    pub fn unimplemented_sections(&self, db: &PostgresDB) -> Vec<&'static str> {
+        unimplemented_sections(
+            &db.spec.sections_in_use(),
+            self.capabilities
+                .iter()
+                .flat_map(|c| c.sections().iter().copied()),
+        )
+    }
+}
+
+/// The sections in use that are not among the implemented ones.
+pub fn unimplemented_sections(
+    in_use: &[&'static str],
+    implemented: impl IntoIterator<Item = &'static str>,
+) -> Vec<&'static str> {
+    let implemented: Vec<&str> = implemented.into_iter().collect();
+    in_use
+        .iter()
+        .copied()
+        .filter(|s| !implemented.contains(s))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::ObjectMeta;
+
+    fn config_map(name: &str, key: &str) -> ConfigMap {
+        ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            data: Some([(key.to_string(), "v".to_string())].into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_section_no_capability_implements_is_reported() {
+        let missing = unimplemented_sections(&["backup", "upgrade"], ["upgrade"]);
+        assert_eq!(missing, ["backup"]);
+        assert!(unimplemented_sections(&["upgrade"], ["upgrade"]).is_empty());
+    }
+
+    #[test]
+    fn adding_an_object_twice_keeps_the_later_one() {
+        let mut desired = Desired::default();
+        desired.add(&config_map("a", "first")).expect("serialises");
+        desired.add(&config_map("a", "second")).expect("serialises");
+        assert_eq!(desired.objects().len(), 1);
+        assert_eq!(desired.objects()[0].value["data"]["second"], "v");
+        assert_eq!(desired.objects()[0].value["kind"], "ConfigMap");
+        assert_eq!(desired.objects()[0].value["apiVersion"], "v1");
+    }
+
+    #[test]
+    fn a_later_capability_can_adjust_an_object_an_earlier_one_added() {
+        let mut desired = Desired::default();
+        desired.add(&config_map("a", "k")).expect("serialises");
+        let found = desired
+            .modify::<ConfigMap>("a", |cm| {
+                cm.data
+                    .get_or_insert_default()
+                    .insert("extra".into(), "x".into());
+            })
+            .expect("round-trips");
+        assert!(found);
+        assert_eq!(desired.objects()[0].value["data"]["extra"], "x");
+        assert!(
+            !desired
+                .modify::<ConfigMap>("absent", |_| {})
+                .expect("no error")
+        );
+    }
+
+    #[test]
+    fn observed_objects_are_found_by_kind_and_name() {
+        let mut observed = Observed::default();
+        let resource = ApiResource::erase::<ConfigMap>(&());
+        let raw: DynamicObject =
+            serde_json::from_value(serde_json::to_value(config_map("a", "k")).expect("serialises"))
+                .expect("parses");
+        observed.insert(&resource, raw);
+        assert!(observed.get::<ConfigMap>("a").is_some());
+        assert!(observed.get::<ConfigMap>("b").is_none());
+        assert_eq!(observed.all::<ConfigMap>().len(), 1);
+        assert!(observed.was_queried(&resource, "a"));
+    }
+}

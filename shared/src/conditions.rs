@@ -1,0 +1,277 @@
+//! Status conditions in the Kubernetes convention, and the phase they sum up.
+//!
+//! A condition says one thing about the object (Ready, Progressing,
+//! Degraded, SpecImplemented) with a status, a machine-readable reason and a
+//! human message. Its `lastTransitionTime` changes only when its status
+//! does, so recomputing the same conditions yields the same status and the
+//! operator has nothing to write: that is what keeps a controller quiet at
+//! rest.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::api::Phase;
+
+/// The database accepts connections.
+pub const READY: &str = "Ready";
+/// The operator is changing something (creating, rolling out).
+pub const PROGRESSING: &str = "Progressing";
+/// Something that worked has stopped working, or a pod is failing.
+pub const DEGRADED: &str = "Degraded";
+/// Every spec section in use is implemented by the running level.
+pub const SPEC_IMPLEMENTED: &str = "SpecImplemented";
+
+/// Reasons of Ready=False when the spec cannot be served start with one of
+/// these: "Invalid" for a spec that is wrong in itself, "Refused" for a
+/// change that would be unsafe given what exists (a storage shrink).
+pub const UNSERVABLE_REASON_PREFIXES: [&str; 2] = ["Invalid", "Refused"];
+
+/// The conditions in the order they are written.
+const ORDER: [&str; 4] = [READY, PROGRESSING, DEGRADED, SPEC_IMPLEMENTED];
+
+/// What a reconcile concluded about one condition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Assessment {
+    /// True or False.
+    pub status: bool,
+    /// CamelCase reason, stable enough for alerts and tests to match.
+    pub reason: String,
+    /// Human explanation; names the spec field when the spec is at fault.
+    pub message: String,
+    /// Whether reaching this state deserves a Warning Event.
+    pub warning: bool,
+}
+
+impl Assessment {
+    /// A condition that is true.
+    pub fn yes(reason: &str, message: impl Into<String>) -> Self {
+        Self {
+            status: true,
+            reason: reason.into(),
+            message: message.into(),
+            warning: false,
+        }
+    }
+
+    /// A condition that is false.
+    pub fn no(reason: &str, message: impl Into<String>) -> Self {
+        Self {
+            status: false,
+            reason: reason.into(),
+            message: message.into(),
+            warning: false,
+        }
+    }
+
+    /// Marks the state as one a user should hear about as a Warning.
+    pub fn warn(mut self) -> Self {
+        self.warning = true;
+        self
+    }
+}
+
+/// The conditions a reconcile settled on, by type.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Assessments(BTreeMap<String, Assessment>);
+
+impl Assessments {
+    /// Sets a condition, replacing what an earlier step said about it.
+    pub fn set(&mut self, type_: &str, assessment: Assessment) {
+        self.0.insert(type_.to_string(), assessment);
+    }
+
+    /// Sets a condition unless an earlier step already did.
+    pub fn set_default(&mut self, type_: &str, assessment: Assessment) {
+        self.0.entry(type_.to_string()).or_insert(assessment);
+    }
+
+    /// What was concluded about a condition.
+    pub fn get(&self, type_: &str) -> Option<&Assessment> {
+        self.0.get(type_)
+    }
+
+    /// Whether a condition was concluded to be true.
+    pub fn is_true(&self, type_: &str) -> bool {
+        self.get(type_).is_some_and(|a| a.status)
+    }
+
+    /// Turns the assessments into conditions, keeping `lastTransitionTime`
+    /// from `previous` wherever the status did not change.
+    pub fn to_conditions(
+        &self,
+        previous: &[Condition],
+        generation: Option<i64>,
+        now: Time,
+    ) -> Vec<Condition> {
+        let mut types: Vec<&str> = ORDER.to_vec();
+        types.extend(
+            self.0
+                .keys()
+                .map(String::as_str)
+                .filter(|t| !ORDER.contains(t)),
+        );
+        types
+            .into_iter()
+            .filter_map(|type_| {
+                let assessment = self.0.get(type_)?;
+                let status = if assessment.status { "True" } else { "False" };
+                let since = previous
+                    .iter()
+                    .find(|c| c.type_ == type_ && c.status == status)
+                    .map(|c| c.last_transition_time.clone())
+                    .unwrap_or_else(|| now.clone());
+                Some(Condition {
+                    type_: type_.to_string(),
+                    status: status.to_string(),
+                    reason: assessment.reason.clone(),
+                    message: assessment.message.clone(),
+                    observed_generation: generation,
+                    last_transition_time: since,
+                })
+            })
+            .collect()
+    }
+
+    /// The assessments that are news compared with `previous` conditions and
+    /// deserve an Event: every new Warning state, and Ready becoming true.
+    pub fn transitions<'a>(
+        &'a self,
+        previous: &'a [Condition],
+    ) -> impl Iterator<Item = (&'a str, &'a Assessment)> + 'a {
+        self.0.iter().filter_map(move |(type_, a)| {
+            let status = if a.status { "True" } else { "False" };
+            let before = previous.iter().find(|c| &c.type_ == type_);
+            let news = if a.warning {
+                before.is_none_or(|c| {
+                    c.status != status || c.reason != a.reason || c.message != a.message
+                })
+            } else if type_ == READY && a.status {
+                before.is_none_or(|c| c.status != status)
+            } else {
+                false
+            };
+            news.then_some((type_.as_str(), a))
+        })
+    }
+
+    /// The one-word phase the conditions add up to.
+    pub fn phase(&self, paused: bool, ever_ready: bool) -> Phase {
+        let ready = self.get(READY);
+        if paused {
+            Phase::Paused
+        } else if ready.is_some_and(|r| {
+            !r.status
+                && UNSERVABLE_REASON_PREFIXES
+                    .iter()
+                    .any(|p| r.reason.starts_with(p))
+        }) {
+            Phase::Invalid
+        } else if self.is_true(DEGRADED) {
+            Phase::Degraded
+        } else if self.is_true(READY) {
+            if self.is_true(PROGRESSING) {
+                Phase::Updating
+            } else {
+                Phase::Ready
+            }
+        } else if ever_ready {
+            if self.is_true(PROGRESSING) {
+                Phase::Updating
+            } else {
+                Phase::Degraded
+            }
+        } else {
+            Phase::Creating
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn time(seconds: i64) -> Time {
+        Time(jiff::Timestamp::from_second(seconds).expect("valid timestamp"))
+    }
+
+    fn ready_and_settled() -> Assessments {
+        let mut a = Assessments::default();
+        a.set(READY, Assessment::yes("DatabaseReady", "1/1 pods ready"));
+        a.set(
+            PROGRESSING,
+            Assessment::no("ReconcileComplete", "nothing to do"),
+        );
+        a
+    }
+
+    #[test]
+    fn recomputing_the_same_conditions_keeps_their_transition_times() {
+        let first = ready_and_settled().to_conditions(&[], Some(1), time(100));
+        let second = ready_and_settled().to_conditions(&first, Some(1), time(200));
+        assert_eq!(first, second);
+    }
+
+    #[test]
+    fn a_status_change_moves_the_transition_time() {
+        let first = ready_and_settled().to_conditions(&[], Some(1), time(100));
+        let mut changed = ready_and_settled();
+        changed.set(READY, Assessment::no("PodsNotReady", "0/1 pods ready"));
+        let second = changed.to_conditions(&first, Some(1), time(200));
+        let ready = second
+            .iter()
+            .find(|c| c.type_ == READY)
+            .expect("Ready is set");
+        assert_eq!(ready.last_transition_time, time(200));
+        let progressing = second
+            .iter()
+            .find(|c| c.type_ == PROGRESSING)
+            .expect("Progressing is set");
+        assert_eq!(progressing.last_transition_time, time(100));
+    }
+
+    #[test]
+    fn conditions_are_written_in_a_fixed_order() {
+        let mut a = Assessments::default();
+        a.set(
+            SPEC_IMPLEMENTED,
+            Assessment::yes("AllSectionsImplemented", ""),
+        );
+        a.set(DEGRADED, Assessment::no("Healthy", ""));
+        a.set(READY, Assessment::yes("DatabaseReady", ""));
+        let types: Vec<_> = a
+            .to_conditions(&[], None, time(1))
+            .into_iter()
+            .map(|c| c.type_)
+            .collect();
+        assert_eq!(types, [READY, DEGRADED, SPEC_IMPLEMENTED]);
+    }
+
+    #[test]
+    fn a_new_warning_is_news_once_and_not_when_repeated() {
+        let mut a = ready_and_settled();
+        a.set(
+            DEGRADED,
+            Assessment::yes("PodFailing", "CrashLoopBackOff").warn(),
+        );
+        let news: Vec<_> = a.transitions(&[]).map(|(t, _)| t).collect();
+        assert!(news.contains(&DEGRADED));
+        let written = a.to_conditions(&[], Some(1), time(1));
+        assert_eq!(a.transitions(&written).count(), 0);
+    }
+
+    #[test]
+    fn the_phase_sums_up_the_conditions() {
+        assert_eq!(ready_and_settled().phase(false, true), Phase::Ready);
+        assert_eq!(ready_and_settled().phase(true, true), Phase::Paused);
+        let mut invalid = Assessments::default();
+        invalid.set(READY, Assessment::no("InvalidVersion", "spec.version"));
+        assert_eq!(invalid.phase(false, true), Phase::Invalid);
+        let mut creating = Assessments::default();
+        creating.set(READY, Assessment::no("PodsNotReady", ""));
+        assert_eq!(creating.phase(false, false), Phase::Creating);
+        assert_eq!(creating.phase(false, true), Phase::Degraded);
+        creating.set(PROGRESSING, Assessment::yes("RollingUpdate", ""));
+        assert_eq!(creating.phase(false, true), Phase::Updating);
+    }
+}

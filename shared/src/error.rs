@@ -1,0 +1,131 @@
+//! The core's error type, and how a failed reconcile is retried.
+//!
+//! Errors carry what the operator was doing (`apply StatefulSet db1`) and
+//! the cause as their `#[source]`, so a log line reads as a sentence with a
+//! chain behind it. A failed reconcile is retried with an exponential
+//! backoff per object, so a persistent failure (RBAC missing, API server
+//! down) costs one attempt every few minutes rather than a hot loop.
+
+use std::time::Duration;
+
+/// Everything that can fail in the core.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A Kubernetes API call failed.
+    #[error("failed to {action}")]
+    Kube {
+        /// What the operator was doing.
+        action: String,
+        /// The API error.
+        #[source]
+        source: Box<kube::Error>,
+    },
+
+    /// An object could not be (de)serialised.
+    #[error("failed to serialise {what}")]
+    Serialize {
+        /// Which object.
+        what: String,
+        /// The serde error.
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// A capability built a desired object the core cannot apply.
+    #[error("cannot build the desired state: {what}")]
+    Desired {
+        /// What was wrong.
+        what: String,
+    },
+
+    /// The kubeconfig or in-cluster configuration could not be loaded.
+    #[error("cannot load a Kubernetes configuration: {detail}")]
+    Config {
+        /// What was tried.
+        detail: String,
+        /// The kube error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
+    /// No Kubernetes API server answered.
+    #[error(
+        "no Kubernetes cluster is reachable at {server}\n\nStart one with `kind create cluster` (https://kind.sigs.k8s.io), or point --kubeconfig at a cluster you can reach"
+    )]
+    Unreachable {
+        /// The API server URL that was tried.
+        server: String,
+        /// Why it failed.
+        #[source]
+        source: Box<kube::Error>,
+    },
+
+    /// The cluster does not serve the PostgresDB resource.
+    #[error(
+        "the cluster does not serve postgresdbs.pgdb.example.com: install the CRD first, with\n\n    {binary} crd | kubectl apply -f -"
+    )]
+    CrdMissing {
+        /// The binary to run.
+        binary: String,
+    },
+
+    /// Leadership of the operator's Lease could not be handled.
+    #[error("leader election failed: {what}")]
+    LeaderElection {
+        /// What was being done.
+        what: String,
+        /// The lease error.
+        #[source]
+        source: Box<kube_leader_election::Error>,
+    },
+
+    /// Leadership was lost to another replica; this one must stop acting.
+    #[error("lost the leader lease to another replica")]
+    LostLeadership,
+
+    /// The health endpoint could not listen.
+    #[error("cannot serve health checks on {address}")]
+    Health {
+        /// The address.
+        address: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The CRD could not be rendered.
+    #[error("cannot render the CRD as YAML")]
+    Yaml(#[source] serde_yaml::Error),
+}
+
+/// The delay before retry number `failures` (1-based): 2s doubling to 5 min.
+pub fn retry_delay(failures: u32) -> Duration {
+    let exponent = failures.saturating_sub(1).min(8);
+    Duration::from_secs((2u64 << exponent).min(300))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_exponentially_up_to_five_minutes() {
+        assert_eq!(retry_delay(1), Duration::from_secs(2));
+        assert_eq!(retry_delay(2), Duration::from_secs(4));
+        assert_eq!(retry_delay(5), Duration::from_secs(32));
+        assert_eq!(retry_delay(9), Duration::from_secs(300));
+        assert_eq!(retry_delay(1000), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn an_unreachable_cluster_says_how_to_get_one() {
+        let source = kube::Error::Service("connection refused".into());
+        let message = Error::Unreachable {
+            server: "https://127.0.0.1:6443".into(),
+            source: Box::new(source),
+        }
+        .to_string();
+        assert!(message.contains("kind create cluster"), "{message}");
+        assert!(message.contains("127.0.0.1:6443"), "{message}");
+    }
+}

@@ -1,0 +1,72 @@
+//! `/healthz` and `/readyz`, the probes a Deployment points at.
+//!
+//! Liveness says the process is serving; readiness says the controller is
+//! running (connected, and leading when leader election is on). A replica
+//! waiting for the lease is alive but not ready.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+
+use crate::error::Error;
+
+/// Whether the controller is running, shared with the health server.
+#[derive(Clone, Debug, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    /// Marks the controller as running or not.
+    pub fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::SeqCst);
+    }
+
+    /// Whether the controller is running.
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// The routes of the health server.
+pub fn router(readiness: Readiness) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(|State(readiness): State<Readiness>| async move {
+                if readiness.get() {
+                    (StatusCode::OK, "ready")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+                }
+            }),
+        )
+        .with_state(readiness)
+}
+
+/// Binds the health server; serving starts when the returned future is polled.
+pub async fn bind(
+    address: SocketAddr,
+    readiness: Readiness,
+) -> Result<impl Future<Output = ()>, Error> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|source| Error::Health {
+            address: address.to_string(),
+            source,
+        })?;
+    let local = listener.local_addr().map_err(|source| Error::Health {
+        address: address.to_string(),
+        source,
+    })?;
+    tracing::info!(address = %local, "serving /healthz and /readyz");
+    Ok(async move {
+        if let Err(error) = axum::serve(listener, router(readiness)).await {
+            tracing::error!(%error, "health server stopped");
+        }
+    })
+}

@@ -1,0 +1,444 @@
+//! One reconcile: read the world, decide, apply what differs, report.
+//!
+//! The steps are the same at every level; only the capabilities change.
+//! Deciding is a pure function of the `PostgresDB` and what was read
+//! ([`decide`], [`assess`]), so every decision is unit-tested; the I/O
+//! around it is small: queries, server-side applies of what changed, one
+//! status patch when the status differs, and Events for what is news.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use tracing::Instrument;
+
+use crate::api::{PostgresDB, PostgresDBStatus};
+use crate::apply::{self, Change};
+use crate::capability::{
+    ApplyReport, Desired, DesiredObject, Level, Note, Observed, Query, QuerySelector, SpecProblem,
+    StatusDraft,
+};
+use crate::conditions::{Assessment, DEGRADED, PROGRESSING, READY, SPEC_IMPLEMENTED};
+use crate::error::{Error, retry_delay};
+use crate::names::{instance_selector, name_problem};
+
+/// How long a settled database waits for its periodic re-check.
+pub const RESYNC: Duration = Duration::from_secs(300);
+/// How soon a database that is not ready yet is looked at again.
+pub const RECHECK: Duration = Duration::from_secs(15);
+
+/// What a reconcile needs: the client, the level and the Event recorder.
+pub struct Context {
+    /// The API client.
+    pub client: Client,
+    /// The level being run.
+    pub level: Level,
+    /// Publishes Events.
+    pub recorder: Recorder,
+    /// Consecutive failures per object, for the retry backoff. This is
+    /// pacing, not truth about the cluster: losing it on restart is harmless.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    /// A context for `level`.
+    pub fn new(client: Client, level: Level, recorder: Recorder) -> Self {
+        Self {
+            client,
+            level,
+            recorder,
+            failures: Mutex::default(),
+        }
+    }
+
+    fn record_outcome(&self, key: &str, failed: bool) -> u32 {
+        let mut failures = self
+            .failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if failed {
+            let count = failures.entry(key.to_string()).or_insert(0);
+            *count += 1;
+            *count
+        } else {
+            failures.remove(key);
+            0
+        }
+    }
+}
+
+/// What the reconcile decided to do with the children.
+#[derive(Clone, Debug)]
+pub enum Decision {
+    /// `spec.paused`: touch nothing.
+    Paused,
+    /// The spec cannot be served: touch nothing and say why.
+    Invalid(Vec<SpecProblem>),
+    /// Write these objects (the list is empty at rest).
+    Apply {
+        /// Objects to write, with the reason.
+        changes: Vec<(DesiredObject, Change)>,
+        /// Events the capabilities asked for.
+        notes: Vec<Note>,
+    },
+}
+
+/// Decides what to write, from the database and what was observed.
+pub fn decide(level: &Level, db: &PostgresDB, observed: &Observed) -> Result<Decision, Error> {
+    if db.spec.paused {
+        return Ok(Decision::Paused);
+    }
+    let mut problems: Vec<SpecProblem> = Vec::new();
+    if let Some(message) = name_problem(&db.name_any()) {
+        problems.push(SpecProblem::new("metadata.name", "InvalidName", message));
+    }
+    problems.extend(
+        level
+            .capabilities
+            .iter()
+            .flat_map(|c| c.validate(db, observed)),
+    );
+    if !problems.is_empty() {
+        return Ok(Decision::Invalid(problems));
+    }
+    let mut desired = Desired::default();
+    for capability in &level.capabilities {
+        capability.desire(db, observed, &mut desired)?;
+    }
+    let (objects, notes) = desired.into_parts();
+    let mut changes = Vec::new();
+    for mut object in objects {
+        apply::decorate(&mut object, db)?;
+        if let Some(change) = apply::change_needed(&object, apply::live(observed, &object))? {
+            changes.push((object, change));
+        }
+    }
+    Ok(Decision::Apply { changes, notes })
+}
+
+/// Assesses status: what the capabilities report, then what the core knows
+/// (invalid spec, pause, sections not implemented, writes in flight).
+pub fn assess(
+    level: &Level,
+    db: &PostgresDB,
+    observed: &Observed,
+    decision: &Decision,
+    report: &ApplyReport,
+) -> StatusDraft {
+    let mut draft = StatusDraft::default();
+    for capability in &level.capabilities {
+        capability.assess(db, observed, report, &mut draft);
+    }
+    let conditions = &mut draft.conditions;
+    match decision {
+        Decision::Paused => {
+            conditions.set(
+                PROGRESSING,
+                Assessment::no(
+                    "Paused",
+                    "spec.paused is true: the operator changes nothing",
+                ),
+            );
+        }
+        Decision::Invalid(problems) => {
+            let first = &problems[0];
+            let message = problems
+                .iter()
+                .map(|p| format!("{}: {}", p.field, p.message))
+                .collect::<Vec<_>>()
+                .join("; ");
+            conditions.set(
+                READY,
+                Assessment::no(&first.reason, format!("{message}. Nothing was changed.")).warn(),
+            );
+            conditions.set(
+                PROGRESSING,
+                Assessment::no("SpecNotServable", "waiting for the spec to be corrected"),
+            );
+        }
+        Decision::Apply { .. } => {
+            if report.wrote_anything() {
+                let mut what = report.created.clone();
+                what.extend(report.updated.iter().chain(&report.repaired).cloned());
+                conditions.set(
+                    PROGRESSING,
+                    Assessment::yes("Applying", format!("applied {}", what.join(", "))),
+                );
+            }
+        }
+    }
+    let missing = level.unimplemented_sections(db);
+    conditions.set(
+        SPEC_IMPLEMENTED,
+        if missing.is_empty() {
+            Assessment::yes(
+                "AllSectionsImplemented",
+                format!("{} implements every section in use", level.name),
+            )
+        } else {
+            let fields = missing
+                .iter()
+                .map(|s| format!("spec.{s}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            Assessment::no(
+                "SectionNotImplemented",
+                format!(
+                    "{fields} not implemented by {}; ignored (a higher level implements it)",
+                    level.name
+                ),
+            )
+            .warn()
+        },
+    );
+    conditions.set_default(
+        READY,
+        Assessment::no("NotObserved", "no database pod has been observed"),
+    );
+    conditions.set_default(
+        PROGRESSING,
+        Assessment::no("ReconcileComplete", "the cluster matches the spec"),
+    );
+    conditions.set_default(
+        DEGRADED,
+        Assessment::no("NoFailures", "no failure observed"),
+    );
+    draft
+}
+
+/// The status to write: the draft with phase, conditions and
+/// observedGeneration filled in; equal to the current status at rest.
+pub fn next_status(db: &PostgresDB, draft: StatusDraft, now: Time) -> PostgresDBStatus {
+    let previous = db.status.clone().unwrap_or_default();
+    let ever_ready = previous.current_version.is_some() || draft.fields.current_version.is_some();
+    let mut status = draft.fields;
+    status.phase = Some(draft.conditions.phase(db.spec.paused, ever_ready));
+    status.conditions =
+        draft
+            .conditions
+            .to_conditions(&previous.conditions, db.metadata.generation, now);
+    status.observed_generation = db.metadata.generation;
+    status
+}
+
+/// The Events a reconcile publishes: one per write, the capabilities'
+/// notes, and condition transitions that are news.
+pub fn events_for(
+    db: &PostgresDB,
+    decision: &Decision,
+    report: &ApplyReport,
+    draft: &StatusDraft,
+) -> Vec<Note> {
+    let mut notes = Vec::new();
+    let mut push = |warning: bool, reason: &str, message: String| {
+        notes.push(Note {
+            warning,
+            reason: reason.to_string(),
+            message,
+        });
+    };
+    for object in &report.created {
+        push(false, "Created", format!("created {object}"));
+    }
+    for object in &report.updated {
+        push(
+            false,
+            "Updated",
+            format!("updated {object} to match the spec"),
+        );
+    }
+    for object in &report.repaired {
+        push(
+            true,
+            "DriftRepaired",
+            format!("{object} was changed outside the operator; restored it"),
+        );
+    }
+    if let Decision::Apply { notes: extra, .. } = decision {
+        notes.extend(extra.iter().cloned());
+    }
+    let previous = db
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    for (type_, assessment) in draft.conditions.transitions(previous) {
+        let reason = if type_ == READY && assessment.status {
+            "DatabaseReady"
+        } else {
+            assessment.reason.as_str()
+        };
+        notes.push(Note {
+            warning: assessment.warning,
+            reason: reason.to_string(),
+            message: assessment.message.clone(),
+        });
+    }
+    notes
+}
+
+/// Reads what the level's capabilities asked for.
+pub async fn observe(
+    client: &Client,
+    db: &PostgresDB,
+    queries: &[Query],
+) -> Result<Observed, Error> {
+    let namespace = db.namespace().unwrap_or_default();
+    let mut observed = Observed::default();
+    for query in queries {
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), &namespace, &query.resource);
+        match &query.selector {
+            QuerySelector::Name(name) => {
+                observed.mark_queried(&query.resource, name);
+                let found = api.get_opt(name).await.map_err(|source| Error::Kube {
+                    action: format!("read {} {namespace}/{name}", query.resource.kind),
+                    source: Box::new(source),
+                })?;
+                if let Some(object) = found {
+                    observed.insert(&query.resource, object);
+                }
+            }
+            QuerySelector::Instance => {
+                let params = ListParams::default().labels(&instance_selector(&db.name_any()));
+                let list = api.list(&params).await.map_err(|source| Error::Kube {
+                    action: format!(
+                        "list {} of {namespace}/{}",
+                        query.resource.plural,
+                        db.name_any()
+                    ),
+                    source: Box::new(source),
+                })?;
+                for object in list.items {
+                    observed.insert(&query.resource, object);
+                }
+            }
+        }
+    }
+    Ok(observed)
+}
+
+/// Reconciles one `PostgresDB`.
+pub async fn reconcile(db: Arc<PostgresDB>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let span = tracing::info_span!(
+        "reconcile",
+        namespace = db.namespace().unwrap_or_default(),
+        name = db.name_any(),
+        level = ctx.level.number
+    );
+    reconcile_in_span(&db, &ctx).instrument(span).await
+}
+
+async fn reconcile_in_span(db: &PostgresDB, ctx: &Context) -> Result<Action, Error> {
+    if db.metadata.deletion_timestamp.is_some() {
+        // Owned children go with the database through garbage collection;
+        // volumes stay, because nothing owns them.
+        return Ok(Action::await_change());
+    }
+    let observed = observe(&ctx.client, db, &ctx.level.queries(db)).await?;
+    let decision = decide(&ctx.level, db, &observed)?;
+    let mut report = ApplyReport::default();
+    if let Decision::Apply { changes, .. } = &decision {
+        let manager = ctx.level.field_manager();
+        for (object, change) in changes {
+            apply::apply(&ctx.client, &manager, object).await?;
+            let name = apply::display(object);
+            tracing::info!(object = %name, ?change, "applied");
+            match change {
+                Change::Create => report.created.push(name),
+                Change::Update => report.updated.push(name),
+                Change::Repair => report.repaired.push(name),
+            }
+        }
+    }
+    let draft = assess(&ctx.level, db, &observed, &decision, &report);
+    let notes = events_for(db, &decision, &report, &draft);
+    let settled = draft.conditions.is_true(READY) && !draft.conditions.is_true(PROGRESSING);
+    let status = next_status(db, draft, Time(jiff::Timestamp::now()));
+    if db.status.as_ref() != Some(&status) {
+        write_status(ctx, db, &status).await?;
+    }
+    publish(ctx, db, &notes).await;
+    ctx.record_outcome(&object_key(db), false);
+    Ok(match decision {
+        Decision::Apply { .. } if !settled => Action::requeue(RECHECK),
+        _ => Action::requeue(RESYNC),
+    })
+}
+
+async fn write_status(
+    ctx: &Context,
+    db: &PostgresDB,
+    status: &PostgresDBStatus,
+) -> Result<(), Error> {
+    let api: Api<PostgresDB> =
+        Api::namespaced(ctx.client.clone(), &db.namespace().unwrap_or_default());
+    let body = json!({
+        "apiVersion": PostgresDB::api_version(&()),
+        "kind": PostgresDB::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &db.name_any(),
+        &PatchParams::apply(&ctx.level.field_manager()).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(|source| Error::Kube {
+        action: format!("write the status of {}", db.name_any()),
+        source: Box::new(source),
+    })?;
+    tracing::info!(phase = ?status.phase, "status updated");
+    Ok(())
+}
+
+async fn publish(ctx: &Context, db: &PostgresDB, notes: &[Note]) {
+    let reference = db.object_ref(&());
+    for note in notes {
+        let event = Event {
+            type_: if note.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: note.reason.clone(),
+            note: Some(note.message.chars().take(1000).collect()),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(error) = ctx.recorder.publish(&event, &reference).await {
+            tracing::warn!(%error, reason = note.reason, "could not publish an Event");
+        }
+    }
+}
+
+fn object_key(db: &PostgresDB) -> String {
+    format!("{}/{}", db.namespace().unwrap_or_default(), db.name_any())
+}
+
+/// What to do after a failed reconcile: retry later, backing off.
+pub fn error_policy(db: Arc<PostgresDB>, error: &Error, ctx: Arc<Context>) -> Action {
+    let failures = ctx.record_outcome(&object_key(&db), true);
+    let delay = retry_delay(failures);
+    let chain = error_chain(error);
+    tracing::warn!(namespace = db.namespace(), name = db.name_any(), failures, retry_in = ?delay, error = %chain, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// An error and its sources on one line.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

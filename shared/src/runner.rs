@@ -1,0 +1,258 @@
+//! The controller runner: watches, leader election and shutdown.
+//!
+//! The runner watches `PostgresDB` objects (all namespaces or one) and the
+//! kinds of children the level owns, restricted by label selector to the
+//! operator's own objects, so what is cached stays proportional to the
+//! databases, not to the cluster. Changes to a child trigger its owner's
+//! reconcile. Status writes do not change a `PostgresDB`'s generation and
+//! are filtered out, so the operator's own writes never trigger a reconcile
+//! storm. With leader election on, only the replica holding the Lease acts.
+
+use std::future::Future;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::api::{Api, ApiResource, DynamicObject, ListParams};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::{Controller, WatchStreamExt, predicates, reflector, watcher};
+use kube::{Client, Resource};
+use kube_leader_election::{LeaseLock, LeaseLockParams, LeaseLockResult};
+use tokio_util::sync::CancellationToken;
+
+use crate::api::PostgresDB;
+use crate::capability::Level;
+use crate::error::Error;
+use crate::health::Readiness;
+use crate::names::managed_selector;
+use crate::reconcile::{Context, error_chain, error_policy, reconcile};
+
+/// The Lease every level competes for, so two operators of any level never
+/// act on the same databases at once.
+pub const LEASE_NAME: &str = "pgdb-operator";
+
+/// Leader election settings.
+#[derive(Clone, Debug)]
+pub struct LeaderElection {
+    /// Namespace of the Lease.
+    pub namespace: String,
+    /// Name of the Lease.
+    pub lease_name: String,
+    /// This replica's identity.
+    pub holder: String,
+    /// How long a lease lasts without renewal.
+    pub ttl: Duration,
+}
+
+/// How to run a level.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Watch one namespace instead of all.
+    pub namespace: Option<String>,
+    /// Act only while holding a Lease.
+    pub leader_election: Option<LeaderElection>,
+    /// Flipped to ready while the controller runs.
+    pub readiness: Readiness,
+    /// The Event reporter's instance (pod name); the level name when absent.
+    pub instance: Option<String>,
+}
+
+/// Runs `level` until `shutdown` completes (or leadership is lost).
+pub async fn run(
+    level: Level,
+    client: Client,
+    options: RunOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    ensure_crd_served(&client, level.name).await?;
+    let stop = CancellationToken::new();
+    let on_shutdown = stop.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        on_shutdown.cancel();
+    });
+
+    let lease = match &options.leader_election {
+        Some(election) => match acquire(&client, election, &stop).await? {
+            Some(lock) => Some(lock),
+            None => return Ok(()),
+        },
+        None => None,
+    };
+    let lost = CancellationToken::new();
+    if let (Some(lock), Some(election)) = (&lease, &options.leader_election) {
+        tokio::spawn(keep_renewing(
+            lock.clone(),
+            election.ttl,
+            stop.clone(),
+            lost.clone(),
+        ));
+    }
+
+    let reporter = Reporter {
+        controller: level.name.to_string(),
+        instance: options.instance.clone(),
+    };
+    let recorder = Recorder::new(client.clone(), reporter);
+    let owned: Vec<ApiResource> = level
+        .capabilities
+        .iter()
+        .flat_map(|c| c.owned_kinds())
+        .collect();
+    let context = std::sync::Arc::new(Context::new(client.clone(), level, recorder));
+
+    let databases: Api<PostgresDB> = match &options.namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    };
+    let (reader, writer) = reflector::store();
+    let trigger = watcher(databases, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(predicates::generation, Default::default());
+    let mut controller = Controller::for_stream(trigger, reader);
+    let children = watcher::Config::default().labels(&managed_selector());
+    let mut seen: Vec<ApiResource> = Vec::new();
+    for resource in owned {
+        if seen.contains(&resource) {
+            continue;
+        }
+        let api: Api<DynamicObject> = match &options.namespace {
+            Some(namespace) => Api::namespaced_with(client.clone(), namespace, &resource),
+            None => Api::all_with(client.clone(), &resource),
+        };
+        controller = controller.owns_with(api, resource.clone(), children.clone());
+        seen.push(resource);
+    }
+    let stopping = stop.clone();
+    let losing = lost.clone();
+    let controller = controller.graceful_shutdown_on(async move {
+        tokio::select! {
+            () = stopping.cancelled() => {}
+            () = losing.cancelled() => {}
+        }
+    });
+
+    options.readiness.set(true);
+    tracing::info!(
+        namespace = options.namespace.as_deref().unwrap_or("(all)"),
+        "controller running"
+    );
+    controller
+        .run(reconcile, error_policy, context)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(error = %error_chain(&error), "controller event");
+            }
+        })
+        .await;
+    options.readiness.set(false);
+
+    if let Some(lock) = lease {
+        if lost.is_cancelled() {
+            return Err(Error::LostLeadership);
+        }
+        if let Err(error) = lock.step_down().await {
+            tracing::warn!(error = %error_chain(&error), "could not release the leader lease");
+        }
+    }
+    tracing::info!("controller stopped");
+    Ok(())
+}
+
+/// Fails with a clear message when the cluster does not serve the CRD.
+async fn ensure_crd_served(client: &Client, binary: &str) -> Result<(), Error> {
+    let api: Api<PostgresDB> = Api::all(client.clone());
+    match api.list_metadata(&ListParams::default().limit(1)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Err(Error::CrdMissing {
+            binary: binary.to_string(),
+        }),
+        Err(source) => Err(Error::Kube {
+            action: format!("list {}", PostgresDB::plural(&())),
+            source: Box::new(source),
+        }),
+    }
+}
+
+/// Waits for the Lease; `None` when shutdown came first.
+async fn acquire(
+    client: &Client,
+    election: &LeaderElection,
+    stop: &CancellationToken,
+) -> Result<Option<std::sync::Arc<LeaseLock>>, Error> {
+    let lock = std::sync::Arc::new(LeaseLock::new(
+        client.clone(),
+        &election.namespace,
+        LeaseLockParams {
+            lease_name: election.lease_name.clone(),
+            holder_id: election.holder.clone(),
+            lease_ttl: election.ttl,
+        },
+    ));
+    let mut announced = false;
+    loop {
+        let attempt =
+            lock.try_acquire_or_renew()
+                .await
+                .map_err(|source| Error::LeaderElection {
+                    what: format!(
+                        "acquire Lease {}/{}",
+                        election.namespace, election.lease_name
+                    ),
+                    source: Box::new(source),
+                })?;
+        match attempt {
+            LeaseLockResult::Acquired(_) => {
+                tracing::info!(holder = election.holder, "acquired the leader lease");
+                return Ok(Some(lock));
+            }
+            LeaseLockResult::NotAcquired(lease) => {
+                if !announced {
+                    let holder = lease
+                        .spec
+                        .and_then(|s| s.holder_identity)
+                        .unwrap_or_default();
+                    tracing::info!(%holder, "another replica leads; standing by");
+                    announced = true;
+                }
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return Ok(None),
+            () = tokio::time::sleep(election.ttl / 3) => {}
+        }
+    }
+}
+
+/// Renews the Lease every third of its lifetime; cancels `lost` when
+/// another replica took it or renewal kept failing for a whole lifetime.
+async fn keep_renewing(
+    lock: std::sync::Arc<LeaseLock>,
+    ttl: Duration,
+    stop: CancellationToken,
+    lost: CancellationToken,
+) {
+    let mut last_renewal = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(ttl / 3) => {}
+        }
+        match lock.try_acquire_or_renew().await {
+            Ok(LeaseLockResult::Acquired(_)) => last_renewal = tokio::time::Instant::now(),
+            Ok(LeaseLockResult::NotAcquired(_)) => {
+                tracing::error!("another replica took the leader lease; stopping");
+                lost.cancel();
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(error = %error_chain(&error), "could not renew the leader lease");
+                if last_renewal.elapsed() >= ttl {
+                    lost.cancel();
+                    return;
+                }
+            }
+        }
+    }
+}
