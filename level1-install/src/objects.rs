@@ -281,6 +281,18 @@ fn quantities(resources: Option<&ComputeResources>) -> Option<BTreeMap<String, Q
 
 /// The volume claim template for a new StatefulSet.
 pub fn data_claim_template(db: &PostgresDB) -> PersistentVolumeClaim {
+    data_claim_template_of(
+        db,
+        &db.spec.storage.size,
+        db.spec.storage.storage_class_name.clone(),
+    )
+}
+
+fn data_claim_template_of(
+    db: &PostgresDB,
+    size: &str,
+    storage_class_name: Option<String>,
+) -> PersistentVolumeClaim {
     PersistentVolumeClaim {
         metadata: ObjectMeta {
             name: Some(DATA_VOLUME.into()),
@@ -289,11 +301,11 @@ pub fn data_claim_template(db: &PostgresDB) -> PersistentVolumeClaim {
         },
         spec: Some(PersistentVolumeClaimSpec {
             access_modes: Some(vec!["ReadWriteOnce".into()]),
-            storage_class_name: db.spec.storage.storage_class_name.clone(),
+            storage_class_name,
             resources: Some(VolumeResourceRequirements {
                 requests: Some(BTreeMap::from([(
                     "storage".to_string(),
-                    Quantity(db.spec.storage.size.clone()),
+                    Quantity(size.to_string()),
                 )])),
                 ..Default::default()
             }),
@@ -451,17 +463,37 @@ fn config_volume(name: &str, config_map: &str, items: &[(&str, i32)]) -> Volume 
 /// annotations change whenever the configuration or version does, so the
 /// pod is restarted to pick them up.
 ///
-/// Volume claim templates cannot change once a StatefulSet exists, so those
-/// of `existing` are kept (a larger size is applied to the PVCs directly).
+/// Volume claim templates cannot change once a StatefulSet exists, so the
+/// size and class of `existing`'s template are kept (a larger size is
+/// applied to the PVCs directly). The template is rebuilt rather than copied
+/// so fields the API server defaulted in it do not become part of what the
+/// operator applies.
 pub fn statefulset(
     db: &PostgresDB,
     version: PgVersion,
     existing: Option<&StatefulSet>,
 ) -> StatefulSet {
     let names = Names::of(db);
-    let claim_templates = existing
-        .and_then(|sts| sts.spec.as_ref()?.volume_claim_templates.clone())
-        .unwrap_or_else(|| vec![data_claim_template(db)]);
+    let existing_template = existing
+        .and_then(|sts| {
+            sts.spec
+                .as_ref()?
+                .volume_claim_templates
+                .as_ref()?
+                .first()
+                .cloned()
+        })
+        .and_then(|template| template.spec);
+    let claim_templates = match existing_template {
+        Some(spec) => {
+            let size = spec
+                .resources
+                .and_then(|r| r.requests?.get("storage").map(|q| q.0.clone()))
+                .unwrap_or_else(|| db.spec.storage.size.clone());
+            vec![data_claim_template_of(db, &size, spec.storage_class_name)]
+        }
+        None => vec![data_claim_template(db)],
+    };
     let config_hash = content_hash(&serde_json::json!([
         postgresql_conf(db),
         pg_hba_conf(),

@@ -260,13 +260,21 @@ fn an_image_override_replaces_the_official_image() {
 
 #[test]
 fn an_existing_statefulset_keeps_its_immutable_claim_templates() {
-    let old = objects::statefulset(&db(), PgVersion::parse("16.4").expect("valid"), None);
+    let version = PgVersion::parse("16.4").expect("valid");
+    let old = objects::statefulset(&db(), version, None);
+    let mut live = old.clone();
+    // The API server defaults fields inside claim templates; they must not
+    // leak into what the operator applies.
+    if let Some(spec) = live
+        .spec
+        .as_mut()
+        .and_then(|s| s.volume_claim_templates.as_mut())
+        .and_then(|t| t[0].spec.as_mut())
+    {
+        spec.volume_mode = Some("Filesystem".into());
+    }
     let bigger = DbBuilder::named("orders").storage("5Gi").build();
-    let new = objects::statefulset(
-        &bigger,
-        PgVersion::parse("16.4").expect("valid"),
-        Some(&old),
-    );
+    let new = objects::statefulset(&bigger, version, Some(&live));
     assert_eq!(
         new.spec.and_then(|s| s.volume_claim_templates),
         old.spec.and_then(|s| s.volume_claim_templates)
