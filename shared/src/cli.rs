@@ -101,7 +101,7 @@ fn fail(error: &Error) -> ExitCode {
 async fn run(level: Level, args: RunArgs) -> Result<(), Error> {
     let client = connect(args.kubeconfig.as_deref()).await?;
     let readiness = Readiness::default();
-    let health = health::bind(args.health_addr, readiness.clone()).await?;
+    let (_, health) = health::bind(args.health_addr, readiness.clone()).await?;
     tokio::spawn(health);
     let instance = std::env::var("POD_NAME")
         .ok()

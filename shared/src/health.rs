@@ -48,11 +48,12 @@ pub fn router(readiness: Readiness) -> Router {
         .with_state(readiness)
 }
 
-/// Binds the health server; serving starts when the returned future is polled.
+/// Binds the health server; serving starts when the returned future is
+/// polled. Returns the bound address (useful with port 0) and that future.
 pub async fn bind(
     address: SocketAddr,
     readiness: Readiness,
-) -> Result<impl Future<Output = ()>, Error> {
+) -> Result<(SocketAddr, impl Future<Output = ()>), Error> {
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|source| Error::Health {
@@ -64,9 +65,43 @@ pub async fn bind(
         source,
     })?;
     tracing::info!(address = %local, "serving /healthz and /readyz");
-    Ok(async move {
+    Ok((local, async move {
         if let Err(error) = axum::serve(listener, router(readiness)).await {
             tracing::error!(%error, "health server stopped");
         }
-    })
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn status_line(address: SocketAddr, path: &str) -> String {
+        let mut stream = tokio::net::TcpStream::connect(address)
+            .await
+            .expect("connects");
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("writes");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.expect("reads");
+        response.lines().next().unwrap_or_default().to_string()
+    }
+
+    #[tokio::test]
+    async fn healthz_is_ok_and_readyz_follows_the_controller() {
+        let readiness = Readiness::default();
+        let (address, serve) = bind(([127, 0, 0, 1], 0).into(), readiness.clone())
+            .await
+            .expect("binds");
+        tokio::spawn(serve);
+        assert_eq!(status_line(address, "/healthz").await, "HTTP/1.1 200 OK");
+        assert_eq!(
+            status_line(address, "/readyz").await,
+            "HTTP/1.1 503 Service Unavailable"
+        );
+        readiness.set(true);
+        assert_eq!(status_line(address, "/readyz").await, "HTTP/1.1 200 OK");
+    }
 }
