@@ -1,0 +1,409 @@
+//! What the real server knows about its built-in kinds beyond their names:
+//! defaults, create-time status, the validation rules the levels run into,
+//! and list semantics (which lists merge by key).
+//!
+//! Defaulting happens on every write, so two clients that send the same
+//! object get the same stored result, which is what makes a repeated
+//! server-side apply a no-op. List semantics drive strategic merge patch
+//! and server-side apply: `containers` merge by `name`, `env` by `name`,
+//! and so on, while lists without a merge key are replaced whole (atomic).
+
+use base64::Engine;
+use serde_json::{Map, Value, json};
+
+use crate::error::Cause;
+use crate::registry::ResourceType;
+
+/// How a list is merged by patches and owned by server-side apply.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ListType {
+    /// Replaced as a whole; owned as one field.
+    Atomic,
+    /// A set of scalars; each value owned separately.
+    Set,
+    /// Items identified by these keys; each item merged and owned separately.
+    Map(Vec<String>),
+}
+
+fn keys(k: &[&str]) -> ListType {
+    ListType::Map(k.iter().map(|s| s.to_string()).collect())
+}
+
+/// The list semantics of the list at `path` (field names from the root).
+pub fn list_type(rt: &ResourceType, path: &[String]) -> ListType {
+    if path.first().map(String::as_str) != Some("metadata")
+        && let Some(schema) = &rt.schema
+    {
+        return crate::schema::list_type_at(schema, path);
+    }
+    let last = path.last().map(String::as_str).unwrap_or_default();
+    let parent = if path.len() >= 2 {
+        path[path.len() - 2].as_str()
+    } else {
+        ""
+    };
+    match last {
+        "finalizers" if parent == "metadata" => ListType::Set,
+        "ownerReferences" => keys(&["uid"]),
+        "containers" | "initContainers" | "ephemeralContainers" => keys(&["name"]),
+        "env" | "volumes" | "imagePullSecrets" => keys(&["name"]),
+        "volumeMounts" => keys(&["mountPath"]),
+        "volumeDevices" => keys(&["devicePath"]),
+        "conditions" => keys(&["type"]),
+        "hostAliases" => keys(&["ip"]),
+        "topologySpreadConstraints" => keys(&["topologyKey", "whenUnsatisfiable"]),
+        "ports"
+            if matches!(
+                parent,
+                "containers" | "initContainers" | "ephemeralContainers"
+            ) =>
+        {
+            keys(&["containerPort", "protocol"])
+        }
+        "ports" if rt.kind == "Service" && path.len() == 2 => keys(&["port", "protocol"]),
+        _ => ListType::Atomic,
+    }
+}
+
+/// Byte count of a resource quantity such as `1Gi`, `500M` or `2`.
+pub fn parse_quantity(q: &str) -> Option<f64> {
+    let q = q.trim();
+    let split = q
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+'))
+        .unwrap_or(q.len());
+    let (num, suffix) = q.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let mult = match suffix {
+        "" => 1.0,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "Ki" => 1024.0,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        _ => return None,
+    };
+    Some(n * mult)
+}
+
+fn set_default(obj: &mut Map<String, Value>, key: &str, v: Value) {
+    if obj.get(key).is_none_or(Value::is_null) {
+        obj.insert(key.into(), v);
+    }
+}
+
+fn obj_at<'a>(v: &'a mut Value, path: &[&str]) -> Option<&'a mut Map<String, Value>> {
+    let mut cur = v;
+    for p in path {
+        cur = cur.get_mut(*p)?;
+    }
+    cur.as_object_mut()
+}
+
+fn default_containers(spec: &mut Map<String, Value>) {
+    for field in ["containers", "initContainers"] {
+        let Some(list) = spec.get_mut(field).and_then(Value::as_array_mut) else {
+            continue;
+        };
+        for c in list.iter_mut().filter_map(Value::as_object_mut) {
+            let image = c
+                .get("image")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let latest = !image.contains(':') || image.ends_with(":latest");
+            set_default(
+                c,
+                "imagePullPolicy",
+                json!(if latest { "Always" } else { "IfNotPresent" }),
+            );
+            set_default(c, "terminationMessagePath", json!("/dev/termination-log"));
+            set_default(c, "terminationMessagePolicy", json!("File"));
+            if let Some(ports) = c.get_mut("ports").and_then(Value::as_array_mut) {
+                for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+                    set_default(p, "protocol", json!("TCP"));
+                }
+            }
+        }
+    }
+}
+
+fn default_pod_spec(spec: &mut Map<String, Value>) {
+    set_default(spec, "restartPolicy", json!("Always"));
+    set_default(spec, "terminationGracePeriodSeconds", json!(30));
+    set_default(spec, "dnsPolicy", json!("ClusterFirst"));
+    set_default(spec, "schedulerName", json!("default-scheduler"));
+    set_default(spec, "securityContext", json!({}));
+    default_containers(spec);
+}
+
+/// Applies the defaults the real server's defaulting functions set.
+pub fn apply_defaults(rt: &ResourceType, obj: &mut Value) {
+    if rt.crd {
+        return;
+    }
+    match (rt.group.as_str(), rt.plural.as_str()) {
+        ("", "pods") => {
+            if let Some(spec) = obj_at(obj, &["spec"]) {
+                default_pod_spec(spec);
+            }
+        }
+        ("", "services") => {
+            if let Some(spec) = obj_at(obj, &["spec"]) {
+                set_default(spec, "type", json!("ClusterIP"));
+                set_default(spec, "sessionAffinity", json!("None"));
+                if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
+                    for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+                        set_default(p, "protocol", json!("TCP"));
+                        if let Some(port) = p.get("port").cloned() {
+                            set_default(p, "targetPort", port);
+                        }
+                    }
+                }
+            }
+        }
+        ("", "secrets") => {
+            if let Some(o) = obj.as_object_mut() {
+                set_default(o, "type", json!("Opaque"));
+                // stringData is write-only: merged into data, base64-encoded.
+                if let Some(Value::Object(sd)) = o.remove("stringData") {
+                    let data = o.entry("data").or_insert_with(|| json!({}));
+                    if let Some(data) = data.as_object_mut() {
+                        for (k, v) in sd {
+                            let s = v.as_str().unwrap_or_default();
+                            data.insert(
+                                k,
+                                json!(base64::engine::general_purpose::STANDARD.encode(s)),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        ("", "persistentvolumeclaims") => {
+            if let Some(spec) = obj_at(obj, &["spec"]) {
+                set_default(spec, "volumeMode", json!("Filesystem"));
+            }
+        }
+        ("", "namespaces") => {
+            if let Some(o) = obj.as_object_mut() {
+                let spec = o.entry("spec").or_insert_with(|| json!({}));
+                if let Some(spec) = spec.as_object_mut() {
+                    set_default(spec, "finalizers", json!(["kubernetes"]));
+                }
+            }
+        }
+        ("apps", "statefulsets") => {
+            if let Some(spec) = obj_at(obj, &["spec"]) {
+                set_default(spec, "replicas", json!(1));
+                set_default(spec, "podManagementPolicy", json!("OrderedReady"));
+                set_default(
+                    spec,
+                    "updateStrategy",
+                    json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
+                );
+                set_default(spec, "revisionHistoryLimit", json!(10));
+                set_default(
+                    spec,
+                    "persistentVolumeClaimRetentionPolicy",
+                    json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
+                );
+                if let Some(vcts) = spec
+                    .get_mut("volumeClaimTemplates")
+                    .and_then(Value::as_array_mut)
+                {
+                    for t in vcts.iter_mut().filter_map(Value::as_object_mut) {
+                        set_default(t, "apiVersion", json!("v1"));
+                        set_default(t, "kind", json!("PersistentVolumeClaim"));
+                        if let Some(s) = t.get_mut("spec").and_then(Value::as_object_mut) {
+                            set_default(s, "volumeMode", json!("Filesystem"));
+                        }
+                    }
+                }
+            }
+            if let Some(spec) = obj_at(obj, &["spec", "template", "spec"]) {
+                default_pod_spec(spec);
+            }
+        }
+        ("apps", "deployments") => {
+            if let Some(spec) = obj_at(obj, &["spec"]) {
+                set_default(spec, "replicas", json!(1));
+            }
+            if let Some(spec) = obj_at(obj, &["spec", "template", "spec"]) {
+                default_pod_spec(spec);
+            }
+        }
+        ("batch", "jobs") => {
+            if let Some(spec) = obj_at(obj, &["spec"]) {
+                set_default(spec, "completions", json!(1));
+                set_default(spec, "parallelism", json!(1));
+                set_default(spec, "backoffLimit", json!(6));
+                set_default(spec, "completionMode", json!("NonIndexed"));
+                set_default(spec, "suspend", json!(false));
+            }
+            if let Some(spec) = obj_at(obj, &["spec", "template", "spec"]) {
+                default_pod_spec(spec);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The status an object starts with: clients cannot create status for kinds
+/// that have a status subresource.
+pub fn initial_status(rt: &ResourceType, obj: &mut Value) {
+    if !rt.status
+        || matches!(
+            rt.plural.as_str(),
+            "nodes" | "persistentvolumes" | "customresourcedefinitions"
+        )
+    {
+        return;
+    }
+    let status = match (rt.group.as_str(), rt.plural.as_str()) {
+        ("", "pods") => json!({"phase": "Pending", "qosClass": "BestEffort"}),
+        ("", "persistentvolumeclaims") => json!({"phase": "Pending"}),
+        ("", "namespaces") => json!({"phase": "Active"}),
+        ("", "services") => json!({"loadBalancer": {}}),
+        ("apps", "statefulsets") => json!({"replicas": 0, "availableReplicas": 0}),
+        _ if rt.crd => Value::Null,
+        _ => json!({}),
+    };
+    if let Some(o) = obj.as_object_mut() {
+        if status.is_null() {
+            o.remove("status");
+        } else {
+            o.insert("status".into(), status);
+        }
+    }
+}
+
+/// Validation rules of built-in kinds that the levels can trip over.
+pub fn validate(rt: &ResourceType, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
+    let mut causes = vec![];
+    match (rt.group.as_str(), rt.plural.as_str()) {
+        ("", "pods") => validate_pod_spec(obj.get("spec"), "spec", &mut causes),
+        ("apps", "statefulsets") => {
+            let selector = obj.pointer("/spec/selector");
+            if selector.is_none_or(Value::is_null) {
+                causes.push(Cause::required("spec.selector", ""));
+            } else if let Some(sel) = selector {
+                let s = crate::selector::LabelSelector::from_label_selector(sel);
+                let tmpl = obj
+                    .pointer("/spec/template")
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                if s.is_empty() || !s.matches(&tmpl) {
+                    let labels = tmpl
+                        .pointer("/metadata/labels")
+                        .cloned()
+                        .unwrap_or(json!({}));
+                    causes.push(Cause::invalid(
+                        "spec.template.metadata.labels",
+                        &Value::String(labels.to_string()),
+                        "`selector` does not match template `labels`",
+                    ));
+                }
+            }
+            validate_pod_spec(
+                obj.pointer("/spec/template/spec"),
+                "spec.template.spec",
+                &mut causes,
+            );
+            if let Some(old) = old {
+                let strip = |v: &Value| {
+                    let mut s = v.get("spec").cloned().unwrap_or(json!({}));
+                    if let Some(o) = s.as_object_mut() {
+                        for k in [
+                            "replicas",
+                            "ordinals",
+                            "template",
+                            "updateStrategy",
+                            "persistentVolumeClaimRetentionPolicy",
+                            "minReadySeconds",
+                            "revisionHistoryLimit",
+                        ] {
+                            o.remove(k);
+                        }
+                    }
+                    s
+                };
+                if strip(obj) != strip(old) {
+                    causes.push(Cause::forbidden(
+                        "spec",
+                        "updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden",
+                    ));
+                }
+            }
+        }
+        ("", "persistentvolumeclaims") => {
+            if let Some(old) = old {
+                let strip = |v: &Value| {
+                    let mut s = v.get("spec").cloned().unwrap_or(json!({}));
+                    if let Some(o) = s.as_object_mut() {
+                        o.remove("resources");
+                        // The binder sets volumeName once.
+                        if old.pointer("/spec/volumeName").is_none() {
+                            o.remove("volumeName");
+                        }
+                    }
+                    s
+                };
+                if strip(obj) != strip(old) {
+                    causes.push(Cause::forbidden(
+                        "spec",
+                        "spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims",
+                    ));
+                }
+                let req = |v: &Value| {
+                    v.pointer("/spec/resources/requests/storage")
+                        .and_then(Value::as_str)
+                        .and_then(parse_quantity)
+                };
+                if let (Some(new), Some(before)) = (req(obj), req(old))
+                    && new < before
+                {
+                    causes.push(Cause::forbidden(
+                        "spec.resources.requests.storage",
+                        "field can not be less than previous value",
+                    ));
+                }
+            }
+        }
+        _ => {}
+    }
+    causes
+}
+
+fn validate_pod_spec(spec: Option<&Value>, at: &str, causes: &mut Vec<Cause>) {
+    let containers = spec
+        .and_then(|s| s.get("containers"))
+        .and_then(Value::as_array);
+    match containers {
+        None => causes.push(Cause::required(format!("{at}.containers"), "")),
+        Some(list) if list.is_empty() => {
+            causes.push(Cause::required(format!("{at}.containers"), ""))
+        }
+        Some(list) => {
+            for (i, c) in list.iter().enumerate() {
+                if c.get("name")
+                    .and_then(Value::as_str)
+                    .is_none_or(str::is_empty)
+                {
+                    causes.push(Cause::required(format!("{at}.containers[{i}].name"), ""));
+                }
+                if c.get("image")
+                    .and_then(Value::as_str)
+                    .is_none_or(str::is_empty)
+                {
+                    causes.push(Cause::required(format!("{at}.containers[{i}].image"), ""));
+                }
+            }
+        }
+    }
+}

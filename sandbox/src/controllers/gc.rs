@@ -1,0 +1,139 @@
+//! The garbage collector: ownerReferences tie dependents to owners.
+//!
+//! * **Background** (the default): the owner goes at once; dependents whose
+//!   owners are all gone are then deleted.
+//! * **Foreground**: the owner gets the `foregroundDeletion` finalizer and
+//!   stays (with a deletionTimestamp) until its dependents are gone.
+//! * **Orphan**: the owner gets the `orphan` finalizer; the collector removes
+//!   the ownerReferences from its dependents, then the finalizer.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use crate::cluster::{Cluster, DeleteOptions, Sub};
+use crate::meta::{finalizers, is_deleting, name_of, namespace_of, uid_of};
+use crate::store::{Event, EventType};
+
+pub fn interest(e: &Event) -> bool {
+    e.kind == EventType::Deleted
+        || is_deleting(&e.object)
+        || e.object.pointer("/metadata/ownerReferences").is_some()
+}
+
+fn owner_uids(obj: &Value) -> Vec<String> {
+    obj.pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .map(|refs| {
+            refs.iter()
+                .filter_map(|r| r["uid"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn group_plural(key: &str) -> (&str, &str) {
+    key.split_once('/').unwrap_or(("", key))
+}
+
+fn drop_finalizer(c: &Cluster, key: &str, obj: &Value, finalizer: &str) {
+    let (g, p) = group_plural(key);
+    let Ok(rt) = c.rt(g, p) else { return };
+    let f = finalizer.to_string();
+    let _ = c.modify(
+        &rt,
+        namespace_of(obj),
+        name_of(obj),
+        Sub::Main,
+        "garbage-collector",
+        &move |o| {
+            if let Some(list) = o
+                .pointer_mut("/metadata/finalizers")
+                .and_then(Value::as_array_mut)
+            {
+                list.retain(|x| x.as_str() != Some(f.as_str()));
+            }
+        },
+    );
+}
+
+pub fn reconcile(c: &Cluster) {
+    let all = c.store.snapshot();
+    let by_uid: HashMap<&str, &(String, Value)> = all.iter().map(|e| (uid_of(&e.1), e)).collect();
+    let mut dependents: HashMap<String, Vec<&(String, Value)>> = HashMap::new();
+    for entry in &all {
+        for o in owner_uids(&entry.1) {
+            dependents.entry(o).or_default().push(entry);
+        }
+    }
+    for (key, obj) in &all {
+        let owners = owner_uids(obj);
+        // Dangling: every owner is gone (the real collector also checks the
+        // owner's uid, so a re-created owner with the same name does not count).
+        if !owners.is_empty()
+            && !is_deleting(obj)
+            && owners.iter().all(|u| !by_uid.contains_key(u.as_str()))
+        {
+            let (g, p) = group_plural(key);
+            if let Ok(rt) = c.rt(g, p) {
+                let _ = c.delete(
+                    &rt,
+                    namespace_of(obj),
+                    name_of(obj),
+                    &DeleteOptions::default(),
+                );
+            }
+        }
+        if !is_deleting(obj) {
+            continue;
+        }
+        let fins = finalizers(obj);
+        let deps = dependents.get(uid_of(obj)).cloned().unwrap_or_default();
+        if fins.iter().any(|f| f == "orphan") {
+            let uid = uid_of(obj).to_string();
+            for (dkey, dep) in &deps {
+                let (g, p) = group_plural(dkey);
+                let Ok(rt) = c.rt(g, p) else { continue };
+                let u = uid.clone();
+                let _ = c.modify(
+                    &rt,
+                    namespace_of(dep),
+                    name_of(dep),
+                    Sub::Main,
+                    "garbage-collector",
+                    &move |o| {
+                        if let Some(refs) = o
+                            .pointer_mut("/metadata/ownerReferences")
+                            .and_then(Value::as_array_mut)
+                        {
+                            refs.retain(|r| r["uid"].as_str() != Some(u.as_str()));
+                        }
+                        if o.pointer("/metadata/ownerReferences")
+                            .and_then(Value::as_array)
+                            .is_some_and(Vec::is_empty)
+                            && let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut)
+                        {
+                            m.remove("ownerReferences");
+                        }
+                    },
+                );
+            }
+            drop_finalizer(c, key, obj, "orphan");
+        } else if fins.iter().any(|f| f == "foregroundDeletion") {
+            if deps.is_empty() {
+                drop_finalizer(c, key, obj, "foregroundDeletion");
+                continue;
+            }
+            for (dkey, dep) in deps.iter().filter(|(_, d)| !is_deleting(d)) {
+                let (g, p) = group_plural(dkey);
+                if let Ok(rt) = c.rt(g, p) {
+                    let opts = DeleteOptions {
+                        propagation: Some("Foreground".into()),
+                        ..Default::default()
+                    };
+                    let _ = c.delete(&rt, namespace_of(dep), name_of(dep), &opts);
+                }
+            }
+        }
+    }
+}

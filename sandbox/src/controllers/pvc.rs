@@ -1,0 +1,103 @@
+//! Volume binding: every claim gets a volume of the size it asks for.
+//!
+//! A Pending PersistentVolumeClaim is bound to a freshly made
+//! PersistentVolume `pvc-<claim uid>` (dynamic provisioning with one
+//! imaginary storage class), and becomes `Bound` with `status.capacity`
+//! equal to its request. Raising a bound claim's request expands it:
+//! the volume and `status.capacity` follow. A volume whose claim is gone is
+//! deleted (reclaim policy `Delete`).
+
+use serde_json::{Value, json};
+
+use super::{MANAGER, list_all};
+use crate::cluster::{Cluster, DeleteOptions, Sub, WriteOptions};
+use crate::meta::{name_of, namespace_of, uid_of};
+
+pub fn reconcile(c: &Cluster) {
+    let (Ok(pvc_rt), Ok(pv_rt)) = (
+        c.rt("", "persistentvolumeclaims"),
+        c.rt("", "persistentvolumes"),
+    ) else {
+        return;
+    };
+    let claims = list_all(c, "", "persistentvolumeclaims", None);
+    for pvc in &claims {
+        let ns = namespace_of(pvc).to_string();
+        let name = name_of(pvc).to_string();
+        let request = pvc
+            .pointer("/spec/resources/requests/storage")
+            .cloned()
+            .unwrap_or(json!("1Gi"));
+        let modes = pvc
+            .pointer("/spec/accessModes")
+            .cloned()
+            .unwrap_or(json!(["ReadWriteOnce"]));
+        let pv_name = format!("pvc-{}", uid_of(pvc));
+        let phase = pvc
+            .pointer("/status/phase")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if phase != "Bound" {
+            if c.store.get(&pv_rt.key(), "", &pv_name).is_none() {
+                let pv = json!({
+                    "apiVersion": "v1", "kind": "PersistentVolume",
+                    "metadata": {"name": pv_name, "annotations": {"pv.kubernetes.io/provisioned-by": "sandbox"}},
+                    "spec": {
+                        "capacity": {"storage": request},
+                        "accessModes": modes,
+                        "persistentVolumeReclaimPolicy": "Delete",
+                        "storageClassName": pvc.pointer("/spec/storageClassName").cloned().unwrap_or(json!("standard")),
+                        "volumeMode": pvc.pointer("/spec/volumeMode").cloned().unwrap_or(json!("Filesystem")),
+                        "hostPath": {"path": format!("/var/lib/sandbox/{pv_name}")},
+                        "claimRef": {"kind": "PersistentVolumeClaim", "apiVersion": "v1", "namespace": ns, "name": name, "uid": uid_of(pvc)},
+                    },
+                    "status": {"phase": "Bound"},
+                });
+                let _ = c.create(&pv_rt, "", pv, &WriteOptions::manager(MANAGER));
+            }
+            let pv_for_claim = pv_name.clone();
+            let _ = c.modify(&pvc_rt, &ns, &name, Sub::Main, MANAGER, &move |o| {
+                o["spec"]["volumeName"] = json!(pv_for_claim);
+                o["metadata"]["annotations"]["pv.kubernetes.io/bind-completed"] = json!("yes");
+            });
+            let (req, m) = (request.clone(), modes.clone());
+            let _ = c.modify(&pvc_rt, &ns, &name, Sub::Status, MANAGER, &move |o| {
+                o["status"] =
+                    json!({"phase": "Bound", "accessModes": m, "capacity": {"storage": req}});
+            });
+        } else if pvc.pointer("/status/capacity/storage") != Some(&request) {
+            let grow = |o: &Value| {
+                let q = |v: Option<&Value>| {
+                    v.and_then(Value::as_str)
+                        .and_then(crate::builtin::parse_quantity)
+                        .unwrap_or(0.0)
+                };
+                q(Some(&request)) > q(o.pointer("/status/capacity/storage"))
+            };
+            if grow(pvc) {
+                let req = request.clone();
+                let _ = c.modify(&pv_rt, "", &pv_name, Sub::Main, MANAGER, &move |o| {
+                    o["spec"]["capacity"]["storage"] = req.clone();
+                });
+                let req = request.clone();
+                let _ = c.modify(&pvc_rt, &ns, &name, Sub::Status, MANAGER, &move |o| {
+                    o["status"]["capacity"]["storage"] = req.clone();
+                });
+            }
+        }
+    }
+    // Volumes whose claim is gone are reclaimed.
+    for pv in list_all(c, "", "persistentvolumes", None) {
+        let Some(claim_uid) = pv.pointer("/spec/claimRef/uid").and_then(Value::as_str) else {
+            continue;
+        };
+        if pv
+            .pointer("/spec/persistentVolumeReclaimPolicy")
+            .and_then(Value::as_str)
+            == Some("Delete")
+            && !claims.iter().any(|c| uid_of(c) == claim_uid)
+        {
+            let _ = c.delete(&pv_rt, "", name_of(&pv), &DeleteOptions::default());
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! Request counters by verb and resource.
+//!
+//! An operator at rest should read (or watch) but not write. Counting the
+//! requests the API server receives, keyed like Kubernetes' own audit and
+//! metrics labels (`verb`, `resource[/subresource]`), lets a test assert
+//! exactly that: reset the counters, wait, and check that no `create`,
+//! `update`, `patch` or `delete` arrived.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard};
+
+#[derive(Debug, Default)]
+pub struct Counters {
+    counts: Mutex<BTreeMap<(String, String), u64>>,
+}
+
+/// The verbs that change state.
+pub const WRITE_VERBS: &[&str] = &["create", "update", "patch", "delete", "deletecollection"];
+
+impl Counters {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<(String, String), u64>> {
+        // Counter increments cannot be interrupted half-way.
+        self.counts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn record(&self, verb: &str, resource: &str) {
+        *self
+            .lock()
+            .entry((verb.to_string(), resource.to_string()))
+            .or_default() += 1;
+    }
+
+    /// Requests of one verb on one resource (e.g. `("patch", "statefulsets")`).
+    pub fn get(&self, verb: &str, resource: &str) -> u64 {
+        self.lock()
+            .get(&(verb.to_string(), resource.to_string()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// All counts, keyed by (verb, resource).
+    pub fn snapshot(&self) -> BTreeMap<(String, String), u64> {
+        self.lock().clone()
+    }
+
+    /// Total state-changing requests since the last reset.
+    pub fn writes(&self) -> u64 {
+        self.lock()
+            .iter()
+            .filter(|((v, _), _)| WRITE_VERBS.contains(&v.as_str()))
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    pub fn reset(&self) {
+        self.lock().clear();
+    }
+}

@@ -1,0 +1,284 @@
+//! An embedded Kubernetes control plane for tests and for learning.
+//!
+//! [`Sandbox::start`] brings up, inside the current process, an API server
+//! on `127.0.0.1` that speaks the Kubernetes REST protocol (discovery, CRUD,
+//! watch, the four patch formats, subresources, CustomResourceDefinitions)
+//! plus the controllers a cluster runs behind it (namespaces, garbage
+//! collection, StatefulSets, Jobs, volume binding, endpoints and a kubelet
+//! with a simulated pod runtime). kube-rs clients and kubectl talk to it as
+//! to any cluster; tests can also inject faults and count requests.
+//!
+//! The modules follow the path of a request: [`server`] (HTTP) →
+//! [`cluster`] (the write path) → [`store`] (storage and history), with
+//! [`registry`], [`builtin`], [`schema`], [`patch`], [`apply`] and
+//! [`selector`] supplying the rules, [`watch`] streaming changes, and
+//! [`controllers`] plus [`runtime`] acting on them.
+
+pub mod apply;
+pub mod builtin;
+pub mod cluster;
+pub mod controllers;
+pub mod counters;
+pub mod error;
+pub mod faults;
+pub mod meta;
+pub mod openapi;
+pub mod patch;
+pub mod registry;
+pub mod runtime;
+pub mod schema;
+pub mod selector;
+pub mod server;
+pub mod store;
+pub mod watch;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::watch as tokio_watch;
+use tokio::task::JoinHandle;
+
+pub use counters::Counters;
+pub use error::{Error, Result};
+pub use faults::Faults;
+pub use runtime::{
+    ContainerReport, ContainerState, ExitRule, PodRuntime, SimulatedConfig, SimulatedRuntime,
+};
+
+use cluster::{Cluster, WriteOptions};
+
+/// How to start a sandbox.
+#[derive(Clone)]
+pub struct SandboxConfig {
+    /// Port on 127.0.0.1; 0 picks a free one.
+    pub port: u16,
+    /// The pod runtime; `None` uses a [`SimulatedRuntime`] built from `simulated`.
+    pub runtime: Option<Arc<dyn PodRuntime>>,
+    pub simulated: SimulatedConfig,
+    /// How many changes watches can be resumed across (the watch cache size).
+    pub watch_history: usize,
+    /// How often watches that asked for bookmarks get one.
+    pub bookmark_interval: Duration,
+    /// Largest accepted request body (the real server's limit is 3 MiB).
+    pub max_body_bytes: usize,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            port: 0,
+            runtime: None,
+            simulated: SimulatedConfig::default(),
+            watch_history: 10_000,
+            bookmark_interval: Duration::from_secs(1),
+            max_body_bytes: 3 * 1024 * 1024,
+        }
+    }
+}
+
+/// A running control plane. Dropping it stops everything.
+pub struct Sandbox {
+    addr: SocketAddr,
+    cluster: Arc<Cluster>,
+    faults: Arc<Faults>,
+    counters: Arc<Counters>,
+    simulated: Option<Arc<SimulatedRuntime>>,
+    client: kube::Client,
+    shutdown: tokio_watch::Sender<bool>,
+    server: Option<JoinHandle<()>>,
+    controllers: Vec<JoinHandle<()>>,
+}
+
+/// Objects every cluster starts with.
+fn bootstrap(c: &Cluster) -> Result<()> {
+    let w = WriteOptions::manager("kube-apiserver");
+    let ns_rt = c.rt("", "namespaces")?;
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        c.create(&ns_rt, "", json!({"metadata": {"name": ns}}), &w)?;
+    }
+    let node_rt = c.rt("", "nodes")?;
+    let node = json!({
+        "metadata": {"name": controllers::NODE_NAME, "labels": {"kubernetes.io/hostname": controllers::NODE_NAME, "kubernetes.io/os": "linux"}},
+        "spec": {},
+        "status": {
+            "capacity": {"cpu": "2", "memory": "24Gi", "pods": "110"},
+            "allocatable": {"cpu": "2", "memory": "24Gi", "pods": "110"},
+            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "simulated kubelet is posting ready status"}],
+            "addresses": [{"type": "InternalIP", "address": "10.0.0.1"}, {"type": "Hostname", "address": controllers::NODE_NAME}],
+            "nodeInfo": {"kubeletVersion": format!("v1.{}.0-sandbox", server::KUBE_MINOR), "containerRuntimeVersion": "sandbox://simulated", "operatingSystem": "linux", "architecture": "amd64"},
+        },
+    });
+    c.create(&node_rt, "", node, &w)?;
+    let svc_rt = c.rt("", "services")?;
+    let svc = json!({"metadata": {"name": "kubernetes", "namespace": "default", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+                     "spec": {"clusterIP": "10.96.0.1", "ports": [{"name": "https", "port": 443, "targetPort": 6443}]}});
+    c.create(&svc_rt, "default", svc, &w)?;
+    Ok(())
+}
+
+impl Sandbox {
+    /// Starts the API server and controllers in this process.
+    pub async fn start(config: SandboxConfig) -> Result<Sandbox> {
+        let simulated = match &config.runtime {
+            Some(_) => None,
+            None => Some(Arc::new(SimulatedRuntime::new(config.simulated.clone()))),
+        };
+        let runtime: Arc<dyn PodRuntime> = match (&config.runtime, &simulated) {
+            (Some(r), _) => r.clone(),
+            (None, Some(s)) => s.clone(),
+            // One of the two arms above always matches.
+            (None, None) => Arc::new(SimulatedRuntime::new(config.simulated.clone())),
+        };
+        let cluster = Arc::new(Cluster::new(config.watch_history, runtime));
+        bootstrap(&cluster)?;
+        let faults = Arc::new(Faults::default());
+        let counters = Arc::new(Counters::default());
+        let state = Arc::new(server::AppState {
+            cluster: cluster.clone(),
+            faults: faults.clone(),
+            counters: counters.clone(),
+            bookmark_interval: config.bookmark_interval,
+            max_body_bytes: config.max_body_bytes,
+        });
+        let bind = format!("127.0.0.1:{}", config.port);
+        let listener = tokio::net::TcpListener::bind(&bind)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: bind.clone(),
+                source,
+            })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| Error::Bind { addr: bind, source })?;
+        let (shutdown, rx) = tokio_watch::channel(false);
+        let mut server_rx = rx.clone();
+        let app = server::router(state);
+        let server = tokio::spawn(async move {
+            let stop = async move {
+                let _ = server_rx.wait_for(|s| *s).await;
+            };
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .await
+            {
+                tracing::error!(error = %e, "sandbox API server stopped");
+            }
+        });
+        let controllers = controllers::spawn_all(cluster.clone(), rx);
+        let mut kc = kube::Config::new(
+            format!("http://{addr}")
+                .parse()
+                .map_err(|_| Error::internal("bad server URL"))?,
+        );
+        kc.default_namespace = "default".into();
+        let client = kube::Client::try_from(kc).map_err(Error::Client)?;
+        Ok(Sandbox {
+            addr,
+            cluster,
+            faults,
+            counters,
+            simulated,
+            client,
+            shutdown,
+            server: Some(server),
+            controllers,
+        })
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A kube-rs client for this sandbox (default namespace `default`).
+    pub fn client(&self) -> kube::Client {
+        self.client.clone()
+    }
+
+    /// A kubeconfig pointing at this sandbox (context `sandbox`).
+    pub fn kubeconfig_yaml(&self) -> String {
+        let cfg = json!({
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "sandbox", "cluster": {"server": self.url()}}],
+            "users": [{"name": "sandbox", "user": {}}],
+            "contexts": [{"name": "sandbox", "context": {"cluster": "sandbox", "user": "sandbox", "namespace": "default"}}],
+            "current-context": "sandbox",
+        });
+        // Rendering a JSON value as YAML cannot fail.
+        serde_yaml::to_string(&cfg).unwrap_or_default()
+    }
+
+    pub fn write_kubeconfig(&self, path: &Path) -> Result<()> {
+        std::fs::write(path, self.kubeconfig_yaml()).map_err(|source| Error::WriteKubeconfig {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+
+    /// Faults to inject (failing requests, delays, dropped watches).
+    pub fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
+    /// Request counters by (verb, resource).
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Makes every resourceVersion handed out so far too old to watch from
+    /// and closes open watches, so watchers reconnect, get 410 and re-list.
+    pub fn expire_resource_versions(&self) {
+        self.cluster.store.expire_history();
+        self.faults.drop_watches();
+    }
+
+    /// The simulated runtime, when the sandbox uses it.
+    pub fn simulated_runtime(&self) -> Option<&SimulatedRuntime> {
+        self.simulated.as_deref()
+    }
+
+    /// The control plane behind the HTTP server (for white-box tests).
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.cluster
+    }
+
+    /// Stops the server and controllers and waits for the server to exit.
+    pub async fn shutdown(mut self) {
+        self.stop();
+        if let Some(server) = self.server.take() {
+            // Open keep-alive connections can hold graceful shutdown; do not wait forever.
+            let abort = server.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(2), server)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
+    }
+
+    fn stop(&mut self) {
+        let _ = self.shutdown.send(true);
+        self.faults.drop_watches();
+        for c in &self.controllers {
+            c.abort();
+        }
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.stop();
+        if let Some(s) = self.server.take() {
+            s.abort();
+        }
+    }
+}

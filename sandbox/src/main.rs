@@ -1,0 +1,69 @@
+//! `pgdb-sandbox`: run the embedded control plane as a standalone server.
+//!
+//! It writes a kubeconfig for kubectl and the operators and serves until
+//! interrupted.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use sandbox::{Sandbox, SandboxConfig};
+
+/// An embedded Kubernetes control plane: no cluster, no Docker.
+#[derive(Parser)]
+#[command(name = "pgdb-sandbox", version)]
+struct Args {
+    /// Where to write the kubeconfig (default: ./sandbox.kubeconfig).
+    #[arg(long, env = "SANDBOX_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Port on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let path = args
+        .kubeconfig
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("sandbox.kubeconfig"));
+    let sandbox = match Sandbox::start(SandboxConfig {
+        port: args.port,
+        ..Default::default()
+    })
+    .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("pgdb-sandbox: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = sandbox.write_kubeconfig(&path) {
+        eprintln!("pgdb-sandbox: {e}");
+        return std::process::ExitCode::FAILURE;
+    }
+    if args.kubeconfig.is_none() {
+        println!(
+            "No --kubeconfig given; wrote the default {}",
+            path.display()
+        );
+    }
+    let p = path.display();
+    println!("Sandbox control plane serving at {}", sandbox.url());
+    println!("Kubeconfig: {p}");
+    println!();
+    println!("  KUBECONFIG={p} kubectl get pods -A");
+    println!("  cargo run -p level1-install -- --kubeconfig {p}");
+    println!();
+    println!("Press Ctrl-C to stop.");
+    let _ = tokio::signal::ctrl_c().await;
+    println!("stopping");
+    sandbox.shutdown().await;
+    std::process::ExitCode::SUCCESS
+}

@@ -1,0 +1,362 @@
+//! The pod runtime: what runs a pod's containers (the kubelet's container
+//! runtime interface, reduced to what the control plane needs).
+//!
+//! The kubelet controller hands each pod bound to the sandbox node to a
+//! [`PodRuntime`] and turns what the runtime reports (started, ready,
+//! exited with a code, restarted) into the pod's status. The trait is
+//! non-blocking so that a runtime which runs real processes can do its work
+//! on its own tasks and call [`PodRuntime::changed`]'s `Notify` when there
+//! is news. [`SimulatedRuntime`] runs nothing: containers start at once or
+//! after a configured delay, become ready, and exit only when a test rule
+//! says so.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// A container's state as a runtime reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ContainerState {
+    Waiting {
+        reason: String,
+    },
+    Running {
+        started_at: String,
+    },
+    Terminated {
+        exit_code: i32,
+        reason: String,
+        started_at: String,
+        finished_at: String,
+    },
+}
+
+/// One container's report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerReport {
+    pub name: String,
+    pub image: String,
+    pub state: ContainerState,
+    pub ready: bool,
+    pub restart_count: i32,
+}
+
+/// Runs pods. Implementations must not block: `start` and `stop` begin the
+/// work and return; progress is read back with `status`.
+pub trait PodRuntime: Send + Sync + 'static {
+    /// Begins running the pod's containers. Called once per pod uid.
+    fn start(&self, pod: &Pod);
+    /// The current state of each container, or `None` for an unknown pod.
+    fn status(&self, uid: &str) -> Option<Vec<ContainerReport>>;
+    /// Stops the pod's containers and forgets the pod.
+    fn stop(&self, uid: &str);
+    /// A container's log (the first container when `container` is `None`).
+    fn logs(&self, uid: &str, container: Option<&str>) -> Option<String>;
+    /// Notified whenever a report may have changed.
+    fn changed(&self) -> Arc<Notify>;
+}
+
+/// Which simulated containers exit, and how.
+#[derive(Debug, Clone)]
+pub struct ExitRule {
+    /// Matches containers whose image contains this text (any if `None`).
+    pub image_contains: Option<String>,
+    /// Matches pods with this label (any if `None`).
+    pub pod_label: Option<(String, String)>,
+    pub exit_code: i32,
+    /// How long the container runs before exiting.
+    pub after: Duration,
+}
+
+/// Timing of the simulated runtime.
+#[derive(Debug, Clone)]
+pub struct SimulatedConfig {
+    /// Time from `start` to containers running.
+    pub start_delay: Duration,
+    /// Time from running to ready.
+    pub ready_delay: Duration,
+    /// How long containers of run-to-completion pods (restartPolicy Never or
+    /// OnFailure) run before exiting 0 when no rule matches.
+    pub job_duration: Duration,
+}
+
+impl Default for SimulatedConfig {
+    fn default() -> Self {
+        SimulatedConfig {
+            start_delay: Duration::ZERO,
+            ready_delay: Duration::ZERO,
+            job_duration: Duration::from_millis(10),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct SimContainer {
+    name: String,
+    image: String,
+    started: Instant,
+    started_wall: String,
+    restart_count: i32,
+    exit: Option<(i32, Duration)>,
+    finished: Option<(i32, String)>,
+}
+
+#[derive(Debug)]
+struct SimPod {
+    namespace: String,
+    name: String,
+    restart_policy: String,
+    containers: Vec<SimContainer>,
+}
+
+#[derive(Default)]
+struct SimState {
+    pods: HashMap<String, SimPod>,
+    rules: Vec<ExitRule>,
+    /// Readiness forced by a test: (namespace, name) → ready.
+    ready_override: HashMap<(String, String), bool>,
+}
+
+/// A runtime that pretends: see the module docs.
+pub struct SimulatedRuntime {
+    config: SimulatedConfig,
+    state: Mutex<SimState>,
+    notify: Arc<Notify>,
+}
+
+impl SimulatedRuntime {
+    pub fn new(config: SimulatedConfig) -> SimulatedRuntime {
+        SimulatedRuntime {
+            config,
+            state: Mutex::new(SimState::default()),
+            notify: Arc::new(Notify::new()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SimState> {
+        // The state is plain data updated in single steps; a panic elsewhere
+        // cannot leave it half-changed.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Containers matching the rule exit with its code (applies to pods
+    /// started after the call).
+    pub fn add_exit_rule(&self, rule: ExitRule) {
+        self.lock().rules.push(rule);
+    }
+
+    pub fn clear_exit_rules(&self) {
+        self.lock().rules.clear();
+    }
+
+    /// Forces a pod's readiness (`None` returns it to the simulated default).
+    pub fn set_ready(&self, namespace: &str, name: &str, ready: Option<bool>) {
+        let key = (namespace.to_string(), name.to_string());
+        let mut s = self.lock();
+        match ready {
+            Some(r) => s.ready_override.insert(key, r),
+            None => s.ready_override.remove(&key),
+        };
+        drop(s);
+        self.notify.notify_one();
+    }
+
+    /// Wakes the kubelet after `d`, when a timed transition is due.
+    fn wake_after(&self, d: Duration) {
+        if d.is_zero() {
+            return;
+        }
+        let n = self.notify.clone();
+        // Outside a runtime (unit tests) transitions are simply polled.
+        if let Ok(h) = tokio::runtime::Handle::try_current() {
+            h.spawn(async move {
+                tokio::time::sleep(d).await;
+                n.notify_one();
+            });
+        }
+    }
+}
+
+fn exit_for(
+    rules: &[ExitRule],
+    image: &str,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> Option<(i32, Duration)> {
+    rules
+        .iter()
+        .find(|r| {
+            r.image_contains
+                .as_ref()
+                .is_none_or(|i| image.contains(i.as_str()))
+                && r.pod_label
+                    .as_ref()
+                    .is_none_or(|(k, v)| labels.get(k) == Some(v))
+        })
+        .map(|r| (r.exit_code, r.after))
+}
+
+impl PodRuntime for SimulatedRuntime {
+    fn start(&self, pod: &Pod) {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let labels = pod.metadata.labels.clone().unwrap_or_default();
+        let spec = pod.spec.clone().unwrap_or_default();
+        let restart_policy = spec
+            .restart_policy
+            .clone()
+            .unwrap_or_else(|| "Always".into());
+        let mut s = self.lock();
+        if s.pods.contains_key(&uid) {
+            return;
+        }
+        let now = Instant::now();
+        let containers = spec
+            .containers
+            .iter()
+            .map(|c| {
+                let image = c.image.clone().unwrap_or_default();
+                let exit = exit_for(&s.rules, &image, &labels).or_else(|| {
+                    (restart_policy != "Always").then_some((0, self.config.job_duration))
+                });
+                SimContainer {
+                    name: c.name.clone(),
+                    image,
+                    started: now + self.config.start_delay,
+                    started_wall: String::new(),
+                    restart_count: 0,
+                    exit,
+                    finished: None,
+                }
+            })
+            .collect::<Vec<_>>();
+        let exits: Vec<Duration> = containers
+            .iter()
+            .filter_map(|c| c.exit.map(|e| e.1))
+            .collect();
+        s.pods.insert(
+            uid,
+            SimPod {
+                namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+                name: pod.metadata.name.clone().unwrap_or_default(),
+                restart_policy,
+                containers,
+            },
+        );
+        drop(s);
+        self.wake_after(self.config.start_delay);
+        self.wake_after(self.config.start_delay + self.config.ready_delay);
+        for e in exits {
+            self.wake_after(self.config.start_delay + e);
+        }
+        self.notify.notify_one();
+    }
+
+    fn status(&self, uid: &str) -> Option<Vec<ContainerReport>> {
+        let now = Instant::now();
+        let mut s = self.lock();
+        let override_ready = {
+            let p = s.pods.get(uid)?;
+            s.ready_override
+                .get(&(p.namespace.clone(), p.name.clone()))
+                .copied()
+        };
+        let p = s.pods.get_mut(uid)?;
+        let mut wakes = vec![];
+        let reports = p
+            .containers
+            .iter_mut()
+            .map(|c| {
+                if now < c.started {
+                    return ContainerReport {
+                        name: c.name.clone(),
+                        image: c.image.clone(),
+                        state: ContainerState::Waiting {
+                            reason: "ContainerCreating".into(),
+                        },
+                        ready: false,
+                        restart_count: c.restart_count,
+                    };
+                }
+                if c.started_wall.is_empty() {
+                    c.started_wall = crate::meta::now();
+                }
+                if c.finished.is_none()
+                    && let Some((code, after)) = c.exit
+                    && now >= c.started + after
+                {
+                    let restart = match p.restart_policy.as_str() {
+                        "Always" => true,
+                        "OnFailure" => code != 0,
+                        _ => false,
+                    };
+                    if restart {
+                        // Restarted at once (no crash-loop back-off here).
+                        c.restart_count += 1;
+                        c.started = now;
+                        c.started_wall = crate::meta::now();
+                        wakes.push(after);
+                    } else {
+                        c.finished = Some((code, crate::meta::now()));
+                    }
+                }
+                if let Some((code, at)) = &c.finished {
+                    return ContainerReport {
+                        name: c.name.clone(),
+                        image: c.image.clone(),
+                        state: ContainerState::Terminated {
+                            exit_code: *code,
+                            reason: if *code == 0 {
+                                "Completed".into()
+                            } else {
+                                "Error".into()
+                            },
+                            started_at: c.started_wall.clone(),
+                            finished_at: at.clone(),
+                        },
+                        ready: false,
+                        restart_count: c.restart_count,
+                    };
+                }
+                let ready = override_ready.unwrap_or(now >= c.started + self.config.ready_delay);
+                ContainerReport {
+                    name: c.name.clone(),
+                    image: c.image.clone(),
+                    state: ContainerState::Running {
+                        started_at: c.started_wall.clone(),
+                    },
+                    ready,
+                    restart_count: c.restart_count,
+                }
+            })
+            .collect();
+        drop(s);
+        for w in wakes {
+            self.wake_after(w);
+        }
+        Some(reports)
+    }
+
+    fn stop(&self, uid: &str) {
+        self.lock().pods.remove(uid);
+    }
+
+    fn logs(&self, uid: &str, container: Option<&str>) -> Option<String> {
+        let s = self.lock();
+        let p = s.pods.get(uid)?;
+        let c = match container {
+            Some(name) => p.containers.iter().find(|c| c.name == name)?,
+            None => p.containers.first()?,
+        };
+        Some(format!(
+            "simulated container {} of pod {}/{} (image {})\nstarted\nready\n",
+            c.name, p.namespace, p.name, c.image
+        ))
+    }
+
+    fn changed(&self) -> Arc<Notify> {
+        self.notify.clone()
+    }
+}

@@ -1,0 +1,540 @@
+//! The HTTP face of the control plane: Kubernetes REST paths to cluster
+//! operations.
+//!
+//! Paths follow one grammar:
+//!
+//! ```text
+//! /api/v1[/namespaces/{ns}]/{resource}[/{name}[/{subresource}]]
+//! /apis/{group}/{version}[/namespaces/{ns}]/{resource}[/{name}[/{subresource}]]
+//! ```
+//!
+//! and the HTTP method picks the verb: GET is `get`, `list` or (with
+//! `?watch=true`) `watch`; POST is `create`; PUT `update`; PATCH `patch`
+//! (the Content-Type says which patch format); DELETE `delete` or, on a
+//! collection, `deletecollection`. Discovery documents at `/api`, `/apis`
+//! and each group version let clients find out what is served. Every error
+//! is a `Status` object with the real code and reason.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::cluster::{
+    Cluster, DeleteOptions, ListOptions, PatchKind, Sub, WriteOptions, manager_from_user_agent,
+};
+use crate::counters::Counters;
+use crate::error::{Error, Result};
+use crate::faults::Faults;
+use crate::registry::{ResourceType, version_priority};
+use crate::selector::{FieldSelector, LabelSelector};
+use crate::watch::WatchParams;
+
+/// The Kubernetes version the sandbox reports (the k8s-openapi feature it
+/// is built against).
+pub const KUBE_MINOR: &str = "33";
+
+/// Everything a request handler needs.
+pub struct AppState {
+    pub cluster: Arc<Cluster>,
+    pub faults: Arc<Faults>,
+    pub counters: Arc<Counters>,
+    pub bookmark_interval: Duration,
+    pub max_body_bytes: usize,
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new().fallback(handle).with_state(state)
+}
+
+fn json_response(code: StatusCode, v: &Value) -> Response {
+    let body = serde_json::to_vec(v).unwrap_or_default();
+    (code, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn error_response(e: &Error) -> Response {
+    let s = e.status();
+    let code = StatusCode::from_u16(s.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    json_response(code, &s.to_json())
+}
+
+async fn handle(State(st): State<Arc<AppState>>, req: Request) -> Response {
+    let delay = st.faults.delay();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    match route(&st, req).await {
+        Ok(r) => r,
+        Err(e) => error_response(&e),
+    }
+}
+
+/// A parsed resource path.
+struct Target {
+    rt: Arc<ResourceType>,
+    namespace: Option<String>,
+    name: Option<String>,
+    sub: Option<String>,
+}
+
+fn discovery(st: &AppState, segs: &[&str], host: &str) -> Option<Value> {
+    let reg = &st.cluster.registry;
+    match segs {
+        ["version"] => Some(json!({
+            "major": "1", "minor": KUBE_MINOR, "gitVersion": format!("v1.{KUBE_MINOR}.0-sandbox"),
+            "gitCommit": "sandbox", "gitTreeState": "clean", "buildDate": "2025-01-01T00:00:00Z",
+            "goVersion": "go1.24", "compiler": "gc", "platform": "linux/amd64",
+        })),
+        ["api"] => Some(json!({
+            "kind": "APIVersions", "versions": ["v1"],
+            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": host}],
+        })),
+        ["apis"] => {
+            let groups: Vec<Value> = reg
+                .groups()
+                .into_iter()
+                .map(|(g, vs)| group_json(&g, &vs))
+                .collect();
+            Some(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}))
+        }
+        ["apis", g] => reg.groups().get(*g).map(|vs| {
+            let mut v = group_json(g, vs);
+            v["kind"] = json!("APIGroup");
+            v["apiVersion"] = json!("v1");
+            v
+        }),
+        ["api", "v1"] => Some(reg.resource_list("", "v1")),
+        ["apis", g, v] if reg.has_group_version(g, v) => Some(reg.resource_list(g, v)),
+        _ => None,
+    }
+}
+
+fn group_json(g: &str, versions: &[String]) -> Value {
+    let mut vs = versions.to_vec();
+    vs.sort_by_key(|v| std::cmp::Reverse(version_priority(v)));
+    let list: Vec<Value> = vs
+        .iter()
+        .map(|v| json!({"groupVersion": format!("{g}/{v}"), "version": v}))
+        .collect();
+    json!({"name": g, "versions": list, "preferredVersion": list.first().cloned().unwrap_or(json!({}))})
+}
+
+fn parse_target(st: &AppState, segs: &[&str]) -> Result<(Target, bool)> {
+    let (group, version, rest) = match segs {
+        ["api", v, rest @ ..] => ("", *v, rest),
+        ["apis", g, v, rest @ ..] => (*g, *v, rest),
+        _ => return Err(Error::no_such_resource()),
+    };
+    // The legacy `/watch/` prefix means `?watch=true`.
+    let (legacy_watch, rest) = match rest {
+        ["watch", rest @ ..] => (true, rest),
+        _ => (false, rest),
+    };
+    let reg = &st.cluster.registry;
+    let lookup = |plural: &str| {
+        reg.lookup(group, version, plural)
+            .ok_or_else(Error::no_such_resource)
+    };
+    let t = |rt, ns: Option<&str>, name: Option<&str>, sub: Option<&str>| Target {
+        rt,
+        namespace: ns.map(String::from),
+        name: name.map(String::from),
+        sub: sub.map(String::from),
+    };
+    let target = match rest {
+        [res] => t(lookup(res)?, None, None, None),
+        ["namespaces", ns, res]
+            if reg
+                .lookup(group, version, res)
+                .is_some_and(|r| r.namespaced) =>
+        {
+            t(lookup(res)?, Some(ns), None, None)
+        }
+        ["namespaces", ns, res, name] => t(lookup(res)?, Some(ns), Some(name), None),
+        ["namespaces", ns, res, name, sub] => t(lookup(res)?, Some(ns), Some(name), Some(sub)),
+        [res, name] => t(lookup(res)?, None, Some(name), None),
+        [res, name, sub] => t(lookup(res)?, None, Some(name), Some(sub)),
+        _ => return Err(Error::no_such_resource()),
+    };
+    // A namespaced kind addressed without a namespace can only be listed
+    // or watched across all namespaces.
+    if target.rt.namespaced && target.namespace.is_none() && target.name.is_some() {
+        return Err(Error::no_such_resource());
+    }
+    if !target.rt.namespaced && target.namespace.is_some() {
+        return Err(Error::no_such_resource());
+    }
+    if let Some(sub) = &target.sub {
+        let ok = match sub.as_str() {
+            "status" => target.rt.status,
+            "scale" => target.rt.scale.is_some(),
+            "log" => target.rt.log,
+            "finalize" => target.rt.plural == "namespaces" && target.rt.group.is_empty(),
+            _ => false,
+        };
+        if !ok {
+            return Err(Error::no_such_resource());
+        }
+    }
+    Ok((target, legacy_watch))
+}
+
+fn parse_query(q: Option<&str>) -> HashMap<String, String> {
+    form_urlencoded::parse(q.unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect()
+}
+
+fn truthy(q: &HashMap<String, String>, k: &str) -> bool {
+    q.get(k).is_some_and(|v| v == "true" || v == "1")
+}
+
+fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Value> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    let mime = ct.split(';').next().unwrap_or_default().trim();
+    match mime {
+        "application/json" | "" | "*/*" => serde_json::from_slice(body).map_err(|e| {
+            Error::bad_request(format!(
+                "the object provided is unrecognized: json parse error: {e}"
+            ))
+        }),
+        "application/yaml" | "application/x-yaml" | "text/yaml" => serde_yaml::from_slice(body)
+            .map_err(|e| {
+                Error::bad_request(format!(
+                    "the object provided is unrecognized: yaml parse error: {e}"
+                ))
+            }),
+        other => Err(Error::unsupported_media_type(other)),
+    }
+}
+
+fn with_version(rt: &ResourceType, mut v: Value) -> Value {
+    if let Some(o) = v.as_object_mut()
+        && o.get("kind").and_then(Value::as_str) == Some(rt.kind.as_str())
+    {
+        o.insert("apiVersion".into(), json!(rt.api_version()));
+    }
+    if let Some(items) = v.get_mut("items").and_then(Value::as_array_mut) {
+        for i in items.iter_mut().filter_map(Value::as_object_mut) {
+            i.insert("apiVersion".into(), json!(rt.api_version()));
+            i.insert("kind".into(), json!(rt.kind));
+        }
+    }
+    v
+}
+
+fn list_options(q: &HashMap<String, String>, rt: &ResourceType) -> Result<ListOptions> {
+    Ok(ListOptions {
+        labels: LabelSelector::parse(
+            q.get("labelSelector")
+                .map(String::as_str)
+                .unwrap_or_default(),
+        )?,
+        fields: FieldSelector::parse(
+            q.get("fieldSelector")
+                .map(String::as_str)
+                .unwrap_or_default(),
+            &rt.plural,
+        )?,
+        limit: q.get("limit").and_then(|l| l.parse().ok()),
+        continue_token: q.get("continue").filter(|c| !c.is_empty()).cloned(),
+    })
+}
+
+fn delete_options(q: &HashMap<String, String>, body: &[u8]) -> Result<DeleteOptions> {
+    let mut o = DeleteOptions::default();
+    if !body.iter().all(u8::is_ascii_whitespace) {
+        let b: Value = serde_json::from_slice(body)
+            .map_err(|e| Error::bad_request(format!("invalid DeleteOptions: {e}")))?;
+        o.propagation = b
+            .get("propagationPolicy")
+            .and_then(Value::as_str)
+            .map(String::from);
+        if b.get("orphanDependents").and_then(Value::as_bool) == Some(true) {
+            o.propagation = Some("Orphan".into());
+        }
+        o.grace_period = b.get("gracePeriodSeconds").and_then(Value::as_i64);
+        o.precondition_uid = b
+            .pointer("/preconditions/uid")
+            .and_then(Value::as_str)
+            .map(String::from);
+        o.precondition_rv = b
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+            .map(String::from);
+        o.dry_run = b
+            .get("dryRun")
+            .and_then(Value::as_array)
+            .is_some_and(|a| !a.is_empty());
+    }
+    if let Some(p) = q.get("propagationPolicy") {
+        o.propagation = Some(p.clone());
+    }
+    if q.get("orphanDependents").is_some_and(|v| v == "true") {
+        o.propagation = Some("Orphan".into());
+    }
+    if let Some(g) = q.get("gracePeriodSeconds").and_then(|g| g.parse().ok()) {
+        o.grace_period = Some(g);
+    }
+    o.dry_run |= q.contains_key("dryRun");
+    if let Some(p) = &o.propagation
+        && !matches!(p.as_str(), "Foreground" | "Background" | "Orphan")
+    {
+        return Err(Error::invalid(
+            "",
+            "DeleteOptions",
+            "",
+            vec![crate::error::Cause::not_supported(
+                "propagationPolicy",
+                &json!(p),
+                &[json!("Foreground"), json!("Background"), json!("Orphan")],
+            )],
+        ));
+    }
+    Ok(o)
+}
+
+async fn route(st: &AppState, req: Request) -> Result<Response> {
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path().to_string();
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let q = parse_query(parts.uri.query());
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1")
+        .to_string();
+
+    if matches!(segs.as_slice(), ["healthz"] | ["readyz"] | ["livez"]) {
+        return Ok((StatusCode::OK, "ok").into_response());
+    }
+    if parts.method == Method::GET
+        && let Some(doc) = discovery(st, &segs, &host)
+    {
+        return Ok(json_response(StatusCode::OK, &doc));
+    }
+    if matches!(segs.first(), Some(&"openapi")) {
+        return crate::openapi::serve(&st.cluster, &segs)
+            .map(|v| json_response(StatusCode::OK, &v));
+    }
+
+    let (target, legacy_watch) = parse_target(st, &segs)?;
+    let rt = target.rt.clone();
+    let watching = legacy_watch || truthy(&q, "watch");
+    let verb = match (&parts.method, target.name.is_some()) {
+        (&Method::GET, false) if watching => "watch",
+        (&Method::GET, false) => "list",
+        (&Method::GET, true) => "get",
+        (&Method::POST, false) => "create",
+        (&Method::PUT, true) => "update",
+        (&Method::PATCH, true) => "patch",
+        (&Method::DELETE, true) => "delete",
+        (&Method::DELETE, false) => "deletecollection",
+        _ => return Err(Error::method_not_allowed()),
+    };
+    let resource = match &target.sub {
+        Some(s) => format!("{}/{s}", rt.plural),
+        None => rt.plural.clone(),
+    };
+    st.counters.record(verb, &resource);
+    if let Some(code) = st.faults.take(verb, &resource) {
+        return Err(Error::injected(code));
+    }
+
+    // Bodies are read whole, up to the real server's 3 MiB request limit.
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > st.max_body_bytes) {
+        return Err(Error::too_large(st.max_body_bytes));
+    }
+    let body: Bytes = axum::body::to_bytes(body, st.max_body_bytes)
+        .await
+        .map_err(|_| Error::too_large(st.max_body_bytes))?;
+
+    let ns = target.namespace.clone().unwrap_or_default();
+    let name = target.name.clone().unwrap_or_default();
+    let user_agent = parts
+        .headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let wopts = WriteOptions {
+        manager: q
+            .get("fieldManager")
+            .cloned()
+            .unwrap_or_else(|| manager_from_user_agent(user_agent)),
+        force: truthy(&q, "force"),
+        dry_run: q.contains_key("dryRun"),
+    };
+    let sub = match target.sub.as_deref() {
+        Some("status") => Sub::Status,
+        _ => Sub::Main,
+    };
+    let c = &st.cluster;
+    let out = match verb {
+        "list" => c.list(&rt, target.namespace.as_deref(), &list_options(&q, &rt)?)?,
+        "watch" => return watch_response(st, rt, target.namespace, &q),
+        "get" => match target.sub.as_deref() {
+            Some("scale") => c.get_scale(&rt, &ns, &name)?,
+            Some("log") => {
+                return pod_log(c, &rt, &ns, &name, q.get("container").map(String::as_str));
+            }
+            _ => c.get(&rt, &ns, &name)?,
+        },
+        "create" => {
+            let obj = parse_body(&parts.headers, &body)?;
+            let created = c.create(&rt, &ns, obj, &wopts)?;
+            return Ok(json_response(
+                StatusCode::CREATED,
+                &with_version(&rt, created),
+            ));
+        }
+        "update" => {
+            let obj = parse_body(&parts.headers, &body)?;
+            match target.sub.as_deref() {
+                Some("scale") => c.set_scale(&rt, &ns, &name, &obj, &wopts)?,
+                Some("finalize") => c.update(&rt, &ns, &name, obj, Sub::Main, &wopts)?,
+                _ => c.update(&rt, &ns, &name, obj, sub, &wopts)?,
+            }
+        }
+        "patch" => {
+            let ct = parts
+                .headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            let kind = match ct.split(';').next().unwrap_or_default().trim() {
+                "application/json-patch+json" => PatchKind::Json,
+                "application/merge-patch+json" => PatchKind::Merge,
+                "application/strategic-merge-patch+json" => PatchKind::Strategic,
+                "application/apply-patch+yaml" => PatchKind::Apply,
+                other => return Err(Error::unsupported_media_type(other)),
+            };
+            if kind == PatchKind::Apply && q.get("fieldManager").is_none_or(String::is_empty) {
+                return Err(Error::bad_request(
+                    "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+                ));
+            }
+            if target.sub.as_deref() == Some("scale") {
+                let current = c.get_scale(&rt, &ns, &name)?;
+                let patched = match kind {
+                    PatchKind::Json => crate::patch::json_patch(&current, &body)?,
+                    PatchKind::Apply => {
+                        let v: Value = serde_yaml::from_slice(&body)
+                            .map_err(|e| Error::bad_request(e.to_string()))?;
+                        let mut cur = current.clone();
+                        json_patch::merge(&mut cur, &v);
+                        cur
+                    }
+                    _ => crate::patch::merge_patch(&current, &body)?,
+                };
+                c.set_scale(&rt, &ns, &name, &patched, &wopts)?
+            } else {
+                c.patch(&rt, &ns, &name, kind, &body, sub, &wopts)?
+            }
+        }
+        "delete" => c.delete(&rt, &ns, &name, &delete_options(&q, &body)?)?,
+        "deletecollection" => c.delete_collection(
+            &rt,
+            target.namespace.as_deref(),
+            &list_options(&q, &rt)?,
+            &delete_options(&q, &body)?,
+        )?,
+        _ => return Err(Error::method_not_allowed()),
+    };
+    Ok(json_response(StatusCode::OK, &with_version(&rt, out)))
+}
+
+fn pod_log(
+    c: &Cluster,
+    rt: &ResourceType,
+    ns: &str,
+    name: &str,
+    container: Option<&str>,
+) -> Result<Response> {
+    let pod = c.get(rt, ns, name)?;
+    let uid = crate::meta::uid_of(&pod);
+    match c.runtime.logs(uid, container) {
+        Some(text) => {
+            Ok((StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], text).into_response())
+        }
+        None => Err(Error::bad_request(format!(
+            "container {:?} in pod {name:?} is waiting to start: ContainerCreating",
+            container.unwrap_or_else(|| pod
+                .pointer("/spec/containers/0/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default())
+        ))),
+    }
+}
+
+fn watch_response(
+    st: &AppState,
+    rt: Arc<ResourceType>,
+    ns: Option<String>,
+    q: &HashMap<String, String>,
+) -> Result<Response> {
+    let send_initial = truthy(q, "sendInitialEvents");
+    if send_initial && q.get("resourceVersionMatch").map(String::as_str) != Some("NotOlderThan") {
+        return Err(Error::invalid(
+            "meta.k8s.io",
+            "ListOptions",
+            "",
+            vec![crate::error::Cause::forbidden(
+                "resourceVersionMatch",
+                "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+            )],
+        ));
+    }
+    let params = WatchParams {
+        resource_version: q.get("resourceVersion").cloned(),
+        labels: LabelSelector::parse(
+            q.get("labelSelector")
+                .map(String::as_str)
+                .unwrap_or_default(),
+        )?,
+        fields: FieldSelector::parse(
+            q.get("fieldSelector")
+                .map(String::as_str)
+                .unwrap_or_default(),
+            &rt.plural,
+        )?,
+        bookmarks: truthy(q, "allowWatchBookmarks"),
+        timeout: q
+            .get("timeoutSeconds")
+            .and_then(|t| t.parse().ok())
+            .map(Duration::from_secs),
+        send_initial_events: send_initial,
+    };
+    let rx = crate::watch::start(
+        st.cluster.clone(),
+        rt,
+        ns,
+        params,
+        st.faults.watch_killer(),
+        st.bookmark_interval,
+    )?;
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<Bytes, std::convert::Infallible>(b), rx))
+    });
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| error_response(&Error::internal("could not build the watch response"))))
+}

@@ -1,0 +1,11 @@
+//! Conformance suite: the sandbox driven through kube-rs as a real client.
+//! Each test names the upstream Kubernetes behaviour it pins.
+
+mod bad_input;
+mod common;
+mod controllers;
+mod crd;
+mod faults;
+mod patch;
+mod rest;
+mod watch;
