@@ -132,6 +132,19 @@ impl Cluster {
         }
     }
 
+    /// The Events about `name` once one satisfies `check` (Events are
+    /// published after the writes they report), or after [`WAIT`].
+    async fn events_once(&self, name: &str, check: impl Fn(&str) -> bool) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let events = self.events(name).await;
+            if events.iter().any(|e| check(e)) || tokio::time::Instant::now() > deadline {
+                return events;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// `reason: note` of every Event about `name`, oldest first.
     async fn events(&self, name: &str) -> Vec<String> {
         let events: Api<Event> = self.api();
@@ -271,7 +284,9 @@ async fn a_database_becomes_ready_with_its_secrets_config_services_and_statefuls
         .spec
         .and_then(|s| s.template.spec?.containers[0].image.clone());
     assert_eq!(image.as_deref(), Some("postgres:16.4"));
-    let events = cluster.events("orders").await;
+    let events = cluster
+        .events_once("orders", |e| e.contains("DatabaseReady"))
+        .await;
     assert!(events.iter().any(|e| e.contains("Created")), "{events:?}");
     assert!(
         events.iter().any(|e| e.contains("DatabaseReady")),
@@ -354,7 +369,9 @@ async fn a_deleted_child_is_recreated_and_an_edited_one_is_put_back() {
                 .is_some_and(|conf| conf.contains("listen_addresses"))
         })
         .await;
-    let events = cluster.events("orders").await;
+    let events = cluster
+        .events_once("orders", |e| e.contains("DriftRepaired"))
+        .await;
     assert!(
         events
             .iter()
@@ -403,7 +420,9 @@ async fn an_unsupported_version_is_refused_naming_the_field_and_nothing_is_creat
             .expect("answers")
             .is_none()
     );
-    let events = cluster.events("legacy").await;
+    let events = cluster
+        .events_once("legacy", |e| e.starts_with("Warning InvalidVersion"))
+        .await;
     assert!(
         events
             .iter()

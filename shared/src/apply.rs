@@ -168,11 +168,6 @@ pub async fn apply(
         })
 }
 
-/// `Kind/name` of a desired object, for Events and logs.
-pub fn display(object: &DesiredObject) -> String {
-    format!("{}/{}", object.resource.kind, object.name)
-}
-
 /// The live version of a desired object, if the reconcile read it.
 pub fn live<'a>(observed: &'a Observed, object: &DesiredObject) -> Option<&'a DynamicObject> {
     observed.raw(&object.resource, &object.name)

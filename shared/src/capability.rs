@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{ApiResource, DynamicObject};
 use kube::core::Resource;
 use serde::Serialize;
@@ -146,6 +147,19 @@ pub struct DesiredObject {
 }
 
 impl DesiredObject {
+    /// A reference to the object, for Events.
+    pub fn reference(&self) -> ObjectReference {
+        ObjectReference {
+            api_version: Some(self.resource.api_version.clone()),
+            kind: Some(self.resource.kind.clone()),
+            name: Some(self.name.clone()),
+            namespace: self.value["metadata"]["namespace"]
+                .as_str()
+                .map(String::from),
+            ..Default::default()
+        }
+    }
+
     /// The object's key.
     pub fn key(&self) -> ObjectKey {
         key_of(&self.resource, &self.name)
@@ -153,7 +167,7 @@ impl DesiredObject {
 }
 
 /// An Event a capability wants published about the database.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Note {
     /// Whether it is a Warning (otherwise Normal).
     pub warning: bool,
@@ -161,6 +175,10 @@ pub struct Note {
     pub reason: String,
     /// Human message.
     pub message: String,
+    /// The child the Event is about, when there is one. The Event recorder
+    /// counts repeats of an Event by reason and related object, so this keeps
+    /// "created the Secret" and "created the Service" two Events.
+    pub related: Option<ObjectReference>,
 }
 
 /// The desired state being assembled by the capabilities, in order.
@@ -244,6 +262,7 @@ impl Desired {
             warning,
             reason: reason.to_string(),
             message: message.into(),
+            related: None,
         });
     }
 
@@ -292,14 +311,23 @@ pub struct StatusDraft {
 }
 
 /// What the apply step did in this reconcile, for the status assessment.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct ApplyReport {
-    /// Objects created, as `Kind/name`.
-    pub created: Vec<String>,
-    /// Objects changed because the desired state changed, as `Kind/name`.
-    pub updated: Vec<String>,
-    /// Objects put back because something else changed them, as `Kind/name`.
-    pub repaired: Vec<String>,
+    /// Objects created.
+    pub created: Vec<ObjectReference>,
+    /// Objects changed because the desired state changed.
+    pub updated: Vec<ObjectReference>,
+    /// Objects put back because something else changed them.
+    pub repaired: Vec<ObjectReference>,
+}
+
+/// `Kind/name` of a reference, for Events and logs.
+pub fn describe(reference: &ObjectReference) -> String {
+    format!(
+        "{}/{}",
+        reference.kind.as_deref().unwrap_or_default(),
+        reference.name.as_deref().unwrap_or_default()
+    )
 }
 
 impl ApplyReport {

@@ -22,7 +22,7 @@ use crate::api::{PostgresDB, PostgresDBStatus};
 use crate::apply::{self, Change};
 use crate::capability::{
     ApplyReport, Desired, DesiredObject, Level, Note, Observed, Query, QuerySelector, SpecProblem,
-    StatusDraft,
+    StatusDraft, describe,
 };
 use crate::conditions::{Assessment, DEGRADED, PROGRESSING, READY, SPEC_IMPLEMENTED};
 use crate::error::{Error, retry_delay};
@@ -164,8 +164,13 @@ pub fn assess(
         }
         Decision::Apply { .. } => {
             if report.wrote_anything() {
-                let mut what = report.created.clone();
-                what.extend(report.updated.iter().chain(&report.repaired).cloned());
+                let what: Vec<String> = report
+                    .created
+                    .iter()
+                    .chain(&report.updated)
+                    .chain(&report.repaired)
+                    .map(describe)
+                    .collect();
                 conditions.set(
                     PROGRESSING,
                     Assessment::yes("Applying", format!("applied {}", what.join(", "))),
@@ -236,29 +241,30 @@ pub fn events_for(
     draft: &StatusDraft,
 ) -> Vec<Note> {
     let mut notes = Vec::new();
-    let mut push = |warning: bool, reason: &str, message: String| {
-        notes.push(Note {
-            warning,
-            reason: reason.to_string(),
-            message,
-        });
-    };
-    for object in &report.created {
-        push(false, "Created", format!("created {object}"));
-    }
-    for object in &report.updated {
-        push(
+    let changes = [
+        (&report.created, false, "Created", "created"),
+        (
+            &report.updated,
             false,
             "Updated",
-            format!("updated {object} to match the spec"),
-        );
-    }
-    for object in &report.repaired {
-        push(
+            "updated to match the spec:",
+        ),
+        (
+            &report.repaired,
             true,
             "DriftRepaired",
-            format!("{object} was changed outside the operator; restored it"),
-        );
+            "changed outside the operator; restored",
+        ),
+    ];
+    for (objects, warning, reason, verb) in changes {
+        for object in objects {
+            notes.push(Note {
+                warning,
+                reason: reason.to_string(),
+                message: format!("{verb} {}", describe(object)),
+                related: Some(object.clone()),
+            });
+        }
     }
     if let Decision::Apply { notes: extra, .. } = decision {
         notes.extend(extra.iter().cloned());
@@ -278,6 +284,7 @@ pub fn events_for(
             warning: assessment.warning,
             reason: reason.to_string(),
             message: assessment.message.clone(),
+            related: None,
         });
     }
     notes
@@ -348,12 +355,12 @@ async fn reconcile_in_span(db: &PostgresDB, ctx: &Context) -> Result<Action, Err
         let manager = ctx.level.field_manager();
         for (object, change) in changes {
             apply::apply(&ctx.client, &manager, object).await?;
-            let name = apply::display(object);
-            tracing::info!(object = %name, ?change, "applied");
+            let reference = object.reference();
+            tracing::info!(object = %describe(&reference), ?change, "applied");
             match change {
-                Change::Create => report.created.push(name),
-                Change::Update => report.updated.push(name),
-                Change::Repair => report.repaired.push(name),
+                Change::Create => report.created.push(reference),
+                Change::Update => report.updated.push(reference),
+                Change::Repair => report.repaired.push(reference),
             }
         }
     }
@@ -409,8 +416,13 @@ async fn publish(ctx: &Context, db: &PostgresDB, notes: &[Note]) {
             },
             reason: note.reason.clone(),
             note: Some(note.message.chars().take(1000).collect()),
-            action: "Reconcile".into(),
-            secondary: None,
+            action: if note.related.is_some() {
+                "Apply"
+            } else {
+                "Reconcile"
+            }
+            .into(),
+            secondary: note.related.clone(),
         };
         if let Err(error) = ctx.recorder.publish(&event, &reference).await {
             tracing::warn!(%error, reason = note.reason, "could not publish an Event");

@@ -1,0 +1,526 @@
+//! The scenarios every level is put through, each with what every level is
+//! expected to do.
+//!
+//! A scenario drives a cluster the way a user (or an accident) would and
+//! describes what it observed in one short, deterministic sentence. The
+//! suite compares that sentence with the expectation declared here for each
+//! level, and the sentences form the behaviour matrix in
+//! `docs/behaviour-matrix.md`. Reading a row across the levels is the
+//! course's lesson.
+
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
+use kube::ResourceExt;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use shared::api::{Phase, PostgresDB};
+
+use crate::builders::DbBuilder;
+use crate::harness::{TestCluster, WAIT};
+use crate::levels::LevelId;
+
+/// A scenario of the behaviour suite.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Scenario {
+    /// A `PostgresDB` is created.
+    Install,
+    /// Someone deletes the database's StatefulSet.
+    DeletedStatefulSet,
+    /// Someone edits the generated ConfigMap by hand.
+    EditedChild,
+    /// The database is paused, a child deleted, then resumed.
+    Pause,
+    /// The spec names a major version the operator does not support.
+    InvalidSpec,
+    /// The version goes from 16.2 to 16.4.
+    MinorUpgrade,
+    /// The version is lowered from 16.4 to 16.2.
+    VersionLowered,
+    /// The operator dies in the middle of a reconcile and is started again.
+    RestartMidReconcile,
+    /// Nothing changes: what does the operator write?
+    AtRest,
+}
+
+impl Scenario {
+    /// Every scenario, in the matrix's order.
+    pub const ALL: [Scenario; 9] = [
+        Scenario::Install,
+        Scenario::DeletedStatefulSet,
+        Scenario::EditedChild,
+        Scenario::Pause,
+        Scenario::InvalidSpec,
+        Scenario::MinorUpgrade,
+        Scenario::VersionLowered,
+        Scenario::RestartMidReconcile,
+        Scenario::AtRest,
+    ];
+
+    /// The matrix row's label.
+    pub fn title(self) -> &'static str {
+        match self {
+            Scenario::Install => "A PostgresDB is created",
+            Scenario::DeletedStatefulSet => "Its StatefulSet is deleted",
+            Scenario::EditedChild => "Its ConfigMap is edited by hand",
+            Scenario::Pause => "It is paused, its Service deleted, then resumed",
+            Scenario::InvalidSpec => "Its version is an unsupported major (12)",
+            Scenario::MinorUpgrade => "Its version goes from 16.2 to 16.4",
+            Scenario::VersionLowered => "Its version is lowered from 16.4 to 16.2",
+            Scenario::RestartMidReconcile => {
+                "The operator is killed mid-reconcile and its binary started again"
+            }
+            Scenario::AtRest => "Nothing changes and a reconcile runs",
+        }
+    }
+
+    /// What `level` is expected to do.
+    pub fn expected(self, level: LevelId) -> &'static str {
+        match (self, level) {
+            (Scenario::Install, LevelId::One) => {
+                "Ready; 2 Secrets, 1 ConfigMap, 2 Services, 1 StatefulSet created"
+            }
+            (Scenario::DeletedStatefulSet, LevelId::One) => {
+                "StatefulSet recreated, Ready again on the same data volume"
+            }
+            (Scenario::EditedChild, LevelId::One) => "edit reverted; Warning DriftRepaired",
+            (Scenario::Pause, LevelId::One) => {
+                "Service left deleted while paused; recreated on resume"
+            }
+            (Scenario::InvalidSpec, LevelId::One) => {
+                "refused: Ready=False InvalidVersion naming spec.version; nothing created"
+            }
+            (Scenario::MinorUpgrade, LevelId::One) => {
+                "image swapped to postgres:16.4; Ready at 16.4"
+            }
+            (Scenario::VersionLowered, LevelId::One) => "accepted: image swapped to postgres:16.2",
+            (Scenario::RestartMidReconcile, LevelId::One) => {
+                "resumed from the cluster: Ready, generated password kept"
+            }
+            (Scenario::AtRest, LevelId::One) => "0 writes",
+        }
+    }
+
+    /// Runs the scenario against `level` on `cluster` and describes what happened.
+    pub async fn run(self, cluster: &TestCluster, level: LevelId) -> String {
+        match self {
+            Scenario::Install => install(cluster, level).await,
+            Scenario::DeletedStatefulSet => deleted_statefulset(cluster, level).await,
+            Scenario::EditedChild => edited_child(cluster, level).await,
+            Scenario::Pause => pause(cluster, level).await,
+            Scenario::InvalidSpec => invalid_spec(cluster, level).await,
+            Scenario::MinorUpgrade => minor_upgrade(cluster, level).await,
+            Scenario::VersionLowered => version_lowered(cluster, level).await,
+            Scenario::RestartMidReconcile => restart_mid_reconcile(cluster, level).await,
+            Scenario::AtRest => at_rest(cluster, level).await,
+        }
+    }
+}
+
+/// The condition's status and reason.
+pub fn condition(db: &PostgresDB, type_: &str) -> Option<(String, String)> {
+    let c = db
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)?;
+    Some((c.status.clone(), c.reason.clone()))
+}
+
+/// Ready and nothing in progress.
+pub fn is_settled(db: &PostgresDB) -> bool {
+    db.status.as_ref().and_then(|s| s.phase) == Some(Phase::Ready)
+        && db.status.as_ref().and_then(|s| s.observed_generation) == db.metadata.generation
+}
+
+fn image_of(sts: Option<&StatefulSet>) -> Option<String> {
+    sts?.spec
+        .as_ref()?
+        .template
+        .spec
+        .as_ref()?
+        .containers
+        .first()?
+        .image
+        .clone()
+}
+
+async fn create_ready(cluster: &TestCluster, db: PostgresDB) -> PostgresDB {
+    let name = db.name_any();
+    if let Err(error) = cluster.create(&db).await {
+        panic!("{}", shared::reconcile::error_chain(&error));
+    }
+    cluster.wait_for(&name, "Ready", is_settled).await
+}
+
+async fn patch_spec(cluster: &TestCluster, name: &str, spec: serde_json::Value) {
+    if let Err(error) = cluster.patch_spec(name, spec).await {
+        panic!("{}", shared::reconcile::error_chain(&error));
+    }
+}
+
+async fn install(cluster: &TestCluster, level: LevelId) -> String {
+    let operator = cluster.run_operator(level);
+    create_ready(cluster, DbBuilder::named("orders").build()).await;
+    let selector = ListParams::default().labels(&shared::names::instance_selector("orders"));
+    let count = |n: usize, kind: &str| format!("{n} {kind}{}", if n == 1 { "" } else { "s" });
+    let secrets = cluster
+        .api::<Secret>()
+        .list(&selector)
+        .await
+        .map(|l| l.items.len())
+        .unwrap_or(0);
+    let config_maps = cluster
+        .api::<ConfigMap>()
+        .list(&selector)
+        .await
+        .map(|l| l.items.len())
+        .unwrap_or(0);
+    let services = cluster
+        .api::<Service>()
+        .list(&selector)
+        .await
+        .map(|l| l.items.len())
+        .unwrap_or(0);
+    let statefulsets = cluster
+        .api::<StatefulSet>()
+        .list(&selector)
+        .await
+        .map(|l| l.items.len())
+        .unwrap_or(0);
+    operator.stop().await;
+    format!(
+        "Ready; {}, {}, {}, {} created",
+        count(secrets, "Secret"),
+        count(config_maps, "ConfigMap"),
+        count(services, "Service"),
+        count(statefulsets, "StatefulSet")
+    )
+}
+
+async fn deleted_statefulset(cluster: &TestCluster, level: LevelId) -> String {
+    let operator = cluster.run_operator(level);
+    create_ready(cluster, DbBuilder::named("orders").build()).await;
+    let claim = |c: Option<&PersistentVolumeClaim>| c.map(|c| c.uid());
+    let volume_before = claim(
+        cluster
+            .api::<PersistentVolumeClaim>()
+            .get_opt("data-orders-0")
+            .await
+            .ok()
+            .flatten()
+            .as_ref(),
+    );
+    let sts_before = cluster
+        .api::<StatefulSet>()
+        .get("orders")
+        .await
+        .map(|s| s.uid())
+        .ok()
+        .flatten();
+    let _ = cluster
+        .api::<StatefulSet>()
+        .delete("orders", &DeleteParams::default())
+        .await;
+    let recreated = cluster
+        .wait_for_object::<StatefulSet>("orders", "recreated", |s| {
+            s.is_some_and(|s| s.uid() != sts_before)
+        })
+        .await
+        .is_some();
+    cluster.wait_for("orders", "Ready again", is_settled).await;
+    let volume_after = claim(
+        cluster
+            .api::<PersistentVolumeClaim>()
+            .get_opt("data-orders-0")
+            .await
+            .ok()
+            .flatten()
+            .as_ref(),
+    );
+    operator.stop().await;
+    let volume = if volume_before.is_some() && volume_before == volume_after {
+        "the same"
+    } else {
+        "a new"
+    };
+    format!(
+        "StatefulSet {}, Ready again on {volume} data volume",
+        if recreated {
+            "recreated"
+        } else {
+            "not recreated"
+        }
+    )
+}
+
+async fn edited_child(cluster: &TestCluster, level: LevelId) -> String {
+    let operator = cluster.run_operator(level);
+    create_ready(cluster, DbBuilder::named("orders").build()).await;
+    let patch = serde_json::json!({"data": {"postgresql.conf": "edited by hand\n"}});
+    let _ = cluster
+        .api::<ConfigMap>()
+        .patch(
+            "orders-config",
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await;
+    let restored = |c: Option<&ConfigMap>| {
+        c.and_then(|c| c.data.as_ref()?.get("postgresql.conf").cloned())
+            .is_some_and(|conf| conf.contains("listen_addresses"))
+    };
+    cluster
+        .wait_for_object::<ConfigMap>("orders-config", "restored", restored)
+        .await;
+    let events = cluster.events("orders").await;
+    operator.stop().await;
+    let warned = events
+        .iter()
+        .any(|e| e.starts_with("Warning DriftRepaired"));
+    format!(
+        "edit reverted; {}",
+        if warned {
+            "Warning DriftRepaired"
+        } else {
+            "no Event"
+        }
+    )
+}
+
+async fn pause(cluster: &TestCluster, level: LevelId) -> String {
+    let operator = cluster.run_operator(level);
+    create_ready(cluster, DbBuilder::named("orders").build()).await;
+    patch_spec(cluster, "orders", serde_json::json!({"paused": true})).await;
+    cluster
+        .wait_for("orders", "Paused", |db| {
+            db.status.as_ref().and_then(|s| s.phase) == Some(Phase::Paused)
+        })
+        .await;
+    let _ = cluster
+        .api::<Service>()
+        .delete("orders", &DeleteParams::default())
+        .await;
+    // A paused operator must not act; give it ample time to (wrongly) do so.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let left_alone = cluster
+        .api::<Service>()
+        .get_opt("orders")
+        .await
+        .ok()
+        .flatten()
+        .is_none();
+    patch_spec(cluster, "orders", serde_json::json!({"paused": false})).await;
+    cluster
+        .wait_for_object::<Service>("orders", "recreated after resuming", |s| s.is_some())
+        .await;
+    operator.stop().await;
+    format!(
+        "Service {} while paused; recreated on resume",
+        if left_alone {
+            "left deleted"
+        } else {
+            "recreated"
+        }
+    )
+}
+
+async fn invalid_spec(cluster: &TestCluster, level: LevelId) -> String {
+    let operator = cluster.run_operator(level);
+    if let Err(error) = cluster
+        .create(&DbBuilder::named("legacy").version("12").build())
+        .await
+    {
+        panic!("{}", shared::reconcile::error_chain(&error));
+    }
+    let db = cluster
+        .wait_for("legacy", "refused", |db| {
+            condition(db, "Ready").is_some_and(|(s, r)| s == "False" && r.starts_with("Invalid"))
+        })
+        .await;
+    let ready = db
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready").cloned());
+    let (reason, message) = ready.map(|c| (c.reason, c.message)).unwrap_or_default();
+    let field = message.split(':').next().unwrap_or_default().to_string();
+    let created = cluster
+        .api::<StatefulSet>()
+        .get_opt("legacy")
+        .await
+        .ok()
+        .flatten()
+        .is_some()
+        || cluster
+            .api::<Secret>()
+            .get_opt("legacy-credentials")
+            .await
+            .ok()
+            .flatten()
+            .is_some();
+    operator.stop().await;
+    format!(
+        "refused: Ready=False {reason} naming {field}; {}",
+        if created {
+            "children created"
+        } else {
+            "nothing created"
+        }
+    )
+}
+
+async fn minor_upgrade(cluster: &TestCluster, level: LevelId) -> String {
+    let operator = cluster.run_operator(level);
+    create_ready(cluster, DbBuilder::named("orders").version("16.2").build()).await;
+    patch_spec(cluster, "orders", serde_json::json!({"version": "16.4"})).await;
+    let db = cluster
+        .wait_for("orders", "Ready at 16.4", |db| {
+            is_settled(db)
+                && db
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.current_version.as_deref())
+                    == Some("16.4")
+        })
+        .await;
+    let image = image_of(
+        cluster
+            .api::<StatefulSet>()
+            .get_opt("orders")
+            .await
+            .ok()
+            .flatten()
+            .as_ref(),
+    )
+    .unwrap_or_default();
+    operator.stop().await;
+    let version = db
+        .status
+        .and_then(|s| s.current_version)
+        .unwrap_or_default();
+    format!("image swapped to {image}; Ready at {version}")
+}
+
+async fn version_lowered(cluster: &TestCluster, level: LevelId) -> String {
+    let operator = cluster.run_operator(level);
+    create_ready(cluster, DbBuilder::named("orders").version("16.4").build()).await;
+    patch_spec(cluster, "orders", serde_json::json!({"version": "16.2"})).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let outcome = loop {
+        let image = image_of(
+            cluster
+                .api::<StatefulSet>()
+                .get_opt("orders")
+                .await
+                .ok()
+                .flatten()
+                .as_ref(),
+        );
+        if image.as_deref() == Some("postgres:16.2") {
+            break "accepted: image swapped to postgres:16.2".to_string();
+        }
+        let db = cluster
+            .api::<PostgresDB>()
+            .get_opt("orders")
+            .await
+            .ok()
+            .flatten();
+        if let Some((_, reason)) = db
+            .as_ref()
+            .and_then(|db| condition(db, "Ready"))
+            .filter(|(s, r)| s == "False" && r.starts_with("Refused"))
+        {
+            break format!(
+                "refused: Ready=False {reason}; image kept at {}",
+                image.unwrap_or_default()
+            );
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!(
+                "neither swapped nor refused within {WAIT:?}; events:\n{}",
+                cluster.events("orders").await.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    operator.stop().await;
+    outcome
+}
+
+async fn credentials_password(cluster: &TestCluster) -> Option<Vec<u8>> {
+    let secret = cluster
+        .api::<Secret>()
+        .get_opt("orders-credentials")
+        .await
+        .ok()
+        .flatten()?;
+    secret.data?.get("password").map(|p| p.0.clone())
+}
+
+async fn restart_mid_reconcile(cluster: &TestCluster, level: LevelId) -> String {
+    // On the sandbox, StatefulSet writes fail, so the first operator is
+    // certainly stopped with the database half-built.
+    if let Some(sandbox) = cluster.sandbox_handle() {
+        sandbox
+            .faults()
+            .fail_next(1_000, Some("patch"), Some("statefulsets"), 500);
+    }
+    let first = cluster.run_operator(level);
+    if let Err(error) = cluster.create(&DbBuilder::named("orders").build()).await {
+        panic!("{}", shared::reconcile::error_chain(&error));
+    }
+    cluster
+        .wait_for_object::<Secret>("orders-credentials", "created", |s| s.is_some())
+        .await;
+    let password = credentials_password(cluster).await;
+    first.kill().await;
+    if let Some(sandbox) = cluster.sandbox_handle() {
+        sandbox.faults().clear();
+    }
+    let second = match cluster.run_binary(level) {
+        Ok(operator) => operator,
+        Err(error) => panic!("{}", shared::reconcile::error_chain(&error)),
+    };
+    cluster
+        .wait_for("orders", "Ready after the restart", is_settled)
+        .await;
+    let kept = credentials_password(cluster).await == password;
+    second.stop().await;
+    format!(
+        "resumed from the cluster: Ready, generated password {}",
+        if kept { "kept" } else { "regenerated" }
+    )
+}
+
+async fn at_rest(cluster: &TestCluster, level: LevelId) -> String {
+    let Some(sandbox) = cluster.sandbox_handle() else {
+        return "not measured (needs the sandbox's request counters)".into();
+    };
+    let operator = cluster.run_operator(level);
+    create_ready(cluster, DbBuilder::named("orders").build()).await;
+    // Let the last status write and the watch events it causes settle.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let counters = sandbox.counters();
+    counters.reset();
+    // Someone else's annotation triggers a reconcile without changing
+    // anything the operator owns.
+    let touch = serde_json::json!({"metadata": {"annotations": {"example.com/touched": "yes"}}});
+    let _ = cluster
+        .api::<StatefulSet>()
+        .patch("orders", &PatchParams::default(), &Patch::Merge(&touch))
+        .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while counters.get("get", "statefulsets") == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no reconcile followed the annotation: {:?}",
+            counters.snapshot()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let writes = counters.writes().saturating_sub(1);
+    operator.stop().await;
+    format!("{writes} writes")
+}

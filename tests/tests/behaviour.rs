@@ -1,0 +1,62 @@
+//! Every scenario against every level; the outcomes must be the expected
+//! ones, and on the sandbox they must be what docs/behaviour-matrix.md says.
+
+use std::collections::BTreeMap;
+
+use futures::future::join_all;
+use tests::harness::TestCluster;
+use tests::levels::LevelId;
+use tests::matrix;
+use tests::scenarios::Scenario;
+
+async fn observe(scenario: Scenario, level: LevelId) -> ((Scenario, LevelId), String) {
+    let cluster = match TestCluster::start().await {
+        Ok(cluster) => cluster,
+        Err(error) => panic!("no cluster: {}", shared::reconcile::error_chain(&error)),
+    };
+    let outcome = scenario.run(&cluster, level).await;
+    cluster.finish().await;
+    ((scenario, level), outcome)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_level_does_what_the_behaviour_matrix_says() {
+    let runs = Scenario::ALL
+        .into_iter()
+        .flat_map(|s| LevelId::ALL.into_iter().map(move |l| observe(s, l)));
+    let observed: BTreeMap<(Scenario, LevelId), String> =
+        join_all(runs).await.into_iter().collect();
+
+    let mismatches: Vec<String> = observed
+        .iter()
+        .filter(|((scenario, level), outcome)| outcome.as_str() != scenario.expected(*level))
+        .map(|((scenario, level), outcome)| {
+            format!(
+                "{} / level {}:\n  expected: {}\n  observed: {outcome}",
+                scenario.title(),
+                level.number(),
+                scenario.expected(*level)
+            )
+        })
+        .collect();
+    assert!(
+        mismatches.is_empty(),
+        "levels did not behave as expected:\n{}",
+        mismatches.join("\n")
+    );
+
+    if std::env::var_os("PGDB_TEST_KUBECONFIG").is_some() {
+        return; // the committed matrix describes the sandbox
+    }
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/behaviour-matrix.md");
+    let rendered = matrix::render(&observed);
+    if std::env::var_os("PGDB_UPDATE_MATRIX").is_some() {
+        std::fs::write(path, &rendered).expect("docs/ is writable");
+    }
+    let committed = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        committed == rendered,
+        "{} is out of date; regenerate it with `PGDB_UPDATE_MATRIX=1 cargo test -p tests --test behaviour`",
+        matrix::PATH
+    );
+}
