@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The project's test command (README), also what CI runs through .ci/run.
-# Needs only a Rust toolchain; installs nothing else yet.
+# Installs the PostgreSQL binaries the sandbox's real-PostgreSQL runtime runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# PostgreSQL 15 (Debian) and the 16/17 servers the sandbox's real runtime runs.
+scripts/install-postgres.sh
 scripts/check-lockfile.sh
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings

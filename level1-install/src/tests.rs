@@ -40,6 +40,7 @@ impl DbBuilder {
             database: Default::default(),
             parameters: BTreeMap::new(),
             paused: false,
+            upgrade: None,
         };
         let mut db = PostgresDB::new(name, spec);
         db.metadata.namespace = Some("shop".into());
@@ -527,9 +528,17 @@ fn status_reaches_ready_with_the_version_endpoint_and_secret_when_the_pod_is_rea
     );
     let decision = Decision::Apply {
         changes: vec![],
+        deletions: vec![],
         notes: vec![],
     };
-    let draft = assess(&level(), &db, &observed, &decision, &ApplyReport::default());
+    let draft = assess(
+        &level(),
+        &db,
+        &observed,
+        &decision,
+        &ApplyReport::default(),
+        now().0,
+    );
     assert!(draft.conditions.is_true(READY));
     let status = next_status(&db, draft, now());
     assert_eq!(status.phase, Some(shared::api::Phase::Ready));
@@ -556,18 +565,33 @@ fn status_is_unchanged_when_nothing_changed_so_it_is_not_written() {
     );
     let decision = Decision::Apply {
         changes: vec![],
+        deletions: vec![],
         notes: vec![],
     };
     let first = next_status(
         &db,
-        assess(&level(), &db, &observed, &decision, &ApplyReport::default()),
+        assess(
+            &level(),
+            &db,
+            &observed,
+            &decision,
+            &ApplyReport::default(),
+            now().0,
+        ),
         now(),
     );
     db.status = Some(first.clone());
     let later = Time(jiff::Timestamp::from_second(9_000).expect("valid"));
     let second = next_status(
         &db,
-        assess(&level(), &db, &observed, &decision, &ApplyReport::default()),
+        assess(
+            &level(),
+            &db,
+            &observed,
+            &decision,
+            &ApplyReport::default(),
+            now().0,
+        ),
         later,
     );
     assert_eq!(second, first);
@@ -605,9 +629,11 @@ fn a_crash_looping_pod_degrades_the_database_with_a_warning() {
         &observed,
         &Decision::Apply {
             changes: vec![],
+            deletions: vec![],
             notes: vec![],
         },
         &ApplyReport::default(),
+        now().0,
     );
     let degraded = draft.conditions.get(DEGRADED).expect("Degraded is set");
     assert!(
@@ -626,6 +652,7 @@ fn an_invalid_spec_sets_ready_false_with_the_field_and_a_warning() {
         &Observed::default(),
         &decision,
         &ApplyReport::default(),
+        now().0,
     );
     let ready = draft.conditions.get(READY).expect("Ready is set");
     assert!(

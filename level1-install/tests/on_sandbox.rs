@@ -211,6 +211,7 @@ impl Db {
             database: Default::default(),
             parameters: Default::default(),
             paused: false,
+            upgrade: None,
         };
         Self(PostgresDB::new(name, spec))
     }

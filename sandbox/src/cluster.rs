@@ -168,6 +168,7 @@ impl Cluster {
     pub fn get(&self, rt: &ResourceType, ns: &str, name: &str) -> Result<Value> {
         self.store
             .get(&rt.key(), ns, name)
+            .map(|o| rt.to_view(o))
             .ok_or_else(|| Error::not_found(&rt.group, &rt.plural, name))
     }
 
@@ -194,7 +195,7 @@ impl Cluster {
             "apiVersion": rt.api_version(),
             "kind": rt.list_kind(),
             "metadata": metadata,
-            "items": page.items,
+            "items": page.items.into_iter().map(|o| rt.to_view(o)).collect::<Vec<_>>(),
         }))
     }
 
@@ -337,10 +338,10 @@ impl Cluster {
         }
         let created = self
             .store
-            .create(&rt.key(), ns, &name, obj)
+            .create(&rt.key(), ns, &name, rt.to_storage(obj))
             .map_err(|e| store_err(rt, &name, e))?;
         self.after_write(rt, &created);
-        Ok(created)
+        Ok(rt.to_view(created))
     }
 
     /// Kind-specific create-time behaviour.
@@ -360,11 +361,15 @@ impl Cluster {
                         .and_then(Value::as_str)
                         .is_none_or(str::is_empty)
                 {
-                    let ip = format!(
-                        "10.96.{}.{}",
-                        rand::random_range(0..255u8),
-                        rand::random_range(1..255u8)
-                    );
+                    // A runtime that serves Services hands out addresses it
+                    // can listen on; otherwise the address is only a name.
+                    let ip = self.runtime.allocate_service_ip().unwrap_or_else(|| {
+                        format!(
+                            "10.96.{}.{}",
+                            rand::random_range(0..255u8),
+                            rand::random_range(1..255u8)
+                        )
+                    });
                     spec.insert("clusterIP".into(), json!(ip));
                     spec.insert("clusterIPs".into(), json!([ip]));
                 }
@@ -485,14 +490,14 @@ impl Cluster {
                 .delete(&rt.key(), &ns, &name, Some(rv_of(old)))
                 .map_err(|e| store_err(rt, &name, e))?;
             self.after_delete(rt, &deleted);
-            return Ok(deleted);
+            return Ok(rt.to_view(deleted));
         }
         let stored = self
             .store
-            .update(&rt.key(), &ns, &name, new, rv_of(old))
+            .update(&rt.key(), &ns, &name, rt.to_storage(new), rv_of(old))
             .map_err(|e| store_err(rt, &name, e))?;
         self.after_write(rt, &stored);
-        Ok(stored)
+        Ok(rt.to_view(stored))
     }
 
     /// PUT: replaces an object (or its status). A resourceVersion in the
@@ -604,7 +609,7 @@ impl Cluster {
         // Read-modify-write, retried when another writer got in between
         // (the real server's GuaranteedUpdate loop).
         for _ in 0..16 {
-            let old = match self.store.get(&rt.key(), ns, name) {
+            let old = match self.store.get(&rt.key(), ns, name).map(|o| rt.to_view(o)) {
                 Some(o) => o,
                 None => match &config {
                     Some(cfg) if sub == Sub::Main => {
@@ -803,7 +808,7 @@ impl Cluster {
                 match self.store.delete(&rt.key(), ns, name, Some(rv_of(&obj))) {
                     Ok(deleted) => {
                         self.after_delete(rt, &deleted);
-                        return Ok(deleted);
+                        return Ok(rt.to_view(deleted));
                     }
                     Err(StoreError::Conflict) => continue,
                     Err(e) => return Err(store_err(rt, name, e)),
@@ -838,14 +843,17 @@ impl Cluster {
                 match self.store.delete(&rt.key(), ns, name, Some(rv_of(&obj))) {
                     Ok(deleted) => {
                         self.after_delete(rt, &deleted);
-                        return Ok(deleted);
+                        return Ok(rt.to_view(deleted));
                     }
                     Err(StoreError::Conflict) => continue,
                     Err(e) => return Err(store_err(rt, name, e)),
                 }
             }
-            match self.store.update(&rt.key(), ns, name, new, rv_of(&obj)) {
-                Ok(v) => return Ok(v),
+            match self
+                .store
+                .update(&rt.key(), ns, name, rt.to_storage(new), rv_of(&obj))
+            {
+                Ok(v) => return Ok(rt.to_view(v)),
                 Err(StoreError::Conflict) => continue,
                 Err(e) => return Err(store_err(rt, name, e)),
             }
@@ -861,7 +869,7 @@ impl Cluster {
             .delete(&rt.key(), ns, name, None)
             .map_err(|e| store_err(rt, name, e))?;
         self.after_delete(rt, &deleted);
-        Ok(deleted)
+        Ok(rt.to_view(deleted))
     }
 
     fn after_delete(&self, rt: &ResourceType, obj: &Value) {

@@ -32,6 +32,13 @@ pub enum Error {
     Kubeconfig(#[source] serde_yaml::Error),
     #[error("could not build a kube client for the sandbox")]
     Client(#[source] kube::Error),
+    /// The real-PostgreSQL runtime could not set up (work directory, processes).
+    #[error("PostgreSQL runtime: {what}")]
+    Runtime {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -18,12 +18,17 @@ pub mod apply;
 pub mod builtin;
 pub mod cluster;
 pub mod controllers;
+pub mod convert;
 pub mod counters;
 pub mod error;
 pub mod faults;
+pub mod fieldvalidation;
 pub mod meta;
 pub mod openapi;
 pub mod patch;
+pub mod pgruntime;
+pub mod printers;
+pub mod protobuf;
 pub mod registry;
 pub mod runtime;
 pub mod schema;
@@ -44,6 +49,7 @@ use tokio::task::JoinHandle;
 pub use counters::Counters;
 pub use error::{Error, Result};
 pub use faults::Faults;
+pub use pgruntime::{KillKind, PostgresConfig, PostgresRuntime};
 pub use runtime::{
     ContainerReport, ContainerState, ExitRule, PodRuntime, SimulatedConfig, SimulatedRuntime,
 };
@@ -55,9 +61,13 @@ use cluster::{Cluster, WriteOptions};
 pub struct SandboxConfig {
     /// Port on 127.0.0.1; 0 picks a free one.
     pub port: u16,
-    /// The pod runtime; `None` uses a [`SimulatedRuntime`] built from `simulated`.
+    /// The pod runtime; `None` uses the one `runtime_kind` names.
     pub runtime: Option<Arc<dyn PodRuntime>>,
+    /// Which built-in runtime runs pods when `runtime` is `None`.
+    pub runtime_kind: RuntimeKind,
     pub simulated: SimulatedConfig,
+    /// Settings of the real-PostgreSQL runtime.
+    pub postgres: PostgresConfig,
     /// How many changes watches can be resumed across (the watch cache size).
     pub watch_history: usize,
     /// How often watches that asked for bookmarks get one.
@@ -71,12 +81,28 @@ impl Default for SandboxConfig {
         SandboxConfig {
             port: 0,
             runtime: None,
+            // Tests expect the simulated runtime's instant pods unless they
+            // ask for real processes; `pgdb-sandbox` defaults to `Auto`.
+            runtime_kind: RuntimeKind::Simulated,
             simulated: SimulatedConfig::default(),
+            postgres: PostgresConfig::default(),
             watch_history: 10_000,
             bookmark_interval: Duration::from_secs(1),
             max_body_bytes: 3 * 1024 * 1024,
         }
     }
+}
+
+/// Which built-in pod runtime a sandbox uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum RuntimeKind {
+    /// Real PostgreSQL when server binaries are installed, else simulated.
+    #[default]
+    Auto,
+    /// Real PostgreSQL ([`PostgresRuntime`]); starting fails without binaries.
+    Postgres,
+    /// Nothing runs ([`SimulatedRuntime`]).
+    Simulated,
 }
 
 /// A running control plane. Dropping it stops everything.
@@ -86,6 +112,8 @@ pub struct Sandbox {
     faults: Arc<Faults>,
     counters: Arc<Counters>,
     simulated: Option<Arc<SimulatedRuntime>>,
+    postgres: Option<Arc<PostgresRuntime>>,
+    runtime_description: String,
     client: kube::Client,
     shutdown: tokio_watch::Sender<bool>,
     server: Option<JoinHandle<()>>,
@@ -122,17 +150,9 @@ fn bootstrap(c: &Cluster) -> Result<()> {
 impl Sandbox {
     /// Starts the API server and controllers in this process.
     pub async fn start(config: SandboxConfig) -> Result<Sandbox> {
-        let simulated = match &config.runtime {
-            Some(_) => None,
-            None => Some(Arc::new(SimulatedRuntime::new(config.simulated.clone()))),
-        };
-        let runtime: Arc<dyn PodRuntime> = match (&config.runtime, &simulated) {
-            (Some(r), _) => r.clone(),
-            (None, Some(s)) => s.clone(),
-            // One of the two arms above always matches.
-            (None, None) => Arc::new(SimulatedRuntime::new(config.simulated.clone())),
-        };
+        let (runtime, simulated, postgres, runtime_description) = choose_runtime(&config)?;
         let cluster = Arc::new(Cluster::new(config.watch_history, runtime));
+        cluster.runtime.attach(&cluster);
         bootstrap(&cluster)?;
         let faults = Arc::new(Faults::default());
         let counters = Arc::new(Counters::default());
@@ -181,6 +201,8 @@ impl Sandbox {
             faults,
             counters,
             simulated,
+            postgres,
+            runtime_description,
             client,
             shutdown,
             server: Some(server),
@@ -245,6 +267,26 @@ impl Sandbox {
         self.simulated.as_deref()
     }
 
+    /// The real-PostgreSQL runtime, when the sandbox uses it (faults:
+    /// kill, pause, unready, volume data).
+    pub fn postgres_runtime(&self) -> Option<&PostgresRuntime> {
+        self.postgres.as_deref()
+    }
+
+    /// One line saying which pod runtime runs pods, and why.
+    pub fn runtime_description(&self) -> &str {
+        &self.runtime_description
+    }
+
+    /// The address a name has for a pod in namespace `default`: a
+    /// Service's ClusterIP for `svc`, `svc.ns`, `svc.ns.svc` or
+    /// `svc.ns.svc.cluster.local`, a pod's IP for
+    /// `host.subdomain.ns.svc`. With the real runtime the address is a
+    /// loopback one this process can connect to.
+    pub fn resolve(&self, host: &str) -> Option<std::net::IpAddr> {
+        pgruntime::net::resolve(&self.cluster, host, "default")
+    }
+
     /// The control plane behind the HTTP server (for white-box tests).
     pub fn cluster(&self) -> &Arc<Cluster> {
         &self.cluster
@@ -271,6 +313,9 @@ impl Sandbox {
         for c in &self.controllers {
             c.abort();
         }
+        // Real processes must not outlive the sandbox, even when a test
+        // panics and only Drop runs.
+        self.cluster.runtime.shutdown();
     }
 }
 
@@ -281,4 +326,45 @@ impl Drop for Sandbox {
             s.abort();
         }
     }
+}
+
+type ChosenRuntime = (
+    Arc<dyn PodRuntime>,
+    Option<Arc<SimulatedRuntime>>,
+    Option<Arc<PostgresRuntime>>,
+    String,
+);
+
+/// Builds the runtime a config asks for, with a line describing it.
+fn choose_runtime(config: &SandboxConfig) -> Result<ChosenRuntime> {
+    if let Some(r) = &config.runtime {
+        return Ok((r.clone(), None, None, "pod runtime: custom".into()));
+    }
+    let real = match config.runtime_kind {
+        RuntimeKind::Simulated => false,
+        RuntimeKind::Postgres => true,
+        RuntimeKind::Auto => PostgresRuntime::available(&config.postgres),
+    };
+    if real {
+        let rt = Arc::new(PostgresRuntime::new(config.postgres.clone())?);
+        let description = format!(
+            "pod runtime: real PostgreSQL (servers from {} and {}; processes run as {}; work directory {})",
+            config.postgres.binaries.debian.display(),
+            config.postgres.binaries.cache.display(),
+            rt.run_as()
+                .unwrap_or_else(|| "nobody: no postgres user".into()),
+            rt.work_dir().display()
+        );
+        return Ok((rt.clone(), None, Some(rt), description));
+    }
+    let description = match config.runtime_kind {
+        RuntimeKind::Auto => format!(
+            "pod runtime: simulated (no PostgreSQL server binaries in {} or {}; run scripts/install-postgres.sh for real ones)",
+            config.postgres.binaries.debian.display(),
+            config.postgres.binaries.cache.display()
+        ),
+        _ => "pod runtime: simulated".into(),
+    };
+    let sim = Arc::new(SimulatedRuntime::new(config.simulated.clone()));
+    Ok((sim.clone(), Some(sim), None, description))
 }

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use sandbox::{Sandbox, SandboxConfig};
+use sandbox::{RuntimeKind, Sandbox, SandboxConfig};
 
 /// An embedded Kubernetes control plane: no cluster, no Docker.
 #[derive(Parser)]
@@ -18,6 +18,10 @@ struct Args {
     /// Port on 127.0.0.1 (0 picks a free one).
     #[arg(long, default_value_t = 0)]
     port: u16,
+    /// What runs pods: real PostgreSQL processes, the simulated runtime,
+    /// or (auto) real ones when PostgreSQL server binaries are installed.
+    #[arg(long, value_enum, default_value_t = RuntimeKind::Auto)]
+    runtime: RuntimeKind,
 }
 
 #[tokio::main]
@@ -34,6 +38,7 @@ async fn main() -> std::process::ExitCode {
         .unwrap_or_else(|| PathBuf::from("sandbox.kubeconfig"));
     let sandbox = match Sandbox::start(SandboxConfig {
         port: args.port,
+        runtime_kind: args.runtime,
         ..Default::default()
     })
     .await
@@ -56,6 +61,7 @@ async fn main() -> std::process::ExitCode {
     }
     let p = path.display();
     println!("Sandbox control plane serving at {}", sandbox.url());
+    println!("{}", sandbox.runtime_description());
     println!("Kubeconfig: {p}");
     println!();
     println!("  KUBECONFIG={p} kubectl get pods -A");

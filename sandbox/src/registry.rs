@@ -38,12 +38,50 @@ pub struct ResourceType {
     pub schema: Option<Arc<Value>>,
     pub crd: bool,
     pub categories: Vec<String>,
+    /// For CRD-backed types, this version's `additionalPrinterColumns`.
+    pub printer_columns: Vec<Value>,
+    /// How objects are stored when the stored shape differs from this view.
+    pub view: View,
+}
+
+/// The shape a resource's objects are served in, relative to storage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum View {
+    /// Served as stored.
+    #[default]
+    Stored,
+    /// events.k8s.io/v1 Events, stored as core v1 Events.
+    EventsV1,
 }
 
 impl ResourceType {
     /// The storage identity shared by all versions of a resource.
     pub fn key(&self) -> String {
-        format!("{}/{}", self.group, self.plural)
+        match self.view {
+            View::EventsV1 => "/events".into(),
+            View::Stored => format!("{}/{}", self.group, self.plural),
+        }
+    }
+    /// A stored object as this resource serves it.
+    pub fn to_view(&self, obj: Value) -> Value {
+        match self.view {
+            View::Stored => obj,
+            View::EventsV1 => crate::convert::event_from_core(obj),
+        }
+    }
+    /// An object of this resource in the stored shape.
+    pub fn to_storage(&self, obj: Value) -> Value {
+        match self.view {
+            View::Stored => obj,
+            View::EventsV1 => crate::convert::event_to_core(obj),
+        }
+    }
+    /// The stored field a field selector on this resource names.
+    pub fn storage_field(&self, field: &str) -> String {
+        match self.view {
+            View::Stored => field.to_string(),
+            View::EventsV1 => crate::convert::event_field_to_core(field),
+        }
     }
     pub fn api_version(&self) -> String {
         if self.group.is_empty() {
@@ -72,6 +110,8 @@ fn builtin(group: &str, version: &str, plural: &str, kind: &str, namespaced: boo
         schema: None,
         crd: false,
         categories: vec![],
+        printer_columns: vec![],
+        view: View::Stored,
     }
 }
 
@@ -170,10 +210,14 @@ fn builtins() -> Vec<ResourceType> {
             &["cj"],
         ),
         builtin("coordination.k8s.io", "v1", "leases", "Lease", true),
-        short(
-            builtin("events.k8s.io", "v1", "events", "Event", true),
-            &["ev"],
-        ),
+        {
+            let mut ev = short(
+                builtin("events.k8s.io", "v1", "events", "Event", true),
+                &["ev"],
+            );
+            ev.view = View::EventsV1;
+            ev
+        },
         short(
             with_status(builtin(
                 "policy",

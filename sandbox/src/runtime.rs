@@ -43,6 +43,11 @@ pub struct ContainerReport {
     pub state: ContainerState,
     pub ready: bool,
     pub restart_count: i32,
+    /// Why the container is in its state, in words (e.g. which binaries an
+    /// image pull is missing); shown as the state's `message`.
+    pub message: Option<String>,
+    /// How the previous run of a restarted container ended.
+    pub last_state: Option<ContainerState>,
 }
 
 /// Runs pods. Implementations must not block: `start` and `stop` begin the
@@ -58,6 +63,22 @@ pub trait PodRuntime: Send + Sync + 'static {
     fn logs(&self, uid: &str, container: Option<&str>) -> Option<String>;
     /// Notified whenever a report may have changed.
     fn changed(&self) -> Arc<Notify>;
+    /// The pod's IP when the runtime gives pods real addresses; `None` lets
+    /// the kubelet make one up.
+    fn pod_ip(&self, _uid: &str) -> Option<String> {
+        None
+    }
+    /// A ClusterIP for a new Service when the runtime serves them; `None`
+    /// lets the API server pick a made-up one from 10.96.0.0/16.
+    fn allocate_service_ip(&self) -> Option<String> {
+        None
+    }
+    /// Called once the control plane exists, for runtimes that read
+    /// objects (Secrets, claims, Services) or follow changes.
+    fn attach(&self, _cluster: &Arc<crate::cluster::Cluster>) {}
+    /// Stops everything the runtime started, at once; called when the
+    /// sandbox stops (also from `Drop`, so it must not block for long).
+    fn shutdown(&self) {}
 }
 
 /// Which simulated containers exit, and how.
@@ -278,6 +299,8 @@ impl PodRuntime for SimulatedRuntime {
                         },
                         ready: false,
                         restart_count: c.restart_count,
+                        message: None,
+                        last_state: None,
                     };
                 }
                 if c.started_wall.is_empty() {
@@ -318,6 +341,8 @@ impl PodRuntime for SimulatedRuntime {
                         },
                         ready: false,
                         restart_count: c.restart_count,
+                        message: None,
+                        last_state: None,
                     };
                 }
                 let ready = override_ready.unwrap_or(now >= c.started + self.config.ready_delay);
@@ -329,6 +354,8 @@ impl PodRuntime for SimulatedRuntime {
                     },
                     ready,
                     restart_count: c.restart_count,
+                    message: None,
+                    last_state: None,
                 }
             })
             .collect();

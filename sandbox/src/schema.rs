@@ -208,6 +208,12 @@ pub fn crd_types(crd: &Value) -> Vec<ResourceType> {
                 schema: v.pointer("/schema/openAPIV3Schema").cloned().map(Arc::new),
                 crd: true,
                 categories: strs("/spec/names/categories"),
+                printer_columns: v
+                    .get("additionalPrinterColumns")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default(),
+                view: crate::registry::View::Stored,
             }
         })
         .collect()

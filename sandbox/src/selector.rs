@@ -214,6 +214,16 @@ impl FieldSelector {
     /// Parses and checks the fields against those the resource supports, as
     /// the real server does (`field label not supported: x`).
     pub fn parse(s: &str, plural: &str) -> Result<FieldSelector> {
+        Self::parse_with(s, plural, &|f| f.to_string())
+    }
+
+    /// Parses a selector on `rt`, naming fields as stored (a view such as
+    /// events.k8s.io renames some fields of the stored object).
+    pub fn parse_for(s: &str, rt: &crate::registry::ResourceType) -> Result<FieldSelector> {
+        Self::parse_with(s, &rt.plural, &|f| rt.storage_field(f))
+    }
+
+    fn parse_with(s: &str, plural: &str, rename: &dyn Fn(&str) -> String) -> Result<FieldSelector> {
         let mut reqs = vec![];
         for part in split_top(s) {
             let (field, eq, value) = if let Some((k, v)) = part.split_once("!=") {
@@ -227,7 +237,8 @@ impl FieldSelector {
                     "invalid selector: '{s}'; can't understand '{part}'"
                 )));
             };
-            let field = field.trim();
+            let field = rename(field.trim());
+            let field = field.as_str();
             let supported = matches!(field, "metadata.name" | "metadata.namespace")
                 || match plural {
                     "pods" => matches!(

@@ -32,6 +32,8 @@ use crate::cluster::{
 use crate::counters::Counters;
 use crate::error::{Error, Result};
 use crate::faults::Faults;
+use crate::fieldvalidation;
+use crate::printers::Render;
 use crate::registry::{ResourceType, version_priority};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::watch::WatchParams;
@@ -207,6 +209,7 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Value> {
                 "the object provided is unrecognized: json parse error: {e}"
             ))
         }),
+        crate::protobuf::MEDIA_TYPE => crate::protobuf::decode(body),
         "application/yaml" | "application/x-yaml" | "text/yaml" => serde_yaml::from_slice(body)
             .map_err(|e| {
                 Error::bad_request(format!(
@@ -239,11 +242,11 @@ fn list_options(q: &HashMap<String, String>, rt: &ResourceType) -> Result<ListOp
                 .map(String::as_str)
                 .unwrap_or_default(),
         )?,
-        fields: FieldSelector::parse(
+        fields: FieldSelector::parse_for(
             q.get("fieldSelector")
                 .map(String::as_str)
                 .unwrap_or_default(),
-            &rt.plural,
+            rt,
         )?,
         limit: q.get("limit").and_then(|l| l.parse().ok()),
         continue_token: q.get("continue").filter(|c| !c.is_empty()).cloned(),
@@ -253,8 +256,13 @@ fn list_options(q: &HashMap<String, String>, rt: &ResourceType) -> Result<ListOp
 fn delete_options(q: &HashMap<String, String>, body: &[u8]) -> Result<DeleteOptions> {
     let mut o = DeleteOptions::default();
     if !body.iter().all(u8::is_ascii_whitespace) {
-        let b: Value = serde_json::from_slice(body)
-            .map_err(|e| Error::bad_request(format!("invalid DeleteOptions: {e}")))?;
+        // Typed clients send DeleteOptions in protobuf, like their objects.
+        let b: Value = if crate::protobuf::is_protobuf(body) {
+            crate::protobuf::decode(body)?
+        } else {
+            serde_json::from_slice(body)
+                .map_err(|e| Error::bad_request(format!("invalid DeleteOptions: {e}")))?
+        };
         o.propagation = b
             .get("propagationPolicy")
             .and_then(Value::as_str)
@@ -384,26 +392,46 @@ async fn route(st: &AppState, req: Request) -> Result<Response> {
         _ => Sub::Main,
     };
     let c = &st.cluster;
+    let mut warnings: Vec<String> = vec![];
+    let directive = || fieldvalidation::Directive::from_query(&q);
+    let render = Render::negotiate(
+        parts
+            .headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok()),
+        q.get("includeObject").map(String::as_str),
+    );
     let out = match verb {
-        "list" => c.list(&rt, target.namespace.as_deref(), &list_options(&q, &rt)?)?,
-        "watch" => return watch_response(st, rt, target.namespace, &q),
+        "list" => {
+            let list = c.list(&rt, target.namespace.as_deref(), &list_options(&q, &rt)?)?;
+            let list = render.list(&rt, with_version(&rt, list));
+            return Ok(json_response(StatusCode::OK, &list));
+        }
+        "watch" => return watch_response(st, rt, target.namespace, &q, render),
         "get" => match target.sub.as_deref() {
             Some("scale") => c.get_scale(&rt, &ns, &name)?,
             Some("log") => {
                 return pod_log(c, &rt, &ns, &name, q.get("container").map(String::as_str));
             }
-            _ => c.get(&rt, &ns, &name)?,
+            _ => {
+                let obj = with_version(&rt, c.get(&rt, &ns, &name)?);
+                return Ok(json_response(StatusCode::OK, &render.object(&rt, obj)));
+            }
         },
         "create" => {
             let obj = parse_body(&parts.headers, &body)?;
+            warnings = fieldvalidation::check(&rt, &obj, directive()?, false)?;
             let created = c.create(&rt, &ns, obj, &wopts)?;
-            return Ok(json_response(
-                StatusCode::CREATED,
-                &with_version(&rt, created),
+            return Ok(with_warnings(
+                json_response(StatusCode::CREATED, &with_version(&rt, created)),
+                &warnings,
             ));
         }
         "update" => {
             let obj = parse_body(&parts.headers, &body)?;
+            if target.sub.as_deref() != Some("scale") {
+                warnings = fieldvalidation::check(&rt, &obj, directive()?, false)?;
+            }
             match target.sub.as_deref() {
                 Some("scale") => c.set_scale(&rt, &ns, &name, &obj, &wopts)?,
                 Some("finalize") => c.update(&rt, &ns, &name, obj, Sub::Main, &wopts)?,
@@ -427,6 +455,14 @@ async fn route(st: &AppState, req: Request) -> Result<Response> {
                 return Err(Error::bad_request(
                     "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
                 ));
+            }
+            let patch_obj: Option<Value> = match kind {
+                PatchKind::Apply => serde_yaml::from_slice(&body).ok(),
+                PatchKind::Merge | PatchKind::Strategic => serde_json::from_slice(&body).ok(),
+                PatchKind::Json => None,
+            };
+            if let Some(p) = patch_obj.filter(|_| target.sub.as_deref() != Some("scale")) {
+                warnings = fieldvalidation::check(&rt, &p, directive()?, kind == PatchKind::Apply)?;
             }
             if target.sub.as_deref() == Some("scale") {
                 let current = c.get_scale(&rt, &ns, &name)?;
@@ -455,7 +491,22 @@ async fn route(st: &AppState, req: Request) -> Result<Response> {
         )?,
         _ => return Err(Error::method_not_allowed()),
     };
-    Ok(json_response(StatusCode::OK, &with_version(&rt, out)))
+    Ok(with_warnings(
+        json_response(StatusCode::OK, &with_version(&rt, out)),
+        &warnings,
+    ))
+}
+
+/// Adds one `Warning: 299 - "..."` header per warning, as the real server
+/// reports dropped unknown fields.
+fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
+    for w in warnings {
+        let quoted = w.replace('\\', "\\\\").replace('"', "\\\"");
+        if let Ok(v) = header::HeaderValue::from_str(&format!("299 - \"{quoted}\"")) {
+            resp.headers_mut().append(header::WARNING, v);
+        }
+    }
+    resp
 }
 
 fn pod_log(
@@ -486,6 +537,7 @@ fn watch_response(
     rt: Arc<ResourceType>,
     ns: Option<String>,
     q: &HashMap<String, String>,
+    render: Render,
 ) -> Result<Response> {
     let send_initial = truthy(q, "sendInitialEvents");
     if send_initial && q.get("resourceVersionMatch").map(String::as_str) != Some("NotOlderThan") {
@@ -506,11 +558,11 @@ fn watch_response(
                 .map(String::as_str)
                 .unwrap_or_default(),
         )?,
-        fields: FieldSelector::parse(
+        fields: FieldSelector::parse_for(
             q.get("fieldSelector")
                 .map(String::as_str)
                 .unwrap_or_default(),
-            &rt.plural,
+            &rt,
         )?,
         bookmarks: truthy(q, "allowWatchBookmarks"),
         timeout: q
@@ -518,6 +570,7 @@ fn watch_response(
             .and_then(|t| t.parse().ok())
             .map(Duration::from_secs),
         send_initial_events: send_initial,
+        render,
     };
     let rx = crate::watch::start(
         st.cluster.clone(),

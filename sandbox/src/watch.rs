@@ -19,6 +19,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::cluster::Cluster;
 use crate::error::{Error, Result};
+use crate::printers::Render;
 use crate::registry::ResourceType;
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::store::{Event, EventType};
@@ -32,6 +33,8 @@ pub struct WatchParams {
     pub bookmarks: bool,
     pub timeout: Option<Duration>,
     pub send_initial_events: bool,
+    /// Objects, or Tables / PartialObjectMetadata, as the Accept header asked.
+    pub render: Render,
 }
 
 fn line(kind: &str, object: &Value) -> Bytes {
@@ -40,12 +43,15 @@ fn line(kind: &str, object: &Value) -> Bytes {
     Bytes::from(s)
 }
 
-fn with_version(rt: &ResourceType, mut obj: Value) -> Value {
+/// A stored object as this watcher receives it: in the resource's view,
+/// labelled with the watched version, rendered as asked.
+fn present(rt: &ResourceType, render: &Render, obj: Value) -> Value {
+    let mut obj = rt.to_view(obj);
     if let Some(o) = obj.as_object_mut() {
         o.insert("apiVersion".into(), json!(rt.api_version()));
         o.insert("kind".into(), json!(rt.kind));
     }
-    obj
+    render.object(rt, obj)
 }
 
 struct Filter {
@@ -111,7 +117,7 @@ pub fn start(
             let lines = items
                 .into_iter()
                 .filter(|o| filter.matches(o))
-                .map(|o| line("ADDED", &with_version(&rt, o)))
+                .map(|o| line("ADDED", &present(&rt, &p.render, o)))
                 .collect();
             (lines, rv, rx)
         }
@@ -124,7 +130,7 @@ pub fn start(
                     let lines = replay
                         .iter()
                         .filter_map(|e| filter.translate(e))
-                        .map(|(t, o)| line(t, &with_version(&rt, o)))
+                        .map(|(t, o)| line(t, &present(&rt, &p.render, o)))
                         .collect();
                     let last = replay.last().map(|e| e.rv).unwrap_or(n);
                     (lines, last.max(n), rx)
@@ -170,7 +176,7 @@ pub fn start(
                         if e.rv <= last_rv { continue; }
                         last_rv = e.rv;
                         if let Some((t, o)) = filter.translate(&e)
-                            && tx.send(line(t, &with_version(&rt, o))).await.is_err()
+                            && tx.send(line(t, &present(&rt, &p.render, o))).await.is_err()
                         {
                             return;
                         }

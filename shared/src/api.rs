@@ -78,6 +78,36 @@ pub struct PostgresDBSpec {
     /// hand. Set it back to false to resume reconciliation.
     #[serde(default)]
     pub paused: bool,
+
+    /// How version changes are rolled out. Implemented from Level 2
+    /// (seamless upgrades) on; a lower level reports it as not implemented.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<UpgradeSpec>,
+}
+
+/// How a new version is rolled out and when it is given up on.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpgradeSpec {
+    /// Seconds a new version has to become ready before the operator rolls
+    /// back to the version that ran before.
+    #[serde(default = "UpgradeSpec::default_health_timeout")]
+    #[schemars(range(min = 10, max = 3600))]
+    pub health_timeout_seconds: u32,
+}
+
+impl UpgradeSpec {
+    fn default_health_timeout() -> u32 {
+        300
+    }
+}
+
+impl Default for UpgradeSpec {
+    fn default() -> Self {
+        Self {
+            health_timeout_seconds: Self::default_health_timeout(),
+        }
+    }
 }
 
 /// The volume the data directory lives on.
@@ -208,6 +238,43 @@ pub struct PostgresDBStatus {
     /// password, dbname, host, port, uri).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret: Option<String>,
+
+    /// The version change in progress or last attempted (Level 2 and above).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<UpgradeStatus>,
+}
+
+/// A version change the operator is rolling out, or has given up on.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpgradeStatus {
+    /// The version that ran before.
+    pub from_version: String,
+    /// The image that ran before, restored on rollback.
+    pub from_image: String,
+    /// The version being rolled out.
+    pub to_version: String,
+    /// When the rollout started (RFC 3339).
+    pub started_at: String,
+    /// Rolling, Complete or RolledBack.
+    pub phase: UpgradePhase,
+    /// Seconds the database was observed not ready during the rollout.
+    #[serde(default)]
+    pub observed_downtime_seconds: u32,
+    /// When the database was last seen becoming unready, while it is (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unready_since: Option<String>,
+}
+
+/// Where a version change stands.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum UpgradePhase {
+    /// Pods are being moved to the new version.
+    Rolling,
+    /// Every pod runs the new version and is ready.
+    Complete,
+    /// The new version did not become ready in time; the old one runs again.
+    RolledBack,
 }
 
 /// A host and port clients connect to.
@@ -245,6 +312,10 @@ impl PostgresDBSpec {
     /// listed here as they are added, so a level that does not implement one
     /// can say so instead of silently ignoring it.
     pub fn sections_in_use(&self) -> Vec<&'static str> {
-        Vec::new()
+        let mut sections = Vec::new();
+        if self.upgrade.is_some() {
+            sections.push("upgrade");
+        }
+        sections
     }
 }

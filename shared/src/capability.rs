@@ -185,8 +185,21 @@ pub struct Note {
 #[derive(Clone, Debug, Default)]
 pub struct Desired {
     objects: Vec<DesiredObject>,
+    deletions: Vec<Deletion>,
     /// Events to publish with this reconcile.
     pub notes: Vec<Note>,
+}
+
+/// An object a capability wants deleted (a pod stuck on a bad revision).
+/// Deletions are rare and explicit: everything else converges by apply.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Deletion {
+    /// Its kind.
+    pub resource: ApiResource,
+    /// Its name, in the database's namespace.
+    pub name: String,
+    /// Why, for the Event.
+    pub reason: String,
 }
 
 impl Desired {
@@ -272,8 +285,22 @@ impl Desired {
     }
 
     /// Takes the objects out, for the apply step.
-    pub fn into_parts(self) -> (Vec<DesiredObject>, Vec<Note>) {
-        (self.objects, self.notes)
+    pub fn into_parts(self) -> (Vec<DesiredObject>, Vec<Deletion>, Vec<Note>) {
+        (self.objects, self.deletions, self.notes)
+    }
+
+    /// Asks for an object of kind `K` to be deleted, saying why.
+    pub fn delete<K: Resource<DynamicType = ()>>(&mut self, name: &str, reason: impl Into<String>) {
+        self.deletions.push(Deletion {
+            resource: ApiResource::erase::<K>(&()),
+            name: name.to_string(),
+            reason: reason.into(),
+        });
+    }
+
+    /// The deletions asked for so far.
+    pub fn deletions(&self) -> &[Deletion] {
+        &self.deletions
     }
 }
 
@@ -303,6 +330,9 @@ impl SpecProblem {
 /// The status a reconcile is assembling: fields and condition assessments.
 #[derive(Clone, Debug, Default)]
 pub struct StatusDraft {
+    /// The time of this reconcile, for capabilities that measure durations
+    /// (passed in, so assessments stay pure functions).
+    pub now: Option<jiff::Timestamp>,
     /// The status fields other than phase, conditions and observedGeneration,
     /// which the core fills in.
     pub fields: PostgresDBStatus,
@@ -319,6 +349,8 @@ pub struct ApplyReport {
     pub updated: Vec<ObjectReference>,
     /// Objects put back because something else changed them.
     pub repaired: Vec<ObjectReference>,
+    /// Objects deleted on a capability's request.
+    pub deleted: Vec<ObjectReference>,
 }
 
 /// `Kind/name` of a reference, for Events and logs.
@@ -333,7 +365,10 @@ pub fn describe(reference: &ObjectReference) -> String {
 impl ApplyReport {
     /// Whether the reconcile wrote any object.
     pub fn wrote_anything(&self) -> bool {
-        !(self.created.is_empty() && self.updated.is_empty() && self.repaired.is_empty())
+        !(self.created.is_empty()
+            && self.updated.is_empty()
+            && self.repaired.is_empty()
+            && self.deleted.is_empty())
     }
 }
 

@@ -10,8 +10,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Client, Resource, ResourceExt};
@@ -21,8 +22,8 @@ use tracing::Instrument;
 use crate::api::{PostgresDB, PostgresDBStatus};
 use crate::apply::{self, Change};
 use crate::capability::{
-    ApplyReport, Desired, DesiredObject, Level, Note, Observed, Query, QuerySelector, SpecProblem,
-    StatusDraft, describe,
+    ApplyReport, Deletion, Desired, DesiredObject, Level, Note, Observed, Query, QuerySelector,
+    SpecProblem, StatusDraft, describe,
 };
 use crate::conditions::{Assessment, DEGRADED, PROGRESSING, READY, SPEC_IMPLEMENTED};
 use crate::error::{Error, retry_delay};
@@ -31,7 +32,12 @@ use crate::names::{instance_selector, name_problem};
 /// How long a settled database waits for its periodic re-check.
 pub const RESYNC: Duration = Duration::from_secs(300);
 /// How soon a database that is not ready yet is looked at again.
-pub const RECHECK: Duration = Duration::from_secs(15);
+pub const RECHECK: Duration = Duration::from_secs(5);
+/// How soon a database whose status just changed is looked at again:
+/// capabilities may decide from status (a rollout's start time), and status
+/// writes do not trigger reconciles by themselves. At rest nothing changes,
+/// so this never repeats.
+pub const AFTER_STATUS_CHANGE: Duration = Duration::from_secs(1);
 
 /// What a reconcile needs: the client, the level and the Event recorder.
 pub struct Context {
@@ -84,6 +90,8 @@ pub enum Decision {
     Apply {
         /// Objects to write, with the reason.
         changes: Vec<(DesiredObject, Change)>,
+        /// Objects to delete, after the writes.
+        deletions: Vec<Deletion>,
         /// Events the capabilities asked for.
         notes: Vec<Note>,
     },
@@ -111,7 +119,7 @@ pub fn decide(level: &Level, db: &PostgresDB, observed: &Observed) -> Result<Dec
     for capability in &level.capabilities {
         capability.desire(db, observed, &mut desired)?;
     }
-    let (objects, notes) = desired.into_parts();
+    let (objects, deletions, notes) = desired.into_parts();
     let mut changes = Vec::new();
     for mut object in objects {
         apply::decorate(&mut object, db)?;
@@ -119,7 +127,11 @@ pub fn decide(level: &Level, db: &PostgresDB, observed: &Observed) -> Result<Dec
             changes.push((object, change));
         }
     }
-    Ok(Decision::Apply { changes, notes })
+    Ok(Decision::Apply {
+        changes,
+        deletions,
+        notes,
+    })
 }
 
 /// Assesses status: what the capabilities report, then what the core knows
@@ -130,8 +142,12 @@ pub fn assess(
     observed: &Observed,
     decision: &Decision,
     report: &ApplyReport,
+    now: jiff::Timestamp,
 ) -> StatusDraft {
-    let mut draft = StatusDraft::default();
+    let mut draft = StatusDraft {
+        now: Some(now),
+        ..Default::default()
+    };
     for capability in &level.capabilities {
         capability.assess(db, observed, report, &mut draft);
     }
@@ -351,7 +367,10 @@ async fn reconcile_in_span(db: &PostgresDB, ctx: &Context) -> Result<Action, Err
     let observed = observe(&ctx.client, db, &ctx.level.queries(db)).await?;
     let decision = decide(&ctx.level, db, &observed)?;
     let mut report = ApplyReport::default();
-    if let Decision::Apply { changes, .. } = &decision {
+    if let Decision::Apply {
+        changes, deletions, ..
+    } = &decision
+    {
         let manager = ctx.level.field_manager();
         for (object, change) in changes {
             apply::apply(&ctx.client, &manager, object).await?;
@@ -363,17 +382,50 @@ async fn reconcile_in_span(db: &PostgresDB, ctx: &Context) -> Result<Action, Err
                 Change::Repair => report.repaired.push(reference),
             }
         }
+        for deletion in deletions {
+            let namespace = db.namespace().unwrap_or_default();
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(ctx.client.clone(), &namespace, &deletion.resource);
+            match api.delete(&deletion.name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.code == 404 => continue,
+                Err(source) => {
+                    return Err(Error::Kube {
+                        action: format!("delete {} {}", deletion.resource.kind, deletion.name),
+                        source: Box::new(source),
+                    });
+                }
+            }
+            tracing::info!(
+                kind = deletion.resource.kind,
+                name = deletion.name,
+                reason = deletion.reason,
+                "deleted"
+            );
+            report.deleted.push(ObjectReference {
+                api_version: Some(deletion.resource.api_version.clone()),
+                kind: Some(deletion.resource.kind.clone()),
+                name: Some(deletion.name.clone()),
+                namespace: Some(namespace),
+                ..Default::default()
+            });
+        }
     }
-    let draft = assess(&ctx.level, db, &observed, &decision, &report);
+    let now = jiff::Timestamp::now();
+    let draft = assess(&ctx.level, db, &observed, &decision, &report, now);
     let notes = events_for(db, &decision, &report, &draft);
     let settled = draft.conditions.is_true(READY) && !draft.conditions.is_true(PROGRESSING);
-    let status = next_status(db, draft, Time(jiff::Timestamp::now()));
-    if db.status.as_ref() != Some(&status) {
+    let status = next_status(db, draft, Time(now));
+    // Events first: they report writes already made, and must not be lost
+    // if the status write fails and the next reconcile finds nothing to do.
+    publish(ctx, db, &notes).await;
+    let status_changed = db.status.as_ref() != Some(&status);
+    if status_changed {
         write_status(ctx, db, &status).await?;
     }
-    publish(ctx, db, &notes).await;
     ctx.record_outcome(&object_key(db), false);
     Ok(match decision {
+        Decision::Apply { .. } if status_changed => Action::requeue(AFTER_STATUS_CHANGE),
         Decision::Apply { .. } if !settled => Action::requeue(RECHECK),
         _ => Action::requeue(RESYNC),
     })

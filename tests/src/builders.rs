@@ -21,6 +21,7 @@ impl DbBuilder {
             database: Default::default(),
             parameters: BTreeMap::new(),
             paused: false,
+            upgrade: None,
         };
         Self(PostgresDB::new(name, spec))
     }

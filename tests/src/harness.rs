@@ -104,9 +104,14 @@ fn unique_suffix() -> String {
 impl TestCluster {
     /// A sandbox, or the cluster named by `PGDB_TEST_KUBECONFIG`.
     pub async fn start() -> Result<Self, HarnessError> {
+        Self::start_with(SandboxConfig::default()).await
+    }
+
+    /// A sandbox configured so, or the cluster named by `PGDB_TEST_KUBECONFIG`.
+    pub async fn start_with(config: SandboxConfig) -> Result<Self, HarnessError> {
         match std::env::var_os("PGDB_TEST_KUBECONFIG") {
             Some(path) => Self::external(PathBuf::from(path)).await,
-            None => Self::sandbox(SandboxConfig::default()).await,
+            None => Self::sandbox(config).await,
         }
     }
 

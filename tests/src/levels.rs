@@ -12,16 +12,19 @@ use shared::Level;
 pub enum LevelId {
     /// Basic Install.
     One,
+    /// Seamless Upgrades.
+    Two,
 }
 
 impl LevelId {
     /// Every level, lowest first.
-    pub const ALL: [LevelId; 1] = [LevelId::One];
+    pub const ALL: [LevelId; 2] = [LevelId::One, LevelId::Two];
 
     /// The level's number.
     pub fn number(self) -> u8 {
         match self {
             LevelId::One => 1,
+            LevelId::Two => 2,
         }
     }
 
@@ -29,6 +32,7 @@ impl LevelId {
     pub fn name(self) -> &'static str {
         match self {
             LevelId::One => "level1-install",
+            LevelId::Two => "level2-upgrade",
         }
     }
 
@@ -36,6 +40,7 @@ impl LevelId {
     pub fn build(self) -> Level {
         match self {
             LevelId::One => level1_install::level(),
+            LevelId::Two => level2_upgrade::level(),
         }
     }
 

@@ -41,11 +41,17 @@ pub enum Scenario {
     RestartMidReconcile,
     /// Nothing changes: what does the operator write?
     AtRest,
+    /// The spec uses a section (`upgrade`) only higher levels implement.
+    UnimplementedSection,
+    /// The version goes from 16.4 to 17.
+    MajorBump,
+    /// The version goes to 16.5, whose pods never become ready.
+    FailedMinorUpgrade,
 }
 
 impl Scenario {
     /// Every scenario, in the matrix's order.
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 12] = [
         Scenario::Install,
         Scenario::DeletedStatefulSet,
         Scenario::EditedChild,
@@ -55,6 +61,9 @@ impl Scenario {
         Scenario::VersionLowered,
         Scenario::RestartMidReconcile,
         Scenario::AtRest,
+        Scenario::UnimplementedSection,
+        Scenario::MajorBump,
+        Scenario::FailedMinorUpgrade,
     ];
 
     /// The matrix row's label.
@@ -71,34 +80,61 @@ impl Scenario {
                 "The operator is killed mid-reconcile and its binary started again"
             }
             Scenario::AtRest => "Nothing changes and a reconcile runs",
+            Scenario::UnimplementedSection => "Its spec sets `upgrade`, a Level 2 section",
+            Scenario::MajorBump => "Its version goes from 16.4 to 17",
+            Scenario::FailedMinorUpgrade => {
+                "Its version goes to 16.5, whose pods never become ready"
+            }
         }
     }
 
     /// What `level` is expected to do.
     pub fn expected(self, level: LevelId) -> &'static str {
+        use LevelId::{One, Two};
         match (self, level) {
-            (Scenario::Install, LevelId::One) => {
+            (Scenario::Install, _) => {
                 "Ready; 2 Secrets, 1 ConfigMap, 2 Services, 1 StatefulSet created"
             }
-            (Scenario::DeletedStatefulSet, LevelId::One) => {
+            (Scenario::DeletedStatefulSet, _) => {
                 "StatefulSet recreated, Ready again on the same data volume"
             }
-            (Scenario::EditedChild, LevelId::One) => "edit reverted; Warning DriftRepaired",
-            (Scenario::Pause, LevelId::One) => {
-                "Service left deleted while paused; recreated on resume"
-            }
-            (Scenario::InvalidSpec, LevelId::One) => {
+            (Scenario::EditedChild, _) => "edit reverted; Warning DriftRepaired",
+            (Scenario::Pause, _) => "Service left deleted while paused; recreated on resume",
+            (Scenario::InvalidSpec, _) => {
                 "refused: Ready=False InvalidVersion naming spec.version; nothing created"
             }
-            (Scenario::MinorUpgrade, LevelId::One) => {
-                "image swapped to postgres:16.4; Ready at 16.4"
+            (Scenario::MinorUpgrade, _) => "image swapped to postgres:16.4; Ready at 16.4",
+            (Scenario::VersionLowered, One) => "accepted: image swapped to postgres:16.2",
+            (Scenario::VersionLowered, Two) => {
+                "refused: Ready=False RefusedDowngrade; image kept at postgres:16.4"
             }
-            (Scenario::VersionLowered, LevelId::One) => "accepted: image swapped to postgres:16.2",
-            (Scenario::RestartMidReconcile, LevelId::One) => {
+            (Scenario::RestartMidReconcile, _) => {
                 "resumed from the cluster: Ready, generated password kept"
             }
-            (Scenario::AtRest, LevelId::One) => "0 writes",
+            (Scenario::AtRest, _) => "0 writes",
+            (Scenario::UnimplementedSection, One) => {
+                "SpecImplemented=False (spec.upgrade); Warning SectionNotImplemented; still Ready"
+            }
+            (Scenario::UnimplementedSection, Two) => "SpecImplemented=True; Ready",
+            (Scenario::MajorBump, One) => "accepted: image swapped to postgres:17",
+            (Scenario::MajorBump, Two) => {
+                "refused: Ready=False RefusedMajorUpgrade; image kept at postgres:16.4"
+            }
+            (Scenario::FailedMinorUpgrade, One) => "image postgres:16.5 kept; not Ready",
+            (Scenario::FailedMinorUpgrade, Two) => {
+                "rolled back to postgres:16.4; Ready at 16.4; Warning UpgradeRolledBack"
+            }
         }
+    }
+
+    /// The sandbox a scenario needs: the default one, except where the
+    /// simulated runtime must be able to keep a pod from becoming ready.
+    pub fn sandbox_config(self) -> sandbox::SandboxConfig {
+        let mut config = sandbox::SandboxConfig::default();
+        if self == Scenario::FailedMinorUpgrade {
+            config.simulated.ready_delay = Duration::from_millis(300);
+        }
+        config
     }
 
     /// Runs the scenario against `level` on `cluster` and describes what happened.
@@ -113,6 +149,9 @@ impl Scenario {
             Scenario::VersionLowered => version_lowered(cluster, level).await,
             Scenario::RestartMidReconcile => restart_mid_reconcile(cluster, level).await,
             Scenario::AtRest => at_rest(cluster, level).await,
+            Scenario::UnimplementedSection => unimplemented_section(cluster, level).await,
+            Scenario::MajorBump => major_bump(cluster, level).await,
+            Scenario::FailedMinorUpgrade => failed_minor_upgrade(cluster, level).await,
         }
     }
 }
@@ -403,9 +442,20 @@ async fn minor_upgrade(cluster: &TestCluster, level: LevelId) -> String {
 }
 
 async fn version_lowered(cluster: &TestCluster, level: LevelId) -> String {
+    change_version(cluster, level, "16.4", "16.2").await
+}
+
+async fn major_bump(cluster: &TestCluster, level: LevelId) -> String {
+    change_version(cluster, level, "16.4", "17").await
+}
+
+/// Creates a database at `from`, asks for `to`, and reports whether the
+/// operator swapped the image or refused the change.
+async fn change_version(cluster: &TestCluster, level: LevelId, from: &str, to: &str) -> String {
     let operator = cluster.run_operator(level);
-    create_ready(cluster, DbBuilder::named("orders").version("16.4").build()).await;
-    patch_spec(cluster, "orders", serde_json::json!({"version": "16.2"})).await;
+    create_ready(cluster, DbBuilder::named("orders").version(from).build()).await;
+    patch_spec(cluster, "orders", serde_json::json!({ "version": to })).await;
+    let wanted_image = format!("postgres:{to}");
     let deadline = tokio::time::Instant::now() + WAIT;
     let outcome = loop {
         let image = image_of(
@@ -417,8 +467,8 @@ async fn version_lowered(cluster: &TestCluster, level: LevelId) -> String {
                 .flatten()
                 .as_ref(),
         );
-        if image.as_deref() == Some("postgres:16.2") {
-            break "accepted: image swapped to postgres:16.2".to_string();
+        if image.as_deref() == Some(wanted_image.as_str()) {
+            break format!("accepted: image swapped to {wanted_image}");
         }
         let db = cluster
             .api::<PostgresDB>()
@@ -443,6 +493,136 @@ async fn version_lowered(cluster: &TestCluster, level: LevelId) -> String {
             );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    operator.stop().await;
+    outcome
+}
+
+async fn unimplemented_section(cluster: &TestCluster, level: LevelId) -> String {
+    let operator = cluster.run_operator(level);
+    let mut db = DbBuilder::named("orders").build();
+    db.spec.upgrade = Some(shared::api::UpgradeSpec::default());
+    let db = create_ready(cluster, db).await;
+    let implemented = db.status.as_ref().and_then(|s| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == "SpecImplemented")
+            .cloned()
+    });
+    let outcome = match implemented {
+        Some(c) if c.status == "False" => {
+            let field = c
+                .message
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            let warned = cluster
+                .event_within("orders", WAIT, |e| {
+                    e.starts_with("Warning SectionNotImplemented")
+                })
+                .await
+                .is_some();
+            format!(
+                "SpecImplemented=False ({field}); {}; still Ready",
+                if warned {
+                    "Warning SectionNotImplemented"
+                } else {
+                    "no Event"
+                }
+            )
+        }
+        Some(c) => format!("SpecImplemented={}; Ready", c.status),
+        None => "no SpecImplemented condition".into(),
+    };
+    operator.stop().await;
+    outcome
+}
+
+async fn failed_minor_upgrade(cluster: &TestCluster, level: LevelId) -> String {
+    let Some(runtime) = cluster.sandbox_handle().and_then(|s| s.simulated_runtime()) else {
+        return "not run (needs the sandbox's simulated runtime to make 16.5 fail)".into();
+    };
+    // The broken release: a postgres:16.5 container exits before it could
+    // pass its readiness probe (see `sandbox_config`), again and again.
+    runtime.add_exit_rule(sandbox::ExitRule {
+        image_contains: Some("postgres:16.5".into()),
+        pod_label: None,
+        exit_code: 1,
+        after: Duration::from_millis(100),
+    });
+    let operator = cluster.run_operator(level);
+    let mut db = DbBuilder::named("orders").version("16.4").build();
+    db.spec.upgrade = Some(shared::api::UpgradeSpec {
+        health_timeout_seconds: 10,
+    });
+    create_ready(cluster, db).await;
+    patch_spec(cluster, "orders", serde_json::json!({"version": "16.5"})).await;
+    // Past the health timeout, plus time for a rollback to happen.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    let outcome = loop {
+        let db = cluster
+            .api::<PostgresDB>()
+            .get_opt("orders")
+            .await
+            .ok()
+            .flatten();
+        let image = image_of(
+            cluster
+                .api::<StatefulSet>()
+                .get_opt("orders")
+                .await
+                .ok()
+                .flatten()
+                .as_ref(),
+        )
+        .unwrap_or_default();
+        let rolled_back = db
+            .as_ref()
+            .and_then(|d| d.status.as_ref()?.upgrade.clone())
+            .is_some_and(|u| u.phase == shared::api::UpgradePhase::RolledBack);
+        if rolled_back
+            && image == "postgres:16.4"
+            && db
+                .as_ref()
+                .is_some_and(|d| condition(d, "Ready").is_some_and(|(s, _)| s == "True"))
+        {
+            let warned = cluster
+                .event_within("orders", WAIT, |e| {
+                    e.starts_with("Warning UpgradeRolledBack")
+                })
+                .await
+                .is_some();
+            let version = db
+                .and_then(|d| d.status?.current_version)
+                .unwrap_or_default();
+            break format!(
+                "rolled back to {image}; Ready at {version}; {}",
+                if warned {
+                    "Warning UpgradeRolledBack"
+                } else {
+                    "no Event"
+                }
+            );
+        }
+        if tokio::time::Instant::now() > deadline {
+            let phase = db.as_ref().and_then(|d| d.status.as_ref()?.phase);
+            let ready = db
+                .as_ref()
+                .and_then(|d| condition(d, "Ready"))
+                .is_some_and(|(s, _)| s == "True");
+            let degraded = db
+                .as_ref()
+                .and_then(|d| condition(d, "Degraded"))
+                .is_some_and(|(s, _)| s == "True");
+            break format!(
+                "image {image} kept; {}{}{}",
+                if ready { "Ready" } else { "not Ready" },
+                if degraded { ", Degraded" } else { "" },
+                if phase.is_none() { ", no phase" } else { "" }
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     };
     operator.stop().await;
     outcome

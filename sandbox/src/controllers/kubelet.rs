@@ -24,9 +24,15 @@ fn pod_ip(uid: &str) -> String {
     format!("10.244.{}.{}", (h >> 8) % 250 + 1, h % 250 + 2)
 }
 
-fn container_status(r: &ContainerReport, old: Option<&Value>) -> Value {
-    let state = match &r.state {
-        ContainerState::Waiting { reason } => json!({"waiting": {"reason": reason}}),
+fn state_json(state: &ContainerState, message: Option<&str>) -> Value {
+    match state {
+        ContainerState::Waiting { reason } => {
+            let mut w = json!({"reason": reason});
+            if let Some(m) = message {
+                w["message"] = json!(m);
+            }
+            json!({ "waiting": w })
+        }
         ContainerState::Running { started_at } => json!({"running": {"startedAt": started_at}}),
         ContainerState::Terminated {
             exit_code,
@@ -35,7 +41,11 @@ fn container_status(r: &ContainerReport, old: Option<&Value>) -> Value {
             finished_at,
         } => json!({"terminated": {
             "exitCode": exit_code, "reason": reason, "startedAt": started_at, "finishedAt": finished_at}}),
-    };
+    }
+}
+
+fn container_status(r: &ContainerReport, old: Option<&Value>) -> Value {
+    let state = state_json(&r.state, r.message.as_deref());
     let mut v = json!({
         "name": r.name,
         "image": r.image,
@@ -46,7 +56,9 @@ fn container_status(r: &ContainerReport, old: Option<&Value>) -> Value {
         "restartCount": r.restart_count,
         "state": state,
     });
-    if let Some(o) = old
+    if let Some(last) = &r.last_state {
+        v["lastState"] = state_json(last, None);
+    } else if let Some(o) = old
         && let Some(last) = o.get("lastState")
         && r.restart_count > 0
     {
@@ -58,7 +70,7 @@ fn container_status(r: &ContainerReport, old: Option<&Value>) -> Value {
 }
 
 /// The status the runtime's reports add up to.
-fn compute_status(pod: &Value, reports: &[ContainerReport]) -> Value {
+fn compute_status(c: &Cluster, pod: &Value, reports: &[ContainerReport]) -> Value {
     let old = pod.get("status").cloned().unwrap_or(json!({}));
     let restart_policy = pod
         .pointer("/spec/restartPolicy")
@@ -67,9 +79,13 @@ fn compute_status(pod: &Value, reports: &[ContainerReport]) -> Value {
     let all_running = reports
         .iter()
         .all(|r| matches!(r.state, ContainerState::Running { .. }));
-    let any_waiting = reports
-        .iter()
-        .any(|r| matches!(r.state, ContainerState::Waiting { .. }));
+    // A container waiting to be restarted (CrashLoopBackOff) keeps the pod
+    // Running, as on a cluster; only one that never ran keeps it Pending.
+    let any_waiting = reports.iter().any(|r| {
+        matches!(r.state, ContainerState::Waiting { .. })
+            && r.restart_count == 0
+            && r.last_state.is_none()
+    });
     let all_terminated = reports
         .iter()
         .all(|r| matches!(r.state, ContainerState::Terminated { .. }));
@@ -102,7 +118,10 @@ fn compute_status(pod: &Value, reports: &[ContainerReport]) -> Value {
             container_status(r, o)
         })
         .collect();
-    let ip = pod_ip(uid_of(pod));
+    let ip = c
+        .runtime
+        .pod_ip(uid_of(pod))
+        .unwrap_or_else(|| pod_ip(uid_of(pod)));
     json!({
         "phase": phase,
         "conditions": conditions,
@@ -164,7 +183,7 @@ pub fn reconcile(c: &Cluster) {
         let Some(reports) = c.runtime.status(&uid) else {
             continue;
         };
-        let status = compute_status(&pod, &reports);
+        let status = compute_status(c, &pod, &reports);
         if pod.get("status") != Some(&status) {
             let _ = c.modify(&rt, &ns, &name, Sub::Status, "kubelet", &move |p| {
                 p["status"] = status.clone();

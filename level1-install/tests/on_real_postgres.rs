@@ -1,0 +1,415 @@
+//! Level 1 against the sandbox's real-PostgreSQL runtime: the StatefulSet's
+//! pod is a real server, initialised by the image's entrypoint with the
+//! operator's ConfigMap and Secrets, and a Job running `pg_dump` is a real
+//! pg_dump. Skipped, with a note, when no PostgreSQL 15 binaries are found.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::{Client, CustomResourceExt, ResourceExt};
+use sandbox::{PostgresConfig, RuntimeKind, Sandbox, SandboxConfig};
+use serde_json::json;
+use shared::api::{PostgresDB, PostgresDBSpec, StorageSpec};
+use shared::runner::{self, RunOptions};
+use tokio::sync::oneshot;
+
+/// Long enough for initdb and a first start on a busy two-core machine.
+const WAIT: Duration = Duration::from_secs(45);
+
+struct Cluster {
+    sandbox: Sandbox,
+    client: Client,
+    stop: Option<oneshot::Sender<()>>,
+    operator: tokio::task::JoinHandle<Result<(), shared::Error>>,
+}
+
+impl Cluster {
+    /// A sandbox running real PostgreSQL with Level 1 on it, or `None`
+    /// (with a note) when PostgreSQL 15 is not installed.
+    async fn start() -> Option<Self> {
+        let postgres = PostgresConfig::default();
+        if let Err(missing) = postgres.binaries.server(15) {
+            eprintln!("skipped: {missing}");
+            return None;
+        }
+        let sandbox = Sandbox::start(SandboxConfig {
+            runtime_kind: RuntimeKind::Postgres,
+            postgres,
+            ..Default::default()
+        })
+        .await
+        .expect("the sandbox starts");
+        let client = sandbox.client();
+        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+        crds.create(&PostParams::default(), &PostgresDB::crd())
+            .await
+            .expect("the CRD is accepted");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let operator = tokio::spawn(runner::run(
+            level1_install::level(),
+            client.clone(),
+            RunOptions::default(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Some(Self {
+            sandbox,
+            client,
+            stop: Some(stop),
+            operator,
+        })
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.client.clone(), "default")
+    }
+
+    /// `reason: note` of every Event about `name`.
+    async fn events(&self, name: &str) -> Vec<String> {
+        let list = self
+            .api::<Event>()
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default();
+        list.into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .map(|e| {
+                format!(
+                    "{}: {}",
+                    e.reason.unwrap_or_default(),
+                    e.note.unwrap_or_default()
+                )
+            })
+            .collect()
+    }
+
+    /// Polls `check` until it holds, failing with the database's status,
+    /// its pod's status and log, and Events.
+    async fn wait_until<F, Fut>(&self, what: &str, check: F)
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !check().await {
+            if tokio::time::Instant::now() > deadline {
+                let db = self
+                    .api::<PostgresDB>()
+                    .get_opt("orders")
+                    .await
+                    .ok()
+                    .flatten();
+                let pod = self.api::<Pod>().get_opt("orders-0").await.ok().flatten();
+                let log = self
+                    .api::<Pod>()
+                    .logs("orders-0", &Default::default())
+                    .await
+                    .unwrap_or_default();
+                panic!(
+                    "timed out after {WAIT:?} waiting until {what}\ndatabase status: {}\npod status: {}\npod log:\n{log}\nevents:\n{}",
+                    serde_json::to_string_pretty(&db.and_then(|d| d.status)).unwrap_or_default(),
+                    serde_json::to_string_pretty(&pod.and_then(|p| p.status)).unwrap_or_default(),
+                    self.events("orders").await.join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn database_ready(&self) -> bool {
+        let db = self
+            .api::<PostgresDB>()
+            .get_opt("orders")
+            .await
+            .ok()
+            .flatten();
+        db.and_then(|d| d.status).is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+                && s.ready_replicas == 1
+        })
+    }
+
+    /// (host address, user, password, dbname) from a credentials Secret.
+    async fn credentials(&self, secret: &str) -> (String, String, String, String) {
+        let s = self
+            .api::<Secret>()
+            .get(secret)
+            .await
+            .expect("the Secret exists");
+        let data = s.data.expect("data");
+        let get = |k: &str| {
+            data.get(k)
+                .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+                .unwrap_or_default()
+        };
+        let host = if secret.ends_with("credentials") {
+            get("host")
+        } else {
+            "orders.default.svc".into()
+        };
+        // On the sandbox the Service's ClusterIP is a loopback address this
+        // process reaches directly (on kind it would take a port-forward).
+        let addr = self
+            .sandbox
+            .resolve(&host)
+            .unwrap_or_else(|| panic!("{host} resolves"));
+        let dbname = if secret.ends_with("credentials") {
+            get("dbname")
+        } else {
+            "postgres".into()
+        };
+        (addr.to_string(), get("username"), get("password"), dbname)
+    }
+
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = tokio::time::timeout(WAIT, &mut self.operator).await;
+        self.sandbox.shutdown().await;
+    }
+}
+
+async fn connect(host: &str, user: &str, password: &str, dbname: &str) -> tokio_postgres::Client {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(host)
+        .port(5432)
+        .user(user)
+        .password(password)
+        .dbname(dbname)
+        .connect_timeout(Duration::from_secs(5));
+    let (client, connection) = config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connects to {dbname} at {host} as {user}: {e}"));
+    tokio::spawn(connection);
+    client
+}
+
+async fn count(client: &tokio_postgres::Client) -> i64 {
+    client
+        .query_one("SELECT count(*) FROM items", &[])
+        .await
+        .expect("counts")
+        .get(0)
+}
+
+fn database(version: &str) -> PostgresDB {
+    PostgresDB::new(
+        "orders",
+        PostgresDBSpec {
+            version: version.into(),
+            image: None,
+            storage: StorageSpec {
+                size: "1Gi".into(),
+                storage_class_name: None,
+            },
+            resources: shared::api::ResourcesSpec::default_for_database(),
+            database: Default::default(),
+            parameters: Default::default(),
+            paused: false,
+            upgrade: None,
+        },
+    )
+}
+
+/// Creates the database, waits for it, and writes three rows as its owner.
+async fn ready_database_with_rows(cluster: &Cluster) -> tokio_postgres::Client {
+    let began = Instant::now();
+    cluster
+        .api::<PostgresDB>()
+        .create(&PostParams::default(), &database("15"))
+        .await
+        .expect("the PostgresDB is accepted");
+    cluster
+        .wait_until("the database is Ready", || cluster.database_ready())
+        .await;
+    eprintln!("a PostgresDB became Ready in {:.1?}", began.elapsed());
+    let (host, user, password, dbname) = cluster.credentials("orders-credentials").await;
+    let client = connect(&host, &user, &password, &dbname).await;
+    client
+        .batch_execute(
+            "CREATE TABLE items (id int PRIMARY KEY, name text);
+             INSERT INTO items VALUES (1, 'one'), (2, 'two'), (3, 'three');",
+        )
+        .await
+        .expect("the owner writes rows");
+    client
+}
+
+fn alive(pid: i32) -> bool {
+    sandbox::pgruntime::process::alive(pid)
+}
+
+#[tokio::test]
+async fn a_real_database_keeps_its_rows_when_its_pod_is_replaced_and_stops_when_deleted() {
+    let Some(cluster) = Cluster::start().await else {
+        return;
+    };
+    let client = ready_database_with_rows(&cluster).await;
+    assert_eq!(count(&client).await, 3);
+    drop(client);
+
+    let rt = cluster
+        .sandbox
+        .postgres_runtime()
+        .expect("the real runtime");
+    let first_pids = rt.pids("default", "orders-0");
+    assert_eq!(first_pids.len(), 1, "one server process");
+    let pods = cluster.api::<Pod>();
+    let old_uid = pods.get("orders-0").await.expect("the pod exists").uid();
+    pods.delete("orders-0", &DeleteParams::default())
+        .await
+        .expect("deletes");
+    cluster
+        .wait_until(
+            "a new pod replaces the deleted one and is Ready",
+            || async {
+                let pod = pods.get_opt("orders-0").await.ok().flatten();
+                let replaced_and_ready = pod.is_some_and(|p| {
+                    p.uid() != old_uid
+                        && p.status.and_then(|s| s.conditions).is_some_and(|cs| {
+                            cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                        })
+                });
+                replaced_and_ready && cluster.database_ready().await
+            },
+        )
+        .await;
+    assert!(
+        first_pids.iter().all(|&p| !alive(p)),
+        "the old server stopped"
+    );
+    let (host, user, password, dbname) = cluster.credentials("orders-credentials").await;
+    let client = connect(&host, &user, &password, &dbname).await;
+    assert_eq!(count(&client).await, 3, "the rows outlived the pod");
+    drop(client);
+
+    let second_pids = rt.pids("default", "orders-0");
+    assert!(!second_pids.is_empty());
+    cluster
+        .api::<PostgresDB>()
+        .delete("orders", &DeleteParams::default())
+        .await
+        .expect("deletes");
+    cluster
+        .wait_until("the database's processes are gone", || async {
+            rt.all_pids().is_empty() && second_pids.iter().all(|&p| !alive(p))
+        })
+        .await;
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn a_pg_dump_job_backs_up_a_real_database_and_the_dump_restores_into_another() {
+    let Some(cluster) = Cluster::start().await else {
+        return;
+    };
+    let client = ready_database_with_rows(&cluster).await;
+    drop(client);
+    let claim: PersistentVolumeClaim = serde_json::from_value(json!({
+        "metadata": {"name": "backups"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}
+    }))
+    .expect("a claim");
+    cluster
+        .api::<PersistentVolumeClaim>()
+        .create(&PostParams::default(), &claim)
+        .await
+        .expect("the claim is accepted");
+    // The superuser dumps the application database over the Service, then
+    // restores it into a new database, as a backup and a restore Job would.
+    let job = |name: &str, script: &str| -> Job {
+        serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {"backoffLimit": 0, "template": {"spec": {
+                "restartPolicy": "Never",
+                "containers": [{
+                    "name": "main", "image": "postgres:15",
+                    "command": ["sh", "-c", script],
+                    "env": [
+                        {"name": "PGHOST", "value": "orders"},
+                        {"name": "PGUSER", "value": "postgres"},
+                        {"name": "PGPASSWORD", "valueFrom": {"secretKeyRef": {"name": "orders-superuser", "key": "password"}}},
+                    ],
+                    "volumeMounts": [{"name": "backups", "mountPath": "/backups"}],
+                }],
+                "volumes": [{"name": "backups", "persistentVolumeClaim": {"claimName": "backups"}}],
+            }}}
+        }))
+        .expect("a job")
+    };
+    let jobs = cluster.api::<Job>();
+    let run = |name: &'static str, script: &'static str| {
+        let jobs = jobs.clone();
+        let job = job(name, script);
+        async move {
+            jobs.create(&PostParams::default(), &job)
+                .await
+                .expect("the Job is accepted");
+            let deadline = tokio::time::Instant::now() + WAIT;
+            loop {
+                let status = jobs
+                    .get(name)
+                    .await
+                    .expect("exists")
+                    .status
+                    .unwrap_or_default();
+                if status.succeeded == Some(1) {
+                    return;
+                }
+                if status.failed.unwrap_or(0) > 0 || tokio::time::Instant::now() > deadline {
+                    let pods: Api<Pod> = Api::namespaced(jobs.clone().into_client(), "default");
+                    let mut logs = String::new();
+                    for p in pods
+                        .list(&ListParams::default())
+                        .await
+                        .map(|l| l.items)
+                        .unwrap_or_default()
+                    {
+                        if p.name_any().starts_with(name) {
+                            logs += &pods
+                                .logs(&p.name_any(), &Default::default())
+                                .await
+                                .unwrap_or_default();
+                        }
+                    }
+                    panic!("Job {name} did not succeed: {status:?}\nlogs:\n{logs}");
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    run(
+        "backup",
+        "pg_dump --dbname app --file /backups/app.sql && test -s /backups/app.sql",
+    )
+    .await;
+    run(
+        "restore",
+        "psql -v ON_ERROR_STOP=1 -d postgres -c 'CREATE DATABASE restored' && psql -v ON_ERROR_STOP=1 -q -d restored -f /backups/app.sql",
+    )
+    .await;
+    let (host, user, password, _) = cluster.credentials("orders-superuser").await;
+    let restored = connect(&host, &user, &password, "restored").await;
+    assert_eq!(count(&restored).await, 3, "the dump restored every row");
+    let name: String = restored
+        .query_one("SELECT name FROM items WHERE id = 2", &[])
+        .await
+        .expect("reads")
+        .get(0);
+    assert_eq!(name, "two");
+    cluster.stop().await;
+}

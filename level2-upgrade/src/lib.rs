@@ -1,0 +1,30 @@
+//! Level 2, Seamless Upgrades: Level 1 plus the [`upgrade::Upgrade`] capability.
+//!
+//! Level 1 swaps the image whenever `spec.version` changes. Level 2 decides
+//! first: a lower version is refused, a major version change is refused (the
+//! data directory of one major cannot be read by the next), and a minor
+//! upgrade is rolled out under watch: it must become ready within
+//! `spec.upgrade.healthTimeoutSeconds`, or the previous version comes back.
+
+pub mod upgrade;
+
+#[cfg(test)]
+mod tests;
+
+use shared::capability::{Capability, Level};
+
+/// Level 2's capabilities: Level 1's, then the upgrade capability.
+pub fn capabilities() -> Vec<Box<dyn Capability>> {
+    let mut capabilities = level1_install::capabilities();
+    capabilities.push(Box::new(upgrade::Upgrade));
+    capabilities
+}
+
+/// Level 2.
+pub fn level() -> Level {
+    Level {
+        number: 2,
+        name: "level2-upgrade",
+        capabilities: capabilities(),
+    }
+}

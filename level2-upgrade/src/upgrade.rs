@@ -1,0 +1,282 @@
+//! The Upgrade capability: version changes decided, watched and undone.
+//!
+//! Each reconcile compares the version that runs (`status.currentVersion`,
+//! which Level 1 records once a rollout is complete and ready) with the one
+//! asked for. A lower one is refused, and so is another major version. A
+//! higher minor version is rolled out by Level 1's StatefulSet; this
+//! capability records the rollout in `status.upgrade` (what ran before, when
+//! it started, how long the database was seen unready) and, if the new
+//! version is not ready when `healthTimeoutSeconds` has passed, puts the
+//! previous image back. A StatefulSet does not replace a pod that never
+//! became ready when its template is reverted (it waits for that pod
+//! forever), so the stuck pod is deleted to let the old revision in.
+//!
+//! Everything it needs is in the cluster: a restarted operator reads
+//! `status.upgrade` and carries on.
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use shared::api::{PostgresDB, UpgradePhase, UpgradeSpec, UpgradeStatus};
+use shared::capability::{ApplyReport, Capability, Desired, Observed, SpecProblem, StatusDraft};
+use shared::conditions::{Assessment, PROGRESSING, READY};
+use shared::error::Error;
+
+use level1_install::objects::{CONTAINER, Names, VERSION_ANNOTATION};
+use level1_install::version::PgVersion;
+
+/// Level 2's capability.
+pub struct Upgrade;
+
+/// How the asked-for version relates to the running one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VersionChange {
+    /// The same version.
+    Same,
+    /// A newer minor version of the same major (or the major's floating tag).
+    Minor,
+    /// Another major version, higher.
+    Major,
+    /// An older version.
+    Downgrade,
+}
+
+/// Classifies a change from `running` to `wanted`.
+///
+/// A bare major ("16") is the image's floating tag, the newest 16.x: moving
+/// to it from a pinned minor is an upgrade; pinning a minor after running
+/// the floating tag is allowed too, since what the tag ran is unknown.
+pub fn classify(running: PgVersion, wanted: PgVersion) -> VersionChange {
+    if wanted.major < running.major {
+        return VersionChange::Downgrade;
+    }
+    if wanted.major > running.major {
+        return VersionChange::Major;
+    }
+    match (running.minor, wanted.minor) {
+        (Some(r), Some(w)) if w < r => VersionChange::Downgrade,
+        (Some(r), Some(w)) if w == r => VersionChange::Same,
+        (None, None) => VersionChange::Same,
+        _ => VersionChange::Minor,
+    }
+}
+
+fn running_version(db: &PostgresDB) -> Option<PgVersion> {
+    PgVersion::parse(db.status.as_ref()?.current_version.as_deref()?)
+}
+
+fn settings(db: &PostgresDB) -> UpgradeSpec {
+    db.spec.upgrade.clone().unwrap_or_default()
+}
+
+fn seconds_between(from: &str, to: jiff::Timestamp) -> i64 {
+    from.parse::<jiff::Timestamp>()
+        .map(|from| (to - from).get_seconds())
+        .unwrap_or(0)
+}
+
+fn image_of(sts: &StatefulSet) -> Option<String> {
+    let containers = &sts.spec.as_ref()?.template.spec.as_ref()?.containers;
+    containers
+        .iter()
+        .find(|c| c.name == CONTAINER)?
+        .image
+        .clone()
+}
+
+impl Capability for Upgrade {
+    fn name(&self) -> &'static str {
+        "upgrade"
+    }
+
+    fn sections(&self) -> &'static [&'static str] {
+        &["upgrade"]
+    }
+
+    fn validate(&self, db: &PostgresDB, _observed: &Observed) -> Vec<SpecProblem> {
+        let (Some(running), Some(wanted)) =
+            (running_version(db), PgVersion::parse(&db.spec.version))
+        else {
+            return Vec::new();
+        };
+        match classify(running, wanted) {
+            VersionChange::Downgrade => vec![SpecProblem::new(
+                "spec.version",
+                "RefusedDowngrade",
+                format!(
+                    "{wanted} is older than the running {running}; PostgreSQL does not support running older binaries on newer data, so downgrades are refused"
+                ),
+            )],
+            VersionChange::Major => vec![SpecProblem::new(
+                "spec.version",
+                "RefusedMajorUpgrade",
+                format!(
+                    "{running} to {wanted} changes the major version, whose data directory format differs; Level 2 rolls out minor versions only"
+                ),
+            )],
+            VersionChange::Same | VersionChange::Minor => Vec::new(),
+        }
+    }
+
+    fn desire(
+        &self,
+        db: &PostgresDB,
+        observed: &Observed,
+        desired: &mut Desired,
+    ) -> Result<(), Error> {
+        let Some(upgrade) = db.status.as_ref().and_then(|s| s.upgrade.clone()) else {
+            return Ok(());
+        };
+        if upgrade.phase != UpgradePhase::RolledBack || upgrade.to_version != db.spec.version {
+            return Ok(());
+        }
+        let names = Names::of(db);
+        desired.modify::<StatefulSet>(&names.primary, |sts| {
+            if let Some(template) = sts.spec.as_mut().map(|s| &mut s.template) {
+                if let Some(container) = template
+                    .spec
+                    .as_mut()
+                    .and_then(|p| p.containers.iter_mut().find(|c| c.name == CONTAINER))
+                {
+                    container.image = Some(upgrade.from_image.clone());
+                }
+                if let Some(annotations) = template
+                    .metadata
+                    .as_mut()
+                    .and_then(|m| m.annotations.as_mut())
+                {
+                    annotations
+                        .insert(VERSION_ANNOTATION.to_string(), upgrade.from_version.clone());
+                }
+            }
+        })?;
+        // Pods still on the failed revision and not ready are never replaced
+        // by the StatefulSet controller: delete them so the old revision runs.
+        let live = observed.get::<StatefulSet>(&names.primary);
+        let reverted =
+            live.as_ref().and_then(image_of).as_deref() == Some(upgrade.from_image.as_str());
+        let update_revision = live.and_then(|s| s.status?.update_revision);
+        for pod in observed.all::<Pod>() {
+            let revision = pod.labels().get("controller-revision-hash").cloned();
+            let ready = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            if reverted && !ready && revision.is_some() && revision != update_revision {
+                desired.delete::<Pod>(
+                    &pod.name_any(),
+                    format!("stuck on the failed {} revision", upgrade.to_version),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn assess(
+        &self,
+        db: &PostgresDB,
+        observed: &Observed,
+        _applied: &ApplyReport,
+        status: &mut StatusDraft,
+    ) {
+        let now = status.now.unwrap_or_else(jiff::Timestamp::now);
+        let previous = db.status.as_ref().and_then(|s| s.upgrade.clone());
+        let wanted = db.spec.version.clone();
+        let running = status.fields.current_version.clone();
+        let ready = status.conditions.is_true(READY);
+        let timeout = i64::from(settings(db).health_timeout_seconds);
+
+        let mut upgrade = match previous {
+            Some(up) if up.to_version == wanted => up,
+            _ => {
+                // A new target: start a rollout when it is a minor upgrade
+                // of what runs (validate refused everything else).
+                let start = running
+                    .as_deref()
+                    .and_then(PgVersion::parse)
+                    .zip(PgVersion::parse(&wanted))
+                    .is_some_and(|(r, w)| classify(r, w) == VersionChange::Minor);
+                if !start {
+                    status.fields.upgrade = db.status.as_ref().and_then(|s| s.upgrade.clone());
+                    return;
+                }
+                let names = Names::of(db);
+                let from_version = running.clone().unwrap_or_default();
+                let from_image = observed
+                    .get::<StatefulSet>(&names.primary)
+                    .as_ref()
+                    .and_then(image_of)
+                    .filter(|image| !image.ends_with(&format!(":{wanted}")))
+                    .unwrap_or_else(|| format!("postgres:{from_version}"));
+                UpgradeStatus {
+                    from_version,
+                    from_image,
+                    to_version: wanted.clone(),
+                    started_at: now.to_string(),
+                    phase: UpgradePhase::Rolling,
+                    observed_downtime_seconds: 0,
+                    unready_since: None,
+                }
+            }
+        };
+
+        if upgrade.phase == UpgradePhase::Rolling {
+            match (&upgrade.unready_since, ready) {
+                (None, false) => upgrade.unready_since = Some(now.to_string()),
+                (Some(since), true) => {
+                    let down =
+                        u32::try_from(seconds_between(since, now).max(0)).unwrap_or(u32::MAX);
+                    upgrade.observed_downtime_seconds =
+                        upgrade.observed_downtime_seconds.saturating_add(down);
+                    upgrade.unready_since = None;
+                }
+                _ => {}
+            }
+            let elapsed = seconds_between(&upgrade.started_at, now);
+            if running.as_deref() == Some(wanted.as_str()) && ready {
+                upgrade.phase = UpgradePhase::Complete;
+                status.conditions.set(
+                    PROGRESSING,
+                    Assessment::no(
+                        "UpgradeComplete",
+                        format!(
+                            "{} to {} rolled out in {elapsed}s; observed downtime {}s",
+                            upgrade.from_version,
+                            upgrade.to_version,
+                            upgrade.observed_downtime_seconds
+                        ),
+                    ),
+                );
+            } else if elapsed > timeout {
+                upgrade.phase = UpgradePhase::RolledBack;
+                upgrade.unready_since = None;
+            } else {
+                status.conditions.set(
+                    PROGRESSING,
+                    Assessment::yes(
+                        "Upgrading",
+                        format!(
+                            "rolling out {} (from {}): {elapsed}s of {timeout}s allowed",
+                            upgrade.to_version, upgrade.from_version
+                        ),
+                    ),
+                );
+            }
+        }
+        if upgrade.phase == UpgradePhase::RolledBack {
+            status.conditions.set(
+                PROGRESSING,
+                Assessment::no(
+                    "UpgradeRolledBack",
+                    format!(
+                        "{} was not ready within {timeout}s; rolled back to {}. Change spec.version to try again",
+                        upgrade.to_version, upgrade.from_version
+                    ),
+                )
+                .warn(),
+            );
+        }
+        status.fields.upgrade = Some(upgrade);
+    }
+}
