@@ -358,7 +358,23 @@ pub async fn reconcile(db: Arc<PostgresDB>, ctx: Arc<Context>) -> Result<Action,
     reconcile_in_span(&db, &ctx).instrument(span).await
 }
 
-async fn reconcile_in_span(db: &PostgresDB, ctx: &Context) -> Result<Action, Error> {
+async fn reconcile_in_span(cached: &PostgresDB, ctx: &Context) -> Result<Action, Error> {
+    // The watch cache can lag behind this operator's own status write of a
+    // moment ago; deciding from it would compare against a status that is
+    // no longer there and skip a write that is needed. Read the object itself.
+    let api: Api<PostgresDB> =
+        Api::namespaced(ctx.client.clone(), &cached.namespace().unwrap_or_default());
+    let Some(db) = api
+        .get_opt(&cached.name_any())
+        .await
+        .map_err(|source| Error::Kube {
+            action: format!("read PostgresDB {}", cached.name_any()),
+            source: Box::new(source),
+        })?
+    else {
+        return Ok(Action::await_change());
+    };
+    let db = &db;
     if db.metadata.deletion_timestamp.is_some() {
         // Owned children go with the database through garbage collection;
         // volumes stay, because nothing owns them.

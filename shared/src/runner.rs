@@ -141,8 +141,10 @@ pub async fn run(
     controller
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::debug!(error = %error_chain(&error), "controller event");
+            match result {
+                // Reconcile failures are logged by the error policy, with their retry.
+                Err(kube::runtime::controller::Error::ReconcilerFailed(..)) | Ok(_) => {}
+                Err(error) => tracing::warn!(error = %error_chain(&error), "controller"),
             }
         })
         .await;

@@ -313,11 +313,12 @@ async fn edited_child(cluster: &TestCluster, level: LevelId) -> String {
     cluster
         .wait_for_object::<ConfigMap>("orders-config", "restored", restored)
         .await;
-    let events = cluster.events("orders").await;
+    // Events are published after the write they report.
+    let warned = cluster
+        .event_within("orders", WAIT, |e| e.starts_with("Warning DriftRepaired"))
+        .await
+        .is_some();
     operator.stop().await;
-    let warned = events
-        .iter()
-        .any(|e| e.starts_with("Warning DriftRepaired"));
     format!(
         "edit reverted; {}",
         if warned {

@@ -1,6 +1,7 @@
 //! The tour: one command that shows a level at work.
 //!
-//! It starts a sandbox (no cluster, no Docker needed), installs the CRD,
+//! It starts a sandbox (no cluster, no Docker needed; pods run real
+//! PostgreSQL when its binaries are installed), installs the CRD,
 //! runs the chosen level in this process, applies an example `PostgresDB`,
 //! and prints what happens as it happens: objects appearing and changing,
 //! the database's phase and conditions, and Events. It prints a kubeconfig
@@ -20,7 +21,7 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::Api;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
-use sandbox::{Sandbox, SandboxConfig};
+use sandbox::{RuntimeKind, Sandbox, SandboxConfig};
 use serde::de::DeserializeOwned;
 use shared::api::PostgresDB;
 use shared::health::Readiness;
@@ -42,6 +43,10 @@ struct Args {
     /// Where to write the sandbox's kubeconfig, for kubectl.
     #[arg(long, default_value = "sandbox.kubeconfig")]
     kubeconfig: PathBuf,
+    /// Pods run real PostgreSQL when its binaries are installed (auto), or
+    /// are simulated.
+    #[arg(long, value_enum, default_value_t = RuntimeKind::Auto)]
+    runtime: RuntimeKind,
 }
 
 fn main() -> ExitCode {
@@ -80,7 +85,11 @@ async fn tour(args: Args) -> Result<(), String> {
     let manifest = std::fs::read_to_string(&args.example)
         .map_err(|e| format!("cannot read {}: {e}", args.example.display()))?;
 
-    let sandbox = Sandbox::start(SandboxConfig::default())
+    let config = SandboxConfig {
+        runtime_kind: args.runtime,
+        ..Default::default()
+    };
+    let sandbox = Sandbox::start(config)
         .await
         .map_err(|e| format!("the sandbox did not start: {e}"))?;
     sandbox
@@ -91,6 +100,7 @@ async fn tour(args: Args) -> Result<(), String> {
 
     let kubeconfig = std::fs::canonicalize(&args.kubeconfig).unwrap_or(args.kubeconfig.clone());
     println!("Sandbox cluster at {} (no Docker, no kind).", sandbox.url());
+    println!("{}", sandbox.runtime_description());
     println!(
         "In another terminal:  export KUBECONFIG={}",
         kubeconfig.display()
@@ -144,6 +154,11 @@ async fn tour(args: Args) -> Result<(), String> {
     .await
     .map_err(|e| format!("applying the example failed: {e}"))?;
 
+    let hint = tokio::spawn(connection_hint(
+        client.clone(),
+        namespace.clone(),
+        db.name_any(),
+    ));
     shared::cli::shutdown_signal().await;
     println!("\nStopping the operator and the sandbox.");
     let _ = stop.send(());
@@ -155,6 +170,7 @@ async fn tour(args: Args) -> Result<(), String> {
         ),
         Err(error) => eprintln!("the operator task failed: {error}"),
     }
+    hint.abort();
     for watcher in watchers {
         watcher.abort();
     }
@@ -324,4 +340,44 @@ fn summarize_pod(pod: &Pod) -> String {
             format!(", waiting: {}", waiting.join(", "))
         }
     )
+}
+
+/// Once the database is ready, says how to connect to it with psql, without
+/// printing the password.
+async fn connection_hint(client: Client, namespace: String, name: String) {
+    let databases: Api<PostgresDB> = Api::namespaced(client.clone(), &namespace);
+    loop {
+        let ready = databases
+            .get_opt(&name)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|db| db.status?.phase)
+            == Some(shared::api::Phase::Ready);
+        if ready {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    let Ok(Some(db)) = databases.get_opt(&name).await else {
+        return;
+    };
+    let services: Api<Service> = Api::namespaced(client, &namespace);
+    let cluster_ip = services
+        .get_opt(&name)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|s| s.spec?.cluster_ip)
+        .unwrap_or_default();
+    let secret = db
+        .status
+        .and_then(|s| s.credentials_secret)
+        .unwrap_or_default();
+    println!(
+        "\n{} Connect (the sandbox's Service addresses are real loopback addresses):\n  PGPASSWORD=$(kubectl -n {namespace} get secret {secret} -o jsonpath='{{.data.password}}' | base64 -d) psql -h {cluster_ip} -U {} {}\n",
+        now(),
+        db.spec.database.owner,
+        db.spec.database.name
+    );
 }
