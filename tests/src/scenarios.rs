@@ -70,7 +70,9 @@ impl Scenario {
     pub fn title(self) -> &'static str {
         match self {
             Scenario::Install => "A PostgresDB is created",
-            Scenario::DeletedStatefulSet => "Its StatefulSet is deleted",
+            Scenario::DeletedStatefulSet => {
+                "Its StatefulSet is deleted (real PostgreSQL, 3 rows written)"
+            }
             Scenario::EditedChild => "Its ConfigMap is edited by hand",
             Scenario::Pause => "It is paused, its Service deleted, then resumed",
             Scenario::InvalidSpec => "Its version is an unsupported major (12)",
@@ -96,7 +98,7 @@ impl Scenario {
                 "Ready; 2 Secrets, 1 ConfigMap, 2 Services, 1 StatefulSet created"
             }
             (Scenario::DeletedStatefulSet, _) => {
-                "StatefulSet recreated, Ready again on the same data volume"
+                "StatefulSet recreated, Ready again on the same data volume; 3 rows intact"
             }
             (Scenario::EditedChild, _) => "edit reverted; Warning DriftRepaired",
             (Scenario::Pause, _) => "Service left deleted while paused; recreated on resume",
@@ -131,8 +133,13 @@ impl Scenario {
     /// simulated runtime must be able to keep a pod from becoming ready.
     pub fn sandbox_config(self) -> sandbox::SandboxConfig {
         let mut config = sandbox::SandboxConfig::default();
-        if self == Scenario::FailedMinorUpgrade {
-            config.simulated.ready_delay = Duration::from_millis(300);
+        match self {
+            Scenario::FailedMinorUpgrade => {
+                config.simulated.ready_delay = Duration::from_millis(300)
+            }
+            // Where data is at stake, pods run real PostgreSQL.
+            Scenario::DeletedStatefulSet => config.runtime_kind = sandbox::RuntimeKind::Postgres,
+            _ => {}
         }
         config
     }
@@ -241,6 +248,15 @@ async fn install(cluster: &TestCluster, level: LevelId) -> String {
 async fn deleted_statefulset(cluster: &TestCluster, level: LevelId) -> String {
     let operator = cluster.run_operator(level);
     create_ready(cluster, DbBuilder::named("orders").build()).await;
+    let Some(database) = connect(cluster, "orders").await else {
+        operator.stop().await;
+        return "not run (the database is not reachable from the tests on this cluster)".into();
+    };
+    let written = database
+        .batch_execute("CREATE TABLE items (id int); INSERT INTO items VALUES (1), (2), (3);")
+        .await;
+    assert!(written.is_ok(), "writing rows failed: {written:?}");
+    drop(database);
     let claim = |c: Option<&PersistentVolumeClaim>| c.map(|c| c.uid());
     let volume_before = claim(
         cluster
@@ -278,20 +294,76 @@ async fn deleted_statefulset(cluster: &TestCluster, level: LevelId) -> String {
             .flatten()
             .as_ref(),
     );
+    let rows = match connect(cluster, "orders").await {
+        Some(database) => database
+            .query_one("SELECT count(*) FROM items", &[])
+            .await
+            .map(|r| r.get::<_, i64>(0))
+            .ok(),
+        None => None,
+    };
     operator.stop().await;
     let volume = if volume_before.is_some() && volume_before == volume_after {
         "the same"
     } else {
         "a new"
     };
+    let data = match rows {
+        Some(rows) => format!("{rows} rows intact"),
+        None => "rows lost".to_string(),
+    };
     format!(
-        "StatefulSet {}, Ready again on {volume} data volume",
+        "StatefulSet {}, Ready again on {volume} data volume; {data}",
         if recreated {
             "recreated"
         } else {
             "not recreated"
         }
     )
+}
+
+/// Connects to the database as its owner, through its Service: on the
+/// sandbox the Service's address is a real loopback address. Waits for the
+/// server to accept connections (a pod can be ready a moment before the
+/// Service proxy notices). `None` when the Service has no reachable address.
+async fn connect(cluster: &TestCluster, name: &str) -> Option<tokio_postgres::Client> {
+    cluster.sandbox_handle()?;
+    let service = cluster.api::<Service>().get(name).await.ok()?;
+    let host = service
+        .spec?
+        .cluster_ip
+        .filter(|ip| ip.starts_with("127."))?;
+    let secret = cluster
+        .api::<Secret>()
+        .get(&format!("{name}-credentials"))
+        .await
+        .ok()?;
+    let data = secret.data?;
+    let field = |key: &str| {
+        data.get(key)
+            .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+    };
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(&host)
+        .port(5432)
+        .user(field("username")?)
+        .password(field("password")?)
+        .dbname(field("dbname")?)
+        .connect_timeout(Duration::from_secs(5));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match config.connect(tokio_postgres::NoTls).await {
+            Ok((client, connection)) => {
+                tokio::spawn(connection);
+                return Some(client);
+            }
+            Err(error) if tokio::time::Instant::now() > deadline => {
+                panic!("cannot connect to {name} at {host}: {error}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
 }
 
 async fn edited_child(cluster: &TestCluster, level: LevelId) -> String {

@@ -23,6 +23,7 @@ async fn observe(scenario: Scenario, level: LevelId) -> ((Scenario, LevelId), St
 async fn every_level_does_what_the_behaviour_matrix_says() {
     // The operators' logs are shown when the test fails.
     shared::telemetry::init(shared::telemetry::LogFormat::Text);
+    let external = std::env::var_os("PGDB_TEST_KUBECONFIG").is_some();
     // PGDB_SCENARIOS=MinorUpgrade,AtRest runs only those (and skips the matrix check).
     let only = std::env::var("PGDB_SCENARIOS").ok();
     let selected: Vec<Scenario> = Scenario::ALL
@@ -40,6 +41,11 @@ async fn every_level_does_what_the_behaviour_matrix_says() {
 
     let mismatches: Vec<String> = observed
         .iter()
+        // On a real cluster, scenarios that need the sandbox say "not run" or
+        // "not measured" and are skipped.
+        .filter(|(_, outcome)| {
+            !(external && (outcome.starts_with("not run") || outcome.starts_with("not measured")))
+        })
         .filter(|((scenario, level), outcome)| outcome.as_str() != scenario.expected(*level))
         .map(|((scenario, level), outcome)| {
             format!(
@@ -56,7 +62,7 @@ async fn every_level_does_what_the_behaviour_matrix_says() {
         mismatches.join("\n")
     );
 
-    if std::env::var_os("PGDB_TEST_KUBECONFIG").is_some() || only.is_some() {
+    if external || only.is_some() {
         return; // the committed matrix describes every scenario on the sandbox
     }
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/behaviour-matrix.md");
