@@ -21,8 +21,6 @@ async fn observe(scenario: Scenario, level: LevelId) -> ((Scenario, LevelId), St
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_level_does_what_the_behaviour_matrix_says() {
-    // The operators' logs are shown when the test fails.
-    shared::telemetry::init(shared::telemetry::LogFormat::Text);
     let external = std::env::var_os("PGDB_TEST_KUBECONFIG").is_some();
     // PGDB_SCENARIOS=MinorUpgrade,AtRest runs only those (and skips the matrix check).
     let only = std::env::var("PGDB_SCENARIOS").ok();
