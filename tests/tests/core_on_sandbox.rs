@@ -1,0 +1,257 @@
+//! The shared core and Level 1 against the sandbox, beyond the behaviour
+//! matrix: the status a ready database reports, refusals that name the field,
+//! the schema guarding the operator, a missing CRD, and leader election.
+
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use kube::ResourceExt;
+use kube::api::PostParams;
+use sandbox::{Sandbox, SandboxConfig};
+use shared::api::{Phase, PostgresDB};
+use shared::health::Readiness;
+use shared::runner::{self, LeaderElection, RunOptions};
+use tests::builders::DbBuilder;
+use tests::harness::{TestCluster, WAIT};
+use tests::levels::LevelId;
+use tests::scenarios::{condition, is_settled};
+use tokio::sync::oneshot;
+
+async fn cluster() -> TestCluster {
+    match TestCluster::start().await {
+        Ok(cluster) => cluster,
+        Err(error) => panic!("no cluster: {}", shared::reconcile::error_chain(&error)),
+    }
+}
+
+async fn create(cluster: &TestCluster, db: PostgresDB) {
+    if let Err(error) = cluster.create(&db).await {
+        panic!("{}", shared::reconcile::error_chain(&error));
+    }
+}
+
+#[tokio::test]
+async fn a_ready_database_reports_its_version_endpoint_and_credentials_and_owns_its_children() {
+    let cluster = cluster().await;
+    let operator = cluster.run_operator(LevelId::One);
+    create(&cluster, DbBuilder::named("orders").build()).await;
+    let db = cluster.wait_for("orders", "Ready", is_settled).await;
+    let status = db.status.clone().expect("status");
+    assert_eq!(status.phase, Some(Phase::Ready));
+    assert_eq!(status.current_version.as_deref(), Some("16.4"));
+    assert_eq!(status.ready_replicas, 1);
+    assert_eq!(
+        status.credentials_secret.as_deref(),
+        Some("orders-credentials")
+    );
+    let host = format!("orders.{}.svc", cluster.namespace());
+    assert_eq!(
+        status.endpoint.map(|e| (e.host, e.port)),
+        Some((host, 5432))
+    );
+    assert_eq!(status.observed_generation, db.metadata.generation);
+    for name in ["orders-credentials", "orders-superuser"] {
+        let secret = cluster
+            .api::<Secret>()
+            .get(name)
+            .await
+            .expect("the Secret exists");
+        assert_eq!(
+            secret.owner_references()[0].uid,
+            db.uid().unwrap_or_default()
+        );
+    }
+    cluster
+        .api::<ConfigMap>()
+        .get("orders-config")
+        .await
+        .expect("the ConfigMap exists");
+    cluster
+        .api::<Service>()
+        .get("orders-headless")
+        .await
+        .expect("the headless Service exists");
+    let sts = cluster
+        .api::<StatefulSet>()
+        .get("orders")
+        .await
+        .expect("the StatefulSet exists");
+    let image = sts
+        .spec
+        .and_then(|s| s.template.spec?.containers[0].image.clone());
+    assert_eq!(image.as_deref(), Some("postgres:16.4"));
+    let created = cluster
+        .event_within("orders", WAIT, |e| e.starts_with("Normal Created"))
+        .await;
+    assert!(
+        created.is_some(),
+        "no Created Event: {:?}",
+        cluster.events("orders").await
+    );
+    operator.stop().await;
+    cluster.finish().await;
+}
+
+#[tokio::test]
+async fn an_unsupported_version_is_refused_with_a_warning_naming_the_field() {
+    let cluster = cluster().await;
+    let operator = cluster.run_operator(LevelId::One);
+    create(&cluster, DbBuilder::named("legacy").version("12").build()).await;
+    let db = cluster
+        .wait_for("legacy", "refused", |db| {
+            condition(db, "Ready").is_some_and(|(_, r)| r == "InvalidVersion")
+        })
+        .await;
+    let ready = db
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready").cloned())
+        .expect("Ready");
+    assert!(
+        ready.message.starts_with("spec.version:"),
+        "{}",
+        ready.message
+    );
+    let warned = cluster
+        .event_within("legacy", WAIT, |e| e.starts_with("Warning InvalidVersion"))
+        .await;
+    assert!(
+        warned.is_some(),
+        "no Warning: {:?}",
+        cluster.events("legacy").await
+    );
+    operator.stop().await;
+    cluster.finish().await;
+}
+
+#[tokio::test]
+async fn a_spec_the_schema_rejects_never_reaches_the_operator() {
+    let cluster = cluster().await;
+    let error = cluster
+        .api::<PostgresDB>()
+        .create(
+            &PostParams::default(),
+            &DbBuilder::named("bad").version("sixteen").build(),
+        )
+        .await
+        .expect_err("the API server validates the pattern");
+    assert!(
+        matches!(error, kube::Error::Api(ref s) if s.code == 422 && s.message.contains("spec.version")),
+        "{error:?}"
+    );
+    cluster.finish().await;
+}
+
+#[tokio::test]
+async fn a_storage_shrink_is_refused_and_the_statefulset_left_untouched() {
+    let cluster = cluster().await;
+    let operator = cluster.run_operator(LevelId::One);
+    create(&cluster, DbBuilder::named("orders").build()).await;
+    cluster.wait_for("orders", "Ready", is_settled).await;
+    let before = cluster
+        .api::<StatefulSet>()
+        .get("orders")
+        .await
+        .expect("exists");
+    if let Err(error) = cluster
+        .patch_spec("orders", serde_json::json!({"storage": {"size": "500Mi"}}))
+        .await
+    {
+        panic!("{}", shared::reconcile::error_chain(&error));
+    }
+    let db = cluster
+        .wait_for("orders", "refused", |db| {
+            condition(db, "Ready").is_some_and(|(_, r)| r == "RefusedStorageShrink")
+        })
+        .await;
+    assert_eq!(db.status.and_then(|s| s.phase), Some(Phase::Invalid));
+    let after = cluster
+        .api::<StatefulSet>()
+        .get("orders")
+        .await
+        .expect("exists");
+    assert_eq!(
+        after.resource_version(),
+        before.resource_version(),
+        "the StatefulSet was not touched"
+    );
+    operator.stop().await;
+    cluster.finish().await;
+}
+
+#[tokio::test]
+async fn the_operator_refuses_to_start_when_the_crd_is_not_installed() {
+    let sandbox = Sandbox::start(SandboxConfig::default())
+        .await
+        .expect("the sandbox starts");
+    let result = runner::run(
+        LevelId::One.build(),
+        sandbox.client(),
+        RunOptions::default(),
+        std::future::pending(),
+    )
+    .await;
+    let message = result.expect_err("no CRD").to_string();
+    assert!(
+        message.contains("level1-install crd | kubectl apply -f -"),
+        "{message}"
+    );
+    sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn with_leader_election_a_second_replica_stands_by() {
+    let cluster = cluster().await;
+    let election = |holder: &str| LeaderElection {
+        namespace: cluster.namespace().to_string(),
+        lease_name: "pgdb-operator".into(),
+        holder: holder.into(),
+        ttl: Duration::from_secs(15),
+    };
+    let run = |holder: &str, readiness: Readiness, stopped: oneshot::Receiver<()>| {
+        let options = RunOptions {
+            leader_election: Some(election(holder)),
+            readiness,
+            ..Default::default()
+        };
+        tokio::spawn(runner::run(
+            LevelId::One.build(),
+            cluster.client(),
+            options,
+            async move {
+                let _ = stopped.await;
+            },
+        ))
+    };
+    let (first, second) = (Readiness::default(), Readiness::default());
+    let (stop_first, first_stopped) = oneshot::channel::<()>();
+    let (stop_second, second_stopped) = oneshot::channel::<()>();
+    let one = run("one", first.clone(), first_stopped);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !first.get() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first replica never leads"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let two = run("two", second.clone(), second_stopped);
+    // The second replica must stay on standby: give it time to (wrongly) start.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !second.get(),
+        "the second replica must not act while the first leads"
+    );
+    let _ = stop_second.send(());
+    let _ = stop_first.send(());
+    assert!(matches!(
+        tokio::time::timeout(WAIT, two).await,
+        Ok(Ok(Ok(())))
+    ));
+    assert!(matches!(
+        tokio::time::timeout(WAIT, one).await,
+        Ok(Ok(Ok(())))
+    ));
+    cluster.finish().await;
+}
