@@ -4,8 +4,9 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
 use kube::api::{Api, PostParams};
+use sandbox::pgruntime::VolumeFull;
 use sandbox::{KillKind, PostgresConfig, PostgresRuntime, RuntimeKind, Sandbox, SandboxConfig};
 use serde_json::json;
 
@@ -101,6 +102,15 @@ async fn create(sb: &Sandbox, obj: serde_json::Value) {
                 )
                 .await
                 .expect("the service is accepted");
+        }
+        "PersistentVolumeClaim" => {
+            Api::<PersistentVolumeClaim>::namespaced(sb.client(), "default")
+                .create(
+                    &PostParams::default(),
+                    &serde_json::from_value(obj).expect("a claim"),
+                )
+                .await
+                .expect("the claim is accepted");
         }
         other => panic!("cannot create {other}"),
     }
@@ -333,4 +343,223 @@ async fn dropping_the_sandbox_without_shutdown_leaves_no_process_behind() {
         );
     }
     assert!(!work.exists(), "the work directory is removed");
+}
+
+/// Waits until `check` holds, failing with `what` and the last `describe`.
+async fn wait_until(what: &str, check: impl Fn() -> bool, describe: impl Fn() -> String) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check() {
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out waiting until {what}\n{}", describe());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A `postgres:15` pod (database `shop`, password `pw`) whose readiness is
+/// `pg_isready` every second, unready after one failure; with its data on
+/// claim `claim` when given.
+fn postgres_pod(name: &str, claim: Option<&str>) -> serde_json::Value {
+    let mut pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {"containers": [{"name": "postgres", "image": "postgres:15",
+            "env": [{"name": "POSTGRES_PASSWORD", "value": "pw"},
+                    {"name": "POSTGRES_DB", "value": "shop"}],
+            "readinessProbe": {"exec": {"command": ["pg_isready", "-h", "127.0.0.1", "-p", "5432"]},
+                               "periodSeconds": 1, "timeoutSeconds": 1, "failureThreshold": 1}}]}});
+    if let Some(claim) = claim {
+        pod["spec"]["containers"][0]["volumeMounts"] =
+            json!([{"name": "data", "mountPath": "/var/lib/postgresql/data"}]);
+        pod["spec"]["volumes"] =
+            json!([{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]);
+    }
+    pod
+}
+
+fn claim(name: &str) -> serde_json::Value {
+    json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name},
+           "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})
+}
+
+fn pod_ip(p: &Pod) -> String {
+    p.status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .expect("a pod IP")
+}
+
+/// Runs one statement with psql on database `shop` of the server at `host`
+/// (as a child process, so the test's runtime keeps serving).
+async fn psql(host: &str, sql: &str) -> std::process::Output {
+    tokio::process::Command::new("psql")
+        .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1"])
+        .args(["-h", host, "-U", "postgres", "-d", "shop", "-c", sql])
+        .env("PGPASSWORD", "pw")
+        .env("PGCONNECT_TIMEOUT", "5")
+        .output()
+        .await
+        .expect("psql runs")
+}
+
+/// Runs a statement that must succeed; returns its output, trimmed.
+async fn query(host: &str, sql: &str) -> String {
+    let out = psql(host, sql).await;
+    assert!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The state letter of a process (`T` when stopped), from /proc.
+fn process_state(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| Some(s.rsplit_once(')')?.1.split_whitespace().next()?.to_string()))
+        .unwrap_or_else(|| "gone".into())
+}
+
+#[tokio::test]
+async fn a_paused_server_becomes_unready_and_is_ready_again_once_resumed() {
+    let Some(sb) = start().await else { return };
+    create(&sb, postgres_pod("db", None)).await;
+    let pod = wait_pod(&sb, "db", "Ready", ready).await;
+    let ip = pod_ip(&pod);
+    let rt = sb.postgres_runtime().expect("the real runtime");
+    let leader = rt.pids("default", "db")[0];
+
+    assert!(rt.pause("default", "db", None, true));
+    // The whole container is stopped, as a frozen cgroup: the postmaster
+    // and every child it forked (they run in sessions of their own).
+    let tree = sandbox::pgruntime::process::tree(leader);
+    assert!(tree.len() > 1, "the server has children: {tree:?}");
+    let states = || {
+        tree.iter()
+            .map(|&p| format!("{p}:{}", process_state(p)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    wait_until(
+        "every process of the container is stopped",
+        || tree.iter().all(|&p| process_state(p) == "T"),
+        states,
+    )
+    .await;
+    // pg_isready connects (the kernel accepts) but gets no answer in time.
+    wait_pod(&sb, "db", "unready while paused", |p| !ready(p)).await;
+    let pod = pods(&sb).get("db").await.expect("exists");
+    assert_eq!(restarts(&pod), 0, "a paused container is not restarted");
+
+    assert!(rt.pause("default", "db", None, false));
+    wait_pod(&sb, "db", "ready again once resumed", ready).await;
+    assert!(
+        tree.iter().all(|&p| process_state(p) != "T"),
+        "every process runs again: {}",
+        states()
+    );
+    assert_eq!(query(&ip, "select 1").await, "1");
+    assert_eq!(restarts(&pods(&sb).get("db").await.expect("exists")), 0);
+    sb.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_postgres_pod_whose_volume_data_is_deleted_starts_over_with_a_fresh_initdb() {
+    let Some(sb) = start().await else { return };
+    create(&sb, claim("data")).await;
+    create(&sb, postgres_pod("db", Some("data"))).await;
+    let pod = wait_pod(&sb, "db", "Ready", ready).await;
+    let ip = pod_ip(&pod);
+    query(
+        &ip,
+        "create table orders (id int); insert into orders values (1), (2)",
+    )
+    .await;
+    assert_eq!(query(&ip, "select count(*) from orders").await, "2");
+
+    let rt = sb.postgres_runtime().expect("the real runtime");
+    rt.delete_volume_data("default", "data")
+        .expect("the data is deleted");
+    let dir = rt.volume_path("default", "data").expect("a bound claim");
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .expect("the volume's directory stays")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "the volume is empty: {left:?}");
+    // The server is not told: it keeps running until it is restarted, but
+    // a new connection needs files that are gone.
+    assert_eq!(restarts(&pods(&sb).get("db").await.expect("exists")), 0);
+    let out = psql(&ip, "select 1").await;
+    let error = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && error.contains("No such file or directory"),
+        "a connection to the wiped server fails for want of its files: {error}"
+    );
+
+    assert!(rt.kill_container("default", "db", None, KillKind::Crash));
+    wait_pod(&sb, "db", "restarted and Ready", |p| {
+        restarts(p) == 1 && ready(p)
+    })
+    .await;
+    let log = pods(&sb)
+        .logs("db", &Default::default())
+        .await
+        .expect("the log is served");
+    assert!(
+        log.contains("PostgreSQL init process complete"),
+        "the restarted container ran initdb:\n{log}"
+    );
+    // A fresh cluster: the entrypoint made database `shop` again, the
+    // table and its rows are gone.
+    assert_eq!(
+        query(&ip, "select to_regclass('orders') is null").await,
+        "t"
+    );
+    sb.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_full_volume_makes_writes_fail_until_it_has_room_again() {
+    let Some(sb) = start().await else { return };
+    create(&sb, claim("data")).await;
+    create(&sb, postgres_pod("db", Some("data"))).await;
+    let pod = wait_pod(&sb, "db", "Ready", ready).await;
+    let ip = pod_ip(&pod);
+    query(
+        &ip,
+        "create table items (id int); insert into items values (1)",
+    )
+    .await;
+    let rt = sb.postgres_runtime().expect("the real runtime");
+
+    let how = rt
+        .fill_volume("default", "data", true)
+        .expect("the volume fills");
+    let insert = "insert into items select generate_series(2, 20000)";
+    let out = psql(&ip, insert).await;
+    let error = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "the insert fails on a full volume");
+    match how {
+        // As root (as here and on CI): a real full disk. Reading needs no
+        // room, and a failed write is an error, not a crash.
+        VolumeFull::NoSpace => {
+            assert!(error.contains("No space left on device"), "{error}");
+            assert_eq!(query(&ip, "select count(*) from items").await, "1");
+        }
+        // As a normal user: files cannot be opened for writing, and
+        // PostgreSQL opens relation files read-write, so a new connection
+        // may already fail; either way with EACCES.
+        VolumeFull::NoWritePermission => {
+            assert!(error.contains("Permission denied"), "{error}");
+        }
+    }
+
+    rt.fill_volume("default", "data", false)
+        .expect("the volume has room again");
+    query(&ip, insert).await;
+    assert_eq!(query(&ip, "select count(*) from items").await, "20000");
+    let pod = pods(&sb).get("db").await.expect("exists");
+    assert!(ready(&pod));
+    assert_eq!(restarts(&pod), 0);
+    sb.shutdown().await;
 }

@@ -17,6 +17,7 @@ pub mod binaries;
 pub mod net;
 pub mod process;
 pub mod rewrite;
+pub mod volume;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
@@ -41,6 +42,7 @@ use binaries::Binaries;
 use net::{AddressPlan, Proxies};
 use process::RunAs;
 use rewrite::Mounts;
+pub use volume::VolumeFull;
 
 /// The entrypoint of the official image, reproduced for the host.
 const ENTRYPOINT: &str = include_str!("docker-entrypoint.sh");
@@ -315,7 +317,11 @@ impl PostgresRuntime {
         true
     }
 
-    /// Stops (SIGSTOP) or continues (SIGCONT) a container's processes.
+    /// Stops (SIGSTOP) or continues (SIGCONT) every process of a container
+    /// (its group and the leader's descendants, as freezing its cgroup
+    /// would): a paused server accepts TCP connections (the kernel does)
+    /// but answers nothing, so exec probes such as `pg_isready` time out.
+    /// False when no such container process runs.
     pub fn pause(&self, ns: &str, pod: &str, container: Option<&str>, paused: bool) -> bool {
         let Some(pgid) = self.cell(ns, pod, container).and_then(|c| c.lock().pgid) else {
             return false;
@@ -325,7 +331,12 @@ impl PostgresRuntime {
         } else {
             Signal::SIGCONT
         };
+        // The group first: a stopped postmaster forks no new children
+        // while the rest of the tree is listed.
         process::signal_group(pgid, sig);
+        for pid in process::tree(pgid) {
+            process::signal_pid(pid, sig);
+        }
         true
     }
 
@@ -359,7 +370,12 @@ impl PostgresRuntime {
         Some(self.inner.work.join("volumes").join(pv))
     }
 
-    /// Deletes everything in a claim's volume (the disk was lost).
+    /// Deletes everything in a claim's volume, as if the disk had been
+    /// wiped; the (empty) directory stays. Nothing is signalled: a server
+    /// running on the volume keeps its processes and the files it holds
+    /// open, and fails when it next opens one (a new connection, a
+    /// checkpoint). Whatever starts next on the volume finds it empty, so
+    /// a `postgres` container, once restarted, runs initdb afresh.
     pub fn delete_volume_data(&self, ns: &str, claim: &str) -> Result<()> {
         let dir = self.volume_path(ns, claim).ok_or_else(|| Error::Runtime {
             what: format!("claim {ns}/{claim} is not bound"),
@@ -377,33 +393,19 @@ impl PostgresRuntime {
         Ok(())
     }
 
-    /// Makes a claim's volume refuse writes (`full`), or accept them again.
-    /// A size-limited filesystem needs a mount, so a full disk is
-    /// approximated by permissions: creating or opening a file for writing
-    /// fails (EACCES rather than ENOSPC); files a server already holds open
-    /// stay writable until it reopens them (a new WAL segment, a checkpoint).
-    pub fn fill_volume(&self, ns: &str, claim: &str, full: bool) -> Result<()> {
-        use std::os::unix::fs::PermissionsExt;
+    /// Makes a claim's volume full, or no longer full (see [`volume`]).
+    /// As root the volume is a tmpfs, shrunk to what it holds: every new
+    /// block fails with ENOSPC, as on a full disk ([`VolumeFull::NoSpace`]).
+    /// Otherwise write permission is removed from the whole volume:
+    /// creating or opening a file for writing fails with EACCES, and files
+    /// a server holds open stay writable until it reopens them
+    /// ([`VolumeFull::NoWritePermission`]). Returns which it is.
+    pub fn fill_volume(&self, ns: &str, claim: &str, full: bool) -> Result<VolumeFull> {
         let dir = self.volume_path(ns, claim).ok_or_else(|| Error::Runtime {
             what: format!("claim {ns}/{claim} is not bound"),
             source: std::io::Error::from(std::io::ErrorKind::NotFound),
         })?;
-        fn walk(p: &Path, full: bool) -> std::io::Result<()> {
-            let meta = std::fs::symlink_metadata(p)?;
-            if meta.file_type().is_symlink() {
-                return Ok(());
-            }
-            let mode = meta.permissions().mode();
-            let new = if full { mode & !0o222 } else { mode | 0o200 };
-            std::fs::set_permissions(p, std::fs::Permissions::from_mode(new))?;
-            if meta.is_dir() {
-                for e in std::fs::read_dir(p)?.flatten() {
-                    walk(&e.path(), full)?;
-                }
-            }
-            Ok(())
-        }
-        walk(&dir, full).map_err(io_err(&dir))
+        volume::fill(&dir, full).map_err(io_err(&dir))
     }
 }
 
@@ -490,6 +492,7 @@ impl Inner {
             let _ = w.kill();
             let _ = w.wait();
         }
+        volume::release_all(&self.work.join("volumes"));
         let _ = std::fs::remove_dir_all(&self.work);
     }
 }
@@ -815,6 +818,7 @@ impl Inner {
                 if !host.exists() {
                     mkdir(&host, 0o755)
                         .map_err(|e| wait("CreateContainerConfigError", e.to_string()))?;
+                    volume::mount(&host);
                     run_as.own(&host).map_err(fail)?;
                 }
                 claims.push(host.clone());
@@ -1279,6 +1283,7 @@ fn reclaim_volumes(inner: &Inner, c: &Cluster) {
             && !lock(&inner.releasing).contains_key(&e.path())
         {
             tracing::debug!(volume = %name, "removing the data of a deleted volume");
+            volume::release(&e.path());
             let _ = std::fs::remove_dir_all(e.path());
         }
     }

@@ -6,7 +6,8 @@
 //! root); otherwise as the current user. A watchdog process per sandbox kills
 //! the groups it finds recorded under the work directory when the sandbox's
 //! process dies without cleaning up (a test killed by a signal), and a new
-//! sandbox sweeps directories left behind by dead ones. All of this uses
+//! sandbox sweeps directories left behind by dead ones (unmounting their
+//! volumes' tmpfs, see [`super::volume`]). All of this uses
 //! safe APIs (`nix`, std's `CommandExt`); there is no `unsafe` here.
 
 use std::os::unix::process::CommandExt;
@@ -178,14 +179,22 @@ pub fn kill_postmaster_of(pgdata: &Path) {
     }
 }
 
-/// The shell script of the watchdog: waits for the sandbox's process to go,
-/// then kills every group recorded under `pgids/` and removes the work dir.
+/// The shell script of the watchdog (POSIX `kill -s`: dash, a common
+/// `sh`, rejects `kill -KILL -- -PGID`): waits for the sandbox's process to go,
+/// then kills every group recorded under `pgids/`, unmounts the volumes'
+/// tmpfs (lazily: killed processes may not have exited yet; a volume that
+/// is no mount point just fails), gives back write permission a fill took
+/// and removes the work dir.
 const WATCHDOG: &str = r#"
 owner="$1"; work="$2"
 while [ -d "/proc/$owner" ]; do sleep 1; done
 for f in "$work"/pgids/*; do
-  [ -f "$f" ] && kill -KILL -- "-$(cat "$f")" 2>/dev/null
+  [ -f "$f" ] && kill -s KILL -- "-$(cat "$f")" 2>/dev/null
 done
+for v in "$work"/volumes/*; do
+  [ -d "$v" ] && umount -l "$v" 2>/dev/null
+done
+chmod -R u+w "$work" 2>/dev/null
 rm -rf "$work"
 "#;
 
@@ -238,6 +247,7 @@ pub fn sweep_stale(root: &Path) {
             kill_postmaster_of(&pgdata);
         }
         tracing::info!(dir = %dir.display(), "removing the work directory of a sandbox that is gone");
+        super::volume::release_all(&dir.join("volumes"));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -1,0 +1,221 @@
+//! Claim volumes: host directories, each its own tmpfs when the sandbox
+//! runs as root, so that a full disk is a real one.
+//!
+//! As root, a claim's directory gets a tmpfs mounted on it when it is first
+//! created (no size limit beyond tmpfs's default of half the memory: like
+//! kind's local-path volumes, a claim's size is not enforced). Filling the
+//! volume shrinks the tmpfs to exactly what it holds (`mount -o remount`),
+//! so the next block any process allocates fails with ENOSPC, and emptying
+//! it grows the tmpfs back. Mounting over a directory that already holds a
+//! database would hide the data, and a running server (whose working
+//! directory is its data directory) would not even see the mount, which is
+//! why the mount is made when the directory is created, never later.
+//! Without root (or when `mount` fails) the directory is a plain directory
+//! and a full disk is approximated by permissions.
+//!
+//! Every mount is removed where its directory is (and a volume filled by
+//! permissions is made writable again, so that a normal user can delete
+//! it): when the claim's volume is reclaimed, when the sandbox shuts down
+//! or is dropped, by the watchdog when the test process dies, and by the
+//! sweep of a later sandbox.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// The source name the sandbox's mounts carry (shown by `mount`/`df`).
+const SOURCE: &str = "pgdb-sandbox";
+/// The size of a volume that is not full: tmpfs's own default.
+const UNLIMITED: &str = "size=50%";
+
+/// How a volume was made full (see [`super::PostgresRuntime::fill_volume`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VolumeFull {
+    /// The volume is a tmpfs shrunk to what it holds: allocating a block
+    /// fails with ENOSPC ("No space left on device"), as on a full disk.
+    NoSpace,
+    /// The volume is a plain directory whose write permissions were
+    /// removed: creating or opening a file for writing fails with EACCES
+    /// ("Permission denied"); files already open stay writable.
+    NoWritePermission,
+}
+
+fn run(cmd: &mut Command) -> bool {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Mounts a tmpfs on the (new, empty) directory `dir` when running as
+/// root; false when it was not mounted (not root, or `mount` failed).
+pub fn mount(dir: &Path) -> bool {
+    if !nix::unistd::geteuid().is_root() {
+        return false;
+    }
+    let ok = run(Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            &format!("{UNLIMITED},mode=0755"),
+            SOURCE,
+        ])
+        .arg(dir));
+    if !ok {
+        tracing::debug!(dir = %dir.display(), "no tmpfs for the volume; a full disk will be approximated by permissions");
+    }
+    ok
+}
+
+/// Whether something is mounted on `dir` (its device differs from its
+/// parent's).
+pub fn is_mount_point(dir: &Path) -> bool {
+    let (Ok(me), Some(Ok(parent))) = (
+        std::fs::symlink_metadata(dir),
+        dir.parent().map(std::fs::symlink_metadata),
+    ) else {
+        return false;
+    };
+    me.is_dir() && me.dev() != parent.dev()
+}
+
+/// Unmounts what is mounted on `dir`, if anything; lazily if it is busy
+/// (a process that has not exited yet), so the mount is gone either way.
+pub fn unmount(dir: &Path) {
+    if is_mount_point(dir) && !run(Command::new("umount").arg(dir)) {
+        run(Command::new("umount").arg("-l").arg(dir));
+    }
+}
+
+/// Makes a volume removable: unmounts its tmpfs, or gives its directories
+/// back the write permission a fill took (without which a normal user
+/// cannot delete what they hold).
+pub fn release(dir: &Path) {
+    if is_mount_point(dir) {
+        unmount(dir);
+    } else {
+        writable_dirs(dir);
+    }
+}
+
+/// [`release`]s every volume directly under `volumes`.
+pub fn release_all(volumes: &Path) {
+    for e in std::fs::read_dir(volumes).into_iter().flatten().flatten() {
+        release(&e.path());
+    }
+}
+
+/// Gives the owner write permission on `dir` and every directory below.
+fn writable_dirs(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::symlink_metadata(dir) else {
+        return;
+    };
+    if !meta.is_dir() {
+        return;
+    }
+    let mode = meta.permissions().mode();
+    if mode & 0o200 == 0 {
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o200));
+    }
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        writable_dirs(&e.path());
+    }
+}
+
+/// (block size, total blocks, free blocks) of the filesystem of `dir`.
+fn usage(dir: &Path) -> Option<(u64, u64, u64)> {
+    let out = Command::new("stat")
+        .args(["-f", "-c", "%S %b %f"])
+        .arg(dir)
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut f = text.split_whitespace().map(|n| n.parse::<u64>().ok());
+    Some((f.next()??, f.next()??, f.next()??))
+}
+
+fn remount(dir: &Path, size: &str) -> bool {
+    run(Command::new("mount")
+        .args(["-o", &format!("remount,{size}")])
+        .arg(dir))
+}
+
+/// Makes the volume at `dir` full, or not full again.
+pub fn fill(dir: &Path, full: bool) -> std::io::Result<VolumeFull> {
+    if is_mount_point(dir) {
+        if !full {
+            if remount(dir, UNLIMITED) {
+                return Ok(VolumeFull::NoSpace);
+            }
+            return Err(std::io::Error::other("cannot grow the volume's tmpfs"));
+        }
+        // Shrinking below what the tmpfs holds is refused, and a server may
+        // allocate or free blocks meanwhile: measure, shrink, check, again.
+        for _ in 0..20 {
+            let Some((block, total, free)) = usage(dir) else {
+                break;
+            };
+            let used = total - free;
+            if free == 0 || (used == 0 && total == 1) {
+                // Full (an empty volume keeps one block: size 0 is unlimited).
+                return Ok(VolumeFull::NoSpace);
+            }
+            remount(dir, &format!("size={}", used.max(1) * block));
+        }
+        return Err(std::io::Error::other(
+            "cannot shrink the volume's tmpfs to what it holds",
+        ));
+    }
+    permissions(dir, full)?;
+    Ok(VolumeFull::NoWritePermission)
+}
+
+/// Removes (or gives back) the owner's write permission on everything in
+/// `p`, symlinks excepted.
+fn permissions(p: &Path, full: bool) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::symlink_metadata(p)?;
+    if meta.file_type().is_symlink() {
+        return Ok(());
+    }
+    let mode = meta.permissions().mode();
+    let new = if full { mode & !0o222 } else { mode | 0o200 };
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(new))?;
+    if meta.is_dir() {
+        for e in std::fs::read_dir(p)?.flatten() {
+            permissions(&e.path(), full)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plain_directory_is_filled_by_permissions_and_given_back() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("pgdb-volume-test-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("sub")).expect("a directory");
+        std::fs::write(dir.join("sub/file"), "x").expect("a file");
+        let mode = |p: &Path| std::fs::metadata(p).expect("exists").permissions().mode() & 0o777;
+        assert_eq!(
+            fill(&dir, true).expect("filled"),
+            VolumeFull::NoWritePermission
+        );
+        assert_eq!(mode(&dir.join("sub")) & 0o222, 0);
+        assert_eq!(mode(&dir.join("sub/file")) & 0o222, 0);
+        fill(&dir, false).expect("emptied");
+        assert_ne!(mode(&dir.join("sub/file")) & 0o200, 0);
+        // A volume still full is made removable.
+        fill(&dir, true).expect("filled again");
+        release(&dir);
+        assert_ne!(mode(&dir.join("sub")) & 0o200, 0);
+        std::fs::remove_dir_all(&dir).expect("removed");
+    }
+}
