@@ -7,89 +7,61 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
-use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use kube::{Client, CustomResourceExt, ResourceExt};
-use sandbox::{PostgresConfig, RuntimeKind, Sandbox, SandboxConfig};
+use sandbox::{PostgresConfig, PostgresRuntime, RuntimeKind, Sandbox, SandboxConfig};
 use serde_json::json;
-use shared::api::{PostgresDB, PostgresDBSpec, StorageSpec};
-use shared::runner::{self, RunOptions};
-use tokio::sync::oneshot;
+use shared::api::PostgresDB;
+use tests::builders::DbBuilder;
+use tests::harness::{Operator, TestCluster};
+use tests::levels::LevelId;
 
 /// Long enough for initdb and a first start on a busy two-core machine.
 const WAIT: Duration = Duration::from_secs(45);
 
+/// A sandbox running real PostgreSQL, with Level 1 running against it.
 struct Cluster {
-    sandbox: Sandbox,
-    client: Client,
-    stop: Option<oneshot::Sender<()>>,
-    operator: tokio::task::JoinHandle<Result<(), shared::Error>>,
+    inner: TestCluster,
+    operator: Operator,
 }
 
 impl Cluster {
-    /// A sandbox running real PostgreSQL with Level 1 on it, or `None`
-    /// (with a note) when PostgreSQL 15 is not installed.
     async fn start() -> Option<Self> {
         let postgres = PostgresConfig::default();
         if let Err(missing) = postgres.binaries.server(15) {
             eprintln!("skipped: {missing}");
             return None;
         }
-        let sandbox = Sandbox::start(SandboxConfig {
+        let config = SandboxConfig {
             runtime_kind: RuntimeKind::Postgres,
             postgres,
             ..Default::default()
-        })
-        .await
-        .expect("the sandbox starts");
-        let client = sandbox.client();
-        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-        crds.create(&PostParams::default(), &PostgresDB::crd())
-            .await
-            .expect("the CRD is accepted");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let operator = tokio::spawn(runner::run(
-            level1_install::level(),
-            client.clone(),
-            RunOptions::default(),
-            async move {
-                let _ = stopped.await;
-            },
-        ));
-        Some(Self {
-            sandbox,
-            client,
-            stop: Some(stop),
-            operator,
-        })
+        };
+        let inner = match TestCluster::sandbox(config).await {
+            Ok(cluster) => cluster,
+            Err(error) => panic!("{}", shared::reconcile::error_chain(&error)),
+        };
+        let operator = inner.run_operator(LevelId::One);
+        Some(Self { inner, operator })
+    }
+
+    fn sandbox(&self) -> &Sandbox {
+        self.inner.sandbox_handle().expect("a sandbox cluster")
+    }
+
+    fn runtime(&self) -> &PostgresRuntime {
+        self.sandbox().postgres_runtime().expect("the real runtime")
+    }
+
+    fn namespace(&self) -> &str {
+        self.inner.namespace()
     }
 
     fn api<K>(&self) -> Api<K>
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
     {
-        Api::namespaced(self.client.clone(), "default")
-    }
-
-    /// `reason: note` of every Event about `name`.
-    async fn events(&self, name: &str) -> Vec<String> {
-        let list = self
-            .api::<Event>()
-            .list(&ListParams::default())
-            .await
-            .map(|l| l.items)
-            .unwrap_or_default();
-        list.into_iter()
-            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-            .map(|e| {
-                format!(
-                    "{}: {}",
-                    e.reason.unwrap_or_default(),
-                    e.note.unwrap_or_default()
-                )
-            })
-            .collect()
+        self.inner.api()
     }
 
     /// Polls `check` until it holds, failing with the database's status,
@@ -118,7 +90,7 @@ impl Cluster {
                     "timed out after {WAIT:?} waiting until {what}\ndatabase status: {}\npod status: {}\npod log:\n{log}\nevents:\n{}",
                     serde_json::to_string_pretty(&db.and_then(|d| d.status)).unwrap_or_default(),
                     serde_json::to_string_pretty(&pod.and_then(|p| p.status)).unwrap_or_default(),
-                    self.events("orders").await.join("\n")
+                    self.inner.events("orders").await.join("\n")
                 );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -153,18 +125,19 @@ impl Cluster {
                 .map(|v| String::from_utf8_lossy(&v.0).into_owned())
                 .unwrap_or_default()
         };
-        let host = if secret.ends_with("credentials") {
+        let owner = secret.ends_with("credentials");
+        let host = if owner {
             get("host")
         } else {
-            "orders.default.svc".into()
+            format!("orders.{}.svc", self.namespace())
         };
         // On the sandbox the Service's ClusterIP is a loopback address this
         // process reaches directly (on kind it would take a port-forward).
         let addr = self
-            .sandbox
+            .sandbox()
             .resolve(&host)
             .unwrap_or_else(|| panic!("{host} resolves"));
-        let dbname = if secret.ends_with("credentials") {
+        let dbname = if owner {
             get("dbname")
         } else {
             "postgres".into()
@@ -172,12 +145,9 @@ impl Cluster {
         (addr.to_string(), get("username"), get("password"), dbname)
     }
 
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let _ = tokio::time::timeout(WAIT, &mut self.operator).await;
-        self.sandbox.shutdown().await;
+    async fn stop(self) {
+        self.operator.stop().await;
+        self.inner.finish().await;
     }
 }
 
@@ -206,31 +176,15 @@ async fn count(client: &tokio_postgres::Client) -> i64 {
         .get(0)
 }
 
-fn database(version: &str) -> PostgresDB {
-    PostgresDB::new(
-        "orders",
-        PostgresDBSpec {
-            version: version.into(),
-            image: None,
-            storage: StorageSpec {
-                size: "1Gi".into(),
-                storage_class_name: None,
-            },
-            resources: shared::api::ResourcesSpec::default_for_database(),
-            database: Default::default(),
-            parameters: Default::default(),
-            paused: false,
-            upgrade: None,
-        },
-    )
-}
-
 /// Creates the database, waits for it, and writes three rows as its owner.
 async fn ready_database_with_rows(cluster: &Cluster) -> tokio_postgres::Client {
     let began = Instant::now();
     cluster
         .api::<PostgresDB>()
-        .create(&PostParams::default(), &database("15"))
+        .create(
+            &PostParams::default(),
+            &DbBuilder::named("orders").version("15").build(),
+        )
         .await
         .expect("the PostgresDB is accepted");
     cluster
@@ -262,11 +216,8 @@ async fn a_real_database_keeps_its_rows_when_its_pod_is_replaced_and_stops_when_
     assert_eq!(count(&client).await, 3);
     drop(client);
 
-    let rt = cluster
-        .sandbox
-        .postgres_runtime()
-        .expect("the real runtime");
-    let first_pids = rt.pids("default", "orders-0");
+    let rt = cluster.runtime();
+    let first_pids = rt.pids(cluster.namespace(), "orders-0");
     assert_eq!(first_pids.len(), 1, "one server process");
     let pods = cluster.api::<Pod>();
     let old_uid = pods.get("orders-0").await.expect("the pod exists").uid();
@@ -297,7 +248,7 @@ async fn a_real_database_keeps_its_rows_when_its_pod_is_replaced_and_stops_when_
     assert_eq!(count(&client).await, 3, "the rows outlived the pod");
     drop(client);
 
-    let second_pids = rt.pids("default", "orders-0");
+    let second_pids = rt.pids(cluster.namespace(), "orders-0");
     assert!(!second_pids.is_empty());
     cluster
         .api::<PostgresDB>()
@@ -352,8 +303,10 @@ async fn a_pg_dump_job_backs_up_a_real_database_and_the_dump_restores_into_anoth
         .expect("a job")
     };
     let jobs = cluster.api::<Job>();
+    let pods: Api<Pod> = cluster.api();
     let run = |name: &'static str, script: &'static str| {
         let jobs = jobs.clone();
+        let pods = pods.clone();
         let job = job(name, script);
         async move {
             jobs.create(&PostParams::default(), &job)
@@ -371,7 +324,6 @@ async fn a_pg_dump_job_backs_up_a_real_database_and_the_dump_restores_into_anoth
                     return;
                 }
                 if status.failed.unwrap_or(0) > 0 || tokio::time::Instant::now() > deadline {
-                    let pods: Api<Pod> = Api::namespaced(jobs.clone().into_client(), "default");
                     let mut logs = String::new();
                     for p in pods
                         .list(&ListParams::default())
