@@ -500,6 +500,38 @@ impl Cluster {
         Ok(rt.to_view(stored))
     }
 
+    /// The object an update or a non-apply patch turns `old` into: the
+    /// optimistic-concurrency check on a resourceVersion the body carries,
+    /// then the update rules and the managedFields of the writing manager.
+    fn replacement(
+        &self,
+        rt: &ResourceType,
+        old: &Value,
+        body: Value,
+        sub: Sub,
+        opts: &WriteOptions,
+        name: &str,
+    ) -> Result<Value> {
+        let wanted = body
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if !wanted.is_empty() && wanted != rv_of(old).to_string() {
+            return Err(Error::conflict(&rt.group, &rt.plural, name));
+        }
+        let mut new = self.prepare_update(rt, old, body, sub)?;
+        apply::track_update(
+            rt,
+            Some(old),
+            &mut new,
+            &self.manager(opts),
+            self.scope(rt, sub),
+            sub.name(),
+            &rt.api_version(),
+        );
+        Ok(new)
+    }
+
     /// PUT: replaces an object (or its status). A resourceVersion in the
     /// body must match the stored one (optimistic concurrency).
     pub fn update(
@@ -519,24 +551,7 @@ impl Cluster {
             )));
         }
         let old = self.get(rt, ns, name)?;
-        let wanted_rv = body
-            .pointer("/metadata/resourceVersion")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        if !wanted_rv.is_empty() && wanted_rv != rv_of(&old).to_string() {
-            return Err(Error::conflict(&rt.group, &rt.plural, name));
-        }
-        let mut new = self.prepare_update(rt, &old, body, sub)?;
-        let scope = self.scope(rt, sub);
-        apply::track_update(
-            rt,
-            Some(&old),
-            &mut new,
-            &self.manager(opts),
-            scope,
-            sub.name(),
-            &rt.api_version(),
-        );
+        let new = self.replacement(rt, &old, body, sub, opts, name)?;
         self.commit(rt, &old, new, opts.dry_run)
     }
 
@@ -636,25 +651,7 @@ impl Cluster {
                         PatchKind::Merge => crate::patch::merge_patch(&old, body)?,
                         _ => crate::patch::strategic_merge_patch(rt, &old, body)?,
                     };
-                    let wanted = patched
-                        .pointer("/metadata/resourceVersion")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default();
-                    if !wanted.is_empty() && wanted != rv_of(&old).to_string() {
-                        return Err(Error::conflict(&rt.group, &rt.plural, name));
-                    }
-                    let mut new = self.prepare_update(rt, &old, patched, sub)?;
-                    let scope = self.scope(rt, sub);
-                    apply::track_update(
-                        rt,
-                        Some(&old),
-                        &mut new,
-                        &self.manager(opts),
-                        scope,
-                        sub.name(),
-                        &rt.api_version(),
-                    );
-                    new
+                    self.replacement(rt, &old, patched, sub, opts, name)?
                 }
             };
             match self.commit(rt, &old, result, opts.dry_run) {

@@ -206,35 +206,31 @@ async fn patch_spec(cluster: &TestCluster, name: &str, spec: serde_json::Value) 
     }
 }
 
+/// How many objects of kind `K` match `selector` in the test's namespace.
+async fn count_children<K>(cluster: &TestCluster, selector: &ListParams) -> usize
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    cluster
+        .api::<K>()
+        .list(selector)
+        .await
+        .map(|l| l.items.len())
+        .unwrap_or(0)
+}
+
 async fn install(cluster: &TestCluster, level: LevelId) -> String {
     let operator = cluster.run_operator(level);
     create_ready(cluster, DbBuilder::named("orders").build()).await;
     let selector = ListParams::default().labels(&shared::names::instance_selector("orders"));
     let count = |n: usize, kind: &str| format!("{n} {kind}{}", if n == 1 { "" } else { "s" });
-    let secrets = cluster
-        .api::<Secret>()
-        .list(&selector)
-        .await
-        .map(|l| l.items.len())
-        .unwrap_or(0);
-    let config_maps = cluster
-        .api::<ConfigMap>()
-        .list(&selector)
-        .await
-        .map(|l| l.items.len())
-        .unwrap_or(0);
-    let services = cluster
-        .api::<Service>()
-        .list(&selector)
-        .await
-        .map(|l| l.items.len())
-        .unwrap_or(0);
-    let statefulsets = cluster
-        .api::<StatefulSet>()
-        .list(&selector)
-        .await
-        .map(|l| l.items.len())
-        .unwrap_or(0);
+    let secrets = count_children::<Secret>(cluster, &selector).await;
+    let config_maps = count_children::<ConfigMap>(cluster, &selector).await;
+    let services = count_children::<Service>(cluster, &selector).await;
+    let statefulsets = count_children::<StatefulSet>(cluster, &selector).await;
     operator.stop().await;
     format!(
         "Ready; {}, {}, {}, {} created",

@@ -853,44 +853,45 @@ impl Inner {
         let rewrite_text = |t: &str| rewrite::rewrite_paths(t, &mounts);
         for v in pending_files {
             let dir = &out[&v.name];
-            if let Some(cm) = &v.config_map {
-                match object_data(&c, "configmaps", &ctx.ns, &cm.name) {
-                    Some(data) => write_projection(
-                        dir,
-                        &data,
-                        cm.items.as_ref(),
-                        cm.default_mode.unwrap_or(0o644),
-                        run_as,
-                        &rewrite_text,
-                    )?,
-                    None if cm.optional.unwrap_or(false) => {
-                        std::fs::create_dir_all(dir).map_err(fail)?;
-                    }
-                    None => {
-                        return Err(wait(
-                            "ContainerCreating",
-                            format!("configmap \"{}\" not found", cm.name),
-                        ));
-                    }
-                }
-            } else if let Some(s) = &v.secret {
-                let name = s.secret_name.clone().unwrap_or_default();
-                match object_data(&c, "secrets", &ctx.ns, &name) {
-                    Some(data) => write_projection(
-                        dir,
-                        &data,
+            // A ConfigMap or Secret volume: its keys become files.
+            let source = if let Some(cm) = &v.config_map {
+                Some((
+                    "configmaps",
+                    "configmap",
+                    cm.name.clone(),
+                    cm.items.as_ref(),
+                    cm.default_mode,
+                    cm.optional,
+                ))
+            } else {
+                v.secret.as_ref().map(|s| {
+                    (
+                        "secrets",
+                        "secret",
+                        s.secret_name.clone().unwrap_or_default(),
                         s.items.as_ref(),
-                        s.default_mode.unwrap_or(0o644),
+                        s.default_mode,
+                        s.optional,
+                    )
+                })
+            };
+            if let Some((plural, kind, name, items, mode, optional)) = source {
+                match object_data(&c, plural, &ctx.ns, &name) {
+                    Some(data) => write_projection(
+                        dir,
+                        &data,
+                        items,
+                        mode.unwrap_or(0o644),
                         run_as,
                         &rewrite_text,
                     )?,
-                    None if s.optional.unwrap_or(false) => {
+                    None if optional.unwrap_or(false) => {
                         std::fs::create_dir_all(dir).map_err(fail)?;
                     }
                     None => {
                         return Err(wait(
                             "ContainerCreating",
-                            format!("secret \"{name}\" not found"),
+                            format!("{kind} \"{name}\" not found"),
                         ));
                     }
                 }
