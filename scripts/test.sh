@@ -8,4 +8,7 @@ scripts/install-postgres.sh
 scripts/check-lockfile.sh
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
+# The behaviour suite starts the levels' binaries as separate processes (an
+# operator restarted mid-reconcile); `cargo test` builds only test targets.
+cargo build --workspace --bins
 cargo test --workspace

@@ -50,7 +50,8 @@ impl LevelId {
     }
 
     /// Where cargo puts the level's binary, beside the running executable's
-    /// target directory (`cargo test --workspace` builds it).
+    /// target directory. `cargo test` does not build other packages' binaries:
+    /// `scripts/test.sh` runs `cargo build --workspace --bins` first.
     pub fn binary(self) -> PathBuf {
         let exe = std::env::current_exe().unwrap_or_default();
         let mut dir = exe.parent().map(PathBuf::from).unwrap_or_default();
