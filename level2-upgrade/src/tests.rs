@@ -60,6 +60,7 @@ fn rollout(started: i64, phase: UpgradePhase) -> UpgradeStatus {
         phase,
         observed_downtime_seconds: 0,
         unready_since: None,
+        major: None,
     }
 }
 

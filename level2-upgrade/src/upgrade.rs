@@ -217,6 +217,7 @@ impl Capability for Upgrade {
                     phase: UpgradePhase::Rolling,
                     observed_downtime_seconds: 0,
                     unready_since: None,
+                    major: None,
                 }
             }
         };

@@ -94,11 +94,29 @@ pub struct UpgradeSpec {
     #[serde(default = "UpgradeSpec::default_health_timeout")]
     #[schemars(range(min = 10, max = 3600))]
     pub health_timeout_seconds: u32,
+
+    /// Whether a change of major version (16 to 17) is carried out. A major
+    /// upgrade is offline: writes stop, every database is dumped with
+    /// pg_dumpall to a backup volume, restored into the new major on a new
+    /// data volume and verified table by table before the Services switch
+    /// to it. When false a major change is refused.
+    #[serde(default)]
+    pub allow_major: bool,
+
+    /// Hours the previous major's data volume and the pre-upgrade dump are
+    /// kept after a major upgrade completes, so it can be rolled back.
+    #[serde(default = "UpgradeSpec::default_retention_hours")]
+    #[schemars(range(min = 1, max = 8760))]
+    pub retention_hours: u32,
 }
 
 impl UpgradeSpec {
     fn default_health_timeout() -> u32 {
         300
+    }
+
+    fn default_retention_hours() -> u32 {
+        168
     }
 }
 
@@ -106,6 +124,8 @@ impl Default for UpgradeSpec {
     fn default() -> Self {
         Self {
             health_timeout_seconds: Self::default_health_timeout(),
+            allow_major: false,
+            retention_hours: Self::default_retention_hours(),
         }
     }
 }
@@ -242,6 +262,36 @@ pub struct PostgresDBStatus {
     /// The version change in progress or last attempted (Level 2 and above).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upgrade: Option<UpgradeStatus>,
+
+    /// How the last change of `spec.parameters` reached the server (Level 2
+    /// and above): reloaded in place, or by a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub configuration: Option<ConfigurationStatus>,
+}
+
+/// How parameter changes were applied.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigurationStatus {
+    /// The parameters of the last change (set, changed or removed).
+    pub changed: Vec<String>,
+    /// Reload when every change could be applied by reloading the
+    /// configuration; Restart when one needs a server restart.
+    pub applied_by: ConfigurationMethod,
+    /// Whether the running server has applied all of them.
+    pub applied: bool,
+    /// Parameters the server reports as waiting for a restart.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_restart: Vec<String>,
+}
+
+/// How a configuration change reaches the server.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ConfigurationMethod {
+    /// `pg_reload_conf()`: no restart, no dropped connection.
+    Reload,
+    /// A rolling restart of the pods.
+    Restart,
 }
 
 /// A version change the operator is rolling out, or has given up on.
@@ -264,6 +314,31 @@ pub struct UpgradeStatus {
     /// When the database was last seen becoming unready, while it is (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unready_since: Option<String>,
+    /// For a major upgrade: the volumes and the migration's progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub major: Option<MajorUpgradeStatus>,
+}
+
+/// The parts of a major upgrade, all kept in the cluster so a restarted
+/// operator carries on.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MajorUpgradeStatus {
+    /// The PVC holding the previous major's data directory, kept for
+    /// `spec.upgrade.retentionHours`.
+    pub previous_data_volume: String,
+    /// The PVC the new major's data directory is restored onto.
+    pub data_volume: String,
+    /// The PVC holding the pre-upgrade pg_dumpall output.
+    pub backup_volume: String,
+    /// The Job that dumps, restores and verifies.
+    pub job: String,
+    /// What the verification compared, once it passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified: Option<String>,
+    /// When the previous data volume and the dump may be deleted (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retain_until: Option<String>,
 }
 
 /// Where a version change stands.
@@ -271,6 +346,12 @@ pub struct UpgradeStatus {
 pub enum UpgradePhase {
     /// Pods are being moved to the new version.
     Rolling,
+    /// Major upgrade: writes are stopped while the data is dumped, restored
+    /// into the new major and verified.
+    Migrating,
+    /// Major upgrade: the database runs the new major on the new volume and
+    /// must become ready.
+    Switching,
     /// Every pod runs the new version and is ready.
     Complete,
     /// The new version did not become ready in time; the old one runs again.
