@@ -624,6 +624,7 @@ async fn failed_minor_upgrade(cluster: &TestCluster, level: LevelId) -> String {
     let mut db = DbBuilder::named("orders").version("16.4").build();
     db.spec.upgrade = Some(shared::api::UpgradeSpec {
         health_timeout_seconds: 10,
+        ..Default::default()
     });
     create_ready(cluster, db).await;
     patch_spec(cluster, "orders", serde_json::json!({"version": "16.5"})).await;
