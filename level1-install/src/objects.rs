@@ -494,11 +494,7 @@ pub fn statefulset(
         }
         None => vec![data_claim_template(db)],
     };
-    let config_hash = content_hash(&serde_json::json!([
-        postgresql_conf(db),
-        pg_hba_conf(),
-        init_script()
-    ]));
+    let config_hash = config_hash(db);
     let mut pod_labels = common_labels(&db.name_any());
     pod_labels.extend(selector_labels(db));
     StatefulSet {
@@ -555,6 +551,16 @@ pub fn statefulset(
         }),
         ..Default::default()
     }
+}
+
+/// The hash of everything the server reads from the ConfigMap: it is in the
+/// pod template, so a change of configuration restarts the pod.
+pub fn config_hash(db: &PostgresDB) -> String {
+    content_hash(&serde_json::json!([
+        postgresql_conf(db),
+        pg_hba_conf(),
+        init_script()
+    ]))
 }
 
 /// A patch growing an existing PVC to the spec's size.

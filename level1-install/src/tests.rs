@@ -529,6 +529,7 @@ fn status_reaches_ready_with_the_version_endpoint_and_secret_when_the_pod_is_rea
     let decision = Decision::Apply {
         changes: vec![],
         deletions: vec![],
+        sql: vec![],
         notes: vec![],
     };
     let draft = assess(
@@ -566,6 +567,7 @@ fn status_is_unchanged_when_nothing_changed_so_it_is_not_written() {
     let decision = Decision::Apply {
         changes: vec![],
         deletions: vec![],
+        sql: vec![],
         notes: vec![],
     };
     let first = next_status(
@@ -630,6 +632,7 @@ fn a_crash_looping_pod_degrades_the_database_with_a_warning() {
         &Decision::Apply {
             changes: vec![],
             deletions: vec![],
+            sql: vec![],
             notes: vec![],
         },
         &ApplyReport::default(),

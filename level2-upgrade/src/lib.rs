@@ -2,12 +2,18 @@
 //!
 //! Level 1 swaps the image whenever `spec.version` changes. Level 2 decides
 //! first: a lower version is refused, a major version change is refused (the
-//! data directory of one major cannot be read by the next), and a minor
-//! upgrade is rolled out under watch: it must become ready within
+//! data directory of one major cannot be read by the next) unless
+//! `spec.upgrade.allowMajor` lets [`major::MajorUpgrade`] migrate the data,
+//! and a minor upgrade is rolled out under watch: it must become ready within
 //! `spec.upgrade.healthTimeoutSeconds`, or the previous version comes back.
 
+pub mod major;
+pub mod reload;
+pub mod server;
 pub mod upgrade;
 
+#[cfg(test)]
+mod major_tests;
 #[cfg(test)]
 mod tests;
 
@@ -17,6 +23,8 @@ use shared::capability::{Capability, Level};
 pub fn capabilities() -> Vec<Box<dyn Capability>> {
     let mut capabilities = level1_install::capabilities();
     capabilities.push(Box::new(upgrade::Upgrade));
+    capabilities.push(Box::new(major::MajorUpgrade));
+    capabilities.push(Box::new(reload::Reload));
     capabilities
 }
 

@@ -21,7 +21,7 @@ fn v(text: &str) -> PgVersion {
 }
 
 /// A database asking for `wanted` while `running` runs.
-fn db(wanted: &str, running: Option<&str>) -> PostgresDB {
+pub(crate) fn db(wanted: &str, running: Option<&str>) -> PostgresDB {
     let spec = PostgresDBSpec {
         version: wanted.into(),
         image: None,
@@ -35,6 +35,7 @@ fn db(wanted: &str, running: Option<&str>) -> PostgresDB {
         paused: false,
         upgrade: Some(UpgradeSpec {
             health_timeout_seconds: 60,
+            ..Default::default()
         }),
     };
     let mut db = PostgresDB::new("orders", spec);
@@ -64,9 +65,59 @@ fn rollout(started: i64, phase: UpgradePhase) -> UpgradeStatus {
     }
 }
 
+/// What the reconcile reads when pod `orders-0` runs and, if `reports` is
+/// given, answers `SHOW server_version` with it (`Err` for no answer).
+pub(crate) fn observed_pod(reports: Option<Result<&str, &str>>) -> Observed {
+    let mut observed = Observed::default();
+    let pod = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "orders-0", "namespace": "shop",
+                     "labels": {"controller-revision-hash": "orders-new"},
+                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet",
+                                          "name": "orders", "uid": "sts-1"}]},
+        "status": {"phase": "Running", "podIP": "10.0.0.7",
+                   "conditions": [{"type": "Ready", "status": "True"}]}
+    });
+    let secret = serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "orders-superuser", "namespace": "shop"},
+        "data": {"username": "cG9zdGdyZXM=", "password": "c2VjcmV0"}
+    });
+    for value in [pod, secret] {
+        let object: DynamicObject = serde_json::from_value(value).expect("an object");
+        let kind = object.types.as_ref().expect("typed").kind.clone();
+        let resource = if kind == "Pod" {
+            ApiResource::erase::<k8s_openapi::api::core::v1::Pod>(&())
+        } else {
+            ApiResource::erase::<k8s_openapi::api::core::v1::Secret>(&())
+        };
+        observed.insert(&resource, object);
+    }
+    if let Some(reports) = reports {
+        observed.insert_sql(
+            "server_version/orders-0",
+            reports
+                .map(|v| vec![vec![Some(v.to_string())]])
+                .map_err(String::from),
+        );
+    }
+    observed
+}
+
 /// Runs Upgrade::assess as the core would, after Level 1 concluded `ready`
-/// and recorded `running`.
+/// and recorded `running`, with the server confirming `running`.
 fn assess(db: &PostgresDB, running: &str, ready: bool, now: i64) -> StatusDraft {
+    let reports = format!("{running} (Debian {running}-1.pgdg120+1)");
+    assess_with(db, running, ready, now, &observed_pod(Some(Ok(&reports))))
+}
+
+fn assess_with(
+    db: &PostgresDB,
+    running: &str,
+    ready: bool,
+    now: i64,
+    observed: &Observed,
+) -> StatusDraft {
     let mut draft = StatusDraft {
         now: Some(at(now)),
         ..Default::default()
@@ -80,13 +131,106 @@ fn assess(db: &PostgresDB, running: &str, ready: bool, now: i64) -> StatusDraft 
             Assessment::no("PodsNotReady", "")
         },
     );
-    Upgrade.assess(
-        db,
-        &Observed::default(),
-        &ApplyReport::default(),
-        &mut draft,
-    );
+    Upgrade.assess(db, observed, &ApplyReport::default(), &mut draft);
     draft
+}
+
+#[test]
+fn a_ready_rollout_is_not_complete_until_the_server_reports_the_new_version() {
+    let mut database = db("16.4", Some("16.2"));
+    database.status.as_mut().expect("status").upgrade = Some(rollout(100, UpgradePhase::Rolling));
+    let other = assess_with(
+        &database,
+        "16.4",
+        true,
+        110,
+        &observed_pod(Some(Ok("16.14"))),
+    );
+    assert_eq!(
+        other.fields.upgrade.expect("recorded").phase,
+        UpgradePhase::Rolling
+    );
+    let progressing = other.conditions.get(PROGRESSING).expect("set");
+    assert!(
+        progressing
+            .message
+            .contains("reports version 16.14, not 16.4"),
+        "{progressing:?}"
+    );
+    let silent = assess_with(
+        &database,
+        "16.4",
+        true,
+        110,
+        &observed_pod(Some(Err("connection refused"))),
+    );
+    let progressing = silent.conditions.get(PROGRESSING).expect("set");
+    assert!(
+        progressing
+            .message
+            .contains("did not answer SHOW server_version: connection refused"),
+        "{progressing:?}"
+    );
+    let confirmed = assess_with(
+        &database,
+        "16.4",
+        true,
+        110,
+        &observed_pod(Some(Ok("16.4"))),
+    );
+    assert_eq!(
+        confirmed.fields.upgrade.expect("recorded").phase,
+        UpgradePhase::Complete
+    );
+}
+
+#[test]
+fn a_rollout_whose_server_never_confirms_is_rolled_back_at_the_timeout() {
+    let mut database = db("16.4", Some("16.2"));
+    database.status.as_mut().expect("status").upgrade = Some(rollout(100, UpgradePhase::Rolling));
+    let draft = assess_with(
+        &database,
+        "16.4",
+        true,
+        161,
+        &observed_pod(Some(Ok("16.14"))),
+    );
+    assert_eq!(
+        draft.fields.upgrade.expect("recorded").phase,
+        UpgradePhase::RolledBack
+    );
+}
+
+#[test]
+fn the_server_is_asked_its_version_only_while_a_rollout_waits() {
+    let observed = observed_pod(None);
+    let at_rest = db("16.4", Some("16.4"));
+    assert!(Upgrade.sql_probes(&at_rest, &observed).is_empty());
+    let mut rolling = db("16.4", Some("16.2"));
+    rolling.status.as_mut().expect("status").upgrade = Some(rollout(100, UpgradePhase::Rolling));
+    let probes = Upgrade.sql_probes(&rolling, &observed);
+    assert_eq!(probes.len(), 1);
+    assert_eq!(probes[0].statement, "SHOW server_version");
+    assert_eq!(probes[0].target.pod_ip.as_deref(), Some("10.0.0.7"));
+    assert_eq!(probes[0].target.user, "postgres");
+}
+
+#[test]
+fn server_versions_are_read_from_their_leading_numbers() {
+    use crate::server::{parse_server_version, satisfies};
+    assert_eq!(
+        parse_server_version("16.4 (Debian 16.4-1.pgdg120+1)"),
+        Some(v("16.4"))
+    );
+    assert_eq!(parse_server_version("17.0"), Some(v("17.0")));
+    assert_eq!(parse_server_version("devel"), None);
+    assert!(
+        satisfies(v("16.14"), v("16")),
+        "a floating tag is any minor"
+    );
+    assert!(satisfies(v("16.4"), v("16.4")));
+    assert!(!satisfies(v("16.14"), v("16.4")));
+    assert!(!satisfies(v("17.0"), v("16")));
 }
 
 #[test]
@@ -258,9 +402,18 @@ fn a_rolled_back_pod_stuck_on_the_failed_revision_is_deleted() {
 }
 
 #[test]
-fn level2_is_level1_plus_the_upgrade_capability() {
-    let names: Vec<&str> = crate::capabilities().iter().map(|c| c.name()).collect();
-    assert_eq!(names, ["install", "upgrade"]);
+fn level2_is_level1_plus_the_capabilities_of_its_upgrade_module() {
+    let level1: Vec<&str> = level1_install::capabilities()
+        .iter()
+        .map(|c| c.name())
+        .collect();
+    let level2: Vec<&str> = crate::capabilities().iter().map(|c| c.name()).collect();
+    assert_eq!(
+        level2[..level1.len()],
+        level1[..],
+        "Level 1's come first, unchanged"
+    );
+    assert!(level2.contains(&"upgrade") && level2.contains(&"reload"));
     assert!(
         crate::level()
             .unimplemented_sections(&db("16.4", None))
@@ -269,5 +422,31 @@ fn level2_is_level1_plus_the_upgrade_capability() {
     assert_eq!(
         level1_install::level().unimplemented_sections(&db("16.4", None)),
         ["upgrade"]
+    );
+}
+
+#[test]
+fn a_finished_job_pod_of_the_database_is_not_asked_its_version() {
+    let mut database = db("16.4", Some("16.2"));
+    database.status.as_mut().expect("status").upgrade = Some(rollout(100, UpgradePhase::Rolling));
+    let mut observed = observed_pod(Some(Ok("16.4")));
+    let job_pod: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "orders-upgrade-16-abc-x1", "namespace": "shop",
+                     "labels": {"pgdb.example.com/instance": "orders"},
+                     "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job",
+                                          "name": "orders-upgrade-16-abc", "uid": "job-1"}]},
+        "status": {"phase": "Succeeded", "podIP": "10.0.0.9"}
+    }))
+    .expect("a pod");
+    observed.insert(
+        &ApiResource::erase::<k8s_openapi::api::core::v1::Pod>(&()),
+        job_pod,
+    );
+    assert_eq!(Upgrade.sql_probes(&database, &observed).len(), 1);
+    let draft = assess_with(&database, "16.4", true, 110, &observed);
+    assert_eq!(
+        draft.fields.upgrade.expect("recorded").phase,
+        UpgradePhase::Complete
     );
 }

@@ -24,6 +24,9 @@ use shared::error::Error;
 
 use level1_install::objects::{CONTAINER, Names, VERSION_ANNOTATION};
 use level1_install::version::PgVersion;
+use shared::sql::SqlProbe;
+
+use crate::server::{self, reported_version, satisfies};
 
 /// Level 2's capability.
 pub struct Upgrade;
@@ -84,6 +87,44 @@ fn image_of(sts: &StatefulSet) -> Option<String> {
         .clone()
 }
 
+/// Whether every running pod's server reports `wanted`: the SQL gate of a
+/// rollout. `Ok` summarises what they report; `Err` says why the rollout
+/// cannot be called done (a pod on another version, or one that does not
+/// answer).
+pub fn confirm_servers(
+    db: &PostgresDB,
+    observed: &Observed,
+    wanted: &str,
+) -> Result<String, String> {
+    let wanted_version =
+        PgVersion::parse(wanted).ok_or_else(|| format!("{wanted} is not a version"))?;
+    let pods = server::server_pods(db, observed);
+    if pods.is_empty() {
+        return Err("no pod runs yet".into());
+    }
+    let mut reports = Vec::new();
+    for pod in pods {
+        let name = pod.name_any();
+        match reported_version(observed.sql(&server::version_probe(&name))) {
+            Ok(Some(actual)) if satisfies(actual, wanted_version) => {
+                reports.push(format!("{name} reports {actual}"));
+            }
+            Ok(Some(actual)) => {
+                return Err(format!(
+                    "pod {name}'s server reports version {actual}, not {wanted}"
+                ));
+            }
+            Ok(None) => return Err(format!("pod {name} is not running")),
+            Err(error) => {
+                return Err(format!(
+                    "pod {name}'s server did not answer SHOW server_version: {error}"
+                ));
+            }
+        }
+    }
+    Ok(reports.join(", "))
+}
+
 impl Capability for Upgrade {
     fn name(&self) -> &'static str {
         "upgrade"
@@ -93,13 +134,36 @@ impl Capability for Upgrade {
         &["upgrade"]
     }
 
-    fn validate(&self, db: &PostgresDB, _observed: &Observed) -> Vec<SpecProblem> {
+    fn sql_probes(&self, db: &PostgresDB, observed: &Observed) -> Vec<SqlProbe> {
+        // Asked only while a rollout (or a major upgrade's switch) waits
+        // for confirmation: at rest the operator does not log in to the
+        // database at every reconcile.
+        let rolling = db
+            .status
+            .as_ref()
+            .and_then(|s| s.upgrade.as_ref())
+            .is_some_and(|u| {
+                (u.phase == UpgradePhase::Rolling && u.major.is_none())
+                    || u.phase == UpgradePhase::Switching
+            });
+        if rolling {
+            server::version_probes(db, observed)
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn validate(&self, db: &PostgresDB, observed: &Observed) -> Vec<SpecProblem> {
         let (Some(running), Some(wanted)) =
             (running_version(db), PgVersion::parse(&db.spec.version))
         else {
             return Vec::new();
         };
         match classify(running, wanted) {
+            // Back to the data a completed major upgrade kept (see `major`).
+            VersionChange::Downgrade if crate::major::returns_to_previous_major(db, observed) => {
+                Vec::new()
+            }
             VersionChange::Downgrade => vec![SpecProblem::new(
                 "spec.version",
                 "RefusedDowngrade",
@@ -107,11 +171,13 @@ impl Capability for Upgrade {
                     "{wanted} is older than the running {running}; PostgreSQL does not support running older binaries on newer data, so downgrades are refused"
                 ),
             )],
+            // Carried out by the MajorUpgrade capability (see `major`).
+            VersionChange::Major if settings(db).allow_major => Vec::new(),
             VersionChange::Major => vec![SpecProblem::new(
                 "spec.version",
                 "RefusedMajorUpgrade",
                 format!(
-                    "{running} to {wanted} changes the major version, whose data directory format differs; Level 2 rolls out minor versions only"
+                    "{running} to {wanted} changes the major version, whose data directory format differs; set spec.upgrade.allowMajor to migrate the data (dump, restore, verify)"
                 ),
             )],
             VersionChange::Same | VersionChange::Minor => Vec::new(),
@@ -127,7 +193,10 @@ impl Capability for Upgrade {
         let Some(upgrade) = db.status.as_ref().and_then(|s| s.upgrade.clone()) else {
             return Ok(());
         };
-        if upgrade.phase != UpgradePhase::RolledBack || upgrade.to_version != db.spec.version {
+        if upgrade.major.is_some()
+            || upgrade.phase != UpgradePhase::RolledBack
+            || upgrade.to_version != db.spec.version
+        {
             return Ok(());
         }
         let names = Names::of(db);
@@ -186,6 +255,14 @@ impl Capability for Upgrade {
         let running = status.fields.current_version.clone();
         let ready = status.conditions.is_true(READY);
         let timeout = i64::from(settings(db).health_timeout_seconds);
+        if previous
+            .as_ref()
+            .is_some_and(|up| up.major.is_some() && up.to_version == wanted)
+        {
+            // A major upgrade: the MajorUpgrade capability carries it on.
+            status.fields.upgrade = previous;
+            return;
+        }
 
         let mut upgrade = match previous {
             Some(up) if up.to_version == wanted => up,
@@ -235,14 +312,16 @@ impl Capability for Upgrade {
                 _ => {}
             }
             let elapsed = seconds_between(&upgrade.started_at, now);
-            if running.as_deref() == Some(wanted.as_str()) && ready {
+            let rolled_out = running.as_deref() == Some(wanted.as_str()) && ready;
+            let confirmed = confirm_servers(db, observed, &wanted);
+            if let (true, Ok(reports)) = (rolled_out, &confirmed) {
                 upgrade.phase = UpgradePhase::Complete;
                 status.conditions.set(
                     PROGRESSING,
                     Assessment::no(
                         "UpgradeComplete",
                         format!(
-                            "{} to {} rolled out in {elapsed}s; observed downtime {}s",
+                            "{} to {} rolled out in {elapsed}s ({reports}); observed downtime {}s",
                             upgrade.from_version,
                             upgrade.to_version,
                             upgrade.observed_downtime_seconds
@@ -253,12 +332,16 @@ impl Capability for Upgrade {
                 upgrade.phase = UpgradePhase::RolledBack;
                 upgrade.unready_since = None;
             } else {
+                let waiting_for = match (rolled_out, &confirmed) {
+                    (true, Err(why)) => format!("; pods ready, but {why}"),
+                    _ => String::new(),
+                };
                 status.conditions.set(
                     PROGRESSING,
                     Assessment::yes(
                         "Upgrading",
                         format!(
-                            "rolling out {} (from {}): {elapsed}s of {timeout}s allowed",
+                            "rolling out {} (from {}): {elapsed}s of {timeout}s allowed{waiting_for}",
                             upgrade.to_version, upgrade.from_version
                         ),
                     ),
@@ -271,7 +354,7 @@ impl Capability for Upgrade {
                 Assessment::no(
                     "UpgradeRolledBack",
                     format!(
-                        "{} was not ready within {timeout}s; rolled back to {}. Change spec.version to try again",
+                        "{} was not ready and confirmed by its server within {timeout}s; rolled back to {}. Change spec.version to try again",
                         upgrade.to_version, upgrade.from_version
                     ),
                 )

@@ -306,7 +306,7 @@ pub struct UpgradeStatus {
     pub to_version: String,
     /// When the rollout started (RFC 3339).
     pub started_at: String,
-    /// Rolling, Complete or RolledBack.
+    /// Rolling (minor), Migrating and Switching (major), Complete or RolledBack.
     pub phase: UpgradePhase,
     /// Seconds the database was observed not ready during the rollout.
     #[serde(default)]
@@ -339,6 +339,20 @@ pub struct MajorUpgradeStatus {
     /// When the previous data volume and the dump may be deleted (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retain_until: Option<String>,
+    /// The image the Job restores with and the database switches to.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub to_image: String,
+    /// When the StatefulSet was switched to the new major (RFC 3339); the
+    /// health timeout counts from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switched_at: Option<String>,
+    /// Why the upgrade was rolled back, when it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+    /// Set once `spec.version` has moved away from a rolled-back target:
+    /// asking for the target again then starts a new attempt.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub closed: bool,
 }
 
 /// Where a version change stands.
@@ -354,7 +368,8 @@ pub enum UpgradePhase {
     Switching,
     /// Every pod runs the new version and is ready.
     Complete,
-    /// The new version did not become ready in time; the old one runs again.
+    /// The new version did not become ready in time (or, for a major
+    /// upgrade, its migration failed or was cancelled); the old one runs again.
     RolledBack,
 }
 

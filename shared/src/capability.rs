@@ -19,6 +19,7 @@ use serde::de::DeserializeOwned;
 use crate::api::{PostgresDB, PostgresDBStatus};
 use crate::conditions::Assessments;
 use crate::error::Error;
+use crate::sql::{SqlAction, SqlAnswer, SqlProbe};
 
 /// Something a capability needs to read before it can decide.
 #[derive(Clone, Debug)]
@@ -72,6 +73,7 @@ fn key_of(resource: &ApiResource, name: &str) -> ObjectKey {
 pub struct Observed {
     objects: BTreeMap<ObjectKey, DynamicObject>,
     queried: Vec<ObjectKey>,
+    sql: BTreeMap<String, SqlAnswer>,
 }
 
 impl Observed {
@@ -105,6 +107,17 @@ impl Observed {
     {
         let raw = self.raw(&ApiResource::erase::<K>(&()), name)?;
         typed(raw)
+    }
+
+    /// Records the answer to a [`SqlProbe`].
+    pub fn insert_sql(&mut self, name: impl Into<String>, answer: SqlAnswer) {
+        self.sql.insert(name.into(), answer);
+    }
+
+    /// The answer to the probe named `name`: absent when it was not asked
+    /// (no server to ask yet), an error when the server could not answer.
+    pub fn sql(&self, name: &str) -> Option<&SqlAnswer> {
+        self.sql.get(name)
     }
 
     /// Every observed object of kind `K`, by name.
@@ -186,7 +199,21 @@ pub struct Note {
 pub struct Desired {
     objects: Vec<DesiredObject>,
     deletions: Vec<Deletion>,
+    sql: Vec<SqlAction>,
     /// Events to publish with this reconcile.
+    pub notes: Vec<Note>,
+}
+
+/// What the capabilities desire, taken apart for the apply step.
+#[derive(Clone, Debug, Default)]
+pub struct DesiredParts {
+    /// Objects to apply, in order.
+    pub objects: Vec<DesiredObject>,
+    /// Objects to delete, after the applies.
+    pub deletions: Vec<Deletion>,
+    /// Statements to run, after the deletions.
+    pub sql: Vec<SqlAction>,
+    /// Events to publish.
     pub notes: Vec<Note>,
 }
 
@@ -285,8 +312,23 @@ impl Desired {
     }
 
     /// Takes the objects out, for the apply step.
-    pub fn into_parts(self) -> (Vec<DesiredObject>, Vec<Deletion>, Vec<Note>) {
-        (self.objects, self.deletions, self.notes)
+    pub fn into_parts(self) -> DesiredParts {
+        DesiredParts {
+            objects: self.objects,
+            deletions: self.deletions,
+            sql: self.sql,
+            notes: self.notes,
+        }
+    }
+
+    /// Asks for a SQL statement to run after the objects are applied.
+    pub fn run_sql(&mut self, action: SqlAction) {
+        self.sql.push(action);
+    }
+
+    /// The SQL statements asked for so far.
+    pub fn sql(&self) -> &[SqlAction] {
+        &self.sql
     }
 
     /// Asks for an object of kind `K` to be deleted, saying why.
@@ -351,6 +393,10 @@ pub struct ApplyReport {
     pub repaired: Vec<ObjectReference>,
     /// Objects deleted on a capability's request.
     pub deleted: Vec<ObjectReference>,
+    /// Reasons of the SQL actions that ran.
+    pub sql_ran: Vec<String>,
+    /// Reasons of the SQL actions that failed.
+    pub sql_failed: Vec<String>,
 }
 
 /// `Kind/name` of a reference, for Events and logs.
@@ -397,6 +443,13 @@ pub trait Capability: Send + Sync + 'static {
     /// capability adds to the desired state must be read here, so the core
     /// can tell when applying it would change nothing and skip the write.
     fn observe(&self, _db: &PostgresDB) -> Vec<Query> {
+        Vec::new()
+    }
+
+    /// Questions for the database, asked after the objects are read and
+    /// before anything is decided; their answers are in [`Observed::sql`].
+    /// Only ask a server that exists (a pod with an IP).
+    fn sql_probes(&self, _db: &PostgresDB, _observed: &Observed) -> Vec<SqlProbe> {
         Vec::new()
     }
 
@@ -455,6 +508,21 @@ impl Level {
             }
         }
         queries
+    }
+
+    /// Every SQL probe the capabilities ask for.
+    pub fn sql_probes(&self, db: &PostgresDB, observed: &Observed) -> Vec<SqlProbe> {
+        let mut probes: Vec<SqlProbe> = Vec::new();
+        for probe in self
+            .capabilities
+            .iter()
+            .flat_map(|c| c.sql_probes(db, observed))
+        {
+            if !probes.iter().any(|p| p.name == probe.name) {
+                probes.push(probe);
+            }
+        }
+        probes
     }
 
     /// The spec sections the database uses that no capability of this

@@ -18,6 +18,7 @@ use crate::error::Error;
 use crate::health::{self, Readiness};
 use crate::reconcile::error_chain;
 use crate::runner::{self, LEASE_NAME, LeaderElection, RunOptions};
+use crate::sql::DatabaseAccess;
 use crate::telemetry::{self, LogFormat};
 
 /// The shared command line.
@@ -62,6 +63,10 @@ pub struct RunArgs {
     /// Address of /healthz and /readyz.
     #[arg(long, default_value = "0.0.0.0:8080", global = true)]
     pub health_addr: SocketAddr,
+    /// How to reach databases for SQL: `auto` is direct to pod IPs inside a
+    /// cluster and a port-forward through the API server outside one.
+    #[arg(long, value_enum, default_value_t = DatabaseAccess::Auto, global = true)]
+    pub database_access: DatabaseAccess,
 }
 
 /// Parses the command line and runs `level`; the `main` of every level.
@@ -121,6 +126,7 @@ async fn run(level: Level, args: RunArgs) -> Result<(), Error> {
         }),
         readiness,
         instance,
+        database_access: args.database_access,
     };
     tracing::info!(level = level.name, "starting");
     runner::run(level, client, options, shutdown_signal()).await

@@ -69,6 +69,16 @@ pub enum Error {
         binary: String,
     },
 
+    /// Talking SQL to a database failed.
+    #[error("failed to {what}")]
+    Sql {
+        /// What the operator was doing.
+        what: String,
+        /// The cause (sqlx, the port-forward, a timeout).
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
     /// Leadership of the operator's Lease could not be handled.
     #[error("leader election failed: {what}")]
     LeaderElection {

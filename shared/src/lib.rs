@@ -16,6 +16,7 @@ pub mod names;
 pub mod quantity;
 pub mod reconcile;
 pub mod runner;
+pub mod sql;
 pub mod telemetry;
 
 pub use api::{PostgresDB, PostgresDBSpec, PostgresDBStatus};

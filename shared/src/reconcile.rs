@@ -28,6 +28,7 @@ use crate::capability::{
 use crate::conditions::{Assessment, DEGRADED, PROGRESSING, READY, SPEC_IMPLEMENTED};
 use crate::error::{Error, retry_delay};
 use crate::names::{instance_selector, name_problem};
+use crate::sql::{Connector, DatabaseAccess, SqlAction};
 
 /// How long a settled database waits for its periodic re-check.
 pub const RESYNC: Duration = Duration::from_secs(300);
@@ -47,15 +48,18 @@ pub struct Context {
     pub level: Level,
     /// Publishes Events.
     pub recorder: Recorder,
+    /// Reaches the databases for the capabilities' SQL.
+    pub connector: Connector,
     /// Consecutive failures per object, for the retry backoff. This is
     /// pacing, not truth about the cluster: losing it on restart is harmless.
     failures: Mutex<HashMap<String, u32>>,
 }
 
 impl Context {
-    /// A context for `level`.
-    pub fn new(client: Client, level: Level, recorder: Recorder) -> Self {
+    /// A context for `level`, reaching databases the `access` way.
+    pub fn new(client: Client, level: Level, recorder: Recorder, access: DatabaseAccess) -> Self {
         Self {
+            connector: Connector::new(client.clone(), access),
             client,
             level,
             recorder,
@@ -92,6 +96,8 @@ pub enum Decision {
         changes: Vec<(DesiredObject, Change)>,
         /// Objects to delete, after the writes.
         deletions: Vec<Deletion>,
+        /// SQL to run, after the deletions.
+        sql: Vec<SqlAction>,
         /// Events the capabilities asked for.
         notes: Vec<Note>,
     },
@@ -119,9 +125,9 @@ pub fn decide(level: &Level, db: &PostgresDB, observed: &Observed) -> Result<Dec
     for capability in &level.capabilities {
         capability.desire(db, observed, &mut desired)?;
     }
-    let (objects, deletions, notes) = desired.into_parts();
+    let parts = desired.into_parts();
     let mut changes = Vec::new();
-    for mut object in objects {
+    for mut object in parts.objects {
         apply::decorate(&mut object, db)?;
         if let Some(change) = apply::change_needed(&object, apply::live(observed, &object))? {
             changes.push((object, change));
@@ -129,8 +135,9 @@ pub fn decide(level: &Level, db: &PostgresDB, observed: &Observed) -> Result<Dec
     }
     Ok(Decision::Apply {
         changes,
-        deletions,
-        notes,
+        deletions: parts.deletions,
+        sql: parts.sql,
+        notes: parts.notes,
     })
 }
 
@@ -282,8 +289,31 @@ pub fn events_for(
             });
         }
     }
-    if let Decision::Apply { notes: extra, .. } = decision {
+    if let Decision::Apply {
+        notes: extra, sql, ..
+    } = decision
+    {
         notes.extend(extra.iter().cloned());
+        for action in sql {
+            if report.sql_ran.contains(&action.reason) {
+                notes.push(Note {
+                    warning: false,
+                    reason: action.reason.clone(),
+                    message: action.message.clone(),
+                    related: None,
+                });
+            } else if report.sql_failed.contains(&action.reason) {
+                notes.push(Note {
+                    warning: true,
+                    reason: "SqlFailed".into(),
+                    message: format!(
+                        "could not run {} on pod {} ({}); will retry",
+                        action.statement, action.target.pod, action.reason
+                    ),
+                    related: None,
+                });
+            }
+        }
     }
     let previous = db
         .status
@@ -380,11 +410,21 @@ async fn reconcile_in_span(cached: &PostgresDB, ctx: &Context) -> Result<Action,
         // volumes stay, because nothing owns them.
         return Ok(Action::await_change());
     }
-    let observed = observe(&ctx.client, db, &ctx.level.queries(db)).await?;
+    let mut observed = observe(&ctx.client, db, &ctx.level.queries(db)).await?;
+    let probes = ctx.level.sql_probes(db, &observed);
+    if !probes.is_empty() {
+        let namespace = db.namespace().unwrap_or_default();
+        for (name, answer) in ctx.connector.answer(&namespace, &probes).await {
+            observed.insert_sql(name, answer);
+        }
+    }
     let decision = decide(&ctx.level, db, &observed)?;
     let mut report = ApplyReport::default();
     if let Decision::Apply {
-        changes, deletions, ..
+        changes,
+        deletions,
+        sql,
+        ..
     } = &decision
     {
         let manager = ctx.level.field_manager();
@@ -426,6 +466,21 @@ async fn reconcile_in_span(cached: &PostgresDB, ctx: &Context) -> Result<Action,
                 ..Default::default()
             });
         }
+        let namespace = db.namespace().unwrap_or_default();
+        for action in sql {
+            match ctx.connector.run(&namespace, action).await {
+                Ok(()) => {
+                    tracing::info!(pod = action.target.pod, reason = action.reason, "ran SQL");
+                    report.sql_ran.push(action.reason.clone());
+                }
+                Err(error) => {
+                    // The next reconcile decides again from what the server
+                    // then reports; a failed statement is not a failed reconcile.
+                    tracing::warn!(pod = action.target.pod, error = %error_chain(&error), "SQL failed");
+                    report.sql_failed.push(action.reason.clone());
+                }
+            }
+        }
     }
     let now = jiff::Timestamp::now();
     let draft = assess(&ctx.level, db, &observed, &decision, &report, now);
@@ -442,7 +497,9 @@ async fn reconcile_in_span(cached: &PostgresDB, ctx: &Context) -> Result<Action,
     ctx.record_outcome(&object_key(db), false);
     Ok(match decision {
         Decision::Apply { .. } if status_changed => Action::requeue(AFTER_STATUS_CHANGE),
-        Decision::Apply { .. } if !settled => Action::requeue(RECHECK),
+        Decision::Apply { .. } if !settled || !report.sql_failed.is_empty() => {
+            Action::requeue(RECHECK)
+        }
         _ => Action::requeue(RESYNC),
     })
 }

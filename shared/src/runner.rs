@@ -54,6 +54,8 @@ pub struct RunOptions {
     pub readiness: Readiness,
     /// The Event reporter's instance (pod name); the level name when absent.
     pub instance: Option<String>,
+    /// How the operator reaches databases for SQL.
+    pub database_access: crate::sql::DatabaseAccess,
 }
 
 /// Runs `level` until `shutdown` completes (or leadership is lost).
@@ -98,7 +100,12 @@ pub async fn run(
         .iter()
         .flat_map(|c| c.owned_kinds())
         .collect();
-    let context = std::sync::Arc::new(Context::new(client.clone(), level, recorder));
+    let context = std::sync::Arc::new(Context::new(
+        client.clone(),
+        level,
+        recorder,
+        options.database_access,
+    ));
 
     let databases: Api<PostgresDB> = match &options.namespace {
         Some(namespace) => Api::namespaced(client.clone(), namespace),

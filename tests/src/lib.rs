@@ -5,9 +5,11 @@
 //!   the operator in-process or as its binary, bounded waits.
 //! - [`scenarios`]: what is done to a database, and what each level is
 //!   expected to do about it.
+//! - [`connect`]: logging in to a database the operator made.
 //! - [`matrix`]: those outcomes as `docs/behaviour-matrix.md`.
 
 pub mod builders;
+pub mod connect;
 pub mod harness;
 pub mod levels;
 pub mod matrix;

@@ -11,12 +11,13 @@
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
 use kube::ResourceExt;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use shared::api::{Phase, PostgresDB};
 
 use crate::builders::DbBuilder;
+use crate::connect::{Role, connect};
 use crate::harness::{TestCluster, WAIT};
 use crate::levels::LevelId;
 
@@ -47,11 +48,19 @@ pub enum Scenario {
     MajorBump,
     /// The version goes to 16.5, whose pods never become ready.
     FailedMinorUpgrade,
+    /// A reloadable parameter (`work_mem`) changes on a real server.
+    ParameterChanged,
+    /// Level 1's operator is replaced by this level's on a running database.
+    OperatorSwap,
+    /// The operator is killed during a minor upgrade and started again.
+    RestartMidUpgrade,
+    /// The version goes from 15 to 16 with `upgrade.allowMajor`, on real data.
+    MajorUpgradeWithData,
 }
 
 impl Scenario {
     /// Every scenario, in the matrix's order.
-    pub const ALL: [Scenario; 12] = [
+    pub const ALL: [Scenario; 16] = [
         Scenario::Install,
         Scenario::DeletedStatefulSet,
         Scenario::EditedChild,
@@ -64,6 +73,10 @@ impl Scenario {
         Scenario::UnimplementedSection,
         Scenario::MajorBump,
         Scenario::FailedMinorUpgrade,
+        Scenario::ParameterChanged,
+        Scenario::OperatorSwap,
+        Scenario::RestartMidUpgrade,
+        Scenario::MajorUpgradeWithData,
     ];
 
     /// The matrix row's label.
@@ -87,6 +100,14 @@ impl Scenario {
             Scenario::FailedMinorUpgrade => {
                 "Its version goes to 16.5, whose pods never become ready"
             }
+            Scenario::ParameterChanged => "Its `work_mem` parameter changes (real PostgreSQL)",
+            Scenario::OperatorSwap => "The Level 1 operator running it is replaced by this level's",
+            Scenario::RestartMidUpgrade => {
+                "The operator is killed during the upgrade 16.2 to 16.4 (real PostgreSQL)"
+            }
+            Scenario::MajorUpgradeWithData => {
+                "Its version goes from 15 to 16 with `upgrade.allowMajor` (real PostgreSQL, 3 rows)"
+            }
         }
     }
 
@@ -105,7 +126,9 @@ impl Scenario {
             (Scenario::InvalidSpec, _) => {
                 "refused: Ready=False InvalidVersion naming spec.version; nothing created"
             }
-            (Scenario::MinorUpgrade, _) => "image swapped to postgres:16.4; Ready at 16.4",
+            (Scenario::MinorUpgrade, _) => {
+                "image swapped to postgres:16.4; Ready at 16.4; the server reports 16.4"
+            }
             (Scenario::VersionLowered, One) => "accepted: image swapped to postgres:16.2",
             (Scenario::VersionLowered, Two) => {
                 "refused: Ready=False RefusedDowngrade; image kept at postgres:16.4"
@@ -126,6 +149,23 @@ impl Scenario {
             (Scenario::FailedMinorUpgrade, Two) => {
                 "rolled back to postgres:16.4; Ready at 16.4; Warning UpgradeRolledBack"
             }
+            (Scenario::ParameterChanged, One) => "work_mem is 8MB after a server restart",
+            (Scenario::ParameterChanged, Two) => {
+                "work_mem is 8MB without a restart (reloaded); status says Reload"
+            }
+            (Scenario::OperatorSwap, _) => "no child rewritten; the pod kept running, 0 restarts",
+            (Scenario::RestartMidUpgrade, One) => {
+                "Ready at 16.4; the server reports 16.4; no rollout recorded"
+            }
+            (Scenario::MajorUpgradeWithData, One) => {
+                "image swapped to postgres:16; not Ready: the server refuses the data directory 15 wrote"
+            }
+            (Scenario::MajorUpgradeWithData, Two) => {
+                "Ready at 16 on a new volume, the server reports 16; 3 rows intact; the 15 volume and the dump kept"
+            }
+            (Scenario::RestartMidUpgrade, Two) => {
+                "Ready at 16.4; the server reports 16.4; the rollout resumed (start time kept) and completed"
+            }
         }
     }
 
@@ -137,8 +177,15 @@ impl Scenario {
             Scenario::FailedMinorUpgrade => {
                 config.simulated.ready_delay = Duration::from_millis(300)
             }
-            // Where data is at stake, pods run real PostgreSQL.
-            Scenario::DeletedStatefulSet => config.runtime_kind = sandbox::RuntimeKind::Postgres,
+            // Where data is at stake or the operator speaks SQL, pods run
+            // real PostgreSQL.
+            Scenario::DeletedStatefulSet
+            | Scenario::MinorUpgrade
+            | Scenario::ParameterChanged
+            | Scenario::RestartMidUpgrade
+            | Scenario::MajorUpgradeWithData => {
+                config.runtime_kind = sandbox::RuntimeKind::Postgres
+            }
             _ => {}
         }
         config
@@ -159,6 +206,10 @@ impl Scenario {
             Scenario::UnimplementedSection => unimplemented_section(cluster, level).await,
             Scenario::MajorBump => major_bump(cluster, level).await,
             Scenario::FailedMinorUpgrade => failed_minor_upgrade(cluster, level).await,
+            Scenario::ParameterChanged => parameter_changed(cluster, level).await,
+            Scenario::OperatorSwap => operator_swap(cluster, level).await,
+            Scenario::RestartMidUpgrade => restart_mid_upgrade(cluster, level).await,
+            Scenario::MajorUpgradeWithData => major_upgrade_with_data(cluster, level).await,
         }
     }
 }
@@ -244,7 +295,7 @@ async fn install(cluster: &TestCluster, level: LevelId) -> String {
 async fn deleted_statefulset(cluster: &TestCluster, level: LevelId) -> String {
     let operator = cluster.run_operator(level);
     create_ready(cluster, DbBuilder::named("orders").build()).await;
-    let Some(database) = connect(cluster, "orders").await else {
+    let Some(database) = connect(cluster, Role::Owner, "orders").await else {
         operator.stop().await;
         return "not run (the database is not reachable from the tests on this cluster)".into();
     };
@@ -290,7 +341,7 @@ async fn deleted_statefulset(cluster: &TestCluster, level: LevelId) -> String {
             .flatten()
             .as_ref(),
     );
-    let rows = match connect(cluster, "orders").await {
+    let rows = match connect(cluster, Role::Owner, "orders").await {
         Some(database) => database
             .query_one("SELECT count(*) FROM items", &[])
             .await
@@ -316,50 +367,6 @@ async fn deleted_statefulset(cluster: &TestCluster, level: LevelId) -> String {
             "not recreated"
         }
     )
-}
-
-/// Connects to the database as its owner, through its Service: on the
-/// sandbox the Service's address is a real loopback address. Waits for the
-/// server to accept connections (a pod can be ready a moment before the
-/// Service proxy notices). `None` when the Service has no reachable address.
-async fn connect(cluster: &TestCluster, name: &str) -> Option<tokio_postgres::Client> {
-    cluster.sandbox_handle()?;
-    let service = cluster.api::<Service>().get(name).await.ok()?;
-    let host = service
-        .spec?
-        .cluster_ip
-        .filter(|ip| ip.starts_with("127."))?;
-    let secret = cluster
-        .api::<Secret>()
-        .get(&format!("{name}-credentials"))
-        .await
-        .ok()?;
-    let data = secret.data?;
-    let field = |key: &str| {
-        data.get(key)
-            .map(|v| String::from_utf8_lossy(&v.0).into_owned())
-    };
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host(&host)
-        .port(5432)
-        .user(field("username")?)
-        .password(field("password")?)
-        .dbname(field("dbname")?)
-        .connect_timeout(Duration::from_secs(5));
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        match config.connect(tokio_postgres::NoTls).await {
-            Ok((client, connection)) => {
-                tokio::spawn(connection);
-                return Some(client);
-            }
-            Err(error) if tokio::time::Instant::now() > deadline => {
-                panic!("cannot connect to {name} at {host}: {error}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
 }
 
 async fn edited_child(cluster: &TestCluster, level: LevelId) -> String {
@@ -502,12 +509,29 @@ async fn minor_upgrade(cluster: &TestCluster, level: LevelId) -> String {
             .as_ref(),
     )
     .unwrap_or_default();
-    operator.stop().await;
     let version = db
         .status
         .and_then(|s| s.current_version)
         .unwrap_or_default();
-    format!("image swapped to {image}; Ready at {version}")
+    let reports = server_version(cluster).await;
+    operator.stop().await;
+    format!("image swapped to {image}; Ready at {version}; the server reports {reports}")
+}
+
+/// What the database's server says its version is (major.minor).
+async fn server_version(cluster: &TestCluster) -> String {
+    let Some(client) = connect(cluster, Role::Superuser, "orders").await else {
+        return "(not asked: no route to the server)".into();
+    };
+    let version: String = match client.query_one("SHOW server_version", &[]).await {
+        Ok(row) => row.get(0),
+        Err(error) => return format!("(no answer: {error})"),
+    };
+    version
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
 
 async fn version_lowered(cluster: &TestCluster, level: LevelId) -> String {
@@ -773,4 +797,412 @@ async fn at_rest(cluster: &TestCluster, level: LevelId) -> String {
     let writes = counters.writes().saturating_sub(1);
     operator.stop().await;
     format!("{writes} writes")
+}
+
+/// When the server behind the database's Service started.
+async fn server_started(cluster: &TestCluster) -> Option<String> {
+    let client = connect(cluster, Role::Superuser, "orders").await?;
+    client
+        .query_one("SELECT pg_postmaster_start_time()::text", &[])
+        .await
+        .ok()
+        .map(|row| row.get(0))
+}
+
+async fn parameter_changed(cluster: &TestCluster, level: LevelId) -> String {
+    if cluster.sandbox_handle().is_none() {
+        return "not run (needs the sandbox's addresses to ask the server)".into();
+    }
+    let operator = cluster.run_operator(level);
+    create_ready(cluster, DbBuilder::named("orders").version("15").build()).await;
+    let before = server_started(cluster).await;
+    patch_spec(
+        cluster,
+        "orders",
+        serde_json::json!({"parameters": {"work_mem": "8MB"}}),
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let settled = cluster
+            .api::<PostgresDB>()
+            .get_opt("orders")
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|db| {
+                is_settled(&db)
+                    && db
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.configuration.as_ref())
+                        .is_none_or(|c| c.applied)
+            });
+        let work_mem = match connect(cluster, Role::Superuser, "orders").await {
+            Some(client) => client
+                .query_one("SHOW work_mem", &[])
+                .await
+                .ok()
+                .map(|row| row.get::<_, String>(0)),
+            None => None,
+        };
+        if settled && work_mem.as_deref() == Some("8MB") {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!(
+                "work_mem is {work_mem:?}, not 8MB, after {WAIT:?}; events:\n{}",
+                cluster.events("orders").await.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let restarted = server_started(cluster).await != before;
+    let method = cluster
+        .api::<PostgresDB>()
+        .get_opt("orders")
+        .await
+        .ok()
+        .flatten()
+        .and_then(|db| db.status?.configuration)
+        .map(|c| format!("; status says {:?}", c.applied_by))
+        .unwrap_or_default();
+    operator.stop().await;
+    if restarted {
+        format!("work_mem is 8MB after a server restart{method}")
+    } else {
+        format!("work_mem is 8MB without a restart (reloaded){method}")
+    }
+}
+
+/// The resourceVersion of every child, by kind and name, and the pods'
+/// uids and restart counts.
+async fn children_state(cluster: &TestCluster) -> (Vec<String>, Vec<String>) {
+    let selector = ListParams::default().labels(&shared::names::instance_selector("orders"));
+    let mut versions = Vec::new();
+    macro_rules! versions_of {
+        ($kind:ty) => {
+            for object in cluster
+                .api::<$kind>()
+                .list(&selector)
+                .await
+                .map(|l| l.items)
+                .unwrap_or_default()
+            {
+                versions.push(format!(
+                    "{}/{}@{}",
+                    <$kind as kube::Resource>::kind(&()),
+                    object.name_any(),
+                    object.resource_version().unwrap_or_default()
+                ));
+            }
+        };
+    }
+    versions_of!(Secret);
+    versions_of!(ConfigMap);
+    versions_of!(Service);
+    versions_of!(StatefulSet);
+    let pods = cluster
+        .api::<Pod>()
+        .list(&selector)
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|pod| {
+            let restarts: i32 = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .map(|c| c.iter().map(|c| c.restart_count).sum())
+                .unwrap_or(0);
+            format!(
+                "{}:{}:{restarts}",
+                pod.name_any(),
+                pod.uid().unwrap_or_default()
+            )
+        })
+        .collect();
+    (versions, pods)
+}
+
+async fn operator_swap(cluster: &TestCluster, level: LevelId) -> String {
+    let first = cluster.run_operator(LevelId::One);
+    create_ready(cluster, DbBuilder::named("orders").build()).await;
+    // Let the last status write and the watch events it causes settle.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    first.stop().await;
+    let (children, pods) = children_state(cluster).await;
+    if let Some(sandbox) = cluster.sandbox_handle() {
+        sandbox.counters().reset();
+    }
+    let second = cluster.run_operator(level);
+    // The new operator reconciles the database when it starts, reading its
+    // StatefulSet first; then it has a moment to write anything it wants.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    if let Some(sandbox) = cluster.sandbox_handle() {
+        while sandbox.counters().get("get", "statefulsets") == 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the new operator never reconciled: {:?}",
+                sandbox.counters().snapshot()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster
+        .wait_for("orders", "Ready under the new operator", is_settled)
+        .await;
+    let (children_after, pods_after) = children_state(cluster).await;
+    second.stop().await;
+    let rewritten: Vec<String> = children_after
+        .iter()
+        .filter(|c| !children.contains(c))
+        .map(|c| c.split('@').next().unwrap_or_default().to_string())
+        .collect();
+    let pods_kept = pods == pods_after && !pods.is_empty();
+    let restarts: i32 = pods_after
+        .iter()
+        .filter_map(|p| p.rsplit(':').next()?.parse::<i32>().ok())
+        .sum();
+    format!(
+        "{}; {}, {restarts} restarts",
+        if rewritten.is_empty() {
+            "no child rewritten".to_string()
+        } else {
+            format!("rewritten: {}", rewritten.join(", "))
+        },
+        if pods_kept {
+            "the pod kept running"
+        } else {
+            "the pod was replaced"
+        }
+    )
+}
+
+async fn restart_mid_upgrade(cluster: &TestCluster, level: LevelId) -> String {
+    if cluster.sandbox_handle().is_none() {
+        return "not run (needs the sandbox's addresses to ask the server)".into();
+    }
+    let first = cluster.run_operator(level);
+    create_ready(cluster, DbBuilder::named("orders").version("16.2").build()).await;
+    patch_spec(cluster, "orders", serde_json::json!({"version": "16.4"})).await;
+    // Killed once the new image is in the StatefulSet: the rollout is under way.
+    cluster
+        .wait_for_object::<StatefulSet>("orders", "on postgres:16.4", |sts| {
+            image_of(sts).as_deref() == Some("postgres:16.4")
+        })
+        .await;
+    // A level that records rollouts does so in the same reconcile, just
+    // after the StatefulSet write.
+    let mut started_at = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while started_at.is_none() && tokio::time::Instant::now() < deadline {
+        started_at = cluster
+            .api::<PostgresDB>()
+            .get_opt("orders")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|db| db.status?.upgrade)
+            .filter(|u| u.to_version == "16.4")
+            .map(|u| u.started_at);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    first.kill().await;
+    let second = cluster.run_operator(level);
+    let db = cluster
+        .wait_for("orders", "Ready at 16.4", |db| {
+            is_settled(db)
+                && db
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.current_version.as_deref())
+                    == Some("16.4")
+        })
+        .await;
+    let reports = server_version(cluster).await;
+    second.stop().await;
+    let rollout = match db.status.and_then(|s| s.upgrade) {
+        None => "no rollout recorded".to_string(),
+        Some(upgrade) => format!(
+            "the rollout resumed (start time {}) and {}",
+            if Some(&upgrade.started_at) == started_at.as_ref() {
+                "kept"
+            } else {
+                "lost"
+            },
+            match upgrade.phase {
+                shared::api::UpgradePhase::Complete => "completed".to_string(),
+                other => format!("ended {other:?}"),
+            }
+        ),
+    };
+    format!("Ready at 16.4; the server reports {reports}; {rollout}")
+}
+
+async fn major_upgrade_with_data(cluster: &TestCluster, level: LevelId) -> String {
+    let operator = cluster.run_operator(level);
+    let mut db = DbBuilder::named("orders").version("15").build();
+    db.spec.upgrade = Some(shared::api::UpgradeSpec {
+        allow_major: true,
+        ..Default::default()
+    });
+    create_ready(cluster, db).await;
+    let Some(database) = connect(cluster, Role::Owner, "orders").await else {
+        operator.stop().await;
+        return "not run (the database is not reachable from the tests on this cluster)".into();
+    };
+    let written = database
+        .batch_execute("CREATE TABLE items (id int); INSERT INTO items VALUES (1), (2), (3);")
+        .await;
+    assert!(written.is_ok(), "writing rows failed: {written:?}");
+    drop(database);
+    patch_spec(cluster, "orders", serde_json::json!({"version": "16"})).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let outcome = loop {
+        let db = cluster
+            .api::<PostgresDB>()
+            .get_opt("orders")
+            .await
+            .ok()
+            .flatten();
+        let at_16 = db.as_ref().is_some_and(|db| {
+            is_settled(db)
+                && db
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.current_version.as_deref())
+                    == Some("16")
+        });
+        if at_16 {
+            break major_upgrade_outcome(cluster).await;
+        }
+        // A container that exited is asked for its log (Level 1 swapped the
+        // image under the old data directory).
+        let restarted = cluster
+            .api::<Pod>()
+            .get_opt("orders-0")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|p| p.status?.container_statuses)
+            .is_some_and(|c| c.iter().any(|c| c.restart_count > 0));
+        let log = if restarted {
+            cluster
+                .api::<Pod>()
+                .logs(
+                    "orders-0",
+                    &kube::api::LogParams {
+                        previous: true,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        if log.contains("database files are incompatible with server") {
+            let image = image_of(
+                cluster
+                    .api::<StatefulSet>()
+                    .get_opt("orders")
+                    .await
+                    .ok()
+                    .flatten()
+                    .as_ref(),
+            )
+            .unwrap_or_default();
+            // The status follows the pod a reconcile later.
+            let mut ready = true;
+            let settle = tokio::time::Instant::now() + Duration::from_secs(10);
+            while ready && tokio::time::Instant::now() < settle {
+                ready = cluster
+                    .api::<PostgresDB>()
+                    .get_opt("orders")
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|db| condition(&db, "Ready"))
+                    .is_some_and(|(s, _)| s == "True");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            break format!(
+                "image swapped to {image}; {}: the server refuses the data directory 15 wrote",
+                if ready { "still Ready" } else { "not Ready" }
+            );
+        }
+        if tokio::time::Instant::now() > deadline {
+            let pod = cluster
+                .api::<Pod>()
+                .get_opt("orders-0")
+                .await
+                .ok()
+                .flatten();
+            panic!(
+                "neither upgraded nor crash-looping within {WAIT:?}\nstatus: {}\npod: {}\npod log:\n{log}\nevents:\n{}",
+                serde_json::to_string_pretty(&db.and_then(|d| d.status)).unwrap_or_default(),
+                serde_json::to_string_pretty(&pod.and_then(|p| p.status)).unwrap_or_default(),
+                cluster.events("orders").await.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    operator.stop().await;
+    outcome
+}
+
+/// After a major upgrade to 16: where the data is, what the server says,
+/// whether the rows came along and the old volume stayed.
+async fn major_upgrade_outcome(cluster: &TestCluster) -> String {
+    let sts = cluster
+        .api::<StatefulSet>()
+        .get_opt("orders")
+        .await
+        .ok()
+        .flatten();
+    let on_new_volume = sts
+        .as_ref()
+        .and_then(|s| s.spec.as_ref()?.template.spec.as_ref()?.volumes.clone())
+        .is_some_and(|volumes| {
+            volumes.iter().any(|v| {
+                v.persistent_volume_claim
+                    .as_ref()
+                    .is_some_and(|c| c.claim_name == "orders-data-16")
+            })
+        });
+    let reports = server_version(cluster).await;
+    let major = reports.split('.').next().unwrap_or_default().to_string();
+    let rows = match connect(cluster, Role::Owner, "orders").await {
+        Some(database) => database
+            .query_one("SELECT count(*) FROM items", &[])
+            .await
+            .map(|r| r.get::<_, i64>(0))
+            .ok(),
+        None => None,
+    };
+    let claims = cluster
+        .api::<PersistentVolumeClaim>()
+        .list(&ListParams::default())
+        .await
+        .map(|l| {
+            l.items
+                .into_iter()
+                .map(|c| c.name_any())
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    let kept = claims.iter().any(|c| c == "data-orders-0")
+        && claims.iter().any(|c| c == "orders-backup-16");
+    format!(
+        "Ready at 16 on {} volume, the server reports {major}; {}; the 15 volume and the dump {}",
+        if on_new_volume { "a new" } else { "the old" },
+        match rows {
+            Some(rows) => format!("{rows} rows intact"),
+            None => "rows lost".into(),
+        },
+        if kept { "kept" } else { "gone" }
+    )
 }

@@ -1,0 +1,705 @@
+//! Level 2's major upgrades on the sandbox's real-PostgreSQL runtime: a
+//! PostgresDB written at 15 is upgraded to 16 by a real pg_dumpall, initdb,
+//! restore and verification, its rows survive, and the old volume and the
+//! dump are kept; without `allowMajor` nothing is touched; a restore that
+//! fails rolls back to the old server with its data. Skipped, with a note,
+//! when the PostgreSQL 15 or 16 binaries are missing (`scripts/install-postgres.sh`).
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service};
+use kube::ResourceExt;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use sandbox::{PostgresConfig, RuntimeKind, Sandbox, SandboxConfig};
+use serde_json::json;
+use shared::api::{PostgresDB, UpgradePhase};
+use tests::builders::DbBuilder;
+use tests::harness::{Operator, TestCluster};
+use tests::levels::LevelId;
+
+/// Long enough for a first start, or a dump, restore, verification and
+/// switch, on a busy two-core machine.
+const WAIT: Duration = Duration::from_secs(180);
+
+struct Cluster {
+    inner: TestCluster,
+    operator: Option<Operator>,
+}
+
+impl Cluster {
+    /// A real-PostgreSQL sandbox with Level 2 running, when the majors' binaries exist.
+    async fn start(majors: &[u32]) -> Option<Self> {
+        let postgres = PostgresConfig::default();
+        for &major in majors {
+            if let Err(missing) = postgres.binaries.server(major) {
+                eprintln!("skipped: {missing}");
+                return None;
+            }
+        }
+        let config = SandboxConfig {
+            runtime_kind: RuntimeKind::Postgres,
+            postgres,
+            ..Default::default()
+        };
+        let inner = match TestCluster::sandbox(config).await {
+            Ok(cluster) => cluster,
+            Err(error) => panic!("{}", shared::reconcile::error_chain(&error)),
+        };
+        let operator = Some(inner.run_operator(LevelId::Two));
+        Some(Self { inner, operator })
+    }
+
+    fn sandbox(&self) -> &Sandbox {
+        self.inner.sandbox_handle().expect("a sandbox cluster")
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        self.inner.api()
+    }
+
+    async fn database(&self) -> Option<PostgresDB> {
+        self.api::<PostgresDB>()
+            .get_opt("orders")
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// The database's status, its Events, every pod's state, and the logs
+    /// of the upgrade Job's pods and of the database pod.
+    async fn diagnose(&self) -> String {
+        let db = self.database().await;
+        let mut text = format!(
+            "database status: {}\nevents:\n{}\n",
+            serde_json::to_string_pretty(&db.and_then(|d| d.status)).unwrap_or_default(),
+            self.inner.events("orders").await.join("\n")
+        );
+        if let Ok(Some(sts)) = self.api::<StatefulSet>().get_opt("orders").await {
+            let managers: Vec<String> = sts
+                .metadata
+                .managed_fields
+                .iter()
+                .flatten()
+                .map(|m| format!("{:?} {:?}", m.manager, m.operation))
+                .collect();
+            text += &format!(
+                "StatefulSet orders: managed by {managers:?}; template volumes {}\n",
+                serde_json::to_string(&sts.spec.and_then(|s| s.template.spec).map(|p| p.volumes))
+                    .unwrap_or_default()
+            );
+        }
+        let pods = self
+            .api::<Pod>()
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default();
+        for pod in pods {
+            let name = pod.name_any();
+            text += &format!(
+                "pod {name}: {}\n",
+                serde_json::to_string(
+                    &pod.status
+                        .as_ref()
+                        .map(|s| (&s.phase, &s.container_statuses))
+                )
+                .unwrap_or_default()
+            );
+            if name.contains("-upgrade-") || name == "orders-0" {
+                let log = self
+                    .api::<Pod>()
+                    .logs(&name, &Default::default())
+                    .await
+                    .unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                text += &format!(
+                    "log of {name} (last lines):\n{}\n",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
+        }
+        text
+    }
+
+    /// Polls `check` until it holds, failing with [`Cluster::diagnose`].
+    async fn wait_until<F, Fut>(&self, what: &str, check: F)
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !check().await {
+            if tokio::time::Instant::now() > deadline {
+                panic!(
+                    "timed out after {WAIT:?} waiting until {what}\n{}",
+                    self.diagnose().await
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn condition(&self, type_: &str) -> Option<(String, String, String)> {
+        let status = self.database().await?.status?;
+        status
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == type_)
+            .map(|c| (c.status, c.reason, c.message))
+    }
+
+    async fn ready_at(&self, version: &str) -> bool {
+        let Some(status) = self.database().await.and_then(|d| d.status) else {
+            return false;
+        };
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+            && status.ready_replicas == 1
+            && status.current_version.as_deref() == Some(version)
+    }
+
+    async fn upgrade_phase(&self) -> Option<UpgradePhase> {
+        self.database()
+            .await?
+            .status?
+            .upgrade
+            .filter(|u| u.major.is_some())
+            .map(|u| u.phase)
+    }
+
+    /// (host address, user, password, dbname) from a credentials Secret;
+    /// the superuser's connect to `postgres`.
+    async fn credentials(&self, secret: &str) -> (String, String, String, String) {
+        let s = self
+            .api::<Secret>()
+            .get(secret)
+            .await
+            .expect("the Secret exists");
+        let data = s.data.expect("data");
+        let get = |k: &str| {
+            data.get(k)
+                .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+                .unwrap_or_default()
+        };
+        let host = format!("orders.{}.svc", self.inner.namespace());
+        // On the sandbox the Service's ClusterIP is a loopback address this
+        // process reaches directly (on kind it would take a port-forward).
+        let addr = self
+            .sandbox()
+            .resolve(&host)
+            .unwrap_or_else(|| panic!("{host} resolves"));
+        let dbname = if secret.ends_with("credentials") {
+            get("dbname")
+        } else {
+            "postgres".into()
+        };
+        (addr.to_string(), get("username"), get("password"), dbname)
+    }
+
+    async fn connect_as(&self, secret: &str, dbname: Option<&str>) -> tokio_postgres::Client {
+        let (host, user, password, default_db) = self.credentials(secret).await;
+        connect(&host, &user, &password, dbname.unwrap_or(&default_db)).await
+    }
+
+    async fn claim_exists(&self, name: &str) -> bool {
+        self.api::<PersistentVolumeClaim>()
+            .get_opt(name)
+            .await
+            .ok()
+            .flatten()
+            .is_some()
+    }
+
+    async fn stop(self) {
+        if let Some(operator) = self.operator {
+            operator.stop().await;
+        }
+        self.inner.finish().await;
+    }
+}
+
+async fn connect(host: &str, user: &str, password: &str, dbname: &str) -> tokio_postgres::Client {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(host)
+        .port(5432)
+        .user(user)
+        .password(password)
+        .dbname(dbname)
+        .connect_timeout(Duration::from_secs(5));
+    let (client, connection) = config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connects to {dbname} at {host} as {user}: {e}"));
+    tokio::spawn(connection);
+    client
+}
+
+async fn scalar(client: &tokio_postgres::Client, sql: &str) -> String {
+    client
+        .query_one(&format!("SELECT ({sql})::text"), &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .get(0)
+}
+
+/// Creates `orders` at 15, waits for it, and writes rows as its owner into
+/// two tables, and as the superuser into a second database.
+async fn database_at_15_with_rows(cluster: &Cluster) {
+    let began = Instant::now();
+    cluster
+        .api::<PostgresDB>()
+        .create(
+            &PostParams::default(),
+            &DbBuilder::named("orders").version("15").build(),
+        )
+        .await
+        .expect("the PostgresDB is accepted");
+    cluster
+        .wait_until("the database is Ready at 15", || cluster.ready_at("15"))
+        .await;
+    eprintln!("orders became Ready at 15 in {:.1?}", began.elapsed());
+    let owner = cluster.connect_as("orders-credentials", None).await;
+    owner
+        .batch_execute(
+            "CREATE TABLE items (id int PRIMARY KEY, name text);
+             INSERT INTO items VALUES (1, 'one'), (2, 'two'), (3, 'three');
+             CREATE TABLE lines (id bigint PRIMARY KEY, item int REFERENCES items, amount numeric(10,2), at timestamptz);
+             INSERT INTO lines SELECT g, 1 + g % 3, g * 1.25, '2026-01-01'::timestamptz + g * interval '1 minute'
+               FROM generate_series(1, 500) g;",
+        )
+        .await
+        .expect("the owner writes rows");
+    let superuser = cluster.connect_as("orders-superuser", None).await;
+    superuser
+        .batch_execute("CREATE DATABASE reports")
+        .await
+        .expect("the superuser creates a database");
+    let reports = cluster
+        .connect_as("orders-superuser", Some("reports"))
+        .await;
+    reports
+        .batch_execute(
+            "CREATE TABLE totals (day date PRIMARY KEY, total numeric);
+             INSERT INTO totals VALUES ('2026-01-01', 42.5), ('2026-01-02', 7);",
+        )
+        .await
+        .expect("rows in a second database");
+}
+
+/// What the owner's and the reports' tables hold, to compare before and after.
+async fn contents(cluster: &Cluster) -> Vec<String> {
+    let owner = cluster.connect_as("orders-credentials", None).await;
+    let reports = cluster
+        .connect_as("orders-superuser", Some("reports"))
+        .await;
+    vec![
+        scalar(&owner, "SELECT count(*) FROM items").await,
+        scalar(
+            &owner,
+            "SELECT string_agg(name, ',' ORDER BY id) FROM items",
+        )
+        .await,
+        scalar(&owner, "SELECT count(*) FROM lines").await,
+        scalar(&owner, "SELECT sum(amount) FROM lines").await,
+        scalar(&reports, "SELECT sum(total) FROM totals").await,
+    ]
+}
+
+async fn server_version(cluster: &Cluster) -> String {
+    let owner = cluster.connect_as("orders-credentials", None).await;
+    scalar(&owner, "current_setting('server_version')").await
+}
+
+#[tokio::test]
+async fn a_major_upgrade_moves_real_data_from_15_to_16_and_keeps_the_old_volume_and_the_dump() {
+    let Some(mut cluster) = Cluster::start(&[15, 16]).await else {
+        return;
+    };
+    database_at_15_with_rows(&cluster).await;
+    let before = contents(&cluster).await;
+    assert_eq!(before[..3], ["3", "one,two,three", "500"]);
+
+    let began = Instant::now();
+    cluster
+        .inner
+        .patch_spec(
+            "orders",
+            json!({"version": "16", "upgrade": {"allowMajor": true}}),
+        )
+        .await
+        .expect("the spec is patched");
+    // While migrating, the read-write Service selects no pod.
+    cluster
+        .wait_until("the migration starts with the Service fenced", || async {
+            let fenced = cluster
+                .api::<Service>()
+                .get("orders")
+                .await
+                .ok()
+                .and_then(|s| s.spec?.selector)
+                .is_some_and(|s| s.contains_key("pgdb.example.com/fenced-by"));
+            cluster.upgrade_phase().await == Some(UpgradePhase::Migrating) && fenced
+        })
+        .await;
+    // The operator dies mid-migration; another one carries on from what
+    // the cluster holds (status.upgrade, the Job, the volumes).
+    if let Some(operator) = cluster.operator.take() {
+        operator.kill().await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.operator = Some(cluster.inner.run_operator(LevelId::Two));
+    cluster
+        .wait_until("the upgrade completes and 16 is Ready", || async {
+            cluster.upgrade_phase().await == Some(UpgradePhase::Complete)
+                && cluster.ready_at("16").await
+        })
+        .await;
+    eprintln!(
+        "15 to 16 took {:.1?} from the spec change to Ready",
+        began.elapsed()
+    );
+
+    let version = server_version(&cluster).await;
+    assert!(
+        version.starts_with("16"),
+        "SHOW server_version is {version}"
+    );
+    assert_eq!(contents(&cluster).await, before, "every row survived");
+
+    let db = cluster.database().await.expect("the database");
+    let up = db.status.and_then(|s| s.upgrade).expect("status.upgrade");
+    let major = up.major.expect("status.upgrade.major");
+    eprintln!(
+        "status.upgrade: {}",
+        serde_json::to_string(&major).unwrap_or_default()
+    );
+    assert_eq!(
+        (up.from_version.as_str(), up.to_version.as_str()),
+        ("15", "16")
+    );
+    assert_eq!(major.previous_data_volume, "data-orders-0");
+    assert_eq!(major.data_volume, "orders-data-16");
+    assert_eq!(major.backup_volume, "orders-backup-16");
+    assert!(major.verified.is_some() && major.retain_until.is_some());
+    for claim in ["data-orders-0", "orders-backup-16", "orders-data-16"] {
+        assert!(cluster.claim_exists(claim).await, "PVC {claim} is kept");
+    }
+    let job = cluster.api::<Job>().get(&major.job).await.expect("the Job");
+    assert_eq!(job.status.and_then(|s| s.succeeded), Some(1));
+    let sts = cluster
+        .api::<StatefulSet>()
+        .get("orders")
+        .await
+        .expect("the StatefulSet");
+    let template = sts.spec.expect("spec").template.spec.expect("pod spec");
+    assert_eq!(template.containers[0].image.as_deref(), Some("postgres:16"));
+    assert!(template.volumes.iter().flatten().any(|v| {
+        v.persistent_volume_claim
+            .as_ref()
+            .is_some_and(|c| c.claim_name == "orders-data-16")
+    }));
+    let events = cluster.inner.events("orders").await;
+    for reason in [
+        "MajorUpgradeStarted",
+        "MajorUpgradeVerified",
+        "MajorUpgradeComplete",
+    ] {
+        assert!(
+            events.iter().any(|e| e.contains(reason)),
+            "an Event {reason}:\n{}",
+            events.join("\n")
+        );
+    }
+    // The rows can still be written to after the upgrade.
+    let owner = cluster.connect_as("orders-credentials", None).await;
+    owner
+        .batch_execute("INSERT INTO items VALUES (4, 'four')")
+        .await
+        .expect("16 takes writes");
+    drop(owner);
+
+    // At rest after the upgrade, a reconcile writes nothing.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let counters = cluster.sandbox().counters();
+    counters.reset();
+    let touch = json!({"metadata": {"annotations": {"example.com/touched": "yes"}}});
+    cluster
+        .api::<StatefulSet>()
+        .patch("orders", &PatchParams::default(), &Patch::Merge(&touch))
+        .await
+        .expect("annotates");
+    cluster
+        .wait_until("a reconcile follows the annotation", || async {
+            counters.get("get", "statefulsets") > 0
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        counters.writes().saturating_sub(1),
+        0,
+        "writes at rest: {:?}",
+        counters.snapshot()
+    );
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn without_allow_major_a_major_change_is_refused_and_nothing_is_touched() {
+    let Some(cluster) = Cluster::start(&[15]).await else {
+        return;
+    };
+    database_at_15_with_rows(&cluster).await;
+    let generation = cluster
+        .api::<StatefulSet>()
+        .get("orders")
+        .await
+        .expect("the StatefulSet")
+        .metadata
+        .generation;
+    cluster
+        .inner
+        .patch_spec("orders", json!({"version": "16"}))
+        .await
+        .expect("the spec is patched");
+    cluster
+        .wait_until("the change is refused", || async {
+            cluster
+                .condition("Ready")
+                .await
+                .is_some_and(|(status, reason, _)| {
+                    status == "False" && reason == "RefusedMajorUpgrade"
+                })
+        })
+        .await;
+    let (_, _, message) = cluster.condition("Ready").await.expect("Ready");
+    assert!(message.contains("allowMajor"), "{message}");
+    // Give a wrong operator time to act, then look.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let sts = cluster
+        .api::<StatefulSet>()
+        .get("orders")
+        .await
+        .expect("the StatefulSet");
+    assert_eq!(
+        sts.metadata.generation, generation,
+        "the StatefulSet is untouched"
+    );
+    assert_eq!(
+        sts.spec
+            .expect("spec")
+            .template
+            .spec
+            .expect("pod spec")
+            .containers[0]
+            .image
+            .as_deref(),
+        Some("postgres:15")
+    );
+    let jobs = cluster
+        .api::<Job>()
+        .list(&ListParams::default())
+        .await
+        .expect("lists");
+    assert!(jobs.items.is_empty(), "no Job");
+    let claims: Vec<String> = cluster
+        .api::<PersistentVolumeClaim>()
+        .list(&ListParams::default())
+        .await
+        .expect("lists")
+        .items
+        .iter()
+        .map(|c| c.name_any())
+        .collect();
+    assert_eq!(claims, ["data-orders-0"]);
+    assert!(server_version(&cluster).await.starts_with("15"));
+    assert_eq!(contents(&cluster).await[0], "3");
+    let events = cluster.inner.events("orders").await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("Warning RefusedMajorUpgrade")),
+        "{}",
+        events.join("\n")
+    );
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn a_migration_whose_restore_fails_rolls_back_and_the_old_data_serves_again() {
+    let Some(cluster) = Cluster::start(&[15, 16]).await else {
+        return;
+    };
+    database_at_15_with_rows(&cluster).await;
+    // A setting 15 accepts and 16 no longer knows (renamed debug_parallel_query):
+    // the dump carries it, and its restore into 16 fails.
+    let owner = cluster.connect_as("orders-credentials", None).await;
+    owner
+        .batch_execute("ALTER DATABASE app SET force_parallel_mode = off")
+        .await
+        .expect("15 accepts the setting");
+    drop(owner);
+    let before = contents(&cluster).await;
+
+    let began = Instant::now();
+    cluster
+        .inner
+        .patch_spec(
+            "orders",
+            json!({"version": "16", "upgrade": {"allowMajor": true}}),
+        )
+        .await
+        .expect("the spec is patched");
+    cluster
+        .wait_until(
+            "the upgrade is rolled back and 15 is Ready again",
+            || async {
+                cluster.upgrade_phase().await == Some(UpgradePhase::RolledBack)
+                    && cluster.ready_at("15").await
+                    && cluster
+                        .condition("Progressing")
+                        .await
+                        .is_some_and(|(_, reason, _)| reason == "MajorUpgradeRolledBack")
+            },
+        )
+        .await;
+    eprintln!(
+        "the failed migration was rolled back in {:.1?}",
+        began.elapsed()
+    );
+
+    let db = cluster.database().await.expect("the database");
+    let up = db.status.and_then(|s| s.upgrade).expect("status.upgrade");
+    let major = up.major.expect("status.upgrade.major");
+    let failure = major.failure.clone().unwrap_or_default();
+    eprintln!("failure: {failure}");
+    assert!(
+        failure.contains("force_parallel_mode") || failure.contains("kubectl logs job/"),
+        "the failure says why, or where to read why: {failure}"
+    );
+    assert!(major.switched_at.is_none(), "rolled back before any switch");
+    let (_, reason, message) = cluster.condition("Progressing").await.expect("Progressing");
+    assert_eq!(reason, "MajorUpgradeRolledBack", "{message}");
+
+    // The old server serves again, through the Service, with every row.
+    let version = server_version(&cluster).await;
+    assert!(
+        version.starts_with("15"),
+        "SHOW server_version is {version}"
+    );
+    assert_eq!(contents(&cluster).await, before);
+    let owner = cluster.connect_as("orders-credentials", None).await;
+    owner
+        .batch_execute("INSERT INTO items VALUES (4, 'four')")
+        .await
+        .expect("15 takes writes again");
+    let service = cluster
+        .api::<Service>()
+        .get("orders")
+        .await
+        .expect("the Service");
+    assert!(
+        !service
+            .spec
+            .and_then(|s| s.selector)
+            .is_some_and(|s| s.contains_key("pgdb.example.com/fenced-by"))
+    );
+
+    // The evidence stays.
+    let job = cluster
+        .api::<Job>()
+        .get(&major.job)
+        .await
+        .expect("the Job is kept");
+    assert_eq!(job.status.and_then(|s| s.failed), Some(1));
+    assert!(cluster.claim_exists("orders-backup-16").await);
+    assert!(cluster.claim_exists("data-orders-0").await);
+    let events = cluster.inner.events("orders").await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("Warning MajorUpgradeRolledBack")),
+        "{}",
+        events.join("\n")
+    );
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn a_major_can_be_skipped_and_setting_the_previous_version_returns_to_the_kept_volume() {
+    let Some(cluster) = Cluster::start(&[15, 17]).await else {
+        return;
+    };
+    database_at_15_with_rows(&cluster).await;
+    let before = contents(&cluster).await;
+
+    let began = Instant::now();
+    cluster
+        .inner
+        .patch_spec(
+            "orders",
+            json!({"version": "17", "upgrade": {"allowMajor": true}}),
+        )
+        .await
+        .expect("the spec is patched");
+    cluster
+        .wait_until("15 is upgraded to 17", || async {
+            cluster.upgrade_phase().await == Some(UpgradePhase::Complete)
+                && cluster.ready_at("17").await
+        })
+        .await;
+    eprintln!("15 to 17 took {:.1?}", began.elapsed());
+    assert!(server_version(&cluster).await.starts_with("17"));
+    assert_eq!(contents(&cluster).await, before);
+    let owner = cluster.connect_as("orders-credentials", None).await;
+    owner
+        .batch_execute("INSERT INTO items VALUES (4, 'written on 17')")
+        .await
+        .expect("17 takes writes");
+    drop(owner);
+
+    // Within the retention, the previous version is a way back, not a refused downgrade.
+    let began = Instant::now();
+    cluster
+        .inner
+        .patch_spec("orders", json!({"version": "15"}))
+        .await
+        .expect("the spec is patched");
+    cluster
+        .wait_until("15 serves its kept volume again", || async {
+            cluster.upgrade_phase().await == Some(UpgradePhase::RolledBack)
+                && cluster.ready_at("15").await
+                && cluster
+                    .condition("Progressing")
+                    .await
+                    .is_some_and(|(_, reason, _)| reason == "MajorUpgradeRolledBack")
+        })
+        .await;
+    eprintln!("17 back to 15 took {:.1?}", began.elapsed());
+    assert!(server_version(&cluster).await.starts_with("15"));
+    assert_eq!(
+        contents(&cluster).await,
+        before,
+        "the data as it was before the upgrade; what 17 wrote is on its own volume"
+    );
+    assert!(
+        cluster.claim_exists("orders-data-17").await,
+        "17's data is kept"
+    );
+    let (_, reason, message) = cluster.condition("Progressing").await.expect("Progressing");
+    assert_eq!(reason, "MajorUpgradeRolledBack");
+    assert!(message.contains("orders-data-17"), "{message}");
+    let (ready, ready_reason, _) = cluster.condition("Ready").await.expect("Ready");
+    assert_eq!(
+        (ready.as_str(), ready_reason.as_str()),
+        ("True", "DatabaseReady")
+    );
+    cluster.stop().await;
+}
