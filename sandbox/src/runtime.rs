@@ -32,6 +32,9 @@ pub enum ContainerState {
         reason: String,
         started_at: String,
         finished_at: String,
+        /// The termination message (what the container wrote to its
+        /// `terminationMessagePath`, or its log's end on a fallback).
+        message: Option<String>,
     },
 }
 
@@ -338,6 +341,7 @@ impl PodRuntime for SimulatedRuntime {
                             },
                             started_at: c.started_wall.clone(),
                             finished_at: at.clone(),
+                            message: None,
                         },
                         ready: false,
                         restart_count: c.restart_count,

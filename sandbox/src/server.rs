@@ -11,7 +11,8 @@
 //! and the HTTP method picks the verb: GET is `get`, `list` or (with
 //! `?watch=true`) `watch`; POST is `create`; PUT `update`; PATCH `patch`
 //! (the Content-Type says which patch format); DELETE `delete` or, on a
-//! collection, `deletecollection`. Discovery documents at `/api`, `/apis`
+//! collection, `deletecollection`. `pods/portforward` is a connect
+//! subresource: the request is upgraded ([`crate::portforward`]). Discovery documents at `/api`, `/apis`
 //! and each group version let clients find out what is served. Every error
 //! is a `Status` object with the real code and reason.
 
@@ -177,6 +178,7 @@ fn parse_target(st: &AppState, segs: &[&str]) -> Result<(Target, bool)> {
             "status" => target.rt.status,
             "scale" => target.rt.scale.is_some(),
             "log" => target.rt.log,
+            "portforward" => target.rt.plural == "pods" && target.rt.group.is_empty(),
             "finalize" => target.rt.plural == "namespaces" && target.rt.group.is_empty(),
             _ => false,
         };
@@ -312,7 +314,7 @@ fn delete_options(q: &HashMap<String, String>, body: &[u8]) -> Result<DeleteOpti
 }
 
 async fn route(st: &AppState, req: Request) -> Result<Response> {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let q = parse_query(parts.uri.query());
@@ -344,6 +346,8 @@ async fn route(st: &AppState, req: Request) -> Result<Response> {
         (&Method::GET, false) => "list",
         (&Method::GET, true) => "get",
         (&Method::POST, false) => "create",
+        // Connect subresources: kube-rs upgrades a GET, kubectl a POST.
+        (&Method::POST, true) if target.sub.as_deref() == Some("portforward") => "create",
         (&Method::PUT, true) => "update",
         (&Method::PATCH, true) => "patch",
         (&Method::DELETE, true) => "delete",
@@ -357,6 +361,13 @@ async fn route(st: &AppState, req: Request) -> Result<Response> {
     st.counters.record(verb, &resource);
     if let Some(code) = st.faults.take(verb, &resource) {
         return Err(Error::injected(code));
+    }
+    if target.sub.as_deref() == Some("portforward") {
+        let (ns, name) = (
+            target.namespace.clone().unwrap_or_default(),
+            target.name.clone().unwrap_or_default(),
+        );
+        return crate::portforward::serve(&st.cluster, &rt, &mut parts, &ns, &name).await;
     }
 
     // Bodies are read whole, up to the real server's 3 MiB request limit.

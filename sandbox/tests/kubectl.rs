@@ -506,3 +506,19 @@ async fn explain_prints_the_crd_schema() {
     let out = k.ok(&["explain", "configmaps.data"]).await;
     assert!(out.contains("KIND:       ConfigMap"), "{out}");
 }
+
+/// kubectl's port-forward speaks SPDY (tunnelled in a websocket, then
+/// directly), which the sandbox does not serve: it fails at once and
+/// says why, rather than hanging or forwarding nothing.
+#[tokio::test]
+async fn port_forward_fails_saying_the_sandbox_serves_no_spdy() {
+    let Some(k) = cluster().await else { return };
+    k.ok(&["run", "p", "--image=postgres:16"]).await;
+    let r = k.run(&["port-forward", "pod/p", "0:5432"]).await;
+    assert!(!r.ok, "kubectl port-forward cannot succeed: {}", r.stdout);
+    assert!(
+        r.stderr.contains("the sandbox does not serve SPDY"),
+        "{}",
+        r.stderr
+    );
+}

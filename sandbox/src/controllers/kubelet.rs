@@ -39,8 +39,15 @@ fn state_json(state: &ContainerState, message: Option<&str>) -> Value {
             reason,
             started_at,
             finished_at,
-        } => json!({"terminated": {
-            "exitCode": exit_code, "reason": reason, "startedAt": started_at, "finishedAt": finished_at}}),
+            message,
+        } => {
+            let mut t = json!({
+                "exitCode": exit_code, "reason": reason, "startedAt": started_at, "finishedAt": finished_at});
+            if let Some(m) = message.as_deref().filter(|m| !m.is_empty()) {
+                t["message"] = json!(m);
+            }
+            json!({ "terminated": t })
+        }
     }
 }
 

@@ -1,14 +1,21 @@
 //! Which PostgreSQL binaries an image tag runs.
 //!
 //! `postgres:<tag>` names a major version by the tag's leading number
-//! (`15`, `16.4`, `17-bookworm`). The server binaries (initdb, pg_ctl,
-//! postgres) of a major come from Debian's packages
-//! (`/usr/lib/postgresql/<major>/bin`) or from the cache that
-//! `scripts/install-postgres.sh` fills
-//! (`${PGDB_POSTGRES_CACHE:-$HOME/.cache/pgdb-operator/postgres}/<major>/bin`).
+//! (`15`, `16.4`, `17-bookworm`) and, when a dot follows, a minor (`16.4`
+//! names 16.4). The server binaries (initdb, pg_ctl, postgres) come from
+//! Debian's packages (`/usr/lib/postgresql/<major>/bin`) or from the cache
+//! that `scripts/install-postgres.sh` fills
+//! (`${PGDB_POSTGRES_CACHE:-$HOME/.cache/pgdb-operator/postgres}`): a tag
+//! naming a minor runs `<cache>/<major>.<minor>/bin` when exactly that
+//! minor is installed, so `postgres:16.2` and `postgres:16.4` report
+//! different `server_version`s, as on a cluster; otherwise (and for a tag
+//! naming only a major) it runs the major's binaries, Debian's or
+//! `<cache>/<major>/bin`, whatever minor they are. That fallback keeps
+//! every 16.x tag running with one install of 16, at the price of running
+//! another minor than the tag says.
 //! The client tools (psql, pg_dump, pg_isready, ...) come from the newest
 //! Debian major installed. A major with no server binaries is an image that
-//! cannot be pulled: never silently replaced by another version.
+//! cannot be pulled: never silently replaced by another major.
 
 use std::path::{Path, PathBuf};
 
@@ -49,29 +56,57 @@ pub fn is_postgres_image(image: &str) -> bool {
 
 /// The major version an image's tag names (`postgres:16.4` → 16).
 pub fn major_of(image: &str) -> Option<u32> {
+    version_of(image).map(|(major, _)| major)
+}
+
+/// The major and, when the tag names one, the minor version of an image
+/// (`postgres:16.4-bookworm` → (16, Some(4)), `postgres:17` → (17, None)).
+pub fn version_of(image: &str) -> Option<(u32, Option<u32>)> {
     let name = image.split('@').next().unwrap_or(image);
     let (_, tag) = name.rsplit_once(':')?;
-    let digits: String = tag.chars().take_while(char::is_ascii_digit).collect();
-    digits.parse().ok()
+    let number = |s: &str| -> Option<u32> {
+        let digits: String = s.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().ok()
+    };
+    let major = number(tag)?;
+    let rest = &tag[major.to_string().len()..];
+    let minor = rest.strip_prefix('.').and_then(number);
+    Some((major, minor))
 }
 
 impl Binaries {
     /// The `bin` directory with `postgres` and `initdb` for a major, or a
     /// message naming what is missing.
     pub fn server(&self, major: u32) -> Result<PathBuf, String> {
-        let candidates = [
-            self.debian.join(major.to_string()).join("bin"),
-            self.cache.join(major.to_string()).join("bin"),
-        ];
+        self.server_for(major, None)
+    }
+
+    /// The `bin` directory for a version: exactly `major.minor` when a
+    /// minor is given and installed (`<cache>/16.4/bin`), else the major's
+    /// (Debian's, then `<cache>/<major>/bin`); or a message naming what is
+    /// missing.
+    pub fn server_for(&self, major: u32, minor: Option<u32>) -> Result<PathBuf, String> {
+        let exact = minor.map(|m| self.cache.join(format!("{major}.{m}")).join("bin"));
+        let candidates: Vec<PathBuf> = exact
+            .into_iter()
+            .chain([
+                self.debian.join(major.to_string()).join("bin"),
+                self.cache.join(major.to_string()).join("bin"),
+            ])
+            .collect();
         for dir in &candidates {
             if dir.join("postgres").is_file() && dir.join("initdb").is_file() {
                 return Ok(dir.clone());
             }
         }
+        let looked: Vec<String> = candidates.iter().map(|d| d.display().to_string()).collect();
+        let install = match minor {
+            Some(m) => format!("{major}.{m}"),
+            None => major.to_string(),
+        };
         Err(format!(
-            "PostgreSQL {major} server binaries not found (looked for postgres and initdb in {} and {}); install them with scripts/install-postgres.sh {major}",
-            candidates[0].display(),
-            candidates[1].display()
+            "PostgreSQL {major} server binaries not found (looked for postgres and initdb in {}); install them with scripts/install-postgres.sh {install}",
+            looked.join(" and ")
         ))
     }
 
@@ -117,17 +152,22 @@ pub fn reachable_by_others(path: &Path) -> bool {
 /// Makes the binaries of `bin` (a `<root>/bin` tree with `lib` and `share`
 /// beside it) reachable by an unprivileged user: a root-owned home such as
 /// `/root/.cache` is not, so the tree is linked (hard links, else copied)
-/// under `stage/<major>` once and reused.
-pub fn stage(bin: &Path, stage: &Path, major: u32) -> Result<PathBuf, String> {
+/// under `stage/<version>` (`16`, `16.4`: the tree's directory name) once
+/// and reused.
+pub fn stage(bin: &Path, stage: &Path) -> Result<PathBuf, String> {
     if reachable_by_others(bin) {
         return Ok(bin.to_path_buf());
     }
     let tree = bin.parent().unwrap_or(bin);
-    let target = stage.join(major.to_string());
+    let version = tree
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let target = stage.join(&version);
     if target.join("bin/postgres").is_file() {
         return Ok(target.join("bin"));
     }
-    let tmp = stage.join(format!(".{major}-{}", std::process::id()));
+    let tmp = stage.join(format!(".{version}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(stage)
         .map_err(|e| format!("cannot create {}: {e}", stage.display()))?;
@@ -149,7 +189,7 @@ pub fn stage(bin: &Path, stage: &Path, major: u32) -> Result<PathBuf, String> {
             ));
         }
     }
-    // Another sandbox may have staged the same major meanwhile: either copy will do.
+    // Another sandbox may have staged the same version meanwhile: either copy will do.
     if std::fs::rename(&tmp, &target).is_err() {
         let _ = std::fs::remove_dir_all(&tmp);
     }
@@ -183,5 +223,43 @@ mod tests {
         assert!(message.contains("PostgreSQL 14"), "{message}");
         assert!(message.contains("/nonexistent/cache/14/bin"), "{message}");
         assert!(message.contains("install-postgres.sh 14"), "{message}");
+    }
+
+    #[test]
+    fn a_tag_naming_a_minor_names_it_and_one_naming_a_major_does_not() {
+        assert_eq!(version_of("postgres:16.4"), Some((16, Some(4))));
+        assert_eq!(version_of("postgres:16.4-bookworm"), Some((16, Some(4))));
+        assert_eq!(version_of("postgres:17-bookworm"), Some((17, None)));
+        assert_eq!(version_of("postgres:16"), Some((16, None)));
+        assert_eq!(version_of("postgres:16."), Some((16, None)));
+        assert_eq!(version_of("postgres:latest"), None);
+    }
+
+    /// A fake install: `<root>/<version>/bin` with empty postgres and initdb.
+    fn install(root: &Path, version: &str) -> PathBuf {
+        let bin = root.join(version).join("bin");
+        std::fs::create_dir_all(&bin).expect("a temporary directory");
+        for f in ["postgres", "initdb"] {
+            std::fs::write(bin.join(f), "").expect("a temporary file");
+        }
+        bin
+    }
+
+    #[test]
+    fn a_minor_runs_its_own_binaries_when_installed_and_the_major_s_otherwise() {
+        let root = std::env::temp_dir().join(format!("pgdb-binaries-{}", std::process::id()));
+        let b = Binaries {
+            debian: root.join("debian"),
+            cache: root.join("cache"),
+        };
+        let major = install(&b.cache, "16");
+        let exact = install(&b.cache, "16.4");
+        assert_eq!(b.server_for(16, Some(4)), Ok(exact));
+        assert_eq!(b.server_for(16, Some(2)), Ok(major.clone()));
+        assert_eq!(b.server_for(16, None), Ok(major));
+        let message = b.server_for(17, Some(1)).expect_err("17 is not installed");
+        assert!(message.contains("17.1/bin"), "{message}");
+        assert!(message.contains("install-postgres.sh 17.1"), "{message}");
+        let _ = std::fs::remove_dir_all(&root);
     }
 }

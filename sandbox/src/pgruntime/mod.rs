@@ -11,12 +11,16 @@
 //! tag's major version ([`binaries`]); containers whose command is a
 //! PostgreSQL client tool or a shell run that command; any other container
 //! is simulated (runs, is ready, and a run-to-completion one exits 0).
-//! Probes, restarts with back-off, logs and faults behave as the kubelet's.
+//! Probes, restarts with back-off, logs, termination messages
+//! ([`termination`]), ConfigMap and Secret volumes that follow their
+//! objects ([`projection`]) and faults behave as the kubelet's.
 
 pub mod binaries;
 pub mod net;
 pub mod process;
+pub mod projection;
 pub mod rewrite;
+pub mod termination;
 pub mod volume;
 
 use std::collections::{BTreeMap, HashMap};
@@ -28,7 +32,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
 use base64::Engine;
-use k8s_openapi::api::core::v1::{Container, Pod, Probe};
+use k8s_openapi::api::core::v1::{Container, Pod, Probe, VolumeMount};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 use tokio::sync::{Notify, watch};
@@ -82,6 +86,10 @@ pub struct PostgresConfig {
     /// Longest wait between the stop signal and SIGKILL when a pod is
     /// deleted (the pod's `terminationGracePeriodSeconds` if shorter).
     pub max_grace: Duration,
+    /// How long after a ConfigMap or Secret changes the files of running
+    /// pods' volumes follow (one second; a kubelet takes up to its sync
+    /// period plus its cache's TTL, about a minute).
+    pub volume_sync_delay: Duration,
 }
 
 impl Default for PostgresConfig {
@@ -93,6 +101,7 @@ impl Default for PostgresConfig {
             max_backoff: Duration::from_secs(300),
             max_probe_period: Some(Duration::from_secs(1)),
             max_grace: Duration::from_secs(10),
+            volume_sync_delay: Duration::from_secs(1),
         }
     }
 }
@@ -148,6 +157,22 @@ struct PodCtx {
     cells: Vec<Arc<Cell>>,
     /// Host directories of the pod's claims, once known.
     claims: Mutex<Vec<PathBuf>>,
+    /// The pod's ConfigMap and Secret volumes, once written, kept current.
+    projected: Mutex<Projected>,
+    /// Whether its processes are all gone (guarded by `Inner::releasing`'s
+    /// lock, with `holds_claims`): a pod deleted after it finished (a
+    /// completed Job's) holds no volume, so nothing waits for it.
+    finished: std::sync::atomic::AtomicBool,
+    /// The claims its deletion counted as being released, to uncount.
+    counted: Mutex<Vec<PathBuf>>,
+}
+
+/// What keeping a pod's ConfigMap and Secret volumes current needs.
+#[derive(Default)]
+struct Projected {
+    /// Every container's mounts, to translate paths in the files' text.
+    mounts: Mounts,
+    volumes: Vec<projection::Projection>,
 }
 
 impl PodCtx {
@@ -156,6 +181,60 @@ impl PodCtx {
     }
     fn claims(&self) -> MutexGuard<'_, Vec<PathBuf>> {
         self.claims.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    fn projected(&self) -> MutexGuard<'_, Projected> {
+        // Replaced in single steps.
+        self.projected.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    /// Whether a volume of the pod is a ConfigMap or Secret volume.
+    fn is_projected(&self, volume: &str) -> bool {
+        self.pod
+            .spec
+            .iter()
+            .flat_map(|s| s.volumes.iter().flatten())
+            .any(|v| v.name == volume && (v.config_map.is_some() || v.secret.is_some()))
+    }
+    /// The host path container `container`'s mount number `index` shows:
+    /// the volume's directory, or the `subPath` inside it; for a
+    /// ConfigMap or Secret volume with a `subPath`, the container's own
+    /// copy under `volume-subpaths/` (see [`projection`]).
+    fn mount_host(
+        &self,
+        volumes: &HashMap<String, PathBuf>,
+        container: &str,
+        index: usize,
+        m: &VolumeMount,
+    ) -> Option<PathBuf> {
+        let base = volumes.get(&m.name)?;
+        match m.sub_path.as_deref().filter(|s| !s.is_empty()) {
+            Some(_) if self.is_projected(&m.name) => Some(
+                self.dir
+                    .join("volume-subpaths")
+                    .join(&m.name)
+                    .join(container)
+                    .join(index.to_string()),
+            ),
+            Some(sub) => Some(base.join(projection::safe_rel(sub)?)),
+            None => Some(base.clone()),
+        }
+    }
+    /// A container's mounts: container path → host path.
+    fn mounts_of(
+        &self,
+        volumes: &HashMap<String, PathBuf>,
+        spec: &Container,
+    ) -> Vec<(String, PathBuf)> {
+        spec.volume_mounts
+            .iter()
+            .flatten()
+            .enumerate()
+            .filter_map(|(i, m)| {
+                Some((
+                    m.mount_path.clone(),
+                    self.mount_host(volumes, &spec.name, i, m)?,
+                ))
+            })
+            .collect()
     }
 }
 
@@ -180,7 +259,8 @@ struct Inner {
     releasing: Mutex<HashMap<PathBuf, usize>>,
     released: Notify,
     forced_ready: Mutex<HashMap<(String, String), bool>>,
-    staged: Mutex<HashMap<u32, std::result::Result<PathBuf, String>>>,
+    /// Server binaries found (and staged) per (major, minor) of a tag.
+    staged: Mutex<HashMap<(u32, Option<u32>), PathBuf>>,
     watchdog: Mutex<Option<std::process::Child>>,
     counter: AtomicU32,
     closed: AtomicBool,
@@ -445,18 +525,21 @@ impl Inner {
         self.notify.notify_one();
     }
 
-    /// The server binaries of a major, reachable by the run-as user.
-    fn server_bin(&self, major: u32) -> std::result::Result<PathBuf, String> {
-        if let Some(r) = lock(&self.staged).get(&major) {
-            return r.clone();
+    /// The server binaries of a version (exactly the minor when it is
+    /// installed, else the major's), reachable by the run-as user.
+    fn server_bin(&self, major: u32, minor: Option<u32>) -> std::result::Result<PathBuf, String> {
+        if let Some(bin) = lock(&self.staged).get(&(major, minor)) {
+            return Ok(bin.clone());
         }
-        let found = self.config.binaries.server(major)?;
-        let r = match &self.run_as {
-            Ok(RunAs { ids: Some(_), .. }) => binaries::stage(&found, &self.stage, major),
-            _ => Ok(found),
+        let found = self.config.binaries.server_for(major, minor)?;
+        let bin = match &self.run_as {
+            Ok(RunAs { ids: Some(_), .. }) => binaries::stage(&found, &self.stage)?,
+            _ => found,
         };
-        lock(&self.staged).insert(major, r.clone());
-        r
+        // Only what was found is remembered: binaries installed while the
+        // sandbox runs are picked up at the next pull attempt.
+        lock(&self.staged).insert((major, minor), bin.clone());
+        Ok(bin)
     }
 
     fn register_group(&self, pgid: i32) {
@@ -682,75 +765,6 @@ fn resolve_env(
     Ok(env)
 }
 
-/// A name the kubelet would accept as a file name under a volume.
-fn safe_rel(path: &str) -> Option<PathBuf> {
-    let p = Path::new(path);
-    p.components()
-        .all(|c| matches!(c, std::path::Component::Normal(_)))
-        .then(|| p.to_path_buf())
-}
-
-/// Writes the files of a ConfigMap or Secret volume.
-#[allow(clippy::too_many_arguments)]
-fn write_projection(
-    dir: &Path,
-    data: &BTreeMap<String, Vec<u8>>,
-    items: Option<&Vec<k8s_openapi::api::core::v1::KeyToPath>>,
-    default_mode: i32,
-    run_as: &RunAs,
-    rewrite_text: &dyn Fn(&str) -> String,
-) -> std::result::Result<(), Wait> {
-    use std::os::unix::fs::PermissionsExt;
-    let fail = |e: std::io::Error| {
-        wait(
-            "CreateContainerConfigError",
-            format!("cannot write volume {}: {e}", dir.display()),
-        )
-    };
-    let _ = std::fs::remove_dir_all(dir);
-    std::fs::create_dir_all(dir).map_err(fail)?;
-    let files: Vec<(String, String, i32)> = match items {
-        Some(items) => items
-            .iter()
-            .map(|i| {
-                (
-                    i.key.clone(),
-                    i.path.clone(),
-                    i.mode.unwrap_or(default_mode),
-                )
-            })
-            .collect(),
-        None => data
-            .keys()
-            .map(|k| (k.clone(), k.clone(), default_mode))
-            .collect(),
-    };
-    for (key, rel, mode) in files {
-        let Some(bytes) = data.get(&key) else {
-            return Err(wait(
-                "CreateContainerConfigError",
-                format!("configmap or secret has no key {key}"),
-            ));
-        };
-        let Some(rel) = safe_rel(&rel) else { continue };
-        let path = dir.join(rel);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(fail)?;
-        }
-        // Text files get the container's paths and names translated (a
-        // postgresql.conf naming its hba_file under the mount, say).
-        let content = match std::str::from_utf8(bytes) {
-            Ok(text) => rewrite_text(text).into_bytes(),
-            Err(_) => bytes.clone(),
-        };
-        std::fs::write(&path, content).map_err(fail)?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode as u32 & 0o7777))
-            .map_err(fail)?;
-        run_as.own(&path).map_err(fail)?;
-    }
-    Ok(())
-}
-
 /// What a container runs.
 enum Launch {
     /// A real process: program and arguments, already translated.
@@ -765,6 +779,8 @@ enum Launch {
         /// The data directory, to find a postmaster that left the group.
         pgdata: Option<PathBuf>,
         mounts: Mounts,
+        /// The host file behind the termination message path.
+        termination: PathBuf,
     },
     /// Nothing to run: the container is simulated.
     Simulated { why: String },
@@ -823,8 +839,8 @@ impl Inner {
                 }
                 claims.push(host.clone());
                 out.insert(v.name.clone(), host);
-            } else if v.config_map.is_some() || v.secret.is_some() {
-                pending_files.push(v.clone());
+            } else if let Some(source) = projection::Source::of(v) {
+                pending_files.push((v.name.clone(), source));
                 out.insert(v.name.clone(), dir);
             } else {
                 // emptyDir, and anything else, is an empty directory of the pod.
@@ -839,65 +855,81 @@ impl Inner {
         let mounts = Mounts::new(
             spec.containers
                 .iter()
-                .flat_map(|ct| ct.volume_mounts.iter().flatten())
-                .filter_map(|m| {
-                    let base = out.get(&m.name)?;
-                    let host = match m.sub_path.as_deref().filter(|s| !s.is_empty()) {
-                        Some(sub) => base.join(safe_rel(sub)?),
-                        None => base.clone(),
-                    };
-                    Some((m.mount_path.clone(), host))
-                })
+                .flat_map(|ct| ctx.mounts_of(&out, ct))
                 .collect(),
         );
         let rewrite_text = |t: &str| rewrite::rewrite_paths(t, &mounts);
-        for v in pending_files {
-            let dir = &out[&v.name];
+        let mut projections = vec![];
+        for (volume, source) in pending_files {
             // A ConfigMap or Secret volume: its keys become files.
-            let source = if let Some(cm) = &v.config_map {
-                Some((
-                    "configmaps",
-                    "configmap",
-                    cm.name.clone(),
-                    cm.items.as_ref(),
-                    cm.default_mode,
-                    cm.optional,
-                ))
-            } else {
-                v.secret.as_ref().map(|s| {
-                    (
-                        "secrets",
-                        "secret",
-                        s.secret_name.clone().unwrap_or_default(),
-                        s.items.as_ref(),
-                        s.default_mode,
-                        s.optional,
-                    )
-                })
+            let dir = &out[&volume];
+            let files = match object_data(&c, source.plural, &ctx.ns, &source.name) {
+                Some(data) => projection::files(&source, &data, &rewrite_text)
+                    .map_err(|m| wait("CreateContainerConfigError", m))?,
+                None if source.optional => vec![],
+                None => {
+                    return Err(wait(
+                        "ContainerCreating",
+                        format!("{} \"{}\" not found", source.kind, source.name),
+                    ));
+                }
             };
-            if let Some((plural, kind, name, items, mode, optional)) = source {
-                match object_data(&c, plural, &ctx.ns, &name) {
-                    Some(data) => write_projection(
-                        dir,
-                        &data,
-                        items,
-                        mode.unwrap_or(0o644),
-                        run_as,
-                        &rewrite_text,
-                    )?,
-                    None if optional.unwrap_or(false) => {
-                        std::fs::create_dir_all(dir).map_err(fail)?;
+            projection::write(dir, &files, run_as).map_err(|e| {
+                wait(
+                    "CreateContainerConfigError",
+                    format!("cannot write volume {}: {e}", dir.display()),
+                )
+            })?;
+            projections.push(projection::Projection {
+                dir: dir.clone(),
+                source,
+                files: files.into_iter().map(|f| f.rel).collect(),
+            });
+        }
+        *ctx.projected() = Projected {
+            mounts: mounts.clone(),
+            volumes: projections,
+        };
+        Ok(out)
+    }
+
+    /// Brings the files of a running pod's ConfigMap and Secret volumes
+    /// up to date with their objects (see [`projection`]). An object that
+    /// is gone, or lacks a key an item names, leaves the files as they
+    /// are (the kubelet keeps the last good content); an optional one that
+    /// is gone empties its volume.
+    fn refresh_projections(&self, c: &Cluster, ctx: &PodCtx) {
+        let Ok(run_as) = &self.run_as else { return };
+        let mut projected = ctx.projected();
+        let Projected { mounts, volumes } = &mut *projected;
+        let rewrite_text = |t: &str| rewrite::rewrite_paths(t, mounts);
+        for p in volumes.iter_mut() {
+            if ctx.stopping() {
+                return;
+            }
+            let files = match object_data(c, p.source.plural, &ctx.ns, &p.source.name) {
+                Some(data) => match projection::files(&p.source, &data, &rewrite_text) {
+                    Ok(files) => files,
+                    Err(why) => {
+                        tracing::warn!(pod = %ctx.name, "{why}; volume not updated");
+                        continue;
                     }
-                    None => {
-                        return Err(wait(
-                            "ContainerCreating",
-                            format!("{kind} \"{name}\" not found"),
-                        ));
+                },
+                None if p.source.optional => vec![],
+                None => continue,
+            };
+            match projection::update(&p.dir, &p.files, &files, run_as) {
+                Ok(changed) => {
+                    if changed {
+                        tracing::debug!(pod = %ctx.name, dir = %p.dir.display(), "volume updated");
                     }
+                    p.files = files.into_iter().map(|f| f.rel).collect();
+                }
+                Err(e) => {
+                    tracing::warn!(pod = %ctx.name, dir = %p.dir.display(), error = %e, "cannot update volume");
                 }
             }
         }
-        Ok(out)
     }
 
     /// The address a name has for processes of pod `ctx`.
@@ -921,11 +953,11 @@ impl Inner {
         let image = spec.image.clone().unwrap_or_default();
         let postgres_image = binaries::is_postgres_image(&image);
         let server_bin = if postgres_image {
-            let major = binaries::major_of(&image).ok_or_else(|| {
+            let (major, minor) = binaries::version_of(&image).ok_or_else(|| {
                 wait("ErrImagePull", format!("image {image:?}: the tag names no PostgreSQL major version (use postgres:<major>[.<minor>])"))
             })?;
             Some(
-                self.server_bin(major)
+                self.server_bin(major, minor)
                     .map_err(|m| wait("ErrImagePull", format!("image {image:?}: {m}")))?,
             )
         } else {
@@ -965,20 +997,52 @@ impl Inner {
                 ),
             });
         }
-        let mounts = Mounts::new(
-            spec.volume_mounts
-                .iter()
-                .flatten()
-                .filter_map(|m| {
-                    let base = volumes.get(&m.name)?;
-                    let host = match m.sub_path.as_deref().filter(|s| !s.is_empty()) {
-                        Some(sub) => base.join(safe_rel(sub)?),
-                        None => base.clone(),
-                    };
-                    Some((m.mount_path.clone(), host))
-                })
-                .collect(),
-        );
+        let run_as = self
+            .run_as
+            .as_ref()
+            .map_err(|m| wait("CreateContainerError", m.clone()))?;
+        // A subPath of a ConfigMap or Secret volume is the volume's content
+        // as this start of the container finds it (see `projection`).
+        for (i, m) in spec.volume_mounts.iter().flatten().enumerate() {
+            let Some(sub) = m.sub_path.as_deref().filter(|s| !s.is_empty()) else {
+                continue;
+            };
+            let (Some(base), Some(copy)) = (
+                volumes.get(&m.name).filter(|_| ctx.is_projected(&m.name)),
+                ctx.mount_host(volumes, &spec.name, i, m),
+            ) else {
+                continue;
+            };
+            let from = projection::safe_rel(sub).map(|rel| base.join(rel));
+            let copied = match &from {
+                Some(from) => projection::copy_tree(from, &copy, run_as),
+                None => Err(std::io::Error::from(std::io::ErrorKind::InvalidInput)),
+            };
+            copied.map_err(|e| {
+                wait(
+                    "CreateContainerConfigError",
+                    format!(
+                        "failed to prepare subPath {sub:?} of volume {:?}: {e}",
+                        m.name
+                    ),
+                )
+            })?;
+        }
+        // The termination message file: mounted, on a node, over whatever
+        // the path holds (see `termination`).
+        let termination = ctx
+            .dir
+            .join("containers")
+            .join(&spec.name)
+            .join("termination-log");
+        let mut mount_list = ctx.mounts_of(volumes, spec);
+        let termination_path = spec
+            .termination_message_path
+            .clone()
+            .filter(|p| p.starts_with('/'))
+            .unwrap_or_else(|| "/dev/termination-log".into());
+        mount_list.push((termination_path, termination.clone()));
+        let mounts = Mounts::new(mount_list);
         let lookup = |name: &str| self.lookup(&c, ctx, name);
         let translate = |s: &str, whole_is_host: bool| {
             rewrite::rewrite_paths(&rewrite::rewrite_hosts(s, whole_is_host, &lookup), &mounts)
@@ -995,10 +1059,6 @@ impl Inner {
         path_dirs.extend(["/usr/local/bin", "/usr/bin", "/bin"].map(PathBuf::from));
         let path = std::env::join_paths(&path_dirs)
             .map_err(|e| wait("CreateContainerError", e.to_string()))?;
-        let run_as = self
-            .run_as
-            .as_ref()
-            .map_err(|m| wait("CreateContainerError", m.clone()))?;
         let mut full_env: Vec<(String, String)> = vec![
             ("PATH".into(), path.to_string_lossy().into_owned()),
             ("HOME".into(), rootfs.to_string_lossy().into_owned()),
@@ -1088,6 +1148,7 @@ impl Inner {
             stop_signal,
             pgdata,
             mounts,
+            termination,
         })
     }
 }
@@ -1140,6 +1201,9 @@ impl PodRuntime for PostgresRuntime {
             stop,
             cells,
             claims: Mutex::new(vec![]),
+            projected: Default::default(),
+            finished: Default::default(),
+            counted: Default::default(),
         });
         pods.insert(uid, ctx.clone());
         drop(pods);
@@ -1181,8 +1245,12 @@ impl PodRuntime for PostgresRuntime {
         };
         {
             let mut releasing = lock(&self.inner.releasing);
-            for claim in ctx.claims().iter() {
-                *releasing.entry(claim.clone()).or_default() += 1;
+            if !ctx.finished.load(Ordering::SeqCst) {
+                let claims = ctx.claims().clone();
+                for claim in &claims {
+                    *releasing.entry(claim.clone()).or_default() += 1;
+                }
+                *lock(&ctx.counted) = claims;
             }
         }
         let _ = ctx.stop.send(true);
@@ -1264,10 +1332,59 @@ impl PodRuntime for PostgresRuntime {
             }
         });
         lock(&self.inner.tasks).push(task.abort_handle());
+        let task = h.spawn(sync_projected_volumes(
+            Arc::downgrade(&self.inner),
+            Arc::downgrade(cluster),
+            cluster.store.subscribe(),
+        ));
+        lock(&self.inner.tasks).push(task.abort_handle());
     }
 
     fn shutdown(&self) {
         self.inner.shutdown();
+    }
+}
+
+/// Keeps the ConfigMap and Secret volumes of running pods current (see
+/// [`projection`]): `volume_sync_delay` after a ConfigMap or Secret
+/// changes, and every half minute in case a change was missed (a pod that
+/// was writing its volumes at the time, a lagging subscription).
+async fn sync_projected_volumes(
+    inner: Weak<Inner>,
+    cluster: Weak<Cluster>,
+    mut rx: tokio::sync::broadcast::Receiver<Arc<crate::store::Event>>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    const RESYNC: Duration = Duration::from_secs(30);
+    loop {
+        let _ = tokio::time::timeout(RESYNC, async {
+            loop {
+                match rx.recv().await {
+                    Ok(e) if matches!(e.key.as_str(), "/configmaps" | "/secrets") => return,
+                    Ok(_) => continue,
+                    Err(RecvError::Lagged(_)) => return,
+                    Err(RecvError::Closed) => std::future::pending::<()>().await,
+                }
+            }
+        })
+        .await;
+        let Some(delay) = inner.upgrade().map(|i| i.config.volume_sync_delay) else {
+            return;
+        };
+        tokio::time::sleep(delay).await;
+        // Changes during the wait are covered by this pass.
+        while !matches!(
+            rx.try_recv(),
+            Err(tokio::sync::broadcast::error::TryRecvError::Empty
+                | tokio::sync::broadcast::error::TryRecvError::Closed)
+        ) {}
+        let (Some(inner), Some(c)) = (inner.upgrade(), cluster.upgrade()) else {
+            return;
+        };
+        let pods: Vec<Arc<PodCtx>> = lock(&inner.pods).values().cloned().collect();
+        for ctx in pods {
+            inner.refresh_projections(&c, &ctx);
+        }
     }
 }
 
@@ -1301,6 +1418,33 @@ fn set_state(inner: &Inner, cell: &Cell, state: ContainerState, message: Option<
 }
 
 async fn run_pod(inner: Arc<Inner>, ctx: Arc<PodCtx>) {
+    run_pod_processes(&inner, &ctx).await;
+    // Whichever way the pod ended (its containers exited, or it was deleted
+    // while it waited for its volumes), its volumes are free now.
+    {
+        let mut releasing = lock(&inner.releasing);
+        ctx.finished.store(true, Ordering::SeqCst);
+        for claim in std::mem::take(&mut *lock(&ctx.counted)) {
+            if let Some(n) = releasing.get_mut(&claim) {
+                *n -= 1;
+                if *n == 0 {
+                    releasing.remove(&claim);
+                }
+            }
+        }
+    }
+    inner.released.notify_waiters();
+    if ctx.stopping() {
+        // The container filesystem goes with the pod; logs stay readable.
+        let _ = std::fs::remove_dir_all(ctx.dir.join("rootfs"));
+        let _ = std::fs::remove_dir_all(ctx.dir.join("volumes"));
+        let _ = std::fs::remove_dir_all(&ctx.sock);
+    }
+}
+
+async fn run_pod_processes(inner: &Arc<Inner>, ctx: &Arc<PodCtx>) {
+    let inner = inner.clone();
+    let ctx = ctx.clone();
     let mut stop = ctx.stop.subscribe();
     let prepared = async {
         let run_as = inner
@@ -1389,24 +1533,6 @@ async fn run_pod(inner: Arc<Inner>, ctx: Arc<PodCtx>) {
     }
     for h in handles {
         let _ = h.await;
-    }
-    if ctx.stopping() {
-        {
-            let mut releasing = lock(&inner.releasing);
-            for claim in ctx.claims().iter() {
-                if let Some(n) = releasing.get_mut(claim) {
-                    *n -= 1;
-                    if *n == 0 {
-                        releasing.remove(claim);
-                    }
-                }
-            }
-        }
-        inner.released.notify_waiters();
-        // The container filesystem goes with the pod; logs stay readable.
-        let _ = std::fs::remove_dir_all(ctx.dir.join("rootfs"));
-        let _ = std::fs::remove_dir_all(ctx.dir.join("volumes"));
-        let _ = std::fs::remove_dir_all(&ctx.sock);
     }
 }
 
@@ -1503,7 +1629,7 @@ async fn run_container(
         }
         first = false;
         let started = Instant::now();
-        let (code, reason, started_at) = match launch {
+        let (code, reason, started_at, message) = match launch {
             Launch::Simulated { why } => {
                 let _ = std::fs::write(&cell.log, format!("{why}\n"));
                 let started_at = crate::meta::now();
@@ -1524,7 +1650,7 @@ async fn run_container(
                 if sleep_or_stop(&ctx, Duration::from_millis(10)).await {
                     return;
                 }
-                (0, "Completed".to_string(), started_at)
+                (0, "Completed".to_string(), started_at, None)
             }
             Launch::Real {
                 program,
@@ -1534,6 +1660,7 @@ async fn run_container(
                 stop_signal,
                 pgdata,
                 mounts,
+                termination,
             } => {
                 match run_process(
                     &inner,
@@ -1547,6 +1674,7 @@ async fn run_container(
                     stop_signal,
                     pgdata,
                     mounts,
+                    termination,
                 )
                 .await
                 {
@@ -1573,6 +1701,7 @@ async fn run_container(
             reason,
             started_at,
             finished_at: crate::meta::now(),
+            message,
         };
         let restart = !ctx.stopping()
             && match policy.as_str() {
@@ -1629,7 +1758,7 @@ async fn run_container(
 }
 
 /// Runs one process of a container until it exits or the pod stops;
-/// returns (exit code, reason, startedAt).
+/// returns (exit code, reason, startedAt, termination message).
 #[allow(clippy::too_many_arguments)]
 async fn run_process(
     inner: &Arc<Inner>,
@@ -1643,7 +1772,8 @@ async fn run_process(
     stop_signal: Signal,
     pgdata: Option<PathBuf>,
     mounts: Mounts,
-) -> std::result::Result<(i32, String, String), Wait> {
+    termination: PathBuf,
+) -> std::result::Result<(i32, String, String, Option<String>), Wait> {
     let run_as = inner
         .run_as
         .as_ref()
@@ -1659,6 +1789,7 @@ async fn run_process(
         let _ = std::fs::rename(&cell.log, cell.log.with_extension("previous.log"));
     }
     let log = std::fs::File::create(&cell.log).map_err(|e| fail("log file", e))?;
+    termination::prepare(&termination, run_as).map_err(|e| fail("termination message file", e))?;
     let log2 = log.try_clone().map_err(|e| fail("log file", e))?;
     let mut cmd = tokio::process::Command::new(&program);
     cmd.args(&args)
@@ -1738,7 +1869,9 @@ async fn run_process(
             }
         });
     drop(st);
-    Ok((code, reason, started_at))
+    let fallback = spec.termination_message_policy.as_deref() == Some("FallbackToLogsOnError");
+    let message = termination::message(&termination, &cell.log, fallback, code);
+    Ok((code, reason, started_at, message))
 }
 
 /// One probe's settings, with the sandbox's cap on the period.

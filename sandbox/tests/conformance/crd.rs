@@ -266,3 +266,40 @@ async fn apply_honours_crd_list_map_keys() {
         .unwrap();
     assert_eq!(o.data["spec"]["users"].as_array().unwrap().len(), 2);
 }
+
+/// Upstream: server-side apply to the status subresource records the
+/// manager's fields (subresource "status"), so a status field it stops
+/// applying is removed.
+#[tokio::test]
+async fn a_status_field_a_manager_stops_applying_is_removed() {
+    let sb = sandbox().await;
+    let api = install(&sb).await;
+    api.create(&PostParams::default(), &pg(json!({"version": "16"})))
+        .await
+        .unwrap();
+    let status = |status: serde_json::Value| json!({"apiVersion": "example.com/v1", "kind": "PostgresDB", "metadata": {"name": "db"}, "status": status});
+    let params = PatchParams::apply("op").force();
+    api.patch_status(
+        "db",
+        &params,
+        &Patch::Apply(status(json!({"replicas": 1, "phase": "Upgrading"}))),
+    )
+    .await
+    .unwrap();
+    let o = api
+        .patch_status("db", &params, &Patch::Apply(status(json!({"replicas": 1}))))
+        .await
+        .unwrap();
+    assert_eq!(o.data["status"], json!({"replicas": 1}));
+    let managers: Vec<(Option<String>, Option<String>)> = o
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| (m.manager, m.subresource))
+        .collect();
+    assert!(
+        managers.contains(&(Some("op".into()), Some("status".into()))),
+        "{managers:?}"
+    );
+}

@@ -7,5 +7,6 @@ mod controllers;
 mod crd;
 mod faults;
 mod patch;
+mod portforward;
 mod rest;
 mod watch;
