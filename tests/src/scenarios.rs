@@ -816,6 +816,11 @@ async fn parameter_changed(cluster: &TestCluster, level: LevelId) -> String {
     let operator = cluster.run_operator(level);
     create_ready(cluster, DbBuilder::named("orders").version("15").build()).await;
     let before = server_started(cluster).await;
+    let pods_before = children_state(cluster).await.1;
+    assert!(
+        before.is_some(),
+        "the server's start time could not be read"
+    );
     patch_spec(
         cluster,
         "orders",
@@ -857,7 +862,19 @@ async fn parameter_changed(cluster: &TestCluster, level: LevelId) -> String {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let restarted = server_started(cluster).await != before;
+    // A restart is what Kubernetes shows: the pod replaced or its container
+    // restarted. The server's own start time is kept for the diagnosis.
+    let after = server_started(cluster).await;
+    let pods_after = children_state(cluster).await.1;
+    let restarted = pods_after != pods_before;
+    if restarted || after != before {
+        // Shown with a failing matrix row: which restart it was.
+        eprintln!(
+            "ParameterChanged on level {}: server started {before:?}, now {after:?}; pods {pods_before:?}, now {pods_after:?}; events:\n{}",
+            level.number(),
+            cluster.events("orders").await.join("\n")
+        );
+    }
     let method = cluster
         .api::<PostgresDB>()
         .get_opt("orders")
