@@ -327,7 +327,8 @@ fn pg_isready() -> Option<ExecAction> {
     })
 }
 
-fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
+/// An environment variable read from a Secret's key.
+pub fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
     EnvVar {
         name: name.into(),
         value_from: Some(EnvVarSource {
@@ -342,7 +343,8 @@ fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
     }
 }
 
-fn env(name: &str, value: &str) -> EnvVar {
+/// An environment variable with a value.
+pub fn env(name: &str, value: &str) -> EnvVar {
     EnvVar {
         name: name.into(),
         value: Some(value.into()),

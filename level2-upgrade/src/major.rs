@@ -41,10 +41,10 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, PersistentVolumeClaim,
+    Capabilities, Container, EmptyDirVolumeSource, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec,
-    PodTemplateSpec, SeccompProfile, SecretKeySelector, SecurityContext, Service, Volume,
-    VolumeMount, VolumeResourceRequirements,
+    PodTemplateSpec, SeccompProfile, SecurityContext, Service, Volume, VolumeMount,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::ResourceExt;
@@ -60,6 +60,8 @@ use shared::names::{INSTANCE_LABEL, MANAGED_BY};
 use shared::quantity;
 
 use crate::upgrade::{VersionChange, classify};
+use crate::upgrade::{image_of, running_version};
+use level1_install::objects;
 use level1_install::objects::{
     CONTAINER, DATA_MOUNT, DATA_VOLUME, Names, PGDATA, PORT, POSTGRES_UID, VERSION_ANNOTATION,
 };
@@ -231,19 +233,6 @@ pub fn job_name(db_name: &str, to_major: u32, started_at: &str) -> String {
 
 fn settings(db: &PostgresDB) -> UpgradeSpec {
     db.spec.upgrade.clone().unwrap_or_default()
-}
-
-fn running_version(db: &PostgresDB) -> Option<PgVersion> {
-    PgVersion::parse(db.status.as_ref()?.current_version.as_deref()?)
-}
-
-fn image_of(sts: &StatefulSet) -> Option<String> {
-    let containers = &sts.spec.as_ref()?.template.spec.as_ref()?.containers;
-    containers
-        .iter()
-        .find(|c| c.name == CONTAINER)?
-        .image
-        .clone()
 }
 
 fn seconds_since(from: Option<&str>, now: jiff::Timestamp) -> i64 {
@@ -777,29 +766,6 @@ pub fn operator_claim(
     }
 }
 
-fn plain_env(name: &str, value: &str) -> EnvVar {
-    EnvVar {
-        name: name.into(),
-        value: Some(value.into()),
-        ..Default::default()
-    }
-}
-
-fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
-    EnvVar {
-        name: name.into(),
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: secret.into(),
-                key: key.into(),
-                optional: Some(false),
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
 fn claim_volume(name: &str, claim: &str) -> Volume {
     Volume {
         name: name.into(),
@@ -837,23 +803,23 @@ pub fn migration_job(db: &PostgresDB, up: &UpgradeStatus, suspend: bool) -> Opti
     let namespace = db.namespace().unwrap_or_else(|| "default".into());
     let old_server = format!("{}-0.{}.{namespace}.svc", names.primary, names.headless);
     let env = vec![
-        plain_env("PGHOST", &old_server),
-        plain_env("PGPORT", &PORT.to_string()),
-        plain_env("PGUSER", "postgres"),
-        secret_env("PGPASSWORD", &names.superuser, "password"),
-        plain_env("PGDATABASE", "postgres"),
-        plain_env("PGCONNECT_TIMEOUT", "15"),
-        plain_env("PGDATA", PGDATA),
-        plain_env("DATA_MOUNT", DATA_MOUNT),
-        plain_env("DATA_CLAIM", &major.data_volume),
-        plain_env("WORK_DIR", WORK_MOUNT),
-        plain_env(
+        objects::env("PGHOST", &old_server),
+        objects::env("PGPORT", &PORT.to_string()),
+        objects::env("PGUSER", "postgres"),
+        objects::secret_env("PGPASSWORD", &names.superuser, "password"),
+        objects::env("PGDATABASE", "postgres"),
+        objects::env("PGCONNECT_TIMEOUT", "15"),
+        objects::env("PGDATA", PGDATA),
+        objects::env("DATA_MOUNT", DATA_MOUNT),
+        objects::env("DATA_CLAIM", &major.data_volume),
+        objects::env("WORK_DIR", WORK_MOUNT),
+        objects::env(
             "DUMP_FILE",
             &format!("{BACKUP_MOUNT}/{}.pg_dumpall.sql", major.job),
         ),
-        plain_env("FROM_VERSION", &up.from_version),
-        plain_env("TO_VERSION", &up.to_version),
-        plain_env("POSTGRES_INITDB_ARGS", "--data-checksums"),
+        objects::env("FROM_VERSION", &up.from_version),
+        objects::env("TO_VERSION", &up.to_version),
+        objects::env("POSTGRES_INITDB_ARGS", "--data-checksums"),
     ];
     let container = Container {
         name: JOB_CONTAINER.into(),

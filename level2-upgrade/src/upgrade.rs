@@ -64,7 +64,8 @@ pub fn classify(running: PgVersion, wanted: PgVersion) -> VersionChange {
     }
 }
 
-fn running_version(db: &PostgresDB) -> Option<PgVersion> {
+/// The version `status.currentVersion` records as running.
+pub(crate) fn running_version(db: &PostgresDB) -> Option<PgVersion> {
     PgVersion::parse(db.status.as_ref()?.current_version.as_deref()?)
 }
 
@@ -78,7 +79,8 @@ fn seconds_between(from: &str, to: jiff::Timestamp) -> i64 {
         .unwrap_or(0)
 }
 
-fn image_of(sts: &StatefulSet) -> Option<String> {
+/// The image of the StatefulSet's PostgreSQL container.
+pub(crate) fn image_of(sts: &StatefulSet) -> Option<String> {
     let containers = &sts.spec.as_ref()?.template.spec.as_ref()?.containers;
     containers
         .iter()
