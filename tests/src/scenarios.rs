@@ -518,20 +518,48 @@ async fn minor_upgrade(cluster: &TestCluster, level: LevelId) -> String {
     format!("image swapped to {image}; Ready at {version}; the server reports {reports}")
 }
 
-/// What the database's server says its version is (major.minor).
+/// What the database's server says its version is (major.minor), asked
+/// the way the operator asks: as the superuser, at pod `orders-0`, directly
+/// or through a port-forward (so this works on kind too).
 async fn server_version(cluster: &TestCluster) -> String {
-    let Some(client) = connect(cluster, Role::Superuser, "orders").await else {
-        return "(not asked: no route to the server)".into();
+    let secret = cluster.api::<Secret>().get("orders-superuser").await.ok();
+    let pod = cluster.api::<Pod>().get("orders-0").await.ok();
+    let field = |key: &str| {
+        secret
+            .as_ref()
+            .and_then(|s| s.data.as_ref()?.get(key))
+            .map(|v| String::from_utf8_lossy(&v.0).into_owned())
     };
-    let version: String = match client.query_one("SHOW server_version", &[]).await {
-        Ok(row) => row.get(0),
-        Err(error) => return format!("(no answer: {error})"),
+    let (Some(user), Some(password), Some(pod_ip)) = (
+        field("username"),
+        field("password"),
+        pod.and_then(|p| p.status?.pod_ip),
+    ) else {
+        return "(not asked: no superuser Secret or pod IP)".into();
     };
-    version
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string()
+    let probe = shared::sql::SqlProbe {
+        name: "version".into(),
+        target: shared::sql::SqlTarget {
+            pod: "orders-0".into(),
+            pod_ip: Some(pod_ip),
+            port: 5432,
+            user,
+            password,
+            database: "postgres".into(),
+        },
+        statement: "SHOW server_version",
+    };
+    let connector =
+        shared::sql::Connector::new(cluster.client(), shared::sql::DatabaseAccess::Auto);
+    let answers = connector.answer(cluster.namespace(), &[probe]).await;
+    match answers.first().map(|(_, answer)| answer) {
+        Some(Ok(_)) => shared::sql::scalar(answers.first().map(|(_, a)| a))
+            .and_then(|v| v.split_whitespace().next())
+            .unwrap_or_default()
+            .to_string(),
+        Some(Err(error)) => format!("(no answer: {error})"),
+        None => "(no answer)".into(),
+    }
 }
 
 async fn version_lowered(cluster: &TestCluster, level: LevelId) -> String {
