@@ -3,8 +3,9 @@
 //! The steps are the same at every level; only the capabilities change.
 //! Deciding is a pure function of the `PostgresDB` and what was read
 //! ([`decide`], [`assess`]), so every decision is unit-tested; the I/O
-//! around it is small: queries, server-side applies of what changed, one
-//! status patch when the status differs, and Events for what is news.
+//! around it is small: queries (and, from Level 2, SQL probes), server-side
+//! applies of what changed, SQL statements asked for, one status patch when
+//! the status differs, and Events for what is news.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -578,4 +579,79 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sql::SqlTarget;
+
+    fn database() -> PostgresDB {
+        serde_json::from_value(json!({
+            "apiVersion": "pgdb.example.com/v1", "kind": "PostgresDB",
+            "metadata": {"name": "orders", "namespace": "shop"},
+            "spec": {"version": "16", "storage": {"size": "1Gi"}}
+        }))
+        .expect("a PostgresDB")
+    }
+
+    fn reload() -> SqlAction {
+        SqlAction {
+            target: SqlTarget {
+                pod: "orders-0".into(),
+                pod_ip: Some("10.0.0.7".into()),
+                port: 5432,
+                user: "postgres".into(),
+                password: "secret".into(),
+                database: "postgres".into(),
+            },
+            statement: "SELECT pg_reload_conf()::text",
+            reason: "ParametersReloaded".into(),
+            message: "reloaded: work_mem".into(),
+        }
+    }
+
+    fn events(report: &ApplyReport) -> Vec<(bool, String)> {
+        let decision = Decision::Apply {
+            changes: vec![],
+            deletions: vec![],
+            sql: vec![reload()],
+            notes: vec![],
+        };
+        events_for(&database(), &decision, report, &StatusDraft::default())
+            .into_iter()
+            .map(|n| (n.warning, n.reason))
+            .collect()
+    }
+
+    #[test]
+    fn a_statement_that_ran_is_reported_with_its_own_reason() {
+        let ran = ApplyReport {
+            sql_ran: vec!["ParametersReloaded".into()],
+            ..Default::default()
+        };
+        assert_eq!(events(&ran), [(false, "ParametersReloaded".to_string())]);
+    }
+
+    #[test]
+    fn a_statement_that_failed_is_a_warning_and_never_shows_the_password() {
+        let failed = ApplyReport {
+            sql_failed: vec!["ParametersReloaded".into()],
+            ..Default::default()
+        };
+        assert_eq!(events(&failed), [(true, "SqlFailed".to_string())]);
+        let decision = Decision::Apply {
+            changes: vec![],
+            deletions: vec![],
+            sql: vec![reload()],
+            notes: vec![],
+        };
+        let notes = events_for(&database(), &decision, &failed, &StatusDraft::default());
+        assert!(notes.iter().all(|n| !n.message.contains("secret")));
+    }
+
+    #[test]
+    fn a_statement_not_run_publishes_nothing() {
+        assert!(events(&ApplyReport::default()).is_empty());
+    }
 }
