@@ -427,15 +427,7 @@ pub fn postgres_container(db: &PostgresDB, version: PgVersion) -> Container {
                 ..Default::default()
             },
         ]),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                ..Default::default()
-            }),
-            run_as_non_root: Some(true),
-            ..Default::default()
-        }),
+        security_context: Some(container_security()),
         ..Default::default()
     }
 }
@@ -524,17 +516,7 @@ pub fn statefulset(
                 }),
                 spec: Some(PodSpec {
                     containers: vec![postgres_container(db, version)],
-                    security_context: Some(PodSecurityContext {
-                        run_as_user: Some(POSTGRES_UID),
-                        run_as_group: Some(POSTGRES_UID),
-                        fs_group: Some(POSTGRES_UID),
-                        run_as_non_root: Some(true),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".into(),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }),
+                    security_context: Some(pod_security()),
                     enable_service_links: Some(false),
                     termination_grace_period_seconds: Some(60),
                     volumes: Some(vec![
@@ -549,6 +531,36 @@ pub fn statefulset(
                 }),
             },
             volume_claim_templates: Some(claim_templates),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// What every PostgreSQL container runs with: no privilege escalation, no
+/// capabilities, never root (the image's postgres user, see [`pod_security`]).
+pub fn container_security() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Default::default()
+        }),
+        run_as_non_root: Some(true),
+        ..Default::default()
+    }
+}
+
+/// What every pod touching the data runs as: the image's postgres user
+/// (uid 999), which owns the volumes, under the runtime's seccomp profile.
+pub fn pod_security() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_user: Some(POSTGRES_UID),
+        run_as_group: Some(POSTGRES_UID),
+        fs_group: Some(POSTGRES_UID),
+        run_as_non_root: Some(true),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
             ..Default::default()
         }),
         ..Default::default()

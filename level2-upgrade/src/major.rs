@@ -41,9 +41,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec,
-    PodTemplateSpec, SeccompProfile, SecurityContext, Service, Volume, VolumeMount,
+    Container, EmptyDirVolumeSource, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PersistentVolumeClaimVolumeSource, Pod, PodSpec, PodTemplateSpec, Service, Volume, VolumeMount,
     VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -63,7 +62,7 @@ use crate::upgrade::{VersionChange, classify};
 use crate::upgrade::{image_of, running_version};
 use level1_install::objects;
 use level1_install::objects::{
-    CONTAINER, DATA_MOUNT, DATA_VOLUME, Names, PGDATA, PORT, POSTGRES_UID, VERSION_ANNOTATION,
+    CONTAINER, DATA_MOUNT, DATA_VOLUME, Names, PGDATA, PORT, VERSION_ANNOTATION,
 };
 use level1_install::version::PgVersion;
 
@@ -844,15 +843,7 @@ pub fn migration_job(db: &PostgresDB, up: &UpgradeStatus, suspend: bool) -> Opti
             },
         ]),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                ..Default::default()
-            }),
-            run_as_non_root: Some(true),
-            ..Default::default()
-        }),
+        security_context: Some(objects::container_security()),
         ..Default::default()
     };
     Some(Job {
@@ -880,17 +871,7 @@ pub fn migration_job(db: &PostgresDB, up: &UpgradeStatus, suspend: bool) -> Opti
                     restart_policy: Some("Never".into()),
                     containers: vec![container],
                     enable_service_links: Some(false),
-                    security_context: Some(PodSecurityContext {
-                        run_as_user: Some(POSTGRES_UID),
-                        run_as_group: Some(POSTGRES_UID),
-                        fs_group: Some(POSTGRES_UID),
-                        run_as_non_root: Some(true),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".into(),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }),
+                    security_context: Some(objects::pod_security()),
                     volumes: Some(vec![
                         claim_volume("data", &major.data_volume),
                         claim_volume("backup", &major.backup_volume),

@@ -28,6 +28,16 @@ pub async fn connect(
     role: Role,
     name: &str,
 ) -> Option<tokio_postgres::Client> {
+    connect_to(cluster, role, name, None).await
+}
+
+/// [`connect`], to database `dbname` instead of the role's own.
+pub async fn connect_to(
+    cluster: &TestCluster,
+    role: Role,
+    name: &str,
+    dbname: Option<&str>,
+) -> Option<tokio_postgres::Client> {
     cluster.sandbox_handle()?;
     let service = cluster.api::<Service>().get(name).await.ok()?;
     let host = service
@@ -44,9 +54,10 @@ pub async fn connect(
         data.get(key)
             .map(|v| String::from_utf8_lossy(&v.0).into_owned())
     };
-    let dbname = match role {
-        Role::Owner => field("dbname")?,
-        Role::Superuser => "postgres".to_string(),
+    let dbname = match (dbname, role) {
+        (Some(dbname), _) => dbname.to_string(),
+        (None, Role::Owner) => field("dbname")?,
+        (None, Role::Superuser) => "postgres".to_string(),
     };
     let mut config = tokio_postgres::Config::new();
     config

@@ -6,13 +6,14 @@
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use sandbox::{PostgresConfig, PostgresRuntime, RuntimeKind, Sandbox, SandboxConfig};
 use serde_json::json;
 use shared::api::PostgresDB;
 use tests::builders::DbBuilder;
+use tests::connect::{Role, connect_to};
 use tests::harness::{Operator, TestCluster};
 use tests::levels::LevelId;
 
@@ -112,60 +113,17 @@ impl Cluster {
         })
     }
 
-    /// (host address, user, password, dbname) from a credentials Secret.
-    async fn credentials(&self, secret: &str) -> (String, String, String, String) {
-        let s = self
-            .api::<Secret>()
-            .get(secret)
+    /// Logs in through the Service, as `role`, to `dbname` or the role's own.
+    async fn connect(&self, role: Role, dbname: Option<&str>) -> tokio_postgres::Client {
+        connect_to(&self.inner, role, "orders", dbname)
             .await
-            .expect("the Secret exists");
-        let data = s.data.expect("data");
-        let get = |k: &str| {
-            data.get(k)
-                .map(|v| String::from_utf8_lossy(&v.0).into_owned())
-                .unwrap_or_default()
-        };
-        let owner = secret.ends_with("credentials");
-        let host = if owner {
-            get("host")
-        } else {
-            format!("orders.{}.svc", self.namespace())
-        };
-        // On the sandbox the Service's ClusterIP is a loopback address this
-        // process reaches directly (on kind it would take a port-forward).
-        let addr = self
-            .sandbox()
-            .resolve(&host)
-            .unwrap_or_else(|| panic!("{host} resolves"));
-        let dbname = if owner {
-            get("dbname")
-        } else {
-            "postgres".into()
-        };
-        (addr.to_string(), get("username"), get("password"), dbname)
+            .expect("the sandbox's Service of orders is reachable")
     }
 
     async fn stop(self) {
         self.operator.stop().await;
         self.inner.finish().await;
     }
-}
-
-async fn connect(host: &str, user: &str, password: &str, dbname: &str) -> tokio_postgres::Client {
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host(host)
-        .port(5432)
-        .user(user)
-        .password(password)
-        .dbname(dbname)
-        .connect_timeout(Duration::from_secs(5));
-    let (client, connection) = config
-        .connect(tokio_postgres::NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("connects to {dbname} at {host} as {user}: {e}"));
-    tokio::spawn(connection);
-    client
 }
 
 async fn count(client: &tokio_postgres::Client) -> i64 {
@@ -191,8 +149,7 @@ async fn ready_database_with_rows(cluster: &Cluster) -> tokio_postgres::Client {
         .wait_until("the database is Ready", || cluster.database_ready())
         .await;
     eprintln!("a PostgresDB became Ready in {:.1?}", began.elapsed());
-    let (host, user, password, dbname) = cluster.credentials("orders-credentials").await;
-    let client = connect(&host, &user, &password, &dbname).await;
+    let client = cluster.connect(Role::Owner, None).await;
     client
         .batch_execute(
             "CREATE TABLE items (id int PRIMARY KEY, name text);
@@ -243,8 +200,7 @@ async fn a_real_database_keeps_its_rows_when_its_pod_is_replaced_and_stops_when_
         first_pids.iter().all(|&p| !alive(p)),
         "the old server stopped"
     );
-    let (host, user, password, dbname) = cluster.credentials("orders-credentials").await;
-    let client = connect(&host, &user, &password, &dbname).await;
+    let client = cluster.connect(Role::Owner, None).await;
     assert_eq!(count(&client).await, 3, "the rows outlived the pod");
     drop(client);
 
@@ -354,8 +310,7 @@ async fn a_pg_dump_job_backs_up_a_real_database_and_the_dump_restores_into_anoth
         "psql -v ON_ERROR_STOP=1 -d postgres -c 'CREATE DATABASE restored' && psql -v ON_ERROR_STOP=1 -q -d restored -f /backups/app.sql",
     )
     .await;
-    let (host, user, password, _) = cluster.credentials("orders-superuser").await;
-    let restored = connect(&host, &user, &password, "restored").await;
+    let restored = cluster.connect(Role::Superuser, Some("restored")).await;
     assert_eq!(count(&restored).await, 3, "the dump restored every row");
     let name: String = restored
         .query_one("SELECT name FROM items WHERE id = 2", &[])

@@ -9,13 +9,14 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use sandbox::{PostgresConfig, RuntimeKind, Sandbox, SandboxConfig};
 use serde_json::json;
 use shared::api::{PostgresDB, UpgradePhase};
 use tests::builders::DbBuilder;
+use tests::connect::{Role, connect_to};
 use tests::harness::{Operator, TestCluster};
 use tests::levels::LevelId;
 
@@ -176,36 +177,16 @@ impl Cluster {
 
     /// (host address, user, password, dbname) from a credentials Secret;
     /// the superuser's connect to `postgres`.
-    async fn credentials(&self, secret: &str) -> (String, String, String, String) {
-        let s = self
-            .api::<Secret>()
-            .get(secret)
-            .await
-            .expect("the Secret exists");
-        let data = s.data.expect("data");
-        let get = |k: &str| {
-            data.get(k)
-                .map(|v| String::from_utf8_lossy(&v.0).into_owned())
-                .unwrap_or_default()
-        };
-        let host = format!("orders.{}.svc", self.inner.namespace());
-        // On the sandbox the Service's ClusterIP is a loopback address this
-        // process reaches directly (on kind it would take a port-forward).
-        let addr = self
-            .sandbox()
-            .resolve(&host)
-            .unwrap_or_else(|| panic!("{host} resolves"));
-        let dbname = if secret.ends_with("credentials") {
-            get("dbname")
-        } else {
-            "postgres".into()
-        };
-        (addr.to_string(), get("username"), get("password"), dbname)
-    }
-
+    /// Logs in through the Service with the Secret's credentials.
     async fn connect_as(&self, secret: &str, dbname: Option<&str>) -> tokio_postgres::Client {
-        let (host, user, password, default_db) = self.credentials(secret).await;
-        connect(&host, &user, &password, dbname.unwrap_or(&default_db)).await
+        let role = if secret.ends_with("credentials") {
+            Role::Owner
+        } else {
+            Role::Superuser
+        };
+        connect_to(&self.inner, role, "orders", dbname)
+            .await
+            .unwrap_or_else(|| panic!("the sandbox's Service of orders is reachable as {secret}"))
     }
 
     async fn claim_exists(&self, name: &str) -> bool {
@@ -223,23 +204,6 @@ impl Cluster {
         }
         self.inner.finish().await;
     }
-}
-
-async fn connect(host: &str, user: &str, password: &str, dbname: &str) -> tokio_postgres::Client {
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host(host)
-        .port(5432)
-        .user(user)
-        .password(password)
-        .dbname(dbname)
-        .connect_timeout(Duration::from_secs(5));
-    let (client, connection) = config
-        .connect(tokio_postgres::NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("connects to {dbname} at {host} as {user}: {e}"));
-    tokio::spawn(connection);
-    client
 }
 
 async fn scalar(client: &tokio_postgres::Client, sql: &str) -> String {
