@@ -243,6 +243,27 @@ fn image_of(sts: Option<&StatefulSet>) -> Option<String> {
         .clone()
 }
 
+/// The image the live StatefulSet `orders` runs.
+async fn live_image(cluster: &TestCluster) -> Option<String> {
+    let sts = cluster
+        .api::<StatefulSet>()
+        .get_opt("orders")
+        .await
+        .ok()
+        .flatten();
+    image_of(sts.as_ref())
+}
+
+/// The `PostgresDB` `orders` as it is now.
+async fn current(cluster: &TestCluster) -> Option<PostgresDB> {
+    cluster
+        .api::<PostgresDB>()
+        .get_opt("orders")
+        .await
+        .ok()
+        .flatten()
+}
+
 async fn create_ready(cluster: &TestCluster, db: PostgresDB) -> PostgresDB {
     let name = db.name_any();
     if let Err(error) = cluster.create(&db).await {
@@ -499,16 +520,7 @@ async fn minor_upgrade(cluster: &TestCluster, level: LevelId) -> String {
                     == Some("16.4")
         })
         .await;
-    let image = image_of(
-        cluster
-            .api::<StatefulSet>()
-            .get_opt("orders")
-            .await
-            .ok()
-            .flatten()
-            .as_ref(),
-    )
-    .unwrap_or_default();
+    let image = live_image(cluster).await.unwrap_or_default();
     let version = db
         .status
         .and_then(|s| s.current_version)
@@ -579,24 +591,11 @@ async fn change_version(cluster: &TestCluster, level: LevelId, from: &str, to: &
     let wanted_image = format!("postgres:{to}");
     let deadline = tokio::time::Instant::now() + WAIT;
     let outcome = loop {
-        let image = image_of(
-            cluster
-                .api::<StatefulSet>()
-                .get_opt("orders")
-                .await
-                .ok()
-                .flatten()
-                .as_ref(),
-        );
+        let image = live_image(cluster).await;
         if image.as_deref() == Some(wanted_image.as_str()) {
             break format!("accepted: image swapped to {wanted_image}");
         }
-        let db = cluster
-            .api::<PostgresDB>()
-            .get_opt("orders")
-            .await
-            .ok()
-            .flatten();
+        let db = current(cluster).await;
         if let Some((_, reason)) = db
             .as_ref()
             .and_then(|db| condition(db, "Ready"))
@@ -683,22 +682,8 @@ async fn failed_minor_upgrade(cluster: &TestCluster, level: LevelId) -> String {
     // Past the health timeout, plus time for a rollback to happen.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
     let outcome = loop {
-        let db = cluster
-            .api::<PostgresDB>()
-            .get_opt("orders")
-            .await
-            .ok()
-            .flatten();
-        let image = image_of(
-            cluster
-                .api::<StatefulSet>()
-                .get_opt("orders")
-                .await
-                .ok()
-                .flatten()
-                .as_ref(),
-        )
-        .unwrap_or_default();
+        let db = current(cluster).await;
+        let image = live_image(cluster).await.unwrap_or_default();
         let rolled_back = db
             .as_ref()
             .and_then(|d| d.status.as_ref()?.upgrade.clone())
@@ -857,20 +842,14 @@ async fn parameter_changed(cluster: &TestCluster, level: LevelId) -> String {
     .await;
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let settled = cluster
-            .api::<PostgresDB>()
-            .get_opt("orders")
-            .await
-            .ok()
-            .flatten()
-            .is_some_and(|db| {
-                is_settled(&db)
-                    && db
-                        .status
-                        .as_ref()
-                        .and_then(|s| s.configuration.as_ref())
-                        .is_none_or(|c| c.applied)
-            });
+        let settled = current(cluster).await.is_some_and(|db| {
+            is_settled(&db)
+                && db
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.configuration.as_ref())
+                    .is_none_or(|c| c.applied)
+        });
         let work_mem = match connect(cluster, Role::Superuser, "orders").await {
             Some(client) => client
                 .query_one("SHOW work_mem", &[])
@@ -903,12 +882,8 @@ async fn parameter_changed(cluster: &TestCluster, level: LevelId) -> String {
             cluster.events("orders").await.join("\n")
         );
     }
-    let method = cluster
-        .api::<PostgresDB>()
-        .get_opt("orders")
+    let method = current(cluster)
         .await
-        .ok()
-        .flatten()
         .and_then(|db| db.status?.configuration)
         .map(|c| format!("; status says {:?}", c.applied_by))
         .unwrap_or_default();
@@ -1044,12 +1019,8 @@ async fn restart_mid_upgrade(cluster: &TestCluster, level: LevelId) -> String {
     let mut started_at = None;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
     while started_at.is_none() && tokio::time::Instant::now() < deadline {
-        started_at = cluster
-            .api::<PostgresDB>()
-            .get_opt("orders")
+        started_at = current(cluster)
             .await
-            .ok()
-            .flatten()
             .and_then(|db| db.status?.upgrade)
             .filter(|u| u.to_version == "16.4")
             .map(|u| u.started_at);
@@ -1107,12 +1078,7 @@ async fn major_upgrade_with_data(cluster: &TestCluster, level: LevelId) -> Strin
     patch_spec(cluster, "orders", serde_json::json!({"version": "16"})).await;
     let deadline = tokio::time::Instant::now() + WAIT;
     let outcome = loop {
-        let db = cluster
-            .api::<PostgresDB>()
-            .get_opt("orders")
-            .await
-            .ok()
-            .flatten();
+        let db = current(cluster).await;
         let at_16 = db.as_ref().is_some_and(|db| {
             is_settled(db)
                 && db
@@ -1150,26 +1116,13 @@ async fn major_upgrade_with_data(cluster: &TestCluster, level: LevelId) -> Strin
             String::new()
         };
         if log.contains("database files are incompatible with server") {
-            let image = image_of(
-                cluster
-                    .api::<StatefulSet>()
-                    .get_opt("orders")
-                    .await
-                    .ok()
-                    .flatten()
-                    .as_ref(),
-            )
-            .unwrap_or_default();
+            let image = live_image(cluster).await.unwrap_or_default();
             // The status follows the pod a reconcile later.
             let mut ready = true;
             let settle = tokio::time::Instant::now() + Duration::from_secs(10);
             while ready && tokio::time::Instant::now() < settle {
-                ready = cluster
-                    .api::<PostgresDB>()
-                    .get_opt("orders")
+                ready = current(cluster)
                     .await
-                    .ok()
-                    .flatten()
                     .and_then(|db| condition(&db, "Ready"))
                     .is_some_and(|(s, _)| s == "True");
                 tokio::time::sleep(Duration::from_millis(100)).await;
