@@ -48,7 +48,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::ResourceExt;
 use kube::api::{ApiResource, ObjectMeta};
-use shared::api::{MajorUpgradeStatus, PostgresDB, UpgradePhase, UpgradeSpec, UpgradeStatus};
+use shared::api::{MajorUpgradeStatus, PostgresDB, UpgradePhase, UpgradeStatus};
 use shared::apply::resource_of;
 use shared::capability::{
     ApplyReport, Capability, Desired, Observed, Query, SpecProblem, StatusDraft,
@@ -59,7 +59,7 @@ use shared::names::{INSTANCE_LABEL, MANAGED_BY};
 use shared::quantity;
 
 use crate::upgrade::{VersionChange, classify};
-use crate::upgrade::{image_of, running_version};
+use crate::upgrade::{image_of, running_version, seconds_since, settings};
 use level1_install::objects;
 use level1_install::objects::{
     CONTAINER, DATA_MOUNT, DATA_VOLUME, Names, PGDATA, PORT, VERSION_ANNOTATION,
@@ -228,16 +228,6 @@ pub fn job_name(db_name: &str, to_major: u32, started_at: &str) -> String {
     let suffix = format!("-upgrade-{to_major}-{:05x}", hash & 0xf_ffff);
     let keep = 63usize.saturating_sub(suffix.len()).min(db_name.len());
     format!("{}{suffix}", db_name[..keep].trim_end_matches('-'))
-}
-
-fn settings(db: &PostgresDB) -> UpgradeSpec {
-    db.spec.upgrade.clone().unwrap_or_default()
-}
-
-fn seconds_since(from: Option<&str>, now: jiff::Timestamp) -> i64 {
-    from.and_then(|f| f.parse::<jiff::Timestamp>().ok())
-        .map(|from| (now - from).get_seconds())
-        .unwrap_or(0)
 }
 
 fn rounded(now: jiff::Timestamp) -> jiff::Timestamp {
@@ -1090,7 +1080,7 @@ pub fn plan(
             // After a switch, a pod stuck on the new revision is never
             // replaced by the StatefulSet once its template is reverted.
             if major.switched_at.is_some() {
-                stuck_pods(db, observed, major, &up.to_version, &mut plan);
+                delete_stuck_pods(db, observed, major, &up.to_version, &mut plan);
             }
         }
         UpgradePhase::Rolling => {}
@@ -1195,7 +1185,7 @@ fn with_cleanup(
 }
 
 /// Pods stuck on the new major's revision once the template is reverted.
-fn stuck_pods(
+fn delete_stuck_pods(
     db: &PostgresDB,
     observed: &Observed,
     major: &MajorUpgradeStatus,
@@ -1206,27 +1196,14 @@ fn stuck_pods(
     let Some(live) = observed.get::<StatefulSet>(&names.primary) else {
         return;
     };
-    let reverted = !live_claims(observed, db).contains(&major.data_volume);
-    let update_revision = live.status.and_then(|s| s.update_revision);
-    for pod in observed.all::<Pod>() {
-        let Some(revision) = pod.labels().get("controller-revision-hash").cloned() else {
-            continue;
-        };
-        let ready = pod
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-        if reverted
-            && !ready
-            && Some(&revision) != update_revision.as_ref()
-            && pod.metadata.deletion_timestamp.is_none()
-        {
-            plan.delete_pods.push((
-                pod.name_any(),
-                format!("stuck on the rolled-back {to_version} revision"),
-            ));
-        }
+    if live_claims(observed, db).contains(&major.data_volume) {
+        return; // not reverted yet
+    }
+    for pod in crate::upgrade::stuck_pods(observed, &live) {
+        plan.delete_pods.push((
+            pod,
+            format!("stuck on the rolled-back {to_version} revision"),
+        ));
     }
 }
 

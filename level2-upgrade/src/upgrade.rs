@@ -69,14 +69,40 @@ pub(crate) fn running_version(db: &PostgresDB) -> Option<PgVersion> {
     PgVersion::parse(db.status.as_ref()?.current_version.as_deref()?)
 }
 
-fn settings(db: &PostgresDB) -> UpgradeSpec {
+/// The upgrade section, defaults when absent.
+pub(crate) fn settings(db: &PostgresDB) -> UpgradeSpec {
     db.spec.upgrade.clone().unwrap_or_default()
 }
 
-fn seconds_between(from: &str, to: jiff::Timestamp) -> i64 {
-    from.parse::<jiff::Timestamp>()
-        .map(|from| (to - from).get_seconds())
+/// Seconds from an RFC 3339 time recorded in status to `now` (0 when absent).
+pub(crate) fn seconds_since(from: Option<&str>, now: jiff::Timestamp) -> i64 {
+    from.and_then(|f| f.parse::<jiff::Timestamp>().ok())
+        .map(|from| (now - from).get_seconds())
         .unwrap_or(0)
+}
+
+/// Pods a StatefulSet will never replace after its template is reverted:
+/// on another revision than its update revision, not ready, not already
+/// being deleted. A StatefulSet waits for such a pod for ever.
+pub(crate) fn stuck_pods(observed: &Observed, sts: &StatefulSet) -> Vec<String> {
+    let update_revision = sts.status.as_ref().and_then(|s| s.update_revision.clone());
+    observed
+        .all::<Pod>()
+        .into_iter()
+        .filter(|pod| {
+            let revision = pod.labels().get("controller-revision-hash");
+            let ready = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            revision.is_some()
+                && revision != update_revision.as_ref()
+                && !ready
+                && pod.metadata.deletion_timestamp.is_none()
+        })
+        .map(|pod| pod.name_any())
+        .collect()
 }
 
 /// The image of the StatefulSet's PostgreSQL container.
@@ -226,17 +252,10 @@ impl Capability for Upgrade {
         let live = observed.get::<StatefulSet>(&names.primary);
         let reverted =
             live.as_ref().and_then(image_of).as_deref() == Some(upgrade.from_image.as_str());
-        let update_revision = live.and_then(|s| s.status?.update_revision);
-        for pod in observed.all::<Pod>() {
-            let revision = pod.labels().get("controller-revision-hash").cloned();
-            let ready = pod
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-            if reverted && !ready && revision.is_some() && revision != update_revision {
+        if let (true, Some(live)) = (reverted, live) {
+            for pod in stuck_pods(observed, &live) {
                 desired.delete::<Pod>(
-                    &pod.name_any(),
+                    &pod,
                     format!("stuck on the failed {} revision", upgrade.to_version),
                 );
             }
@@ -306,14 +325,14 @@ impl Capability for Upgrade {
                 (None, false) => upgrade.unready_since = Some(now.to_string()),
                 (Some(since), true) => {
                     let down =
-                        u32::try_from(seconds_between(since, now).max(0)).unwrap_or(u32::MAX);
+                        u32::try_from(seconds_since(Some(since), now).max(0)).unwrap_or(u32::MAX);
                     upgrade.observed_downtime_seconds =
                         upgrade.observed_downtime_seconds.saturating_add(down);
                     upgrade.unready_since = None;
                 }
                 _ => {}
             }
-            let elapsed = seconds_between(&upgrade.started_at, now);
+            let elapsed = seconds_since(Some(&upgrade.started_at), now);
             let rolled_out = running.as_deref() == Some(wanted.as_str()) && ready;
             let confirmed = confirm_servers(db, observed, &wanted);
             if let (true, Ok(reports)) = (rolled_out, &confirmed) {
