@@ -1232,25 +1232,12 @@ pub fn apply_plan(db: &PostgresDB, plan: Plan, desired: &mut Desired) -> Result<
     let names = Names::of(db);
     if plan.pin.is_some() || plan.mount.is_some() {
         desired.modify::<StatefulSet>(&names.primary, |sts| {
+            if let Some((image, version)) = &plan.pin {
+                crate::upgrade::run_version(sts, image, version);
+            }
             let Some(template) = sts.spec.as_mut().map(|s| &mut s.template) else {
                 return;
             };
-            if let Some((image, version)) = &plan.pin {
-                if let Some(container) = template
-                    .spec
-                    .as_mut()
-                    .and_then(|p| p.containers.iter_mut().find(|c| c.name == CONTAINER))
-                {
-                    container.image = Some(image.clone());
-                }
-                if let Some(annotations) = template
-                    .metadata
-                    .as_mut()
-                    .and_then(|m| m.annotations.as_mut())
-                {
-                    annotations.insert(VERSION_ANNOTATION.to_string(), version.clone());
-                }
-            }
             if let Some((claim, major)) = &plan.mount
                 && let Some(pod) = template.spec.as_mut()
             {

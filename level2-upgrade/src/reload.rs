@@ -395,14 +395,7 @@ fn describe(names: &[String]) -> Option<String> {
 /// StatefulSet does not restart its pods for this change.
 fn keep_pods(desired: &mut Desired, statefulset: &str, live_hash: &str) -> Result<(), Error> {
     desired.modify::<StatefulSet>(statefulset, |sts| {
-        if let Some(annotations) = sts
-            .spec
-            .as_mut()
-            .and_then(|s| s.template.metadata.as_mut())
-            .and_then(|m| m.annotations.as_mut())
-        {
-            annotations.insert(CONFIG_HASH_ANNOTATION.to_string(), live_hash.to_string());
-        }
+        crate::upgrade::set_template_annotation(sts, CONFIG_HASH_ANNOTATION, live_hash);
     })?;
     Ok(())
 }

@@ -69,6 +69,35 @@ pub(crate) fn running_version(db: &PostgresDB) -> Option<PgVersion> {
     PgVersion::parse(db.status.as_ref()?.current_version.as_deref()?)
 }
 
+/// Makes a StatefulSet Level 1 built run `image`, recorded as `version`
+/// (what a rollback, or a major upgrade's pin, changes).
+pub(crate) fn run_version(sts: &mut StatefulSet, image: &str, version: &str) {
+    let Some(template) = sts.spec.as_mut().map(|s| &mut s.template) else {
+        return;
+    };
+    if let Some(container) = template
+        .spec
+        .as_mut()
+        .and_then(|p| p.containers.iter_mut().find(|c| c.name == CONTAINER))
+    {
+        container.image = Some(image.to_string());
+    }
+    set_template_annotation(sts, VERSION_ANNOTATION, version);
+}
+
+/// Sets an annotation of the pod template Level 1 built (it always has
+/// annotations).
+pub(crate) fn set_template_annotation(sts: &mut StatefulSet, key: &str, value: &str) {
+    if let Some(annotations) = sts
+        .spec
+        .as_mut()
+        .and_then(|s| s.template.metadata.as_mut())
+        .and_then(|m| m.annotations.as_mut())
+    {
+        annotations.insert(key.to_string(), value.to_string());
+    }
+}
+
 /// The upgrade section, defaults when absent.
 pub(crate) fn settings(db: &PostgresDB) -> UpgradeSpec {
     db.spec.upgrade.clone().unwrap_or_default()
@@ -229,23 +258,7 @@ impl Capability for Upgrade {
         }
         let names = Names::of(db);
         desired.modify::<StatefulSet>(&names.primary, |sts| {
-            if let Some(template) = sts.spec.as_mut().map(|s| &mut s.template) {
-                if let Some(container) = template
-                    .spec
-                    .as_mut()
-                    .and_then(|p| p.containers.iter_mut().find(|c| c.name == CONTAINER))
-                {
-                    container.image = Some(upgrade.from_image.clone());
-                }
-                if let Some(annotations) = template
-                    .metadata
-                    .as_mut()
-                    .and_then(|m| m.annotations.as_mut())
-                {
-                    annotations
-                        .insert(VERSION_ANNOTATION.to_string(), upgrade.from_version.clone());
-                }
-            }
+            run_version(sts, &upgrade.from_image, &upgrade.from_version);
         })?;
         // Pods still on the failed revision and not ready are never replaced
         // by the StatefulSet controller: delete them so the old revision runs.
