@@ -767,23 +767,26 @@ fn resolve_env(
 
 /// What a container runs.
 enum Launch {
-    /// A real process: program and arguments, already translated.
-    Real {
-        program: PathBuf,
-        args: Vec<String>,
-        env: Vec<(String, String)>,
-        cwd: PathBuf,
-        /// The signal that stops it gracefully (SIGINT for the server, as
-        /// the image's STOPSIGNAL says).
-        stop_signal: Signal,
-        /// The data directory, to find a postmaster that left the group.
-        pgdata: Option<PathBuf>,
-        mounts: Mounts,
-        /// The host file behind the termination message path.
-        termination: PathBuf,
-    },
+    /// A real process.
+    Real(Process),
     /// Nothing to run: the container is simulated.
     Simulated { why: String },
+}
+
+/// A container's process: program and arguments, already translated.
+struct Process {
+    program: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    cwd: PathBuf,
+    /// The signal that stops it gracefully (SIGINT for the server, as
+    /// the image's STOPSIGNAL says).
+    stop_signal: Signal,
+    /// The data directory, to find a postmaster that left the group.
+    pgdata: Option<PathBuf>,
+    mounts: Mounts,
+    /// The host file behind the termination message path.
+    termination: PathBuf,
 }
 
 impl Inner {
@@ -1140,7 +1143,7 @@ impl Inner {
         } else {
             Signal::SIGTERM
         };
-        Ok(Launch::Real {
+        Ok(Launch::Real(Process {
             program,
             args,
             env: full_env,
@@ -1149,7 +1152,7 @@ impl Inner {
             pgdata,
             mounts,
             termination,
-        })
+        }))
     }
 }
 
@@ -1652,49 +1655,23 @@ async fn run_container(
                 }
                 (0, "Completed".to_string(), started_at, None)
             }
-            Launch::Real {
-                program,
-                args,
-                env,
-                cwd,
-                stop_signal,
-                pgdata,
-                mounts,
-                termination,
-            } => {
-                match run_process(
-                    &inner,
-                    &ctx,
-                    &cell,
-                    &spec,
-                    program,
-                    args,
-                    env,
-                    cwd,
-                    stop_signal,
-                    pgdata,
-                    mounts,
-                    termination,
-                )
-                .await
-                {
-                    Ok(r) => r,
-                    Err(w) => {
-                        set_state(
-                            &inner,
-                            &cell,
-                            ContainerState::Waiting {
-                                reason: w.reason.into(),
-                            },
-                            Some(w.message),
-                        );
-                        if sleep_or_stop(&ctx, backoff).await {
-                            return;
-                        }
-                        continue;
+            Launch::Real(process) => match run_process(&inner, &ctx, &cell, &spec, process).await {
+                Ok(r) => r,
+                Err(w) => {
+                    set_state(
+                        &inner,
+                        &cell,
+                        ContainerState::Waiting {
+                            reason: w.reason.into(),
+                        },
+                        Some(w.message),
+                    );
+                    if sleep_or_stop(&ctx, backoff).await {
+                        return;
                     }
+                    continue;
                 }
-            }
+            },
         };
         let terminated = ContainerState::Terminated {
             exit_code: code,
@@ -1759,21 +1736,23 @@ async fn run_container(
 
 /// Runs one process of a container until it exits or the pod stops;
 /// returns (exit code, reason, startedAt, termination message).
-#[allow(clippy::too_many_arguments)]
 async fn run_process(
     inner: &Arc<Inner>,
     ctx: &Arc<PodCtx>,
     cell: &Arc<Cell>,
     spec: &Container,
-    program: PathBuf,
-    args: Vec<String>,
-    env: Vec<(String, String)>,
-    cwd: PathBuf,
-    stop_signal: Signal,
-    pgdata: Option<PathBuf>,
-    mounts: Mounts,
-    termination: PathBuf,
+    process: Process,
 ) -> std::result::Result<(i32, String, String, Option<String>), Wait> {
+    let Process {
+        program,
+        args,
+        env,
+        cwd,
+        stop_signal,
+        pgdata,
+        mounts,
+        termination,
+    } = process;
     let run_as = inner
         .run_as
         .as_ref()
