@@ -3,6 +3,11 @@
 # Installs the PostgreSQL binaries the sandbox's real-PostgreSQL runtime runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# A clean CI clone gains nothing from incremental caches, which roughly double
+# the target directory; local runs keep them.
+if [[ -n "${CI:-}" ]]; then
+    export CARGO_INCREMENTAL=0
+fi
 # PostgreSQL 15 (Debian) and the 16, 17, 16.2 and 16.4 servers the sandbox's real runtime runs.
 scripts/install-postgres.sh
 scripts/check-lockfile.sh
@@ -12,3 +17,5 @@ cargo clippy --workspace --all-targets -- -D warnings
 # operator restarted mid-reconcile); `cargo test` builds only test targets.
 cargo build --workspace --bins
 cargo test --workspace
+# The target directory's size, so a run that nears the disk's limit shows it.
+du -sh "${CARGO_TARGET_DIR:-target}" 2>/dev/null || true
