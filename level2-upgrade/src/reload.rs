@@ -159,7 +159,16 @@ pub fn plan(
         .filter(|name| postmaster.contains(*name))
         .cloned()
         .collect();
-    restart.extend(pending.iter().cloned());
+    // A parameter the operator sets itself can wait for a restart without
+    // any change of the user's: a server started with it on its command line
+    // (the sandbox's pods listen on their own address) reports the file's
+    // value as pending after every reload. That is not the user's to apply.
+    restart.extend(
+        pending
+            .iter()
+            .filter(|name| !RESERVED_PARAMETERS.contains(&name.as_str()))
+            .cloned(),
+    );
     restart.sort();
     restart.dedup();
     if !restart.is_empty() {

@@ -151,6 +151,19 @@ fn a_parameter_the_server_reports_pending_restart_for_needs_a_restart() {
 }
 
 #[test]
+fn a_pending_restart_of_a_parameter_the_operator_sets_itself_does_not_restart_the_pods() {
+    let server = ServerSettings {
+        postmaster: Some(["listen_addresses".to_string()].into()),
+        pending_restart: Some(["listen_addresses".to_string()].into()),
+        file_is_newer: Some(true),
+        file: Some(params(&[("listen_addresses", "*"), ("work_mem", "8MB")])),
+    };
+    let live = params(&[("work_mem", "4MB")]);
+    let wanted = params(&[("work_mem", "8MB")]);
+    assert_eq!(plan(&live, &wanted, &server), Plan::Reload { now: true });
+}
+
+#[test]
 fn without_the_server_s_answers_nothing_is_decided() {
     let plan = plan(
         &params(&[]),
