@@ -11,6 +11,7 @@ pub mod major;
 pub mod reload;
 pub mod server;
 pub mod upgrade;
+pub mod write_fence;
 
 #[cfg(test)]
 mod major_tests;

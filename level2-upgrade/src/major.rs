@@ -7,7 +7,8 @@
 //!
 //! 1. **Migrating.** The StatefulSet stays on the old image (Level 1 would
 //!    swap it), the read-write Service selects no pod (writes stop), and a
-//!    Job of the new image dumps every database of the old server with
+//!    Job of the new image makes the old server read-only (see
+//!    [`crate::write_fence`]), dumps every database of the old server with
 //!    `pg_dumpall` to a backup volume, initialises the new major on a new
 //!    data volume, restores the dump into it, and compares every user table
 //!    of every database, old against new (row count and a checksum of the
@@ -21,7 +22,7 @@
 //!
 //! A failed or stuck Job, a new major that is not ready in time, and a
 //! change of `spec.version` during the migration all roll back: old image,
-//! old volume, Service open. Nothing is deleted then: the Job and the
+//! old volume, Service open, write fence lifted. Nothing is deleted then: the Job and the
 //! volumes stay as evidence.
 //!
 //! The new data lives on a PVC of the operator's, `<db>-data-<major>`:
@@ -57,6 +58,7 @@ use shared::conditions::{Assessment, PROGRESSING, READY};
 use shared::error::Error;
 use shared::names::{INSTANCE_LABEL, MANAGED_BY};
 use shared::quantity;
+use shared::sql::SqlProbe;
 
 use crate::upgrade::{VersionChange, classify};
 use crate::upgrade::{image_of, running_version, seconds_since, settings};
@@ -129,6 +131,19 @@ if [ -e "$PGDATA" ] && [ ! -e "$DATA_MOUNT/.pgdb-migration-incomplete" ] && [ -n
 fi
 : > "$DATA_MOUNT/.pgdb-migration-incomplete"
 rm -rf "$PGDATA"
+
+# The fenced Service stops only the clients that use it: the old server
+# itself refuses writes from here on, so none it acknowledges can miss the dump.
+STEP="fencing writes to $FROM_VERSION (default_transaction_read_only)"
+log "$STEP"
+run psql -X -q -At -v ON_ERROR_STOP=1 -c "ALTER SYSTEM SET default_transaction_read_only = on" -c "SELECT pg_reload_conf()"
+# A reload reaches the server's processes a moment later: wait until a new session is read-only.
+tries=0
+until [ "$(psql -X -At -c 'SHOW default_transaction_read_only' 2>/dev/null)" = "on" ]; do
+  tries=$((tries + 1))
+  [ "$tries" -lt 50 ] || fail "$STEP failed: new sessions are still read-write after 10s"
+  sleep 0.2
+done
 
 STEP="stopping client connections to $FROM_VERSION"
 log "$STEP"
@@ -1435,6 +1450,11 @@ impl Capability for MajorUpgrade {
         ]
     }
 
+    fn sql_probes(&self, db: &PostgresDB, observed: &Observed) -> Vec<SqlProbe> {
+        let progress = progress(db, observed, jiff::Timestamp::now());
+        crate::write_fence::probes(db, observed, &progress)
+    }
+
     fn validate(&self, db: &PostgresDB, observed: &Observed) -> Vec<SpecProblem> {
         let wanted = &db.spec.storage.size;
         observed
@@ -1475,6 +1495,9 @@ impl Capability for MajorUpgrade {
     ) -> Result<(), Error> {
         let now = jiff::Timestamp::now();
         let progress = progress(db, observed, now);
+        for action in crate::write_fence::actions(db, observed, &progress) {
+            desired.run_sql(action);
+        }
         apply_plan(db, plan(db, observed, &progress, now), desired)
     }
 

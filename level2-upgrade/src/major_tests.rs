@@ -470,6 +470,8 @@ fn the_migration_script_is_valid_sh_and_does_every_step() {
         .expect("sh runs");
     assert!(status.success());
     for step in [
+        "ALTER SYSTEM SET default_transaction_read_only = on",
+        "pg_reload_conf()",
         "pg_terminate_backend",
         "pg_dumpall",
         "initdb",

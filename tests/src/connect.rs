@@ -44,6 +44,31 @@ pub async fn connect_to(
         .spec?
         .cluster_ip
         .filter(|ip| ip.starts_with("127."))?;
+    let mut config = login(cluster, role, name, dbname).await?;
+    config.host(&host);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match config.connect(tokio_postgres::NoTls).await {
+            Ok((client, connection)) => {
+                tokio::spawn(connection);
+                return Some(client);
+            }
+            Err(error) if tokio::time::Instant::now() > deadline => {
+                panic!("cannot connect to {name} at {host}: {error}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// The role's login to database `name` (to `dbname` when given), without a
+/// host: the caller says where to connect.
+pub async fn login(
+    cluster: &TestCluster,
+    role: Role,
+    name: &str,
+    dbname: Option<&str>,
+) -> Option<tokio_postgres::Config> {
     let secret_name = match role {
         Role::Owner => format!("{name}-credentials"),
         Role::Superuser => format!("{name}-superuser"),
@@ -61,23 +86,10 @@ pub async fn connect_to(
     };
     let mut config = tokio_postgres::Config::new();
     config
-        .host(&host)
         .port(5432)
         .user(field("username")?)
         .password(field("password")?)
         .dbname(dbname)
         .connect_timeout(Duration::from_secs(5));
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        match config.connect(tokio_postgres::NoTls).await {
-            Ok((client, connection)) => {
-                tokio::spawn(connection);
-                return Some(client);
-            }
-            Err(error) if tokio::time::Instant::now() > deadline => {
-                panic!("cannot connect to {name} at {host}: {error}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
+    Some(config)
 }

@@ -2,9 +2,13 @@
 //! PostgresDB written at 15 is upgraded to 16 by a real pg_dumpall, initdb,
 //! restore and verification, its rows survive, and the old volume and the
 //! dump are kept; without `allowMajor` nothing is touched; a restore that
-//! fails rolls back to the old server with its data. Skipped, with a note,
+//! fails rolls back to the old server with its data, which takes writes
+//! again; a client writing to the pod past the fenced Service loses no
+//! write the old server acknowledged. Skipped, with a note,
 //! when the PostgreSQL 15 or 16 binaries are missing (`scripts/install-postgres.sh`).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -16,7 +20,7 @@ use sandbox::{PostgresConfig, RuntimeKind, Sandbox, SandboxConfig};
 use serde_json::json;
 use shared::api::{PostgresDB, UpgradePhase};
 use tests::builders::DbBuilder;
-use tests::connect::{Role, connect_to};
+use tests::connect::{Role, connect_to, login};
 use tests::harness::{Operator, TestCluster};
 use tests::levels::LevelId;
 
@@ -275,6 +279,90 @@ async fn contents(cluster: &Cluster) -> Vec<String> {
         scalar(&owner, "SELECT sum(amount) FROM lines").await,
         scalar(&reports, "SELECT sum(total) FROM totals").await,
     ]
+}
+
+/// A client that connects to pod `orders-0` itself, past the Service, and
+/// inserts a numbered row into `ticks` every 20 ms as the owner,
+/// reconnecting when its session ends (to whatever pod then has that name).
+/// It records the inserts the server acknowledged, and why others failed.
+struct DirectWriter {
+    stop: Arc<AtomicBool>,
+    acknowledged: Arc<Mutex<Vec<i64>>>,
+    failures: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl DirectWriter {
+    fn start(pods: Api<Pod>, login: tokio_postgres::Config) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acknowledged = Arc::new(Mutex::new(Vec::new()));
+        let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+        let (done, acks, failed) = (stop.clone(), acknowledged.clone(), failures.clone());
+        let note = move |failure: String| {
+            let mut failed = failed.lock().expect("not poisoned");
+            if !failed.contains(&failure) {
+                failed.push(failure);
+            }
+        };
+        let task = tokio::spawn(async move {
+            let mut client: Option<tokio_postgres::Client> = None;
+            let mut n: i64 = 0;
+            while !done.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let Some(session) = client.as_ref().filter(|c| !c.is_closed()) else {
+                    let ip = pods
+                        .get_opt("orders-0")
+                        .await
+                        .ok()
+                        .flatten()
+                        .and_then(|p| p.status?.pod_ip);
+                    let Some(ip) = ip else { continue };
+                    let mut config = login.clone();
+                    config.host(&ip).connect_timeout(Duration::from_secs(1));
+                    match config.connect(tokio_postgres::NoTls).await {
+                        Ok((session, connection)) => {
+                            tokio::spawn(connection);
+                            client = Some(session);
+                        }
+                        Err(error) => note(format!("connect: {error}")),
+                    }
+                    continue;
+                };
+                n += 1;
+                match session
+                    .execute("INSERT INTO ticks VALUES ($1)", &[&n])
+                    .await
+                {
+                    Ok(_) => acks.lock().expect("not poisoned").push(n),
+                    Err(error) => note(format!(
+                        "insert: {}",
+                        error
+                            .as_db_error()
+                            .map_or(error.to_string(), |e| e.message().to_string())
+                    )),
+                }
+            }
+        });
+        Self {
+            stop,
+            acknowledged,
+            failures,
+            task,
+        }
+    }
+
+    fn acknowledged(&self) -> usize {
+        self.acknowledged.lock().expect("not poisoned").len()
+    }
+
+    /// Stops writing: the acknowledged inserts and the distinct failures.
+    async fn stop(self) -> (Vec<i64>, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.task.await;
+        let acknowledged = self.acknowledged.lock().expect("not poisoned").clone();
+        let failures = self.failures.lock().expect("not poisoned").clone();
+        (acknowledged, failures)
+    }
 }
 
 async fn server_version(cluster: &Cluster) -> String {
@@ -559,6 +647,15 @@ async fn a_migration_whose_restore_fails_rolls_back_and_the_old_data_serves_agai
         "SHOW server_version is {version}"
     );
     assert_eq!(contents(&cluster).await, before);
+    // The Job had made 15 read-only before it dumped; the rollback lifts that.
+    cluster
+        .wait_until("the write fence on 15 is lifted", || async {
+            let events = cluster.inner.events("orders").await;
+            ["WriteFenceRemoved", "WritesResumed"]
+                .iter()
+                .all(|reason| events.iter().any(|e| e.contains(reason)))
+        })
+        .await;
     let owner = cluster.connect_as("orders-credentials", None).await;
     owner
         .batch_execute("INSERT INTO items VALUES (4, 'four')")
@@ -657,6 +754,21 @@ async fn a_major_can_be_skipped_and_setting_the_previous_version_returns_to_the_
         cluster.claim_exists("orders-data-17").await,
         "17's data is kept"
     );
+    cluster
+        .wait_until(
+            "the write fence the migration set on 15 is lifted",
+            || async {
+                let events = cluster.inner.events("orders").await;
+                events.iter().any(|e| e.contains("WritesResumed"))
+            },
+        )
+        .await;
+    let owner = cluster.connect_as("orders-credentials", None).await;
+    owner
+        .batch_execute("INSERT INTO items VALUES (5, 'written on 15 again')")
+        .await
+        .expect("15 takes writes again");
+    drop(owner);
     let (_, reason, message) = cluster.condition("Progressing").await.expect("Progressing");
     assert_eq!(reason, "MajorUpgradeRolledBack");
     assert!(message.contains("orders-data-17"), "{message}");
@@ -665,5 +777,83 @@ async fn a_major_can_be_skipped_and_setting_the_previous_version_returns_to_the_
         (ready.as_str(), ready_reason.as_str()),
         ("True", "DatabaseReady")
     );
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_writing_to_the_pod_past_the_fenced_service_loses_no_acknowledged_write() {
+    let Some(cluster) = Cluster::start(&[15, 16]).await else {
+        return;
+    };
+    database_at_15_with_rows(&cluster).await;
+    let owner = cluster.connect_as("orders-credentials", None).await;
+    owner
+        .batch_execute("CREATE TABLE ticks (n bigint PRIMARY KEY)")
+        .await
+        .expect("the owner creates a table");
+    drop(owner);
+    let login = login(&cluster.inner, Role::Owner, "orders", None)
+        .await
+        .expect("the owner's login");
+    let writer = DirectWriter::start(cluster.api::<Pod>(), login);
+    cluster
+        .wait_until("the direct writer's inserts are acknowledged", || async {
+            writer.acknowledged() >= 10
+        })
+        .await;
+
+    cluster
+        .inner
+        .patch_spec(
+            "orders",
+            json!({"version": "16", "upgrade": {"allowMajor": true}}),
+        )
+        .await
+        .expect("the spec is patched");
+    cluster
+        .wait_until("the upgrade completes or rolls back", || async {
+            matches!(
+                cluster.upgrade_phase().await,
+                Some(UpgradePhase::Complete | UpgradePhase::RolledBack)
+            )
+        })
+        .await;
+    let (acknowledged, failures) = writer.stop().await;
+    eprintln!(
+        "{} inserts acknowledged; failures: {failures:#?}",
+        acknowledged.len()
+    );
+    assert_eq!(
+        cluster.upgrade_phase().await,
+        Some(UpgradePhase::Complete),
+        "writes to the pod during the migration must not fail it\n{}",
+        cluster.diagnose().await
+    );
+    cluster
+        .wait_until("16 is Ready", || cluster.ready_at("16"))
+        .await;
+
+    let owner = cluster.connect_as("orders-credentials", None).await;
+    let stored: std::collections::BTreeSet<i64> = owner
+        .query("SELECT n FROM ticks", &[])
+        .await
+        .expect("16 has the table")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let lost: Vec<i64> = acknowledged
+        .iter()
+        .filter(|n| !stored.contains(n))
+        .copied()
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "inserts 15 acknowledged and 16 does not have: {lost:?}"
+    );
+    assert!(
+        failures.iter().any(|f| f.contains("read-only transaction")),
+        "the old server refused, rather than accepted and lost, the writes made during the migration: {failures:#?}"
+    );
+    assert_eq!(contents(&cluster).await[..3], ["3", "one,two,three", "500"]);
     cluster.stop().await;
 }
