@@ -628,7 +628,12 @@ impl Cluster {
                 Some(o) => o,
                 None => match &config {
                     Some(cfg) if sub == Sub::Main => {
-                        return self.create_by_apply(rt, ns, name, cfg, opts);
+                        match self.create_by_apply(rt, ns, name, cfg, opts) {
+                            // Another writer created it meanwhile: apply to
+                            // that object instead, as the real server does.
+                            Err(Error::Api(s)) if s.reason == "AlreadyExists" => continue,
+                            other => return other,
+                        }
                     }
                     _ => return Err(Error::not_found(&rt.group, &rt.plural, name)),
                 },

@@ -248,3 +248,33 @@ async fn strategic_merge_patch_merges_containers_by_name() {
         .unwrap();
     assert_eq!(p.spec.unwrap().containers.len(), 1);
 }
+
+/// Upstream: an apply to a missing object creates it, and an apply that
+/// races another's create applies to the created object (the server's
+/// create-or-update loop): concurrent applies never answer AlreadyExists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_applies_to_a_missing_object_all_succeed() {
+    let sb = sandbox().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(sb.client());
+    for round in 0..8 {
+        let name = format!("raced-{round}");
+        let applies = (0..16).map(|_| {
+            let api = api.clone();
+            let name = name.clone();
+            tokio::spawn(async move {
+                let body = json!({"apiVersion": "v1", "kind": "ConfigMap",
+                                  "metadata": {"name": name}, "data": {"a": "1"}});
+                api.patch(
+                    &name,
+                    &PatchParams::apply("op").force(),
+                    &Patch::Apply(body),
+                )
+                .await
+            })
+        });
+        for outcome in futures::future::join_all(applies).await {
+            let applied = outcome.expect("the task ran");
+            assert!(applied.is_ok(), "round {round}: {applied:?}");
+        }
+    }
+}
