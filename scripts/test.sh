@@ -17,5 +17,8 @@ cargo clippy --workspace --all-targets -- -D warnings
 # operator restarted mid-reconcile); `cargo test` builds only test targets.
 cargo build --workspace --bins
 cargo test --workspace
+# The behaviour suite again, against a sandbox reached only through its
+# kubeconfig: the path a kind cluster takes (port-forwards, no counters).
+scripts/test-external.sh
 # The target directory's size, so a run that nears the disk's limit shows it.
 du -sh "${CARGO_TARGET_DIR:-target}" 2>/dev/null || true

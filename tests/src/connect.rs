@@ -1,13 +1,17 @@
 //! Connecting a test to a database the operator made, as a client would.
 //!
-//! On the sandbox a Service's ClusterIP is a loopback address of this
-//! machine, so the test connects to it directly; on kind it would take a
-//! port-forward, so these helpers answer `None` there and the scenarios
-//! that need SQL report "not run".
+//! Two routes, as a learner has them: on the sandbox a Service's ClusterIP
+//! is a loopback address of this machine, so the test connects to it as a
+//! client in the cluster would; on kind, where the cluster's addresses are
+//! not routable from here, it opens a port-forward to a pod the Service
+//! selects, as `kubectl port-forward svc/<name> 5432` does, and speaks the
+//! PostgreSQL protocol over that stream.
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use kube::ResourceExt;
+use kube::api::ListParams;
 
 use crate::harness::{TestCluster, WAIT};
 
@@ -20,9 +24,20 @@ pub enum Role {
     Superuser,
 }
 
+/// How a test reaches a database's Service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// The Service's ClusterIP where this machine routes to it (the
+    /// sandbox's), else a port-forward.
+    Auto,
+    /// A port-forward to a ready pod the Service selects.
+    PortForward,
+}
+
 /// Connects to database `name` through its read-write Service. Waits for
 /// the server to accept connections (a pod can be ready a moment before the
-/// Service proxy notices). `None` when the Service has no reachable address.
+/// Service proxy notices); panics when it does not within the harness's
+/// wait. `None` when the credentials or the Service do not exist.
 pub async fn connect(
     cluster: &TestCluster,
     role: Role,
@@ -38,27 +53,108 @@ pub async fn connect_to(
     name: &str,
     dbname: Option<&str>,
 ) -> Option<tokio_postgres::Client> {
-    cluster.sandbox_handle()?;
+    connect_through(cluster, role, name, dbname, Route::Auto).await
+}
+
+/// [`connect_to`], by `route`.
+pub async fn connect_through(
+    cluster: &TestCluster,
+    role: Role,
+    name: &str,
+    dbname: Option<&str>,
+    route: Route,
+) -> Option<tokio_postgres::Client> {
     let service = cluster.api::<Service>().get(name).await.ok()?;
-    let host = service
-        .spec?
-        .cluster_ip
-        .filter(|ip| ip.starts_with("127."))?;
     let mut config = login(cluster, role, name, dbname).await?;
-    config.host(&host);
+    let cluster_ip = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.cluster_ip.clone())
+        .filter(|ip| ip.starts_with("127.") && cluster.sandbox_handle().is_some());
+    let direct = match (route, cluster_ip) {
+        (Route::Auto, Some(ip)) => Some(ip),
+        _ => None,
+    };
+    if let Some(ip) = &direct {
+        config.host(ip);
+    }
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        match config.connect(tokio_postgres::NoTls).await {
-            Ok((client, connection)) => {
-                tokio::spawn(connection);
-                return Some(client);
-            }
+        let attempt = match &direct {
+            Some(_) => config
+                .connect(tokio_postgres::NoTls)
+                .await
+                .map(|(client, connection)| {
+                    tokio::spawn(connection);
+                    client
+                })
+                .map_err(|e| e.to_string()),
+            None => tokio::time::timeout(
+                Duration::from_secs(5),
+                through_port_forward(cluster, &service, &config),
+            )
+            .await
+            .unwrap_or_else(|_| Err("no answer within 5s".into())),
+        };
+        match attempt {
+            Ok(client) => return Some(client),
             Err(error) if tokio::time::Instant::now() > deadline => {
-                panic!("cannot connect to {name} at {host}: {error}")
+                let via = direct.as_deref().unwrap_or("a port-forward");
+                panic!("cannot connect to {name} through {via}: {error}")
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     }
+}
+
+/// A session over a port-forward to the first ready pod the Service
+/// selects (a fenced Service selects none).
+async fn through_port_forward(
+    cluster: &TestCluster,
+    service: &Service,
+    config: &tokio_postgres::Config,
+) -> Result<tokio_postgres::Client, String> {
+    let selector = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.as_ref())
+        .filter(|s| !s.is_empty())
+        .ok_or("the Service selects no pods")?;
+    let labels: Vec<String> = selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let pods = cluster.api::<Pod>();
+    let listed = pods
+        .list(&ListParams::default().labels(&labels.join(",")))
+        .await
+        .map_err(|e| e.to_string())?;
+    let ready = |pod: &Pod| {
+        pod.metadata.deletion_timestamp.is_none()
+            && pod
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    };
+    let pod = listed
+        .items
+        .iter()
+        .find(|p| ready(p))
+        .ok_or("no ready pod behind the Service")?;
+    let mut forwarder = pods
+        .portforward(&pod.name_any(), &[5432])
+        .await
+        .map_err(|e| e.to_string())?;
+    let stream = forwarder
+        .take_stream(5432)
+        .ok_or("the API server opened no stream")?;
+    let (client, connection) = config
+        .connect_raw(stream, tokio_postgres::NoTls)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+        let _ = forwarder.join().await;
+    });
+    Ok(client)
 }
 
 /// The role's login to database `name` (to `dbname` when given), without a

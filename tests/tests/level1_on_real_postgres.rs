@@ -13,7 +13,7 @@ use sandbox::{PostgresConfig, PostgresRuntime, RuntimeKind, Sandbox, SandboxConf
 use serde_json::json;
 use shared::api::PostgresDB;
 use tests::builders::DbBuilder;
-use tests::connect::{Role, connect_to};
+use tests::connect::{Role, Route, connect_through, connect_to};
 use tests::harness::{Operator, TestCluster};
 use tests::levels::LevelId;
 
@@ -318,5 +318,40 @@ async fn a_pg_dump_job_backs_up_a_real_database_and_the_dump_restores_into_anoth
         .expect("reads")
         .get(0);
     assert_eq!(name, "two");
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn the_database_answers_through_a_port_forward_as_it_does_on_kind() {
+    let Some(cluster) = Cluster::start().await else {
+        return;
+    };
+    drop(ready_database_with_rows(&cluster).await);
+    let forwarded = connect_through(
+        &cluster.inner,
+        Role::Owner,
+        "orders",
+        None,
+        Route::PortForward,
+    )
+    .await
+    .expect("the credentials and the Service exist");
+    let row = forwarded
+        .query_one("SELECT count(*), host(inet_server_addr()) FROM items", &[])
+        .await
+        .expect("the same server answers over the port-forward");
+    let (rows, server): (i64, Option<String>) = (row.get(0), row.get(1));
+    assert_eq!(rows, 3, "the rows written through the Service");
+    let pod_ip = cluster
+        .api::<Pod>()
+        .get("orders-0")
+        .await
+        .expect("the pod")
+        .status
+        .and_then(|s| s.pod_ip);
+    assert_eq!(
+        server, pod_ip,
+        "the port-forward reaches the pod's own address"
+    );
     cluster.stop().await;
 }

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The behaviour suite against a cluster it does not embed, as against kind:
+# a `pgdb-sandbox` process stands in for the cluster, reached only through
+# its kubeconfig, so the tests and the operators use the paths a real
+# cluster needs (port-forwards to reach the databases, no request counters).
+# With PGDB_TEST_KUBECONFIG already set, that cluster is used instead.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [[ -z "${PGDB_TEST_KUBECONFIG:-}" ]]; then
+    work="$(mktemp -d)"
+    cargo build -q -p sandbox --bin pgdb-sandbox
+    "${CARGO_TARGET_DIR:-target}/debug/pgdb-sandbox" --runtime postgres \
+        --kubeconfig "$work/kubeconfig" > "$work/sandbox.log" 2>&1 &
+    sandbox=$!
+    trap 'kill "$sandbox" 2>/dev/null || true; wait "$sandbox" 2>/dev/null || true; rm -rf "$work"' EXIT
+    for _ in $(seq 100); do
+        [[ -s "$work/kubeconfig" ]] && break
+        kill -0 "$sandbox" 2>/dev/null || { cat "$work/sandbox.log"; exit 1; }
+        sleep 0.1
+    done
+    [[ -s "$work/kubeconfig" ]] || { echo "pgdb-sandbox wrote no kubeconfig"; cat "$work/sandbox.log"; exit 1; }
+    export PGDB_TEST_KUBECONFIG="$work/kubeconfig"
+fi
+echo "behaviour suite against the cluster of $PGDB_TEST_KUBECONFIG"
+cargo test -p tests --test behaviour -- --nocapture 2> >(grep -v ' INFO \| DEBUG ' >&2)
