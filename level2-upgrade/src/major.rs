@@ -10,9 +10,11 @@
 //!    Job of the new image makes the old server read-only (see
 //!    [`crate::write_fence`]), dumps every database of the old server with
 //!    `pg_dumpall` to a backup volume, initialises the new major on a new
-//!    data volume, restores the dump into it, and compares every user table
-//!    of every database, old against new (row count and a checksum of the
-//!    rows). Any error or difference fails the Job.
+//!    data volume, restores the dump into it, and compares every database,
+//!    old against new: each user table's row count and a checksum of its
+//!    rows, each sequence's position, each materialized view's populated
+//!    state, and the large objects' count and checksum. Any error or
+//!    difference fails the Job.
 //! 2. **Switching.** Once the Job succeeded, the StatefulSet runs the new
 //!    image on the new volume and the Service selects the pod again.
 //! 3. **Complete** when the pod is ready at the new version, within
@@ -181,21 +183,40 @@ STEP="analysing the restored databases"
 log "$STEP"
 run vacuumdb --all --analyze-only --quiet --host="$WORK_DIR"
 
-STEP="verifying every user table"
+STEP="verifying every user table, sequence, materialized view and large object"
 log "$STEP"
+# Tables: row count and checksum. Sequences: position. Materialized views:
+# whether populated (a restore refreshes them, so a stale one's rows differ
+# by design). Large objects: count and checksum.
 cat > "$WORK_DIR/checksums.sql" <<'SQL'
-SELECT format('SELECT %L, %L, count(*), coalesce(sum((''x'' || left(md5(t::text), 16))::bit(64)::bigint::numeric), 0) FROM ONLY %I.%I AS t',
-              current_database(), n.nspname || '.' || c.relname, n.nspname, c.relname)
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind = 'r'
-  AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\_%'
-  AND NOT EXISTS (SELECT 1 FROM pg_depend d
-                  WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
-ORDER BY n.nspname, c.relname
+SELECT statement FROM (
+  SELECT 1 AS part, n.nspname AS schema, c.relname AS name,
+         CASE c.relkind
+           WHEN 'r' THEN format('SELECT %L, %L, count(*), coalesce(sum((''x'' || left(md5(t::text), 16))::bit(64)::bigint::numeric), 0) FROM ONLY %I.%I AS t',
+                                current_database(), n.nspname || '.' || c.relname, n.nspname, c.relname)
+           WHEN 'S' THEN format('SELECT %L, %L, last_value, is_called FROM %I.%I',
+                                current_database(), 'sequence ' || n.nspname || '.' || c.relname, n.nspname, c.relname)
+           ELSE format('SELECT %L, %L, %L',
+                       current_database(), 'materialized view ' || n.nspname || '.' || c.relname,
+                       CASE WHEN c.relispopulated THEN 'populated' ELSE 'not populated' END)
+         END AS statement
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE c.relkind IN ('r', 'S', 'm')
+    AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\_%'
+    AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                    WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+  UNION ALL
+  SELECT 2, '', '', format('SELECT %L, %L, count(*), coalesce(sum((''x'' || left(md5(lo_get(oid)), 16))::bit(64)::bigint::numeric), 0) FROM pg_largeobject_metadata',
+                           current_database(), 'large objects')
+) AS checks
+ORDER BY part, schema, name
 \gexec
 SQL
-# checksums [--host=...]: "database|name" per database, then
-# "database|schema.table|rows|checksum" per user table.
+# checksums [--host=...]: "database|name" per database, then per database
+# "database|schema.table|rows|checksum" per user table,
+# "database|sequence schema.name|last_value|is_called" per sequence,
+# "database|materialized view schema.name|populated" per materialized view,
+# and "database|large objects|count|checksum".
 checksums() {
   psql -X -At -v ON_ERROR_STOP=1 "$@" --dbname=postgres -c "SELECT datname FROM pg_database WHERE datallowconn ORDER BY 1" > "$WORK_DIR/databases" || return 1
   while IFS= read -r db; do
@@ -207,16 +228,22 @@ run checksums > "$WORK_DIR/old.txt"
 run checksums --host="$WORK_DIR" > "$WORK_DIR/new.txt"
 if ! cmp -s "$WORK_DIR/old.txt" "$WORK_DIR/new.txt"; then
   diff "$WORK_DIR/old.txt" "$WORK_DIR/new.txt" >&2 || true
-  fail "verification failed: the restored $TO_VERSION differs from $FROM_VERSION (database|schema.table|rows|checksum, < $FROM_VERSION, > $TO_VERSION): $(diff "$WORK_DIR/old.txt" "$WORK_DIR/new.txt" | grep '^[<>]' | head -n 4 | tr '\n' ' ')"
+  fail "verification failed: the restored $TO_VERSION differs from $FROM_VERSION (database|object|values, < $FROM_VERSION, > $TO_VERSION): $(diff "$WORK_DIR/old.txt" "$WORK_DIR/new.txt" | grep '^[<>]' | head -n 4 | tr '\n' ' ')"
 fi
-summary=$(awk -F'|' 'NF == 2 { d++ } NF >= 4 { t++; r += $(NF - 1) } END { printf "%d databases, %d tables, %d rows", d, t, r }' "$WORK_DIR/new.txt")
+summary=$(awk -F'|' '
+  NF == 2 { d++; next }
+  $2 ~ /^sequence / { s++; next }
+  $2 ~ /^materialized view / { m++; next }
+  $2 == "large objects" { l += $3; next }
+  { t++; r += $(NF - 1) }
+  END { printf "%d databases, %d tables, %d rows, %d sequences, %d materialized views, %d large objects", d, t, r, s, m, l }' "$WORK_DIR/new.txt")
 
 STEP="stopping $TO_VERSION"
 log "$STEP"
 run pg_ctl --pgdata="$PGDATA" --mode=fast --wait stop
 rm -f "$WORK_DIR/server-started" "$DATA_MOUNT/.pgdb-migration-incomplete"
 sync
-printf 'verified %s: row counts and checksums of every user table match between %s and %s' "$summary" "$FROM_VERSION" "$TO_VERSION" > "$WORK_DIR/message"
+printf 'verified %s: rows and checksums of every user table and large object, sequence positions and materialized views match between %s and %s' "$summary" "$FROM_VERSION" "$TO_VERSION" > "$WORK_DIR/message"
 log "$(cat "$WORK_DIR/message")"
 "#;
 

@@ -241,7 +241,11 @@ async fn database_at_15_with_rows(cluster: &Cluster) {
              INSERT INTO items VALUES (1, 'one'), (2, 'two'), (3, 'three');
              CREATE TABLE lines (id bigint PRIMARY KEY, item int REFERENCES items, amount numeric(10,2), at timestamptz);
              INSERT INTO lines SELECT g, 1 + g % 3, g * 1.25, '2026-01-01'::timestamptz + g * interval '1 minute'
-               FROM generate_series(1, 500) g;",
+               FROM generate_series(1, 500) g;
+             CREATE SEQUENCE invoice_numbers START 1000;
+             SELECT nextval('invoice_numbers') FROM generate_series(1, 3);
+             CREATE MATERIALIZED VIEW item_totals AS SELECT item, sum(amount) AS total FROM lines GROUP BY item;
+             SELECT lo_from_bytea(0, 'a scanned invoice');",
         )
         .await
         .expect("the owner writes rows");
@@ -278,6 +282,13 @@ async fn contents(cluster: &Cluster) -> Vec<String> {
         scalar(&owner, "SELECT count(*) FROM lines").await,
         scalar(&owner, "SELECT sum(amount) FROM lines").await,
         scalar(&reports, "SELECT sum(total) FROM totals").await,
+        scalar(&owner, "SELECT last_value FROM invoice_numbers").await,
+        scalar(&owner, "SELECT sum(total) FROM item_totals").await,
+        scalar(
+            &owner,
+            "SELECT string_agg(convert_from(lo_get(oid), 'UTF8'), ',') FROM pg_largeobject_metadata",
+        )
+        .await,
     ]
 }
 
@@ -440,7 +451,16 @@ async fn a_major_upgrade_moves_real_data_from_15_to_16_and_keeps_the_old_volume_
     assert_eq!(major.previous_data_volume, "data-orders-0");
     assert_eq!(major.data_volume, "orders-data-16");
     assert_eq!(major.backup_volume, "orders-backup-16");
-    assert!(major.verified.is_some() && major.retain_until.is_some());
+    assert!(major.retain_until.is_some());
+    let verified = major.verified.clone().unwrap_or_default();
+    for checked in [
+        "3 tables, 505 rows",
+        "1 sequences",
+        "1 materialized views",
+        "1 large objects",
+    ] {
+        assert!(verified.contains(checked), "{checked} in: {verified}");
+    }
     for claim in ["data-orders-0", "orders-backup-16", "orders-data-16"] {
         assert!(cluster.claim_exists(claim).await, "PVC {claim} is kept");
     }
