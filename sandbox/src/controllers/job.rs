@@ -2,15 +2,25 @@
 //!
 //! A Job keeps up to `parallelism` pods running until `completions` of them
 //! have Succeeded (condition `Complete`), or more than `backoffLimit` have
-//! Failed (condition `Failed`, reason `BackoffLimitExceeded`, remaining
-//! pods deleted). Pods carry the `batch.kubernetes.io/controller-uid` and
+//! Failed, or it has been running longer than `activeDeadlineSeconds`
+//! (conditions `FailureTarget` and `Failed`, reason `BackoffLimitExceeded`
+//! or `DeadlineExceeded`; the remaining pods are deleted and count as
+//! failed). Pods carry the `batch.kubernetes.io/controller-uid` and
 //! `job-name` labels the Job's selector matches.
+
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use super::{MANAGER, controlled_by, controller_ref, keep_transition_times, list_all};
 use crate::cluster::{Cluster, DeleteOptions, Sub, WriteOptions};
 use crate::meta::{is_deleting, name_of, namespace_of, uid_of};
+
+/// How soon a Job whose pods could not all be deleted is tried again.
+const RETRY: Duration = Duration::from_millis(200);
+/// The shortest requeue, so a wake-up a hair before a deadline (clocks
+/// round differently) cannot spin the loop.
+const MIN_REQUEUE: Duration = Duration::from_millis(20);
 
 fn has_condition(job: &Value, t: &str) -> bool {
     job.pointer("/status/conditions")
@@ -35,17 +45,65 @@ fn new_pod(job: &Value) -> Value {
     json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": tmpl["spec"]})
 }
 
-pub fn reconcile(c: &Cluster) {
+/// Adds the interim `FailureTarget` and the terminal `Failed` condition, as
+/// kube-controller-manager does once a Job's pods are gone.
+fn push_failed(conditions: &mut Value, reason: &str, message: &str, now: &str) {
+    if let Some(list) = conditions.as_array_mut() {
+        for t in ["FailureTarget", "Failed"] {
+            list.push(json!({"type": t, "status": "True", "reason": reason, "message": message, "lastProbeTime": now, "lastTransitionTime": now}));
+        }
+    }
+}
+
+/// Deletes `pods` without a grace period; how many are gone.
+fn terminate(
+    c: &Cluster,
+    pod_rt: &crate::registry::ResourceType,
+    ns: &str,
+    pods: &[&Value],
+) -> usize {
+    pods.iter()
+        .filter(|p| {
+            let opts = DeleteOptions {
+                grace_period: Some(0),
+                ..Default::default()
+            };
+            match c.delete(pod_rt, ns, name_of(p), &opts) {
+                Ok(_) => true,
+                Err(e) => e.code() == 404,
+            }
+        })
+        .count()
+}
+
+/// When a Job that started at `start` runs out of `activeDeadlineSeconds`.
+fn deadline_of(job: &Value, start: &str) -> Option<jiff::Timestamp> {
+    let secs = job.pointer("/spec/activeDeadlineSeconds")?.as_i64()?;
+    let start: jiff::Timestamp = start.parse().ok()?;
+    start
+        .checked_add(jiff::SignedDuration::from_secs(secs))
+        .ok()
+}
+
+/// Reconciles every Job; returns how soon the next active deadline falls
+/// due, since nothing in the store changes when one passes.
+pub fn reconcile(c: &Cluster) -> Option<Duration> {
     let (Ok(job_rt), Ok(pod_rt)) = (c.rt("batch", "jobs"), c.rt("", "pods")) else {
-        return;
+        return None;
+    };
+    let mut requeue: Option<Duration> = None;
+    let mut wake_in = |d: Duration| {
+        let d = d.max(MIN_REQUEUE);
+        requeue = Some(requeue.map_or(d, |r| r.min(d)));
     };
     for job in list_all(c, "batch", "jobs", None) {
-        if is_deleting(&job) {
+        // A finished Job is left as it is, like upstream: its counters
+        // include pods terminated at the end, which recounting would lose.
+        if is_deleting(&job) || has_condition(&job, "Complete") || has_condition(&job, "Failed") {
             continue;
         }
         let ns = namespace_of(&job).to_string();
         let name = name_of(&job).to_string();
-        let finished = has_condition(&job, "Complete") || has_condition(&job, "Failed");
         let pods: Vec<Value> = list_all(c, "", "pods", Some(&ns))
             .into_iter()
             .filter(|p| controlled_by(p, uid_of(&job)))
@@ -57,8 +115,8 @@ pub fn reconcile(c: &Cluster) {
                 .to_string()
         };
         let succeeded = pods.iter().filter(|p| phase(p) == "Succeeded").count() as i64;
-        let failed = pods.iter().filter(|p| phase(p) == "Failed").count() as i64;
-        let active: Vec<&Value> = pods
+        let mut failed = pods.iter().filter(|p| phase(p) == "Failed").count() as i64;
+        let mut active: Vec<&Value> = pods
             .iter()
             .filter(|p| !is_deleting(p) && !matches!(phase(p).as_str(), "Succeeded" | "Failed"))
             .collect();
@@ -71,36 +129,56 @@ pub fn reconcile(c: &Cluster) {
         let old_status = job.get("status").cloned().unwrap_or(json!({}));
         let mut conditions = old_status.get("conditions").cloned().unwrap_or(json!([]));
         let mut completion_time = old_status.get("completionTime").cloned();
-        if !finished {
-            if succeeded >= completions {
-                for t in ["SuccessCriteriaMet", "Complete"] {
-                    if let Some(list) = conditions.as_array_mut() {
-                        list.push(json!({"type": t, "status": "True", "reason": "CompletionsReached", "message": "Reached expected number of succeeded pods", "lastProbeTime": now, "lastTransitionTime": now}));
-                    }
+        // The deadline measures how long a Job has been continuously
+        // running: a suspended Job has no startTime, and resuming starts
+        // the clock again from now.
+        let start_time = (!suspended).then(|| {
+            old_status
+                .get("startTime")
+                .and_then(Value::as_str)
+                .map_or_else(|| now.clone(), str::to_string)
+        });
+        let deadline = start_time.as_deref().and_then(|s| deadline_of(&job, s));
+        let past_deadline = deadline.is_some_and(|d| jiff::Timestamp::now() >= d);
+        let failure = if failed > backoff {
+            Some((
+                "BackoffLimitExceeded",
+                "Job has reached the specified backoff limit",
+            ))
+        } else if past_deadline {
+            Some((
+                "DeadlineExceeded",
+                "Job was active longer than specified deadline",
+            ))
+        } else {
+            None
+        };
+        if succeeded >= completions {
+            for t in ["SuccessCriteriaMet", "Complete"] {
+                if let Some(list) = conditions.as_array_mut() {
+                    list.push(json!({"type": t, "status": "True", "reason": "CompletionsReached", "message": "Reached expected number of succeeded pods", "lastProbeTime": now, "lastTransitionTime": now}));
                 }
-                completion_time = Some(json!(now));
-            } else if failed > backoff {
-                for t in ["FailureTarget", "Failed"] {
-                    if let Some(list) = conditions.as_array_mut() {
-                        list.push(json!({"type": t, "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit", "lastProbeTime": now, "lastTransitionTime": now}));
-                    }
-                }
-                for p in &active {
-                    let _ = c.delete(
-                        &pod_rt,
-                        &ns,
-                        name_of(p),
-                        &DeleteOptions {
-                            grace_period: Some(0),
-                            ..Default::default()
-                        },
-                    );
-                }
-            } else if !suspended {
-                let want = parallelism.min(completions - succeeded);
-                for _ in active.len() as i64..want {
-                    let _ = c.create(&pod_rt, &ns, new_pod(&job), &WriteOptions::manager(MANAGER));
-                }
+            }
+            completion_time = Some(json!(now));
+        } else if let Some((reason, message)) = failure {
+            let gone = terminate(c, &pod_rt, &ns, &active);
+            // Upstream declares the Job failed only once every active pod
+            // is gone; until then it tries again.
+            if gone == active.len() {
+                push_failed(&mut conditions, reason, message, &now);
+                failed += gone as i64;
+                active.clear();
+            } else {
+                wake_in(RETRY);
+            }
+        } else if !suspended {
+            let want = parallelism.min(completions - succeeded);
+            for _ in active.len() as i64..want {
+                let _ = c.create(&pod_rt, &ns, new_pod(&job), &WriteOptions::manager(MANAGER));
+            }
+            if let Some(d) = deadline {
+                let left = jiff::Timestamp::now().duration_until(d);
+                wake_in(Duration::try_from(left).unwrap_or_default());
             }
         }
         keep_transition_times(&mut conditions, old_status.get("conditions"));
@@ -116,7 +194,6 @@ pub fn reconcile(c: &Cluster) {
             })
         };
         let mut status = json!({
-            "startTime": old_status.get("startTime").cloned().unwrap_or(json!(now)),
             "active": active_now,
             "succeeded": succeeded,
             "failed": failed,
@@ -124,6 +201,9 @@ pub fn reconcile(c: &Cluster) {
             "terminating": 0,
             "uncountedTerminatedPods": {},
         });
+        if let Some(t) = start_time {
+            status["startTime"] = json!(t);
+        }
         if conditions.as_array().is_some_and(|l| !l.is_empty()) {
             status["conditions"] = conditions;
         }
@@ -136,4 +216,5 @@ pub fn reconcile(c: &Cluster) {
             });
         }
     }
+    requeue
 }

@@ -3,8 +3,9 @@
 //! A controller is a loop: observe the current state, compare it with the
 //! desired state written in objects, and act to close the gap. Each loop
 //! here wakes on store changes it cares about (and on a slow periodic
-//! resync), then reconciles *all* its objects from scratch: level-triggered,
-//! so a missed event can never leave things stuck. Writes go through the
+//! resync, or when a pass asked to be run again after a delay, for state
+//! that changes with time alone), then reconciles *all* its objects from
+//! scratch: level-triggered, so a missed event can never leave things stuck. Writes go through the
 //! same [`Cluster`] path as client requests, and a reconcile that finds
 //! nothing to do writes nothing, so the loops settle.
 
@@ -32,7 +33,9 @@ pub const NODE_NAME: &str = "sandbox";
 pub const MANAGER: &str = "kube-controller-manager";
 
 type Interest = fn(&Event) -> bool;
-type Reconcile = fn(&Cluster);
+/// One pass over all objects; `Some(d)` asks for another pass within `d`
+/// even if nothing changes (upstream's `AddAfter` requeue).
+type Reconcile = fn(&Cluster) -> Option<Duration>;
 
 /// Runs one controller loop until shutdown.
 fn spawn_loop(
@@ -45,13 +48,22 @@ fn spawn_loop(
 ) -> JoinHandle<()> {
     let mut rx = cluster.store.subscribe();
     tokio::spawn(async move {
-        reconcile(&cluster);
+        let requeue_at = |d: Option<Duration>| d.map(|d| tokio::time::Instant::now() + d);
+        let mut requeue = requeue_at(reconcile(&cluster));
         let mut tick = tokio::time::interval(resync);
         tick.tick().await;
         loop {
             let notified = async {
                 match &extra {
                     Some(n) => n.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
+            // An instant, not a delay, so events that wake the loop without
+            // a pass do not push the requeue back.
+            let due = async {
+                match requeue {
+                    Some(at) => tokio::time::sleep_until(at).await,
                     None => std::future::pending().await,
                 }
             };
@@ -62,12 +74,13 @@ fn spawn_loop(
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
                 _ = notified => {}
+                _ = due => {}
                 _ = tick.tick() => {}
                 _ = shutdown.changed() => return,
             }
             // Coalesce a burst of changes into one pass.
             while rx.try_recv().is_ok() {}
-            reconcile(&cluster);
+            requeue = requeue_at(reconcile(&cluster));
         }
     })
 }
@@ -85,7 +98,10 @@ pub fn spawn_all(cluster: Arc<Cluster>, shutdown: watch::Receiver<bool>) -> Vec<
             cluster.clone(),
             shutdown.clone(),
             namespace::interest,
-            namespace::reconcile,
+            |c| {
+                namespace::reconcile(c);
+                None
+            },
             None,
             resync,
         ),
@@ -93,7 +109,10 @@ pub fn spawn_all(cluster: Arc<Cluster>, shutdown: watch::Receiver<bool>) -> Vec<
             cluster.clone(),
             shutdown.clone(),
             gc::interest,
-            gc::reconcile,
+            |c| {
+                gc::reconcile(c);
+                None
+            },
             None,
             resync,
         ),
@@ -111,7 +130,10 @@ pub fn spawn_all(cluster: Arc<Cluster>, shutdown: watch::Receiver<bool>) -> Vec<
                     ],
                 )
             },
-            statefulset::reconcile,
+            |c| {
+                statefulset::reconcile(c);
+                None
+            },
             None,
             resync,
         ),
@@ -127,7 +149,10 @@ pub fn spawn_all(cluster: Arc<Cluster>, shutdown: watch::Receiver<bool>) -> Vec<
             cluster.clone(),
             shutdown.clone(),
             |e| key_is(e, &["/persistentvolumeclaims", "/persistentvolumes"]),
-            pvc::reconcile,
+            |c| {
+                pvc::reconcile(c);
+                None
+            },
             None,
             resync,
         ),
@@ -145,7 +170,10 @@ pub fn spawn_all(cluster: Arc<Cluster>, shutdown: watch::Receiver<bool>) -> Vec<
                     ],
                 )
             },
-            endpoints::reconcile,
+            |c| {
+                endpoints::reconcile(c);
+                None
+            },
             None,
             resync,
         ),
@@ -153,7 +181,10 @@ pub fn spawn_all(cluster: Arc<Cluster>, shutdown: watch::Receiver<bool>) -> Vec<
             cluster,
             shutdown,
             |e| key_is(e, &["/pods"]),
-            kubelet::reconcile,
+            |c| {
+                kubelet::reconcile(c);
+                None
+            },
             Some(notify),
             Duration::from_millis(500),
         ),

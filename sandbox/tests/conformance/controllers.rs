@@ -1,5 +1,5 @@
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::batch::v1::{Job, JobCondition};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Endpoints, Namespace, PersistentVolumeClaim, Pod, Service,
 };
@@ -462,6 +462,197 @@ async fn jobs_complete_or_fail_past_their_backoff_limit() {
     })
     .await;
     assert_eq!(bad.status.unwrap().failed, Some(2));
+}
+
+/// A Job whose one pod keeps running until the test ends (exits after an hour).
+fn long_job(name: &str, deadline: Option<i64>, suspend: bool) -> Job {
+    serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"activeDeadlineSeconds": deadline, "suspend": suspend,
+        "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "long-running:1"}]}}}}))
+    .unwrap()
+}
+
+fn keep_long_running_pods(sb: &sandbox::Sandbox) {
+    sb.simulated_runtime()
+        .unwrap()
+        .add_exit_rule(sandbox::ExitRule {
+            image_contains: Some("long-running".into()),
+            pod_label: None,
+            exit_code: 0,
+            after: std::time::Duration::from_secs(3600),
+        });
+}
+
+fn job_condition(j: &Job, t: &str) -> Option<JobCondition> {
+    j.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == t && c.status == "True")
+        .cloned()
+}
+
+/// Waits for the Job's pod to be Running, so the Job is truly active.
+async fn job_pod_running(pods: &Api<Pod>, job: &str) {
+    eventually(&format!("a Running pod of job {job}"), || {
+        let pods = pods.clone();
+        let sel = format!("job-name={job}");
+        async move {
+            pods.list(&ListParams::default().labels(&sel))
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        }
+    })
+    .await;
+}
+
+async fn deadline_exceeded(jobs: &Api<Job>, name: &str) -> Job {
+    eventually(&format!("job {name} Failed"), || {
+        let jobs = jobs.clone();
+        let name = name.to_string();
+        async move {
+            jobs.get(&name)
+                .await
+                .ok()
+                .filter(|j| job_condition(j, "Failed").is_some())
+        }
+    })
+    .await
+}
+
+/// Upstream: a Job active longer than `activeDeadlineSeconds` (counted from
+/// status.startTime) has its active pods terminated and gets `FailureTarget`
+/// and `Failed` with reason DeadlineExceeded; the terminated pods count as
+/// failed and a failed Job has no completionTime.
+#[tokio::test]
+async fn a_job_past_its_active_deadline_fails_and_loses_its_pods() {
+    let sb = sandbox().await;
+    keep_long_running_pods(&sb);
+    let jobs: Api<Job> = Api::default_namespaced(sb.client());
+    let pods: Api<Pod> = Api::default_namespaced(sb.client());
+    let created = tokio::time::Instant::now();
+    jobs.create(&PostParams::default(), &long_job("slow", Some(1), false))
+        .await
+        .unwrap();
+    job_pod_running(&pods, "slow").await;
+    let j = deadline_exceeded(&jobs, "slow").await;
+    // startTime has whole seconds, so the deadline falls at most 1 s after
+    // creation. Nothing changes in the store then: a recheck timed for the
+    // deadline notices it, where the controllers' 2 s resync would be late.
+    let elapsed = created.elapsed();
+    assert!(
+        elapsed < std::time::Duration::from_millis(1600),
+        "failed {elapsed:?} after creation, long after its 1 s deadline"
+    );
+    let failed = job_condition(&j, "Failed").unwrap();
+    assert_eq!(failed.reason.as_deref(), Some("DeadlineExceeded"));
+    assert_eq!(
+        failed.message.as_deref(),
+        Some("Job was active longer than specified deadline")
+    );
+    let target = job_condition(&j, "FailureTarget").expect("FailureTarget condition");
+    assert_eq!(target.reason.as_deref(), Some("DeadlineExceeded"));
+    assert!(job_condition(&j, "Complete").is_none());
+    let st = j.status.unwrap();
+    assert_eq!(st.active, Some(0));
+    assert_eq!(st.failed, Some(1), "the terminated pod counts as failed");
+    assert!(st.start_time.is_some());
+    assert!(st.completion_time.is_none(), "only a Complete Job has one");
+    assert!(
+        pod_names(&pods, "job-name=slow").await.is_empty(),
+        "the Job's running pod is deleted"
+    );
+    // A finished Job stays as it is (no new pods, counters kept).
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(pod_names(&pods, "job-name=slow").await.is_empty());
+    assert_eq!(
+        jobs.get("slow").await.unwrap().status.unwrap().failed,
+        Some(1)
+    );
+}
+
+/// Upstream: a suspended Job is never past its deadline (no startTime while
+/// suspended); resuming it sets a new startTime, so the deadline counts from
+/// the resume.
+#[tokio::test]
+async fn a_suspended_job_does_not_exceed_its_deadline() {
+    let sb = sandbox().await;
+    keep_long_running_pods(&sb);
+    let jobs: Api<Job> = Api::default_namespaced(sb.client());
+    let pods: Api<Pod> = Api::default_namespaced(sb.client());
+    jobs.create(&PostParams::default(), &long_job("held", Some(1), true))
+        .await
+        .unwrap();
+    // Past the deadline and a controller resync, had the clock been running.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let j = jobs.get("held").await.unwrap();
+    assert!(
+        job_condition(&j, "Failed").is_none(),
+        "a suspended Job is not failed: {:?}",
+        j.status
+    );
+    let st = j.status.unwrap_or_default();
+    assert!(st.start_time.is_none(), "no startTime while suspended");
+    assert_eq!(st.active.unwrap_or(0), 0);
+    assert!(pod_names(&pods, "job-name=held").await.is_empty());
+
+    let resumed = jiff::Timestamp::now();
+    jobs.patch(
+        "held",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"suspend": false}})),
+    )
+    .await
+    .unwrap();
+    // Had the deadline counted from creation, the Job would fail at once,
+    // before any pod is created.
+    job_pod_running(&pods, "held").await;
+    let started = jobs
+        .get("held")
+        .await
+        .unwrap()
+        .status
+        .and_then(|s| s.start_time)
+        .expect("startTime once resumed");
+    assert!(
+        started.0.as_second() >= resumed.as_second(),
+        "startTime {started:?} is set anew at the resume ({resumed})"
+    );
+    let j = deadline_exceeded(&jobs, "held").await;
+    assert_eq!(
+        job_condition(&j, "Failed").unwrap().reason.as_deref(),
+        Some("DeadlineExceeded")
+    );
+}
+
+/// Upstream: `activeDeadlineSeconds` is mutable; setting one on a running
+/// Job that has been active longer fails it.
+#[tokio::test]
+async fn an_active_deadline_set_on_a_running_job_applies() {
+    let sb = sandbox().await;
+    keep_long_running_pods(&sb);
+    let jobs: Api<Job> = Api::default_namespaced(sb.client());
+    let pods: Api<Pod> = Api::default_namespaced(sb.client());
+    jobs.create(&PostParams::default(), &long_job("late", None, false))
+        .await
+        .unwrap();
+    job_pod_running(&pods, "late").await;
+    jobs.patch(
+        "late",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"activeDeadlineSeconds": 1}})),
+    )
+    .await
+    .expect("activeDeadlineSeconds can change");
+    let j = deadline_exceeded(&jobs, "late").await;
+    assert_eq!(
+        job_condition(&j, "Failed").unwrap().reason.as_deref(),
+        Some("DeadlineExceeded")
+    );
+    assert!(pod_names(&pods, "job-name=late").await.is_empty());
 }
 
 /// Upstream: a PVC binds (Pending → Bound) and a larger request on a bound
