@@ -423,6 +423,11 @@ pub fn job_outcome(observed: &Observed, name: &str) -> JobOutcome {
         }));
     }
     if let Some(failed) = condition("Failed") {
+        if failed.reason.as_deref() == Some("DeadlineExceeded") {
+            return JobOutcome::Failed(format!(
+                "the migration ran longer than spec.upgrade.migrationTimeoutSeconds and Job {name} was stopped (see kubectl logs job/{name} while its pod remains)"
+            ));
+        }
         return JobOutcome::Failed(termination_message(&pods).unwrap_or_else(|| {
             format!(
                 "Job {name} failed: {} (see kubectl logs job/{name})",
@@ -893,6 +898,8 @@ pub fn migration_job(db: &PostgresDB, up: &UpgradeStatus, suspend: bool) -> Opti
         },
         spec: Some(JobSpec {
             backoff_limit: Some(0),
+            // Mutable on a Job, unlike its template: the spec's current value.
+            active_deadline_seconds: settings(db).migration_timeout_seconds.map(i64::from),
             suspend: Some(suspend),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {

@@ -48,6 +48,7 @@ fn db(wanted: &str, running: Option<&str>, allow_major: Option<bool>) -> Postgre
             health_timeout_seconds: 60,
             allow_major,
             retention_hours: 24,
+            migration_timeout_seconds: None,
         }),
     };
     let mut db = PostgresDB::new("orders", spec);
@@ -61,7 +62,7 @@ fn db(wanted: &str, running: Option<&str>, allow_major: Option<bool>) -> Postgre
 }
 
 /// The status of the 15 to 16 upgrade started at STARTED, in `phase`.
-fn upgrade(phase: UpgradePhase) -> UpgradeStatus {
+pub(crate) fn upgrade(phase: UpgradePhase) -> UpgradeStatus {
     let started_at = at(STARTED).to_string();
     UpgradeStatus {
         from_version: "15".into(),
@@ -580,6 +581,41 @@ fn a_failed_job_rolls_back_before_any_switch_and_keeps_the_evidence() {
         "the Job and the volumes stay as evidence"
     );
     assert!(desired.objects().iter().all(|o| o.resource.kind != "Job"));
+}
+
+#[test]
+fn the_migration_timeout_is_the_job_s_deadline_and_unset_means_none() {
+    let up = upgrade(UpgradePhase::Migrating);
+    let mut database = with_upgrade(db("16", Some("15"), Some(true)), up.clone());
+    let deadline = |database: &PostgresDB| {
+        major::migration_job(database, &up, false).and_then(|job| job.spec?.active_deadline_seconds)
+    };
+    assert_eq!(deadline(&database), None);
+    if let Some(upgrade) = database.spec.upgrade.as_mut() {
+        upgrade.migration_timeout_seconds = Some(3600);
+    }
+    assert_eq!(deadline(&database), Some(3600));
+}
+
+#[test]
+fn a_migration_past_its_deadline_rolls_back_naming_the_setting() {
+    let up = upgrade(UpgradePhase::Migrating);
+    let database = with_upgrade(db("16", Some("15"), Some(true)), up.clone());
+    let mut observed = Observed::default();
+    job(
+        &mut observed,
+        &job_of(&up),
+        json!({"failed": 1, "conditions": [{"type": "Failed", "status": "True",
+               "reason": "DeadlineExceeded", "message": "Job was active longer than specified deadline"}]}),
+    );
+    let draft = assess(&database, &observed, STARTED + 30);
+    let after = draft.fields.upgrade.clone().expect("recorded");
+    assert_eq!(after.phase, UpgradePhase::RolledBack);
+    let failure = after.major.and_then(|m| m.failure).unwrap_or_default();
+    assert!(
+        failure.contains("spec.upgrade.migrationTimeoutSeconds"),
+        "{failure}"
+    );
 }
 
 #[test]

@@ -129,20 +129,10 @@ pub fn actions(db: &PostgresDB, observed: &Observed, progress: &Progress) -> Vec
 mod tests {
     use super::*;
     use crate::tests::{db, observed_pod};
-    use shared::api::{MajorUpgradeStatus, UpgradeStatus};
 
     fn progress(phase: UpgradePhase) -> Progress {
         Progress {
-            upgrade: Some(UpgradeStatus {
-                from_version: "15".into(),
-                from_image: "postgres:15".into(),
-                to_version: "16".into(),
-                phase,
-                observed_downtime_seconds: 0,
-                unready_since: None,
-                major: Some(MajorUpgradeStatus::default()),
-                started_at: "2026-11-22T09:00:00Z".into(),
-            }),
+            upgrade: Some(crate::major_tests::upgrade(phase)),
             recorded: true,
             transition: None,
         }

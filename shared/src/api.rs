@@ -108,6 +108,14 @@ pub struct UpgradeSpec {
     #[serde(default = "UpgradeSpec::default_retention_hours")]
     #[schemars(range(min = 1, max = 8760))]
     pub retention_hours: u32,
+
+    /// Seconds the migration of a major upgrade may run (the Job's
+    /// activeDeadlineSeconds). Past it the Job is stopped and the upgrade
+    /// rolled back. Unset, there is no limit: a migration takes about the
+    /// time of a pg_dumpall and a restore, and writes stay stopped meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 10))]
+    pub migration_timeout_seconds: Option<u32>,
 }
 
 impl UpgradeSpec {
@@ -126,6 +134,7 @@ impl Default for UpgradeSpec {
             health_timeout_seconds: Self::default_health_timeout(),
             allow_major: false,
             retention_hours: Self::default_retention_hours(),
+            migration_timeout_seconds: None,
         }
     }
 }

@@ -4,7 +4,8 @@
 //! dump are kept; without `allowMajor` nothing is touched; a restore that
 //! fails rolls back to the old server with its data, which takes writes
 //! again; a client writing to the pod past the fenced Service loses no
-//! write the old server acknowledged. Skipped, with a note,
+//! write the old server acknowledged; a migration past its timeout is
+//! stopped and rolled back (on the simulated runtime). Skipped, with a note,
 //! when the PostgreSQL 15 or 16 binaries are missing (`scripts/install-postgres.sh`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -876,4 +877,114 @@ async fn a_client_writing_to_the_pod_past_the_fenced_service_loses_no_acknowledg
     );
     assert_eq!(contents(&cluster).await[..3], ["3", "one,two,three", "500"]);
     cluster.stop().await;
+}
+
+#[tokio::test]
+async fn a_migration_that_outlives_its_timeout_is_stopped_and_rolled_back() {
+    let config = SandboxConfig {
+        runtime_kind: RuntimeKind::Simulated,
+        ..Default::default()
+    };
+    let cluster = match TestCluster::sandbox(config).await {
+        Ok(cluster) => cluster,
+        Err(error) => panic!("{}", shared::reconcile::error_chain(&error)),
+    };
+    // The migration's pod runs for an hour, as a huge database's would.
+    cluster
+        .sandbox_handle()
+        .and_then(|s| s.simulated_runtime())
+        .expect("the simulated runtime")
+        .add_exit_rule(sandbox::ExitRule {
+            image_contains: None,
+            pod_label: Some(("app.kubernetes.io/component".into(), "major-upgrade".into())),
+            exit_code: 0,
+            after: Duration::from_secs(3600),
+        });
+    let operator = cluster.run_operator(LevelId::Two);
+    cluster
+        .api::<PostgresDB>()
+        .create(
+            &PostParams::default(),
+            &DbBuilder::named("orders").version("15").build(),
+        )
+        .await
+        .expect("the PostgresDB is accepted");
+    cluster
+        .wait_for("orders", "Ready at 15", tests::scenarios::is_settled)
+        .await;
+
+    let began = Instant::now();
+    cluster
+        .patch_spec(
+            "orders",
+            json!({"version": "16", "upgrade": {"allowMajor": true, "migrationTimeoutSeconds": 10}}),
+        )
+        .await
+        .expect("the spec is patched");
+    let db = cluster
+        .wait_for("orders", "the upgrade rolled back", |db| {
+            db.status
+                .as_ref()
+                .and_then(|s| s.upgrade.as_ref())
+                .is_some_and(|u| u.phase == UpgradePhase::RolledBack)
+        })
+        .await;
+    let elapsed = began.elapsed();
+    let major = db
+        .status
+        .and_then(|s| s.upgrade)
+        .and_then(|u| u.major)
+        .expect("status.upgrade.major");
+    let failure = major.failure.unwrap_or_default();
+    assert!(
+        failure.contains("spec.upgrade.migrationTimeoutSeconds"),
+        "{failure}"
+    );
+    // status.startTime has whole seconds, so the deadline may fall up to a
+    // second before ten seconds after the Job's creation.
+    assert!(
+        elapsed >= Duration::from_secs(9),
+        "not before the deadline: {elapsed:?}"
+    );
+    let job = cluster
+        .api::<Job>()
+        .get(&major.job)
+        .await
+        .expect("the Job is kept");
+    let failed = job
+        .status
+        .and_then(|s| s.conditions)
+        .into_iter()
+        .flatten()
+        .find(|c| c.type_ == "Failed" && c.status == "True");
+    assert_eq!(
+        failed.and_then(|c| c.reason).as_deref(),
+        Some("DeadlineExceeded")
+    );
+    let job_pods = cluster
+        .api::<Pod>()
+        .list(&ListParams::default().labels(&format!("job-name={}", major.job)))
+        .await
+        .expect("lists pods");
+    assert!(
+        job_pods.items.is_empty(),
+        "the migration's pod was stopped: {:?}",
+        job_pods
+            .items
+            .iter()
+            .map(|p| p.name_any())
+            .collect::<Vec<_>>()
+    );
+    cluster
+        .wait_for("orders", "Ready at 15 again", |db| {
+            tests::scenarios::is_settled(db)
+                && db
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.current_version.as_deref())
+                    == Some("15")
+        })
+        .await;
+    operator.stop().await;
+    cluster.finish().await;
 }
