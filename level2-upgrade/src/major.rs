@@ -24,8 +24,8 @@
 //!
 //! A failed or stuck Job, a new major that is not ready in time, and a
 //! change of `spec.version` during the migration all roll back: old image,
-//! old volume, Service open, write fence lifted. Nothing is deleted then: the Job and the
-//! volumes stay as evidence.
+//! old volume, Service open, write fence lifted. Nothing is deleted then:
+//! the Job and the volumes stay as evidence.
 //!
 //! The new data lives on a PVC of the operator's, `<db>-data-<major>`:
 //! a StatefulSet's claim templates cannot change, and its claim-template
@@ -425,7 +425,7 @@ pub fn job_outcome(observed: &Observed, name: &str) -> JobOutcome {
     if let Some(failed) = condition("Failed") {
         if failed.reason.as_deref() == Some("DeadlineExceeded") {
             return JobOutcome::Failed(format!(
-                "the migration ran longer than spec.upgrade.migrationTimeoutSeconds and Job {name} was stopped (see kubectl logs job/{name} while its pod remains)"
+                "the migration ran longer than spec.upgrade.migrationTimeoutSeconds: Kubernetes stopped Job {name} and deleted its pod (DeadlineExceeded)"
             ));
         }
         return JobOutcome::Failed(termination_message(&pods).unwrap_or_else(|| {
