@@ -6,12 +6,23 @@
 //! exactly that: reset the counters, wait, and check that no `create`,
 //! `update`, `patch` or `delete` arrived.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard};
 
 #[derive(Debug, Default)]
 pub struct Counters {
     counts: Mutex<BTreeMap<(String, String), u64>>,
+    /// What each client (by User-Agent) asked for, as RBAC names it.
+    by_agent: Mutex<BTreeMap<String, BTreeSet<RequestKind>>>,
+}
+
+/// A kind of request as an RBAC rule matches it: verb, API group and
+/// resource (`pods/portforward` for a subresource).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RequestKind {
+    pub verb: String,
+    pub group: String,
+    pub resource: String,
 }
 
 /// The verbs that change state.
@@ -21,6 +32,29 @@ impl Counters {
     fn lock(&self) -> MutexGuard<'_, BTreeMap<(String, String), u64>> {
         // Counter increments cannot be interrupted half-way.
         self.counts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn agents(&self) -> MutexGuard<'_, BTreeMap<String, BTreeSet<RequestKind>>> {
+        // As above: one insertion at a time.
+        self.by_agent.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Notes that the client `agent` (its User-Agent) made a request of `kind`.
+    pub fn record_agent(&self, agent: &str, kind: RequestKind) {
+        self.agents()
+            .entry(agent.to_string())
+            .or_default()
+            .insert(kind);
+    }
+
+    /// The kinds of request made by clients whose User-Agent starts with
+    /// `prefix`: what an RBAC role for that client must grant.
+    pub fn requests_from(&self, prefix: &str) -> BTreeSet<RequestKind> {
+        self.agents()
+            .iter()
+            .filter(|(agent, _)| agent.starts_with(prefix))
+            .flat_map(|(_, kinds)| kinds.iter().cloned())
+            .collect()
     }
 
     pub fn record(&self, verb: &str, resource: &str) {
@@ -54,5 +88,6 @@ impl Counters {
 
     pub fn reset(&self) {
         self.lock().clear();
+        self.agents().clear();
     }
 }

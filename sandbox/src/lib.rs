@@ -47,7 +47,7 @@ use serde_json::json;
 use tokio::sync::watch as tokio_watch;
 use tokio::task::JoinHandle;
 
-pub use counters::Counters;
+pub use counters::{Counters, RequestKind};
 pub use error::{Error, Result};
 pub use faults::Faults;
 pub use pgruntime::{KillKind, PostgresConfig, PostgresRuntime};

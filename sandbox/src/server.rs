@@ -359,6 +359,20 @@ async fn route(st: &AppState, req: Request) -> Result<Response> {
         None => rt.plural.clone(),
     };
     st.counters.record(verb, &resource);
+    if let Some(agent) = parts
+        .headers
+        .get(header::USER_AGENT)
+        .and_then(|h| h.to_str().ok())
+    {
+        st.counters.record_agent(
+            agent,
+            crate::counters::RequestKind {
+                verb: verb.to_string(),
+                group: rt.group.clone(),
+                resource: resource.clone(),
+            },
+        );
+    }
     if let Some(code) = st.faults.take(verb, &resource) {
         return Err(Error::injected(code));
     }

@@ -446,3 +446,68 @@ async fn pod_logs_come_from_the_runtime() {
     .await;
     assert!(logs.contains("postgres:16"), "{logs}");
 }
+
+/// Upstream: the API server's audit log records each request's User-Agent
+/// with its verb and resource. The sandbox notes which kinds of request
+/// each agent made, so a test can compare them with an RBAC role.
+#[tokio::test]
+async fn requests_are_noted_by_user_agent_verb_group_and_resource() {
+    let sb = sandbox().await;
+    let send =
+        |agent: &'static str, method: &'static str, path: &'static str, body: &'static str| {
+            let client = sb.client();
+            async move {
+                let req = http::Request::builder()
+                    .method(method)
+                    .uri(path)
+                    .header("user-agent", agent)
+                    .header("content-type", "application/json")
+                    .body(body.as_bytes().to_vec())
+                    .expect("request builds");
+                client
+                    .request_text(req)
+                    .await
+                    .expect("the request succeeds");
+            }
+        };
+    send(
+        "reader/1.0",
+        "GET",
+        "/api/v1/namespaces/default/configmaps",
+        "",
+    )
+    .await;
+    send(
+        "writer/2.0",
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        r#"{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}"#,
+    )
+    .await;
+    send(
+        "writer/2.0",
+        "GET",
+        "/apis/apps/v1/namespaces/default/statefulsets",
+        "",
+    )
+    .await;
+    let kind = |verb: &str, group: &str, resource: &str| sandbox::RequestKind {
+        verb: verb.into(),
+        group: group.into(),
+        resource: resource.into(),
+    };
+    let counters = sb.counters();
+    assert_eq!(
+        counters.requests_from("reader/"),
+        [kind("list", "", "configmaps")].into()
+    );
+    assert_eq!(
+        counters.requests_from("writer/"),
+        [
+            kind("create", "", "configmaps"),
+            kind("list", "apps", "statefulsets")
+        ]
+        .into()
+    );
+    assert!(counters.requests_from("nobody/").is_empty());
+}
