@@ -104,7 +104,7 @@ fn fail(error: &Error) -> ExitCode {
 }
 
 async fn run(level: Level, args: RunArgs) -> Result<(), Error> {
-    let client = connect(args.kubeconfig.as_deref()).await?;
+    let client = connect(args.kubeconfig.as_deref(), &user_agent(level.name)).await?;
     let readiness = Readiness::default();
     let (_, health) = health::bind(args.health_addr, readiness.clone()).await?;
     tokio::spawn(health);
@@ -132,9 +132,16 @@ async fn run(level: Level, args: RunArgs) -> Result<(), Error> {
     runner::run(level, client, options, shutdown_signal()).await
 }
 
-/// Connects to the cluster and checks that it answers.
-pub async fn connect(kubeconfig: Option<&std::path::Path>) -> Result<Client, Error> {
-    let config = match kubeconfig {
+/// The User-Agent a level's requests carry (`level2-upgrade/0.1.0`), so
+/// the API server's audit log and metrics tell the operator's requests
+/// apart, as client-go's binary-name agent does.
+pub fn user_agent(level_name: &str) -> String {
+    format!("{level_name}/{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// Connects to the cluster as `agent` and checks that it answers.
+pub async fn connect(kubeconfig: Option<&std::path::Path>, agent: &str) -> Result<Client, Error> {
+    let mut config = match kubeconfig {
         Some(path) => {
             let file = Kubeconfig::read_from(path).map_err(|source| Error::Config {
                 detail: format!("cannot read kubeconfig {}", path.display()),
@@ -150,6 +157,11 @@ pub async fn connect(kubeconfig: Option<&std::path::Path>) -> Result<Client, Err
         })?,
     };
     let server = config.cluster_url.to_string();
+    let agent = http::HeaderValue::from_str(agent).map_err(|source| Error::Config {
+        detail: format!("User-Agent {agent:?}"),
+        source: Box::new(source),
+    })?;
+    config.headers.push((http::header::USER_AGENT, agent));
     let client = Client::try_from(config).map_err(|source| Error::Config {
         detail: format!("client for {server}"),
         source: Box::new(source),
@@ -220,7 +232,7 @@ mod tests {
             "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'http://127.0.0.1:9'}}]\nusers: [{name: u, user: {}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n",
         )
         .expect("write kubeconfig");
-        let Err(error) = connect(Some(&path)).await else {
+        let Err(error) = connect(Some(&path), "level1-install/0.0.0").await else {
             panic!("nothing listens on 127.0.0.1:9")
         };
         let message = error.to_string();

@@ -257,6 +257,15 @@ impl TestCluster {
     /// Starts `level`'s binary, as a learner runs it, watching only the
     /// test's namespace. Its output goes to a log file named in failures.
     pub fn run_binary(&self, level: LevelId) -> Result<Operator, HarnessError> {
+        self.run_binary_with(level, &[])
+    }
+
+    /// [`TestCluster::run_binary`], with more command-line arguments.
+    pub fn run_binary_with(
+        &self,
+        level: LevelId,
+        extra: &[&str],
+    ) -> Result<Operator, HarnessError> {
         let binary = level.binary();
         let log = std::env::temp_dir().join(format!("{}-{}.log", level.name(), unique_suffix()));
         let file = std::fs::File::create(&log).map_err(|source| HarnessError::Io {
@@ -276,6 +285,7 @@ impl TestCluster {
                 "--health-addr",
                 "127.0.0.1:0",
             ])
+            .args(extra)
             .stdout(Stdio::from(file))
             .stderr(Stdio::from(err))
             .kill_on_drop(true)
