@@ -233,21 +233,23 @@ impl TestCluster {
             .map_err(kube_error(format!("patch PostgresDB {name}")))
     }
 
-    /// Starts `level` in-process, watching only the test's namespace.
+    /// Starts `level` in-process, watching only the test's namespace. It
+    /// connects as its binary does, with its own client and User-Agent.
     pub fn run_operator(&self, level: LevelId) -> Operator {
         let (stop, stopped) = oneshot::channel::<()>();
         let options = RunOptions {
             namespace: Some(self.namespace.clone()),
             ..Default::default()
         };
-        let task = tokio::spawn(runner::run(
-            level.build(),
-            self.client.clone(),
-            options,
-            async move {
+        let kubeconfig = self.kubeconfig.clone();
+        let task = tokio::spawn(async move {
+            let agent = shared::cli::user_agent(level.name());
+            let client = shared::cli::connect(Some(&kubeconfig), &agent).await?;
+            runner::run(level.build(), client, options, async move {
                 let _ = stopped.await;
-            },
-        ));
+            })
+            .await
+        });
         Operator::InProcess {
             stop: Some(stop),
             task,

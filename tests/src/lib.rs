@@ -7,10 +7,12 @@
 //!   expected to do about it.
 //! - [`connect`]: logging in to a database the operator made.
 //! - [`matrix`]: those outcomes as `docs/behaviour-matrix.md`.
+//! - [`rbac`]: whether `deploy/rbac.yaml` grants what a level did.
 
 pub mod builders;
 pub mod connect;
 pub mod harness;
 pub mod levels;
 pub mod matrix;
+pub mod rbac;
 pub mod scenarios;

@@ -14,7 +14,12 @@ async fn observe(scenario: Scenario, level: LevelId) -> ((Scenario, LevelId), St
         Ok(cluster) => cluster,
         Err(error) => panic!("no cluster: {}", shared::reconcile::error_chain(&error)),
     };
-    let outcome = scenario.run(&cluster, level).await;
+    let mut outcome = scenario.run(&cluster, level).await;
+    // Whatever the scenario made the operator do, its deployed RBAC must grant.
+    let denied = tests::rbac::ungranted(&cluster, level);
+    if !denied.is_empty() {
+        outcome += &format!("; deploy/rbac.yaml does not grant {denied:?}");
+    }
     cluster.finish().await;
     ((scenario, level), outcome)
 }

@@ -207,6 +207,11 @@ impl Cluster {
         if let Some(operator) = self.operator {
             operator.stop().await;
         }
+        let denied = tests::rbac::ungranted(&self.inner, LevelId::Two);
+        assert!(
+            denied.is_empty(),
+            "deploy/rbac.yaml does not grant what Level 2 did: {denied:?}"
+        );
         self.inner.finish().await;
     }
 }

@@ -9,76 +9,14 @@
 //! missing there would make the deployed operator fail on a real cluster.
 //! Skipped, with a note, when the PostgreSQL 15 or 16 binaries are missing.
 
-use std::collections::BTreeSet;
-
 use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::api::{DeleteParams, PostParams};
-use sandbox::{PostgresConfig, RequestKind, RuntimeKind, SandboxConfig};
-use serde::Deserialize;
+use sandbox::{PostgresConfig, RuntimeKind, SandboxConfig};
 use serde_json::json;
 use shared::api::{PostgresDB, UpgradePhase};
 use tests::builders::DbBuilder;
 use tests::harness::TestCluster;
 use tests::levels::LevelId;
-
-/// A rule of a Role or ClusterRole.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Rule {
-    #[serde(default)]
-    api_groups: Vec<String>,
-    #[serde(default)]
-    resources: Vec<String>,
-    #[serde(default)]
-    verbs: Vec<String>,
-}
-
-impl Rule {
-    fn allows(&self, request: &RequestKind) -> bool {
-        let has = |list: &[String], value: &str| list.iter().any(|v| v == "*" || v == value);
-        has(&self.api_groups, &request.group)
-            && has(&self.resources, &request.resource)
-            && has(&self.verbs, &request.verb)
-    }
-}
-
-/// The rules of every Role and ClusterRole in `deploy/rbac.yaml`.
-fn deployed_rules() -> Vec<Rule> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/rbac.yaml");
-    let text = std::fs::read_to_string(path).expect("deploy/rbac.yaml is readable");
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|document| serde_yaml::Value::deserialize(document).expect("valid YAML"))
-        .filter(|doc| {
-            matches!(
-                doc.get("kind").and_then(|k| k.as_str()),
-                Some("Role" | "ClusterRole")
-            )
-        })
-        .flat_map(|doc| {
-            let rules = doc.get("rules").cloned().unwrap_or_default();
-            serde_yaml::from_value::<Vec<Rule>>(rules).expect("rules of a role")
-        })
-        .collect()
-}
-
-#[test]
-fn the_rule_matcher_needs_group_resource_and_verb_to_match() {
-    let rule = Rule {
-        api_groups: vec!["apps".into()],
-        resources: vec!["statefulsets".into()],
-        verbs: vec!["get".into(), "patch".into()],
-    };
-    let request = |verb: &str, group: &str, resource: &str| RequestKind {
-        verb: verb.into(),
-        group: group.into(),
-        resource: resource.into(),
-    };
-    assert!(rule.allows(&request("patch", "apps", "statefulsets")));
-    assert!(!rule.allows(&request("delete", "apps", "statefulsets")));
-    assert!(!rule.allows(&request("patch", "", "statefulsets")));
-    assert!(!rule.allows(&request("patch", "apps", "statefulsets/status")));
-    assert!(!deployed_rules().is_empty(), "deploy/rbac.yaml has rules");
-}
 
 #[tokio::test]
 async fn level2_uses_only_what_the_deployed_rbac_grants() {
@@ -193,20 +131,11 @@ async fn level2_uses_only_what_the_deployed_rbac_grants() {
         .await;
     operator.stop().await;
 
-    let sandbox = cluster.sandbox_handle().expect("a sandbox cluster");
-    let used = sandbox.counters().requests_from("level2-upgrade/");
-    let rules = deployed_rules();
-    let denied: BTreeSet<String> = used
-        .iter()
-        .filter(|request| !rules.iter().any(|rule| rule.allows(request)))
-        .map(|r| format!("{} {}/{}", r.verb, r.group, r.resource))
-        .collect();
+    let used = tests::rbac::requests_of(&cluster, LevelId::Two).expect("a sandbox cluster");
     eprintln!(
         "level2-upgrade made {} kinds of request: {:?}",
         used.len(),
-        used.iter()
-            .map(|r| format!("{} {}/{}", r.verb, r.group, r.resource))
-            .collect::<Vec<_>>()
+        used.iter().map(tests::rbac::describe).collect::<Vec<_>>()
     );
     assert!(
         used.iter()
@@ -214,6 +143,7 @@ async fn level2_uses_only_what_the_deployed_rbac_grants() {
             && used.iter().any(|r| r.resource == "leases"),
         "the operator's requests were noted by its User-Agent: {used:?}"
     );
+    let denied = tests::rbac::ungranted(&cluster, LevelId::Two);
     assert!(
         denied.is_empty(),
         "deploy/rbac.yaml does not grant: {denied:?}"
