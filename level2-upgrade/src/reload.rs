@@ -159,16 +159,7 @@ pub fn plan(
         .filter(|name| postmaster.contains(*name))
         .cloned()
         .collect();
-    // A parameter the operator sets itself can wait for a restart without
-    // any change of the user's: a server started with it on its command line
-    // (the sandbox's pods listen on their own address) reports the file's
-    // value as pending after every reload. That is not the user's to apply.
-    restart.extend(
-        pending
-            .iter()
-            .filter(|name| !RESERVED_PARAMETERS.contains(&name.as_str()))
-            .cloned(),
-    );
+    restart.extend(pending.iter().cloned());
     restart.sort();
     restart.dedup();
     if !restart.is_empty() {
@@ -256,7 +247,14 @@ impl Capability for Reload {
         }
         [
             (POSTMASTER, "SELECT name FROM pg_settings WHERE context = 'postmaster'"),
-            (PENDING_RESTART, "SELECT name FROM pg_settings WHERE pending_restart"),
+            // A setting given on the server's command line (the sandbox's
+            // pods listen on their own address so) overrides the file, and
+            // is reported pending after every reload although no restart
+            // would change it.
+            (
+                PENDING_RESTART,
+                "SELECT name FROM pg_settings WHERE pending_restart AND source <> 'command line'",
+            ),
             (
                 FILE,
                 "SELECT name, setting FROM pg_file_settings \

@@ -151,19 +151,6 @@ fn a_parameter_the_server_reports_pending_restart_for_needs_a_restart() {
 }
 
 #[test]
-fn a_pending_restart_of_a_parameter_the_operator_sets_itself_does_not_restart_the_pods() {
-    let server = ServerSettings {
-        postmaster: Some(["listen_addresses".to_string()].into()),
-        pending_restart: Some(["listen_addresses".to_string()].into()),
-        file_is_newer: Some(true),
-        file: Some(params(&[("listen_addresses", "*"), ("work_mem", "8MB")])),
-    };
-    let live = params(&[("work_mem", "4MB")]);
-    let wanted = params(&[("work_mem", "8MB")]);
-    assert_eq!(plan(&live, &wanted, &server), Plan::Reload { now: true });
-}
-
-#[test]
 fn without_the_server_s_answers_nothing_is_decided() {
     let plan = plan(
         &params(&[]),
@@ -254,6 +241,22 @@ fn at_rest_the_server_is_not_asked_anything() {
     let probes = Reload.sql_probes(&changed, &observed);
     assert_eq!(probes.len(), 4);
     assert!(probes.iter().all(|p| p.target.pod == "orders-0"));
+}
+
+#[test]
+fn a_setting_the_server_took_from_its_command_line_is_never_reported_pending() {
+    let changed = db(&[("work_mem", "8MB")]);
+    let observed = cluster(&db(&[("work_mem", "4MB")]), None);
+    let probes = Reload.sql_probes(&changed, &observed);
+    let pending = probes
+        .iter()
+        .find(|p| p.name == PENDING_RESTART)
+        .expect("a pending_restart probe");
+    assert!(
+        pending.statement.contains("source <> 'command line'"),
+        "{}",
+        pending.statement
+    );
 }
 
 #[test]
