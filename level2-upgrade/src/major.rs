@@ -12,9 +12,9 @@
 //!    `pg_dumpall` to a backup volume, initialises the new major on a new
 //!    data volume, restores the dump into it, and compares every database,
 //!    old against new: each user table's row count and a checksum of its
-//!    rows, each sequence's position, each materialized view's populated
-//!    state, and the large objects' count and checksum. Any error or
-//!    difference fails the Job.
+//!    rows, each sequence's position, the materialized views that exist,
+//!    and the large objects' count and checksum. Any error or difference
+//!    fails the Job.
 //! 2. **Switching.** Once the Job succeeded, the StatefulSet runs the new
 //!    image on the new volume and the Service selects the pod again.
 //! 3. **Complete** when the pod is ready at the new version, within
@@ -114,6 +114,9 @@ finish() {
   exit "$code"
 }
 trap finish EXIT
+# Stopped (a deadline, a cancelled upgrade): end at the current command
+# rather than run on through the grace period; the EXIT trap cleans up.
+trap 'exit 143' TERM INT
 fail() { printf '%s' "$*" > "$WORK_DIR/message"; log "FAILED: $*"; exit 1; }
 # run CMD...: runs CMD; when it fails, the step fails with its last error lines.
 run() {
@@ -186,8 +189,9 @@ run vacuumdb --all --analyze-only --quiet --host="$WORK_DIR"
 STEP="verifying every user table, sequence, materialized view and large object"
 log "$STEP"
 # Tables: row count and checksum. Sequences: position. Materialized views:
-# whether populated (a restore refreshes them, so a stale one's rows differ
-# by design). Large objects: count and checksum.
+# that they exist (a restore refreshes them, so a stale one's rows differ by
+# design, and may leave one unpopulated that depends on an unpopulated one).
+# Large objects: count and checksum.
 cat > "$WORK_DIR/checksums.sql" <<'SQL'
 SELECT statement FROM (
   SELECT 1 AS part, n.nspname AS schema, c.relname AS name,
@@ -196,9 +200,8 @@ SELECT statement FROM (
                                 current_database(), n.nspname || '.' || c.relname, n.nspname, c.relname)
            WHEN 'S' THEN format('SELECT %L, %L, last_value, is_called FROM %I.%I',
                                 current_database(), 'sequence ' || n.nspname || '.' || c.relname, n.nspname, c.relname)
-           ELSE format('SELECT %L, %L, %L',
-                       current_database(), 'materialized view ' || n.nspname || '.' || c.relname,
-                       CASE WHEN c.relispopulated THEN 'populated' ELSE 'not populated' END)
+           ELSE format('SELECT %L, %L',
+                       current_database(), 'materialized view ' || n.nspname || '.' || c.relname)
          END AS statement
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
   WHERE c.relkind IN ('r', 'S', 'm')
@@ -215,7 +218,7 @@ SQL
 # checksums [--host=...]: "database|name" per database, then per database
 # "database|schema.table|rows|checksum" per user table,
 # "database|sequence schema.name|last_value|is_called" per sequence,
-# "database|materialized view schema.name|populated" per materialized view,
+# "database|materialized view schema.name" per materialized view,
 # and "database|large objects|count|checksum".
 checksums() {
   psql -X -At -v ON_ERROR_STOP=1 "$@" --dbname=postgres -c "SELECT datname FROM pg_database WHERE datallowconn ORDER BY 1" > "$WORK_DIR/databases" || return 1
@@ -231,9 +234,9 @@ if ! cmp -s "$WORK_DIR/old.txt" "$WORK_DIR/new.txt"; then
   fail "verification failed: the restored $TO_VERSION differs from $FROM_VERSION (database|object|values, < $FROM_VERSION, > $TO_VERSION): $(diff "$WORK_DIR/old.txt" "$WORK_DIR/new.txt" | grep '^[<>]' | head -n 4 | tr '\n' ' ')"
 fi
 summary=$(awk -F'|' '
+  $2 ~ /^materialized view / { m++; next }
   NF == 2 { d++; next }
   $2 ~ /^sequence / { s++; next }
-  $2 ~ /^materialized view / { m++; next }
   $2 == "large objects" { l += $3; next }
   { t++; r += $(NF - 1) }
   END { printf "%d databases, %d tables, %d rows, %d sequences, %d materialized views, %d large objects", d, t, r, s, m, l }' "$WORK_DIR/new.txt")
@@ -243,7 +246,7 @@ log "$STEP"
 run pg_ctl --pgdata="$PGDATA" --mode=fast --wait stop
 rm -f "$WORK_DIR/server-started" "$DATA_MOUNT/.pgdb-migration-incomplete"
 sync
-printf 'verified %s: rows and checksums of every user table and large object, sequence positions and materialized views match between %s and %s' "$summary" "$FROM_VERSION" "$TO_VERSION" > "$WORK_DIR/message"
+printf 'verified %s: rows and checksums of every user table and large object, sequence positions and the materialized views match between %s and %s' "$summary" "$FROM_VERSION" "$TO_VERSION" > "$WORK_DIR/message"
 log "$(cat "$WORK_DIR/message")"
 "#;
 
@@ -415,14 +418,9 @@ pub fn job_outcome(observed: &Observed, name: &str) -> JobOutcome {
             .flatten()
             .find(|c| c.type_ == type_ && c.status == "True")
     };
-    if condition("Complete").is_some() || status.succeeded.unwrap_or(0) > 0 {
-        return JobOutcome::Succeeded(termination_message(&pods).unwrap_or_else(|| {
-            format!(
-                "Job {name} restored and verified every user table (see kubectl logs job/{name})"
-            )
-        }));
-    }
-    if let Some(failed) = condition("Failed") {
+    // A Job marked to fail (past its deadline, say) has failed, even if its
+    // pod, stopping within its grace period, still exits 0.
+    if let Some(failed) = condition("Failed").or_else(|| condition("FailureTarget")) {
         if failed.reason.as_deref() == Some("DeadlineExceeded") {
             return JobOutcome::Failed(format!(
                 "the migration ran longer than spec.upgrade.migrationTimeoutSeconds: Kubernetes stopped Job {name} and deleted its pod (DeadlineExceeded)"
@@ -432,6 +430,13 @@ pub fn job_outcome(observed: &Observed, name: &str) -> JobOutcome {
             format!(
                 "Job {name} failed: {} (see kubectl logs job/{name})",
                 failed.message.clone().unwrap_or_default()
+            )
+        }));
+    }
+    if condition("Complete").is_some() || status.succeeded.unwrap_or(0) > 0 {
+        return JobOutcome::Succeeded(termination_message(&pods).unwrap_or_else(|| {
+            format!(
+                "Job {name} restored and verified every user table (see kubectl logs job/{name})"
             )
         }));
     }
@@ -1485,8 +1490,7 @@ impl Capability for MajorUpgrade {
     }
 
     fn sql_probes(&self, db: &PostgresDB, observed: &Observed) -> Vec<SqlProbe> {
-        let progress = progress(db, observed, jiff::Timestamp::now());
-        crate::write_fence::probes(db, observed, &progress)
+        crate::write_fence::probes(db, observed)
     }
 
     fn validate(&self, db: &PostgresDB, observed: &Observed) -> Vec<SpecProblem> {
@@ -1529,7 +1533,7 @@ impl Capability for MajorUpgrade {
     ) -> Result<(), Error> {
         let now = jiff::Timestamp::now();
         let progress = progress(db, observed, now);
-        for action in crate::write_fence::actions(db, observed, &progress) {
+        for action in crate::write_fence::actions(db, observed) {
             desired.run_sql(action);
         }
         apply_plan(db, plan(db, observed, &progress, now), desired)

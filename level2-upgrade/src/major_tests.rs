@@ -480,7 +480,7 @@ fn the_migration_script_is_valid_sh_and_does_every_step() {
         "ON_ERROR_STOP=1",
         "md5(t::text)",
         "last_value, is_called",
-        "relispopulated",
+        "trap 'exit 143' TERM",
         "lo_get(oid)",
         "cmp -s",
         "/dev/termination-log",
@@ -616,6 +616,22 @@ fn a_migration_past_its_deadline_rolls_back_naming_the_setting() {
         failure.contains("spec.upgrade.migrationTimeoutSeconds"),
         "{failure}"
     );
+}
+
+#[test]
+fn a_job_marked_to_fail_has_failed_even_if_its_stopping_pod_exits_0() {
+    let up = upgrade(UpgradePhase::Migrating);
+    let mut observed = Observed::default();
+    job(
+        &mut observed,
+        &job_of(&up),
+        json!({"succeeded": 1, "conditions": [{"type": "FailureTarget", "status": "True",
+               "reason": "DeadlineExceeded", "message": "Job was active longer than specified deadline"}]}),
+    );
+    assert!(matches!(
+        major::job_outcome(&observed, &job_of(&up)),
+        JobOutcome::Failed(why) if why.contains("migrationTimeoutSeconds")
+    ));
 }
 
 #[test]

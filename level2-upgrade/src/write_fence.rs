@@ -12,20 +12,19 @@
 //! in the dump.
 //!
 //! A rollback brings the old server back with the fence still in place.
-//! While the last major upgrade stands rolled back, this module asks the
-//! server whether the fence is set or still in effect, and resets it
-//! (`ALTER SYSTEM RESET`) and reloads, so the old server takes writes again.
+//! While the last major upgrade stands rolled back, or a minor rollout has
+//! taken over since, this module asks the server whether the fence is set
+//! or still in effect, and resets it (`ALTER SYSTEM RESET`) and reloads, so
+//! the old server takes writes again.
 //!
 //! The fence is a default, not a lock: a client that asks for a read-write
-//! transaction explicitly (`BEGIN READ WRITE`) is not stopped. Its writes
-//! before the verification make the verification fail; after it, they are
-//! not carried over.
+//! transaction explicitly (`BEGIN READ WRITE`) is not stopped, and its
+//! writes may miss the new major (see the chapter's limits).
 
-use shared::api::{PostgresDB, UpgradePhase};
+use shared::api::{PostgresDB, UpgradePhase, UpgradeStatus};
 use shared::capability::Observed;
 use shared::sql::{SqlAction, SqlAnswer, SqlProbe};
 
-use crate::major::Progress;
 use crate::server;
 
 /// Name of the probe asking the old server about the fence.
@@ -64,16 +63,23 @@ impl FenceState {
     }
 }
 
-/// Whether the fence must be looked for: the last major upgrade was rolled
-/// back, so the server that runs is the one the migration fenced.
-fn rolled_back(progress: &Progress) -> bool {
-    progress.phase() == Some(UpgradePhase::RolledBack)
+/// Whether the server that runs may still hold a migration's fence: the
+/// last major upgrade was rolled back, or a minor rollout has since taken
+/// over `status.upgrade` (it may have begun before the fence was lifted,
+/// and its restarts keep `postgresql.auto.conf`). A minor rollout asks the
+/// servers for their version anyway, so the question costs no extra login
+/// at rest; a rolled-back major upgrade is asked about at each reconcile.
+fn may_be_fenced(db: &PostgresDB) -> Option<&UpgradeStatus> {
+    let up = db.status.as_ref()?.upgrade.as_ref()?;
+    match (up.phase, &up.major) {
+        (UpgradePhase::RolledBack, Some(_)) | (UpgradePhase::Rolling, None) => Some(up),
+        _ => None,
+    }
 }
 
-/// The probe of the fence, asked of the primary while the last major
-/// upgrade stands rolled back.
-pub fn probes(db: &PostgresDB, observed: &Observed, progress: &Progress) -> Vec<SqlProbe> {
-    if !rolled_back(progress) {
+/// The probe of the fence, asked of the primary while it may hold one.
+pub fn probes(db: &PostgresDB, observed: &Observed) -> Vec<SqlProbe> {
+    if may_be_fenced(db).is_none() {
         return Vec::new();
     }
     server::primary_target(db, observed)
@@ -89,8 +95,8 @@ pub fn probes(db: &PostgresDB, observed: &Observed, progress: &Progress) -> Vec<
 /// The statements that lift the fence the probe found: a reset of the file
 /// and a reload, or only the reload when the file no longer holds it (an
 /// earlier reset whose reload failed).
-pub fn actions(db: &PostgresDB, observed: &Observed, progress: &Progress) -> Vec<SqlAction> {
-    let Some((up, _)) = progress.parts().filter(|_| rolled_back(progress)) else {
+pub fn actions(db: &PostgresDB, observed: &Observed) -> Vec<SqlAction> {
+    let Some(up) = may_be_fenced(db) else {
         return Vec::new();
     };
     let Some(state) = FenceState::from_answer(observed.sql(PROBE)) else {
@@ -99,6 +105,10 @@ pub fn actions(db: &PostgresDB, observed: &Observed, progress: &Progress) -> Vec
     let Some(target) = server::primary_target(db, observed) else {
         return Vec::new();
     };
+    let server = match &up.major {
+        Some(_) => up.from_version.clone(),
+        None => format!("pod {}", target.pod),
+    };
     let mut actions = Vec::new();
     if state.in_file {
         actions.push(SqlAction {
@@ -106,8 +116,7 @@ pub fn actions(db: &PostgresDB, observed: &Observed, progress: &Progress) -> Vec
             statement: "ALTER SYSTEM RESET default_transaction_read_only",
             reason: REMOVED.into(),
             message: format!(
-                "removed the write fence (default_transaction_read_only) that the migration to {} set on {}",
-                up.to_version, up.from_version
+                "removed the write fence (default_transaction_read_only) that a major upgrade's migration set on {server}"
             ),
         });
     }
@@ -117,8 +126,7 @@ pub fn actions(db: &PostgresDB, observed: &Observed, progress: &Progress) -> Vec
             statement: "SELECT pg_reload_conf()::text",
             reason: WRITES_RESUMED.into(),
             message: format!(
-                "reloaded the configuration without the write fence: {} takes writes again",
-                up.from_version
+                "reloaded the configuration without the write fence: {server} takes writes again"
             ),
         });
     }
@@ -128,14 +136,27 @@ pub fn actions(db: &PostgresDB, observed: &Observed, progress: &Progress) -> Vec
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tests::{db, observed_pod};
+    use crate::tests::observed_pod;
 
-    fn progress(phase: UpgradePhase) -> Progress {
-        Progress {
-            upgrade: Some(crate::major_tests::upgrade(phase)),
-            recorded: true,
-            transition: None,
-        }
+    /// orders, running 15, whose status.upgrade is `up`.
+    fn db_with(up: Option<UpgradeStatus>) -> PostgresDB {
+        let mut db = crate::tests::db("16", Some("15"));
+        db.status.get_or_insert_with(Default::default).upgrade = up;
+        db
+    }
+
+    /// The last major upgrade (15 to 16), in `phase`.
+    fn major(phase: UpgradePhase) -> PostgresDB {
+        db_with(Some(crate::major_tests::upgrade(phase)))
+    }
+
+    /// A minor rollout that took over status.upgrade.
+    fn minor_rollout() -> PostgresDB {
+        let mut up = crate::major_tests::upgrade(UpgradePhase::Rolling);
+        up.major = None;
+        up.from_version = "15.6".into();
+        up.to_version = "15.7".into();
+        db_with(Some(up))
     }
 
     fn server_says(in_file: bool, in_effect: bool) -> Observed {
@@ -155,39 +176,27 @@ mod tests {
     }
 
     #[test]
-    fn the_fence_is_looked_for_only_while_the_last_major_upgrade_stands_rolled_back() {
-        let db = db("16", Some("15"));
+    fn the_fence_is_looked_for_after_a_rolled_back_major_upgrade_and_during_a_minor_rollout() {
         let observed = observed_pod(None);
         for phase in [
             UpgradePhase::Migrating,
             UpgradePhase::Switching,
             UpgradePhase::Complete,
         ] {
-            assert!(
-                probes(&db, &observed, &progress(phase)).is_empty(),
-                "{phase:?}"
-            );
+            assert!(probes(&major(phase), &observed).is_empty(), "{phase:?}");
         }
-        let none = Progress {
-            upgrade: None,
-            recorded: true,
-            transition: None,
-        };
-        assert!(probes(&db, &observed, &none).is_empty());
-        let asked = probes(&db, &observed, &progress(UpgradePhase::RolledBack));
-        assert_eq!(asked.len(), 1);
-        assert_eq!(asked[0].target.pod, "orders-0");
-        assert_eq!(asked[0].statement, PROBE_STATEMENT);
+        assert!(probes(&db_with(None), &observed).is_empty(), "at rest");
+        for db in [major(UpgradePhase::RolledBack), minor_rollout()] {
+            let asked = probes(&db, &observed);
+            assert_eq!(asked.len(), 1);
+            assert_eq!(asked[0].target.pod, "orders-0");
+            assert_eq!(asked[0].statement, PROBE_STATEMENT);
+        }
     }
 
     #[test]
     fn a_rolled_back_server_still_fenced_is_reset_then_reloaded() {
-        let db = db("16", Some("15"));
-        let actions = actions(
-            &db,
-            &server_says(true, true),
-            &progress(UpgradePhase::RolledBack),
-        );
+        let actions = actions(&major(UpgradePhase::RolledBack), &server_says(true, true));
         assert_eq!(
             statements(&actions),
             [
@@ -201,32 +210,32 @@ mod tests {
     }
 
     #[test]
-    fn a_reset_whose_reload_failed_is_reloaded_again() {
-        let db = db("16", Some("15"));
-        let actions = actions(
-            &db,
-            &server_says(false, true),
-            &progress(UpgradePhase::RolledBack),
+    fn a_minor_rollout_that_began_before_the_fence_was_lifted_lifts_it() {
+        let actions = actions(&minor_rollout(), &server_says(true, true));
+        assert_eq!(actions.len(), 2);
+        assert!(
+            actions[1]
+                .message
+                .contains("pod orders-0 takes writes again")
         );
+    }
+
+    #[test]
+    fn a_reset_whose_reload_failed_is_reloaded_again() {
+        let actions = actions(&major(UpgradePhase::RolledBack), &server_says(false, true));
         assert_eq!(statements(&actions), ["SELECT pg_reload_conf()::text"]);
     }
 
     #[test]
     fn nothing_is_run_when_the_fence_is_gone_the_server_did_not_answer_or_no_rollback_stands() {
-        let db = db("16", Some("15"));
-        let rolled_back = progress(UpgradePhase::RolledBack);
-        assert!(actions(&db, &server_says(false, false), &rolled_back).is_empty());
+        let rolled_back = major(UpgradePhase::RolledBack);
+        assert!(actions(&rolled_back, &server_says(false, false)).is_empty());
         let mut silent = observed_pod(None);
         silent.insert_sql(PROBE, Err("connection refused".into()));
-        assert!(actions(&db, &silent, &rolled_back).is_empty());
-        assert!(actions(&db, &observed_pod(None), &rolled_back).is_empty());
+        assert!(actions(&rolled_back, &silent).is_empty());
+        assert!(actions(&rolled_back, &observed_pod(None)).is_empty());
         assert!(
-            actions(
-                &db,
-                &server_says(true, true),
-                &progress(UpgradePhase::Migrating)
-            )
-            .is_empty(),
+            actions(&major(UpgradePhase::Migrating), &server_says(true, true)).is_empty(),
             "the migration's own fence stays while it runs"
         );
     }
