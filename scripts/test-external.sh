@@ -7,12 +7,25 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ -z "${PGDB_TEST_KUBECONFIG:-}" ]]; then
-    work="$(mktemp -d)"
     cargo build -q -p sandbox --bin pgdb-sandbox
+    work="$(mktemp -d)"
+    sandbox=""
+    # SIGTERM lets the sandbox stop its PostgreSQL processes; a sandbox that
+    # does not exit within 30 s is killed.
+    stop_sandbox() {
+        if [[ -n "$sandbox" ]] && kill -TERM "$sandbox" 2>/dev/null; then
+            for _ in $(seq 300); do
+                kill -0 "$sandbox" 2>/dev/null || break
+                sleep 0.1
+            done
+            kill -KILL "$sandbox" 2>/dev/null || true
+        fi
+        rm -rf "$work"
+    }
+    trap stop_sandbox EXIT
     "${CARGO_TARGET_DIR:-target}/debug/pgdb-sandbox" --runtime postgres \
         --kubeconfig "$work/kubeconfig" > "$work/sandbox.log" 2>&1 &
     sandbox=$!
-    trap 'kill "$sandbox" 2>/dev/null || true; wait "$sandbox" 2>/dev/null || true; rm -rf "$work"' EXIT
     for _ in $(seq 100); do
         [[ -s "$work/kubeconfig" ]] && break
         kill -0 "$sandbox" 2>/dev/null || { cat "$work/sandbox.log"; exit 1; }

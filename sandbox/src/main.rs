@@ -68,8 +68,25 @@ async fn main() -> std::process::ExitCode {
     println!("  cargo run -p level1-install -- --kubeconfig {p}");
     println!();
     println!("Press Ctrl-C to stop.");
-    let _ = tokio::signal::ctrl_c().await;
+    stop_requested().await;
     println!("stopping");
     sandbox.shutdown().await;
     std::process::ExitCode::SUCCESS
+}
+
+/// Ctrl-C, or SIGTERM (`kill`, a script's cleanup): either stops the pods'
+/// processes before the sandbox exits.
+async fn stop_requested() {
+    let interrupt = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut terminate) => {
+            tokio::select! {
+                _ = interrupt => {}
+                _ = terminate.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = interrupt.await;
+        }
+    }
 }

@@ -64,7 +64,8 @@ pub async fn connect_through(
     dbname: Option<&str>,
     route: Route,
 ) -> Option<tokio_postgres::Client> {
-    let service = cluster.api::<Service>().get(name).await.ok()?;
+    let services = cluster.api::<Service>();
+    let service = services.get(name).await.ok()?;
     let mut config = login(cluster, role, name, dbname).await?;
     let cluster_ip = service
         .spec
@@ -89,12 +90,16 @@ pub async fn connect_through(
                     client
                 })
                 .map_err(|e| e.to_string()),
-            None => tokio::time::timeout(
-                Duration::from_secs(5),
-                through_port_forward(cluster, &service, &config),
-            )
-            .await
-            .unwrap_or_else(|_| Err("no answer within 5s".into())),
+            // The Service as it is now: its selector changes (a fence).
+            None => match services.get(name).await {
+                Ok(service) => tokio::time::timeout(
+                    Duration::from_secs(5),
+                    through_port_forward(cluster, &service, &config),
+                )
+                .await
+                .unwrap_or_else(|_| Err("no answer within 5s".into())),
+                Err(error) => Err(error.to_string()),
+            },
         };
         match attempt {
             Ok(client) => return Some(client),
