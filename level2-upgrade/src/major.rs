@@ -1010,63 +1010,31 @@ pub fn plan(
     };
     let to_major = PgVersion::parse(&up.to_version).map_or(0, |v| v.major);
     let from_major = PgVersion::parse(&up.from_version).map_or(0, |v| v.major);
+    let backup =
+        |name: &str, until| operator_claim(db, observed, name, "backup", to_major, until, None);
+    let data = |name: &str, major, until, verified_by| {
+        operator_claim(db, observed, name, "data", major, until, verified_by)
+    };
 
     match up.phase {
         UpgradePhase::Migrating if current => {
             plan.pin = Some((up.from_image.clone(), up.from_version.clone()));
             plan.fence = true;
-            plan.claims.push(operator_claim(
-                db,
-                observed,
-                &major.backup_volume,
-                "backup",
-                to_major,
-                None,
-                None,
-            ));
-            plan.claims.push(operator_claim(
-                db,
-                observed,
-                &major.data_volume,
-                "data",
-                to_major,
-                None,
-                None,
-            ));
+            plan.claims.push(backup(&major.backup_volume, None));
+            plan.claims
+                .push(data(&major.data_volume, to_major, None, None));
             if progress.recorded {
                 plan.job = migration_job(db, up, false);
             }
         }
         UpgradePhase::Switching => {
-            plan.claims.push(operator_claim(
-                db,
-                observed,
-                &major.backup_volume,
-                "backup",
-                to_major,
-                None,
-                None,
-            ));
-            plan.claims.push(operator_claim(
-                db,
-                observed,
-                &major.data_volume,
-                "data",
-                to_major,
-                None,
-                Some(&major.job),
-            ));
+            plan.claims.push(backup(&major.backup_volume, None));
+            plan.claims
+                .push(data(&major.data_volume, to_major, None, Some(&major.job)));
         }
         UpgradePhase::Complete => {
-            plan.claims.push(operator_claim(
-                db,
-                observed,
-                &major.data_volume,
-                "data",
-                to_major,
-                None,
-                Some(&major.job),
-            ));
+            plan.claims
+                .push(data(&major.data_volume, to_major, None, Some(&major.job)));
             let until = major.retain_until.as_deref();
             let keep = |claim: &str| {
                 observed
@@ -1074,26 +1042,11 @@ pub fn plan(
                     .is_some_and(|c| c.metadata.deletion_timestamp.is_none() && !expired(&c, now))
             };
             if keep(&major.backup_volume) {
-                plan.claims.push(operator_claim(
-                    db,
-                    observed,
-                    &major.backup_volume,
-                    "backup",
-                    to_major,
-                    until,
-                    None,
-                ));
+                plan.claims.push(backup(&major.backup_volume, until));
             }
             if major.previous_data_volume != template_claim && keep(&major.previous_data_volume) {
-                plan.claims.push(operator_claim(
-                    db,
-                    observed,
-                    &major.previous_data_volume,
-                    "data",
-                    from_major,
-                    until,
-                    None,
-                ));
+                plan.claims
+                    .push(data(&major.previous_data_volume, from_major, until, None));
             }
         }
         UpgradePhase::Migrating | UpgradePhase::RolledBack => {
@@ -1104,15 +1057,8 @@ pub fn plan(
             if major.previous_data_volume != template_claim
                 && exists(observed, &major.previous_data_volume)
             {
-                plan.claims.push(operator_claim(
-                    db,
-                    observed,
-                    &major.previous_data_volume,
-                    "data",
-                    from_major,
-                    None,
-                    None,
-                ));
+                plan.claims
+                    .push(data(&major.previous_data_volume, from_major, None, None));
             }
             // An abandoned Job that still runs (or waits to) is stopped.
             if observed.get::<Job>(&major.job).is_some() && !job_finished(observed, &major.job) {

@@ -11,10 +11,7 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::Resource;
 use kube::api::{ApiResource, DynamicObject};
 use serde_json::{Value, json};
-use shared::api::{
-    MajorUpgradeStatus, PostgresDB, PostgresDBSpec, PostgresDBStatus, StorageSpec, UpgradePhase,
-    UpgradeSpec, UpgradeStatus,
-};
+use shared::api::{MajorUpgradeStatus, PostgresDB, UpgradePhase, UpgradeSpec, UpgradeStatus};
 use shared::capability::{ApplyReport, Capability, Desired, Observed, StatusDraft};
 use shared::conditions::{Assessment, PROGRESSING, READY};
 
@@ -22,41 +19,21 @@ use crate::major::{
     self, ATTEMPT_ANNOTATION, FENCE_LABEL, JobOutcome, MIGRATION_SCRIPT, MajorUpgrade,
     RETAIN_UNTIL_ANNOTATION, Transition, VERIFIED_ANNOTATION, VOLUME_LABEL,
 };
+use crate::tests::at;
 use crate::upgrade::Upgrade;
 use level1_install::objects::{DATA_MOUNT, VERSION_ANNOTATION};
 
 const STARTED: i64 = 1_000_000;
 
-fn at(seconds: i64) -> jiff::Timestamp {
-    jiff::Timestamp::from_second(seconds).expect("a valid time")
-}
-
-/// A database asking for `wanted` while `running` runs.
+/// A database asking for `wanted` while `running` runs, with a
+/// `spec.upgrade` allowing a major change or not (none when `None`).
 fn db(wanted: &str, running: Option<&str>, allow_major: Option<bool>) -> PostgresDB {
-    let spec = PostgresDBSpec {
-        version: wanted.into(),
-        image: None,
-        storage: StorageSpec {
-            size: "1Gi".into(),
-            storage_class_name: None,
-        },
-        resources: shared::api::ResourcesSpec::default_for_database(),
-        database: Default::default(),
-        parameters: BTreeMap::new(),
-        paused: false,
-        upgrade: allow_major.map(|allow_major| UpgradeSpec {
-            health_timeout_seconds: 60,
-            allow_major,
-            retention_hours: 24,
-            migration_timeout_seconds: None,
-        }),
-    };
-    let mut db = PostgresDB::new("orders", spec);
-    db.metadata.namespace = Some("shop".into());
-    db.metadata.uid = Some("uid-1".into());
-    db.status = Some(PostgresDBStatus {
-        current_version: running.map(String::from),
-        ..Default::default()
+    let mut db = crate::tests::db(wanted, running);
+    db.spec.upgrade = allow_major.map(|allow_major| UpgradeSpec {
+        health_timeout_seconds: 60,
+        allow_major,
+        retention_hours: 24,
+        migration_timeout_seconds: None,
     });
     db
 }

@@ -48,7 +48,7 @@ pub(crate) fn db(wanted: &str, running: Option<&str>) -> PostgresDB {
     db
 }
 
-fn at(seconds: i64) -> jiff::Timestamp {
+pub(crate) fn at(seconds: i64) -> jiff::Timestamp {
     jiff::Timestamp::from_second(seconds).expect("a valid time")
 }
 
