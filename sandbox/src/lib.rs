@@ -23,6 +23,7 @@ pub mod counters;
 pub mod error;
 pub mod faults;
 pub mod fieldvalidation;
+pub mod jsonpath;
 pub mod meta;
 pub mod openapi;
 pub mod patch;
