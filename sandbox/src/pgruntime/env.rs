@@ -164,7 +164,7 @@ pub(super) fn resolve_env(
                     "metadata.namespace" => Some(ctx.ns.clone()),
                     "metadata.uid" => Some(ctx.uid.clone()),
                     "status.podIP" => Some(ctx.ip.to_string()),
-                    "spec.nodeName" => Some(crate::controllers::NODE_NAME.to_string()),
+                    "spec.nodeName" => Some(crate::cluster::NODE_NAME.to_string()),
                     "status.hostIP" => Some("127.0.0.1".to_string()),
                     _ => None,
                 }

@@ -1,7 +1,7 @@
 //! Cell values of the built-in kinds' columns, as kubectl's printers
 //! compute them: a pod's READY and STATUS, a Service's ports and external
 //! IPs, a Job's status and duration, an Event's row, and the like. Which
-//! column shows which value is [`super::columns`]'.
+//! column shows which value is `columns`'.
 
 use serde_json::{Value, json};
 
