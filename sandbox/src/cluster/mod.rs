@@ -9,9 +9,10 @@
 //! finalizers only gets a `deletionTimestamp` and lives on until they are
 //! removed. The HTTP server and the built-in controllers both call this
 //! layer, so controllers' writes look exactly like clients' writes to
-//! anyone watching.//!
-//! The steps live in one file each: [`create`], [`update`] (updates,
-//! patches and server-side apply), [`delete`], [`list`] and [`scale`];
+//! anyone watching.
+//!
+//! The steps live in one file each: `create`, `update` (updates,
+//! patches and server-side apply), `delete`, `list` and `scale`;
 //! [`kinds`] gathers what a step does differently for one kind (a pod's
 //! node and graceful deletion, a Service's ClusterIP, a namespace's
 //! Terminating phase, a CRD's schema and served kind). [`options`] holds
@@ -29,16 +30,18 @@ mod update;
 
 use std::sync::Arc;
 
+use serde_json::Value;
+
 use crate::apply::Scope;
 use crate::error::{Error, Result};
 use crate::registry::{Registry, ResourceType};
 use crate::store::{Store, StoreError};
+
 pub use kinds::NODE_NAME;
 pub use options::{
     DeleteOptions, ListOptions, PatchKind, Sub, WriteOptions, manager_from_user_agent,
 };
 pub use pod_runtime::{ContainerReport, ContainerState, PodRuntime};
-use serde_json::Value;
 
 /// The control plane's state: the store, the registry and the pod runtime.
 pub struct Cluster {

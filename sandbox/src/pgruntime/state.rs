@@ -180,7 +180,7 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The real runtime: see the module docs.
+/// The real runtime: see the [`pgruntime`](super) module docs.
 pub struct PostgresRuntime {
     pub(super) inner: Arc<Inner>,
 }

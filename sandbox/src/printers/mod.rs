@@ -10,10 +10,11 @@
 //! the CRD's `additionalPrinterColumns` (JSONPath expressions); built-in kinds
 //! get the columns kube-apiserver's printers produce. Watches with the same
 //! Accept header send one-row Tables as event objects. The same negotiation
-//! also serves `as=PartialObjectMetadata[List]` (metadata-only clients).//!
-//! The Table's columns and cells are computed per kind in [`columns`]
-//! (built-in kinds, with the cell values in [`cells`]) and [`crd`] (custom
-//! resources, through the [`crate::jsonpath`] engine); [`format`] holds
+//! also serves `as=PartialObjectMetadata[List]` (metadata-only clients).
+//!
+//! The Table's columns and cells are computed per kind in `columns`
+//! (built-in kinds, with the cell values in `cells`) and `crd` (custom
+//! resources, through the [`crate::jsonpath`] engine); `format` holds
 //! the value formatting they share.
 
 mod cells;
