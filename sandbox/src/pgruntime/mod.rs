@@ -19,7 +19,7 @@
 //! keeps per pod and container), [`workdir`] (creating and shutting it
 //! down), [`lifecycle`] (the kubelet-facing [`crate::runtime::PodRuntime`]
 //! and each container's restart loop), [`launch`] (what a container runs,
-//! and one run of it), [`env`] (its environment), [`pod_volumes`] (the
+//! and one run of it), [`env`](mod@env) (its environment), [`pod_volumes`] (the
 //! directories behind its volumes), [`probes`] and [`faults`] (the
 //! controls tests use). The modules above them are the host-side tools
 //! these use.

@@ -1,6 +1,6 @@
 //! What the runtime keeps while it runs: the runtime itself, its shared
-//! state ([`Inner`]), each pod it runs ([`PodCtx`]) and each container's
-//! reported state ([`Cell`]). Plain data and the small helpers every part
+//! state (`Inner`), each pod it runs (`PodCtx`) and each container's
+//! reported state (`Cell`). Plain data and the small helpers every part
 //! of the runtime uses (locking, "is the pod stopping", the grace period,
 //! name lookup); what is done with it lives in the sibling modules.
 
