@@ -22,8 +22,8 @@ use std::collections::BTreeSet;
 
 use serde_json::{Map, Value, json};
 
-use crate::builtin::{ListType, list_type};
 use crate::error::{Error, Result};
+use crate::lists::{ListType, list_type};
 use crate::registry::ResourceType;
 
 /// A path in FieldsV1 notation: `["f:spec", "f:containers", "k:{\"name\":\"db\"}", "f:image"]`.

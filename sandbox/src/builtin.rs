@@ -1,12 +1,10 @@
 //! What the real server knows about its built-in kinds beyond their names:
-//! defaults, create-time status, the validation rules the levels run into,
-//! and list semantics (which lists merge by key).
+//! defaults, create-time status and the validation rules the levels run
+//! into. Which of their lists merge by key is [`crate::lists`]'.
 //!
 //! Defaulting happens on every write, so two clients that send the same
 //! object get the same stored result, which is what makes a repeated
-//! server-side apply a no-op. List semantics drive strategic merge patch
-//! and server-side apply: `containers` merge by `name`, `env` by `name`,
-//! and so on, while lists without a merge key are replaced whole (atomic).
+//! server-side apply a no-op.
 
 use base64::Engine;
 use serde_json::{Map, Value, json};
@@ -14,56 +12,8 @@ use serde_json::{Map, Value, json};
 use crate::error::Cause;
 use crate::registry::ResourceType;
 
-/// How a list is merged by patches and owned by server-side apply.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ListType {
-    /// Replaced as a whole; owned as one field.
-    Atomic,
-    /// A set of scalars; each value owned separately.
-    Set,
-    /// Items identified by these keys; each item merged and owned separately.
-    Map(Vec<String>),
-}
-
-fn keys(k: &[&str]) -> ListType {
-    ListType::Map(k.iter().map(|s| s.to_string()).collect())
-}
-
-/// The list semantics of the list at `path` (field names from the root).
-pub fn list_type(rt: &ResourceType, path: &[String]) -> ListType {
-    if path.first().map(String::as_str) != Some("metadata")
-        && let Some(schema) = &rt.schema
-    {
-        return crate::schema::list_type_at(schema, path);
-    }
-    let last = path.last().map(String::as_str).unwrap_or_default();
-    let parent = if path.len() >= 2 {
-        path[path.len() - 2].as_str()
-    } else {
-        ""
-    };
-    match last {
-        "finalizers" if parent == "metadata" => ListType::Set,
-        "ownerReferences" => keys(&["uid"]),
-        "containers" | "initContainers" | "ephemeralContainers" => keys(&["name"]),
-        "env" | "volumes" | "imagePullSecrets" => keys(&["name"]),
-        "volumeMounts" => keys(&["mountPath"]),
-        "volumeDevices" => keys(&["devicePath"]),
-        "conditions" => keys(&["type"]),
-        "hostAliases" => keys(&["ip"]),
-        "topologySpreadConstraints" => keys(&["topologyKey", "whenUnsatisfiable"]),
-        "ports"
-            if matches!(
-                parent,
-                "containers" | "initContainers" | "ephemeralContainers"
-            ) =>
-        {
-            keys(&["containerPort", "protocol"])
-        }
-        "ports" if rt.kind == "Service" && path.len() == 2 => keys(&["port", "protocol"]),
-        _ => ListType::Atomic,
-    }
-}
+// List semantics moved to their own module; kept here for existing paths.
+pub use crate::lists::{ListType, list_type};
 
 /// Byte count of a resource quantity such as `1Gi`, `500M` or `2`.
 pub fn parse_quantity(q: &str) -> Option<f64> {

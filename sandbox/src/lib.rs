@@ -23,6 +23,8 @@ pub mod counters;
 pub mod error;
 pub mod faults;
 pub mod fieldvalidation;
+pub mod jsonpath;
+pub mod lists;
 pub mod meta;
 pub mod openapi;
 pub mod patch;
@@ -137,7 +139,7 @@ fn bootstrap(c: &Cluster) -> Result<()> {
             "allocatable": {"cpu": "2", "memory": "24Gi", "pods": "110"},
             "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "simulated kubelet is posting ready status"}],
             "addresses": [{"type": "InternalIP", "address": "10.0.0.1"}, {"type": "Hostname", "address": controllers::NODE_NAME}],
-            "nodeInfo": {"kubeletVersion": format!("v1.{}.0-sandbox", server::KUBE_MINOR), "containerRuntimeVersion": "sandbox://simulated", "operatingSystem": "linux", "architecture": "amd64"},
+            "nodeInfo": {"kubeletVersion": format!("v1.{}.0-sandbox", registry::KUBE_MINOR), "containerRuntimeVersion": "sandbox://simulated", "operatingSystem": "linux", "architecture": "amd64"},
         },
     });
     c.create(&node_rt, "", node, &w)?;

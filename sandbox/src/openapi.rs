@@ -349,7 +349,7 @@ fn group_version_doc(cluster: &Cluster, wanted: &str) -> Option<Value> {
     reachable(&b.definitions, &mut roots, &mut schemas);
     Some(json!({
         "openapi": "3.0.0",
-        "info": {"title": "Kubernetes", "version": format!("v1.{}.0", crate::server::KUBE_MINOR)},
+        "info": {"title": "Kubernetes", "version": format!("v1.{}.0", crate::registry::KUBE_MINOR)},
         "paths": paths,
         "components": {"schemas": schemas},
     }))

@@ -12,8 +12,8 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::builtin::{ListType, list_type};
 use crate::error::{Error, Result};
+use crate::lists::{ListType, list_type};
 use crate::registry::ResourceType;
 
 /// RFC 6902.

@@ -12,6 +12,11 @@ use std::sync::{Arc, RwLock};
 
 use serde_json::{Value, json};
 
+/// The Kubernetes minor version the sandbox serves and reports (the
+/// k8s-openapi feature it is built against): in `/version`, in the OpenAPI
+/// documents' info and as the node's kubelet version.
+pub const KUBE_MINOR: &str = "33";
+
 /// Where the scale subresource reads and writes replicas.
 #[derive(Debug, Clone)]
 pub struct ScaleSpec {

@@ -9,6 +9,9 @@
 //! is news. [`SimulatedRuntime`] runs nothing: containers start at once or
 //! after a configured delay, become ready, and exit only when a test rule
 //! says so.
+//!
+//! The trait and its reports are declared with the control plane that
+//! holds a runtime ([`crate::cluster::pod_runtime`]) and re-exported here.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -18,71 +21,7 @@ use k8s_openapi::api::core::v1::Pod;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-/// A container's state as a runtime reports it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ContainerState {
-    Waiting {
-        reason: String,
-    },
-    Running {
-        started_at: String,
-    },
-    Terminated {
-        exit_code: i32,
-        reason: String,
-        started_at: String,
-        finished_at: String,
-        /// The termination message (what the container wrote to its
-        /// `terminationMessagePath`, or its log's end on a fallback).
-        message: Option<String>,
-    },
-}
-
-/// One container's report.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ContainerReport {
-    pub name: String,
-    pub image: String,
-    pub state: ContainerState,
-    pub ready: bool,
-    pub restart_count: i32,
-    /// Why the container is in its state, in words (e.g. which binaries an
-    /// image pull is missing); shown as the state's `message`.
-    pub message: Option<String>,
-    /// How the previous run of a restarted container ended.
-    pub last_state: Option<ContainerState>,
-}
-
-/// Runs pods. Implementations must not block: `start` and `stop` begin the
-/// work and return; progress is read back with `status`.
-pub trait PodRuntime: Send + Sync + 'static {
-    /// Begins running the pod's containers. Called once per pod uid.
-    fn start(&self, pod: &Pod);
-    /// The current state of each container, or `None` for an unknown pod.
-    fn status(&self, uid: &str) -> Option<Vec<ContainerReport>>;
-    /// Stops the pod's containers and forgets the pod.
-    fn stop(&self, uid: &str);
-    /// A container's log (the first container when `container` is `None`).
-    fn logs(&self, uid: &str, container: Option<&str>) -> Option<String>;
-    /// Notified whenever a report may have changed.
-    fn changed(&self) -> Arc<Notify>;
-    /// The pod's IP when the runtime gives pods real addresses; `None` lets
-    /// the kubelet make one up.
-    fn pod_ip(&self, _uid: &str) -> Option<String> {
-        None
-    }
-    /// A ClusterIP for a new Service when the runtime serves them; `None`
-    /// lets the API server pick a made-up one from 10.96.0.0/16.
-    fn allocate_service_ip(&self) -> Option<String> {
-        None
-    }
-    /// Called once the control plane exists, for runtimes that read
-    /// objects (Secrets, claims, Services) or follow changes.
-    fn attach(&self, _cluster: &Arc<crate::cluster::Cluster>) {}
-    /// Stops everything the runtime started, at once; called when the
-    /// sandbox stops (also from `Drop`, so it must not block for long).
-    fn shutdown(&self) {}
-}
+pub use crate::cluster::pod_runtime::{ContainerReport, ContainerState, PodRuntime};
 
 /// Which simulated containers exit, and how.
 #[derive(Debug, Clone)]

@@ -16,9 +16,10 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
-use crate::builtin::ListType;
 use crate::error::{Cause, Error, Result};
 use crate::registry::{ResourceType, ScaleSpec};
+// List semantics from a schema moved to their own module; kept here for existing paths.
+pub use crate::lists::list_type_at;
 
 fn node_path(base: &str, seg: &str) -> String {
     format!("{base}.{seg}")
@@ -558,47 +559,5 @@ pub fn admit(rt: &ResourceType, obj: &mut Value) -> Result<()> {
             crate::meta::name_of(obj),
             causes,
         ))
-    }
-}
-
-/// List semantics from `x-kubernetes-list-type` along a field path.
-pub fn list_type_at(schema: &Value, path: &[String]) -> ListType {
-    let mut cur = schema;
-    for (i, name) in path.iter().enumerate() {
-        // Descend through list items transparently: `path` holds field names only.
-        while cur.get("type").and_then(Value::as_str) == Some("array") && i > 0 {
-            match cur.get("items") {
-                Some(items) => cur = items,
-                None => return ListType::Atomic,
-            }
-        }
-        let next = cur
-            .get("properties")
-            .and_then(|p| p.get(name))
-            .or_else(|| cur.get("additionalProperties").filter(|a| a.is_object()));
-        match next {
-            Some(n) => cur = n,
-            None => return ListType::Atomic,
-        }
-    }
-    match cur.get("x-kubernetes-list-type").and_then(Value::as_str) {
-        Some("set") => ListType::Set,
-        Some("map") => {
-            let keys: Vec<String> = cur
-                .get("x-kubernetes-list-map-keys")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_str().map(String::from))
-                        .collect()
-                })
-                .unwrap_or_default();
-            if keys.is_empty() {
-                ListType::Atomic
-            } else {
-                ListType::Map(keys)
-            }
-        }
-        _ => ListType::Atomic,
     }
 }

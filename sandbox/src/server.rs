@@ -39,9 +39,9 @@ use crate::registry::{ResourceType, version_priority};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::watch::WatchParams;
 
-/// The Kubernetes version the sandbox reports (the k8s-openapi feature it
-/// is built against).
-pub const KUBE_MINOR: &str = "33";
+/// The Kubernetes version the sandbox reports; the registry's, kept here
+/// for existing paths.
+pub use crate::registry::KUBE_MINOR;
 
 /// Everything a request handler needs.
 pub struct AppState {

@@ -27,8 +27,9 @@ use tokio::task::JoinHandle;
 use crate::cluster::Cluster;
 use crate::store::Event;
 
-/// The one node every pod is scheduled to.
-pub const NODE_NAME: &str = "sandbox";
+/// The one node every pod is scheduled to (the write path's, which
+/// schedules pods at creation).
+pub use crate::cluster::NODE_NAME;
 /// The field manager controllers write as.
 pub const MANAGER: &str = "kube-controller-manager";
 

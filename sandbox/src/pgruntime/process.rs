@@ -185,18 +185,7 @@ pub fn kill_postmaster_of(pgdata: &Path) {
 /// tmpfs (lazily: killed processes may not have exited yet; a volume that
 /// is no mount point just fails), gives back write permission a fill took
 /// and removes the work dir.
-const WATCHDOG: &str = r#"
-owner="$1"; work="$2"
-while [ -d "/proc/$owner" ]; do sleep 1; done
-for f in "$work"/pgids/*; do
-  [ -f "$f" ] && kill -s KILL -- "-$(cat "$f")" 2>/dev/null
-done
-for v in "$work"/volumes/*; do
-  [ -d "$v" ] && umount -l "$v" 2>/dev/null
-done
-chmod -R u+w "$work" 2>/dev/null
-rm -rf "$work"
-"#;
+const WATCHDOG: &str = include_str!("watchdog.sh");
 
 /// Starts the watchdog for the work dir (its own process group, so a
 /// Ctrl-C to the terminal's group does not take it down with the sandbox).

@@ -1,8 +1,8 @@
 //! Conformance suite: the sandbox driven through kube-rs as a real client.
-//! Each test names the upstream Kubernetes behaviour it pins.
+//! Each test names the upstream Kubernetes behaviour it pins; the helpers
+//! are in `common`.
 
 mod bad_input;
-mod common;
 mod controllers;
 mod crd;
 mod faults;

@@ -1,6 +1,6 @@
 //! `pods/portforward` against pods of the simulated runtime, in which
 //! nothing listens, and requests a kubelet refuses. (Forwarding to a real
-//! server is in `tests/real_postgres.rs`.)
+//! server is in `real_postgres::portforward`.)
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};

@@ -1,3 +1,8 @@
+//! Helpers the conformance suite shares: a sandbox on the simulated
+//! runtime, one bounded wait ([`eventually`]), the Status of a failed call,
+//! and raw HTTP requests for what kube-rs will not send. The kubectl and
+//! real-PostgreSQL suites have their own, for their own fixtures.
+
 use std::future::Future;
 use std::time::Duration;
 

@@ -1,0 +1,46 @@
+//! How the real runtime behaves: back-offs, probe periods, grace periods,
+//! where it keeps its files and where it finds PostgreSQL binaries. The
+//! settings only; the runtime reads them ([`super::PostgresRuntime::new`]).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::binaries::Binaries;
+
+/// How the real runtime behaves.
+#[derive(Debug, Clone)]
+pub struct PostgresConfig {
+    /// Where sandboxes keep pods, volumes and logs (`<root>/127.X`);
+    /// default `$TMPDIR/pgdb-sandbox`.
+    pub work_root: Option<PathBuf>,
+    /// Where binaries are looked for.
+    pub binaries: Binaries,
+    /// First crash-loop (and image-pull) back-off; doubled per restart.
+    pub backoff: Duration,
+    /// Longest back-off (the kubelet's is five minutes).
+    pub max_backoff: Duration,
+    /// Probes run at most this far apart whatever their `periodSeconds`,
+    /// so readiness follows a server within a second (`None`: as written).
+    pub max_probe_period: Option<Duration>,
+    /// Longest wait between the stop signal and SIGKILL when a pod is
+    /// deleted (the pod's `terminationGracePeriodSeconds` if shorter).
+    pub max_grace: Duration,
+    /// How long after a ConfigMap or Secret changes the files of running
+    /// pods' volumes follow (one second; a kubelet takes up to its sync
+    /// period plus its cache's TTL, about a minute).
+    pub volume_sync_delay: Duration,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        PostgresConfig {
+            work_root: None,
+            binaries: Binaries::default(),
+            backoff: Duration::from_secs(10),
+            max_backoff: Duration::from_secs(300),
+            max_probe_period: Some(Duration::from_secs(1)),
+            max_grace: Duration::from_secs(10),
+            volume_sync_delay: Duration::from_secs(1),
+        }
+    }
+}

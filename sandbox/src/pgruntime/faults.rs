@@ -1,0 +1,140 @@
+//! Fault controls of the real runtime, for tests: killing a container as a
+//! crash or an OOM kill, pausing its processes, forcing readiness, and
+//! wiping or filling a claim's volume. Each acts on processes or files
+//! the way the fault would; what follows (restarts, failed probes, failed
+//! writes) is the runtime's ordinary behaviour.
+
+use std::path::PathBuf;
+
+use nix::sys::signal::Signal;
+
+use super::process;
+use super::state::{PostgresRuntime, lock};
+use super::volume::{self, VolumeFull};
+use super::workdir::io_err;
+use crate::error::{Error, Result};
+
+/// How [`PostgresRuntime::kill_container`] kills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KillKind {
+    /// SIGKILL, reported as `Error` with exit code 137.
+    Crash,
+    /// SIGKILL, reported as `OOMKilled` with exit code 137.
+    OomKill,
+}
+impl PostgresRuntime {
+    /// Kills a running container (SIGKILL to its process group), reported
+    /// as a crash or an OOM kill; it is restarted per the restartPolicy.
+    /// False when no such container process runs.
+    pub fn kill_container(
+        &self,
+        ns: &str,
+        pod: &str,
+        container: Option<&str>,
+        kind: KillKind,
+    ) -> bool {
+        let Some(cell) = self.cell(ns, pod, container) else {
+            return false;
+        };
+        let mut st = cell.lock();
+        let Some(pgid) = st.pgid else { return false };
+        st.kill_reason = Some(match kind {
+            KillKind::Crash => "Error",
+            KillKind::OomKill => "OOMKilled",
+        });
+        drop(st);
+        process::kill_tree(pgid);
+        true
+    }
+
+    /// Stops (SIGSTOP) or continues (SIGCONT) every process of a container
+    /// (its group and the leader's descendants, as freezing its cgroup
+    /// would): a paused server accepts TCP connections (the kernel does)
+    /// but answers nothing, so exec probes such as `pg_isready` time out.
+    /// False when no such container process runs.
+    pub fn pause(&self, ns: &str, pod: &str, container: Option<&str>, paused: bool) -> bool {
+        let Some(pgid) = self.cell(ns, pod, container).and_then(|c| c.lock().pgid) else {
+            return false;
+        };
+        let sig = if paused {
+            Signal::SIGSTOP
+        } else {
+            Signal::SIGCONT
+        };
+        // The group first: a stopped postmaster forks no new children
+        // while the rest of the tree is listed.
+        process::signal_group(pgid, sig);
+        for pid in process::tree(pgid) {
+            process::signal_pid(pid, sig);
+        }
+        true
+    }
+
+    /// Forces a pod's readiness (`None`: back to its probes).
+    pub fn set_ready(&self, ns: &str, pod: &str, ready: Option<bool>) {
+        let key = (ns.to_string(), pod.to_string());
+        match ready {
+            Some(r) => lock(&self.inner.forced_ready).insert(key, r),
+            None => lock(&self.inner.forced_ready).remove(&key),
+        };
+        self.inner.notify.notify_one();
+    }
+
+    /// The pids of the container processes of a pod (group leaders).
+    pub fn pids(&self, ns: &str, pod: &str) -> Vec<i32> {
+        self.find(ns, pod)
+            .map(|p| p.cells.iter().filter_map(|c| c.lock().pgid).collect())
+            .unwrap_or_default()
+    }
+
+    /// The pids of every process group the runtime has running.
+    pub fn all_pids(&self) -> Vec<i32> {
+        lock(&self.inner.groups).keys().copied().collect()
+    }
+
+    /// The host directory of a bound claim.
+    pub fn volume_path(&self, ns: &str, claim: &str) -> Option<PathBuf> {
+        let c = self.inner.cluster.get()?.upgrade()?;
+        let pvc = c.store.get("/persistentvolumeclaims", ns, claim)?;
+        let pv = pvc.pointer("/spec/volumeName")?.as_str()?;
+        Some(self.inner.work.join("volumes").join(pv))
+    }
+
+    /// Deletes everything in a claim's volume, as if the disk had been
+    /// wiped; the (empty) directory stays. Nothing is signalled: a server
+    /// running on the volume keeps its processes and the files it holds
+    /// open, and fails when it next opens one (a new connection, a
+    /// checkpoint). Whatever starts next on the volume finds it empty, so
+    /// a `postgres` container, once restarted, runs initdb afresh.
+    pub fn delete_volume_data(&self, ns: &str, claim: &str) -> Result<()> {
+        let dir = self.volume_path(ns, claim).ok_or_else(|| Error::Runtime {
+            what: format!("claim {ns}/{claim} is not bound"),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        })?;
+        for e in std::fs::read_dir(&dir).map_err(io_err(&dir))?.flatten() {
+            let p = e.path();
+            let r = if e.file_type().is_ok_and(|t| t.is_dir()) {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+            r.map_err(io_err(&p))?;
+        }
+        Ok(())
+    }
+
+    /// Makes a claim's volume full, or no longer full (see [`volume`]).
+    /// As root the volume is a tmpfs, shrunk to what it holds: every new
+    /// block fails with ENOSPC, as on a full disk ([`VolumeFull::NoSpace`]).
+    /// Otherwise write permission is removed from the whole volume:
+    /// creating or opening a file for writing fails with EACCES, and files
+    /// a server holds open stay writable until it reopens them
+    /// ([`VolumeFull::NoWritePermission`]). Returns which it is.
+    pub fn fill_volume(&self, ns: &str, claim: &str, full: bool) -> Result<VolumeFull> {
+        let dir = self.volume_path(ns, claim).ok_or_else(|| Error::Runtime {
+            what: format!("claim {ns}/{claim} is not bound"),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        })?;
+        volume::fill(&dir, full).map_err(io_err(&dir))
+    }
+}

@@ -1,0 +1,18 @@
+//! The sandbox's integration tests, in one test binary: each binary links
+//! kube, tokio-postgres and the whole sandbox, so one binary instead of
+//! three saves link time and disk. The suites are modules:
+//!
+//! - [`conformance`]: the sandbox driven through kube-rs as a real client,
+//!   each test naming the upstream Kubernetes behaviour it pins;
+//! - [`kubectl`]: the real kubectl binary against the sandbox (skipped
+//!   without kubectl on PATH);
+//! - [`real_postgres`]: the real-PostgreSQL runtime at the level of pods
+//!   (skipped without PostgreSQL server binaries).
+//!
+//! Run one suite with a filter, e.g.
+//! `cargo test -p sandbox --test integration real_postgres::`.
+
+mod common;
+mod conformance;
+mod kubectl;
+mod real_postgres;

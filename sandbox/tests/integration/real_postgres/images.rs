@@ -1,0 +1,95 @@
+//! Image pulls on the real runtime: a `postgres:<major>[.<minor>]` image
+//! runs the binaries of that version, and one whose version is not
+//! installed fails as an image pull does (ErrImagePull, then
+//! ImagePullBackOff).
+
+use sandbox::PostgresConfig;
+use serde_json::json;
+
+use super::{create, pod_ip, pods, postgres_pod, query, ready, start, wait_pod, waiting_reason};
+
+#[tokio::test]
+async fn a_postgres_image_whose_major_is_not_installed_fails_like_an_image_pull() {
+    let Some(sb) = start().await else { return };
+    create(
+        &sb,
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "old"},
+               "spec": {"containers": [{"name": "postgres", "image": "postgres:9.6"}]}}),
+    )
+    .await;
+    let pod = wait_pod(&sb, "old", "ErrImagePull", |p| {
+        waiting_reason(p).as_deref() == Some("ErrImagePull")
+    })
+    .await;
+    let message = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|c| c[0].state.as_ref()?.waiting.as_ref()?.message.clone());
+    assert!(
+        message
+            .as_deref()
+            .is_some_and(|m| m.contains("PostgreSQL 9 server binaries not found")),
+        "{message:?}"
+    );
+    wait_pod(&sb, "old", "ImagePullBackOff", |p| {
+        waiting_reason(p).as_deref() == Some("ImagePullBackOff")
+    })
+    .await;
+    let pod = pods(&sb).get("old").await.expect("exists");
+    assert_eq!(pod.status.and_then(|s| s.phase).as_deref(), Some("Pending"));
+    sb.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_postgres_17_pod_runs_the_binaries_of_major_17() {
+    let Some(sb) = start().await else { return };
+    if let Err(missing) = PostgresConfig::default().binaries.server(17) {
+        eprintln!("skipped: {missing}");
+        return;
+    }
+    create(
+        &sb,
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "new"},
+               "spec": {"containers": [{"name": "postgres", "image": "postgres:17.2",
+                   "env": [{"name": "POSTGRES_PASSWORD", "value": "pw"}],
+                   "readinessProbe": {"exec": {"command": ["pg_isready", "-h", "localhost"]}}}]}}),
+    )
+    .await;
+    wait_pod(&sb, "new", "Ready", ready).await;
+    let log = pods(&sb)
+        .logs("new", &Default::default())
+        .await
+        .expect("the log is served");
+    assert!(log.contains("starting PostgreSQL 17."), "{log}");
+    sb.shutdown().await;
+}
+
+/// Whether exactly PostgreSQL `16.<minor>` is installed (not just a 16).
+fn exact_minor_installed(minor: u32) -> bool {
+    PostgresConfig::default()
+        .binaries
+        .server_for(16, Some(minor))
+        .is_ok_and(|bin| bin.ends_with(format!("16.{minor}/bin")))
+}
+
+#[tokio::test]
+async fn postgres_16_2_and_16_4_pods_run_exactly_their_minor() {
+    let Some(sb) = start().await else { return };
+    if !(exact_minor_installed(2) && exact_minor_installed(4)) {
+        eprintln!(
+            "skipped: PostgreSQL 16.2 and 16.4 are not both installed (run scripts/install-postgres.sh 16.2 16.4)"
+        );
+        return;
+    }
+    for (name, image) in [("old", "postgres:16.2"), ("new", "postgres:16.4")] {
+        let mut pod = postgres_pod(name, None);
+        pod["spec"]["containers"][0]["image"] = json!(image);
+        create(&sb, pod).await;
+    }
+    for (name, version) in [("old", "16.2"), ("new", "16.4")] {
+        let pod = wait_pod(&sb, name, "Ready", ready).await;
+        assert_eq!(query(&pod_ip(&pod), "show server_version").await, version);
+    }
+    sb.shutdown().await;
+}
