@@ -148,3 +148,8 @@ fn level1_taking_over_after_a_major_upgrade_deletes_no_volume_and_no_job_level2_
     let decision = decide(&level1, &database, &observed).expect("decides");
     assert!(pruned(&decision).is_empty(), "{decision:?}");
 }
+
+#[test]
+fn the_label_level2_puts_on_its_volumes_is_the_one_pruning_never_touches() {
+    assert_eq!(crate::major::VOLUME_LABEL, VOLUME_ROLE_LABEL);
+}

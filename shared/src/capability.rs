@@ -496,7 +496,9 @@ pub trait Capability: Send + Sync + 'static {
 
     /// Kinds of children this capability creates; the runner watches them
     /// (only those carrying the operator's labels) so that a change to one
-    /// triggers its database's reconcile.
+    /// triggers its database's reconcile, and each reconcile lists them by
+    /// the instance label and prunes the database's children of these kinds
+    /// that no capability desires any more (see [`crate::prune`]).
     fn owned_kinds(&self) -> Vec<ApiResource> {
         Vec::new()
     }
