@@ -16,6 +16,8 @@ pub mod write_fence;
 #[cfg(test)]
 mod major_tests;
 #[cfg(test)]
+mod prune_tests;
+#[cfg(test)]
 mod tests;
 
 use shared::capability::{Capability, Level};

@@ -1479,6 +1479,11 @@ impl Capability for MajorUpgrade {
     ) -> Result<(), Error> {
         let now = jiff::Timestamp::now();
         let progress = progress(db, observed, now);
+        // The Job the status names stays, finished or not, as the evidence
+        // the status points to; the core prunes an earlier attempt's Job.
+        if let Some((_, major)) = progress.parts() {
+            desired.keep::<Job>(&major.job);
+        }
         for action in crate::write_fence::actions(db, observed) {
             desired.run_sql(action);
         }

@@ -73,6 +73,8 @@ fn key_of(resource: &ApiResource, name: &str) -> ObjectKey {
 pub struct Observed {
     objects: BTreeMap<ObjectKey, DynamicObject>,
     queried: Vec<ObjectKey>,
+    /// Kinds (group, kind) listed by the database's instance label.
+    listed: Vec<(String, String)>,
     sql: BTreeMap<String, SqlAnswer>,
 }
 
@@ -93,6 +95,31 @@ impl Observed {
     pub fn was_queried(&self, resource: &ApiResource, name: &str) -> bool {
         let key = key_of(resource, name);
         self.queried.contains(&key) || self.objects.contains_key(&key)
+    }
+
+    /// Records that every object of this kind carrying the database's
+    /// instance label was listed, so an unlisted one does not exist.
+    pub fn mark_listed(&mut self, resource: &ApiResource) {
+        self.listed
+            .push((resource.group.clone(), resource.kind.clone()));
+    }
+
+    /// Whether the reconcile listed this kind by the instance label.
+    pub fn was_listed(&self, resource: &ApiResource) -> bool {
+        self.listed
+            .iter()
+            .any(|(group, kind)| *group == resource.group && *kind == resource.kind)
+    }
+
+    /// Every observed object of this kind, as the API server returned it.
+    pub fn all_raw<'a>(
+        &'a self,
+        resource: &'a ApiResource,
+    ) -> impl Iterator<Item = &'a DynamicObject> + 'a {
+        self.objects
+            .iter()
+            .filter(|((group, kind, _), _)| *group == resource.group && *kind == resource.kind)
+            .map(|(_, raw)| raw)
     }
 
     /// The object as the API server returned it.
@@ -198,6 +225,7 @@ pub struct Note {
 #[derive(Clone, Debug, Default)]
 pub struct Desired {
     objects: Vec<DesiredObject>,
+    kept: Vec<ObjectKey>,
     deletions: Vec<Deletion>,
     sql: Vec<SqlAction>,
     /// Events to publish with this reconcile.
@@ -217,7 +245,8 @@ pub struct DesiredParts {
     pub notes: Vec<Note>,
 }
 
-/// An object a capability wants deleted (a pod stuck on a bad revision).
+/// An object to delete: one a capability wants deleted (a pod stuck on a
+/// bad revision), or an orphan the core prunes (see [`crate::prune`]).
 /// Deletions are rare and explicit: everything else converges by apply.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Deletion {
@@ -225,8 +254,24 @@ pub struct Deletion {
     pub resource: ApiResource,
     /// Its name, in the database's namespace.
     pub name: String,
-    /// Why, for the Event.
+    /// Why, for the log and the Event.
     pub reason: String,
+    /// The uid of the object the decision was made on, when known: the
+    /// delete carries it as a precondition, so an object recreated under
+    /// the same name since is left alone.
+    pub uid: Option<String>,
+    /// Who asked for the deletion.
+    pub origin: DeletionOrigin,
+}
+
+/// Who asked for a [`Deletion`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeletionOrigin {
+    /// A capability, through [`Desired::delete`]; its Event is its own note.
+    Capability,
+    /// The core's pruning of an object no capability desires; the core
+    /// publishes a `Pruned` Event once the object is deleted.
+    Prune,
 }
 
 impl Desired {
@@ -337,7 +382,21 @@ impl Desired {
             resource: ApiResource::erase::<K>(&()),
             name: name.to_string(),
             reason: reason.into(),
+            uid: None,
+            origin: DeletionOrigin::Capability,
         });
+    }
+
+    /// Keeps an existing object of kind `K` as it is: not applied, and not
+    /// pruned although no capability adds it (a finished Job kept as
+    /// evidence).
+    pub fn keep<K: Resource<DynamicType = ()>>(&mut self, name: &str) {
+        self.kept.push(key_of(&ApiResource::erase::<K>(&()), name));
+    }
+
+    /// The objects kept as they are so far.
+    pub fn kept(&self) -> &[ObjectKey] {
+        &self.kept
     }
 
     /// The deletions asked for so far.
@@ -393,6 +452,9 @@ pub struct ApplyReport {
     pub repaired: Vec<ObjectReference>,
     /// Objects deleted on a capability's request.
     pub deleted: Vec<ObjectReference>,
+    /// Orphans the core pruned. Reported by their `Pruned` Events; removing
+    /// an orphan does not make the database Progressing.
+    pub pruned: Vec<ObjectReference>,
     /// Reasons of the SQL actions that ran.
     pub sql_ran: Vec<String>,
     /// Reasons of the SQL actions that failed.
@@ -434,7 +496,9 @@ pub trait Capability: Send + Sync + 'static {
 
     /// Kinds of children this capability creates; the runner watches them
     /// (only those carrying the operator's labels) so that a change to one
-    /// triggers its database's reconcile.
+    /// triggers its database's reconcile, and each reconcile lists them by
+    /// the instance label and prunes the database's children of these kinds
+    /// that no capability desires any more (see [`crate::prune`]).
     fn owned_kinds(&self) -> Vec<ApiResource> {
         Vec::new()
     }

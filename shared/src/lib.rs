@@ -13,6 +13,7 @@ pub mod crd;
 pub mod error;
 pub mod health;
 pub mod names;
+pub mod prune;
 pub mod quantity;
 pub mod reconcile;
 pub mod runner;

@@ -4,8 +4,9 @@
 //! Deciding is a pure function of the `PostgresDB` and what was read
 //! ([`decide`], [`assess`]), so every decision is unit-tested; the I/O
 //! around it is small: queries (and, from Level 2, SQL probes), server-side
-//! applies of what changed, SQL statements asked for, one status patch when
-//! the status differs, and Events for what is news.
+//! applies of what changed, deletions asked for and of orphans no capability
+//! desires any more ([`crate::prune`]), SQL statements asked for, one status
+//! patch when the status differs, and Events for what is news.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,7 +14,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Client, Resource, ResourceExt};
@@ -23,12 +24,13 @@ use tracing::Instrument;
 use crate::api::{PostgresDB, PostgresDBStatus};
 use crate::apply::{self, Change};
 use crate::capability::{
-    ApplyReport, Deletion, Desired, DesiredObject, Level, Note, Observed, Query, QuerySelector,
-    SpecProblem, StatusDraft, describe,
+    ApplyReport, Deletion, DeletionOrigin, Desired, DesiredObject, Level, Note, Observed, Query,
+    QuerySelector, SpecProblem, StatusDraft, describe,
 };
 use crate::conditions::{Assessment, DEGRADED, PROGRESSING, READY, SPEC_IMPLEMENTED};
 use crate::error::{Error, retry_delay};
 use crate::names::{instance_selector, name_problem};
+use crate::prune;
 use crate::sql::{Connector, DatabaseAccess, SqlAction};
 
 /// How long a settled database waits for its periodic re-check.
@@ -126,7 +128,9 @@ pub fn decide(level: &Level, db: &PostgresDB, observed: &Observed) -> Result<Dec
     for capability in &level.capabilities {
         capability.desire(db, observed, &mut desired)?;
     }
-    let parts = desired.into_parts();
+    let orphans = prune::orphans(level, db, observed, &desired);
+    let mut parts = desired.into_parts();
+    parts.deletions.extend(orphans);
     let mut changes = Vec::new();
     for mut object in parts.objects {
         apply::decorate(&mut object, db)?;
@@ -279,6 +283,12 @@ pub fn events_for(
             "DriftRepaired",
             "changed outside the operator; restored",
         ),
+        (
+            &report.pruned,
+            false,
+            prune::PRUNED_REASON,
+            "deleted, as no capability desires it any more:",
+        ),
     ];
     for (objects, warning, reason, verb) in changes {
         for object in objects {
@@ -369,6 +379,7 @@ pub async fn observe(
                     ),
                     source: Box::new(source),
                 })?;
+                observed.mark_listed(&query.resource);
                 for object in list.items {
                     observed.insert(&query.resource, object);
                 }
@@ -411,7 +422,7 @@ async fn reconcile_in_span(cached: &PostgresDB, ctx: &Context) -> Result<Action,
         // volumes stay, because nothing owns them.
         return Ok(Action::await_change());
     }
-    let mut observed = observe(&ctx.client, db, &ctx.level.queries(db)).await?;
+    let mut observed = observe(&ctx.client, db, &prune::queries(&ctx.level, db)).await?;
     let probes = ctx.level.sql_probes(db, &observed);
     if !probes.is_empty() {
         let namespace = db.namespace().unwrap_or_default();
@@ -443,9 +454,17 @@ async fn reconcile_in_span(cached: &PostgresDB, ctx: &Context) -> Result<Action,
             let namespace = db.namespace().unwrap_or_default();
             let api: Api<DynamicObject> =
                 Api::namespaced_with(ctx.client.clone(), &namespace, &deletion.resource);
-            match api.delete(&deletion.name, &DeleteParams::default()).await {
+            match api
+                .delete(&deletion.name, &prune::delete_params(deletion))
+                .await
+            {
                 Ok(_) => {}
                 Err(kube::Error::Api(status)) if status.code == 404 => continue,
+                // A precondition failed: the object was replaced since the
+                // decision; the next reconcile decides about the new one.
+                Err(kube::Error::Api(status)) if status.code == 409 && deletion.uid.is_some() => {
+                    continue;
+                }
                 Err(source) => {
                     return Err(Error::Kube {
                         action: format!("delete {} {}", deletion.resource.kind, deletion.name),
@@ -459,13 +478,18 @@ async fn reconcile_in_span(cached: &PostgresDB, ctx: &Context) -> Result<Action,
                 reason = deletion.reason,
                 "deleted"
             );
-            report.deleted.push(ObjectReference {
+            let reference = ObjectReference {
                 api_version: Some(deletion.resource.api_version.clone()),
                 kind: Some(deletion.resource.kind.clone()),
                 name: Some(deletion.name.clone()),
                 namespace: Some(namespace),
+                uid: deletion.uid.clone(),
                 ..Default::default()
-            });
+            };
+            match deletion.origin {
+                DeletionOrigin::Capability => report.deleted.push(reference),
+                DeletionOrigin::Prune => report.pruned.push(reference),
+            }
         }
         let namespace = db.namespace().unwrap_or_default();
         for action in sql {

@@ -1,0 +1,155 @@
+//! Unit tests of pruning with Level 2's capabilities: the migration Job the
+//! status names is kept in every phase while an earlier attempt's goes, and
+//! Level 1 taking over after a major upgrade deletes nothing Level 2 made.
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use kube::Resource;
+use kube::api::{ApiResource, DynamicObject};
+use serde_json::{Value, json};
+use shared::api::{PostgresDB, UpgradePhase};
+use shared::capability::{Capability, Desired, Observed};
+use shared::names::{INSTANCE_LABEL, MANAGED_BY};
+use shared::prune::{self, VOLUME_ROLE_LABEL};
+use shared::reconcile::{Decision, decide};
+
+use crate::major::{MajorUpgrade, job_name};
+use crate::major_tests::upgrade;
+use crate::tests::{at, db};
+
+/// Metadata of a child the operator made for `orders` (uid `uid-1`, see
+/// [`crate::tests::db`]): its labels, more labels, and a controller
+/// reference to the database.
+fn child_metadata(name: &str, extra_labels: Value) -> Value {
+    let mut labels = json!({INSTANCE_LABEL: "orders", "app.kubernetes.io/managed-by": MANAGED_BY});
+    if let (Some(labels), Some(extra)) = (labels.as_object_mut(), extra_labels.as_object()) {
+        labels.extend(extra.clone());
+    }
+    json!({"name": name, "namespace": "shop", "uid": format!("uid-{name}"), "labels": labels,
+           "ownerReferences": [{"apiVersion": "pgdb.example.com/v1", "kind": "PostgresDB",
+                                "name": "orders", "uid": "uid-1", "controller": true}]})
+}
+
+/// Records a child of kind `K` and marks its kind listed.
+fn observe_child<K: Resource<DynamicType = ()>>(observed: &mut Observed, value: Value) {
+    let resource = ApiResource::erase::<K>(&());
+    observed.mark_listed(&resource);
+    let object: DynamicObject = serde_json::from_value(value).expect("an object");
+    observed.insert(&resource, object);
+}
+
+fn observe_job(observed: &mut Observed, name: &str) {
+    observe_child::<Job>(
+        observed,
+        json!({"apiVersion": "batch/v1", "kind": "Job",
+               "metadata": child_metadata(name, json!({"app.kubernetes.io/component": "major-upgrade"})),
+               "spec": {"template": {"spec": {"containers": []}}},
+               "status": {"succeeded": 1}}),
+    );
+}
+
+/// The names of the objects pruning deletes, as `Kind/name`.
+fn pruned(decision: &Decision) -> Vec<String> {
+    match decision {
+        Decision::Apply { deletions, .. } => deletions
+            .iter()
+            .filter(|d| d.origin == shared::capability::DeletionOrigin::Prune)
+            .map(|d| format!("{}/{}", d.resource.kind, d.name))
+            .collect(),
+        other => panic!("expected a decision to apply, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_job_the_status_names_is_kept_in_every_phase_and_an_earlier_attempt_s_is_pruned() {
+    let earlier = job_name("orders", 16, &at(1).to_string());
+    for phase in [
+        UpgradePhase::Migrating,
+        UpgradePhase::Switching,
+        UpgradePhase::Complete,
+        UpgradePhase::RolledBack,
+    ] {
+        let up = upgrade(phase);
+        let current = up.major.as_ref().expect("major").job.clone();
+        let mut database: PostgresDB = db("16", Some("15"));
+        database.status.get_or_insert_with(Default::default).upgrade = Some(up);
+        let mut observed = Observed::default();
+        observe_job(&mut observed, &current);
+        observe_job(&mut observed, &earlier);
+        let mut desired = Desired::default();
+        MajorUpgrade
+            .desire(&database, &observed, &mut desired)
+            .expect("desires");
+        let orphans: Vec<String> = prune::orphans(&crate::level(), &database, &observed, &desired)
+            .into_iter()
+            .map(|d| d.name)
+            .collect();
+        assert_eq!(
+            orphans,
+            std::slice::from_ref(&earlier),
+            "in phase {phase:?}"
+        );
+    }
+}
+
+/// What the cluster holds once `decision` was applied: the applied bodies,
+/// with a uid and the kinds listed.
+fn applied(decision: &Decision) -> Observed {
+    let mut observed = Observed::default();
+    if let Decision::Apply { changes, .. } = decision {
+        for (object, _) in changes {
+            let mut value = object.value.clone();
+            value["metadata"]["uid"] = format!("uid-{}", object.name).into();
+            value["metadata"]["resourceVersion"] = "1".into();
+            observed.mark_listed(&object.resource);
+            observed.insert(
+                &object.resource,
+                serde_json::from_value(value).expect("an object"),
+            );
+        }
+    }
+    observed
+}
+
+#[test]
+fn a_database_at_rest_has_no_orphans_at_either_level() {
+    for level in [level1_install::level(), crate::level()] {
+        let database = db("16", None);
+        let first = decide(&level, &database, &Observed::default()).expect("decides");
+        let second = decide(&level, &database, &applied(&first)).expect("decides");
+        assert!(pruned(&second).is_empty(), "{}: {second:?}", level.name);
+    }
+}
+
+#[test]
+fn level1_taking_over_after_a_major_upgrade_deletes_no_volume_and_no_job_level2_made() {
+    let level1 = level1_install::level();
+    let mut database = db("16", Some("16"));
+    database.status.get_or_insert_with(Default::default).upgrade =
+        Some(upgrade(UpgradePhase::Complete));
+    let first = decide(&level1, &database, &Observed::default()).expect("decides");
+    let mut observed = applied(&first);
+    // Level 2's volumes, here even labelled and owned like every child, and
+    // its Job; Level 1 lists volumes (it reads their size) but not Jobs.
+    for (name, role) in [
+        ("data-orders-0", "data"),
+        ("orders-data-16", "data"),
+        ("orders-backup-16", "backup"),
+    ] {
+        observe_child::<PersistentVolumeClaim>(
+            &mut observed,
+            json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                   "metadata": child_metadata(name, json!({VOLUME_ROLE_LABEL: role})),
+                   "spec": {"resources": {"requests": {"storage": "1Gi"}}}}),
+        );
+    }
+    let job = upgrade(UpgradePhase::Complete).major.expect("major").job;
+    observe_job(&mut observed, &job);
+    let decision = decide(&level1, &database, &observed).expect("decides");
+    assert!(pruned(&decision).is_empty(), "{decision:?}");
+}
+
+#[test]
+fn the_label_level2_puts_on_its_volumes_is_the_one_pruning_never_touches() {
+    assert_eq!(crate::major::VOLUME_LABEL, VOLUME_ROLE_LABEL);
+}
