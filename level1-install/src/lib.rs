@@ -4,6 +4,7 @@
 //! Unlike a create-only handler, it reconciles forever: a deleted or edited
 //! child is put back, and the status always says what is running.
 
+pub mod api;
 pub mod install;
 pub mod objects;
 pub mod version;

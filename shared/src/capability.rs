@@ -4,8 +4,9 @@
 //! world once (the queries every capability asks for), then asks each
 //! capability in turn to check the spec, to add to (or adjust) the desired
 //! objects, and to assess status. All three steps are pure functions of the
-//! `PostgresDB` and what was observed, so they are unit-tested without a
-//! cluster, and the core does the I/O. Level N is level N-1's list plus one
+//! `PostgresDB`, what was observed and the reconcile's clock (one instant,
+//! read once per reconcile), so they are unit-tested without a cluster, and
+//! the core does the I/O. Level N is level N-1's list plus one
 //! capability.
 
 use std::collections::BTreeMap;
@@ -372,9 +373,10 @@ impl SpecProblem {
 /// The status a reconcile is assembling: fields and condition assessments.
 #[derive(Clone, Debug, Default)]
 pub struct StatusDraft {
-    /// The time of this reconcile, for capabilities that measure durations
-    /// (passed in, so assessments stay pure functions).
-    pub now: Option<jiff::Timestamp>,
+    /// The time of this reconcile, read once before anything is decided and
+    /// the same instant [`Capability::desire`] was given (passed in, so
+    /// assessments stay pure functions).
+    pub now: jiff::Timestamp,
     /// The status fields other than phase, conditions and observedGeneration,
     /// which the core fills in.
     pub fields: PostgresDBStatus,
@@ -459,11 +461,15 @@ pub trait Capability: Send + Sync + 'static {
         Vec::new()
     }
 
-    /// Adds objects to, or adjusts objects in, the desired state.
+    /// Adds objects to, or adjusts objects in, the desired state. `now` is
+    /// the reconcile's clock, read once: the same instant reaches
+    /// [`Capability::assess`] (as [`StatusDraft::now`]), so a time derived
+    /// in both steps (a retention deadline) is the same value.
     fn desire(
         &self,
         _db: &PostgresDB,
         _observed: &Observed,
+        _now: jiff::Timestamp,
         _desired: &mut Desired,
     ) -> Result<(), Error> {
         Ok(())

@@ -104,8 +104,14 @@ pub enum Decision {
     },
 }
 
-/// Decides what to write, from the database and what was observed.
-pub fn decide(level: &Level, db: &PostgresDB, observed: &Observed) -> Result<Decision, Error> {
+/// Decides what to write, from the database, what was observed and the
+/// reconcile's clock (the same `now` [`assess`] is given).
+pub fn decide(
+    level: &Level,
+    db: &PostgresDB,
+    observed: &Observed,
+    now: jiff::Timestamp,
+) -> Result<Decision, Error> {
     if db.spec.paused {
         return Ok(Decision::Paused);
     }
@@ -124,7 +130,7 @@ pub fn decide(level: &Level, db: &PostgresDB, observed: &Observed) -> Result<Dec
     }
     let mut desired = Desired::default();
     for capability in &level.capabilities {
-        capability.desire(db, observed, &mut desired)?;
+        capability.desire(db, observed, now, &mut desired)?;
     }
     let parts = desired.into_parts();
     let mut changes = Vec::new();
@@ -153,7 +159,7 @@ pub fn assess(
     now: jiff::Timestamp,
 ) -> StatusDraft {
     let mut draft = StatusDraft {
-        now: Some(now),
+        now,
         ..Default::default()
     };
     for capability in &level.capabilities {
@@ -419,7 +425,11 @@ async fn reconcile_in_span(cached: &PostgresDB, ctx: &Context) -> Result<Action,
             observed.insert_sql(name, answer);
         }
     }
-    let decision = decide(&ctx.level, db, &observed)?;
+    // The reconcile's one clock reading: deciding, assessing and the
+    // conditions' transition times all see this instant, so a time derived
+    // twice (in desire and in assess) cannot differ between the two.
+    let now = jiff::Timestamp::now();
+    let decision = decide(&ctx.level, db, &observed, now)?;
     let mut report = ApplyReport::default();
     if let Decision::Apply {
         changes,
@@ -483,7 +493,6 @@ async fn reconcile_in_span(cached: &PostgresDB, ctx: &Context) -> Result<Action,
             }
         }
     }
-    let now = jiff::Timestamp::now();
     let draft = assess(&ctx.level, db, &observed, &decision, &report, now);
     let notes = events_for(db, &decision, &report, &draft);
     let settled = draft.conditions.is_true(READY) && !draft.conditions.is_true(PROGRESSING);
