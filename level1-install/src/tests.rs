@@ -4,17 +4,17 @@
 //! write status).
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
-use k8s_openapi::api::core::v1::{
-    ContainerState, ContainerStateWaiting, ContainerStatus, PersistentVolumeClaim, Pod, PodStatus,
-};
+use k8s_openapi::api::core::v1::{ContainerState, ContainerStateWaiting, PersistentVolumeClaim};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{ApiResource, ObjectMeta};
+use kube::api::ApiResource;
 use shared::api::PostgresDB;
 use shared::apply::Change;
 use shared::capability::{ApplyReport, Desired, Observed};
 use shared::conditions::{DEGRADED, READY};
 use shared::reconcile::{Decision, assess, decide, next_status};
-use shared::testing::{DbBuilder, assert_reads_what_it_applies, at, raw};
+use shared::testing::{
+    DbBuilder, ObservedBuilder, PodBuilder, assert_reads_what_it_applies, at, raw,
+};
 
 use crate::install::{Install, current_storage_size, generate_password};
 use crate::objects::{self, Names};
@@ -553,29 +553,19 @@ fn status_is_unchanged_when_nothing_changed_so_it_is_not_written() {
 #[test]
 fn a_crash_looping_pod_degrades_the_database_with_a_warning() {
     let db = db();
-    let pod = Pod {
-        metadata: ObjectMeta {
-            name: Some("orders-0".into()),
-            ..Default::default()
-        },
-        status: Some(PodStatus {
-            container_statuses: Some(vec![ContainerStatus {
-                name: "postgres".into(),
-                state: Some(ContainerState {
-                    waiting: Some(ContainerStateWaiting {
-                        reason: Some("CrashLoopBackOff".into()),
-                        message: Some("back-off 40s".into()),
-                    }),
-                    ..Default::default()
+    let pod = PodBuilder::named("orders-0")
+        .container(
+            "postgres",
+            ContainerState {
+                waiting: Some(ContainerStateWaiting {
+                    reason: Some("CrashLoopBackOff".into()),
+                    message: Some("back-off 40s".into()),
                 }),
                 ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let mut observed = Observed::default();
-    observed.insert(&ApiResource::erase::<Pod>(&()), raw(&pod));
+            },
+        )
+        .build();
+    let observed = ObservedBuilder::new().with(&pod).build();
     let draft = assess(
         &level(),
         &db,

@@ -6,8 +6,10 @@
 //! objects, and to assess status. All three steps are pure functions of the
 //! `PostgresDB`, what was observed and the reconcile's clock (one instant,
 //! read once per reconcile), so they are unit-tested without a cluster, and
-//! the core does the I/O. Level N is level N-1's list plus one
-//! capability.
+//! the core does the I/O.
+//!
+//! A level is the level below it plus its own capabilities: level N-1's
+//! list, unchanged and first, then level N's.
 
 use std::collections::BTreeMap;
 
@@ -487,6 +489,9 @@ pub trait Capability: Send + Sync + 'static {
 }
 
 /// A level of the operator: a name and the capabilities it is made of.
+///
+/// A level is the level below it plus its own capabilities: level N-1's
+/// list, unchanged and first, then level N's.
 pub struct Level {
     /// 1 to 5.
     pub number: u8,

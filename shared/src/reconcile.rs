@@ -596,12 +596,9 @@ mod tests {
     use crate::sql::SqlTarget;
 
     fn database() -> PostgresDB {
-        serde_json::from_value(json!({
-            "apiVersion": "pgdb.example.com/v1", "kind": "PostgresDB",
-            "metadata": {"name": "orders", "namespace": "shop"},
-            "spec": {"version": "16", "storage": {"size": "1Gi"}}
-        }))
-        .expect("a PostgresDB")
+        crate::testing::DbBuilder::named("orders")
+            .version("16")
+            .build()
     }
 
     fn reload() -> SqlAction {
