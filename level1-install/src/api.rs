@@ -15,7 +15,9 @@
 //!   migration Job) run like the database's;
 //! - the configuration Level 1 writes ([`postgresql_conf`], [`config_hash`],
 //!   [`RESERVED_PARAMETERS`]), for a level deciding how a change reaches
-//!   the server;
+//!   the server, and the ConfigMap and StatefulSet themselves
+//!   ([`config_map`], [`statefulset`]), for a level's tests of what it
+//!   adjusts in them;
 //! - versions as users write them ([`PgVersion`]) and the spec's
 //!   ([`spec_version`]);
 //! - Level 1's capability list ([`capabilities`]), which a higher level
@@ -28,6 +30,7 @@ pub use crate::capabilities;
 pub use crate::install::{Install, spec_version};
 pub use crate::objects::{
     CONTAINER, DATA_MOUNT, INSTANCES, Names, PGDATA, PORT, PRIMARY_ORDINAL, RESERVED_PARAMETERS,
-    config_hash, container_security, env, pod_security, postgresql_conf, secret_env,
+    config_hash, config_map, container_security, env, pod_security, postgresql_conf, secret_env,
+    statefulset,
 };
 pub use crate::version::PgVersion;

@@ -25,6 +25,7 @@ use kube::ResourceExt;
 use kube::api::ObjectMeta;
 use shared::api::{ComputeResources, PostgresDB};
 use shared::apply::content_hash;
+use shared::ext::PvcExt;
 use shared::keys::{CONFIG_HASH_ANNOTATION, MANAGED_BY_LABEL, VERSION_ANNOTATION};
 use shared::names::common_labels;
 use shared::volumes::{DATA_TEMPLATE, template_claim};
@@ -489,14 +490,13 @@ pub fn statefulset(
                 .first()
                 .cloned()
         })
-        .and_then(|template| template.spec);
+        .filter(|template| template.spec.is_some());
     let claim_templates = match existing_template {
-        Some(spec) => {
-            let size = spec
-                .resources
-                .and_then(|r| r.requests?.get("storage").map(|q| q.0.clone()))
+        Some(template) => {
+            let size = template
+                .storage_request()
                 .unwrap_or_else(|| db.spec.storage.size.clone());
-            vec![data_claim_template_of(db, &size, spec.storage_class_name)]
+            vec![data_claim_template_of(db, &size, template.storage_class())]
         }
         None => vec![data_claim_template(db)],
     };

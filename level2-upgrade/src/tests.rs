@@ -6,6 +6,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use level1_install::api::PgVersion;
 use shared::api::{PostgresDB, UpgradeSpec};
 use shared::capability::Observed;
+use shared::keys::CONTROLLER_REVISION_LABEL;
 use shared::sql::SqlAnswer;
 use shared::testing::{
     DbBuilder, ObservedBuilder, PodBuilder, assert_reads_what_it_applies, at, login_secret,
@@ -32,7 +33,7 @@ pub(crate) fn db(wanted: &str, running: Option<&str>) -> PostgresDB {
 /// given, answers `SHOW server_version` with it (`Err` for no answer).
 pub(crate) fn observed_pod(reports: Option<Result<&str, &str>>) -> Observed {
     let pod = PodBuilder::named("orders-0")
-        .label("controller-revision-hash", "orders-new")
+        .label(CONTROLLER_REVISION_LABEL, "orders-new")
         .owned_by::<StatefulSet>("orders")
         .phase("Running")
         .ip("10.0.0.7")

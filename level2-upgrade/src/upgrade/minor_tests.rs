@@ -8,6 +8,7 @@ use kube::api::ObjectMeta;
 use shared::api::{PostgresDB, UpgradePhase, UpgradeStatus, status_time};
 use shared::capability::{ApplyReport, Capability, Desired, Observed, StatusDraft};
 use shared::conditions::{Assessment, PROGRESSING, READY};
+use shared::keys::{CONTROLLER_REVISION_LABEL, INSTANCE_LABEL};
 use shared::testing::{PodBuilder, at, put};
 
 use crate::tests::{db, observed_pod, v};
@@ -321,7 +322,7 @@ fn a_rolled_back_pod_stuck_on_the_failed_revision_is_deleted() {
     put(
         &mut observed,
         &PodBuilder::named("orders-0")
-            .label("controller-revision-hash", "orders-new")
+            .label(CONTROLLER_REVISION_LABEL, "orders-new")
             .ready(false)
             .build(),
     );
@@ -347,7 +348,7 @@ fn a_finished_job_pod_of_the_database_is_not_asked_its_version() {
     put(
         &mut observed,
         &PodBuilder::named("orders-upgrade-16-abc-x1")
-            .label("pgdb.example.com/instance", "orders")
+            .label(INSTANCE_LABEL, "orders")
             .owned_by::<k8s_openapi::api::batch::v1::Job>("orders-upgrade-16-abc")
             .phase("Succeeded")
             .ip("10.0.0.9")

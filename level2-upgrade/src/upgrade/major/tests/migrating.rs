@@ -9,6 +9,7 @@ use shared::api::{PostgresDB, UpgradePhase};
 use shared::capability::{Capability, Observed, StatusDraft};
 use shared::conditions::{PROGRESSING, READY};
 use shared::keys::ATTEMPT_ANNOTATION;
+use shared::keys::INSTANCE_LABEL;
 use shared::testing::at;
 
 use super::*;
@@ -187,7 +188,7 @@ fn while_migrating_a_job_of_the_new_image_dumps_restores_and_verifies_onto_unown
         .iter()
         .all(|(k, v)| pod_labels.get(k) == Some(v));
     assert!(!selected, "{pod_labels}");
-    assert_eq!(pod_labels["pgdb.example.com/instance"], "orders");
+    assert_eq!(pod_labels[INSTANCE_LABEL], "orders");
 }
 
 #[test]

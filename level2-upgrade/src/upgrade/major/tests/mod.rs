@@ -24,7 +24,9 @@ use shared::api::status_time;
 use shared::api::{MajorUpgradeStatus, PostgresDB, UpgradePhase, UpgradeSpec, UpgradeStatus};
 use shared::capability::{ApplyReport, Capability, Desired, DesiredObject, Observed, StatusDraft};
 use shared::conditions::{Assessment, READY};
-use shared::keys::{INSTANCE_LABEL, VERSION_ANNOTATION, VOLUME_LABEL};
+use shared::keys::{
+    INSTANCE_LABEL, JOB_NAME_LABEL, VERIFIED_ANNOTATION, VERSION_ANNOTATION, VOLUME_LABEL,
+};
 use shared::testing::{DbBuilder, PodBuilder, at, put};
 use shared::volumes::claim_volume;
 
@@ -107,7 +109,7 @@ pub(crate) fn every_volume_and_the_job() -> Observed {
         &mut observed,
         "orders-data-16",
         ours("data"),
-        &[("pgdb.example.com/verified-by", "job")],
+        &[(VERIFIED_ANNOTATION, "job")],
     );
     claim(&mut observed, "data-orders-0", instance(), &[]);
     job(&mut observed, &job_of(&up), active());
@@ -264,7 +266,7 @@ pub(crate) fn job_pod(observed: &mut Observed, job: &str, phase: &str, state: Co
     put(
         observed,
         &PodBuilder::named(&format!("{job}-x1"))
-            .label("job-name", job)
+            .label(JOB_NAME_LABEL, job)
             .phase(phase)
             .container(JOB_CONTAINER, state)
             .build(),

@@ -6,6 +6,7 @@ use k8s_openapi::api::batch::v1::JobStatus;
 use shared::api::{UpgradePhase, status_time};
 use shared::capability::Observed;
 use shared::conditions::PROGRESSING;
+use shared::keys::CONTROLLER_REVISION_LABEL;
 use shared::keys::VERIFIED_ANNOTATION;
 use shared::testing::{PodBuilder, at, put};
 
@@ -208,7 +209,7 @@ fn a_switch_not_ready_within_the_health_timeout_is_rolled_back_and_the_stuck_pod
     put(
         &mut reverted,
         &PodBuilder::named("orders-0")
-            .label("controller-revision-hash", "orders-16-revision")
+            .label(CONTROLLER_REVISION_LABEL, "orders-16-revision")
             .ready(false)
             .build(),
     );
