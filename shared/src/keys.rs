@@ -3,14 +3,14 @@
 //! Keys are part of the operator's contract with the cluster: a restarted
 //! operator, another level, or an administrator's `kubectl` finds objects
 //! and their history by them. Defining each once keeps the levels agreeing
-//! on the spelling; the values the labels carry are built in [`crate::names`]
-//! and [`crate::volumes`].
+//! on the spelling; the values the labels carry are built in the `names`
+//! and `volumes` modules.
 
-/// `app.kubernetes.io/name` of every child ([`crate::names::APP_NAME`]).
+/// `app.kubernetes.io/name` of every child (its value is `names::APP_NAME`).
 pub const APP_NAME_LABEL: &str = "app.kubernetes.io/name";
 /// `app.kubernetes.io/instance`: the database's name.
 pub const APP_INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
-/// `app.kubernetes.io/managed-by` of every child ([`crate::names::MANAGED_BY`]).
+/// `app.kubernetes.io/managed-by` of every child (its value is `names::MANAGED_BY`).
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// `app.kubernetes.io/component`: what part of the database a child is
 /// (a major upgrade's Job is `major-upgrade`).
@@ -27,14 +27,14 @@ pub const CONFIG_HASH_ANNOTATION: &str = "pgdb.example.com/config-hash";
 pub const VERSION_ANNOTATION: &str = "pgdb.example.com/version";
 
 /// Label of the operator's own volume claims saying what they hold
-/// (see [`crate::volumes::VolumeRole`]).
+/// (see `volumes::VolumeRole`).
 pub const VOLUME_LABEL: &str = "pgdb.example.com/volume";
 /// Label of the operator's volume claims: the major version they were made for.
 pub const MAJOR_LABEL: &str = "pgdb.example.com/major";
 /// Annotation of a data claim a migration was verified into: the Job's name.
 pub const VERIFIED_ANNOTATION: &str = "pgdb.example.com/verified-by";
-/// Annotation of a kept claim: when it may be deleted (RFC 3339, see
-/// [`crate::retention`]).
+/// Annotation of a kept claim: when it may be deleted (RFC 3339, see the
+/// `retention` module).
 pub const RETAIN_UNTIL_ANNOTATION: &str = "pgdb.example.com/retain-until";
 /// Annotation of a Job: the attempt (its start time) it belongs to.
 pub const ATTEMPT_ANNOTATION: &str = "pgdb.example.com/attempt";
