@@ -10,7 +10,7 @@
 //!   ConfigMap, each pod by ordinal and its data volume), the container's
 //!   name and port, and where the data directory is;
 //! - how many instances Level 1 runs and which one is the primary;
-//! - the building blocks of a PostgreSQL pod ([`env`], [`secret_env`],
+//! - the building blocks of a PostgreSQL pod ([`env()`], [`secret_env`],
 //!   [`container_security`], [`pod_security`]), so a level's own pods (a
 //!   migration Job) run like the database's;
 //! - the configuration Level 1 writes ([`postgresql_conf`], [`config_hash`],

@@ -138,3 +138,152 @@ pub fn job_outcome(observed: &Observed, name: &str, container: &str) -> JobOutco
     }
     JobOutcome::Pending(waiting)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{PodBuilder, meta, put};
+    use k8s_openapi::api::batch::v1::{JobCondition, JobStatus};
+    use k8s_openapi::api::core::v1::{
+        ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
+    };
+
+    fn with_job(status: JobStatus, pod: Option<ContainerState>) -> Observed {
+        let mut observed = Observed::default();
+        put(
+            &mut observed,
+            &Job {
+                metadata: meta("j"),
+                status: Some(status),
+                ..Default::default()
+            },
+        );
+        if let Some(state) = pod {
+            let phase = if state.running.is_some() {
+                "Running"
+            } else {
+                "Pending"
+            };
+            put(
+                &mut observed,
+                &PodBuilder::named("j-x1")
+                    .label(crate::keys::JOB_NAME_LABEL, "j")
+                    .phase(phase)
+                    .container("work", state)
+                    .build(),
+            );
+        }
+        observed
+    }
+
+    fn failed_condition(reason: &str) -> JobStatus {
+        JobStatus {
+            failed: Some(1),
+            conditions: Some(vec![JobCondition {
+                type_: "Failed".into(),
+                status: "True".into(),
+                reason: Some(reason.into()),
+                message: Some("stopped".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }
+    }
+
+    fn terminated(message: &str) -> ContainerState {
+        ContainerState {
+            terminated: Some(ContainerStateTerminated {
+                exit_code: 1,
+                message: Some(format!("  {message}\n")),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_job_not_observed_is_absent_and_one_whose_pod_waits_says_why() {
+        assert_eq!(
+            job_outcome(&Observed::default(), "j", "work"),
+            JobOutcome::Absent
+        );
+        let waiting = ContainerState {
+            waiting: Some(ContainerStateWaiting {
+                reason: Some("ImagePullBackOff".into()),
+                message: Some("no such image".into()),
+            }),
+            ..Default::default()
+        };
+        let outcome = job_outcome(&with_job(JobStatus::default(), Some(waiting)), "j", "work");
+        assert_eq!(
+            outcome,
+            JobOutcome::Pending(Some("pod j-x1: ImagePullBackOff: no such image".into()))
+        );
+    }
+
+    #[test]
+    fn a_running_pod_makes_a_running_job_and_a_vanished_one_a_lost_pod() {
+        let running = ContainerState {
+            running: Some(ContainerStateRunning::default()),
+            ..Default::default()
+        };
+        let active = JobStatus {
+            active: Some(1),
+            ..Default::default()
+        };
+        assert_eq!(
+            job_outcome(&with_job(active.clone(), Some(running)), "j", "work"),
+            JobOutcome::Running
+        );
+        assert_eq!(
+            job_outcome(&with_job(active, None), "j", "work"),
+            JobOutcome::PodLost
+        );
+    }
+
+    #[test]
+    fn a_finished_job_carries_its_container_s_termination_message() {
+        let succeeded = JobStatus {
+            succeeded: Some(1),
+            ..Default::default()
+        };
+        assert_eq!(
+            job_outcome(
+                &with_job(succeeded, Some(terminated("verified"))),
+                "j",
+                "work"
+            ),
+            JobOutcome::Succeeded(Some("verified".into()))
+        );
+        assert_eq!(
+            job_outcome(
+                &with_job(
+                    failed_condition("BackoffLimitExceeded"),
+                    Some(terminated("restore failed"))
+                ),
+                "j",
+                "work"
+            ),
+            JobOutcome::Failed {
+                termination_message: Some("restore failed".into()),
+                condition_message: Some("stopped".into()),
+            }
+        );
+        assert!(
+            job_outcome(
+                &with_job(failed_condition("DeadlineExceeded"), None),
+                "j",
+                "work"
+            )
+            .is_finished()
+        );
+        assert_eq!(
+            job_outcome(
+                &with_job(failed_condition("DeadlineExceeded"), None),
+                "j",
+                "work"
+            ),
+            JobOutcome::DeadlineExceeded
+        );
+    }
+}
