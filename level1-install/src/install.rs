@@ -17,9 +17,12 @@ use shared::capability::{
 };
 use shared::conditions::{Assessment, DEGRADED, PROGRESSING, READY};
 use shared::error::Error;
+use shared::ext::{PvcExt, Rollout, StatefulSetExt};
+use shared::keys::VERSION_ANNOTATION;
 use shared::quantity::{self, Quantity};
+use shared::volumes::{DATA_TEMPLATE, template_claim_ordinal};
 
-use crate::objects::{self, Names, PORT, RESERVED_PARAMETERS, VERSION_ANNOTATION};
+use crate::objects::{self, Names, PORT, RESERVED_PARAMETERS};
 use crate::version::{PgVersion, SUPPORTED_MAJORS};
 
 /// Container waiting reasons that mean the pod will not come up by itself.
@@ -48,41 +51,29 @@ pub fn spec_version(db: &PostgresDB) -> Option<PgVersion> {
     PgVersion::parse(&db.spec.version).filter(|v| v.is_supported())
 }
 
+/// The data volumes of the database's pods: the PVCs the StatefulSet's
+/// claim template made, one per ordinal.
+pub fn data_claims(db: &PostgresDB, observed: &Observed) -> Vec<PersistentVolumeClaim> {
+    let names = Names::of(db);
+    observed
+        .all::<PersistentVolumeClaim>()
+        .into_iter()
+        .filter(|c| template_claim_ordinal(&names.primary, &c.name_any()).is_some())
+        .collect()
+}
+
 /// The size the data volumes have now: the largest PVC request, or the
 /// StatefulSet's claim template when no PVC exists yet.
 pub fn current_storage_size(db: &PostgresDB, observed: &Observed) -> Option<String> {
     let names = Names::of(db);
-    let claims = observed.all::<PersistentVolumeClaim>();
-    let from_claims = claims
+    let from_claims = data_claims(db, observed)
         .iter()
-        .filter(|c| {
-            c.name_any()
-                .starts_with(&format!("{}-{}-", objects::DATA_VOLUME, names.primary))
-        })
-        .filter_map(|c| {
-            c.spec
-                .as_ref()?
-                .resources
-                .as_ref()?
-                .requests
-                .as_ref()?
-                .get("storage")
-                .map(|q| q.0.clone())
-        })
+        .filter_map(PvcExt::storage_request)
         .max_by(|a, b| quantity::compare(a, b).unwrap_or(std::cmp::Ordering::Equal));
     from_claims.or_else(|| {
-        let sts = observed.get::<StatefulSet>(&names.primary)?;
-        let template = sts
-            .spec?
-            .volume_claim_templates?
-            .into_iter()
-            .find(|t| t.metadata.name.as_deref() == Some(objects::DATA_VOLUME))?;
-        template
-            .spec?
-            .resources?
-            .requests?
-            .get("storage")
-            .map(|q| q.0.clone())
+        observed
+            .get::<StatefulSet>(&names.primary)?
+            .claim_template_request(DATA_TEMPLATE)
     })
 }
 
@@ -165,15 +156,9 @@ fn validate_storage(db: &PostgresDB, observed: &Observed, problems: &mut Vec<Spe
         ));
     }
     if let Some(wanted_class) = &db.spec.storage.storage_class_name {
-        let names = Names::of(db);
-        let existing_class = observed
-            .all::<PersistentVolumeClaim>()
-            .into_iter()
-            .filter(|c| {
-                c.name_any()
-                    .starts_with(&format!("{}-{}-", objects::DATA_VOLUME, names.primary))
-            })
-            .find_map(|c| c.spec?.storage_class_name);
+        let existing_class = data_claims(db, observed)
+            .iter()
+            .find_map(PvcExt::storage_class);
         if let Some(existing_class) = existing_class.filter(|c| c != wanted_class) {
             problems.push(SpecProblem::new(
                 "spec.storage.storageClassName",
@@ -262,6 +247,7 @@ impl Capability for Install {
         &self,
         db: &PostgresDB,
         observed: &Observed,
+        _now: jiff::Timestamp,
         desired: &mut Desired,
     ) -> Result<(), Error> {
         let names = Names::of(db);
@@ -269,10 +255,7 @@ impl Capability for Install {
             what: format!("unsupported version {}", db.spec.version),
         })?;
         let existing_credentials = observed.get::<Secret>(&names.credentials);
-        let has_data = observed
-            .all::<PersistentVolumeClaim>()
-            .iter()
-            .any(|c| c.name_any() == names.data_claim(0));
+        let has_data = !data_claims(db, observed).is_empty();
         if existing_credentials.is_none() && has_data {
             desired.note(
                 true,
@@ -301,26 +284,11 @@ impl Capability for Install {
             version,
             observed.get::<StatefulSet>(&names.primary).as_ref(),
         ))?;
-        for claim in observed.all::<PersistentVolumeClaim>() {
-            let size = claim.spec.as_ref().and_then(|s| {
-                s.resources
-                    .as_ref()?
-                    .requests
-                    .as_ref()?
-                    .get("storage")
-                    .map(|q| q.0.clone())
+        for claim in data_claims(db, observed) {
+            let smaller = claim.storage_request().is_some_and(|size| {
+                quantity::compare(&size, &db.spec.storage.size) == Some(std::cmp::Ordering::Less)
             });
-            let ours = claim.name_any().starts_with(&format!(
-                "{}-{}-",
-                objects::DATA_VOLUME,
-                names.primary
-            ));
-            if ours
-                && size.is_some_and(|size| {
-                    quantity::compare(&size, &db.spec.storage.size)
-                        == Some(std::cmp::Ordering::Less)
-                })
-            {
+            if smaller {
                 desired.add_unowned(&objects::grown_claim(
                     &claim.name_any(),
                     &db.spec.storage.size,
@@ -359,25 +327,12 @@ impl Capability for Install {
             );
             return;
         };
-        let desired_replicas = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-        let sts_status = sts.status.clone().unwrap_or_default();
-        let ready = sts_status.ready_replicas.unwrap_or(0);
+        let desired_replicas = sts.replicas();
+        let ready = sts.ready_replicas();
         status.fields.ready_replicas = ready;
-        let rolled_out = sts_status.observed_generation >= sts.metadata.generation
-            && sts_status.updated_replicas.unwrap_or(0) >= desired_replicas
-            && (sts_status.update_revision.is_none()
-                || sts_status.current_revision == sts_status.update_revision);
-        if !rolled_out {
-            conditions.set(
-                PROGRESSING,
-                Assessment::yes(
-                    "RollingOut",
-                    format!(
-                        "{}/{desired_replicas} pods run the current template",
-                        sts_status.updated_replicas.unwrap_or(0)
-                    ),
-                ),
-            );
+        let rollout = sts.rollout();
+        if let Rollout::Pending(why) = &rollout {
+            conditions.set(PROGRESSING, Assessment::yes("RollingOut", why.clone()));
         }
         if ready >= desired_replicas {
             conditions.set(
@@ -390,17 +345,10 @@ impl Capability for Install {
                     ),
                 ),
             );
-            if rolled_out {
-                let running = sts.spec.and_then(|s| {
-                    s.template
-                        .metadata?
-                        .annotations?
-                        .get(VERSION_ANNOTATION)
-                        .cloned()
-                });
-                if running.is_some() {
-                    status.fields.current_version = running;
-                }
+            if rollout.is_done()
+                && let Some(running) = sts.template_annotation(VERSION_ANNOTATION)
+            {
+                status.fields.current_version = Some(running.to_string());
             }
         } else {
             conditions.set(

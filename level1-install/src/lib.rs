@@ -1,9 +1,14 @@
-//! Level 1, Basic Install: one `PostgresDB` becomes a running PostgreSQL.
+//! Level 1, Basic Install: the shared core plus the [`install`] capability.
 //!
-//! The level is the shared core plus one capability, [`install::Install`].
+//! A level is the level below it plus its own capabilities: level N-1's
+//! list, unchanged and first, then level N's. Below Level 1 is the shared
+//! core alone, with no capability: Level 1's one capability,
+//! [`install::Install`], turns a `PostgresDB` into a running PostgreSQL.
 //! Unlike a create-only handler, it reconciles forever: a deleted or edited
-//! child is put back, and the status always says what is running.
+//! child is put back, and the status always says what is running. What it
+//! offers the levels built on it is named in [`api`].
 
+pub mod api;
 pub mod install;
 pub mod objects;
 pub mod version;

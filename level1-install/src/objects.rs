@@ -4,7 +4,8 @@
 //! already exists) to Kubernetes objects: two credential Secrets, a
 //! ConfigMap with postgresql.conf, pg_hba.conf and the first-start script, a
 //! headless Service for the StatefulSet, a read-write Service for clients,
-//! and a one-replica StatefulSet running the official `postgres` image.
+//! and a StatefulSet of [`INSTANCES`] pod running the official `postgres`
+//! image. Names that differ per pod take the pod's ordinal.
 
 use std::collections::BTreeMap;
 
@@ -24,7 +25,10 @@ use kube::ResourceExt;
 use kube::api::ObjectMeta;
 use shared::api::{ComputeResources, PostgresDB};
 use shared::apply::content_hash;
+use shared::ext::PvcExt;
+use shared::keys::{CONFIG_HASH_ANNOTATION, MANAGED_BY_LABEL, VERSION_ANNOTATION};
 use shared::names::common_labels;
+use shared::volumes::{DATA_TEMPLATE, template_claim};
 
 use crate::version::PgVersion;
 
@@ -32,8 +36,10 @@ use crate::version::PgVersion;
 pub const PORT: i32 = 5432;
 /// The container's name.
 pub const CONTAINER: &str = "postgres";
-/// The volume claim template's name; PVCs are `data-<db>-<ordinal>`.
-pub const DATA_VOLUME: &str = "data";
+/// How many instances (pods) Level 1 runs per database: one server.
+pub const INSTANCES: i32 = 1;
+/// The ordinal of the pod running the primary: the StatefulSet's first.
+pub const PRIMARY_ORDINAL: u32 = 0;
 /// Where the volume is mounted; the data directory is a subdirectory, as the
 /// image recommends, so a filesystem's lost+found does not upset initdb.
 pub const DATA_MOUNT: &str = "/var/lib/postgresql/data";
@@ -43,10 +49,6 @@ pub const PGDATA: &str = "/var/lib/postgresql/data/pgdata";
 pub const CONFIG_DIR: &str = "/etc/postgresql";
 /// The user id of the `postgres` user in the official (Debian) image.
 pub const POSTGRES_UID: i64 = 999;
-/// Pod template annotation: hash of the configuration, so a change restarts the pod.
-pub const CONFIG_HASH_ANNOTATION: &str = "pgdb.example.com/config-hash";
-/// Pod template annotation: the version the pod runs.
-pub const VERSION_ANNOTATION: &str = "pgdb.example.com/version";
 /// Parameters the operator sets itself and refuses from `spec.parameters`.
 pub const RESERVED_PARAMETERS: [&str; 8] = [
     "listen_addresses",
@@ -86,9 +88,20 @@ impl Names {
         }
     }
 
-    /// The PVC of the pod with `ordinal`.
+    /// The PVC of the pod with `ordinal` (from the StatefulSet's claim template).
     pub fn data_claim(&self, ordinal: u32) -> String {
-        format!("{DATA_VOLUME}-{}-{ordinal}", self.primary)
+        template_claim(&self.primary, ordinal)
+    }
+
+    /// The pod with `ordinal`.
+    pub fn pod(&self, ordinal: u32) -> String {
+        format!("{}-{ordinal}", self.primary)
+    }
+
+    /// The DNS name of the pod with `ordinal` in `namespace`, through the
+    /// headless Service (it resolves before the pod is ready).
+    pub fn pod_host(&self, ordinal: u32, namespace: &str) -> String {
+        format!("{}.{}.{namespace}.svc", self.pod(ordinal), self.headless)
     }
 }
 
@@ -226,7 +239,7 @@ pub fn config_map(db: &PostgresDB) -> ConfigMap {
 
 fn selector_labels(db: &PostgresDB) -> BTreeMap<String, String> {
     let mut labels = common_labels(&db.name_any());
-    labels.remove("app.kubernetes.io/managed-by");
+    labels.remove(MANAGED_BY_LABEL);
     labels
 }
 
@@ -295,7 +308,7 @@ fn data_claim_template_of(
 ) -> PersistentVolumeClaim {
     PersistentVolumeClaim {
         metadata: ObjectMeta {
-            name: Some(DATA_VOLUME.into()),
+            name: Some(DATA_TEMPLATE.into()),
             labels: Some(common_labels(&db.name_any())),
             ..Default::default()
         },
@@ -410,7 +423,7 @@ pub fn postgres_container(db: &PostgresDB, version: PgVersion) -> Container {
         }),
         volume_mounts: Some(vec![
             VolumeMount {
-                name: DATA_VOLUME.into(),
+                name: DATA_TEMPLATE.into(),
                 mount_path: DATA_MOUNT.into(),
                 ..Default::default()
             },
@@ -453,7 +466,7 @@ fn config_volume(name: &str, config_map: &str, items: &[(&str, i32)]) -> Volume 
     }
 }
 
-/// The StatefulSet: one pod, its volume, and a pod template whose
+/// The StatefulSet: [`INSTANCES`] pod, its volume, and a pod template whose
 /// annotations change whenever the configuration or version does, so the
 /// pod is restarted to pick them up.
 ///
@@ -477,14 +490,13 @@ pub fn statefulset(
                 .first()
                 .cloned()
         })
-        .and_then(|template| template.spec);
+        .filter(|template| template.spec.is_some());
     let claim_templates = match existing_template {
-        Some(spec) => {
-            let size = spec
-                .resources
-                .and_then(|r| r.requests?.get("storage").map(|q| q.0.clone()))
+        Some(template) => {
+            let size = template
+                .storage_request()
                 .unwrap_or_else(|| db.spec.storage.size.clone());
-            vec![data_claim_template_of(db, &size, spec.storage_class_name)]
+            vec![data_claim_template_of(db, &size, template.storage_class())]
         }
         None => vec![data_claim_template(db)],
     };
@@ -494,7 +506,7 @@ pub fn statefulset(
     StatefulSet {
         metadata: meta(&names.primary),
         spec: Some(StatefulSetSpec {
-            replicas: Some(1),
+            replicas: Some(INSTANCES),
             service_name: Some(names.headless.clone()),
             selector: LabelSelector {
                 match_labels: Some(selector_labels(db)),

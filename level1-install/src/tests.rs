@@ -3,78 +3,26 @@
 //! core makes with this level (what to create, what to leave alone, when to
 //! write status).
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
-use k8s_openapi::api::core::v1::{
-    ContainerState, ContainerStateWaiting, ContainerStatus, PersistentVolumeClaim, Pod, PodStatus,
-};
+use k8s_openapi::api::core::v1::{ContainerState, ContainerStateWaiting, PersistentVolumeClaim};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{ApiResource, DynamicObject, ObjectMeta};
-use shared::api::{PostgresDB, PostgresDBSpec, StorageSpec};
+use kube::api::ApiResource;
+use shared::api::PostgresDB;
 use shared::apply::Change;
 use shared::capability::{ApplyReport, Desired, Observed};
 use shared::conditions::{DEGRADED, READY};
 use shared::reconcile::{Decision, assess, decide, next_status};
+use shared::testing::{
+    DbBuilder, ObservedBuilder, PodBuilder, assert_reads_what_it_applies, at, raw,
+};
 
 use crate::install::{Install, current_storage_size, generate_password};
 use crate::objects::{self, Names};
 use crate::version::PgVersion;
 use shared::capability::Capability;
 
-/// Builds `PostgresDB` objects for tests.
-struct DbBuilder {
-    db: PostgresDB,
-}
-
-impl DbBuilder {
-    fn named(name: &str) -> Self {
-        let spec = PostgresDBSpec {
-            version: "16.4".into(),
-            image: None,
-            storage: StorageSpec {
-                size: "1Gi".into(),
-                storage_class_name: None,
-            },
-            resources: shared::api::ResourcesSpec::default_for_database(),
-            database: Default::default(),
-            parameters: BTreeMap::new(),
-            paused: false,
-            upgrade: None,
-        };
-        let mut db = PostgresDB::new(name, spec);
-        db.metadata.namespace = Some("shop".into());
-        db.metadata.uid = Some("uid-1".into());
-        db.metadata.generation = Some(1);
-        Self { db }
-    }
-    fn version(mut self, version: &str) -> Self {
-        self.db.spec.version = version.into();
-        self
-    }
-    fn storage(mut self, size: &str) -> Self {
-        self.db.spec.storage.size = size.into();
-        self
-    }
-    fn parameter(mut self, name: &str, value: &str) -> Self {
-        self.db.spec.parameters.insert(name.into(), value.into());
-        self
-    }
-    fn paused(mut self) -> Self {
-        self.db.spec.paused = true;
-        self
-    }
-    fn build(self) -> PostgresDB {
-        self.db
-    }
-}
-
 fn db() -> PostgresDB {
     DbBuilder::named("orders").build()
-}
-
-fn raw<K: serde::Serialize>(object: &K) -> DynamicObject {
-    serde_json::from_value(serde_json::to_value(object).expect("serialises")).expect("is an object")
 }
 
 /// What the cluster would hold after the changes were applied: the applied
@@ -110,7 +58,7 @@ fn changes(decision: &Decision) -> Vec<(String, Change)> {
 
 #[test]
 fn a_new_database_creates_its_secrets_config_services_and_statefulset() {
-    let decision = decide(&level(), &db(), &Observed::default()).expect("decides");
+    let decision = decide(&level(), &db(), &Observed::default(), at(1_000)).expect("decides");
     let created = changes(&decision);
     let names: Vec<&str> = created.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
@@ -130,16 +78,16 @@ fn a_new_database_creates_its_secrets_config_services_and_statefulset() {
 #[test]
 fn at_rest_a_reconcile_writes_nothing() {
     let db = db();
-    let first = decide(&level(), &db, &Observed::default()).expect("decides");
+    let first = decide(&level(), &db, &Observed::default(), at(1_000)).expect("decides");
     let observed = observed_after(&first);
-    let second = decide(&level(), &db, &observed).expect("decides");
+    let second = decide(&level(), &db, &observed, at(1_000)).expect("decides");
     assert_eq!(changes(&second), []);
 }
 
 #[test]
 fn an_edited_child_is_repaired_and_a_deleted_one_recreated() {
     let db = db();
-    let first = decide(&level(), &db, &Observed::default()).expect("decides");
+    let first = decide(&level(), &db, &Observed::default(), at(1_000)).expect("decides");
     let mut observed = Observed::default();
     if let Decision::Apply { changes, .. } = &first {
         for (object, _) in changes {
@@ -156,7 +104,7 @@ fn an_edited_child_is_repaired_and_a_deleted_one_recreated() {
             );
         }
     }
-    let repairs = changes(&decide(&level(), &db, &observed).expect("decides"));
+    let repairs = changes(&decide(&level(), &db, &observed, at(1_000)).expect("decides"));
     assert_eq!(
         repairs,
         [
@@ -194,7 +142,7 @@ fn generated_passwords_are_long_random_and_alphanumeric() {
 fn the_statefulset_runs_the_version_image_as_a_non_root_user_with_probes_and_resources() {
     let sts = objects::statefulset(&db(), PgVersion::parse("16.4").expect("valid"), None);
     let spec = sts.spec.expect("spec");
-    assert_eq!(spec.replicas, Some(1));
+    assert_eq!(spec.replicas, Some(objects::INSTANCES));
     assert_eq!(spec.service_name.as_deref(), Some("orders-headless"));
     let pod = spec.template.spec.expect("pod spec");
     let container = &pod.containers[0];
@@ -322,7 +270,7 @@ fn a_parameter_change_changes_the_pod_template_so_the_pod_restarts() {
                 .as_ref()?
                 .annotations
                 .as_ref()?
-                .get(objects::CONFIG_HASH_ANNOTATION)
+                .get(shared::keys::CONFIG_HASH_ANNOTATION)
                 .cloned()
         })
     };
@@ -338,14 +286,14 @@ fn the_services_select_the_database_pods_on_port_5432() {
     let selector = primary.selector.expect("selector");
     assert_eq!(
         selector
-            .get(shared::names::INSTANCE_LABEL)
+            .get(shared::keys::INSTANCE_LABEL)
             .map(String::as_str),
         Some("orders")
     );
 }
 
 fn problems_of(db: &PostgresDB, observed: &Observed) -> Vec<(String, String)> {
-    match decide(&level(), db, observed).expect("decides") {
+    match decide(&level(), db, observed, at(1_000)).expect("decides") {
         Decision::Invalid(problems) => problems.into_iter().map(|p| (p.field, p.reason)).collect(),
         _ => Vec::new(),
     }
@@ -441,7 +389,7 @@ fn a_storage_shrink_is_refused_and_nothing_is_applied() {
     let db = DbBuilder::named("orders").storage("500Mi").build();
     let observed = observed_claim(&db, "1Gi");
     assert_eq!(current_storage_size(&db, &observed).as_deref(), Some("1Gi"));
-    let decision = decide(&level(), &db, &observed).expect("decides");
+    let decision = decide(&level(), &db, &observed, at(1_000)).expect("decides");
     assert!(
         matches!(decision, Decision::Invalid(ref p) if p[0].field == "spec.storage.size" && p[0].reason == "RefusedStorageShrink"),
         "{decision:?}"
@@ -451,21 +399,23 @@ fn a_storage_shrink_is_refused_and_nothing_is_applied() {
 #[test]
 fn a_larger_storage_size_grows_the_existing_claim() {
     let db = DbBuilder::named("orders").storage("2Gi").build();
-    let names: Vec<String> =
-        changes(&decide(&level(), &db, &observed_claim(&db, "1024Mi")).expect("decides"))
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect();
+    let names: Vec<String> = changes(
+        &decide(&level(), &db, &observed_claim(&db, "1024Mi"), at(1_000)).expect("decides"),
+    )
+    .into_iter()
+    .map(|(n, _)| n)
+    .collect();
     assert!(
         names.contains(&"PersistentVolumeClaim/data-orders-0".to_string()),
         "{names:?}"
     );
     let same = DbBuilder::named("orders").storage("1Gi").build();
-    let names: Vec<String> =
-        changes(&decide(&level(), &same, &observed_claim(&same, "1024Mi")).expect("decides"))
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect();
+    let names: Vec<String> = changes(
+        &decide(&level(), &same, &observed_claim(&same, "1024Mi"), at(1_000)).expect("decides"),
+    )
+    .into_iter()
+    .map(|(n, _)| n)
+    .collect();
     assert!(
         !names.iter().any(|n| n.starts_with("PersistentVolumeClaim")),
         "1Gi equals 1024Mi: {names:?}"
@@ -478,6 +428,7 @@ fn a_paused_database_is_left_untouched() {
         &level(),
         &DbBuilder::named("orders").paused().build(),
         &Observed::default(),
+        at(1_000),
     )
     .expect("decides");
     assert!(matches!(decision, Decision::Paused));
@@ -489,7 +440,7 @@ fn a_missing_credentials_secret_with_existing_data_is_warned_about() {
     let observed = observed_claim(&db, "1Gi");
     let mut desired = Desired::default();
     Install
-        .desire(&db, &observed, &mut desired)
+        .desire(&db, &observed, at(1_000), &mut desired)
         .expect("desires");
     assert!(
         desired
@@ -515,7 +466,7 @@ fn ready_statefulset(db: &PostgresDB) -> StatefulSet {
 }
 
 fn now() -> Time {
-    Time(jiff::Timestamp::from_second(1_000).expect("valid"))
+    Time(at(1_000))
 }
 
 #[test]
@@ -602,29 +553,19 @@ fn status_is_unchanged_when_nothing_changed_so_it_is_not_written() {
 #[test]
 fn a_crash_looping_pod_degrades_the_database_with_a_warning() {
     let db = db();
-    let pod = Pod {
-        metadata: ObjectMeta {
-            name: Some("orders-0".into()),
-            ..Default::default()
-        },
-        status: Some(PodStatus {
-            container_statuses: Some(vec![ContainerStatus {
-                name: "postgres".into(),
-                state: Some(ContainerState {
-                    waiting: Some(ContainerStateWaiting {
-                        reason: Some("CrashLoopBackOff".into()),
-                        message: Some("back-off 40s".into()),
-                    }),
-                    ..Default::default()
+    let pod = PodBuilder::named("orders-0")
+        .container(
+            "postgres",
+            ContainerState {
+                waiting: Some(ContainerStateWaiting {
+                    reason: Some("CrashLoopBackOff".into()),
+                    message: Some("back-off 40s".into()),
                 }),
                 ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let mut observed = Observed::default();
-    observed.insert(&ApiResource::erase::<Pod>(&()), raw(&pod));
+            },
+        )
+        .build();
+    let observed = ObservedBuilder::new().with(&pod).build();
     let draft = assess(
         &level(),
         &db,
@@ -648,7 +589,7 @@ fn a_crash_looping_pod_degrades_the_database_with_a_warning() {
 #[test]
 fn an_invalid_spec_sets_ready_false_with_the_field_and_a_warning() {
     let db = DbBuilder::named("orders").version("12").build();
-    let decision = decide(&level(), &db, &Observed::default()).expect("decides");
+    let decision = decide(&level(), &db, &Observed::default(), at(1_000)).expect("decides");
     let draft = assess(
         &level(),
         &db,
@@ -672,30 +613,14 @@ fn an_invalid_spec_sets_ready_false_with_the_field_and_a_warning() {
 #[test]
 fn every_object_level1_applies_is_one_it_reads_first() {
     let db = db();
-    let observed = observed_claim(&db, "1Gi");
-    let mut desired = Desired::default();
-    Install
-        .desire(
-            &DbBuilder::named("orders").storage("2Gi").build(),
-            &observed,
-            &mut desired,
-        )
-        .expect("desires");
-    let queries = Install.observe(&db);
-    for object in desired.objects() {
-        let read = queries.iter().any(|q| {
-            q.resource == object.resource
-                && match &q.selector {
-                    shared::capability::QuerySelector::Name(name) => *name == object.name,
-                    shared::capability::QuerySelector::Instance => true,
-                }
-        });
-        assert!(
-            read,
-            "{} {} is applied but never read",
-            object.resource.kind, object.name
-        );
-    }
+    assert_reads_what_it_applies(&crate::capabilities(), &db, &Observed::default(), at(1_000));
+    let bigger = DbBuilder::named("orders").storage("2Gi").build();
+    assert_reads_what_it_applies(
+        &crate::capabilities(),
+        &bigger,
+        &observed_claim(&db, "1Gi"),
+        at(1_000),
+    );
 }
 
 #[test]
@@ -712,7 +637,7 @@ fn the_examples_are_valid_databases_level1_can_serve() {
             serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         db.metadata.namespace = Some("default".into());
         db.metadata.uid = Some("uid".into());
-        let decision = decide(&level(), &db, &Observed::default()).expect("decides");
+        let decision = decide(&level(), &db, &Observed::default(), at(1_000)).expect("decides");
         assert!(
             matches!(decision, Decision::Apply { .. }),
             "{}: {decision:?}",

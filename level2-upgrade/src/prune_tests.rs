@@ -9,19 +9,22 @@ use kube::api::{ApiResource, DynamicObject};
 use serde_json::{Value, json};
 use shared::api::{PostgresDB, UpgradePhase};
 use shared::capability::{Capability, Desired, Observed};
-use shared::names::{INSTANCE_LABEL, MANAGED_BY};
-use shared::prune::{self, VOLUME_ROLE_LABEL};
+use shared::keys::{COMPONENT_LABEL, INSTANCE_LABEL, MANAGED_BY_LABEL, VOLUME_LABEL};
+use shared::names::MANAGED_BY;
+use shared::prune;
 use shared::reconcile::{Decision, decide};
+use shared::testing::at;
 
-use crate::major::{MajorUpgrade, job_name};
-use crate::major_tests::upgrade;
-use crate::tests::{at, db};
+use crate::tests::db;
+use crate::upgrade::Upgrade;
+use crate::upgrade::major::names::job_name;
+use crate::upgrade::major::tests::upgrade;
 
 /// Metadata of a child the operator made for `orders` (uid `uid-1`, see
 /// [`crate::tests::db`]): its labels, more labels, and a controller
 /// reference to the database.
 fn child_metadata(name: &str, extra_labels: Value) -> Value {
-    let mut labels = json!({INSTANCE_LABEL: "orders", "app.kubernetes.io/managed-by": MANAGED_BY});
+    let mut labels = json!({INSTANCE_LABEL: "orders", MANAGED_BY_LABEL: MANAGED_BY});
     if let (Some(labels), Some(extra)) = (labels.as_object_mut(), extra_labels.as_object()) {
         labels.extend(extra.clone());
     }
@@ -42,7 +45,7 @@ fn observe_job(observed: &mut Observed, name: &str) {
     observe_child::<Job>(
         observed,
         json!({"apiVersion": "batch/v1", "kind": "Job",
-               "metadata": child_metadata(name, json!({"app.kubernetes.io/component": "major-upgrade"})),
+               "metadata": child_metadata(name, json!({COMPONENT_LABEL: "major-upgrade"})),
                "spec": {"template": {"spec": {"containers": []}}},
                "status": {"succeeded": 1}}),
     );
@@ -77,8 +80,8 @@ fn the_job_the_status_names_is_kept_in_every_phase_and_an_earlier_attempt_s_is_p
         observe_job(&mut observed, &current);
         observe_job(&mut observed, &earlier);
         let mut desired = Desired::default();
-        MajorUpgrade
-            .desire(&database, &observed, &mut desired)
+        Upgrade
+            .desire(&database, &observed, at(1_000), &mut desired)
             .expect("desires");
         let orphans: Vec<String> = prune::orphans(&crate::level(), &database, &observed, &desired)
             .into_iter()
@@ -115,8 +118,8 @@ fn applied(decision: &Decision) -> Observed {
 fn a_database_at_rest_has_no_orphans_at_either_level() {
     for level in [level1_install::level(), crate::level()] {
         let database = db("16", None);
-        let first = decide(&level, &database, &Observed::default()).expect("decides");
-        let second = decide(&level, &database, &applied(&first)).expect("decides");
+        let first = decide(&level, &database, &Observed::default(), at(1)).expect("decides");
+        let second = decide(&level, &database, &applied(&first), at(2)).expect("decides");
         assert!(pruned(&second).is_empty(), "{}: {second:?}", level.name);
     }
 }
@@ -127,7 +130,7 @@ fn level1_taking_over_after_a_major_upgrade_deletes_no_volume_and_no_job_level2_
     let mut database = db("16", Some("16"));
     database.status.get_or_insert_with(Default::default).upgrade =
         Some(upgrade(UpgradePhase::Complete));
-    let first = decide(&level1, &database, &Observed::default()).expect("decides");
+    let first = decide(&level1, &database, &Observed::default(), at(1)).expect("decides");
     let mut observed = applied(&first);
     // Level 2's volumes, here even labelled and owned like every child, and
     // its Job; Level 1 lists volumes (it reads their size) but not Jobs.
@@ -139,17 +142,12 @@ fn level1_taking_over_after_a_major_upgrade_deletes_no_volume_and_no_job_level2_
         observe_child::<PersistentVolumeClaim>(
             &mut observed,
             json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-                   "metadata": child_metadata(name, json!({VOLUME_ROLE_LABEL: role})),
+                   "metadata": child_metadata(name, json!({VOLUME_LABEL: role})),
                    "spec": {"resources": {"requests": {"storage": "1Gi"}}}}),
         );
     }
     let job = upgrade(UpgradePhase::Complete).major.expect("major").job;
     observe_job(&mut observed, &job);
-    let decision = decide(&level1, &database, &observed).expect("decides");
+    let decision = decide(&level1, &database, &observed, at(2)).expect("decides");
     assert!(pruned(&decision).is_empty(), "{decision:?}");
-}
-
-#[test]
-fn the_label_level2_puts_on_its_volumes_is_the_one_pruning_never_touches() {
-    assert_eq!(crate::major::VOLUME_LABEL, VOLUME_ROLE_LABEL);
 }

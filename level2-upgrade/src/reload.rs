@@ -26,9 +26,11 @@ use shared::conditions::{Assessment, PROGRESSING};
 use shared::error::Error;
 use shared::sql::{SqlAction, SqlAnswer, SqlProbe};
 
-use level1_install::objects::{self, CONFIG_HASH_ANNOTATION, Names, RESERVED_PARAMETERS};
+use level1_install::api::{Names, RESERVED_PARAMETERS, config_hash, postgresql_conf};
+use shared::ext::StatefulSetExt;
+use shared::keys::CONFIG_HASH_ANNOTATION;
 
-use crate::server;
+use crate::logins;
 
 /// Level 2's parameter capability.
 pub struct Reload;
@@ -183,15 +185,8 @@ fn file_is_current(wanted: &BTreeMap<String, String>, server: &ServerSettings) -
 }
 
 fn template_hash(sts: &StatefulSet) -> Option<String> {
-    sts.spec
-        .as_ref()?
-        .template
-        .metadata
-        .as_ref()?
-        .annotations
-        .as_ref()?
-        .get(CONFIG_HASH_ANNOTATION)
-        .cloned()
+    sts.template_annotation(CONFIG_HASH_ANNOTATION)
+        .map(String::from)
 }
 
 /// What the reconcile knows about the configuration: the live and wanted
@@ -212,8 +207,8 @@ fn situation(db: &PostgresDB, observed: &Observed) -> Option<Situation> {
         .data?
         .get("postgresql.conf")?
         .clone();
-    let wanted_conf = objects::postgresql_conf(db);
-    let wanted_hash = objects::config_hash(db);
+    let wanted_conf = postgresql_conf(db);
+    let wanted_hash = config_hash(db);
     Some(Situation {
         live: user_parameters(&live_conf),
         wanted: user_parameters(&wanted_conf),
@@ -239,7 +234,7 @@ impl Capability for Reload {
         let Some(situation) = situation(db, observed) else {
             return Vec::new();
         };
-        let Some(target) = server::primary_target(db, observed) else {
+        let Some(target) = logins::primary_target(db, observed) else {
             return Vec::new();
         };
         if !situation.unsettled() {
@@ -279,6 +274,7 @@ impl Capability for Reload {
         &self,
         db: &PostgresDB,
         observed: &Observed,
+        _now: jiff::Timestamp,
         desired: &mut Desired,
     ) -> Result<(), Error> {
         if db
@@ -313,7 +309,7 @@ impl Capability for Reload {
             }
             Plan::Reload { now } => {
                 keep_pods(desired, &names.primary, &situation.live_hash)?;
-                if now && let Some(target) = server::primary_target(db, observed) {
+                if now && let Some(target) = logins::primary_target(db, observed) {
                     desired.run_sql(SqlAction {
                         target,
                         statement: "SELECT pg_reload_conf()::text",
@@ -402,7 +398,7 @@ fn describe(names: &[String]) -> Option<String> {
 /// StatefulSet does not restart its pods for this change.
 fn keep_pods(desired: &mut Desired, statefulset: &str, live_hash: &str) -> Result<(), Error> {
     desired.modify::<StatefulSet>(statefulset, |sts| {
-        crate::upgrade::set_template_annotation(sts, CONFIG_HASH_ANNOTATION, live_hash);
+        sts.set_template_annotation(CONFIG_HASH_ANNOTATION, live_hash);
     })?;
     Ok(())
 }

@@ -4,15 +4,14 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{ApiResource, DynamicObject};
 use shared::api::{ConfigurationMethod, PostgresDB};
 use shared::capability::{ApplyReport, Capability, Desired, Observed, StatusDraft};
 use shared::conditions::PROGRESSING;
 
 use super::*;
 use crate::tests::observed_pod;
-use level1_install::objects;
-use level1_install::version::PgVersion;
+use level1_install::api::{self as level1, PgVersion};
+use shared::testing::{at, put};
 
 fn params(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs
@@ -28,27 +27,16 @@ fn db(parameters: &[(&str, &str)]) -> PostgresDB {
     db
 }
 
-fn insert<K: k8s_openapi::serde::Serialize + kube::Resource<DynamicType = ()>>(
-    observed: &mut Observed,
-    object: &K,
-) {
-    let raw: DynamicObject =
-        serde_json::from_value(serde_json::to_value(object).expect("serialises"))
-            .expect("an object");
-    observed.insert(&ApiResource::erase::<K>(&()), raw);
-}
-
 /// The cluster as Level 1 left it for `running` (its ConfigMap and
 /// StatefulSet), with pod orders-0 answering the settings probes with
 /// `server` (nothing when `None`).
 fn cluster(running: &PostgresDB, server: Option<Server>) -> Observed {
     let mut observed = observed_pod(None);
-    let mut config: ConfigMap = objects::config_map(running);
+    let mut config: ConfigMap = level1::config_map(running);
     config.metadata.namespace = Some("shop".into());
-    insert(&mut observed, &config);
-    let sts: StatefulSet =
-        objects::statefulset(running, PgVersion::parse("16.4").expect("v"), None);
-    insert(&mut observed, &sts);
+    put(&mut observed, &config);
+    let sts: StatefulSet = level1::statefulset(running, PgVersion::parse("16.4").expect("v"), None);
+    put(&mut observed, &sts);
     if let Some(server) = server {
         let list = |names: &[&str]| Ok(names.iter().map(|n| vec![Some(n.to_string())]).collect());
         observed.insert_sql(POSTMASTER, list(&["shared_buffers", "max_connections"]));
@@ -77,12 +65,14 @@ struct Server {
 
 fn desired_for(db: &PostgresDB, observed: &Observed) -> Desired {
     let mut desired = Desired::default();
-    for capability in level1_install::capabilities() {
+    for capability in level1_install::api::capabilities() {
         capability
-            .desire(db, observed, &mut desired)
+            .desire(db, observed, at(1_000), &mut desired)
             .expect("desires");
     }
-    Reload.desire(db, observed, &mut desired).expect("desires");
+    Reload
+        .desire(db, observed, at(1_000), &mut desired)
+        .expect("desires");
     desired
 }
 
@@ -174,7 +164,7 @@ fn a_reloadable_change_keeps_the_pods_until_the_file_arrives() {
         }),
     );
     let desired = desired_for(&after, &observed);
-    assert_eq!(template_hash_of(&desired), objects::config_hash(&before));
+    assert_eq!(template_hash_of(&desired), level1::config_hash(&before));
     assert!(desired.sql().is_empty(), "nothing to reload yet");
 }
 
@@ -191,11 +181,11 @@ fn a_reloadable_change_is_reloaded_once_the_new_file_is_in_the_pod() {
         }),
     );
     // The ConfigMap already holds the new parameters (written a reconcile ago).
-    let mut config = objects::config_map(&after);
+    let mut config = level1::config_map(&after);
     config.metadata.namespace = Some("shop".into());
-    insert(&mut observed, &config);
+    put(&mut observed, &config);
     let desired = desired_for(&after, &observed);
-    assert_eq!(template_hash_of(&desired), objects::config_hash(&before));
+    assert_eq!(template_hash_of(&desired), level1::config_hash(&before));
     let reload = desired.sql();
     assert_eq!(reload.len(), 1);
     assert_eq!(reload[0].statement, "SELECT pg_reload_conf()::text");
@@ -215,7 +205,7 @@ fn a_restart_change_lets_level1_restart_the_pods_and_says_so() {
         }),
     );
     let desired = desired_for(&after, &observed);
-    assert_eq!(template_hash_of(&desired), objects::config_hash(&after));
+    assert_eq!(template_hash_of(&desired), level1::config_hash(&after));
     assert!(
         desired
             .notes
@@ -229,7 +219,7 @@ fn an_unreachable_server_is_not_restarted_for_a_change() {
     let before = db(&[("work_mem", "4MB")]);
     let after = db(&[("work_mem", "8MB")]);
     let desired = desired_for(&after, &cluster(&before, None));
-    assert_eq!(template_hash_of(&desired), objects::config_hash(&before));
+    assert_eq!(template_hash_of(&desired), level1::config_hash(&before));
 }
 
 #[test]
@@ -283,9 +273,9 @@ fn status_says_a_change_was_reloaded_and_when_it_is_applied() {
     let mut after_reload = after.clone();
     after_reload.status.as_mut().expect("status").configuration = Some(configuration);
     let mut observed = observed;
-    let mut config = objects::config_map(&after);
+    let mut config = level1::config_map(&after);
     config.metadata.namespace = Some("shop".into());
-    insert(&mut observed, &config);
+    put(&mut observed, &config);
     let report = ApplyReport {
         sql_ran: vec![RELOADED.into()],
         ..Default::default()

@@ -1,409 +1,61 @@
-//! Unit tests of Level 2's decisions: which version changes are refused,
-//! when a rollout starts, completes or is rolled back, and what a rollback
-//! changes in the desired StatefulSet.
-
-use std::collections::BTreeMap;
+//! Level 2's fixtures for every unit test of the crate, and the tests of
+//! the level as a whole: that it is Level 1 plus its own capabilities, and
+//! that at rest it writes nothing.
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use kube::api::{ApiResource, DynamicObject};
-use shared::api::{
-    PostgresDB, PostgresDBSpec, PostgresDBStatus, StorageSpec, UpgradePhase, UpgradeSpec,
-    UpgradeStatus,
+use level1_install::api::PgVersion;
+use shared::api::{PostgresDB, UpgradeSpec};
+use shared::capability::Observed;
+use shared::keys::CONTROLLER_REVISION_LABEL;
+use shared::sql::SqlAnswer;
+use shared::testing::{
+    DbBuilder, ObservedBuilder, PodBuilder, assert_reads_what_it_applies, at, login_secret,
 };
-use shared::capability::{ApplyReport, Capability, Desired, Observed, StatusDraft};
-use shared::conditions::{Assessment, PROGRESSING, READY};
 
-use crate::upgrade::{Upgrade, VersionChange, classify};
-use level1_install::version::PgVersion;
-
-fn v(text: &str) -> PgVersion {
+pub(crate) fn v(text: &str) -> PgVersion {
     PgVersion::parse(text).expect("a valid version")
 }
 
-/// A database asking for `wanted` while `running` runs.
+/// A database asking for `wanted` while `running` runs, with a
+/// `spec.upgrade` whose health timeout is 60s.
 pub(crate) fn db(wanted: &str, running: Option<&str>) -> PostgresDB {
-    let spec = PostgresDBSpec {
-        version: wanted.into(),
-        image: None,
-        storage: StorageSpec {
-            size: "1Gi".into(),
-            storage_class_name: None,
-        },
-        resources: shared::api::ResourcesSpec::default_for_database(),
-        database: Default::default(),
-        parameters: BTreeMap::new(),
-        paused: false,
-        upgrade: Some(UpgradeSpec {
+    DbBuilder::named("orders")
+        .version(wanted)
+        .upgrade(Some(UpgradeSpec {
             health_timeout_seconds: 60,
             ..Default::default()
-        }),
-    };
-    let mut db = PostgresDB::new("orders", spec);
-    db.metadata.namespace = Some("shop".into());
-    db.metadata.uid = Some("uid-1".into());
-    db.status = Some(PostgresDBStatus {
-        current_version: running.map(String::from),
-        ..Default::default()
-    });
-    db
-}
-
-pub(crate) fn at(seconds: i64) -> jiff::Timestamp {
-    jiff::Timestamp::from_second(seconds).expect("a valid time")
-}
-
-fn rollout(started: i64, phase: UpgradePhase) -> UpgradeStatus {
-    UpgradeStatus {
-        from_version: "16.2".into(),
-        from_image: "postgres:16.2".into(),
-        to_version: "16.4".into(),
-        started_at: at(started).to_string(),
-        phase,
-        observed_downtime_seconds: 0,
-        unready_since: None,
-        major: None,
-    }
+        }))
+        .running(running)
+        .build()
 }
 
 /// What the reconcile reads when pod `orders-0` runs and, if `reports` is
 /// given, answers `SHOW server_version` with it (`Err` for no answer).
 pub(crate) fn observed_pod(reports: Option<Result<&str, &str>>) -> Observed {
-    let mut observed = Observed::default();
-    let pod = serde_json::json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "orders-0", "namespace": "shop",
-                     "labels": {"controller-revision-hash": "orders-new"},
-                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet",
-                                          "name": "orders", "uid": "sts-1"}]},
-        "status": {"phase": "Running", "podIP": "10.0.0.7",
-                   "conditions": [{"type": "Ready", "status": "True"}]}
-    });
-    let secret = serde_json::json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "orders-superuser", "namespace": "shop"},
-        "data": {"username": "cG9zdGdyZXM=", "password": "c2VjcmV0"}
-    });
-    for value in [pod, secret] {
-        let object: DynamicObject = serde_json::from_value(value).expect("an object");
-        let kind = object.types.as_ref().expect("typed").kind.clone();
-        let resource = if kind == "Pod" {
-            ApiResource::erase::<k8s_openapi::api::core::v1::Pod>(&())
-        } else {
-            ApiResource::erase::<k8s_openapi::api::core::v1::Secret>(&())
-        };
-        observed.insert(&resource, object);
-    }
+    let pod = PodBuilder::named("orders-0")
+        .label(CONTROLLER_REVISION_LABEL, "orders-new")
+        .owned_by::<StatefulSet>("orders")
+        .phase("Running")
+        .ip("10.0.0.7")
+        .ready(true)
+        .build();
+    let mut observed = ObservedBuilder::new().with(&pod).with(&login_secret(
+        "orders-superuser",
+        "postgres",
+        "secret",
+    ));
     if let Some(reports) = reports {
-        observed.insert_sql(
-            "server_version/orders-0",
-            reports
-                .map(|v| vec![vec![Some(v.to_string())]])
-                .map_err(String::from),
-        );
+        let answer: SqlAnswer = reports
+            .map(|v| vec![vec![Some(v.to_string())]])
+            .map_err(String::from);
+        observed = observed.sql("server_version/orders-0", answer);
     }
-    observed
-}
-
-/// Runs Upgrade::assess as the core would, after Level 1 concluded `ready`
-/// and recorded `running`, with the server confirming `running`.
-fn assess(db: &PostgresDB, running: &str, ready: bool, now: i64) -> StatusDraft {
-    let reports = format!("{running} (Debian {running}-1.pgdg120+1)");
-    assess_with(db, running, ready, now, &observed_pod(Some(Ok(&reports))))
-}
-
-fn assess_with(
-    db: &PostgresDB,
-    running: &str,
-    ready: bool,
-    now: i64,
-    observed: &Observed,
-) -> StatusDraft {
-    let mut draft = StatusDraft {
-        now: Some(at(now)),
-        ..Default::default()
-    };
-    draft.fields.current_version = Some(running.into());
-    draft.conditions.set(
-        READY,
-        if ready {
-            Assessment::yes("DatabaseReady", "")
-        } else {
-            Assessment::no("PodsNotReady", "")
-        },
-    );
-    Upgrade.assess(db, observed, &ApplyReport::default(), &mut draft);
-    draft
+    observed.build()
 }
 
 #[test]
-fn a_ready_rollout_is_not_complete_until_the_server_reports_the_new_version() {
-    let mut database = db("16.4", Some("16.2"));
-    database.status.as_mut().expect("status").upgrade = Some(rollout(100, UpgradePhase::Rolling));
-    let other = assess_with(
-        &database,
-        "16.4",
-        true,
-        110,
-        &observed_pod(Some(Ok("16.14"))),
-    );
-    assert_eq!(
-        other.fields.upgrade.expect("recorded").phase,
-        UpgradePhase::Rolling
-    );
-    let progressing = other.conditions.get(PROGRESSING).expect("set");
-    assert!(
-        progressing
-            .message
-            .contains("reports version 16.14, not 16.4"),
-        "{progressing:?}"
-    );
-    let silent = assess_with(
-        &database,
-        "16.4",
-        true,
-        110,
-        &observed_pod(Some(Err("connection refused"))),
-    );
-    let progressing = silent.conditions.get(PROGRESSING).expect("set");
-    assert!(
-        progressing
-            .message
-            .contains("did not answer SHOW server_version: connection refused"),
-        "{progressing:?}"
-    );
-    let confirmed = assess_with(
-        &database,
-        "16.4",
-        true,
-        110,
-        &observed_pod(Some(Ok("16.4"))),
-    );
-    assert_eq!(
-        confirmed.fields.upgrade.expect("recorded").phase,
-        UpgradePhase::Complete
-    );
-}
-
-#[test]
-fn a_rollout_whose_server_never_confirms_is_rolled_back_at_the_timeout() {
-    let mut database = db("16.4", Some("16.2"));
-    database.status.as_mut().expect("status").upgrade = Some(rollout(100, UpgradePhase::Rolling));
-    let draft = assess_with(
-        &database,
-        "16.4",
-        true,
-        161,
-        &observed_pod(Some(Ok("16.14"))),
-    );
-    assert_eq!(
-        draft.fields.upgrade.expect("recorded").phase,
-        UpgradePhase::RolledBack
-    );
-}
-
-#[test]
-fn the_server_is_asked_its_version_only_while_a_rollout_waits() {
-    let observed = observed_pod(None);
-    let at_rest = db("16.4", Some("16.4"));
-    assert!(Upgrade.sql_probes(&at_rest, &observed).is_empty());
-    let mut rolling = db("16.4", Some("16.2"));
-    rolling.status.as_mut().expect("status").upgrade = Some(rollout(100, UpgradePhase::Rolling));
-    let probes = Upgrade.sql_probes(&rolling, &observed);
-    assert_eq!(probes.len(), 1);
-    assert_eq!(probes[0].statement, "SHOW server_version");
-    assert_eq!(probes[0].target.pod_ip.as_deref(), Some("10.0.0.7"));
-    assert_eq!(probes[0].target.user, "postgres");
-}
-
-#[test]
-fn server_versions_are_read_from_their_leading_numbers() {
-    use crate::server::{parse_server_version, satisfies};
-    assert_eq!(
-        parse_server_version("16.4 (Debian 16.4-1.pgdg120+1)"),
-        Some(v("16.4"))
-    );
-    assert_eq!(parse_server_version("17.0"), Some(v("17.0")));
-    assert_eq!(parse_server_version("devel"), None);
-    assert!(
-        satisfies(v("16.14"), v("16")),
-        "a floating tag is any minor"
-    );
-    assert!(satisfies(v("16.4"), v("16.4")));
-    assert!(!satisfies(v("16.14"), v("16.4")));
-    assert!(!satisfies(v("17.0"), v("16")));
-}
-
-#[test]
-fn versions_are_classified_by_major_then_minor() {
-    assert_eq!(classify(v("16.4"), v("16.4")), VersionChange::Same);
-    assert_eq!(classify(v("16.2"), v("16.4")), VersionChange::Minor);
-    assert_eq!(
-        classify(v("16.4"), v("16")),
-        VersionChange::Minor,
-        "the floating tag is the newest 16.x"
-    );
-    assert_eq!(classify(v("16.4"), v("16.2")), VersionChange::Downgrade);
-    assert_eq!(classify(v("17.0"), v("16.9")), VersionChange::Downgrade);
-    assert_eq!(classify(v("16.4"), v("17")), VersionChange::Major);
-}
-
-#[test]
-fn a_lower_version_is_refused_naming_the_field() {
-    let problems = Upgrade.validate(&db("16.2", Some("16.4")), &Observed::default());
-    assert_eq!(problems.len(), 1);
-    assert_eq!(
-        (problems[0].field.as_str(), problems[0].reason.as_str()),
-        ("spec.version", "RefusedDowngrade")
-    );
-}
-
-#[test]
-fn a_major_version_change_is_refused() {
-    let problems = Upgrade.validate(&db("17", Some("16.4")), &Observed::default());
-    assert_eq!(problems[0].reason, "RefusedMajorUpgrade");
-}
-
-#[test]
-fn a_first_install_and_a_minor_upgrade_are_accepted() {
-    assert!(
-        Upgrade
-            .validate(&db("16.4", None), &Observed::default())
-            .is_empty()
-    );
-    assert!(
-        Upgrade
-            .validate(&db("16.4", Some("16.2")), &Observed::default())
-            .is_empty()
-    );
-}
-
-#[test]
-fn a_minor_upgrade_starts_a_recorded_rollout() {
-    let draft = assess(&db("16.4", Some("16.2")), "16.2", true, 100);
-    let upgrade = draft.fields.upgrade.expect("a rollout is recorded");
-    assert_eq!(
-        (upgrade.from_version.as_str(), upgrade.to_version.as_str()),
-        ("16.2", "16.4")
-    );
-    assert_eq!(upgrade.phase, UpgradePhase::Rolling);
-    assert_eq!(upgrade.started_at, at(100).to_string());
-    assert!(draft.conditions.is_true(PROGRESSING));
-}
-
-#[test]
-fn a_rollout_completes_when_the_new_version_runs_and_is_ready_and_reports_downtime() {
-    let mut database = db("16.4", Some("16.2"));
-    let mut unready = rollout(100, UpgradePhase::Rolling);
-    unready.unready_since = Some(at(110).to_string());
-    database.status.as_mut().expect("status").upgrade = Some(unready);
-    let draft = assess(&database, "16.4", true, 114);
-    let upgrade = draft.fields.upgrade.expect("recorded");
-    assert_eq!(upgrade.phase, UpgradePhase::Complete);
-    assert_eq!(upgrade.observed_downtime_seconds, 4);
-    let progressing = draft.conditions.get(PROGRESSING).expect("set");
-    assert!(
-        !progressing.status && progressing.reason == "UpgradeComplete",
-        "{progressing:?}"
-    );
-}
-
-#[test]
-fn a_rollout_not_ready_within_the_health_timeout_is_rolled_back_with_a_warning() {
-    let mut database = db("16.4", Some("16.2"));
-    database.status.as_mut().expect("status").upgrade = Some(rollout(100, UpgradePhase::Rolling));
-    let within = assess(&database, "16.2", false, 150);
-    assert_eq!(
-        within.fields.upgrade.expect("recorded").phase,
-        UpgradePhase::Rolling
-    );
-    let after = assess(&database, "16.2", false, 161);
-    assert_eq!(
-        after.fields.upgrade.expect("recorded").phase,
-        UpgradePhase::RolledBack
-    );
-    let progressing = after.conditions.get(PROGRESSING).expect("set");
-    assert!(
-        progressing.warning && progressing.reason == "UpgradeRolledBack",
-        "{progressing:?}"
-    );
-}
-
-fn desired_statefulset(database: &PostgresDB) -> (Desired, Observed) {
-    let mut desired = Desired::default();
-    let observed = Observed::default();
-    level1_install::install::Install
-        .desire(database, &observed, &mut desired)
-        .expect("Level 1 desires");
-    Upgrade
-        .desire(database, &observed, &mut desired)
-        .expect("Level 2 adjusts");
-    (desired, observed)
-}
-
-fn image(desired: &Desired) -> String {
-    let sts = desired
-        .objects()
-        .iter()
-        .find(|o| o.resource.kind == "StatefulSet")
-        .expect("a StatefulSet");
-    sts.value["spec"]["template"]["spec"]["containers"][0]["image"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
-}
-
-#[test]
-fn after_a_rollback_the_previous_image_stays_until_the_version_changes_again() {
-    let mut database = db("16.4", Some("16.2"));
-    database.status.as_mut().expect("status").upgrade =
-        Some(rollout(100, UpgradePhase::RolledBack));
-    assert_eq!(image(&desired_statefulset(&database).0), "postgres:16.2");
-    database.spec.version = "16.5".into();
-    assert_eq!(image(&desired_statefulset(&database).0), "postgres:16.5");
-}
-
-#[test]
-fn a_rolled_back_pod_stuck_on_the_failed_revision_is_deleted() {
-    let mut database = db("16.4", Some("16.2"));
-    database.status.as_mut().expect("status").upgrade =
-        Some(rollout(100, UpgradePhase::RolledBack));
-    let mut observed = Observed::default();
-    let sts = serde_json::json!({
-        "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "orders"},
-        "spec": {"selector": {}, "template": {"spec": {"containers": [{"name": "postgres", "image": "postgres:16.2"}]}}},
-        "status": {"replicas": 1, "updateRevision": "orders-old"}
-    });
-    let pod = serde_json::json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "orders-0", "labels": {"controller-revision-hash": "orders-new"}},
-        "status": {"conditions": [{"type": "Ready", "status": "False"}]}
-    });
-    observed.insert(
-        &ApiResource::erase::<StatefulSet>(&()),
-        serde_json::from_value::<DynamicObject>(sts).expect("valid"),
-    );
-    observed.insert(
-        &ApiResource::erase::<k8s_openapi::api::core::v1::Pod>(&()),
-        serde_json::from_value::<DynamicObject>(pod).expect("valid"),
-    );
-    let mut desired = Desired::default();
-    level1_install::install::Install
-        .desire(&database, &observed, &mut desired)
-        .expect("Level 1 desires");
-    Upgrade
-        .desire(&database, &observed, &mut desired)
-        .expect("Level 2 adjusts");
-    let deleted: Vec<&str> = desired
-        .deletions()
-        .iter()
-        .map(|d| d.name.as_str())
-        .collect();
-    assert_eq!(deleted, ["orders-0"]);
-}
-
-#[test]
-fn level2_is_level1_plus_the_capabilities_of_its_upgrade_module() {
-    let level1: Vec<&str> = level1_install::capabilities()
+fn level2_is_level1_plus_the_capabilities_of_its_own_modules() {
+    let level1: Vec<&str> = level1_install::api::capabilities()
         .iter()
         .map(|c| c.name())
         .collect();
@@ -413,7 +65,7 @@ fn level2_is_level1_plus_the_capabilities_of_its_upgrade_module() {
         level1[..],
         "Level 1's come first, unchanged"
     );
-    assert!(level2.contains(&"upgrade") && level2.contains(&"reload"));
+    assert_eq!(level2[level1.len()..], ["upgrade", "reload"]);
     assert!(
         crate::level()
             .unimplemented_sections(&db("16.4", None))
@@ -426,27 +78,22 @@ fn level2_is_level1_plus_the_capabilities_of_its_upgrade_module() {
 }
 
 #[test]
-fn a_finished_job_pod_of_the_database_is_not_asked_its_version() {
-    let mut database = db("16.4", Some("16.2"));
-    database.status.as_mut().expect("status").upgrade = Some(rollout(100, UpgradePhase::Rolling));
-    let mut observed = observed_pod(Some(Ok("16.4")));
-    let job_pod: DynamicObject = serde_json::from_value(serde_json::json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "orders-upgrade-16-abc-x1", "namespace": "shop",
-                     "labels": {"pgdb.example.com/instance": "orders"},
-                     "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job",
-                                          "name": "orders-upgrade-16-abc", "uid": "job-1"}]},
-        "status": {"phase": "Succeeded", "podIP": "10.0.0.9"}
-    }))
-    .expect("a pod");
-    observed.insert(
-        &ApiResource::erase::<k8s_openapi::api::core::v1::Pod>(&()),
-        job_pod,
-    );
-    assert_eq!(Upgrade.sql_probes(&database, &observed).len(), 1);
-    let draft = assess_with(&database, "16.4", true, 110, &observed);
-    assert_eq!(
-        draft.fields.upgrade.expect("recorded").phase,
-        UpgradePhase::Complete
-    );
+fn every_object_level2_applies_is_one_it_reads_first() {
+    let capabilities = crate::capabilities();
+    for database in [
+        db("16.4", None),
+        db("16.4", Some("16.2")),
+        db("16.4", Some("16.4")),
+    ] {
+        assert_reads_what_it_applies(&capabilities, &database, &observed_pod(None), at(1_000));
+    }
+}
+
+#[test]
+fn the_upgrade_capability_reads_what_a_major_upgrade_applies() {
+    // Every phase of a major upgrade, with its volumes and Job.
+    let observed = crate::upgrade::major::tests::every_volume_and_the_job();
+    for database in crate::upgrade::major::tests::every_phase() {
+        assert_reads_what_it_applies(&crate::capabilities(), &database, &observed, at(2_000_000));
+    }
 }

@@ -9,10 +9,17 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+/// `now` as status records it: a `Time` to the whole second, which is all
+/// its RFC 3339 text on the wire keeps (so what a reconcile computes equals
+/// what the next one reads back).
+pub fn status_time(now: jiff::Timestamp) -> Time {
+    Time(jiff::Timestamp::from_second(now.as_second()).unwrap_or(now))
+}
 
 /// Pattern of a Kubernetes quantity without sign or exponent: `1Gi`, `500Mi`, `250m`, `2`.
 pub const QUANTITY_PATTERN: &str = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$";
@@ -313,16 +320,16 @@ pub struct UpgradeStatus {
     pub from_image: String,
     /// The version being rolled out.
     pub to_version: String,
-    /// When the rollout started (RFC 3339).
-    pub started_at: String,
+    /// When the rollout started.
+    pub started_at: Time,
     /// Rolling (minor), Migrating and Switching (major), Complete or RolledBack.
     pub phase: UpgradePhase,
     /// Seconds the database was observed not ready during the rollout.
     #[serde(default)]
     pub observed_downtime_seconds: u32,
-    /// When the database was last seen becoming unready, while it is (RFC 3339).
+    /// When the database was last seen becoming unready, while it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub unready_since: Option<String>,
+    pub unready_since: Option<Time>,
     /// For a major upgrade: the volumes and the migration's progress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub major: Option<MajorUpgradeStatus>,
@@ -345,16 +352,16 @@ pub struct MajorUpgradeStatus {
     /// What the verification compared, once it passed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verified: Option<String>,
-    /// When the previous data volume and the dump may be deleted (RFC 3339).
+    /// When the previous data volume and the dump may be deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retain_until: Option<String>,
+    pub retain_until: Option<Time>,
     /// The image the Job restores with and the database switches to.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub to_image: String,
-    /// When the StatefulSet was switched to the new major (RFC 3339); the
+    /// When the StatefulSet was switched to the new major; the
     /// health timeout counts from here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub switched_at: Option<String>,
+    pub switched_at: Option<Time>,
     /// Why the upgrade was rolled back, when it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<String>,

@@ -19,7 +19,8 @@ use sha2::{Digest, Sha256};
 use crate::api::PostgresDB;
 use crate::capability::{DesiredObject, Observed};
 use crate::error::Error;
-use crate::names::{APPLIED_HASH_ANNOTATION, common_labels};
+use crate::keys::APPLIED_HASH_ANNOTATION;
+use crate::names::common_labels;
 use crate::quantity;
 
 /// Why an object is about to be written.

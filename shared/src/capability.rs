@@ -4,9 +4,12 @@
 //! world once (the queries every capability asks for), then asks each
 //! capability in turn to check the spec, to add to (or adjust) the desired
 //! objects, and to assess status. All three steps are pure functions of the
-//! `PostgresDB` and what was observed, so they are unit-tested without a
-//! cluster, and the core does the I/O. Level N is level N-1's list plus one
-//! capability.
+//! `PostgresDB`, what was observed and the reconcile's clock (one instant,
+//! read once per reconcile), so they are unit-tested without a cluster, and
+//! the core does the I/O.
+//!
+//! A level is the level below it plus its own capabilities: level N-1's
+//! list, unchanged and first, then level N's.
 
 use std::collections::BTreeMap;
 
@@ -431,9 +434,10 @@ impl SpecProblem {
 /// The status a reconcile is assembling: fields and condition assessments.
 #[derive(Clone, Debug, Default)]
 pub struct StatusDraft {
-    /// The time of this reconcile, for capabilities that measure durations
-    /// (passed in, so assessments stay pure functions).
-    pub now: Option<jiff::Timestamp>,
+    /// The time of this reconcile, read once before anything is decided and
+    /// the same instant [`Capability::desire`] was given (passed in, so
+    /// assessments stay pure functions).
+    pub now: jiff::Timestamp,
     /// The status fields other than phase, conditions and observedGeneration,
     /// which the core fills in.
     pub fields: PostgresDBStatus,
@@ -523,11 +527,15 @@ pub trait Capability: Send + Sync + 'static {
         Vec::new()
     }
 
-    /// Adds objects to, or adjusts objects in, the desired state.
+    /// Adds objects to, or adjusts objects in, the desired state. `now` is
+    /// the reconcile's clock, read once: the same instant reaches
+    /// [`Capability::assess`] (as [`StatusDraft::now`]), so a time derived
+    /// in both steps (a retention deadline) is the same value.
     fn desire(
         &self,
         _db: &PostgresDB,
         _observed: &Observed,
+        _now: jiff::Timestamp,
         _desired: &mut Desired,
     ) -> Result<(), Error> {
         Ok(())
@@ -545,6 +553,9 @@ pub trait Capability: Send + Sync + 'static {
 }
 
 /// A level of the operator: a name and the capabilities it is made of.
+///
+/// A level is the level below it plus its own capabilities: level N-1's
+/// list, unchanged and first, then level N's.
 pub struct Level {
     /// 1 to 5.
     pub number: u8,

@@ -8,19 +8,17 @@
 
 use std::collections::BTreeMap;
 
-/// `app.kubernetes.io/name` of every child.
+use crate::keys::{APP_INSTANCE_LABEL, APP_NAME_LABEL, INSTANCE_LABEL, MANAGED_BY_LABEL};
+
+/// The value of `app.kubernetes.io/name` on every child.
 pub const APP_NAME: &str = "postgresdb";
-/// `app.kubernetes.io/managed-by` of every child: the same for all levels, so
-/// one level can take over what another created.
+/// The value of `app.kubernetes.io/managed-by` on every child: the same for
+/// all levels, so one level can take over what another created.
 pub const MANAGED_BY: &str = "pgdb-operator";
-/// The label naming the `PostgresDB` a child belongs to.
-pub const INSTANCE_LABEL: &str = "pgdb.example.com/instance";
-/// The annotation holding the hash of what the operator last applied.
-pub const APPLIED_HASH_ANNOTATION: &str = "pgdb.example.com/applied-hash";
 
 /// The label selector matching every object any level manages.
 pub fn managed_selector() -> String {
-    format!("app.kubernetes.io/managed-by={MANAGED_BY}")
+    format!("{MANAGED_BY_LABEL}={MANAGED_BY}")
 }
 
 /// The label selector matching the children of one database.
@@ -31,15 +29,9 @@ pub fn instance_selector(db_name: &str) -> String {
 /// Labels carried by every child of the database `db_name`.
 pub fn common_labels(db_name: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
-        ("app.kubernetes.io/name".to_string(), APP_NAME.to_string()),
-        (
-            "app.kubernetes.io/instance".to_string(),
-            db_name.to_string(),
-        ),
-        (
-            "app.kubernetes.io/managed-by".to_string(),
-            MANAGED_BY.to_string(),
-        ),
+        (APP_NAME_LABEL.to_string(), APP_NAME.to_string()),
+        (APP_INSTANCE_LABEL.to_string(), db_name.to_string()),
+        (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
         (INSTANCE_LABEL.to_string(), db_name.to_string()),
     ])
 }
@@ -105,9 +97,7 @@ mod tests {
             Some("orders")
         );
         assert_eq!(
-            labels
-                .get("app.kubernetes.io/managed-by")
-                .map(String::as_str),
+            labels.get(MANAGED_BY_LABEL).map(String::as_str),
             Some(MANAGED_BY)
         );
     }

@@ -19,7 +19,7 @@
 //! * no capability desires it, or keeps it ([`Desired::keep`]), in this
 //!   reconcile;
 //! * it holds no data: volumes and snapshots ([`NEVER_PRUNED_KINDS`]),
-//!   anything labelled with [`VOLUME_ROLE_LABEL`] (a data volume or a
+//!   anything labelled with [`VOLUME_LABEL`] (a data volume or a
 //!   backup, whatever its kind) and anything annotated
 //!   [`NEVER_PRUNE_ANNOTATION`]`: "true"` are never pruned. A level that
 //!   makes backups marks them so.
@@ -45,17 +45,11 @@ use crate::api::PostgresDB;
 use crate::capability::{
     Deletion, DeletionOrigin, Desired, Level, ObjectKey, Observed, Query, QuerySelector,
 };
-use crate::names::{INSTANCE_LABEL, MANAGED_BY};
+use crate::keys::{INSTANCE_LABEL, MANAGED_BY_LABEL, NEVER_PRUNE_ANNOTATION, VOLUME_LABEL};
+use crate::names::MANAGED_BY;
 
 /// The reason of the Event published for each pruned object.
 pub const PRUNED_REASON: &str = "Pruned";
-/// Annotation (value `"true"`) of an object that is never pruned, whatever
-/// else holds: a level that makes backups puts it on them.
-pub const NEVER_PRUNE_ANNOTATION: &str = "pgdb.example.com/never-prune";
-/// Label of the operator's volumes saying what they hold (`data` or
-/// `backup`; Level 2's major upgrade sets it). Whatever carries it holds
-/// data and is never pruned.
-pub const VOLUME_ROLE_LABEL: &str = "pgdb.example.com/volume";
 /// Kinds (API group, kind) that hold data and are never pruned.
 pub const NEVER_PRUNED_KINDS: [(&str, &str); 4] = [
     ("", "PersistentVolumeClaim"),
@@ -63,8 +57,6 @@ pub const NEVER_PRUNED_KINDS: [(&str, &str); 4] = [
     ("snapshot.storage.k8s.io", "VolumeSnapshot"),
     ("snapshot.storage.k8s.io", "VolumeSnapshotContent"),
 ];
-/// The managed-by label key (its value is [`MANAGED_BY`]).
-const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 
 /// What pruning concludes about one observed object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -134,7 +126,7 @@ pub fn verdict(
     let holds_data = NEVER_PRUNED_KINDS
         .iter()
         .any(|(group, kind)| *group == resource.group && *kind == resource.kind)
-        || object.labels().contains_key(VOLUME_ROLE_LABEL)
+        || object.labels().contains_key(VOLUME_LABEL)
         || object
             .annotations()
             .get(NEVER_PRUNE_ANNOTATION)
@@ -429,7 +421,7 @@ mod tests {
     fn a_backup_is_never_pruned_whatever_its_kind() {
         let observed = observed::<Job>(vec![
             ObjectBuilder::of::<Job>("orders-backup-nightly")
-                .label(VOLUME_ROLE_LABEL, "backup")
+                .label(VOLUME_LABEL, "backup")
                 .build(),
             ObjectBuilder::of::<Job>("orders-dump")
                 .annotation(NEVER_PRUNE_ANNOTATION, "true")

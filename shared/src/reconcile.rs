@@ -106,8 +106,14 @@ pub enum Decision {
     },
 }
 
-/// Decides what to write, from the database and what was observed.
-pub fn decide(level: &Level, db: &PostgresDB, observed: &Observed) -> Result<Decision, Error> {
+/// Decides what to write, from the database, what was observed and the
+/// reconcile's clock (the same `now` [`assess`] is given).
+pub fn decide(
+    level: &Level,
+    db: &PostgresDB,
+    observed: &Observed,
+    now: jiff::Timestamp,
+) -> Result<Decision, Error> {
     if db.spec.paused {
         return Ok(Decision::Paused);
     }
@@ -126,7 +132,7 @@ pub fn decide(level: &Level, db: &PostgresDB, observed: &Observed) -> Result<Dec
     }
     let mut desired = Desired::default();
     for capability in &level.capabilities {
-        capability.desire(db, observed, &mut desired)?;
+        capability.desire(db, observed, now, &mut desired)?;
     }
     let orphans = prune::orphans(level, db, observed, &desired);
     let mut parts = desired.into_parts();
@@ -157,7 +163,7 @@ pub fn assess(
     now: jiff::Timestamp,
 ) -> StatusDraft {
     let mut draft = StatusDraft {
-        now: Some(now),
+        now,
         ..Default::default()
     };
     for capability in &level.capabilities {
@@ -430,7 +436,11 @@ async fn reconcile_in_span(cached: &PostgresDB, ctx: &Context) -> Result<Action,
             observed.insert_sql(name, answer);
         }
     }
-    let decision = decide(&ctx.level, db, &observed)?;
+    // The reconcile's one clock reading: deciding, assessing and the
+    // conditions' transition times all see this instant, so a time derived
+    // twice (in desire and in assess) cannot differ between the two.
+    let now = jiff::Timestamp::now();
+    let decision = decide(&ctx.level, db, &observed, now)?;
     let mut report = ApplyReport::default();
     if let Decision::Apply {
         changes,
@@ -507,7 +517,6 @@ async fn reconcile_in_span(cached: &PostgresDB, ctx: &Context) -> Result<Action,
             }
         }
     }
-    let now = jiff::Timestamp::now();
     let draft = assess(&ctx.level, db, &observed, &decision, &report, now);
     let notes = events_for(db, &decision, &report, &draft);
     let settled = draft.conditions.is_true(READY) && !draft.conditions.is_true(PROGRESSING);
@@ -611,12 +620,9 @@ mod tests {
     use crate::sql::SqlTarget;
 
     fn database() -> PostgresDB {
-        serde_json::from_value(json!({
-            "apiVersion": "pgdb.example.com/v1", "kind": "PostgresDB",
-            "metadata": {"name": "orders", "namespace": "shop"},
-            "spec": {"version": "16", "storage": {"size": "1Gi"}}
-        }))
-        .expect("a PostgresDB")
+        crate::testing::DbBuilder::named("orders")
+            .version("16")
+            .build()
     }
 
     fn reload() -> SqlAction {

@@ -92,7 +92,7 @@ impl fmt::Debug for SqlTarget {
 /// (sqlx accepts only `&'static str` without an explicit assertion).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SqlProbe {
-    /// Name the answer is found under in [`crate::capability::Observed::sql`].
+    /// Name the answer is found under in `Observed::sql` (see the `capability` module).
     pub name: String,
     /// Where to ask.
     pub target: SqlTarget,

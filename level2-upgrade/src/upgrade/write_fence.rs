@@ -25,7 +25,7 @@ use shared::api::{PostgresDB, UpgradePhase, UpgradeStatus};
 use shared::capability::Observed;
 use shared::sql::{SqlAction, SqlAnswer, SqlProbe};
 
-use crate::server;
+use crate::logins;
 
 /// Name of the probe asking the old server about the fence.
 pub const PROBE: &str = "write_fence";
@@ -82,7 +82,7 @@ pub fn probes(db: &PostgresDB, observed: &Observed) -> Vec<SqlProbe> {
     if may_be_fenced(db).is_none() {
         return Vec::new();
     }
-    server::primary_target(db, observed)
+    logins::primary_target(db, observed)
         .map(|target| SqlProbe {
             name: PROBE.into(),
             target,
@@ -102,7 +102,7 @@ pub fn actions(db: &PostgresDB, observed: &Observed) -> Vec<SqlAction> {
     let Some(state) = FenceState::from_answer(observed.sql(PROBE)) else {
         return Vec::new();
     };
-    let Some(target) = server::primary_target(db, observed) else {
+    let Some(target) = logins::primary_target(db, observed) else {
         return Vec::new();
     };
     let server = match &up.major {
@@ -147,12 +147,12 @@ mod tests {
 
     /// The last major upgrade (15 to 16), in `phase`.
     fn major(phase: UpgradePhase) -> PostgresDB {
-        db_with(Some(crate::major_tests::upgrade(phase)))
+        db_with(Some(crate::upgrade::major::tests::upgrade(phase)))
     }
 
     /// A minor rollout that took over status.upgrade.
     fn minor_rollout() -> PostgresDB {
-        let mut up = crate::major_tests::upgrade(UpgradePhase::Rolling);
+        let mut up = crate::upgrade::major::tests::upgrade(UpgradePhase::Rolling);
         up.major = None;
         up.from_version = "15.6".into();
         up.to_version = "15.7".into();

@@ -1,19 +1,20 @@
-//! What Level 2 asks the running server, and as whom.
+//! SQL logins to the servers Level 1 runs, and what Level 2 asks them first.
 //!
 //! Level 1 never speaks SQL: it trusts the image tag and the readiness
 //! probe. Level 2 asks the server itself: its version (is the upgrade really
 //! done?) and its settings (can a change be reloaded, or does it need a
-//! restart?). It logs in as the superuser whose password Level 1 generated,
-//! to the pods Level 1 runs; the core connects (see `shared::sql`).
+//! restart?). This module says as whom and where: the superuser whose
+//! password Level 1 generated, on each pod of the StatefulSet by ordinal;
+//! the core connects (see `shared::sql`).
 
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::ResourceExt;
+use kube::{Resource, ResourceExt};
+use level1_install::api::{Names, PORT, PRIMARY_ORDINAL, PgVersion};
 use shared::api::PostgresDB;
 use shared::capability::Observed;
+use shared::ext::PodExt;
 use shared::sql::{SqlAnswer, SqlProbe, SqlTarget};
-
-use level1_install::objects::{Names, PORT};
-use level1_install::version::PgVersion;
 
 /// Name of the probe asking `pod` for its version.
 pub fn version_probe(pod: &str) -> String {
@@ -51,11 +52,7 @@ pub fn server_pods(db: &PostgresDB, observed: &Observed) -> Vec<Pod> {
     observed
         .all::<Pod>()
         .into_iter()
-        .filter(|pod| {
-            pod.owner_references()
-                .iter()
-                .any(|o| o.kind == "StatefulSet" && o.name == primary)
-        })
+        .filter(|pod| pod.is_owned_by(&StatefulSet::kind(&()), &primary))
         .collect()
 }
 
@@ -63,7 +60,7 @@ pub fn server_pods(db: &PostgresDB, observed: &Observed) -> Vec<Pod> {
 pub fn reachable_pods(db: &PostgresDB, observed: &Observed) -> Vec<(Pod, SqlTarget)> {
     let mut pods: Vec<(Pod, SqlTarget)> = server_pods(db, observed)
         .into_iter()
-        .filter(|pod| pod.metadata.deletion_timestamp.is_none())
+        .filter(|pod| !pod.is_deleting())
         .filter_map(|pod| {
             let target = superuser_target(db, observed, &pod)?;
             Some((pod, target))
@@ -73,13 +70,18 @@ pub fn reachable_pods(db: &PostgresDB, observed: &Observed) -> Vec<(Pod, SqlTarg
     pods
 }
 
-/// The primary's login (the StatefulSet's first pod).
-pub fn primary_target(db: &PostgresDB, observed: &Observed) -> Option<SqlTarget> {
-    let primary = format!("{}-0", Names::of(db).primary);
+/// The login to the pod with `ordinal`, when it can be reached.
+pub fn pod_target(db: &PostgresDB, observed: &Observed, ordinal: u32) -> Option<SqlTarget> {
+    let pod_name = Names::of(db).pod(ordinal);
     reachable_pods(db, observed)
         .into_iter()
-        .find(|(pod, _)| pod.name_any() == primary)
+        .find(|(pod, _)| pod.name_any() == pod_name)
         .map(|(_, target)| target)
+}
+
+/// The primary's login (the pod with [`PRIMARY_ORDINAL`]).
+pub fn primary_target(db: &PostgresDB, observed: &Observed) -> Option<SqlTarget> {
+    pod_target(db, observed, PRIMARY_ORDINAL)
 }
 
 /// A probe of every reachable pod's `server_version`.

@@ -1,0 +1,336 @@
+//! Fixtures for the levels' unit tests, and the checks every level's
+//! capabilities must pass.
+//!
+//! One builder makes `PostgresDB` objects ([`DbBuilder`]) and one makes what
+//! a reconcile observed ([`ObservedBuilder`]), so each level's tests say
+//! only what differs from a plain database. [`assert_reads_what_it_applies`]
+//! checks the invariant the core relies on to write nothing at rest: every
+//! object a capability applies is one its `observe` queries read first.
+//! Compiled with the `testing` feature, which the level crates enable for
+//! their tests only.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    ContainerState, ContainerStatus, Pod, PodCondition, PodStatus, Secret,
+};
+use k8s_openapi::{ByteString, Resource as OpenApiResource};
+use kube::Resource;
+use kube::api::{ApiResource, DynamicObject, ObjectMeta};
+use serde::Serialize;
+
+use crate::api::{
+    PostgresDB, PostgresDBSpec, PostgresDBStatus, ResourcesSpec, StorageSpec, UpgradeSpec,
+    UpgradeStatus,
+};
+use crate::capability::{Capability, Desired, Observed, QuerySelector};
+use crate::sql::SqlAnswer;
+
+/// The instant `seconds` after the Unix epoch.
+pub fn at(seconds: i64) -> jiff::Timestamp {
+    jiff::Timestamp::from_second(seconds).expect("a valid time")
+}
+
+/// Builds a `PostgresDB`: by default `shop/<name>` asking for 16.4 on 1Gi,
+/// generation 1, with no status.
+#[derive(Clone, Debug)]
+pub struct DbBuilder {
+    db: PostgresDB,
+}
+
+impl DbBuilder {
+    /// A database named `name`.
+    pub fn named(name: &str) -> Self {
+        let spec = PostgresDBSpec {
+            version: "16.4".into(),
+            image: None,
+            storage: StorageSpec {
+                size: "1Gi".into(),
+                storage_class_name: None,
+            },
+            resources: ResourcesSpec::default_for_database(),
+            database: Default::default(),
+            parameters: BTreeMap::new(),
+            paused: false,
+            upgrade: None,
+        };
+        let mut db = PostgresDB::new(name, spec);
+        db.metadata.namespace = Some("shop".into());
+        db.metadata.uid = Some("uid-1".into());
+        db.metadata.generation = Some(1);
+        Self { db }
+    }
+
+    /// `spec.version`.
+    pub fn version(mut self, version: &str) -> Self {
+        self.db.spec.version = version.into();
+        self
+    }
+
+    /// `spec.image`.
+    pub fn image(mut self, image: &str) -> Self {
+        self.db.spec.image = Some(image.into());
+        self
+    }
+
+    /// `spec.storage.size`.
+    pub fn storage(mut self, size: &str) -> Self {
+        self.db.spec.storage.size = size.into();
+        self
+    }
+
+    /// One of `spec.parameters`.
+    pub fn parameter(mut self, name: &str, value: &str) -> Self {
+        self.db.spec.parameters.insert(name.into(), value.into());
+        self
+    }
+
+    /// `spec.paused: true`.
+    pub fn paused(mut self) -> Self {
+        self.db.spec.paused = true;
+        self
+    }
+
+    /// `spec.upgrade`.
+    pub fn upgrade(mut self, upgrade: Option<UpgradeSpec>) -> Self {
+        self.db.spec.upgrade = upgrade;
+        self
+    }
+
+    /// `status.currentVersion` (the status exists, empty otherwise, even
+    /// when `version` is `None`).
+    pub fn running(mut self, version: Option<&str>) -> Self {
+        self.status().current_version = version.map(String::from);
+        self
+    }
+
+    /// `status.upgrade`.
+    pub fn upgrade_status(mut self, upgrade: UpgradeStatus) -> Self {
+        self.status().upgrade = Some(upgrade);
+        self
+    }
+
+    fn status(&mut self) -> &mut PostgresDBStatus {
+        self.db.status.get_or_insert_with(Default::default)
+    }
+
+    /// The database.
+    pub fn build(self) -> PostgresDB {
+        self.db
+    }
+}
+
+/// An object as the API server returns it to the reconcile.
+pub fn raw<K: Serialize>(object: &K) -> DynamicObject {
+    serde_json::from_value(serde_json::to_value(object).expect("serialises")).expect("an object")
+}
+
+/// Adds `object` to what was observed (replacing one of the same kind and name).
+pub fn put<K>(observed: &mut Observed, object: &K)
+where
+    K: Resource<DynamicType = ()> + Serialize,
+{
+    observed.insert(&ApiResource::erase::<K>(&()), raw(object));
+}
+
+/// Builds what a reconcile observed: objects and SQL answers.
+#[derive(Clone, Debug, Default)]
+pub struct ObservedBuilder {
+    observed: Observed,
+}
+
+impl ObservedBuilder {
+    /// Nothing observed.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds an object.
+    pub fn with<K>(mut self, object: &K) -> Self
+    where
+        K: Resource<DynamicType = ()> + Serialize,
+    {
+        put(&mut self.observed, object);
+        self
+    }
+
+    /// Adds the answer to the SQL probe named `name`.
+    pub fn sql(mut self, name: &str, answer: SqlAnswer) -> Self {
+        self.observed.insert_sql(name, answer);
+        self
+    }
+
+    /// What was observed.
+    pub fn build(self) -> Observed {
+        self.observed
+    }
+}
+
+/// A Secret holding `username` and `password`, as Level 1 generates them.
+pub fn login_secret(name: &str, username: &str, password: &str) -> Secret {
+    Secret {
+        metadata: meta(name),
+        data: Some(BTreeMap::from([
+            ("username".into(), ByteString(username.as_bytes().to_vec())),
+            ("password".into(), ByteString(password.as_bytes().to_vec())),
+        ])),
+        ..Default::default()
+    }
+}
+
+/// Metadata with a name (in namespace `shop`, where [`DbBuilder`]'s databases live).
+pub fn meta(name: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.into()),
+        namespace: Some("shop".into()),
+        ..Default::default()
+    }
+}
+
+/// Builds a Pod.
+#[derive(Clone, Debug)]
+pub struct PodBuilder {
+    pod: Pod,
+}
+
+impl PodBuilder {
+    /// A pod named `name`, without status.
+    pub fn named(name: &str) -> Self {
+        Self {
+            pod: Pod {
+                metadata: meta(name),
+                ..Default::default()
+            },
+        }
+    }
+
+    /// A label.
+    pub fn label(mut self, key: &str, value: &str) -> Self {
+        self.pod
+            .metadata
+            .labels
+            .get_or_insert_with(Default::default)
+            .insert(key.into(), value.into());
+        self
+    }
+
+    /// Owned by the StatefulSet (or other owner of `kind`) named `name`.
+    pub fn owned_by<K: OpenApiResource>(mut self, name: &str) -> Self {
+        self.pod
+            .metadata
+            .owner_references
+            .get_or_insert_with(Default::default)
+            .push(
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                    api_version: K::API_VERSION.into(),
+                    kind: K::KIND.into(),
+                    name: name.into(),
+                    uid: format!("{name}-uid"),
+                    ..Default::default()
+                },
+            );
+        self
+    }
+
+    fn status(&mut self) -> &mut PodStatus {
+        self.pod.status.get_or_insert_with(Default::default)
+    }
+
+    /// `status.phase`.
+    pub fn phase(mut self, phase: &str) -> Self {
+        self.status().phase = Some(phase.into());
+        self
+    }
+
+    /// `status.podIP`.
+    pub fn ip(mut self, ip: &str) -> Self {
+        self.status().pod_ip = Some(ip.into());
+        self
+    }
+
+    /// The Ready condition.
+    pub fn ready(mut self, ready: bool) -> Self {
+        self.status()
+            .conditions
+            .get_or_insert_with(Default::default)
+            .push(PodCondition {
+                type_: "Ready".into(),
+                status: if ready { "True" } else { "False" }.into(),
+                ..Default::default()
+            });
+        self
+    }
+
+    /// A container's status, in `state`.
+    pub fn container(mut self, name: &str, state: ContainerState) -> Self {
+        self.status()
+            .container_statuses
+            .get_or_insert_with(Default::default)
+            .push(ContainerStatus {
+                name: name.into(),
+                state: Some(state),
+                ..Default::default()
+            });
+        self
+    }
+
+    /// Being deleted.
+    pub fn deleting(mut self) -> Self {
+        self.pod.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at(0)));
+        self
+    }
+
+    /// The pod.
+    pub fn build(self) -> Pod {
+        self.pod
+    }
+}
+
+/// What the core would read after applying `desired`: every desired object
+/// as the API server would return it.
+pub fn observed_after(desired: &Desired) -> Observed {
+    let mut observed = Observed::default();
+    for object in desired.objects() {
+        let mut value = object.value.clone();
+        value["metadata"]["resourceVersion"] = "1".into();
+        observed.insert(
+            &object.resource,
+            serde_json::from_value(value).expect("an object"),
+        );
+    }
+    observed
+}
+
+/// Checks that every object `capabilities` apply for `db`, given what was
+/// `observed` at `now`, is one their `observe` queries read: the core
+/// skips a write only when it has read the object and found it equal, so
+/// an object applied without being read is written at every reconcile.
+pub fn assert_reads_what_it_applies(
+    capabilities: &[Box<dyn Capability>],
+    db: &PostgresDB,
+    observed: &Observed,
+    now: jiff::Timestamp,
+) {
+    let mut desired = Desired::default();
+    for capability in capabilities {
+        capability
+            .desire(db, observed, now, &mut desired)
+            .unwrap_or_else(|e| panic!("{} does not desire: {e}", capability.name()));
+    }
+    let queries: Vec<_> = capabilities.iter().flat_map(|c| c.observe(db)).collect();
+    for object in desired.objects() {
+        let read = queries.iter().any(|q| {
+            q.resource == object.resource
+                && match &q.selector {
+                    QuerySelector::Name(name) => *name == object.name,
+                    QuerySelector::Instance => true,
+                }
+        });
+        assert!(
+            read,
+            "{} {} is applied but never read, so it would be written at every reconcile",
+            object.resource.kind, object.name
+        );
+    }
+}
