@@ -249,7 +249,7 @@ pub struct DesiredParts {
 }
 
 /// An object to delete: one a capability wants deleted (a pod stuck on a
-/// bad revision), or an orphan the core prunes (see [`crate::prune`]).
+/// bad revision), or an orphan the core prunes (see the `prune` module).
 /// Deletions are rare and explicit: everything else converges by apply.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Deletion {
@@ -502,7 +502,7 @@ pub trait Capability: Send + Sync + 'static {
     /// (only those carrying the operator's labels) so that a change to one
     /// triggers its database's reconcile, and each reconcile lists them by
     /// the instance label and prunes the database's children of these kinds
-    /// that no capability desires any more (see [`crate::prune`]).
+    /// that no capability desires any more (see the `prune` module).
     fn owned_kinds(&self) -> Vec<ApiResource> {
         Vec::new()
     }
