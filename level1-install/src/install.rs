@@ -13,9 +13,9 @@ use rand::RngExt;
 use shared::api::{Endpoint, PostgresDB};
 use shared::apply::resource_of;
 use shared::capability::{
-    ApplyReport, Capability, Desired, Observed, Query, SpecProblem, StatusDraft,
+    ApplyReport, Capability, Desired, EventType, Observed, Query, SpecProblem, StatusDraft,
 };
-use shared::conditions::{Assessment, DEGRADED, PROGRESSING, READY};
+use shared::conditions::{Assessment, ConditionStatus, DEGRADED, PROGRESSING, READY};
 use shared::error::Error;
 use shared::ext::{PvcExt, Rollout, StatefulSetExt};
 use shared::keys::VERSION_ANNOTATION;
@@ -258,7 +258,7 @@ impl Capability for Install {
         let has_data = !data_claims(db, observed).is_empty();
         if existing_credentials.is_none() && has_data {
             desired.note(
-                true,
+                EventType::Warning,
                 "CredentialsRecreated",
                 format!(
                     "Secret {} was missing and is recreated with a new password, but the existing data volume keeps the password it was initialised with; restore the old Secret or set the new password with ALTER ROLE",
@@ -380,7 +380,7 @@ fn failing_pod(observed: &Observed) -> Option<String> {
         });
         let unschedulable = status.conditions.iter().flatten().find_map(|c| {
             (c.type_ == "PodScheduled"
-                && c.status == "False"
+                && ConditionStatus::parse(&c.status) == ConditionStatus::False
                 && c.reason.as_deref() == Some("Unschedulable"))
             .then(|| {
                 format!(

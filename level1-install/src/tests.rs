@@ -20,6 +20,8 @@ use crate::install::{Install, current_storage_size, generate_password};
 use crate::objects::{self, Names};
 use crate::version::PgVersion;
 use shared::capability::Capability;
+use shared::capability::EventType;
+use shared::conditions::ConditionStatus;
 
 fn db() -> PostgresDB {
     DbBuilder::named("orders").build()
@@ -446,7 +448,7 @@ fn a_missing_credentials_secret_with_existing_data_is_warned_about() {
         desired
             .notes
             .iter()
-            .any(|n| n.warning && n.reason == "CredentialsRecreated")
+            .any(|n| n.type_ == EventType::Warning && n.reason == "CredentialsRecreated")
     );
 }
 
@@ -581,7 +583,9 @@ fn a_crash_looping_pod_degrades_the_database_with_a_warning() {
     );
     let degraded = draft.conditions.get(DEGRADED).expect("Degraded is set");
     assert!(
-        degraded.status && degraded.warning && degraded.message.contains("CrashLoopBackOff"),
+        degraded.status == ConditionStatus::True
+            && degraded.is_warning()
+            && degraded.message.contains("CrashLoopBackOff"),
         "{degraded:?}"
     );
 }
@@ -600,8 +604,8 @@ fn an_invalid_spec_sets_ready_false_with_the_field_and_a_warning() {
     );
     let ready = draft.conditions.get(READY).expect("Ready is set");
     assert!(
-        !ready.status
-            && ready.warning
+        ready.status == ConditionStatus::False
+            && ready.is_warning()
             && ready.reason == "InvalidVersion"
             && ready.message.starts_with("spec.version:"),
         "{ready:?}"

@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::ConfigMap;
 use shared::api::{ConfigurationMethod, ConfigurationStatus, PostgresDB};
-use shared::capability::{ApplyReport, Capability, Desired, Observed, StatusDraft};
+use shared::capability::{ApplyReport, Capability, Desired, EventType, Observed, StatusDraft};
 use shared::conditions::{Assessment, PROGRESSING};
 use shared::error::Error;
 use shared::sql::{SqlAction, SqlAnswer, SqlProbe};
@@ -299,7 +299,7 @@ impl Capability for Reload {
         match plan(&situation.live, &situation.wanted, &server) {
             Plan::Restart(parameters) => {
                 desired.note(
-                    false,
+                    EventType::Normal,
                     "RestartingForParameters",
                     format!(
                         "{} can only change with a restart: restarting the pods",

@@ -24,6 +24,9 @@ use crate::conditions::Assessments;
 use crate::error::Error;
 use crate::sql::{SqlAction, SqlAnswer, SqlProbe};
 
+/// The type of an Event (Normal or Warning), as Kubernetes spells it.
+pub use kube::runtime::events::EventType;
+
 /// Something a capability needs to read before it can decide.
 #[derive(Clone, Debug)]
 pub struct Query {
@@ -212,8 +215,8 @@ impl DesiredObject {
 /// An Event a capability wants published about the database.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Note {
-    /// Whether it is a Warning (otherwise Normal).
-    pub warning: bool,
+    /// Normal, or Warning for something a user should look at.
+    pub type_: EventType,
     /// CamelCase reason.
     pub reason: String,
     /// Human message.
@@ -345,9 +348,9 @@ impl Desired {
     }
 
     /// Publishes an Event with this reconcile.
-    pub fn note(&mut self, warning: bool, reason: &str, message: impl Into<String>) {
+    pub fn note(&mut self, type_: EventType, reason: &str, message: impl Into<String>) {
         self.notes.push(Note {
-            warning,
+            type_,
             reason: reason.to_string(),
             message: message.into(),
             related: None,

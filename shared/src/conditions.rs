@@ -11,6 +11,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
+use kube::runtime::events::EventType;
+
 use crate::api::Phase;
 
 /// The database accepts connections.
@@ -30,44 +32,105 @@ pub const UNSERVABLE_REASON_PREFIXES: [&str; 2] = ["Invalid", "Refused"];
 /// The conditions in the order they are written.
 const ORDER: [&str; 4] = [READY, PROGRESSING, DEGRADED, SPEC_IMPLEMENTED];
 
+/// A condition's status, as the Kubernetes API convention spells it:
+/// `True`, `False`, or `Unknown` when the operator cannot tell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConditionStatus {
+    /// The condition holds.
+    True,
+    /// The condition does not hold.
+    False,
+    /// The operator could not determine whether it holds.
+    Unknown,
+}
+
+impl ConditionStatus {
+    /// The text of `status` in a condition.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::True => "True",
+            Self::False => "False",
+            Self::Unknown => "Unknown",
+        }
+    }
+
+    /// The status a condition's text names; anything but `True` or `False`
+    /// reads as `Unknown`, as clients of the convention treat it.
+    pub fn parse(text: &str) -> Self {
+        match text {
+            "True" => Self::True,
+            "False" => Self::False,
+            _ => Self::Unknown,
+        }
+    }
+
+    /// Whether the condition's text on an object says it holds.
+    pub fn is_true_in(condition: &Condition) -> bool {
+        Self::parse(&condition.status) == Self::True
+    }
+}
+
+impl std::fmt::Display for ConditionStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What a reconcile concluded about one condition.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Assessment {
-    /// True or False.
-    pub status: bool,
+    /// True, False or Unknown.
+    pub status: ConditionStatus,
     /// CamelCase reason, stable enough for alerts and tests to match.
     pub reason: String,
     /// Human explanation; names the spec field when the spec is at fault.
     pub message: String,
-    /// Whether reaching this state deserves a Warning Event.
-    pub warning: bool,
+    /// The type of Event reaching this state deserves: a Warning is
+    /// published on every new Warning state, a Normal one only when Ready
+    /// becomes true.
+    pub event_type: EventType,
 }
 
 impl Assessment {
-    /// A condition that is true.
-    pub fn yes(reason: &str, message: impl Into<String>) -> Self {
+    /// A condition with `status`.
+    pub fn new(status: ConditionStatus, reason: &str, message: impl Into<String>) -> Self {
         Self {
-            status: true,
+            status,
             reason: reason.into(),
             message: message.into(),
-            warning: false,
+            event_type: EventType::Normal,
         }
+    }
+
+    /// A condition that is true.
+    pub fn yes(reason: &str, message: impl Into<String>) -> Self {
+        Self::new(ConditionStatus::True, reason, message)
     }
 
     /// A condition that is false.
     pub fn no(reason: &str, message: impl Into<String>) -> Self {
-        Self {
-            status: false,
-            reason: reason.into(),
-            message: message.into(),
-            warning: false,
-        }
+        Self::new(ConditionStatus::False, reason, message)
+    }
+
+    /// A condition the operator cannot determine.
+    pub fn unknown(reason: &str, message: impl Into<String>) -> Self {
+        Self::new(ConditionStatus::Unknown, reason, message)
     }
 
     /// Marks the state as one a user should hear about as a Warning.
     pub fn warn(mut self) -> Self {
-        self.warning = true;
+        self.event_type = EventType::Warning;
         self
+    }
+
+    /// Whether the condition holds.
+    pub fn is_true(&self) -> bool {
+        self.status == ConditionStatus::True
+    }
+
+    /// Whether reaching this state deserves a Warning Event.
+    pub fn is_warning(&self) -> bool {
+        self.event_type == EventType::Warning
     }
 }
 
@@ -93,7 +156,7 @@ impl Assessments {
 
     /// Whether a condition was concluded to be true.
     pub fn is_true(&self, type_: &str) -> bool {
-        self.get(type_).is_some_and(|a| a.status)
+        self.get(type_).is_some_and(Assessment::is_true)
     }
 
     /// Turns the assessments into conditions, keeping `lastTransitionTime`
@@ -115,7 +178,7 @@ impl Assessments {
             .into_iter()
             .filter_map(|type_| {
                 let assessment = self.0.get(type_)?;
-                let status = if assessment.status { "True" } else { "False" };
+                let status = assessment.status.as_str();
                 let since = previous
                     .iter()
                     .find(|c| c.type_ == type_ && c.status == status)
@@ -140,13 +203,13 @@ impl Assessments {
         previous: &'a [Condition],
     ) -> impl Iterator<Item = (&'a str, &'a Assessment)> + 'a {
         self.0.iter().filter_map(move |(type_, a)| {
-            let status = if a.status { "True" } else { "False" };
+            let status = a.status.as_str();
             let before = previous.iter().find(|c| &c.type_ == type_);
-            let news = if a.warning {
+            let news = if a.is_warning() {
                 before.is_none_or(|c| {
                     c.status != status || c.reason != a.reason || c.message != a.message
                 })
-            } else if type_ == READY && a.status {
+            } else if type_ == READY && a.is_true() {
                 before.is_none_or(|c| c.status != status)
             } else {
                 false
@@ -161,7 +224,7 @@ impl Assessments {
         if paused {
             Phase::Paused
         } else if ready.is_some_and(|r| {
-            !r.status
+            r.status == ConditionStatus::False
                 && UNSERVABLE_REASON_PREFIXES
                     .iter()
                     .any(|p| r.reason.starts_with(p))
@@ -228,6 +291,47 @@ mod tests {
             .find(|c| c.type_ == PROGRESSING)
             .expect("Progressing is set");
         assert_eq!(progressing.last_transition_time, time(100));
+    }
+
+    #[test]
+    fn an_unknown_condition_is_written_as_unknown_and_is_neither_true_nor_false() {
+        let mut assessments = ready_and_settled();
+        assessments.set(
+            READY,
+            Assessment::unknown("NoAnswer", "the server did not answer"),
+        );
+        assert!(!assessments.is_true(READY));
+        let written = assessments.to_conditions(&[], Some(1), time(100));
+        let ready = written
+            .iter()
+            .find(|c| c.type_ == READY)
+            .expect("Ready is set");
+        assert_eq!(ready.status, "Unknown");
+        assert_eq!(
+            ConditionStatus::parse(&ready.status),
+            ConditionStatus::Unknown
+        );
+        // Unknown to False is a transition like any other.
+        let mut known = ready_and_settled();
+        known.set(READY, Assessment::no("PodsNotReady", "0/1 pods ready"));
+        let after = known.to_conditions(&written, Some(1), time(200));
+        let ready = after
+            .iter()
+            .find(|c| c.type_ == READY)
+            .expect("Ready is set");
+        assert_eq!(ready.last_transition_time, time(200));
+    }
+
+    #[test]
+    fn a_condition_status_reads_back_from_its_text() {
+        for status in [
+            ConditionStatus::True,
+            ConditionStatus::False,
+            ConditionStatus::Unknown,
+        ] {
+            assert_eq!(ConditionStatus::parse(status.as_str()), status);
+        }
+        assert_eq!(ConditionStatus::parse("true"), ConditionStatus::Unknown);
     }
 
     #[test]

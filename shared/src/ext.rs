@@ -12,6 +12,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::ResourceExt;
 
+use crate::conditions::ConditionStatus;
 use crate::keys::{CONTROLLER_REVISION_LABEL, JOB_NAME_LABEL};
 
 /// Whether a StatefulSet runs its current template on every replica.
@@ -211,7 +212,11 @@ impl PodExt for Pod {
         self.status
             .as_ref()
             .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            .is_some_and(|c| {
+                c.iter().any(|c| {
+                    c.type_ == "Ready" && ConditionStatus::parse(&c.status) == ConditionStatus::True
+                })
+            })
     }
 
     fn has_running_container(&self) -> bool {

@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
 use crate::capability::Observed;
+use crate::conditions::ConditionStatus;
 use crate::ext::PodExt;
 
 /// The most of a termination message the operator keeps (a Job's container
@@ -92,11 +93,9 @@ pub fn job_outcome(observed: &Observed, name: &str, container: &str) -> JobOutco
     let pods = job_pods(observed, name);
     let status = job.status.unwrap_or_default();
     let condition = |type_: &str| {
-        status
-            .conditions
-            .iter()
-            .flatten()
-            .find(|c| c.type_ == type_ && c.status == "True")
+        status.conditions.iter().flatten().find(|c| {
+            c.type_ == type_ && ConditionStatus::parse(&c.status) == ConditionStatus::True
+        })
     };
     // A Job marked to fail (past its deadline, say) has failed, even if its
     // pod, stopping within its grace period, still exits 0.

@@ -276,30 +276,30 @@ pub fn events_for(
 ) -> Vec<Note> {
     let mut notes = Vec::new();
     let changes = [
-        (&report.created, false, "Created", "created"),
+        (&report.created, EventType::Normal, "Created", "created"),
         (
             &report.updated,
-            false,
+            EventType::Normal,
             "Updated",
             "updated to match the spec:",
         ),
         (
             &report.repaired,
-            true,
+            EventType::Warning,
             "DriftRepaired",
             "changed outside the operator; restored",
         ),
         (
             &report.pruned,
-            false,
+            EventType::Normal,
             prune::PRUNED_REASON,
             "deleted, as no capability desires it any more:",
         ),
     ];
-    for (objects, warning, reason, verb) in changes {
+    for (objects, type_, reason, verb) in changes {
         for object in objects {
             notes.push(Note {
-                warning,
+                type_,
                 reason: reason.to_string(),
                 message: format!("{verb} {}", describe(object)),
                 related: Some(object.clone()),
@@ -314,14 +314,14 @@ pub fn events_for(
         for action in sql {
             if report.sql_ran.contains(&action.reason) {
                 notes.push(Note {
-                    warning: false,
+                    type_: EventType::Normal,
                     reason: action.reason.clone(),
                     message: action.message.clone(),
                     related: None,
                 });
             } else if report.sql_failed.contains(&action.reason) {
                 notes.push(Note {
-                    warning: true,
+                    type_: EventType::Warning,
                     reason: "SqlFailed".into(),
                     message: format!(
                         "could not run {} on pod {} ({}); will retry",
@@ -338,13 +338,13 @@ pub fn events_for(
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
     for (type_, assessment) in draft.conditions.transitions(previous) {
-        let reason = if type_ == READY && assessment.status {
+        let reason = if type_ == READY && assessment.is_true() {
             "DatabaseReady"
         } else {
             assessment.reason.as_str()
         };
         notes.push(Note {
-            warning: assessment.warning,
+            type_: assessment.event_type,
             reason: reason.to_string(),
             message: assessment.message.clone(),
             related: None,
@@ -568,11 +568,7 @@ async fn publish(ctx: &Context, db: &PostgresDB, notes: &[Note]) {
     let reference = db.object_ref(&());
     for note in notes {
         let event = Event {
-            type_: if note.warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
+            type_: note.type_,
             reason: note.reason.clone(),
             note: Some(note.message.chars().take(1000).collect()),
             action: if note.related.is_some() {
@@ -641,7 +637,7 @@ mod tests {
         }
     }
 
-    fn events(report: &ApplyReport) -> Vec<(bool, String)> {
+    fn events(report: &ApplyReport) -> Vec<(EventType, String)> {
         let decision = Decision::Apply {
             changes: vec![],
             deletions: vec![],
@@ -650,7 +646,7 @@ mod tests {
         };
         events_for(&database(), &decision, report, &StatusDraft::default())
             .into_iter()
-            .map(|n| (n.warning, n.reason))
+            .map(|n| (n.type_, n.reason))
             .collect()
     }
 
@@ -660,7 +656,10 @@ mod tests {
             sql_ran: vec!["ParametersReloaded".into()],
             ..Default::default()
         };
-        assert_eq!(events(&ran), [(false, "ParametersReloaded".to_string())]);
+        assert_eq!(
+            events(&ran),
+            [(EventType::Normal, "ParametersReloaded".to_string())]
+        );
     }
 
     #[test]
@@ -669,7 +668,10 @@ mod tests {
             sql_failed: vec!["ParametersReloaded".into()],
             ..Default::default()
         };
-        assert_eq!(events(&failed), [(true, "SqlFailed".to_string())]);
+        assert_eq!(
+            events(&failed),
+            [(EventType::Warning, "SqlFailed".to_string())]
+        );
         let decision = Decision::Apply {
             changes: vec![],
             deletions: vec![],

@@ -14,6 +14,7 @@ use shared::testing::{PodBuilder, at, put};
 use crate::tests::{db, observed_pod, v};
 use crate::upgrade::Upgrade;
 use crate::upgrade::versions::{VersionChange, classify};
+use shared::conditions::ConditionStatus;
 
 fn rollout(started: i64, phase: UpgradePhase) -> UpgradeStatus {
     UpgradeStatus {
@@ -226,7 +227,7 @@ fn a_rollout_completes_when_the_new_version_runs_and_is_ready_and_reports_downti
     assert_eq!(upgrade.observed_downtime_seconds, 4);
     let progressing = draft.conditions.get(PROGRESSING).expect("set");
     assert!(
-        !progressing.status && progressing.reason == "UpgradeComplete",
+        progressing.status == ConditionStatus::False && progressing.reason == "UpgradeComplete",
         "{progressing:?}"
     );
 }
@@ -247,7 +248,7 @@ fn a_rollout_not_ready_within_the_health_timeout_is_rolled_back_with_a_warning()
     );
     let progressing = after.conditions.get(PROGRESSING).expect("set");
     assert!(
-        progressing.warning && progressing.reason == "UpgradeRolledBack",
+        progressing.is_warning() && progressing.reason == "UpgradeRolledBack",
         "{progressing:?}"
     );
 }

@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
 use kube::ResourceExt;
 use level1_install::api::{CONTAINER, DATA_MOUNT, Names, PgVersion};
 use shared::api::{MajorUpgradeStatus, PostgresDB, UpgradePhase};
-use shared::capability::{Desired, Observed};
+use shared::capability::{Desired, EventType, Observed};
 use shared::error::Error;
 use shared::ext::{PodExt, PvcExt, StatefulSetExt};
 use shared::job::job_pods;
@@ -56,8 +56,8 @@ pub struct Plan {
     pub delete_pods: Vec<(String, String)>,
     /// PVCs to delete, with why.
     pub delete_claims: Vec<(String, String)>,
-    /// Events: (warning, reason, message).
-    pub notes: Vec<(bool, String, String)>,
+    /// Events: (type, reason, message).
+    pub notes: Vec<(EventType, String, String)>,
 }
 
 /// One of the operator's PVCs for this database (see `shared::volumes`).
@@ -227,7 +227,7 @@ pub fn plan(
 
     match progress.transition {
         Some(Transition::Started) => plan.notes.push((
-            false,
+            EventType::Normal,
             "MajorUpgradeStarted".into(),
             format!(
                 "upgrading {} to {}: writes stop (Service {} selects no pod) while a Job dumps every database to PVC {}, restores them into {} on PVC {} and verifies every user table",
@@ -235,7 +235,7 @@ pub fn plan(
             ),
         )),
         Some(Transition::Verified) => plan.notes.push((
-            false,
+            EventType::Normal,
             "MajorUpgradeVerified".into(),
             format!(
                 "Job {}: {}; switching the StatefulSet to {} on PVC {}",
@@ -246,7 +246,7 @@ pub fn plan(
             ),
         )),
         Some(Transition::Completed) => plan.notes.push((
-            false,
+            EventType::Normal,
             "MajorUpgradeComplete".into(),
             format!(
                 "{} runs on PVC {}; {}",
@@ -256,7 +256,7 @@ pub fn plan(
             ),
         )),
         Some(Transition::Cancelled) | Some(Transition::ReturnedToPrevious) => plan.notes.push((
-            false,
+            EventType::Normal,
             "MajorUpgradeRolledBack".into(),
             major.failure.clone().unwrap_or_default(),
         )),
@@ -311,7 +311,7 @@ fn with_cleanup(
             String::new()
         };
         plan.notes.push((
-            false,
+            EventType::Normal,
             "RetentionExpired".into(),
             format!(
                 "deleted PVC {} after spec.upgrade.retentionHours{template_note}",
@@ -392,8 +392,8 @@ pub fn apply_plan(db: &PostgresDB, plan: Plan, desired: &mut Desired) -> Result<
     for (claim, reason) in plan.delete_claims {
         desired.delete::<PersistentVolumeClaim>(&claim, reason);
     }
-    for (warning, reason, message) in plan.notes {
-        desired.note(warning, &reason, message);
+    for (type_, reason, message) in plan.notes {
+        desired.note(type_, &reason, message);
     }
     Ok(())
 }

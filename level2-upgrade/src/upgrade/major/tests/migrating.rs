@@ -19,6 +19,7 @@ use crate::upgrade::major::job::{
 };
 use crate::upgrade::major::names::job_name;
 use crate::upgrade::major::progress::{Transition, progress};
+use shared::conditions::ConditionStatus;
 
 #[test]
 fn a_major_change_is_refused_unless_the_spec_allows_it_and_a_downgrade_always_is() {
@@ -88,10 +89,13 @@ fn an_allowed_major_change_starts_a_migration_recorded_from_the_cluster() {
     let draft = assess(&database, &observed, STARTED);
     assert_eq!(draft.fields.upgrade, Some(upgrade(UpgradePhase::Migrating)));
     let progressing = draft.conditions.get(PROGRESSING).expect("set");
-    assert!(progressing.status && progressing.reason == "MajorUpgradeMigrating");
+    assert!(
+        progressing.status == ConditionStatus::True
+            && progressing.reason == "MajorUpgradeMigrating"
+    );
     let ready = draft.conditions.get(READY).expect("set");
     assert!(
-        !ready.status && ready.reason == "MajorUpgradeMigrating",
+        ready.status == ConditionStatus::False && ready.reason == "MajorUpgradeMigrating",
         "{ready:?}"
     );
 }

@@ -12,6 +12,7 @@ use super::*;
 use crate::upgrade::Upgrade;
 use crate::upgrade::major::names::attempt_text;
 use crate::upgrade::major::progress::{Transition, progress};
+use shared::conditions::ConditionStatus;
 
 #[test]
 fn after_completion_the_new_volume_stays_mounted_and_kept_volumes_are_marked_with_their_retention()
@@ -45,7 +46,10 @@ fn after_completion_the_new_volume_stays_mounted_and_kept_volumes_are_marked_wit
 
     let draft = assess(&database, &observed, STARTED + 100);
     let progressing = draft.conditions.get(PROGRESSING).expect("set");
-    assert!(!progressing.status && progressing.reason == "MajorUpgradeComplete");
+    assert!(
+        progressing.status == ConditionStatus::False
+            && progressing.reason == "MajorUpgradeComplete"
+    );
     assert!(
         progressing.message.contains("claim-template"),
         "{}",

@@ -100,7 +100,7 @@ fn a_failed_job_rolls_back_before_any_switch_and_keeps_the_evidence() {
     );
     let progressing = draft.conditions.get(PROGRESSING).expect("set");
     assert!(
-        progressing.warning && progressing.reason == "MajorUpgradeRolledBack",
+        progressing.is_warning() && progressing.reason == "MajorUpgradeRolledBack",
         "{progressing:?}"
     );
     assert!(
