@@ -28,7 +28,7 @@ use shared::apply::content_hash;
 use shared::ext::PvcExt;
 use shared::keys::{CONFIG_HASH_ANNOTATION, MANAGED_BY_LABEL, VERSION_ANNOTATION};
 use shared::names::common_labels;
-use shared::volumes::{DATA_TEMPLATE, template_claim};
+use shared::volumes::{DATA_TEMPLATE, claim_spec, template_claim};
 
 use crate::version::PgVersion;
 
@@ -312,18 +312,7 @@ fn data_claim_template_of(
             labels: Some(common_labels(&db.name_any())),
             ..Default::default()
         },
-        spec: Some(PersistentVolumeClaimSpec {
-            access_modes: Some(vec!["ReadWriteOnce".into()]),
-            storage_class_name,
-            resources: Some(VolumeResourceRequirements {
-                requests: Some(BTreeMap::from([(
-                    "storage".to_string(),
-                    Quantity(size.to_string()),
-                )])),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
+        spec: Some(claim_spec(size, storage_class_name)),
         ..Default::default()
     }
 }

@@ -150,16 +150,23 @@ pub fn owned_claim(
             annotations: (!annotations.is_empty()).then_some(annotations),
             ..Default::default()
         },
-        spec: Some(PersistentVolumeClaimSpec {
-            access_modes: Some(vec!["ReadWriteOnce".into()]),
-            storage_class_name,
-            resources: Some(VolumeResourceRequirements {
-                requests: Some(BTreeMap::from([(
-                    "storage".to_string(),
-                    Quantity(db.spec.storage.size.clone()),
-                )])),
-                ..Default::default()
-            }),
+        spec: Some(claim_spec(&db.spec.storage.size, storage_class_name)),
+        ..Default::default()
+    }
+}
+
+/// The spec of every claim the operator makes: one ReadWriteOnce volume of
+/// `size` (a quantity such as `1Gi`), of `storage_class_name` or the
+/// cluster's default class.
+pub fn claim_spec(size: &str, storage_class_name: Option<String>) -> PersistentVolumeClaimSpec {
+    PersistentVolumeClaimSpec {
+        access_modes: Some(vec!["ReadWriteOnce".into()]),
+        storage_class_name,
+        resources: Some(VolumeResourceRequirements {
+            requests: Some(BTreeMap::from([(
+                "storage".to_string(),
+                Quantity(size.to_string()),
+            )])),
             ..Default::default()
         }),
         ..Default::default()
