@@ -2,53 +2,40 @@
 //! status names is kept in every phase while an earlier attempt's goes, and
 //! Level 1 taking over after a major upgrade deletes nothing Level 2 made.
 
-use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::batch::v1::{Job, JobStatus};
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
-use kube::Resource;
 use kube::api::{ApiResource, DynamicObject};
-use serde_json::{Value, json};
 use shared::api::{PostgresDB, UpgradePhase};
 use shared::capability::{Capability, Desired, Observed};
-use shared::keys::{COMPONENT_LABEL, INSTANCE_LABEL, MANAGED_BY_LABEL, VOLUME_LABEL};
-use shared::names::MANAGED_BY;
+use shared::keys::{COMPONENT_LABEL, VOLUME_LABEL};
 use shared::prune;
 use shared::reconcile::{Decision, decide};
-use shared::testing::at;
+use shared::testing::{ChildBuilder, at, raw};
 
 use crate::tests::db;
 use crate::upgrade::Upgrade;
 use crate::upgrade::major::names::job_name;
 use crate::upgrade::major::tests::upgrade;
 
-/// Metadata of a child the operator made for `orders` (uid `uid-1`, see
-/// [`crate::tests::db`]): its labels, more labels, and a controller
-/// reference to the database.
-fn child_metadata(name: &str, extra_labels: Value) -> Value {
-    let mut labels = json!({INSTANCE_LABEL: "orders", MANAGED_BY_LABEL: MANAGED_BY});
-    if let (Some(labels), Some(extra)) = (labels.as_object_mut(), extra_labels.as_object()) {
-        labels.extend(extra.clone());
-    }
-    json!({"name": name, "namespace": "shop", "uid": format!("uid-{name}"), "labels": labels,
-           "ownerReferences": [{"apiVersion": "pgdb.example.com/v1", "kind": "PostgresDB",
-                                "name": "orders", "uid": "uid-1", "controller": true}]})
-}
-
-/// Records a child of kind `K` and marks its kind listed.
-fn observe_child<K: Resource<DynamicType = ()>>(observed: &mut Observed, value: Value) {
-    let resource = ApiResource::erase::<K>(&());
+/// Records `object` and marks its kind listed.
+fn observe_child(observed: &mut Observed, object: DynamicObject, resource: ApiResource) {
     observed.mark_listed(&resource);
-    let object: DynamicObject = serde_json::from_value(value).expect("an object");
     observed.insert(&resource, object);
 }
 
+/// A finished migration Job named `name`, as the operator made it.
 fn observe_job(observed: &mut Observed, name: &str) {
-    observe_child::<Job>(
-        observed,
-        json!({"apiVersion": "batch/v1", "kind": "Job",
-               "metadata": child_metadata(name, json!({COMPONENT_LABEL: "major-upgrade"})),
-               "spec": {"template": {"spec": {"containers": []}}},
-               "status": {"succeeded": 1}}),
-    );
+    let job = Job {
+        metadata: ChildBuilder::of::<Job>(name)
+            .label(COMPONENT_LABEL, "major-upgrade")
+            .meta(),
+        status: Some(JobStatus {
+            succeeded: Some(1),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    observe_child(observed, raw(&job), ApiResource::erase::<Job>(&()));
 }
 
 /// The names of the objects pruning deletes, as `Kind/name`.
@@ -139,11 +126,12 @@ fn level1_taking_over_after_a_major_upgrade_deletes_no_volume_and_no_job_level2_
         ("orders-data-16", "data"),
         ("orders-backup-16", "backup"),
     ] {
-        observe_child::<PersistentVolumeClaim>(
+        observe_child(
             &mut observed,
-            json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-                   "metadata": child_metadata(name, json!({VOLUME_LABEL: role})),
-                   "spec": {"resources": {"requests": {"storage": "1Gi"}}}}),
+            ChildBuilder::of::<PersistentVolumeClaim>(name)
+                .label(VOLUME_LABEL, role)
+                .build(),
+            ApiResource::erase::<PersistentVolumeClaim>(&()),
         );
     }
     let job = upgrade(UpgradePhase::Complete).major.expect("major").job;

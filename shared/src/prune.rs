@@ -218,12 +218,10 @@ pub fn delete_params(deletion: &Deletion) -> DeleteParams {
 mod tests {
     use super::*;
     use crate::capability::Capability;
+    use crate::testing::{ChildBuilder, DB_UID, DbBuilder};
     use k8s_openapi::api::apps::v1::StatefulSet;
     use k8s_openapi::api::batch::v1::Job;
     use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
-    use serde_json::json;
-
-    const DB_UID: &str = "db-uid-1";
 
     /// A capability applying Services, Jobs and (to show they are still
     /// never pruned) PersistentVolumeClaims and Pods.
@@ -253,66 +251,7 @@ mod tests {
     }
 
     fn database() -> PostgresDB {
-        serde_json::from_value(json!({
-            "apiVersion": "pgdb.example.com/v1", "kind": "PostgresDB",
-            "metadata": {"name": "orders", "namespace": "shop", "uid": DB_UID},
-            "spec": {"version": "16", "storage": {"size": "1Gi"}}
-        }))
-        .expect("a PostgresDB")
-    }
-
-    /// Builds an observed object of kind `K` as the operator makes its
-    /// children: the database's labels and a controller reference to it.
-    struct ObjectBuilder {
-        value: serde_json::Value,
-    }
-
-    impl ObjectBuilder {
-        fn of<K: Resource<DynamicType = ()>>(name: &str) -> Self {
-            Self {
-                value: json!({
-                    "apiVersion": K::api_version(&()), "kind": K::kind(&()),
-                    "metadata": {
-                        "name": name, "namespace": "shop", "uid": format!("uid-{name}"),
-                        "labels": {INSTANCE_LABEL: "orders", MANAGED_BY_LABEL: MANAGED_BY},
-                        "ownerReferences": [{"apiVersion": "pgdb.example.com/v1", "kind": "PostgresDB",
-                            "name": "orders", "uid": DB_UID, "controller": true}]
-                    }
-                }),
-            }
-        }
-
-        fn controlled_by(mut self, kind: &str, name: &str, uid: &str) -> Self {
-            self.value["metadata"]["ownerReferences"] = json!([{"apiVersion": "apps/v1",
-                "kind": kind, "name": name, "uid": uid, "controller": true}]);
-            self
-        }
-
-        fn label(mut self, key: &str, value: &str) -> Self {
-            self.value["metadata"]["labels"][key] = value.into();
-            self
-        }
-
-        fn without_label(mut self, key: &str) -> Self {
-            if let Some(labels) = self.value["metadata"]["labels"].as_object_mut() {
-                labels.remove(key);
-            }
-            self
-        }
-
-        fn annotation(mut self, key: &str, value: &str) -> Self {
-            self.value["metadata"]["annotations"][key] = value.into();
-            self
-        }
-
-        fn being_deleted(mut self) -> Self {
-            self.value["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z".into();
-            self
-        }
-
-        fn build(self) -> DynamicObject {
-            serde_json::from_value(self.value).expect("an object")
-        }
+        DbBuilder::named("orders").build()
     }
 
     /// What was observed: `objects` of kind `K`, with every kind of the
@@ -348,8 +287,8 @@ mod tests {
     #[test]
     fn an_owned_service_no_capability_desires_is_pruned() {
         let observed = observed::<Service>(vec![
-            ObjectBuilder::of::<Service>("orders").build(),
-            ObjectBuilder::of::<Service>("orders-metrics").build(),
+            ChildBuilder::of::<Service>("orders").build(),
+            ChildBuilder::of::<Service>("orders-metrics").build(),
         ]);
         let mut desired = Desired::default();
         desired.add(&service("orders")).expect("serialises");
@@ -359,7 +298,7 @@ mod tests {
     #[test]
     fn a_pruned_object_is_deleted_only_if_it_still_has_the_uid_decided_on() {
         let observed =
-            observed::<Service>(vec![ObjectBuilder::of::<Service>("orders-metrics").build()]);
+            observed::<Service>(vec![ChildBuilder::of::<Service>("orders-metrics").build()]);
         let deletions = orphans(&level(), &database(), &observed, &Desired::default());
         assert_eq!(deletions.len(), 1);
         let deletion = &deletions[0];
@@ -392,8 +331,8 @@ mod tests {
     #[test]
     fn an_object_a_capability_keeps_is_not_pruned() {
         let observed = observed::<Job>(vec![
-            ObjectBuilder::of::<Job>("orders-upgrade-16-abcde").build(),
-            ObjectBuilder::of::<Job>("orders-upgrade-16-01234").build(),
+            ChildBuilder::of::<Job>("orders-upgrade-16-abcde").build(),
+            ChildBuilder::of::<Job>("orders-upgrade-16-01234").build(),
         ]);
         let mut desired = Desired::default();
         desired.keep::<Job>("orders-upgrade-16-abcde");
@@ -402,7 +341,7 @@ mod tests {
 
     #[test]
     fn a_data_volume_is_never_pruned() {
-        let claim = ObjectBuilder::of::<PersistentVolumeClaim>("data-orders-0").build();
+        let claim = ChildBuilder::of::<PersistentVolumeClaim>("data-orders-0").build();
         let observed = observed::<PersistentVolumeClaim>(vec![claim.clone()]);
         assert!(pruned(&observed, &Desired::default()).is_empty());
         assert_eq!(
@@ -420,10 +359,10 @@ mod tests {
     #[test]
     fn a_backup_is_never_pruned_whatever_its_kind() {
         let observed = observed::<Job>(vec![
-            ObjectBuilder::of::<Job>("orders-backup-nightly")
+            ChildBuilder::of::<Job>("orders-backup-nightly")
                 .label(VOLUME_LABEL, "backup")
                 .build(),
-            ObjectBuilder::of::<Job>("orders-dump")
+            ChildBuilder::of::<Job>("orders-dump")
                 .annotation(NEVER_PRUNE_ANNOTATION, "true")
                 .build(),
         ]);
@@ -432,8 +371,8 @@ mod tests {
 
     #[test]
     fn a_pod_owned_by_the_statefulset_is_never_pruned() {
-        let pod = ObjectBuilder::of::<Pod>("orders-0")
-            .controlled_by("StatefulSet", "orders", "sts-uid")
+        let pod = ChildBuilder::of::<Pod>("orders-0")
+            .controlled_by::<StatefulSet>("orders", "sts-uid")
             .build();
         let observed = observed::<Pod>(vec![pod.clone()]);
         assert!(pruned(&observed, &Desired::default()).is_empty());
@@ -446,11 +385,11 @@ mod tests {
     #[test]
     fn an_object_another_database_owns_is_left_alone() {
         let observed = observed::<Service>(vec![
-            ObjectBuilder::of::<Service>("payments")
+            ChildBuilder::of::<Service>("payments")
                 .label(INSTANCE_LABEL, "payments")
                 .build(),
-            ObjectBuilder::of::<Service>("orders-copy")
-                .controlled_by("PostgresDB", "payments", "other-db-uid")
+            ChildBuilder::of::<Service>("orders-copy")
+                .controlled_by::<PostgresDB>("payments", "other-db-uid")
                 .build(),
         ]);
         assert!(pruned(&observed, &Desired::default()).is_empty());
@@ -459,7 +398,7 @@ mod tests {
     #[test]
     fn an_object_without_the_operator_s_labels_is_left_alone() {
         let observed = observed::<Service>(vec![
-            ObjectBuilder::of::<Service>("orders-by-hand")
+            ChildBuilder::of::<Service>("orders-by-hand")
                 .without_label(MANAGED_BY_LABEL)
                 .build(),
         ]);
@@ -469,7 +408,7 @@ mod tests {
     #[test]
     fn an_object_being_deleted_is_not_deleted_again() {
         let observed = observed::<Service>(vec![
-            ObjectBuilder::of::<Service>("orders-metrics")
+            ChildBuilder::of::<Service>("orders-metrics")
                 .being_deleted()
                 .build(),
         ]);
@@ -481,7 +420,7 @@ mod tests {
         // A lower level does not touch what a higher level applies and it
         // does not (here, StatefulSets), even when it reads them.
         let mut observed = observed::<StatefulSet>(vec![
-            ObjectBuilder::of::<StatefulSet>("orders-replica").build(),
+            ChildBuilder::of::<StatefulSet>("orders-replica").build(),
         ]);
         observed.mark_listed(&ApiResource::erase::<StatefulSet>(&()));
         assert!(pruned(&observed, &Desired::default()).is_empty());
@@ -492,7 +431,7 @@ mod tests {
         let mut observed = Observed::default();
         observed.insert(
             &ApiResource::erase::<Service>(&()),
-            ObjectBuilder::of::<Service>("orders-metrics").build(),
+            ChildBuilder::of::<Service>("orders-metrics").build(),
         );
         assert!(pruned(&observed, &Desired::default()).is_empty());
     }
@@ -500,7 +439,7 @@ mod tests {
     #[test]
     fn a_database_without_a_uid_prunes_nothing() {
         let observed =
-            observed::<Service>(vec![ObjectBuilder::of::<Service>("orders-metrics").build()]);
+            observed::<Service>(vec![ChildBuilder::of::<Service>("orders-metrics").build()]);
         let mut db = database();
         db.metadata.uid = None;
         assert!(orphans(&level(), &db, &observed, &Desired::default()).is_empty());

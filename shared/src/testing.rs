@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{
     ContainerState, ContainerStatus, Pod, PodCondition, PodStatus, Secret,
 };
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use k8s_openapi::{ByteString, Resource as OpenApiResource};
 use kube::Resource;
 use kube::api::{ApiResource, DynamicObject, ObjectMeta};
@@ -24,7 +25,11 @@ use crate::api::{
     UpgradeStatus,
 };
 use crate::capability::{Capability, Desired, Observed, QuerySelector};
+use crate::names::common_labels;
 use crate::sql::SqlAnswer;
+
+/// The uid of every database [`DbBuilder`] builds.
+pub const DB_UID: &str = "uid-1";
 
 /// The instant `seconds` after the Unix epoch.
 pub fn at(seconds: i64) -> jiff::Timestamp {
@@ -56,7 +61,7 @@ impl DbBuilder {
         };
         let mut db = PostgresDB::new(name, spec);
         db.metadata.namespace = Some("shop".into());
-        db.metadata.uid = Some("uid-1".into());
+        db.metadata.uid = Some(DB_UID.into());
         db.metadata.generation = Some(1);
         Self { db }
     }
@@ -332,5 +337,89 @@ pub fn assert_reads_what_it_applies(
             "{} {} is applied but never read, so it would be written at every reconcile",
             object.resource.kind, object.name
         );
+    }
+}
+
+/// Builds an observed child of kind `K` as the operator makes its children
+/// for the database `shop/orders` that `DbBuilder::named("orders")` builds:
+/// the database's labels and a controller reference to it.
+#[derive(Clone, Debug)]
+pub struct ChildBuilder {
+    resource: ApiResource,
+    meta: ObjectMeta,
+}
+
+impl ChildBuilder {
+    /// A child named `name`, with the uid `uid-<name>`.
+    pub fn of<K: Resource<DynamicType = ()>>(name: &str) -> Self {
+        let database = DbBuilder::named("orders").build();
+        Self {
+            resource: ApiResource::erase::<K>(&()),
+            meta: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("shop".into()),
+                uid: Some(format!("uid-{name}")),
+                labels: Some(common_labels("orders")),
+                owner_references: database.controller_owner_ref(&()).map(|o| vec![o]),
+                ..Default::default()
+            },
+        }
+    }
+
+    /// Controlled by the object of kind `O` named `name` with `uid` instead.
+    pub fn controlled_by<O: Resource<DynamicType = ()>>(mut self, name: &str, uid: &str) -> Self {
+        self.meta.owner_references = Some(vec![OwnerReference {
+            api_version: O::api_version(&()).into(),
+            kind: O::kind(&()).into(),
+            name: name.into(),
+            uid: uid.into(),
+            controller: Some(true),
+            ..Default::default()
+        }]);
+        self
+    }
+
+    /// With the label `key` set to `value`.
+    pub fn label(mut self, key: &str, value: &str) -> Self {
+        self.meta
+            .labels
+            .get_or_insert_default()
+            .insert(key.into(), value.into());
+        self
+    }
+
+    /// Without the label `key`.
+    pub fn without_label(mut self, key: &str) -> Self {
+        if let Some(labels) = self.meta.labels.as_mut() {
+            labels.remove(key);
+        }
+        self
+    }
+
+    /// With the annotation `key` set to `value`.
+    pub fn annotation(mut self, key: &str, value: &str) -> Self {
+        self.meta
+            .annotations
+            .get_or_insert_default()
+            .insert(key.into(), value.into());
+        self
+    }
+
+    /// Being deleted (a deletionTimestamp is set).
+    pub fn being_deleted(mut self) -> Self {
+        self.meta.deletion_timestamp = Some(Time(at(1_767_225_600)));
+        self
+    }
+
+    /// Its metadata, for building a typed object.
+    pub fn meta(&self) -> ObjectMeta {
+        self.meta.clone()
+    }
+
+    /// The object, as a reconcile observes it.
+    pub fn build(self) -> DynamicObject {
+        let mut object = DynamicObject::new("", &self.resource);
+        object.metadata = self.meta;
+        object
     }
 }
