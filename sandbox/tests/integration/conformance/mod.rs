@@ -6,6 +6,7 @@ mod bad_input;
 mod controllers;
 mod crd;
 mod faults;
+mod kubelet;
 mod patch;
 mod portforward;
 mod rest;

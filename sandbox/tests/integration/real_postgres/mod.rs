@@ -21,14 +21,19 @@ use std::time::Duration;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
 use kube::api::{Api, PostParams};
-use sandbox::{PostgresConfig, PostgresRuntime, RuntimeKind, Sandbox, SandboxConfig};
+use sandbox::{
+    BackOffConfig, PostgresConfig, PostgresRuntime, RuntimeKind, Sandbox, SandboxConfig,
+};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(30);
 
 async fn start() -> Option<Sandbox> {
     let postgres = PostgresConfig {
-        backoff: Duration::from_millis(500),
+        backoff: BackOffConfig {
+            initial: Duration::from_millis(500),
+            ..Default::default()
+        },
         max_grace: Duration::from_secs(3),
         ..Default::default()
     };
