@@ -5,9 +5,12 @@
 mod bad_input;
 mod controllers;
 mod crd;
+mod deletion;
+mod dry_run;
 mod faults;
 mod kubelet;
 mod patch;
 mod portforward;
 mod rest;
+mod statefulset;
 mod watch;
