@@ -5,7 +5,8 @@
 //! how to install them (`scripts/install-postgres.sh`).
 //!
 //! The tests are grouped by what they exercise: [`images`], [`processes`],
-//! [`faults`], [`volumes`], [`termination`] and [`portforward`]; the
+//! [`faults`], [`volumes`], [`termination`], [`portforward`] and
+//! [`watchdog`]; the
 //! helpers they share (starting a sandbox on the real runtime, fixtures
 //! for pods and claims, bounded waits, psql) are here.
 
@@ -15,6 +16,7 @@ mod portforward;
 mod processes;
 mod termination;
 mod volumes;
+mod watchdog;
 
 use std::time::Duration;
 
