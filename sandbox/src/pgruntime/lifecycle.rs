@@ -118,6 +118,7 @@ impl PodRuntime for PostgresRuntime {
         {
             let mut releasing = lock(&self.inner.releasing);
             if !ctx.finished.load(Ordering::SeqCst) {
+                lock(&self.inner.stopping).insert(uid.to_string());
                 let claims = ctx.claims().clone();
                 for claim in &claims {
                     *releasing.entry(claim.clone()).or_default() += 1;
@@ -212,6 +213,10 @@ impl PodRuntime for PostgresRuntime {
         lock(&self.inner.tasks).push(task.abort_handle());
     }
 
+    fn stopped(&self, uid: &str) -> bool {
+        !lock(&self.inner.stopping).contains(uid)
+    }
+
     fn shutdown(&self) {
         self.inner.shutdown();
     }
@@ -239,6 +244,7 @@ pub(super) async fn run_pod(inner: Arc<Inner>, ctx: Arc<PodCtx>) {
     {
         let mut releasing = lock(&inner.releasing);
         ctx.finished.store(true, Ordering::SeqCst);
+        lock(&inner.stopping).remove(&ctx.uid);
         for claim in std::mem::take(&mut *lock(&ctx.counted)) {
             if let Some(n) = releasing.get_mut(&claim) {
                 *n -= 1;
@@ -249,6 +255,8 @@ pub(super) async fn run_pod(inner: Arc<Inner>, ctx: Arc<PodCtx>) {
         }
     }
     inner.released.notify_waiters();
+    // The kubelet may now remove a deleted pod's object.
+    inner.changed();
     if ctx.stopping() {
         // The container filesystem goes with the pod; logs stay readable.
         let _ = std::fs::remove_dir_all(ctx.dir.join("rootfs"));

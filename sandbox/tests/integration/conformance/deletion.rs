@@ -2,13 +2,14 @@
 //! uid and/or resourceVersion it means; when the stored object has another,
 //! the delete is refused with 409 Conflict ("Precondition failed: UID in
 //! precondition: ..., UID in object meta: ...", as apimachinery's storage
-//! words it) and the object stays.
+//! words it) and the object stays. Also: a terminating namespace takes
+//! no new objects.
 
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{Api, DeleteParams, PostParams, Preconditions};
 use serde_json::json;
 
-use crate::common::{api_err, sandbox};
+use crate::common::{api_err, eventually, sandbox};
 
 fn cm(name: &str) -> ConfigMap {
     serde_json::from_value(json!({"metadata": {"name": name}, "data": {"k": "v"}}))
@@ -105,4 +106,74 @@ async fn a_delete_whose_resource_version_precondition_is_stale_is_409_and_delete
         .await
         .expect("matching preconditions delete");
     assert_eq!(api_err(cms.get("a").await).code, 404);
+}
+
+/// Upstream: while a namespace is terminating (here held by a finalizer
+/// on an object in it), creating in it is 403 Forbidden ("unable to create
+/// new content in namespace tmp because it is being terminated"); once
+/// the finalizer goes, the namespace goes.
+#[tokio::test]
+async fn a_terminating_namespace_refuses_new_objects_with_403() {
+    let sb = sandbox().await;
+    let namespaces: Api<Namespace> = Api::all(sb.client());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "tmp"}})).expect("a namespace"),
+        )
+        .await
+        .expect("tmp is created");
+    let cms: Api<ConfigMap> = Api::namespaced(sb.client(), "tmp");
+    let held: ConfigMap = serde_json::from_value(
+        json!({"metadata": {"name": "held", "finalizers": ["example.com/hold"]}}),
+    )
+    .expect("a ConfigMap");
+    cms.create(&PostParams::default(), &held)
+        .await
+        .expect("held is created");
+    namespaces
+        .delete("tmp", &DeleteParams::default())
+        .await
+        .expect("tmp is being deleted");
+    eventually("held marked for deletion", || {
+        let cms = cms.clone();
+        async move {
+            cms.get("held")
+                .await
+                .ok()
+                .filter(|c| c.metadata.deletion_timestamp.is_some())
+        }
+    })
+    .await;
+    let phase = namespaces
+        .get("tmp")
+        .await
+        .expect("tmp stays while held")
+        .status
+        .and_then(|s| s.phase);
+    assert_eq!(phase.as_deref(), Some("Terminating"));
+    let refused = api_err(cms.create(&PostParams::default(), &cm("new")).await);
+    assert_eq!((refused.code, refused.reason.as_str()), (403, "Forbidden"));
+    assert!(
+        refused.message.contains(
+            "unable to create new content in namespace tmp because it is being terminated"
+        ),
+        "{}",
+        refused.message
+    );
+    cms.patch(
+        "held",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .expect("the finalizer is removed");
+    eventually("tmp gone", || {
+        let namespaces = namespaces.clone();
+        async move {
+            matches!(namespaces.get("tmp").await, Err(kube::Error::Api(s)) if s.code == 404)
+                .then_some(())
+        }
+    })
+    .await;
 }

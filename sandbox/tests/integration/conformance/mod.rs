@@ -2,6 +2,7 @@
 //! Each test names the upstream Kubernetes behaviour it pins; the helpers
 //! are in `common`.
 
+mod admission;
 mod bad_input;
 mod controllers;
 mod crd;

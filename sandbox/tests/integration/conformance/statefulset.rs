@@ -2,10 +2,11 @@
 //! `podManagementPolicy: Parallel` (pods created and deleted without
 //! waiting for each other) and `updateStrategy: OnDelete` (a template
 //! change replaces no pod; a pod deleted by someone else comes back at the
-//! new revision), as upstream's StatefulSet controller does.
+//! new revision), and the claims' retention policy when the set is
+//! deleted, as upstream's StatefulSet controller does.
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
@@ -228,4 +229,74 @@ async fn an_on_delete_statefulset_replaces_a_pod_only_when_it_is_deleted() {
     );
     assert!(pg0.metadata.deletion_timestamp.is_none());
     assert_eq!(image(&pg0), "postgres:16");
+}
+
+/// Upstream: `persistentVolumeClaimRetentionPolicy.whenDeleted: Delete`
+/// makes the StatefulSet an owner of its claims, so the garbage collector
+/// deletes them with it; the default (Retain) leaves them.
+#[tokio::test]
+async fn claims_go_with_their_statefulset_only_when_the_policy_says_delete() {
+    let sb = sandbox().await;
+    let sets: Api<StatefulSet> = Api::default_namespaced(sb.client());
+    let claim_template = json!([{"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": "1Gi"}}}}]);
+    sets.create(
+        &PostParams::default(),
+        &sts("kept", 1, json!({"volumeClaimTemplates": claim_template})),
+    )
+    .await
+    .expect("kept is created");
+    let gone = sets
+        .create(
+            &PostParams::default(),
+            &sts(
+                "gone",
+                1,
+                json!({"volumeClaimTemplates": claim_template,
+                       "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Delete"}}),
+            ),
+        )
+        .await
+        .expect("gone is created");
+    let claims: Api<PersistentVolumeClaim> = Api::default_namespaced(sb.client());
+    let owned = eventually("both claims exist", || {
+        let claims = claims.clone();
+        async move {
+            let kept = claims.get_opt("data-kept-0").await.ok()??;
+            let gone = claims.get_opt("data-gone-0").await.ok()??;
+            Some((kept, gone))
+        }
+    })
+    .await;
+    assert!(
+        owned
+            .0
+            .metadata
+            .owner_references
+            .is_none_or(|o| o.is_empty())
+    );
+    let owners = owned.1.metadata.owner_references.expect("an owner");
+    assert_eq!(
+        (owners[0].kind.as_str(), owners[0].name.as_str()),
+        ("StatefulSet", "gone")
+    );
+    assert_eq!(Some(&owners[0].uid), gone.metadata.uid.as_ref());
+    for set in ["kept", "gone"] {
+        sets.delete(set, &DeleteParams::background())
+            .await
+            .expect("the set is deleted");
+    }
+    eventually("data-gone-0 deleted with its set", || {
+        let claims = claims.clone();
+        async move { matches!(claims.get_opt("data-gone-0").await, Ok(None)).then_some(()) }
+    })
+    .await;
+    assert!(
+        claims
+            .get_opt("data-kept-0")
+            .await
+            .expect("the API answers")
+            .is_some(),
+        "a retained claim was deleted"
+    );
 }
