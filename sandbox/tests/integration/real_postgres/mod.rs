@@ -6,7 +6,7 @@
 //!
 //! The tests are grouped by what they exercise: [`images`], [`processes`],
 //! [`faults`], [`volumes`], [`termination`], [`portforward`] and
-//! [`watchdog`]; the
+//! [`sandbox_process`]; the
 //! helpers they share (starting a sandbox on the real runtime, fixtures
 //! for pods and claims, bounded waits, psql) are here.
 
@@ -14,9 +14,9 @@ mod faults;
 mod images;
 mod portforward;
 mod processes;
+mod sandbox_process;
 mod termination;
 mod volumes;
-mod watchdog;
 
 use std::time::Duration;
 
