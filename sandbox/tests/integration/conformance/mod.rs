@@ -8,6 +8,7 @@ mod controllers;
 mod crd;
 mod deletion;
 mod dry_run;
+mod endpoints;
 mod faults;
 mod kubelet;
 mod patch;
