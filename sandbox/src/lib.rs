@@ -15,6 +15,7 @@
 //! [`controllers`] plus [`runtime`] acting on them.
 
 pub mod apply;
+pub mod backoff;
 pub mod builtin;
 pub mod cluster;
 pub mod controllers;
@@ -49,6 +50,7 @@ use serde_json::json;
 use tokio::sync::watch as tokio_watch;
 use tokio::task::JoinHandle;
 
+pub use backoff::BackOffConfig;
 pub use counters::{Counters, RequestKind};
 pub use error::{Error, Result};
 pub use faults::Faults;

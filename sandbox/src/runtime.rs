@@ -8,7 +8,9 @@
 //! on its own tasks and call [`PodRuntime::changed`]'s `Notify` when there
 //! is news. [`SimulatedRuntime`] runs nothing: containers start at once or
 //! after a configured delay, become ready, and exit only when a test rule
-//! says so.
+//! says so; an exited container is restarted per the pod's restartPolicy
+//! with the kubelet's crash-loop back-off ([`crate::backoff`]), as the
+//! real runtime does.
 //!
 //! The trait and its reports are declared with the control plane that
 //! holds a runtime ([`crate::cluster::pod_runtime`]) and re-exported here.
@@ -21,6 +23,7 @@ use k8s_openapi::api::core::v1::Pod;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::backoff::{BackOffConfig, CrashLoop, crash_loop_message};
 pub use crate::cluster::pod_runtime::{ContainerReport, ContainerState, PodRuntime};
 
 /// Which simulated containers exit, and how.
@@ -45,6 +48,9 @@ pub struct SimulatedConfig {
     /// How long containers of run-to-completion pods (restartPolicy Never or
     /// OnFailure) run before exiting 0 when no rule matches.
     pub job_duration: Duration,
+    /// The crash-loop back-off between restarts (the kubelet's: 10 s
+    /// doubling to five minutes).
+    pub backoff: BackOffConfig,
 }
 
 impl Default for SimulatedConfig {
@@ -53,6 +59,7 @@ impl Default for SimulatedConfig {
             start_delay: Duration::ZERO,
             ready_delay: Duration::ZERO,
             job_duration: Duration::from_millis(10),
+            backoff: BackOffConfig::default(),
         }
     }
 }
@@ -61,11 +68,17 @@ impl Default for SimulatedConfig {
 struct SimContainer {
     name: String,
     image: String,
+    /// When the current run starts (or started).
     started: Instant,
     started_wall: String,
     restart_count: i32,
     exit: Option<(i32, Duration)>,
     finished: Option<(i32, String)>,
+    crash_loop: CrashLoop,
+    /// The wait of the back-off the container is in until `started`.
+    backing_off: Option<Duration>,
+    /// The previous run's termination, once there was one.
+    last_state: Option<ContainerState>,
 }
 
 #[derive(Debug)]
@@ -192,6 +205,9 @@ impl PodRuntime for SimulatedRuntime {
                     restart_count: 0,
                     exit,
                     finished: None,
+                    crash_loop: CrashLoop::new(self.config.backoff),
+                    backing_off: None,
+                    last_state: None,
                 }
             })
             .collect::<Vec<_>>();
@@ -227,23 +243,45 @@ impl PodRuntime for SimulatedRuntime {
                 .copied()
         };
         let p = s.pods.get_mut(uid)?;
+        let (namespace, pod_name) = (p.namespace.clone(), p.name.clone());
         let mut wakes = vec![];
         let reports = p
             .containers
             .iter_mut()
             .map(|c| {
+                let report = |c: &SimContainer, state, ready, message| ContainerReport {
+                    name: c.name.clone(),
+                    image: c.image.clone(),
+                    state,
+                    ready,
+                    restart_count: c.restart_count,
+                    message,
+                    last_state: c.last_state.clone(),
+                };
                 if now < c.started {
-                    return ContainerReport {
-                        name: c.name.clone(),
-                        image: c.image.clone(),
-                        state: ContainerState::Waiting {
-                            reason: "ContainerCreating".into(),
-                        },
-                        ready: false,
-                        restart_count: c.restart_count,
-                        message: None,
-                        last_state: None,
+                    return match c.backing_off {
+                        Some(wait) => report(
+                            c,
+                            ContainerState::Waiting {
+                                reason: "CrashLoopBackOff".into(),
+                            },
+                            false,
+                            Some(crash_loop_message(wait, &c.name, &pod_name, &namespace)),
+                        ),
+                        None => report(
+                            c,
+                            ContainerState::Waiting {
+                                reason: "ContainerCreating".into(),
+                            },
+                            false,
+                            None,
+                        ),
                     };
+                }
+                if c.backing_off.take().is_some() {
+                    // The back-off is over: the container runs again.
+                    c.restart_count += 1;
+                    c.started_wall.clear();
                 }
                 if c.started_wall.is_empty() {
                     c.started_wall = crate::meta::now();
@@ -252,54 +290,63 @@ impl PodRuntime for SimulatedRuntime {
                     && let Some((code, after)) = c.exit
                     && now >= c.started + after
                 {
+                    let terminated = ContainerState::Terminated {
+                        exit_code: code,
+                        reason: if code == 0 { "Completed" } else { "Error" }.into(),
+                        started_at: c.started_wall.clone(),
+                        finished_at: crate::meta::now(),
+                        message: None,
+                    };
                     let restart = match p.restart_policy.as_str() {
                         "Always" => true,
                         "OnFailure" => code != 0,
                         _ => false,
                     };
                     if restart {
-                        // Restarted at once (no crash-loop back-off here).
-                        c.restart_count += 1;
-                        c.started = now;
-                        c.started_wall = crate::meta::now();
-                        wakes.push(after);
+                        // The first exit restarts at once, later ones wait
+                        // a doubling back-off, as on a kubelet.
+                        let wait = c.crash_loop.after_exit(after);
+                        c.last_state = Some(terminated);
+                        c.started = now + wait;
+                        c.started_wall.clear();
+                        wakes.extend([wait, wait + after, wait + self.config.ready_delay]);
+                        if wait.is_zero() {
+                            c.restart_count += 1;
+                            c.started_wall = crate::meta::now();
+                        } else {
+                            c.backing_off = Some(wait);
+                            return report(
+                                c,
+                                ContainerState::Waiting {
+                                    reason: "CrashLoopBackOff".into(),
+                                },
+                                false,
+                                Some(crash_loop_message(wait, &c.name, &pod_name, &namespace)),
+                            );
+                        }
                     } else {
                         c.finished = Some((code, crate::meta::now()));
                     }
                 }
                 if let Some((code, at)) = &c.finished {
-                    return ContainerReport {
-                        name: c.name.clone(),
-                        image: c.image.clone(),
-                        state: ContainerState::Terminated {
-                            exit_code: *code,
-                            reason: if *code == 0 {
-                                "Completed".into()
-                            } else {
-                                "Error".into()
-                            },
-                            started_at: c.started_wall.clone(),
-                            finished_at: at.clone(),
-                            message: None,
+                    let state = ContainerState::Terminated {
+                        exit_code: *code,
+                        reason: if *code == 0 {
+                            "Completed".into()
+                        } else {
+                            "Error".into()
                         },
-                        ready: false,
-                        restart_count: c.restart_count,
+                        started_at: c.started_wall.clone(),
+                        finished_at: at.clone(),
                         message: None,
-                        last_state: None,
                     };
+                    return report(c, state, false, None);
                 }
                 let ready = override_ready.unwrap_or(now >= c.started + self.config.ready_delay);
-                ContainerReport {
-                    name: c.name.clone(),
-                    image: c.image.clone(),
-                    state: ContainerState::Running {
-                        started_at: c.started_wall.clone(),
-                    },
-                    ready,
-                    restart_count: c.restart_count,
-                    message: None,
-                    last_state: None,
-                }
+                let state = ContainerState::Running {
+                    started_at: c.started_wall.clone(),
+                };
+                report(c, state, ready, None)
             })
             .collect();
         drop(s);

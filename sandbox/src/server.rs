@@ -343,6 +343,9 @@ async fn route(st: &AppState, req: Request) -> Result<Response> {
     let watching = legacy_watch || truthy(&q, "watch");
     let verb = match (&parts.method, target.name.is_some()) {
         (&Method::GET, false) if watching => "watch",
+        // The legacy `/watch/.../NAME` watches one object (upstream still
+        // serves it, deprecated in favour of a fieldSelector on the list).
+        (&Method::GET, true) if legacy_watch && target.sub.is_none() => "watch",
         (&Method::GET, false) => "list",
         (&Method::GET, true) => "get",
         (&Method::POST, false) => "create",
@@ -432,7 +435,18 @@ async fn route(st: &AppState, req: Request) -> Result<Response> {
             let list = render.list(&rt, with_version(&rt, list));
             return Ok(json_response(StatusCode::OK, &list));
         }
-        "watch" => return watch_response(st, rt, target.namespace, &q, render),
+        "watch" => {
+            let mut q = q.clone();
+            if let Some(name) = &target.name {
+                let one = format!("metadata.name={name}");
+                let fields = match q.get("fieldSelector").filter(|f| !f.is_empty()) {
+                    Some(f) => format!("{one},{f}"),
+                    None => one,
+                };
+                q.insert("fieldSelector".into(), fields);
+            }
+            return watch_response(st, rt, target.namespace, &q, render);
+        }
         "get" => match target.sub.as_deref() {
             Some("scale") => c.get_scale(&rt, &ns, &name)?,
             Some("log") => {

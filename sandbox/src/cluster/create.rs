@@ -150,6 +150,15 @@ impl Cluster {
             );
         }
         if opts.dry_run {
+            // Stores nothing, but fails as the write would (upstream's
+            // dry-run storage checks the key too).
+            if self.store.get(&rt.key(), ns, &name).is_some() {
+                return Err(store_err(
+                    rt,
+                    &name,
+                    crate::store::StoreError::AlreadyExists,
+                ));
+            }
             return Ok(obj);
         }
         let created = self

@@ -72,6 +72,13 @@ pub trait PodRuntime: Send + Sync + 'static {
     /// Called once the control plane exists, for runtimes that read
     /// objects (Secrets, claims, Services) or follow changes.
     fn attach(&self, _cluster: &Arc<super::Cluster>) {}
+    /// Whether the containers of a pod `stop` was called for have all
+    /// exited: the kubelet removes a deleted pod's object only then, as a
+    /// kubelet does once it has killed the containers. A runtime that stops
+    /// at once (the default) answers true.
+    fn stopped(&self, _uid: &str) -> bool {
+        true
+    }
     /// Stops everything the runtime started, at once; called when the
     /// sandbox stops (also from `Drop`, so it must not block for long).
     fn shutdown(&self) {}

@@ -160,9 +160,11 @@ pub fn reconcile(c: &Cluster) {
         let uid = uid_of(&pod).to_string();
         let (ns, name) = (namespace_of(&pod).to_string(), name_of(&pod).to_string());
         if is_deleting(&pod) {
+            // Stopping is asynchronous: the object goes once the runtime's
+            // processes have exited (within the grace period), not before.
             c.runtime.stop(&uid);
             started.remove(&uid);
-            if finalizers(&pod).is_empty() {
+            if finalizers(&pod).is_empty() && c.runtime.stopped(&uid) {
                 let _ = c.remove(&rt, &ns, &name);
             }
             continue;

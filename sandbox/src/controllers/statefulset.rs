@@ -253,9 +253,15 @@ pub fn reconcile(c: &Cluster) {
             }
         }
 
-        // Scale down from the highest ordinal, one at a time.
+        // Scale down: OrderedReady from the highest ordinal, one at a time;
+        // Parallel every condemned pod at once.
         let condemned: Vec<&(i64, Value)> = pods.iter().filter(|(i, _)| *i >= replicas).collect();
-        if !blocked && let Some((_, p)) = condemned.last() {
+        if parallel {
+            for (_, p) in condemned.iter().filter(|(_, p)| !is_deleting(p)) {
+                let _ = c.delete(&pod_rt, &ns, name_of(p), &DeleteOptions::default());
+            }
+            blocked |= !condemned.is_empty();
+        } else if !blocked && let Some((_, p)) = condemned.last() {
             if !is_deleting(p) {
                 let _ = c.delete(&pod_rt, &ns, name_of(p), &DeleteOptions::default());
             }

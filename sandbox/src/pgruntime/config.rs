@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::binaries::Binaries;
+use crate::backoff::BackOffConfig;
 
 /// How the real runtime behaves.
 #[derive(Debug, Clone)]
@@ -15,10 +16,9 @@ pub struct PostgresConfig {
     pub work_root: Option<PathBuf>,
     /// Where binaries are looked for.
     pub binaries: Binaries,
-    /// First crash-loop (and image-pull) back-off; doubled per restart.
-    pub backoff: Duration,
-    /// Longest back-off (the kubelet's is five minutes).
-    pub max_backoff: Duration,
+    /// The crash-loop and image-pull back-offs (the kubelet's: 10 s
+    /// doubling to five minutes).
+    pub backoff: BackOffConfig,
     /// Probes run at most this far apart whatever their `periodSeconds`,
     /// so readiness follows a server within a second (`None`: as written).
     pub max_probe_period: Option<Duration>,
@@ -36,8 +36,7 @@ impl Default for PostgresConfig {
         PostgresConfig {
             work_root: None,
             binaries: Binaries::default(),
-            backoff: Duration::from_secs(10),
-            max_backoff: Duration::from_secs(300),
+            backoff: BackOffConfig::default(),
             max_probe_period: Some(Duration::from_secs(1)),
             max_grace: Duration::from_secs(10),
             volume_sync_delay: Duration::from_secs(1),

@@ -63,8 +63,11 @@ pub(super) struct Process {
     termination: PathBuf,
 }
 impl Inner {
-    /// The server binaries of a version (exactly the minor when it is
-    /// installed, else the major's), reachable by the run-as user.
+    /// The server binaries of a version (exactly the minor when the tag
+    /// names one, any of the major's otherwise), staged where the run-as
+    /// user can reach them and shown to run as that user and to report the
+    /// version: binaries that cannot are an image that cannot be pulled,
+    /// never replaced by others on the `PATH`.
     pub(super) fn server_bin(
         &self,
         major: u32,
@@ -75,7 +78,23 @@ impl Inner {
         }
         let found = self.config.binaries.server_for(major, minor)?;
         let bin = match &self.run_as {
-            Ok(RunAs { ids: Some(_), .. }) => binaries::stage(&found, &self.stage)?,
+            Ok(RunAs {
+                ids: Some(ids),
+                name,
+            }) => {
+                let staged = binaries::stage(&found, &self.stage)?;
+                let postgres = staged.join("postgres");
+                match binaries::reported_version(&postgres, Some(*ids)) {
+                    Ok((ma, mi)) if ma == major && minor.is_none_or(|m| m == mi) => staged,
+                    Ok((ma, mi)) => {
+                        return Err(format!(
+                            "{} reports PostgreSQL {ma}.{mi}, not the tag's version",
+                            postgres.display()
+                        ));
+                    }
+                    Err(e) => return Err(format!("user {name} cannot run the server: {e}")),
+                }
+            }
             _ => found,
         };
         // Only what was found is remembered: binaries installed while the

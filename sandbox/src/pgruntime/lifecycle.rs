@@ -21,6 +21,7 @@ use super::state::{
     Cell, CellState, Inner, PodCtx, PostgresRuntime, Wait, lock, until_stopped, wait,
 };
 use super::workdir::mkdir;
+use crate::backoff::{CrashLoop, crash_loop_message};
 use crate::cluster::Cluster;
 use crate::runtime::{ContainerReport, ContainerState, PodRuntime};
 
@@ -117,6 +118,7 @@ impl PodRuntime for PostgresRuntime {
         {
             let mut releasing = lock(&self.inner.releasing);
             if !ctx.finished.load(Ordering::SeqCst) {
+                lock(&self.inner.stopping).insert(uid.to_string());
                 let claims = ctx.claims().clone();
                 for claim in &claims {
                     *releasing.entry(claim.clone()).or_default() += 1;
@@ -211,6 +213,10 @@ impl PodRuntime for PostgresRuntime {
         lock(&self.inner.tasks).push(task.abort_handle());
     }
 
+    fn stopped(&self, uid: &str) -> bool {
+        !lock(&self.inner.stopping).contains(uid)
+    }
+
     fn shutdown(&self) {
         self.inner.shutdown();
     }
@@ -238,6 +244,7 @@ pub(super) async fn run_pod(inner: Arc<Inner>, ctx: Arc<PodCtx>) {
     {
         let mut releasing = lock(&inner.releasing);
         ctx.finished.store(true, Ordering::SeqCst);
+        lock(&inner.stopping).remove(&ctx.uid);
         for claim in std::mem::take(&mut *lock(&ctx.counted)) {
             if let Some(n) = releasing.get_mut(&claim) {
                 *n -= 1;
@@ -248,6 +255,8 @@ pub(super) async fn run_pod(inner: Arc<Inner>, ctx: Arc<PodCtx>) {
         }
     }
     inner.released.notify_waiters();
+    // The kubelet may now remove a deleted pod's object.
+    inner.changed();
     if ctx.stopping() {
         // The container filesystem goes with the pod; logs stay readable.
         let _ = std::fs::remove_dir_all(ctx.dir.join("rootfs"));
@@ -375,8 +384,8 @@ pub(super) async fn run_container(
     volumes: Arc<HashMap<String, PathBuf>>,
 ) {
     let policy = restart_policy(&ctx);
-    let mut backoff = inner.config.backoff;
-    let mut pull_backoff = inner.config.backoff;
+    let mut crash_loop = CrashLoop::new(inner.config.backoff);
+    let mut pulls = CrashLoop::new(inner.config.backoff);
     let mut first = true;
     loop {
         if ctx.stopping() {
@@ -397,6 +406,7 @@ pub(super) async fn run_container(
                 if image_pull {
                     // As the kubelet: ErrImagePull, then ImagePullBackOff
                     // until the next attempt, each wait twice the last.
+                    let pull_backoff = pulls.next_attempt();
                     if sleep_or_stop(&ctx, Duration::from_millis(500).min(pull_backoff)).await {
                         return;
                     }
@@ -414,7 +424,6 @@ pub(super) async fn run_container(
                     if sleep_or_stop(&ctx, pull_backoff).await {
                         return;
                     }
-                    pull_backoff = (pull_backoff * 2).min(inner.config.max_backoff);
                 } else if sleep_or_stop(&ctx, Duration::from_millis(500)).await {
                     return;
                 }
@@ -460,7 +469,7 @@ pub(super) async fn run_container(
                         },
                         Some(w.message),
                     );
-                    if sleep_or_stop(&ctx, backoff).await {
+                    if sleep_or_stop(&ctx, inner.config.backoff.initial).await {
                         return;
                     }
                     continue;
@@ -489,15 +498,9 @@ pub(super) async fn run_container(
             inner.changed();
             return;
         }
-        // A container that ran a good while starts its back-off afresh.
-        if started.elapsed() > inner.config.max_backoff * 2 {
-            backoff = inner.config.backoff;
-        }
-        let delay = if cell.lock().restart_count == 0 {
-            Duration::ZERO
-        } else {
-            backoff
-        };
+        // The first exit (or the first after a long run) restarts at once,
+        // later ones wait a doubling back-off.
+        let delay = crash_loop.after_exit(started.elapsed());
         {
             let mut st = cell.lock();
             st.last_state = Some(terminated.clone());
@@ -509,19 +512,10 @@ pub(super) async fn run_container(
                 st.state = ContainerState::Waiting {
                     reason: "CrashLoopBackOff".into(),
                 };
-                st.message = Some(format!(
-                    "back-off {}s restarting failed container={} pod={}_{}",
-                    delay.as_secs(),
-                    cell.name,
-                    ctx.name,
-                    ctx.ns
-                ));
+                st.message = Some(crash_loop_message(delay, &cell.name, &ctx.name, &ctx.ns));
             }
         }
         inner.changed();
-        if !delay.is_zero() {
-            backoff = (backoff * 2).min(inner.config.max_backoff);
-        }
         if sleep_or_stop(&ctx, delay).await {
             return;
         }

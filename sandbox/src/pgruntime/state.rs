@@ -163,6 +163,8 @@ pub(super) struct Inner {
     pub(super) tasks: Mutex<Vec<AbortHandle>>,
     /// Every live process group, with its record file for the watchdog.
     pub(super) groups: Mutex<HashMap<i32, PathBuf>>,
+    /// Pods being stopped whose processes have not all exited yet.
+    pub(super) stopping: Mutex<std::collections::HashSet<String>>,
     /// Claim directories still used by pods being stopped.
     pub(super) releasing: Mutex<HashMap<PathBuf, usize>>,
     pub(super) released: Notify,

@@ -80,6 +80,7 @@ impl PostgresRuntime {
                 proxies: Arc::new(Proxies::default()),
                 tasks: Default::default(),
                 groups: Default::default(),
+                stopping: Default::default(),
                 releasing: Default::default(),
                 released: Notify::new(),
                 forced_ready: Default::default(),

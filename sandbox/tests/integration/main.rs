@@ -4,10 +4,11 @@
 //!
 //! - [`conformance`]: the sandbox driven through kube-rs as a real client,
 //!   each test naming the upstream Kubernetes behaviour it pins;
-//! - [`kubectl`]: the real kubectl binary against the sandbox (skipped
-//!   without kubectl on PATH);
+//! - [`kubectl`]: the real kubectl binary against the sandbox (failing,
+//!   with how to install it, without kubectl: `scripts/install-tools.sh`);
 //! - [`real_postgres`]: the real-PostgreSQL runtime at the level of pods
-//!   (skipped without PostgreSQL server binaries).
+//!   (failing without PostgreSQL server binaries:
+//!   `scripts/install-postgres.sh`).
 //!
 //! Run one suite with a filter, e.g.
 //! `cargo test -p sandbox --test integration real_postgres::`.

@@ -2,11 +2,17 @@
 //! Each test names the upstream Kubernetes behaviour it pins; the helpers
 //! are in `common`.
 
+mod admission;
 mod bad_input;
 mod controllers;
 mod crd;
+mod deletion;
+mod dry_run;
+mod endpoints;
 mod faults;
+mod kubelet;
 mod patch;
 mod portforward;
 mod rest;
+mod statefulset;
 mod watch;

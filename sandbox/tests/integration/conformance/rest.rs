@@ -511,3 +511,39 @@ async fn requests_are_noted_by_user_agent_verb_group_and_resource() {
     );
     assert!(counters.requests_from("nobody/").is_empty());
 }
+
+/// Upstream: metadata-only clients (`Accept: ...;as=PartialObjectMetadata`
+/// and `...List`) get PartialObjectMetadata objects: the metadata, no data.
+#[tokio::test]
+async fn metadata_only_reads_return_partial_object_metadata() {
+    let sb = sandbox().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(sb.client());
+    api.create(&PostParams::default(), &cm("a", json!({"x": "y"})))
+        .await
+        .unwrap();
+    let one = api.get_metadata("a").await.expect("a metadata-only get");
+    let types = one.types.expect("apiVersion and kind");
+    assert_eq!(
+        (types.api_version.as_str(), types.kind.as_str()),
+        ("meta.k8s.io/v1", "PartialObjectMetadata")
+    );
+    assert_eq!(one.metadata.name.as_deref(), Some("a"));
+    assert_eq!(
+        one.metadata
+            .labels
+            .unwrap_or_default()
+            .get("x")
+            .map(String::as_str),
+        Some("y")
+    );
+    let list = api
+        .list_metadata(&ListParams::default())
+        .await
+        .expect("a metadata-only list");
+    let types = list.types;
+    assert_eq!(
+        (types.api_version.as_str(), types.kind.as_str()),
+        ("meta.k8s.io/v1", "PartialObjectMetadataList")
+    );
+    assert_eq!(list.items.len(), 1);
+}

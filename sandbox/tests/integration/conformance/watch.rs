@@ -240,3 +240,65 @@ async fn kube_runtime_watcher_in_streaming_list_mode_works() {
         .unwrap();
     assert_eq!(first.metadata.name.as_deref(), Some("a"));
 }
+
+/// A raw GET whose body is the whole response (a watch ended by
+/// `timeoutSeconds`).
+async fn get_text(sb: &sandbox::Sandbox, path: &str) -> String {
+    let req = http::Request::builder()
+        .uri(path)
+        .body(vec![])
+        .expect("request builds");
+    sb.client()
+        .request_text(req)
+        .await
+        .expect("the GET succeeds")
+}
+
+/// The (type, name) of each event line of a watch response.
+fn event_lines(body: &str) -> Vec<(String, String)> {
+    body.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let e: serde_json::Value = serde_json::from_str(l).expect("an event per line");
+            (
+                e["type"].as_str().unwrap_or_default().to_string(),
+                e["object"]["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Upstream: the deprecated `/watch/` prefix still serves watches: of a
+/// collection (as `?watch=true`) and of one object by name (as a
+/// `metadata.name` field selector).
+#[tokio::test]
+async fn the_legacy_watch_prefix_watches_a_collection_or_one_object() {
+    let sb = sandbox().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(sb.client());
+    for n in ["a", "b"] {
+        api.create(&PostParams::default(), &cm(n, json!({})))
+            .await
+            .unwrap();
+    }
+    let all = get_text(
+        &sb,
+        "/api/v1/watch/namespaces/default/configmaps?resourceVersion=0&timeoutSeconds=1",
+    )
+    .await;
+    let mut names = event_lines(&all);
+    names.sort();
+    assert_eq!(
+        names,
+        [("ADDED".into(), "a".into()), ("ADDED".into(), "b".into())],
+        "{all}"
+    );
+    let one = get_text(
+        &sb,
+        "/api/v1/watch/namespaces/default/configmaps/b?resourceVersion=0&timeoutSeconds=1",
+    )
+    .await;
+    assert_eq!(event_lines(&one), [("ADDED".into(), "b".into())], "{one}");
+}

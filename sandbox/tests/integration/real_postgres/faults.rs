@@ -20,7 +20,7 @@ fn process_state(pid: i32) -> String {
 
 #[tokio::test]
 async fn a_paused_server_becomes_unready_and_is_ready_again_once_resumed() {
-    let Some(sb) = start().await else { return };
+    let sb = start().await;
     create(&sb, postgres_pod("db", None)).await;
     let pod = wait_pod(&sb, "db", "Ready", ready).await;
     let ip = pod_ip(&pod);
@@ -63,7 +63,7 @@ async fn a_paused_server_becomes_unready_and_is_ready_again_once_resumed() {
 
 #[tokio::test]
 async fn a_postgres_pod_whose_volume_data_is_deleted_starts_over_with_a_fresh_initdb() {
-    let Some(sb) = start().await else { return };
+    let sb = start().await;
     create(&sb, claim("data")).await;
     create(&sb, postgres_pod("db", Some("data"))).await;
     let pod = wait_pod(&sb, "db", "Ready", ready).await;
@@ -119,7 +119,7 @@ async fn a_postgres_pod_whose_volume_data_is_deleted_starts_over_with_a_fresh_in
 
 #[tokio::test]
 async fn a_full_volume_makes_writes_fail_until_it_has_room_again() {
-    let Some(sb) = start().await else { return };
+    let sb = start().await;
     create(&sb, claim("data")).await;
     create(&sb, postgres_pod("db", Some("data"))).await;
     let pod = wait_pod(&sb, "db", "Ready", ready).await;

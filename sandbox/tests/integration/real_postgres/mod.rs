@@ -1,11 +1,12 @@
 //! The real-PostgreSQL runtime at the level of pods: image pulls, exact
 //! minor versions, restarts with back-off, logs, termination messages,
 //! probes, Services, ConfigMap volumes that follow their object, faults and
-//! cleanup. Each test is skipped (with a note) when no PostgreSQL server
-//! binaries are installed.
+//! cleanup. Without PostgreSQL server binaries every test fails, saying
+//! how to install them (`scripts/install-postgres.sh`).
 //!
 //! The tests are grouped by what they exercise: [`images`], [`processes`],
-//! [`faults`], [`volumes`], [`termination`] and [`portforward`]; the
+//! [`faults`], [`volumes`], [`termination`], [`portforward`] and
+//! [`sandbox_process`]; the
 //! helpers they share (starting a sandbox on the real runtime, fixtures
 //! for pods and claims, bounded waits, psql) are here.
 
@@ -13,6 +14,7 @@ mod faults;
 mod images;
 mod portforward;
 mod processes;
+mod sandbox_process;
 mod termination;
 mod volumes;
 
@@ -21,29 +23,35 @@ use std::time::Duration;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
 use kube::api::{Api, PostParams};
-use sandbox::{PostgresConfig, PostgresRuntime, RuntimeKind, Sandbox, SandboxConfig};
+use sandbox::{
+    BackOffConfig, PostgresConfig, PostgresRuntime, RuntimeKind, Sandbox, SandboxConfig,
+};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-async fn start() -> Option<Sandbox> {
+/// A sandbox on the real runtime; fails, saying how to install them,
+/// without PostgreSQL server binaries.
+async fn start() -> Sandbox {
     let postgres = PostgresConfig {
-        backoff: Duration::from_millis(500),
+        backoff: BackOffConfig {
+            initial: Duration::from_millis(500),
+            ..Default::default()
+        },
         max_grace: Duration::from_secs(3),
         ..Default::default()
     };
-    if !PostgresRuntime::available(&postgres) {
-        eprintln!("skipped: no PostgreSQL server binaries (run scripts/install-postgres.sh)");
-        return None;
-    }
-    let sb = Sandbox::start(SandboxConfig {
+    assert!(
+        PostgresRuntime::available(&postgres),
+        "no PostgreSQL server binaries are installed: install them with scripts/install-postgres.sh"
+    );
+    Sandbox::start(SandboxConfig {
         runtime_kind: RuntimeKind::Postgres,
         postgres,
         ..Default::default()
     })
     .await
-    .expect("the sandbox starts");
-    Some(sb)
+    .expect("the sandbox starts")
 }
 
 fn pods(sb: &Sandbox) -> Api<Pod> {

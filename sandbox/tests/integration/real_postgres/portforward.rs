@@ -8,7 +8,7 @@ use super::{create, pod_ip, pods, postgres_pod, ready, start, wait_pod};
 
 #[tokio::test]
 async fn a_postgres_pod_port_forwarded_with_kube_rs_answers_select_1() {
-    let Some(sb) = start().await else { return };
+    let sb = start().await;
     create(&sb, postgres_pod("db", None)).await;
     wait_pod(&sb, "db", "Ready", ready).await;
     let mut pf = pods(&sb)
@@ -46,7 +46,7 @@ async fn a_postgres_pod_port_forwarded_with_kube_rs_answers_select_1() {
 
 #[tokio::test]
 async fn port_forwarding_to_a_port_nobody_listens_on_reports_connection_refused() {
-    let Some(sb) = start().await else { return };
+    let sb = start().await;
     create(&sb, postgres_pod("db", None)).await;
     let pod = wait_pod(&sb, "db", "Ready", ready).await;
     let mut pf = pods(&sb)

@@ -9,7 +9,7 @@ use super::{create, pods, ready, restarts, start, wait_pod, waiting_reason};
 
 #[tokio::test]
 async fn a_crashing_container_is_restarted_with_back_off_and_its_log_is_served() {
-    let Some(sb) = start().await else { return };
+    let sb = start().await;
     create(
         &sb,
         json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "crash"},
@@ -55,7 +55,7 @@ async fn a_crashing_container_is_restarted_with_back_off_and_its_log_is_served()
 #[tokio::test]
 async fn a_postgres_pod_serves_through_its_service_survives_an_oom_kill_and_stops_with_the_sandbox()
 {
-    let Some(sb) = start().await else { return };
+    let sb = start().await;
     let labels = json!({"app": "db"});
     create(
         &sb,
@@ -154,7 +154,7 @@ async fn a_postgres_pod_serves_through_its_service_survives_an_oom_kill_and_stop
 
 #[tokio::test]
 async fn dropping_the_sandbox_without_shutdown_leaves_no_process_behind() {
-    let Some(sb) = start().await else { return };
+    let sb = start().await;
     create(
         &sb,
         json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "db"},
@@ -177,4 +177,59 @@ async fn dropping_the_sandbox_without_shutdown_leaves_no_process_behind() {
         );
     }
     assert!(!work.exists(), "the work directory is removed");
+}
+
+/// Upstream: deleting a running pod marks it (deletionTimestamp) and the
+/// kubelet removes it once its containers have stopped, within the grace
+/// period; `gracePeriodSeconds=0` removes it from the API at once. The
+/// containers here ignore SIGTERM, so a graceful delete takes the whole
+/// (capped) grace period.
+#[tokio::test]
+async fn a_pod_deleted_with_a_zero_grace_period_leaves_the_api_at_once() {
+    let sb = start().await;
+    for name in ["graceful", "forced"] {
+        create(
+            &sb,
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+                   "spec": {"terminationGracePeriodSeconds": 30,
+                            "containers": [{"name": "c", "image": "busybox:1",
+                                "command": ["sh", "-c", "trap '' TERM; echo started; while true; do sleep 1; done"]}]}}),
+        )
+        .await;
+    }
+    for name in ["graceful", "forced"] {
+        wait_pod(&sb, name, "Running", |p| {
+            p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+        })
+        .await;
+    }
+    pods(&sb)
+        .delete("graceful", &Default::default())
+        .await
+        .expect("graceful is deleted");
+    let marked = pods(&sb)
+        .get_opt("graceful")
+        .await
+        .expect("the API answers")
+        .expect("graceful stays while its container ignores SIGTERM");
+    assert!(marked.metadata.deletion_timestamp.is_some());
+    pods(&sb)
+        .delete(
+            "forced",
+            &kube::api::DeleteParams {
+                grace_period_seconds: Some(0),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("forced is deleted");
+    assert!(
+        pods(&sb)
+            .get_opt("forced")
+            .await
+            .expect("the API answers")
+            .is_none(),
+        "a pod deleted with gracePeriodSeconds=0 is still in the API"
+    );
+    sb.shutdown().await;
 }

@@ -25,7 +25,7 @@ fn terminated(p: &Pod, last: bool) -> Option<k8s_openapi::api::core::v1::Contain
 
 #[tokio::test]
 async fn a_job_s_summary_written_to_dev_termination_log_shows_in_its_pod_s_status() {
-    let Some(sb) = start().await else { return };
+    let sb = start().await;
     create(
         &sb,
         json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "backup"},
@@ -62,7 +62,7 @@ async fn a_job_s_summary_written_to_dev_termination_log_shows_in_its_pod_s_statu
 #[tokio::test]
 async fn a_failed_container_with_no_message_reports_its_log_s_end_under_fallback_to_logs_on_error()
 {
-    let Some(sb) = start().await else { return };
+    let sb = start().await;
     let pod = |name: &str, policy: &str| {
         json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
                "spec": {"restartPolicy": "Never", "containers": [{"name": "main", "image": "postgres:15",
@@ -91,7 +91,7 @@ async fn a_failed_container_with_no_message_reports_its_log_s_end_under_fallback
 
 #[tokio::test]
 async fn a_restarted_container_keeps_the_message_of_its_last_run_in_last_state() {
-    let Some(sb) = start().await else { return };
+    let sb = start().await;
     create(
         &sb,
         json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "flaky"},

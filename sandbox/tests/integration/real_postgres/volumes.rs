@@ -105,7 +105,7 @@ const TAKEOVER: Duration = Duration::from_secs(20);
 // three Job pods in a row make a miss unlikely.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_mounting_the_claim_of_a_deleted_finished_job_pod_starts() {
-    let Some(sb) = start().await else { return };
+    let sb = start().await;
     create(&sb, claim("data")).await;
     for run in 1..=3 {
         // What a Job's pod is: run to completion, never restarted.
@@ -143,7 +143,7 @@ async fn a_pod_mounting_the_claim_of_a_deleted_finished_job_pod_starts() {
 
 #[tokio::test]
 async fn a_pod_deleted_while_waiting_for_its_volumes_does_not_hold_them() {
-    let Some(sb) = start().await else { return };
+    let sb = start().await;
     create(&sb, claim("data")).await;
     // The claim is bound and known, but a ConfigMap volume is missing: the
     // pod waits in ContainerCreating and never runs a process.
@@ -180,7 +180,7 @@ async fn a_pod_deleted_while_waiting_for_its_volumes_does_not_hold_them() {
 
 #[tokio::test]
 async fn a_changed_configmap_reaches_a_running_server_whose_pg_reload_conf_then_applies_it() {
-    let Some(sb) = start().await else { return };
+    let sb = start().await;
     create(
         &sb,
         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "pg-config"},
@@ -245,7 +245,7 @@ async fn a_changed_configmap_reaches_a_running_server_whose_pg_reload_conf_then_
 
 #[tokio::test]
 async fn a_subpath_mount_of_a_configmap_keeps_its_content_until_the_container_restarts() {
-    let Some(sb) = start().await else { return };
+    let sb = start().await;
     create(
         &sb,
         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "notes"},
