@@ -16,8 +16,8 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
 use kube::ResourceExt;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use sandbox::{PostgresConfig, RuntimeKind, Sandbox, SandboxConfig};
+use kube::api::{Api, ListParams, PostParams};
+use sandbox::{PostgresConfig, RuntimeKind, SandboxConfig};
 use serde_json::json;
 use shared::api::{PostgresDB, UpgradePhase};
 use tests::builders::DbBuilder;
@@ -50,15 +50,11 @@ impl Cluster {
             ..Default::default()
         };
         let inner = match TestCluster::sandbox(config).await {
-            Ok(cluster) => cluster,
+            Ok(cluster) => cluster.with_budget(WAIT),
             Err(error) => panic!("{}", shared::reconcile::error_chain(&error)),
         };
         let operator = Some(inner.run_operator(LevelId::Two));
         Some(Self { inner, operator })
-    }
-
-    fn sandbox(&self) -> &Sandbox {
-        self.inner.sandbox_handle().expect("a sandbox cluster")
     }
 
     fn api<K>(&self) -> Api<K>
@@ -69,11 +65,10 @@ impl Cluster {
     }
 
     async fn database(&self) -> Option<PostgresDB> {
-        self.api::<PostgresDB>()
-            .get_opt("orders")
+        self.inner
+            .database("orders")
             .await
-            .ok()
-            .flatten()
+            .expect("lists PostgresDBs")
     }
 
     /// The database's status, its Events, every pod's state, and the logs
@@ -81,9 +76,9 @@ impl Cluster {
     async fn diagnose(&self) -> String {
         let db = self.database().await;
         let mut text = format!(
-            "database status: {}\nevents:\n{}\n",
+            "database status: {}\n{}",
             serde_json::to_string_pretty(&db.and_then(|d| d.status)).unwrap_or_default(),
-            self.inner.events("orders").await.join("\n")
+            self.inner.diagnosis().await
         );
         if let Ok(Some(sts)) = self.api::<StatefulSet>().get_opt("orders").await {
             let managers: Vec<String> = sts
@@ -138,15 +133,12 @@ impl Cluster {
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while !check().await {
-            if tokio::time::Instant::now() > deadline {
-                panic!(
-                    "timed out after {WAIT:?} waiting until {what}\n{}",
-                    self.diagnose().await
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        let waited = self
+            .inner
+            .eventually(WAIT, what, || async { Ok(check().await.then_some(())) })
+            .await;
+        if let Err(failed) = waited {
+            panic!("{failed}{}", self.diagnose().await);
         }
     }
 
@@ -423,7 +415,6 @@ async fn a_major_upgrade_moves_real_data_from_15_to_16_and_keeps_the_old_volume_
     if let Some(operator) = cluster.operator.take() {
         operator.kill().await;
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
     cluster.operator = Some(cluster.inner.run_operator(LevelId::Two));
     cluster
         .wait_until("the upgrade completes and 16 is Ready", || async {
@@ -484,7 +475,7 @@ async fn a_major_upgrade_moves_real_data_from_15_to_16_and_keeps_the_old_volume_
             .as_ref()
             .is_some_and(|c| c.claim_name == "orders-data-16")
     }));
-    let events = cluster.inner.events("orders").await;
+    let events = cluster.inner.events("orders").await.expect("lists Events");
     for reason in [
         "MajorUpgradeStarted",
         "MajorUpgradeVerified",
@@ -504,28 +495,16 @@ async fn a_major_upgrade_moves_real_data_from_15_to_16_and_keeps_the_old_volume_
         .expect("16 takes writes");
     drop(owner);
 
-    // At rest after the upgrade, a reconcile writes nothing.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let counters = cluster.sandbox().counters();
-    counters.reset();
-    let touch = json!({"metadata": {"annotations": {"example.com/touched": "yes"}}});
-    cluster
-        .api::<StatefulSet>()
-        .patch("orders", &PatchParams::default(), &Patch::Merge(&touch))
+    // At rest after the upgrade, a whole reconcile writes nothing (the
+    // first settle lets the upgrade's last reconciles end).
+    cluster.inner.settle("orders").await.expect("settles");
+    let writes = cluster
+        .inner
+        .settle("orders")
         .await
-        .expect("annotates");
-    cluster
-        .wait_until("a reconcile follows the annotation", || async {
-            counters.get("get", "statefulsets") > 0
-        })
-        .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(
-        counters.writes().saturating_sub(1),
-        0,
-        "writes at rest: {:?}",
-        counters.snapshot()
-    );
+        .expect("settles")
+        .expect("a sandbox");
+    assert_eq!(writes.total(), 0, "writes at rest: {writes:?}");
     cluster.stop().await;
 }
 
@@ -559,8 +538,8 @@ async fn without_allow_major_a_major_change_is_refused_and_nothing_is_touched() 
         .await;
     let (_, _, message) = cluster.condition("Ready").await.expect("Ready");
     assert!(message.contains("allowMajor"), "{message}");
-    // Give a wrong operator time to act, then look.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // A reconcile that began after the refusal was written has ended.
+    cluster.inner.settle("orders").await.expect("settles");
     let sts = cluster
         .api::<StatefulSet>()
         .get("orders")
@@ -599,7 +578,7 @@ async fn without_allow_major_a_major_change_is_refused_and_nothing_is_touched() 
     assert_eq!(claims, ["data-orders-0"]);
     assert!(server_version(&cluster).await.starts_with("15"));
     assert_eq!(contents(&cluster).await[0], "3");
-    let events = cluster.inner.events("orders").await;
+    let events = cluster.inner.events("orders").await.expect("lists Events");
     assert!(
         events
             .iter()
@@ -676,7 +655,7 @@ async fn a_migration_whose_restore_fails_rolls_back_and_the_old_data_serves_agai
     // The Job had made 15 read-only before it dumped; the rollback lifts that.
     cluster
         .wait_until("the write fence on 15 is lifted", || async {
-            let events = cluster.inner.events("orders").await;
+            let events = cluster.inner.events("orders").await.expect("lists Events");
             ["WriteFenceRemoved", "WritesResumed"]
                 .iter()
                 .all(|reason| events.iter().any(|e| e.contains(reason)))
@@ -708,7 +687,7 @@ async fn a_migration_whose_restore_fails_rolls_back_and_the_old_data_serves_agai
     assert_eq!(job.status.and_then(|s| s.failed), Some(1));
     assert!(cluster.claim_exists("orders-backup-16").await);
     assert!(cluster.claim_exists("data-orders-0").await);
-    let events = cluster.inner.events("orders").await;
+    let events = cluster.inner.events("orders").await.expect("lists Events");
     assert!(
         events
             .iter()
@@ -784,7 +763,7 @@ async fn a_major_can_be_skipped_and_setting_the_previous_version_returns_to_the_
         .wait_until(
             "the write fence the migration set on 15 is lifted",
             || async {
-                let events = cluster.inner.events("orders").await;
+                let events = cluster.inner.events("orders").await.expect("lists Events");
                 events.iter().any(|e| e.contains("WritesResumed"))
             },
         )
@@ -916,7 +895,8 @@ async fn a_migration_that_outlives_its_timeout_is_stopped_and_rolled_back() {
         .expect("the PostgresDB is accepted");
     cluster
         .wait_for("orders", "Ready at 15", tests::scenarios::is_settled)
-        .await;
+        .await
+        .expect("Ready at 15");
 
     let began = Instant::now();
     cluster
@@ -933,7 +913,8 @@ async fn a_migration_that_outlives_its_timeout_is_stopped_and_rolled_back() {
                 .and_then(|s| s.upgrade.as_ref())
                 .is_some_and(|u| u.phase == UpgradePhase::RolledBack)
         })
-        .await;
+        .await
+        .expect("rolled back");
     let elapsed = began.elapsed();
     let major = db
         .status
@@ -989,7 +970,8 @@ async fn a_migration_that_outlives_its_timeout_is_stopped_and_rolled_back() {
                     .and_then(|s| s.current_version.as_deref())
                     == Some("15")
         })
-        .await;
+        .await
+        .expect("Ready at 15 again");
     operator.stop().await;
     cluster.finish().await;
 }
