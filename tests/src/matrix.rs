@@ -15,8 +15,8 @@ pub fn render(observed: &BTreeMap<(&'static str, LevelId), String>) -> String {
         "# Behaviour matrix\n\n\
          What each level does in the same situation, as observed by the behaviour suite\n\
          (`tests/src/scenarios/`, one file per scenario) on the sandbox. Generated:\n\
-         `cargo test -p tests --test behaviour` fails when this file differs from what\n\
-         the suite observes, and `PGDB_UPDATE_MATRIX=1 cargo test -p tests --test behaviour`\n\
+         `cargo test -p tests --test suite behaviour` fails when this file differs from what\n\
+         the suite observes, and `PGDB_UPDATE_MATRIX=1 cargo test -p tests --test suite behaviour`\n\
          rewrites it.\n\n",
     );
     text.push_str("| Scenario |");

@@ -118,7 +118,7 @@ async fn every_level_does_what_the_behaviour_matrix_says() {
     let committed = std::fs::read_to_string(path).unwrap_or_default();
     assert!(
         committed == rendered,
-        "{} is out of date; regenerate it with `PGDB_UPDATE_MATRIX=1 cargo test -p tests --test behaviour`",
+        "{} is out of date; regenerate it with `PGDB_UPDATE_MATRIX=1 cargo test -p tests --test suite behaviour`",
         matrix::PATH
     );
 }
