@@ -16,7 +16,7 @@ mod operator;
 mod wait;
 
 pub use operator::Operator;
-pub use wait::{Failed, OrFail, Writes, ensure};
+pub use wait::{Failed, OrFail, Writes, ensure, eventually};
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -96,6 +96,14 @@ pub enum HarnessError {
         /// The cause.
         #[source]
         source: std::io::Error,
+    },
+    /// The CRD was installed but not served in time.
+    #[error("the CRD was not served ({waited}); listing PostgresDBs last failed with: {last}")]
+    CrdNotServed {
+        /// The wait that timed out.
+        waited: Failed,
+        /// The last listing's error.
+        last: String,
     },
     /// A manifest did not parse.
     #[error("manifest is not a PostgresDB")]
@@ -402,16 +410,21 @@ pub async fn install_crd(client: &Client) -> Result<(), HarnessError> {
     .await
     .map_err(kube_error("install the CRD"))?;
     let databases: Api<PostgresDB> = Api::all(client.clone());
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        match databases.list(&ListParams::default().limit(1)).await {
-            Ok(_) => return Ok(()),
-            Err(source) if tokio::time::Instant::now() > deadline => {
-                return Err(kube_error("list postgresdbs after installing the CRD")(
-                    source,
-                ));
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    }
+    let last_error = std::sync::Mutex::new(String::new());
+    eventually(WAIT, "the CRD is served", || async {
+        Ok(
+            match databases.list(&ListParams::default().limit(1)).await {
+                Ok(_) => Some(()),
+                Err(error) => {
+                    *last_error.lock().unwrap_or_else(|e| e.into_inner()) = error.to_string();
+                    None
+                }
+            },
+        )
+    })
+    .await
+    .map_err(|failed| HarnessError::CrdNotServed {
+        waited: failed,
+        last: last_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+    })
 }

@@ -92,32 +92,46 @@ pub fn ensure(condition: bool, message: impl FnOnce() -> String) -> Result<(), F
     }
 }
 
+/// Polls `check` until it returns `Ok(Some(value))`, within `budget`.
+/// `Ok(None)` means "not yet"; an `Err` fails at once. On timeout the
+/// failure names `what`. Where there is a cluster, use
+/// [`TestCluster::eventually`], whose failure also shows the cluster's state.
+pub async fn eventually<T, F, Fut>(budget: Duration, what: &str, mut check: F) -> Result<T, Failed>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<T>, Failed>>,
+{
+    let deadline = tokio::time::Instant::now() + budget;
+    loop {
+        if let Some(value) = check().await? {
+            return Ok(value);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Failed::new(format!(
+                "timed out after {budget:?} waiting until {what}"
+            )));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
 impl TestCluster {
-    /// Polls `check` until it returns `Ok(Some(value))`, within `budget`.
-    /// `Ok(None)` means "not yet"; an `Err` fails at once. On timeout the
-    /// failure names `what` and shows [`TestCluster::diagnosis`].
+    /// [`eventually`], whose timeout also shows [`TestCluster::diagnosis`].
     pub async fn eventually<T, F, Fut>(
         &self,
         budget: Duration,
         what: &str,
-        mut check: F,
+        check: F,
     ) -> Result<T, Failed>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<Option<T>, Failed>>,
     {
-        let deadline = tokio::time::Instant::now() + budget;
-        loop {
-            if let Some(value) = check().await? {
-                return Ok(value);
+        match eventually(budget, what, check).await {
+            Err(failed) if failed.message().starts_with("timed out") => {
+                Err(Failed::new(format!("{failed}\n{}", self.diagnosis().await)))
             }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(Failed::new(format!(
-                    "timed out after {budget:?} waiting until {what}\n{}",
-                    self.diagnosis().await
-                )));
-            }
-            tokio::time::sleep(POLL).await;
+            other => other,
         }
     }
 

@@ -139,10 +139,13 @@ impl Scenario for FailedMinorUpgrade {
             .map(std::time::SystemTime::from)
             .unwrap_or(swapped);
         let passed = started.max(swapped) + HEALTH_TIMEOUT + Duration::from_secs(1);
-        let wait = passed
-            .duration_since(std::time::SystemTime::now())
-            .unwrap_or_default();
-        tokio::time::sleep(wait).await;
+        cluster
+            .eventually(
+                HEALTH_TIMEOUT + Duration::from_secs(5),
+                "the health timeout has passed",
+                || async { Ok((std::time::SystemTime::now() >= passed).then_some(())) },
+            )
+            .await?;
         cluster.settle(NAME).await?;
         let db = current(cluster).await?;
         let rolling_back = db

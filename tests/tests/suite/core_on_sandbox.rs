@@ -250,6 +250,10 @@ async fn with_leader_election_a_second_replica_stands_by() -> Result<(), Failed>
             WAIT,
             "the second replica read the Lease and the first renewed it",
             || async {
+                // Standing by all along, not only at the end.
+                ensure(!second.get(), || {
+                    "the second replica acts while the first leads".into()
+                })?;
                 let asked = counters
                     .requests_from("replica-two/")
                     .iter()
