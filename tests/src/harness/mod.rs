@@ -307,11 +307,15 @@ impl TestCluster {
     }
 
     /// Starts `level` in-process, watching only the test's namespace. It
-    /// connects as its binary does, with its own client and User-Agent.
+    /// connects as its binary does, with its own client and User-Agent,
+    /// and signs its Events with an instance name of its own
+    /// ([`Operator::instance`]), so a test can tell two operators' Events apart.
     pub fn run_operator(&self, level: LevelId) -> Operator {
         let (stop, stopped) = oneshot::channel::<()>();
+        let instance = format!("{}-{}", level.name(), unique_suffix());
         let options = RunOptions {
             namespace: Some(self.namespace.clone()),
+            instance: Some(instance.clone()),
             ..Default::default()
         };
         let kubeconfig = self.kubeconfig.clone();
@@ -326,6 +330,7 @@ impl TestCluster {
         Operator::InProcess {
             stop: Some(stop),
             task,
+            instance,
         }
     }
 

@@ -15,6 +15,8 @@ pub enum Operator {
         stop: Option<oneshot::Sender<()>>,
         /// Its task.
         task: tokio::task::JoinHandle<Result<(), shared::Error>>,
+        /// The instance name its Events carry (`reportingInstance`).
+        instance: String,
     },
     /// Running as a child process.
     Process {
@@ -26,11 +28,19 @@ pub enum Operator {
 }
 
 impl Operator {
+    /// The instance name an in-process operator's Events carry.
+    pub fn instance(&self) -> Option<&str> {
+        match self {
+            Operator::InProcess { instance, .. } => Some(instance),
+            Operator::Process { .. } => None,
+        }
+    }
+
     /// Stops the operator gracefully (SIGTERM for a process) and checks
     /// that it exited cleanly.
     pub async fn stop(self) {
         match self {
-            Operator::InProcess { mut stop, task } => {
+            Operator::InProcess { mut stop, task, .. } => {
                 if let Some(stop) = stop.take() {
                     let _ = stop.send(());
                 }

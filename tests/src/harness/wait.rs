@@ -210,6 +210,16 @@ impl TestCluster {
             .collect())
     }
 
+    /// The Events about `name`, oldest first.
+    pub async fn event_objects(&self, name: &str) -> Result<Vec<Event>, Failed> {
+        Ok(self
+            .event_list()
+            .await?
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .collect())
+    }
+
     async fn event_list(&self) -> Result<Vec<Event>, Failed> {
         let mut events = self
             .api::<Event>()

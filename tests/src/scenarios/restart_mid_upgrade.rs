@@ -24,6 +24,21 @@ pub struct Rollout {
     /// `startedAt` is what the killed operator recorded.
     pub start_kept: bool,
     pub phase: UpgradePhase,
+    /// Who published the newest `DatabaseReady` Event: the reconcile
+    /// that finds the pods ready on the new version says so, and marks the
+    /// rollout complete then or at the next reconcile (`reportingInstance`).
+    pub completed_by: Completer,
+}
+
+/// Which operator reported the database Ready again.
+#[derive(Debug, PartialEq)]
+pub enum Completer {
+    /// The operator started after the kill.
+    Restarted,
+    /// The operator that was killed, before it was.
+    Killed,
+    /// No Event reported it.
+    Nobody,
 }
 
 /// The database once the second operator settled it.
@@ -46,11 +61,16 @@ impl fmt::Display for Finished {
             None => write!(f, "no rollout recorded"),
             Some(rollout) => write!(
                 f,
-                "the rollout resumed (start time {}) and {}",
+                "the rollout resumed (start time {}) and {}{}",
                 if rollout.start_kept { "kept" } else { "lost" },
                 match &rollout.phase {
                     UpgradePhase::Complete => "completed".to_string(),
                     other => format!("ended {other:?}"),
+                },
+                match rollout.completed_by {
+                    Completer::Restarted => "",
+                    Completer::Killed => ", as the killed operator had reported",
+                    Completer::Nobody => ", with no Event saying Ready",
                 }
             ),
         }
@@ -72,6 +92,7 @@ impl Scenario for RestartMidUpgrade {
                 LevelId::Two => Some(Rollout {
                     start_kept: true,
                     phase: UpgradePhase::Complete,
+                    completed_by: Completer::Restarted,
                 }),
             },
         }
@@ -108,18 +129,45 @@ impl Scenario for RestartMidUpgrade {
             .and_then(|s| s.upgrade)
             .filter(|u| u.to_version == "16.4")
             .map(|u| u.started_at);
+        let killed = first.instance().map(str::to_string);
         first.kill().await;
         let second = cluster.run_operator(level);
+        let restarted = second.instance().map(str::to_string);
         let db = cluster
             .wait_for(NAME, "Ready at 16.4", |db| is_settled_at(db, "16.4"))
             .await?;
+        let rollout = match db.status.as_ref().and_then(|s| s.upgrade.clone()) {
+            None => None,
+            Some(upgrade) => {
+                // Events are published before the status that reports
+                // what they say: by now the newest DatabaseReady exists.
+                let ready_again = cluster
+                    .event_objects(NAME)
+                    .await?
+                    .into_iter()
+                    .rfind(|e| e.reason.as_deref() == Some("DatabaseReady"));
+                let by = |instance: &Option<String>| {
+                    ready_again.as_ref().is_some_and(|e| {
+                        e.reporting_instance.is_some() && &e.reporting_instance == instance
+                    })
+                };
+                Some(Rollout {
+                    start_kept: Some(&upgrade.started_at) == started_at.as_ref(),
+                    phase: upgrade.phase,
+                    completed_by: if by(&restarted) {
+                        Completer::Restarted
+                    } else if by(&killed) {
+                        Completer::Killed
+                    } else {
+                        Completer::Nobody
+                    },
+                })
+            }
+        };
         let observed = Finished {
             status_version: current_version(&db),
             server_reports: server_version(cluster).await?,
-            rollout: db.status.and_then(|s| s.upgrade).map(|upgrade| Rollout {
-                start_kept: Some(&upgrade.started_at) == started_at.as_ref(),
-                phase: upgrade.phase,
-            }),
+            rollout,
         };
         second.stop().await;
         Ok(Observed::Seen(observed))
