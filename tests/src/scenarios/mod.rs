@@ -94,6 +94,9 @@ pub struct Outcome {
     pub matches: bool,
     /// The scenario could not run on this cluster.
     pub not_run: bool,
+    /// On a mismatch, both observations in full (`Debug`): an observation
+    /// can hold more than its cell shows.
+    pub difference: Option<String>,
 }
 
 /// A scenario, with its types erased, as the suite lists them.
@@ -129,6 +132,8 @@ fn run_and_compare<S: Scenario>(
         Ok(match S::run(cluster, level).await? {
             Observed::Seen(observed) => Outcome {
                 matches: observed == expected,
+                difference: (observed != expected)
+                    .then(|| format!("expected {expected:?}\nobserved {observed:?}")),
                 observed: observed.to_string(),
                 expected: expected.to_string(),
                 not_run: false,
@@ -138,6 +143,7 @@ fn run_and_compare<S: Scenario>(
                 expected: expected.to_string(),
                 matches: false,
                 not_run: true,
+                difference: None,
             },
         })
     })

@@ -84,10 +84,11 @@ async fn every_level_does_what_the_behaviour_matrix_says() {
             Ok(outcome) => {
                 if !outcome.matches {
                     problems.push(format!(
-                        "{title} / level {}:\n  expected: {}\n  observed: {}",
+                        "{title} / level {}:\n  expected: {}\n  observed: {}\n{}",
                         level.number(),
                         outcome.expected,
-                        outcome.observed
+                        outcome.observed,
+                        outcome.difference.as_deref().unwrap_or_default()
                     ));
                 }
                 observed.insert((name, level), outcome.observed);
