@@ -35,4 +35,4 @@ if [[ -z "${PGDB_TEST_KUBECONFIG:-}" ]]; then
     export PGDB_TEST_KUBECONFIG="$work/kubeconfig"
 fi
 echo "behaviour suite against the cluster of $PGDB_TEST_KUBECONFIG"
-cargo test -p tests --test behaviour -- --nocapture 2> >(grep -v ' INFO \| DEBUG ' >&2)
+cargo test -p tests --test suite behaviour -- --nocapture 2> >(grep -v ' INFO \| DEBUG ' >&2)

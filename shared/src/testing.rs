@@ -66,6 +66,17 @@ impl DbBuilder {
         Self { db }
     }
 
+    /// A database named `name` as a user's manifest has it, for creating
+    /// in a cluster: without the namespace, uid and generation the API
+    /// server and the request give it.
+    pub fn manifest(name: &str) -> Self {
+        let mut builder = Self::named(name);
+        builder.db.metadata.namespace = None;
+        builder.db.metadata.uid = None;
+        builder.db.metadata.generation = None;
+        builder
+    }
+
     /// `spec.version`.
     pub fn version(mut self, version: &str) -> Self {
         self.db.spec.version = version.into();

@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use kube::ResourceExt;
 use kube::api::ListParams;
 
-use crate::harness::{TestCluster, WAIT};
+use crate::harness::TestCluster;
 
 /// Whose credentials to log in with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,8 +36,8 @@ pub enum Route {
 
 /// Connects to database `name` through its read-write Service. Waits for
 /// the server to accept connections (a pod can be ready a moment before the
-/// Service proxy notices); panics when it does not within the harness's
-/// wait. `None` when the credentials or the Service do not exist.
+/// Service proxy notices); panics, with the last attempt's error and the
+/// cluster's diagnosis, when it does not within the cluster's budget. `None` when the credentials or the Service do not exist.
 pub async fn connect(
     cluster: &TestCluster,
     role: Role,
@@ -79,36 +79,50 @@ pub async fn connect_through(
     if let Some(ip) = &direct {
         config.host(ip);
     }
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let attempt = match &direct {
-            Some(_) => config
-                .connect(tokio_postgres::NoTls)
-                .await
-                .map(|(client, connection)| {
-                    tokio::spawn(connection);
-                    client
+    let via = direct.as_deref().unwrap_or("a port-forward").to_string();
+    let last_error = std::sync::Mutex::new(String::new());
+    let connected = cluster
+        .eventually(
+            cluster.budget(),
+            &format!("{name} accepts a connection through {via}"),
+            || async {
+                let attempt = match &direct {
+                    Some(_) => config
+                        .connect(tokio_postgres::NoTls)
+                        .await
+                        .map(|(client, connection)| {
+                            tokio::spawn(connection);
+                            client
+                        })
+                        .map_err(|e| e.to_string()),
+                    // The Service as it is now: its selector changes (a fence).
+                    None => match services.get(name).await {
+                        Ok(service) => tokio::time::timeout(
+                            Duration::from_secs(5),
+                            through_port_forward(cluster, &service, &config),
+                        )
+                        .await
+                        .unwrap_or_else(|_| Err("no answer within 5s".into())),
+                        Err(error) => Err(error.to_string()),
+                    },
+                };
+                Ok(match attempt {
+                    Ok(client) => Some(client),
+                    Err(error) => {
+                        *last_error.lock().unwrap_or_else(|e| e.into_inner()) = error;
+                        None
+                    }
                 })
-                .map_err(|e| e.to_string()),
-            // The Service as it is now: its selector changes (a fence).
-            None => match services.get(name).await {
-                Ok(service) => tokio::time::timeout(
-                    Duration::from_secs(5),
-                    through_port_forward(cluster, &service, &config),
-                )
-                .await
-                .unwrap_or_else(|_| Err("no answer within 5s".into())),
-                Err(error) => Err(error.to_string()),
             },
-        };
-        match attempt {
-            Ok(client) => return Some(client),
-            Err(error) if tokio::time::Instant::now() > deadline => {
-                let via = direct.as_deref().unwrap_or("a port-forward");
-                panic!("cannot connect to {name} through {via}: {error}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
+        )
+        .await;
+    match connected {
+        Ok(client) => Some(client),
+        Err(failed) => panic!(
+            "cannot connect to {name}: {}\nthe last attempt: {}",
+            failed,
+            last_error.lock().unwrap_or_else(|e| e.into_inner())
+        ),
     }
 }
 

@@ -2,11 +2,13 @@
 //! the sandbox or on a real cluster, and the tour a learner starts with.
 //!
 //! - [`harness`]: a cluster (sandbox or `PGDB_TEST_KUBECONFIG`), the CRD,
-//!   the operator in-process or as its binary, bounded waits.
-//! - [`scenarios`]: what is done to a database, and what each level is
-//!   expected to do about it.
+//!   the operator in-process or as its binary; one bounded wait
+//!   (`eventually`) whose failure shows the databases' status and recent
+//!   Events, and a synchronisation point (`settle`) for "nothing happened".
+//! - [`scenarios`]: one file per scenario: what is done to a database, what
+//!   it observes, and the observation each level is expected to make.
 //! - [`connect`]: logging in to a database the operator made.
-//! - [`matrix`]: those outcomes as `docs/behaviour-matrix.md`.
+//! - [`matrix`]: the observations as `docs/behaviour-matrix.md`.
 //! - [`rbac`]: whether `deploy/rbac.yaml` grants what a level did.
 
 pub mod builders;

@@ -3,19 +3,21 @@
 use std::collections::BTreeMap;
 
 use crate::levels::LevelId;
-use crate::scenarios::Scenario;
+use crate::scenarios;
 
 /// Where the committed matrix lives, from the workspace root.
 pub const PATH: &str = "docs/behaviour-matrix.md";
 
-/// Renders observed outcomes as the Markdown document committed in `docs/`.
-pub fn render(observed: &BTreeMap<(Scenario, LevelId), String>) -> String {
+/// Renders the observations, by scenario name and level, as the Markdown
+/// document committed in `docs/`.
+pub fn render(observed: &BTreeMap<(&'static str, LevelId), String>) -> String {
     let mut text = String::from(
         "# Behaviour matrix\n\n\
          What each level does in the same situation, as observed by the behaviour suite\n\
-         (`tests/src/scenarios.rs`) on the sandbox. Generated: `cargo test -p tests --test behaviour`\n\
-         fails when this file differs from what the suite observes, and\n\
-         `PGDB_UPDATE_MATRIX=1 cargo test -p tests --test behaviour` rewrites it.\n\n",
+         (`tests/src/scenarios/`, one file per scenario) on the sandbox. Generated:\n\
+         `cargo test -p tests --test suite behaviour` fails when this file differs from what\n\
+         the suite observes, and `PGDB_UPDATE_MATRIX=1 cargo test -p tests --test suite behaviour`\n\
+         rewrites it.\n\n",
     );
     text.push_str("| Scenario |");
     for level in LevelId::ALL {
@@ -26,11 +28,11 @@ pub fn render(observed: &BTreeMap<(Scenario, LevelId), String>) -> String {
         text.push_str("---|");
     }
     text.push('\n');
-    for scenario in Scenario::ALL {
-        text.push_str(&format!("| {} |", scenario.title()));
+    for scenario in scenarios::all() {
+        text.push_str(&format!("| {} |", scenario.title));
         for level in LevelId::ALL {
             let cell = observed
-                .get(&(scenario, level))
+                .get(&(scenario.name, level))
                 .map(String::as_str)
                 .unwrap_or("(not run)");
             text.push_str(&format!(" {} |", cell.replace('|', "\\|")));

@@ -4,9 +4,19 @@
 //! `PGDB_TEST_KUBECONFIG` names a kubeconfig (a kind cluster, say) the same
 //! tests run there instead, each in a fresh namespace deleted afterwards.
 //! The operator runs in-process from a level's library, or as the level's
-//! real binary, as a learner runs it. Waits are bounded, and a wait that
-//! times out panics with what was expected, the object's status and its
-//! recent Events: this module is test infrastructure.
+//! real binary, as a learner runs it. Waits are bounded ([`wait`]), and a
+//! wait that times out fails with what was expected, the database's status
+//! and the namespace's recent Events: this module is test infrastructure.
+//!
+//! Clusters are rationed: at most [`concurrent_clusters`] exist at once in
+//! a test process, so that a wait's budget, which starts once its cluster
+//! exists, holds on a two-core machine however many tests run.
+
+mod operator;
+mod wait;
+
+pub use operator::Operator;
+pub use wait::{Failed, OrFail, Writes, ensure, eventually};
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -14,21 +24,43 @@ use std::time::Duration;
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config, CustomResourceExt, Resource};
 use sandbox::{Sandbox, SandboxConfig};
-use serde::de::DeserializeOwned;
 use shared::api::PostgresDB;
 use shared::runner::{self, RunOptions};
-use tokio::sync::oneshot;
+use tokio::sync::{Semaphore, SemaphorePermit, oneshot};
 
 use crate::levels::LevelId;
 
-/// How long any wait lasts before the test fails.
+/// How long a wait lasts before the test fails, unless the test sizes its
+/// cluster's budget to its work ([`TestCluster::with_budget`]).
 pub const WAIT: Duration = Duration::from_secs(30);
+
+/// How many clusters may exist at once in a test process:
+/// `PGDB_TEST_CLUSTERS`, else two per core. Each runs an operator and
+/// usually real PostgreSQL servers; more at once on two cores and the
+/// budgets no longer measure the work.
+pub fn concurrent_clusters() -> usize {
+    std::env::var("PGDB_TEST_CLUSTERS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or_else(|| {
+            2 * std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+        })
+}
+
+/// The clusters' ration (a tokio semaphore works across the runtimes of
+/// several `#[tokio::test]`s).
+fn cluster_permits() -> &'static Semaphore {
+    static PERMITS: std::sync::OnceLock<Semaphore> = std::sync::OnceLock::new();
+    PERMITS.get_or_init(|| Semaphore::new(concurrent_clusters()))
+}
 /// The field manager the harness applies with.
 const MANAGER: &str = "pgdb-tests";
 
@@ -65,6 +97,14 @@ pub enum HarnessError {
         #[source]
         source: std::io::Error,
     },
+    /// The CRD was installed but not served in time.
+    #[error("the CRD was not served ({waited}); listing PostgresDBs last failed with: {last}")]
+    CrdNotServed {
+        /// The wait that timed out.
+        waited: Failed,
+        /// The last listing's error.
+        last: String,
+    },
     /// A manifest did not parse.
     #[error("manifest is not a PostgresDB")]
     Manifest(#[source] serde_yaml::Error),
@@ -84,6 +124,8 @@ pub struct TestCluster {
     client: Client,
     namespace: String,
     kubeconfig: PathBuf,
+    budget: Duration,
+    _permit: SemaphorePermit<'static>,
 }
 
 fn unique_suffix() -> String {
@@ -117,6 +159,7 @@ impl TestCluster {
 
     /// A new in-process sandbox.
     pub async fn sandbox(config: SandboxConfig) -> Result<Self, HarnessError> {
+        let permit = take_permit().await;
         let sandbox = Sandbox::start(config)
             .await
             .map_err(HarnessError::Sandbox)?;
@@ -126,10 +169,11 @@ impl TestCluster {
             .write_kubeconfig(&kubeconfig)
             .map_err(HarnessError::Sandbox)?;
         let client = sandbox.client();
-        Self::prepare(Some(sandbox), client, kubeconfig).await
+        Self::prepare(Some(sandbox), client, kubeconfig, permit).await
     }
 
     async fn external(path: PathBuf) -> Result<Self, HarnessError> {
+        let permit = take_permit().await;
         let wrap = |source: Box<dyn std::error::Error + Send + Sync>| HarnessError::Kubeconfig {
             path: path.clone(),
             source,
@@ -139,13 +183,14 @@ impl TestCluster {
             .await
             .map_err(|e| wrap(Box::new(e)))?;
         let client = Client::try_from(config).map_err(|e| wrap(Box::new(e)))?;
-        Self::prepare(None, client, path).await
+        Self::prepare(None, client, path, permit).await
     }
 
     async fn prepare(
         sandbox: Option<Sandbox>,
         client: Client,
         kubeconfig: PathBuf,
+        permit: SemaphorePermit<'static>,
     ) -> Result<Self, HarnessError> {
         install_crd(&client).await?;
         let namespace = format!("pgdb-test-{}", unique_suffix());
@@ -166,7 +211,20 @@ impl TestCluster {
             client,
             namespace,
             kubeconfig,
+            budget: WAIT,
+            _permit: permit,
         })
+    }
+
+    /// The same cluster, whose waits last `budget` (sized to the test's work).
+    pub fn with_budget(mut self, budget: Duration) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// How long a wait on this cluster lasts before the test fails.
+    pub fn budget(&self) -> Duration {
+        self.budget
     }
 
     /// The sandbox, when the cluster is one (fault injection, counters).
@@ -195,6 +253,21 @@ impl TestCluster {
         K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>,
     {
         Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// The `PostgresDB` `name`, `None` when absent. Read by listing the
+    /// namespace, never by a GET: in the sandbox's request counts a GET of
+    /// a `PostgresDB` is a reconcile beginning ([`TestCluster::settle`]).
+    pub async fn database(&self, name: &str) -> Result<Option<PostgresDB>, Failed> {
+        let list = self
+            .api::<PostgresDB>()
+            .list(&ListParams::default())
+            .await
+            .or_fail(format!("list PostgresDBs to read {name}"))?;
+        Ok(list
+            .items
+            .into_iter()
+            .find(|db| db.metadata.name.as_deref() == Some(name)))
     }
 
     /// Creates a `PostgresDB` in the test's namespace.
@@ -234,11 +307,15 @@ impl TestCluster {
     }
 
     /// Starts `level` in-process, watching only the test's namespace. It
-    /// connects as its binary does, with its own client and User-Agent.
+    /// connects as its binary does, with its own client and User-Agent,
+    /// and signs its Events with an instance name of its own
+    /// ([`Operator::instance`]), so a test can tell two operators' Events apart.
     pub fn run_operator(&self, level: LevelId) -> Operator {
         let (stop, stopped) = oneshot::channel::<()>();
+        let instance = format!("{}-{}", level.name(), unique_suffix());
         let options = RunOptions {
             namespace: Some(self.namespace.clone()),
+            instance: Some(instance.clone()),
             ..Default::default()
         };
         let kubeconfig = self.kubeconfig.clone();
@@ -253,6 +330,7 @@ impl TestCluster {
         Operator::InProcess {
             stop: Some(stop),
             task,
+            instance,
         }
     }
 
@@ -303,121 +381,6 @@ impl TestCluster {
         Ok(Operator::Process { child, log })
     }
 
-    /// Waits until the database satisfies `check`; panics with its status
-    /// and Events when it does not within [`WAIT`].
-    pub async fn wait_for(
-        &self,
-        name: &str,
-        what: &str,
-        check: impl Fn(&PostgresDB) -> bool,
-    ) -> PostgresDB {
-        let api = self.api::<PostgresDB>();
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            if let Ok(Some(db)) = api.get_opt(name).await
-                && check(&db)
-            {
-                return db;
-            }
-            if tokio::time::Instant::now() > deadline {
-                let status = api
-                    .get_opt(name)
-                    .await
-                    .ok()
-                    .flatten()
-                    .and_then(|d| d.status);
-                panic!(
-                    "timed out after {WAIT:?} waiting for PostgresDB {name} to be {what}\nstatus: {}\nrecent events:\n{}",
-                    serde_json::to_string_pretty(&status).unwrap_or_default(),
-                    self.events(name).await.join("\n")
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Waits until the object of kind `K` named `name` satisfies `check`
-    /// (`None` when absent); panics with the object and the database's
-    /// Events when it does not within [`WAIT`].
-    pub async fn wait_for_object<K>(
-        &self,
-        name: &str,
-        what: &str,
-        check: impl Fn(Option<&K>) -> bool,
-    ) -> Option<K>
-    where
-        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + std::fmt::Debug,
-    {
-        let api = self.api::<K>();
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let object = api.get_opt(name).await.ok().flatten();
-            if check(object.as_ref()) {
-                return object;
-            }
-            if tokio::time::Instant::now() > deadline {
-                panic!(
-                    "timed out after {WAIT:?} waiting for {} {name} to be {what}; it is {object:?}\nevents in the namespace:\n{}",
-                    K::kind(&()),
-                    self.all_events().await.join("\n")
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// `Type Reason: note` of the Events about `name`, oldest first.
-    pub async fn events(&self, name: &str) -> Vec<String> {
-        self.event_list()
-            .await
-            .into_iter()
-            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-            .map(describe_event)
-            .collect()
-    }
-
-    /// The first Event about `name` matching `check` to appear within
-    /// `within` (Events are published after the writes they report).
-    pub async fn event_within(
-        &self,
-        name: &str,
-        within: Duration,
-        check: impl Fn(&str) -> bool,
-    ) -> Option<String> {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            if let Some(found) = self.events(name).await.into_iter().find(|e| check(e)) {
-                return Some(found);
-            }
-            if tokio::time::Instant::now() > deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn all_events(&self) -> Vec<String> {
-        self.event_list()
-            .await
-            .into_iter()
-            .map(describe_event)
-            .collect()
-    }
-
-    async fn event_list(&self) -> Vec<Event> {
-        let mut events = self
-            .api::<Event>()
-            .list(&ListParams::default())
-            .await
-            .map(|l| l.items)
-            .unwrap_or_default();
-        events.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
-        events
-    }
-
     /// Deletes the test's namespace and stops the sandbox.
     pub async fn finish(self) {
         let namespaces: Api<Namespace> = Api::all(self.client.clone());
@@ -431,17 +394,12 @@ impl TestCluster {
     }
 }
 
-fn describe_event(event: Event) -> String {
-    let series = event
-        .series
-        .map(|s| format!(" (x{})", s.count))
-        .unwrap_or_default();
-    format!(
-        "{} {}: {}{series}",
-        event.type_.unwrap_or_default(),
-        event.reason.unwrap_or_default(),
-        event.note.unwrap_or_default()
-    )
+async fn take_permit() -> SemaphorePermit<'static> {
+    // The semaphore is never closed.
+    match cluster_permits().acquire().await {
+        Ok(permit) => permit,
+        Err(closed) => panic!("the clusters' ration was closed: {closed}"),
+    }
 }
 
 /// Installs (or updates) the CRD with server-side apply and waits until it is served.
@@ -457,82 +415,21 @@ pub async fn install_crd(client: &Client) -> Result<(), HarnessError> {
     .await
     .map_err(kube_error("install the CRD"))?;
     let databases: Api<PostgresDB> = Api::all(client.clone());
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        match databases.list(&ListParams::default().limit(1)).await {
-            Ok(_) => return Ok(()),
-            Err(source) if tokio::time::Instant::now() > deadline => {
-                return Err(kube_error("list postgresdbs after installing the CRD")(
-                    source,
-                ));
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    }
-}
-
-/// An operator the harness started.
-pub enum Operator {
-    /// Running in this process.
-    InProcess {
-        /// Stops it.
-        stop: Option<oneshot::Sender<()>>,
-        /// Its task.
-        task: tokio::task::JoinHandle<Result<(), shared::Error>>,
-    },
-    /// Running as a child process.
-    Process {
-        /// The process.
-        child: tokio::process::Child,
-        /// Where its output goes.
-        log: PathBuf,
-    },
-}
-
-impl Operator {
-    /// Stops the operator gracefully (SIGTERM for a process) and checks
-    /// that it exited cleanly.
-    pub async fn stop(self) {
-        match self {
-            Operator::InProcess { mut stop, task } => {
-                if let Some(stop) = stop.take() {
-                    let _ = stop.send(());
+    let last_error = std::sync::Mutex::new(String::new());
+    eventually(WAIT, "the CRD is served", || async {
+        Ok(
+            match databases.list(&ListParams::default().limit(1)).await {
+                Ok(_) => Some(()),
+                Err(error) => {
+                    *last_error.lock().unwrap_or_else(|e| e.into_inner()) = error.to_string();
+                    None
                 }
-                match tokio::time::timeout(WAIT, task).await {
-                    Ok(Ok(Ok(()))) => {}
-                    other => panic!("the operator did not stop cleanly: {other:?}"),
-                }
-            }
-            Operator::Process { mut child, log } => {
-                if let Some(pid) = child.id() {
-                    let _ = tokio::process::Command::new("kill")
-                        .args(["-TERM", &pid.to_string()])
-                        .status()
-                        .await;
-                }
-                let status = tokio::time::timeout(WAIT, child.wait()).await;
-                let output = std::fs::read_to_string(&log).unwrap_or_default();
-                assert!(
-                    matches!(status, Ok(Ok(s)) if s.success()),
-                    "the operator binary did not exit cleanly on SIGTERM: {status:?}\nits output ({}):\n{output}",
-                    log.display()
-                );
-                let _ = std::fs::remove_file(&log);
-            }
-        }
-    }
-
-    /// Stops the operator abruptly, as a crash or a killed pod would.
-    pub async fn kill(self) {
-        match self {
-            Operator::InProcess { task, .. } => {
-                task.abort();
-                let _ = task.await;
-            }
-            Operator::Process { mut child, log } => {
-                let _ = child.kill().await;
-                let _ = std::fs::remove_file(&log);
-            }
-        }
-    }
+            },
+        )
+    })
+    .await
+    .map_err(|failed| HarnessError::CrdNotServed {
+        waited: failed,
+        last: last_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+    })
 }

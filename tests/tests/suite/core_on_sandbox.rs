@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::ResourceExt;
 use kube::api::PostParams;
@@ -13,7 +14,7 @@ use shared::api::{Phase, PostgresDB};
 use shared::health::Readiness;
 use shared::runner::{self, LeaderElection, RunOptions};
 use tests::builders::DbBuilder;
-use tests::harness::{TestCluster, WAIT};
+use tests::harness::{Failed, OrFail, TestCluster, WAIT, ensure};
 use tests::levels::LevelId;
 use tests::scenarios::{condition, is_settled};
 use tokio::sync::oneshot;
@@ -32,11 +33,12 @@ async fn create(cluster: &TestCluster, db: PostgresDB) {
 }
 
 #[tokio::test]
-async fn a_ready_database_reports_its_version_endpoint_and_credentials_and_owns_its_children() {
+async fn a_ready_database_reports_its_version_endpoint_and_credentials_and_owns_its_children()
+-> Result<(), Failed> {
     let cluster = cluster().await;
     let operator = cluster.run_operator(LevelId::One);
-    create(&cluster, DbBuilder::named("orders").build()).await;
-    let db = cluster.wait_for("orders", "Ready", is_settled).await;
+    create(&cluster, DbBuilder::manifest("orders").build()).await;
+    let db = cluster.wait_for("orders", "Ready", is_settled).await?;
     let status = db.status.clone().expect("status");
     assert_eq!(status.phase, Some(Phase::Ready));
     assert_eq!(status.current_version.as_deref(), Some("16.4"));
@@ -81,28 +83,28 @@ async fn a_ready_database_reports_its_version_endpoint_and_credentials_and_owns_
         .spec
         .and_then(|s| s.template.spec?.containers[0].image.clone());
     assert_eq!(image.as_deref(), Some("postgres:16.4"));
-    let created = cluster
-        .event_within("orders", WAIT, |e| e.starts_with("Normal Created"))
-        .await;
-    assert!(
-        created.is_some(),
-        "no Created Event: {:?}",
-        cluster.events("orders").await
-    );
+    cluster
+        .wait_for_event("orders", "Created", |e| e.starts_with("Normal Created"))
+        .await?;
     operator.stop().await;
     cluster.finish().await;
+    Ok(())
 }
 
 #[tokio::test]
-async fn an_unsupported_version_is_refused_with_a_warning_naming_the_field() {
+async fn an_unsupported_version_is_refused_with_a_warning_naming_the_field() -> Result<(), Failed> {
     let cluster = cluster().await;
     let operator = cluster.run_operator(LevelId::One);
-    create(&cluster, DbBuilder::named("legacy").version("12").build()).await;
+    create(
+        &cluster,
+        DbBuilder::manifest("legacy").version("12").build(),
+    )
+    .await;
     let db = cluster
         .wait_for("legacy", "refused", |db| {
             condition(db, "Ready").is_some_and(|(_, r)| r == "InvalidVersion")
         })
-        .await;
+        .await?;
     let ready = db
         .status
         .as_ref()
@@ -113,16 +115,14 @@ async fn an_unsupported_version_is_refused_with_a_warning_naming_the_field() {
         "{}",
         ready.message
     );
-    let warned = cluster
-        .event_within("legacy", WAIT, |e| e.starts_with("Warning InvalidVersion"))
-        .await;
-    assert!(
-        warned.is_some(),
-        "no Warning: {:?}",
-        cluster.events("legacy").await
-    );
+    cluster
+        .wait_for_event("legacy", "a Warning InvalidVersion", |e| {
+            e.starts_with("Warning InvalidVersion")
+        })
+        .await?;
     operator.stop().await;
     cluster.finish().await;
+    Ok(())
 }
 
 #[tokio::test]
@@ -132,7 +132,7 @@ async fn a_spec_the_schema_rejects_never_reaches_the_operator() {
         .api::<PostgresDB>()
         .create(
             &PostParams::default(),
-            &DbBuilder::named("bad").version("sixteen").build(),
+            &DbBuilder::manifest("bad").version("sixteen").build(),
         )
         .await
         .expect_err("the API server validates the pattern");
@@ -144,11 +144,11 @@ async fn a_spec_the_schema_rejects_never_reaches_the_operator() {
 }
 
 #[tokio::test]
-async fn a_storage_shrink_is_refused_and_the_statefulset_left_untouched() {
+async fn a_storage_shrink_is_refused_and_the_statefulset_left_untouched() -> Result<(), Failed> {
     let cluster = cluster().await;
     let operator = cluster.run_operator(LevelId::One);
-    create(&cluster, DbBuilder::named("orders").build()).await;
-    cluster.wait_for("orders", "Ready", is_settled).await;
+    create(&cluster, DbBuilder::manifest("orders").build()).await;
+    cluster.wait_for("orders", "Ready", is_settled).await?;
     let before = cluster
         .api::<StatefulSet>()
         .get("orders")
@@ -164,7 +164,7 @@ async fn a_storage_shrink_is_refused_and_the_statefulset_left_untouched() {
         .wait_for("orders", "refused", |db| {
             condition(db, "Ready").is_some_and(|(_, r)| r == "RefusedStorageShrink")
         })
-        .await;
+        .await?;
     assert_eq!(db.status.and_then(|s| s.phase), Some(Phase::Invalid));
     let after = cluster
         .api::<StatefulSet>()
@@ -178,6 +178,7 @@ async fn a_storage_shrink_is_refused_and_the_statefulset_left_untouched() {
     );
     operator.stop().await;
     cluster.finish().await;
+    Ok(())
 }
 
 #[tokio::test]
@@ -201,48 +202,88 @@ async fn the_operator_refuses_to_start_when_the_crd_is_not_installed() {
 }
 
 #[tokio::test]
-async fn with_leader_election_a_second_replica_stands_by() {
+async fn with_leader_election_a_second_replica_stands_by() -> Result<(), Failed> {
     let cluster = cluster().await;
     let election = |holder: &str| LeaderElection {
         namespace: cluster.namespace().to_string(),
         lease_name: "pgdb-operator".into(),
         holder: holder.into(),
-        ttl: Duration::from_secs(15),
+        ttl: Duration::from_secs(6),
     };
-    let run = |holder: &str, readiness: Readiness, stopped: oneshot::Receiver<()>| {
+    // Each replica has a client of its own, whose User-Agent the sandbox
+    // notes with every kind of request it makes.
+    let run = |holder: &'static str, readiness: Readiness, stopped: oneshot::Receiver<()>| {
         let options = RunOptions {
             leader_election: Some(election(holder)),
             readiness,
             ..Default::default()
         };
-        tokio::spawn(runner::run(
-            LevelId::One.build(),
-            cluster.client(),
-            options,
-            async move {
+        let kubeconfig = cluster.kubeconfig().to_path_buf();
+        tokio::spawn(async move {
+            let client =
+                shared::cli::connect(Some(&kubeconfig), &format!("replica-{holder}/0")).await?;
+            runner::run(LevelId::One.build(), client, options, async move {
                 let _ = stopped.await;
-            },
-        ))
+            })
+            .await
+        })
     };
     let (first, second) = (Readiness::default(), Readiness::default());
     let (stop_first, first_stopped) = oneshot::channel::<()>();
     let (stop_second, second_stopped) = oneshot::channel::<()>();
     let one = run("one", first.clone(), first_stopped);
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !first.get() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the first replica never leads"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    cluster
+        .eventually(WAIT, "the first replica leads", || async {
+            Ok(first.get().then_some(()))
+        })
+        .await?;
     let two = run("two", second.clone(), second_stopped);
-    // The second replica must stay on standby: give it time to (wrongly) start.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(
-        !second.get(),
-        "the second replica must not act while the first leads"
-    );
+    let leases = cluster.api::<Lease>();
+    let renewed_before = leases
+        .get("pgdb-operator")
+        .await
+        .or_fail("read the Lease")?
+        .spec
+        .and_then(|s| s.renew_time);
+    // The synchronisation point: the second replica has read the Lease
+    // (its first attempt, at its start), and the first has renewed it
+    // since (a third of its lifetime later).
+    let counters = cluster.sandbox_handle().expect("a sandbox").counters();
+    cluster
+        .eventually(
+            WAIT,
+            "the second replica read the Lease and the first renewed it",
+            || async {
+                // Standing by all along, not only at the end.
+                ensure(!second.get(), || {
+                    "the second replica acts while the first leads".into()
+                })?;
+                let asked = counters
+                    .requests_from("replica-two/")
+                    .iter()
+                    .any(|r| r.resource == "leases" && r.verb == "get");
+                let lease = leases
+                    .get("pgdb-operator")
+                    .await
+                    .or_fail("read the Lease")?;
+                let spec = lease.spec.unwrap_or_default();
+                Ok((asked && spec.renew_time > renewed_before).then_some(spec.holder_identity))
+            },
+        )
+        .await?
+        .filter(|holder| holder == "one")
+        .ok_or_else(|| Failed::new("the Lease changed hands"))?;
+    let wrote: Vec<_> = counters
+        .requests_from("replica-two/")
+        .into_iter()
+        .filter(|r| r.resource == "leases" && r.verb != "get")
+        .collect();
+    ensure(wrote.is_empty(), || {
+        format!("the standby wrote the Lease: {wrote:?}")
+    })?;
+    ensure(!second.get(), || {
+        "the second replica must not act while the first leads".into()
+    })?;
     let _ = stop_second.send(());
     let _ = stop_first.send(());
     assert!(matches!(
@@ -254,4 +295,5 @@ async fn with_leader_election_a_second_replica_stands_by() {
         Ok(Ok(Ok(())))
     ));
     cluster.finish().await;
+    Ok(())
 }

@@ -20,7 +20,7 @@ use serde_json::json;
 use shared::api::{PostgresDB, UpgradePhase};
 use shared::names::common_labels;
 use tests::builders::DbBuilder;
-use tests::harness::{TestCluster, WAIT};
+use tests::harness::{Failed, OrFail, TestCluster, WAIT};
 use tests::levels::LevelId;
 use tests::scenarios::is_settled;
 
@@ -32,7 +32,10 @@ async fn create_ready(cluster: &TestCluster, db: PostgresDB) -> PostgresDB {
     if let Err(error) = cluster.create(&db).await {
         panic!("{}", shared::reconcile::error_chain(&error));
     }
-    cluster.wait_for(&name, "Ready", is_settled).await
+    cluster
+        .wait_for(&name, "Ready", is_settled)
+        .await
+        .unwrap_or_else(|failed| panic!("{failed}"))
 }
 
 /// Metadata of an object labelled for `orders`, controlled by `owner`.
@@ -89,13 +92,13 @@ fn claim(name: &str, owner: Option<OwnerReference>) -> PersistentVolumeClaim {
 }
 
 /// The `Pruned` Events about `orders`, as (related kind, related name, note).
-async fn pruned_events(cluster: &TestCluster) -> Vec<(String, String, String)> {
-    cluster
+async fn pruned_events(cluster: &TestCluster) -> Result<Vec<(String, String, String)>, Failed> {
+    Ok(cluster
         .api::<Event>()
         .list(&ListParams::default())
         .await
-        .map(|l| l.items)
-        .unwrap_or_default()
+        .or_fail("list Events")?
+        .items
         .into_iter()
         .filter(|e| {
             e.reason.as_deref() == Some("Pruned")
@@ -110,7 +113,7 @@ async fn pruned_events(cluster: &TestCluster) -> Vec<(String, String, String)> {
                 e.note.unwrap_or_default(),
             )
         })
-        .collect()
+        .collect())
 }
 
 /// Waits until `name` of kind `K` is gone, and for its `Pruned` Event.
@@ -123,24 +126,25 @@ where
 {
     cluster
         .wait_for_object::<K>(name, "pruned", |o| o.is_none())
-        .await;
+        .await
+        .unwrap_or_else(|failed| panic!("{failed}"));
     let kind = K::kind(&()).to_string();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let events = pruned_events(cluster).await;
-        if events
-            .iter()
-            .any(|(k, n, note)| *k == kind && n == name && note.contains(&format!("{kind}/{name}")))
-        {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no Pruned Event related to {kind}/{name}: {events:?}\nevents about orders:\n{}",
-            cluster.events("orders").await.join("\n")
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    cluster
+        .eventually(
+            WAIT,
+            &format!("a Pruned Event related to {kind}/{name}"),
+            || async {
+                let events = pruned_events(cluster).await?;
+                Ok(events
+                    .iter()
+                    .any(|(k, n, note)| {
+                        *k == kind && n == name && note.contains(&format!("{kind}/{name}"))
+                    })
+                    .then_some(()))
+            },
+        )
+        .await
+        .unwrap_or_else(|failed| panic!("{failed}"));
 }
 
 #[tokio::test]
@@ -150,7 +154,7 @@ async fn a_child_no_capability_desires_is_pruned_with_an_event_and_look_alikes_s
         Err(error) => panic!("no cluster: {}", shared::reconcile::error_chain(&error)),
     };
     let operator = cluster.run_operator(LevelId::One);
-    let db = create_ready(&cluster, DbBuilder::named("orders").build()).await;
+    let db = create_ready(&cluster, DbBuilder::manifest("orders").build()).await;
     let sts = cluster
         .api::<StatefulSet>()
         .get("orders")
@@ -217,8 +221,14 @@ async fn a_child_no_capability_desires_is_pruned_with_an_event_and_look_alikes_s
         volume.is_some_and(|v| v.metadata.deletion_timestamp.is_none()),
         "a volume is never pruned"
     );
+    // A reconcile that began after the prunes has ended: nothing else goes.
+    cluster
+        .settle("orders")
+        .await
+        .unwrap_or_else(|failed| panic!("{failed}"));
     let pruned: Vec<String> = pruned_events(&cluster)
         .await
+        .unwrap_or_else(|failed| panic!("{failed}"))
         .into_iter()
         .map(|(kind, name, _)| format!("{kind}/{name}"))
         .collect();
@@ -238,25 +248,12 @@ async fn a_child_no_capability_desires_is_pruned_with_an_event_and_look_alikes_s
 
 /// Waits up to [`UPGRADE_WAIT`] for `orders` to satisfy `check`.
 async fn wait_long(cluster: &TestCluster, what: &str, check: impl Fn(&PostgresDB) -> bool) {
-    let deadline = tokio::time::Instant::now() + UPGRADE_WAIT;
-    loop {
-        let db = cluster
-            .api::<PostgresDB>()
-            .get_opt("orders")
-            .await
-            .ok()
-            .flatten();
-        if db.as_ref().is_some_and(&check) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {UPGRADE_WAIT:?} waiting for orders to be {what}\nstatus: {}\nevents:\n{}",
-            serde_json::to_string_pretty(&db.and_then(|d| d.status)).unwrap_or_default(),
-            cluster.events("orders").await.join("\n")
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    cluster
+        .eventually(UPGRADE_WAIT, &format!("orders is {what}"), || async {
+            Ok(cluster.database("orders").await?.filter(|db| check(db)))
+        })
+        .await
+        .unwrap_or_else(|failed| panic!("{failed}"));
 }
 
 /// Every PVC in the namespace, by name, with its uid and whether it is
@@ -300,7 +297,11 @@ async fn level1_taking_over_from_level2_after_a_major_upgrade_deletes_no_volume_
         Err(error) => panic!("{}", shared::reconcile::error_chain(&error)),
     };
     let level2 = cluster.run_operator(LevelId::Two);
-    create_ready(&cluster, DbBuilder::named("orders").version("15").build()).await;
+    create_ready(
+        &cluster,
+        DbBuilder::manifest("orders").version("15").build(),
+    )
+    .await;
     cluster
         .patch_spec(
             "orders",

@@ -52,7 +52,7 @@ async fn level2_uses_only_what_the_deployed_rbac_grants() {
         )
         .expect("the level2-upgrade binary starts");
 
-    let mut db = DbBuilder::named("orders").version("15").build();
+    let mut db = DbBuilder::manifest("orders").version("15").build();
     db.spec.parameters.insert("work_mem".into(), "4MB".into());
     cluster
         .api::<PostgresDB>()
@@ -61,7 +61,8 @@ async fn level2_uses_only_what_the_deployed_rbac_grants() {
         .expect("the PostgresDB is accepted");
     cluster
         .wait_for("orders", "Ready at 15", tests::scenarios::is_settled)
-        .await;
+        .await
+        .expect("waited");
 
     // A reload, a repaired deletion, and a refused change.
     cluster
@@ -77,7 +78,8 @@ async fn level2_uses_only_what_the_deployed_rbac_grants() {
                     .and_then(|s| s.configuration.as_ref())
                     .is_some_and(|c| c.applied)
         })
-        .await;
+        .await
+        .expect("waited");
     cluster
         .api::<StatefulSet>()
         .delete("orders", &DeleteParams::default())
@@ -85,14 +87,16 @@ async fn level2_uses_only_what_the_deployed_rbac_grants() {
         .expect("deletes the StatefulSet");
     cluster
         .wait_for_object::<StatefulSet>("orders", "the StatefulSet is back", |s| s.is_some())
-        .await;
+        .await
+        .expect("waited");
     cluster
         .wait_for(
             "orders",
             "Ready after the repair",
             tests::scenarios::is_settled,
         )
-        .await;
+        .await
+        .expect("waited");
     cluster
         .patch_spec("orders", json!({"storage": {"size": "512Mi"}}))
         .await
@@ -105,7 +109,8 @@ async fn level2_uses_only_what_the_deployed_rbac_grants() {
                     .any(|c| c.type_ == "Ready" && c.reason == "RefusedStorageShrink")
             })
         })
-        .await;
+        .await
+        .expect("waited");
     cluster
         .patch_spec("orders", json!({"storage": {"size": "1Gi"}}))
         .await
@@ -128,7 +133,8 @@ async fn level2_uses_only_what_the_deployed_rbac_grants() {
                     && s.current_version.as_deref() == Some("16")
             })
         })
-        .await;
+        .await
+        .expect("waited");
     operator.stop().await;
 
     let used = tests::rbac::requests_of(&cluster, LevelId::Two).expect("a sandbox cluster");

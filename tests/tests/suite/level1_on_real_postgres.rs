@@ -14,7 +14,7 @@ use serde_json::json;
 use shared::api::PostgresDB;
 use tests::builders::DbBuilder;
 use tests::connect::{Role, Route, connect_through, connect_to};
-use tests::harness::{Operator, TestCluster};
+use tests::harness::{Failed, Operator, OrFail, TestCluster};
 use tests::levels::LevelId;
 
 /// Long enough for initdb and a first start on a busy two-core machine.
@@ -39,7 +39,7 @@ impl Cluster {
             ..Default::default()
         };
         let inner = match TestCluster::sandbox(config).await {
-            Ok(cluster) => cluster,
+            Ok(cluster) => cluster.with_budget(WAIT),
             Err(error) => panic!("{}", shared::reconcile::error_chain(&error)),
         };
         let operator = inner.run_operator(LevelId::One);
@@ -65,46 +65,37 @@ impl Cluster {
         self.inner.api()
     }
 
-    /// Polls `check` until it holds, failing with the database's status,
-    /// its pod's status and log, and Events.
+    /// Waits until `check` holds; a failure shows the database's status
+    /// and Events, and its pod's status and log.
     async fn wait_until<F, Fut>(&self, what: &str, check: F)
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while !check().await {
-            if tokio::time::Instant::now() > deadline {
-                let db = self
-                    .api::<PostgresDB>()
-                    .get_opt("orders")
-                    .await
-                    .ok()
-                    .flatten();
-                let pod = self.api::<Pod>().get_opt("orders-0").await.ok().flatten();
-                let log = self
-                    .api::<Pod>()
-                    .logs("orders-0", &Default::default())
-                    .await
-                    .unwrap_or_default();
-                panic!(
-                    "timed out after {WAIT:?} waiting until {what}\ndatabase status: {}\npod status: {}\npod log:\n{log}\nevents:\n{}",
-                    serde_json::to_string_pretty(&db.and_then(|d| d.status)).unwrap_or_default(),
-                    serde_json::to_string_pretty(&pod.and_then(|p| p.status)).unwrap_or_default(),
-                    self.inner.events("orders").await.join("\n")
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        let waited = self
+            .inner
+            .eventually(WAIT, what, || async { Ok(check().await.then_some(())) })
+            .await;
+        if let Err(failed) = waited {
+            let pod = self.api::<Pod>().get_opt("orders-0").await.ok().flatten();
+            let log = self
+                .api::<Pod>()
+                .logs("orders-0", &Default::default())
+                .await
+                .unwrap_or_default();
+            panic!(
+                "{failed}pod status: {}\npod log:\n{log}",
+                serde_json::to_string_pretty(&pod.and_then(|p| p.status)).unwrap_or_default(),
+            );
         }
     }
 
     async fn database_ready(&self) -> bool {
         let db = self
-            .api::<PostgresDB>()
-            .get_opt("orders")
+            .inner
+            .database("orders")
             .await
-            .ok()
-            .flatten();
+            .expect("lists PostgresDBs");
         db.and_then(|d| d.status).is_some_and(|s| {
             s.conditions
                 .iter()
@@ -141,7 +132,7 @@ async fn ready_database_with_rows(cluster: &Cluster) -> tokio_postgres::Client {
         .api::<PostgresDB>()
         .create(
             &PostParams::default(),
-            &DbBuilder::named("orders").version("15").build(),
+            &DbBuilder::manifest("orders").version("15").build(),
         )
         .await
         .expect("the PostgresDB is accepted");
@@ -260,6 +251,7 @@ async fn a_pg_dump_job_backs_up_a_real_database_and_the_dump_restores_into_anoth
     };
     let jobs = cluster.api::<Job>();
     let pods: Api<Pod> = cluster.api();
+    let inner = &cluster.inner;
     let run = |name: &'static str, script: &'static str| {
         let jobs = jobs.clone();
         let pods = pods.clone();
@@ -268,35 +260,36 @@ async fn a_pg_dump_job_backs_up_a_real_database_and_the_dump_restores_into_anoth
             jobs.create(&PostParams::default(), &job)
                 .await
                 .expect("the Job is accepted");
-            let deadline = tokio::time::Instant::now() + WAIT;
-            loop {
-                let status = jobs
-                    .get(name)
-                    .await
-                    .expect("exists")
-                    .status
-                    .unwrap_or_default();
-                if status.succeeded == Some(1) {
-                    return;
-                }
-                if status.failed.unwrap_or(0) > 0 || tokio::time::Instant::now() > deadline {
-                    let mut logs = String::new();
-                    for p in pods
-                        .list(&ListParams::default())
+            let succeeded = inner
+                .eventually(WAIT, &format!("Job {name} succeeds"), || async {
+                    let status = jobs
+                        .get(name)
                         .await
-                        .map(|l| l.items)
-                        .unwrap_or_default()
-                    {
-                        if p.name_any().starts_with(name) {
-                            logs += &pods
-                                .logs(&p.name_any(), &Default::default())
-                                .await
-                                .unwrap_or_default();
-                        }
+                        .or_fail(format!("read Job {name}"))?
+                        .status
+                        .unwrap_or_default();
+                    if status.failed.unwrap_or(0) > 0 {
+                        return Err(Failed::new(format!("Job {name} failed: {status:?}")));
                     }
-                    panic!("Job {name} did not succeed: {status:?}\nlogs:\n{logs}");
+                    Ok((status.succeeded == Some(1)).then_some(()))
+                })
+                .await;
+            if let Err(failed) = succeeded {
+                let mut logs = String::new();
+                for p in pods
+                    .list(&ListParams::default())
+                    .await
+                    .map(|l| l.items)
+                    .unwrap_or_default()
+                {
+                    if p.name_any().starts_with(name) {
+                        logs += &pods
+                            .logs(&p.name_any(), &Default::default())
+                            .await
+                            .unwrap_or_default();
+                    }
                 }
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                panic!("{failed}logs of Job {name}:\n{logs}");
             }
         }
     };

@@ -7,385 +7,30 @@
 //! write the old server acknowledged; a migration past its timeout is
 //! stopped and rolled back (on the simulated runtime). Skipped, with a note,
 //! when the PostgreSQL 15 or 16 binaries are missing (`scripts/install-postgres.sh`).
+//!
+//! The fixture is in [`fixture`]; the client writing past the Service in
+//! [`direct_writer`].
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+mod direct_writer;
+mod fixture;
+
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
 use kube::ResourceExt;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use sandbox::{PostgresConfig, RuntimeKind, Sandbox, SandboxConfig};
+use kube::api::{ListParams, PostParams};
+use sandbox::{RuntimeKind, SandboxConfig};
 use serde_json::json;
 use shared::api::{PostgresDB, UpgradePhase};
 use tests::builders::DbBuilder;
-use tests::connect::{Role, connect_to, login};
-use tests::harness::{Operator, TestCluster};
+use tests::connect::{Role, login};
+use tests::harness::TestCluster;
 use tests::levels::LevelId;
 
-/// Long enough for a first start, or a dump, restore, verification and
-/// switch, on a busy two-core machine.
-const WAIT: Duration = Duration::from_secs(180);
-
-struct Cluster {
-    inner: TestCluster,
-    operator: Option<Operator>,
-}
-
-impl Cluster {
-    /// A real-PostgreSQL sandbox with Level 2 running, when the majors' binaries exist.
-    async fn start(majors: &[u32]) -> Option<Self> {
-        let postgres = PostgresConfig::default();
-        for &major in majors {
-            if let Err(missing) = postgres.binaries.server(major) {
-                eprintln!("skipped: {missing}");
-                return None;
-            }
-        }
-        let config = SandboxConfig {
-            runtime_kind: RuntimeKind::Postgres,
-            postgres,
-            ..Default::default()
-        };
-        let inner = match TestCluster::sandbox(config).await {
-            Ok(cluster) => cluster,
-            Err(error) => panic!("{}", shared::reconcile::error_chain(&error)),
-        };
-        let operator = Some(inner.run_operator(LevelId::Two));
-        Some(Self { inner, operator })
-    }
-
-    fn sandbox(&self) -> &Sandbox {
-        self.inner.sandbox_handle().expect("a sandbox cluster")
-    }
-
-    fn api<K>(&self) -> Api<K>
-    where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-    {
-        self.inner.api()
-    }
-
-    async fn database(&self) -> Option<PostgresDB> {
-        self.api::<PostgresDB>()
-            .get_opt("orders")
-            .await
-            .ok()
-            .flatten()
-    }
-
-    /// The database's status, its Events, every pod's state, and the logs
-    /// of the upgrade Job's pods and of the database pod.
-    async fn diagnose(&self) -> String {
-        let db = self.database().await;
-        let mut text = format!(
-            "database status: {}\nevents:\n{}\n",
-            serde_json::to_string_pretty(&db.and_then(|d| d.status)).unwrap_or_default(),
-            self.inner.events("orders").await.join("\n")
-        );
-        if let Ok(Some(sts)) = self.api::<StatefulSet>().get_opt("orders").await {
-            let managers: Vec<String> = sts
-                .metadata
-                .managed_fields
-                .iter()
-                .flatten()
-                .map(|m| format!("{:?} {:?}", m.manager, m.operation))
-                .collect();
-            text += &format!(
-                "StatefulSet orders: managed by {managers:?}; template volumes {}\n",
-                serde_json::to_string(&sts.spec.and_then(|s| s.template.spec).map(|p| p.volumes))
-                    .unwrap_or_default()
-            );
-        }
-        let pods = self
-            .api::<Pod>()
-            .list(&ListParams::default())
-            .await
-            .map(|l| l.items)
-            .unwrap_or_default();
-        for pod in pods {
-            let name = pod.name_any();
-            text += &format!(
-                "pod {name}: {}\n",
-                serde_json::to_string(
-                    &pod.status
-                        .as_ref()
-                        .map(|s| (&s.phase, &s.container_statuses))
-                )
-                .unwrap_or_default()
-            );
-            if name.contains("-upgrade-") || name == "orders-0" {
-                let log = self
-                    .api::<Pod>()
-                    .logs(&name, &Default::default())
-                    .await
-                    .unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(40).collect();
-                text += &format!(
-                    "log of {name} (last lines):\n{}\n",
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                );
-            }
-        }
-        text
-    }
-
-    /// Polls `check` until it holds, failing with [`Cluster::diagnose`].
-    async fn wait_until<F, Fut>(&self, what: &str, check: F)
-    where
-        F: Fn() -> Fut,
-        Fut: std::future::Future<Output = bool>,
-    {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while !check().await {
-            if tokio::time::Instant::now() > deadline {
-                panic!(
-                    "timed out after {WAIT:?} waiting until {what}\n{}",
-                    self.diagnose().await
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    async fn condition(&self, type_: &str) -> Option<(String, String, String)> {
-        let status = self.database().await?.status?;
-        status
-            .conditions
-            .into_iter()
-            .find(|c| c.type_ == type_)
-            .map(|c| (c.status, c.reason, c.message))
-    }
-
-    async fn ready_at(&self, version: &str) -> bool {
-        let Some(status) = self.database().await.and_then(|d| d.status) else {
-            return false;
-        };
-        status
-            .conditions
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True")
-            && status.ready_replicas == 1
-            && status.current_version.as_deref() == Some(version)
-    }
-
-    async fn upgrade_phase(&self) -> Option<UpgradePhase> {
-        self.database()
-            .await?
-            .status?
-            .upgrade
-            .filter(|u| u.major.is_some())
-            .map(|u| u.phase)
-    }
-
-    /// (host address, user, password, dbname) from a credentials Secret;
-    /// the superuser's connect to `postgres`.
-    /// Logs in through the Service with the Secret's credentials.
-    async fn connect_as(&self, secret: &str, dbname: Option<&str>) -> tokio_postgres::Client {
-        let role = if secret.ends_with("credentials") {
-            Role::Owner
-        } else {
-            Role::Superuser
-        };
-        connect_to(&self.inner, role, "orders", dbname)
-            .await
-            .unwrap_or_else(|| panic!("the sandbox's Service of orders is reachable as {secret}"))
-    }
-
-    async fn claim_exists(&self, name: &str) -> bool {
-        self.api::<PersistentVolumeClaim>()
-            .get_opt(name)
-            .await
-            .ok()
-            .flatten()
-            .is_some()
-    }
-
-    async fn stop(self) {
-        if let Some(operator) = self.operator {
-            operator.stop().await;
-        }
-        let denied = tests::rbac::ungranted(&self.inner, LevelId::Two);
-        assert!(
-            denied.is_empty(),
-            "deploy/rbac.yaml does not grant what Level 2 did: {denied:?}"
-        );
-        self.inner.finish().await;
-    }
-}
-
-async fn scalar(client: &tokio_postgres::Client, sql: &str) -> String {
-    client
-        .query_one(&format!("SELECT ({sql})::text"), &[])
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .get(0)
-}
-
-/// Creates `orders` at 15, waits for it, and writes rows as its owner into
-/// two tables, and as the superuser into a second database.
-async fn database_at_15_with_rows(cluster: &Cluster) {
-    let began = Instant::now();
-    cluster
-        .api::<PostgresDB>()
-        .create(
-            &PostParams::default(),
-            &DbBuilder::named("orders").version("15").build(),
-        )
-        .await
-        .expect("the PostgresDB is accepted");
-    cluster
-        .wait_until("the database is Ready at 15", || cluster.ready_at("15"))
-        .await;
-    eprintln!("orders became Ready at 15 in {:.1?}", began.elapsed());
-    let owner = cluster.connect_as("orders-credentials", None).await;
-    owner
-        .batch_execute(
-            "CREATE TABLE items (id int PRIMARY KEY, name text);
-             INSERT INTO items VALUES (1, 'one'), (2, 'two'), (3, 'three');
-             CREATE TABLE lines (id bigint PRIMARY KEY, item int REFERENCES items, amount numeric(10,2), at timestamptz);
-             INSERT INTO lines SELECT g, 1 + g % 3, g * 1.25, '2026-01-01'::timestamptz + g * interval '1 minute'
-               FROM generate_series(1, 500) g;
-             CREATE SEQUENCE invoice_numbers START 1000;
-             SELECT nextval('invoice_numbers') FROM generate_series(1, 3);
-             CREATE MATERIALIZED VIEW item_totals AS SELECT item, sum(amount) AS total FROM lines GROUP BY item;
-             SELECT lo_from_bytea(0, 'a scanned invoice');",
-        )
-        .await
-        .expect("the owner writes rows");
-    let superuser = cluster.connect_as("orders-superuser", None).await;
-    superuser
-        .batch_execute("CREATE DATABASE reports")
-        .await
-        .expect("the superuser creates a database");
-    let reports = cluster
-        .connect_as("orders-superuser", Some("reports"))
-        .await;
-    reports
-        .batch_execute(
-            "CREATE TABLE totals (day date PRIMARY KEY, total numeric);
-             INSERT INTO totals VALUES ('2026-01-01', 42.5), ('2026-01-02', 7);",
-        )
-        .await
-        .expect("rows in a second database");
-}
-
-/// What the owner's and the reports' tables hold, to compare before and after.
-async fn contents(cluster: &Cluster) -> Vec<String> {
-    let owner = cluster.connect_as("orders-credentials", None).await;
-    let reports = cluster
-        .connect_as("orders-superuser", Some("reports"))
-        .await;
-    vec![
-        scalar(&owner, "SELECT count(*) FROM items").await,
-        scalar(
-            &owner,
-            "SELECT string_agg(name, ',' ORDER BY id) FROM items",
-        )
-        .await,
-        scalar(&owner, "SELECT count(*) FROM lines").await,
-        scalar(&owner, "SELECT sum(amount) FROM lines").await,
-        scalar(&reports, "SELECT sum(total) FROM totals").await,
-        scalar(&owner, "SELECT last_value FROM invoice_numbers").await,
-        scalar(&owner, "SELECT sum(total) FROM item_totals").await,
-        scalar(
-            &owner,
-            "SELECT string_agg(convert_from(lo_get(oid), 'UTF8'), ',') FROM pg_largeobject_metadata",
-        )
-        .await,
-    ]
-}
-
-/// A client that connects to pod `orders-0` itself, past the Service, and
-/// inserts a numbered row into `ticks` every 20 ms as the owner,
-/// reconnecting when its session ends (to whatever pod then has that name).
-/// It records the inserts the server acknowledged, and why others failed.
-struct DirectWriter {
-    stop: Arc<AtomicBool>,
-    acknowledged: Arc<Mutex<Vec<i64>>>,
-    failures: Arc<Mutex<Vec<String>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl DirectWriter {
-    fn start(pods: Api<Pod>, login: tokio_postgres::Config) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let acknowledged = Arc::new(Mutex::new(Vec::new()));
-        let failures = Arc::new(Mutex::new(Vec::<String>::new()));
-        let (done, acks, failed) = (stop.clone(), acknowledged.clone(), failures.clone());
-        let note = move |failure: String| {
-            let mut failed = failed.lock().expect("not poisoned");
-            if !failed.contains(&failure) {
-                failed.push(failure);
-            }
-        };
-        let task = tokio::spawn(async move {
-            let mut client: Option<tokio_postgres::Client> = None;
-            let mut n: i64 = 0;
-            while !done.load(Ordering::SeqCst) {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                let Some(session) = client.as_ref().filter(|c| !c.is_closed()) else {
-                    let ip = pods
-                        .get_opt("orders-0")
-                        .await
-                        .ok()
-                        .flatten()
-                        .and_then(|p| p.status?.pod_ip);
-                    let Some(ip) = ip else { continue };
-                    let mut config = login.clone();
-                    config.host(&ip).connect_timeout(Duration::from_secs(1));
-                    match config.connect(tokio_postgres::NoTls).await {
-                        Ok((session, connection)) => {
-                            tokio::spawn(connection);
-                            client = Some(session);
-                        }
-                        Err(error) => note(format!("connect: {error}")),
-                    }
-                    continue;
-                };
-                n += 1;
-                match session
-                    .execute("INSERT INTO ticks VALUES ($1)", &[&n])
-                    .await
-                {
-                    Ok(_) => acks.lock().expect("not poisoned").push(n),
-                    Err(error) => note(format!(
-                        "insert: {}",
-                        error
-                            .as_db_error()
-                            .map_or(error.to_string(), |e| e.message().to_string())
-                    )),
-                }
-            }
-        });
-        Self {
-            stop,
-            acknowledged,
-            failures,
-            task,
-        }
-    }
-
-    fn acknowledged(&self) -> usize {
-        self.acknowledged.lock().expect("not poisoned").len()
-    }
-
-    /// Stops writing: the acknowledged inserts and the distinct failures.
-    async fn stop(self) -> (Vec<i64>, Vec<String>) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = self.task.await;
-        let acknowledged = self.acknowledged.lock().expect("not poisoned").clone();
-        let failures = self.failures.lock().expect("not poisoned").clone();
-        (acknowledged, failures)
-    }
-}
-
-async fn server_version(cluster: &Cluster) -> String {
-    let owner = cluster.connect_as("orders-credentials", None).await;
-    scalar(&owner, "current_setting('server_version')").await
-}
+use direct_writer::DirectWriter;
+use fixture::{Cluster, contents, database_at_15_with_rows, server_version};
 
 #[tokio::test]
 async fn a_major_upgrade_moves_real_data_from_15_to_16_and_keeps_the_old_volume_and_the_dump() {
@@ -423,7 +68,6 @@ async fn a_major_upgrade_moves_real_data_from_15_to_16_and_keeps_the_old_volume_
     if let Some(operator) = cluster.operator.take() {
         operator.kill().await;
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
     cluster.operator = Some(cluster.inner.run_operator(LevelId::Two));
     cluster
         .wait_until("the upgrade completes and 16 is Ready", || async {
@@ -484,7 +128,7 @@ async fn a_major_upgrade_moves_real_data_from_15_to_16_and_keeps_the_old_volume_
             .as_ref()
             .is_some_and(|c| c.claim_name == "orders-data-16")
     }));
-    let events = cluster.inner.events("orders").await;
+    let events = cluster.inner.events("orders").await.expect("lists Events");
     for reason in [
         "MajorUpgradeStarted",
         "MajorUpgradeVerified",
@@ -504,28 +148,16 @@ async fn a_major_upgrade_moves_real_data_from_15_to_16_and_keeps_the_old_volume_
         .expect("16 takes writes");
     drop(owner);
 
-    // At rest after the upgrade, a reconcile writes nothing.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let counters = cluster.sandbox().counters();
-    counters.reset();
-    let touch = json!({"metadata": {"annotations": {"example.com/touched": "yes"}}});
-    cluster
-        .api::<StatefulSet>()
-        .patch("orders", &PatchParams::default(), &Patch::Merge(&touch))
+    // At rest after the upgrade, a whole reconcile writes nothing (the
+    // first settle lets the upgrade's last reconciles end).
+    cluster.inner.settle("orders").await.expect("settles");
+    let writes = cluster
+        .inner
+        .settle("orders")
         .await
-        .expect("annotates");
-    cluster
-        .wait_until("a reconcile follows the annotation", || async {
-            counters.get("get", "statefulsets") > 0
-        })
-        .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(
-        counters.writes().saturating_sub(1),
-        0,
-        "writes at rest: {:?}",
-        counters.snapshot()
-    );
+        .expect("settles")
+        .expect("a sandbox");
+    assert_eq!(writes.total(), 0, "writes at rest: {writes:?}");
     cluster.stop().await;
 }
 
@@ -559,8 +191,8 @@ async fn without_allow_major_a_major_change_is_refused_and_nothing_is_touched() 
         .await;
     let (_, _, message) = cluster.condition("Ready").await.expect("Ready");
     assert!(message.contains("allowMajor"), "{message}");
-    // Give a wrong operator time to act, then look.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // A reconcile that began after the refusal was written has ended.
+    cluster.inner.settle("orders").await.expect("settles");
     let sts = cluster
         .api::<StatefulSet>()
         .get("orders")
@@ -599,7 +231,7 @@ async fn without_allow_major_a_major_change_is_refused_and_nothing_is_touched() 
     assert_eq!(claims, ["data-orders-0"]);
     assert!(server_version(&cluster).await.starts_with("15"));
     assert_eq!(contents(&cluster).await[0], "3");
-    let events = cluster.inner.events("orders").await;
+    let events = cluster.inner.events("orders").await.expect("lists Events");
     assert!(
         events
             .iter()
@@ -676,7 +308,7 @@ async fn a_migration_whose_restore_fails_rolls_back_and_the_old_data_serves_agai
     // The Job had made 15 read-only before it dumped; the rollback lifts that.
     cluster
         .wait_until("the write fence on 15 is lifted", || async {
-            let events = cluster.inner.events("orders").await;
+            let events = cluster.inner.events("orders").await.expect("lists Events");
             ["WriteFenceRemoved", "WritesResumed"]
                 .iter()
                 .all(|reason| events.iter().any(|e| e.contains(reason)))
@@ -708,7 +340,7 @@ async fn a_migration_whose_restore_fails_rolls_back_and_the_old_data_serves_agai
     assert_eq!(job.status.and_then(|s| s.failed), Some(1));
     assert!(cluster.claim_exists("orders-backup-16").await);
     assert!(cluster.claim_exists("data-orders-0").await);
-    let events = cluster.inner.events("orders").await;
+    let events = cluster.inner.events("orders").await.expect("lists Events");
     assert!(
         events
             .iter()
@@ -784,7 +416,7 @@ async fn a_major_can_be_skipped_and_setting_the_previous_version_returns_to_the_
         .wait_until(
             "the write fence the migration set on 15 is lifted",
             || async {
-                let events = cluster.inner.events("orders").await;
+                let events = cluster.inner.events("orders").await.expect("lists Events");
                 events.iter().any(|e| e.contains("WritesResumed"))
             },
         )
@@ -910,13 +542,14 @@ async fn a_migration_that_outlives_its_timeout_is_stopped_and_rolled_back() {
         .api::<PostgresDB>()
         .create(
             &PostParams::default(),
-            &DbBuilder::named("orders").version("15").build(),
+            &DbBuilder::manifest("orders").version("15").build(),
         )
         .await
         .expect("the PostgresDB is accepted");
     cluster
         .wait_for("orders", "Ready at 15", tests::scenarios::is_settled)
-        .await;
+        .await
+        .expect("Ready at 15");
 
     let began = Instant::now();
     cluster
@@ -933,7 +566,8 @@ async fn a_migration_that_outlives_its_timeout_is_stopped_and_rolled_back() {
                 .and_then(|s| s.upgrade.as_ref())
                 .is_some_and(|u| u.phase == UpgradePhase::RolledBack)
         })
-        .await;
+        .await
+        .expect("rolled back");
     let elapsed = began.elapsed();
     let major = db
         .status
@@ -989,7 +623,8 @@ async fn a_migration_that_outlives_its_timeout_is_stopped_and_rolled_back() {
                     .and_then(|s| s.current_version.as_deref())
                     == Some("15")
         })
-        .await;
+        .await
+        .expect("Ready at 15 again");
     operator.stop().await;
     cluster.finish().await;
 }

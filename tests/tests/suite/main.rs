@@ -1,0 +1,21 @@
+//! Every integration test of the workspace, in one test binary: each
+//! module was a binary of its own, and each linked kube, sqlx and the
+//! sandbox. Clusters are rationed across all of them
+//! (`tests::harness::concurrent_clusters`), so the tests' budgets hold
+//! however many run at once.
+//!
+//! - [`behaviour`]: every scenario against every level, and the matrix.
+//! - [`core_on_sandbox`]: the shared core and Level 1 beyond the matrix.
+//! - [`level1_on_real_postgres`], [`level2_on_real_postgres`],
+//!   [`level2_major_upgrade`]: the levels against real servers.
+//! - [`rbac`]: what the deployed RBAC grants, against a whole life of Level 2.
+//!
+//! `cargo test -p tests --test suite <module>` runs one module.
+
+mod behaviour;
+mod core_on_sandbox;
+mod level1_on_real_postgres;
+mod level2_major_upgrade;
+mod level2_on_real_postgres;
+mod pruning;
+mod rbac;
