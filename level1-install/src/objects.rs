@@ -16,7 +16,6 @@ use k8s_openapi::api::core::v1::{
     ExecAction, KeyToPath, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext,
     PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, Secret,
     SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
-    VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -28,7 +27,7 @@ use shared::apply::content_hash;
 use shared::ext::PvcExt;
 use shared::keys::{CONFIG_HASH_ANNOTATION, MANAGED_BY_LABEL, VERSION_ANNOTATION};
 use shared::names::common_labels;
-use shared::volumes::{DATA_TEMPLATE, claim_spec, template_claim};
+use shared::volumes::{DATA_TEMPLATE, claim_spec, storage_request, template_claim};
 
 use crate::version::PgVersion;
 
@@ -583,13 +582,7 @@ pub fn grown_claim(claim_name: &str, size: &str) -> PersistentVolumeClaim {
     PersistentVolumeClaim {
         metadata: meta(claim_name),
         spec: Some(PersistentVolumeClaimSpec {
-            resources: Some(VolumeResourceRequirements {
-                requests: Some(BTreeMap::from([(
-                    "storage".to_string(),
-                    Quantity(size.to_string()),
-                )])),
-                ..Default::default()
-            }),
+            resources: Some(storage_request(size)),
             ..Default::default()
         }),
         ..Default::default()

@@ -162,13 +162,18 @@ pub fn claim_spec(size: &str, storage_class_name: Option<String>) -> PersistentV
     PersistentVolumeClaimSpec {
         access_modes: Some(vec!["ReadWriteOnce".into()]),
         storage_class_name,
-        resources: Some(VolumeResourceRequirements {
-            requests: Some(BTreeMap::from([(
-                "storage".to_string(),
-                Quantity(size.to_string()),
-            )])),
-            ..Default::default()
-        }),
+        resources: Some(storage_request(size)),
+        ..Default::default()
+    }
+}
+
+/// A claim's request for `size` of storage (a quantity such as `1Gi`).
+pub fn storage_request(size: &str) -> VolumeResourceRequirements {
+    VolumeResourceRequirements {
+        requests: Some(BTreeMap::from([(
+            "storage".to_string(),
+            Quantity(size.to_string()),
+        )])),
         ..Default::default()
     }
 }
