@@ -328,8 +328,12 @@ async fn level1_taking_over_from_level2_after_a_major_upgrade_deletes_no_volume_
         .and_then(|s| s.upgrade?.major)
         .map(|m| m.job)
         .expect("status.upgrade.major.job");
-    // Level 2 keeps the Job its status names, finished as it is.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Level 2 keeps the Job its status names, finished as it is: a
+    // reconcile that began after completion has ended and left it.
+    cluster
+        .settle("orders")
+        .await
+        .unwrap_or_else(|failed| panic!("{failed}"));
     assert!(
         cluster
             .api::<Job>()
@@ -362,7 +366,10 @@ async fn level1_taking_over_from_level2_after_a_major_upgrade_deletes_no_volume_
         .await
         .expect("created");
     wait_pruned::<Service>(&cluster, "orders-metrics").await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster
+        .settle("orders")
+        .await
+        .unwrap_or_else(|failed| panic!("{failed}"));
     let after = volumes(&cluster).await;
     level1.stop().await;
     assert_eq!(after, before, "every volume is kept, unchanged");
