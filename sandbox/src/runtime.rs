@@ -405,3 +405,32 @@ impl PodRuntime for SimulatedRuntime {
         self.notify.clone()
     }
 }
+
+#[cfg(test)]
+mod image_reference_tests {
+    use super::invalid_image_name;
+
+    #[test]
+    fn a_malformed_image_reference_is_an_invalid_image_name_as_on_a_kubelet() {
+        for good in [
+            "postgres:16",
+            "postgres",
+            "docker.io/library/postgres:16.4-bookworm",
+            "localhost:5000/team/postgres:17",
+            "postgres@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        ] {
+            assert_eq!(invalid_image_name(good), None, "{good:?}");
+        }
+        for bad in [
+            "Postgres:16",
+            "postgres::16",
+            "postgres:16 ",
+            "",
+            "-x",
+            "a/:b",
+        ] {
+            let message = invalid_image_name(bad).unwrap_or_else(|| panic!("{bad:?} accepted"));
+            assert!(message.contains("invalid reference format"), "{message}");
+        }
+    }
+}

@@ -189,11 +189,10 @@ fn leading_number(text: &str, integer: bool) -> Option<(f64, &str)> {
     let end = body
         .char_indices()
         .map(|(i, c)| i + c.len_utf8())
-        .filter(|&i| {
+        .rfind(|&i| {
             let s = &body[..i];
             !s.ends_with(['e', 'E', '+', '-']) && s.parse::<f64>().is_ok()
-        })
-        .next_back()?;
+        })?;
     let number: f64 = body[..end].parse().ok()?;
     // Rust reads "inf" and "nan"; strtod does too, but PostgreSQL refuses them.
     let words = body[..end]
