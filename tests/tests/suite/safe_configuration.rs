@@ -3,8 +3,9 @@
 //! naming its field while the running server keeps its configuration, a
 //! server that will not start says why in the database's status, a
 //! malformed image is never Ready and a simulated container says so, and
-//! the committed parameter tables match the installed binaries. Skipped,
-//! with a note, when no PostgreSQL 15 binaries are found.
+//! the committed parameter tables match the installed binaries; with Level
+//! 2, a major change is re-checked against the new major's table before
+//! anything moves. Skipped, with a note, when the binaries are missing.
 
 use std::time::Duration;
 
@@ -23,10 +24,17 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// A sandbox running real PostgreSQL, with Level 1 running against it.
 async fn start() -> Option<(TestCluster, Operator)> {
+    start_level(LevelId::One, &[15]).await
+}
+
+/// A sandbox running real PostgreSQL `majors`, with `level` against it.
+async fn start_level(level: LevelId, majors: &[u32]) -> Option<(TestCluster, Operator)> {
     let postgres = PostgresConfig::default();
-    if let Err(missing) = postgres.binaries.server(15) {
-        eprintln!("skipped: {missing}");
-        return None;
+    for &major in majors {
+        if let Err(missing) = postgres.binaries.server(major) {
+            eprintln!("skipped: {missing}");
+            return None;
+        }
     }
     let config = SandboxConfig {
         runtime_kind: RuntimeKind::Postgres,
@@ -37,7 +45,7 @@ async fn start() -> Option<(TestCluster, Operator)> {
         Ok(cluster) => cluster.with_budget(WAIT),
         Err(error) => panic!("{}", shared::reconcile::error_chain(&error)),
     };
-    let operator = cluster.run_operator(LevelId::One);
+    let operator = cluster.run_operator(level);
     Some((cluster, operator))
 }
 
@@ -287,6 +295,75 @@ async fn a_malformed_image_is_refused_and_never_ready_and_a_simulated_container_
         .and_then(|s| s.conditions)
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
     assert!(!ready, "a pod with a malformed image never becomes Ready");
+    operator.stop().await;
+    cluster.finish().await;
+}
+
+#[tokio::test]
+async fn a_major_change_is_refused_before_anything_moves_when_the_new_major_lacks_a_parameter() {
+    let Some((cluster, operator)) = start_level(LevelId::Two, &[15, 16]).await else {
+        return;
+    };
+    // vacuum_defer_cleanup_age is a setting of 15, removed in 16.
+    cluster
+        .api::<PostgresDB>()
+        .create(
+            &PostParams::default(),
+            &DbBuilder::manifest("orders")
+                .version("15")
+                .parameter("vacuum_defer_cleanup_age", "10")
+                .build(),
+        )
+        .await
+        .expect("the PostgresDB is accepted");
+    cluster
+        .wait_for("orders", "Ready", ready)
+        .await
+        .unwrap_or_else(|f| panic!("{f}"));
+    let sts_api = cluster.api::<k8s_openapi::api::apps::v1::StatefulSet>();
+    let generation = sts_api
+        .get("orders")
+        .await
+        .expect("the StatefulSet")
+        .metadata
+        .generation;
+    cluster
+        .patch_spec(
+            "orders",
+            json!({"version": "16", "upgrade": {"allowMajor": true}}),
+        )
+        .await
+        .expect("the spec is patched");
+    let field = "spec.parameters.vacuum_defer_cleanup_age";
+    cluster
+        .wait_for("orders", "refused for the new major", |db| {
+            condition(db, "Ready").is_some_and(|(status, reason, message)| {
+                status == "False"
+                    && reason == "InvalidParameter"
+                    && message.contains(field)
+                    && message.contains("PostgreSQL 16 has no parameter")
+            })
+        })
+        .await
+        .unwrap_or_else(|f| panic!("{f}"));
+    cluster.settle("orders").await.expect("settles");
+    let sts = sts_api.get("orders").await.expect("the StatefulSet");
+    assert_eq!(
+        sts.metadata.generation, generation,
+        "the StatefulSet is untouched"
+    );
+    let jobs = cluster
+        .api::<k8s_openapi::api::batch::v1::Job>()
+        .list(&Default::default())
+        .await
+        .expect("lists Jobs");
+    assert!(jobs.items.is_empty(), "no migration Job started");
+    let client = connect_to(&cluster, Role::Superuser, "orders", None)
+        .await
+        .expect("connects");
+    assert!(show(&client, "server_version").await.starts_with("15."));
+    assert_eq!(show(&client, "vacuum_defer_cleanup_age").await, "10");
+    drop(client);
     operator.stop().await;
     cluster.finish().await;
 }
