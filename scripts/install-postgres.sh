@@ -11,11 +11,11 @@
 # installed fails like an image pull, it never runs another minor).
 # Safe to run again: what is installed is skipped.
 #
-# Usage: scripts/install-postgres.sh [MAJOR|MAJOR.MINOR ...]   (default: 16 17 16.2 16.4)
+# Usage: scripts/install-postgres.sh [MAJOR|MAJOR.MINOR ...]   (default: 14 16 17 18 16.2 16.4)
 set -euo pipefail
 cache="${PGDB_POSTGRES_CACHE:-$HOME/.cache/pgdb-operator/postgres}"
 versions=("$@")
-[ ${#versions[@]} -gt 0 ] || versions=(16 17 16.2 16.4)
+[ ${#versions[@]} -gt 0 ] || versions=(14 16 17 18 16.2 16.4)
 for wanted in "${versions[@]}"; do
   [[ "$wanted" =~ ^[0-9]+(\.[0-9]+)?$ ]] || { echo "not a MAJOR or MAJOR.MINOR: $wanted" >&2; exit 1; }
 done

@@ -19,6 +19,7 @@ use shared::conditions::{Assessment, ConditionStatus, DEGRADED, PROGRESSING, REA
 use shared::error::Error;
 use shared::ext::{PvcExt, Rollout, StatefulSetExt};
 use shared::keys::VERSION_ANNOTATION;
+use shared::parameters;
 use shared::quantity::{self, Quantity};
 use shared::volumes::{DATA_TEMPLATE, template_claim_ordinal};
 
@@ -77,7 +78,11 @@ pub fn current_storage_size(db: &PostgresDB, observed: &Observed) -> Option<Stri
     })
 }
 
+/// Each parameter against the core's policy and PostgreSQL's own table of
+/// the target major (`spec.version`'s: a version change is re-checked
+/// before anything moves), see [`shared::parameters`].
 fn validate_parameters(db: &PostgresDB, problems: &mut Vec<SpecProblem>) {
+    let major = PgVersion::parse(&db.spec.version).map(|v| v.major);
     for (name, value) in &db.spec.parameters {
         let field = format!("spec.parameters.{name}");
         let well_formed = !name.is_empty()
@@ -88,20 +93,17 @@ fn validate_parameters(db: &PostgresDB, problems: &mut Vec<SpecProblem>) {
                         .chars()
                         .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
             });
-        if !well_formed {
-            problems.push(SpecProblem::new(field, "InvalidParameter", "not a PostgreSQL parameter name (lowercase letters, digits and '_', optionally prefixed by an extension name and '.')"));
-        } else if RESERVED_PARAMETERS.contains(&name.as_str()) {
-            problems.push(SpecProblem::new(
-                field,
-                "InvalidParameter",
-                "set by the operator itself and cannot be overridden",
-            ));
+        let why = if !well_formed {
+            Err("not a PostgreSQL parameter name (lowercase letters, digits and '_', optionally prefixed by an extension name and '.')".to_string())
         } else if value.contains(['\n', '\r', '\0']) {
-            problems.push(SpecProblem::new(
-                field,
-                "InvalidParameter",
-                "a value cannot contain line breaks",
-            ));
+            Err("a value cannot contain line breaks".to_string())
+        } else {
+            // An unsupported version is refused on its own; the policy
+            // still applies.
+            parameters::check(major.unwrap_or(0), &RESERVED_PARAMETERS, name, value)
+        };
+        if let Err(why) = why {
+            problems.push(SpecProblem::new(field, "InvalidParameter", why));
         }
     }
 }
@@ -237,6 +239,15 @@ impl Capability for Install {
                 ),
             ));
         }
+        if let Some(image) = &db.spec.image
+            && !shared::api::is_image_reference(image)
+        {
+            problems.push(SpecProblem::new(
+                "spec.image",
+                "InvalidImage",
+                format!("{image:?} is not an image reference like \"postgres:16\" or \"registry.example.com/team/postgres:16.4\" (lowercase repository, optional tag and digest)"),
+            ));
+        }
         validate_storage(db, observed, &mut problems);
         validate_resources(db, &mut problems);
         validate_parameters(db, &mut problems);
@@ -370,8 +381,16 @@ fn failing_pod(observed: &Observed) -> Option<String> {
             let waiting = c.state.as_ref()?.waiting.as_ref()?;
             let reason = waiting.reason.clone()?;
             FAILING_REASONS.contains(&reason.as_str()).then(|| {
+                let said = c
+                    .last_state
+                    .as_ref()
+                    .and_then(|s| s.terminated.as_ref())
+                    .and_then(|t| t.message.as_deref())
+                    .and_then(server_reason)
+                    .map(|line| format!("; the server said: {line}"))
+                    .unwrap_or_default();
                 format!(
-                    "pod {} container {}: {reason}: {}",
+                    "pod {} container {}: {reason}: {}{said}",
                     pod.name_any(),
                     c.name,
                     waiting.message.clone().unwrap_or_default()
@@ -391,5 +410,18 @@ fn failing_pod(observed: &Observed) -> Option<String> {
             })
         });
         waiting.or(unschedulable)
+    })
+}
+
+/// The server's own reason for stopping, from a termination message (under
+/// `FallbackToLogsOnError`, the end of its log): the last line with a
+/// PANIC, FATAL or ERROR, from its severity on (log line prefixes dropped).
+pub fn server_reason(message: &str) -> Option<String> {
+    message.lines().rev().find_map(|line| {
+        ["PANIC:", "FATAL:", "ERROR:"]
+            .iter()
+            .filter_map(|severity| line.find(severity))
+            .min()
+            .map(|at| line[at..].split_whitespace().collect::<Vec<_>>().join(" "))
     })
 }

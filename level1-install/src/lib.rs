@@ -14,6 +14,8 @@ pub mod objects;
 pub mod version;
 
 #[cfg(test)]
+mod safe_configuration_tests;
+#[cfg(test)]
 mod tests;
 
 use shared::capability::{Capability, Level};

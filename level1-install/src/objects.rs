@@ -389,6 +389,9 @@ pub fn postgres_container(db: &PostgresDB, version: PgVersion) -> Container {
             limits: quantities(db.spec.resources.limits.as_ref()),
             ..Default::default()
         }),
+        // A server that will not start says why: its last log lines become
+        // the container's termination message (see `install::failing_pod`).
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
         // Initialising or recovering a large database can take minutes: the
         // startup probe gives it ten before liveness may restart it.
         startup_probe: Some(Probe {

@@ -175,6 +175,28 @@ fn exit_for(
         .map(|r| (r.exit_code, r.after))
 }
 
+/// The kubelet's verdict on a container's image reference: `None` when it
+/// parses (`[registry[:port]/]repository[:tag][@digest]`, the repository in
+/// lowercase), else the message of the `InvalidImageName` waiting state. A
+/// container with such an image is never created, so never ready.
+pub fn invalid_image_name(image: &str) -> Option<String> {
+    static REFERENCE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        // A constant pattern, exercised by the tests.
+        regex::Regex::new(concat!(
+            r"^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?/)?",
+            r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*",
+            r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?",
+            r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$",
+        ))
+        .expect("the image reference pattern is a valid regex")
+    });
+    (image.len() > 255 || !REFERENCE.is_match(image)).then(|| {
+        format!(
+            "Failed to apply default image tag {image:?}: couldn't parse image name {image:?}: invalid reference format"
+        )
+    })
+}
+
 impl PodRuntime for SimulatedRuntime {
     fn start(&self, pod: &Pod) {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
@@ -258,6 +280,12 @@ impl PodRuntime for SimulatedRuntime {
                     message,
                     last_state: c.last_state.clone(),
                 };
+                if let Some(message) = invalid_image_name(&c.image) {
+                    let waiting = ContainerState::Waiting {
+                        reason: "InvalidImageName".into(),
+                    };
+                    return report(c, waiting, false, Some(message));
+                }
                 if now < c.started {
                     return match c.backing_off {
                         Some(wait) => report(
@@ -375,5 +403,34 @@ impl PodRuntime for SimulatedRuntime {
 
     fn changed(&self) -> Arc<Notify> {
         self.notify.clone()
+    }
+}
+
+#[cfg(test)]
+mod image_reference_tests {
+    use super::invalid_image_name;
+
+    #[test]
+    fn a_malformed_image_reference_is_an_invalid_image_name_as_on_a_kubelet() {
+        for good in [
+            "postgres:16",
+            "postgres",
+            "docker.io/library/postgres:16.4-bookworm",
+            "localhost:5000/team/postgres:17",
+            "postgres@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        ] {
+            assert_eq!(invalid_image_name(good), None, "{good:?}");
+        }
+        for bad in [
+            "Postgres:16",
+            "postgres::16",
+            "postgres:16 ",
+            "",
+            "-x",
+            "a/:b",
+        ] {
+            let message = invalid_image_name(bad).unwrap_or_else(|| panic!("{bad:?} accepted"));
+            assert!(message.contains("invalid reference format"), "{message}");
+        }
     }
 }

@@ -25,6 +25,18 @@ pub fn status_time(now: jiff::Timestamp) -> Time {
 pub const QUANTITY_PATTERN: &str = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$";
 /// Pattern of `spec.version`: a major (`16`) or a major and minor (`16.4`).
 pub const VERSION_PATTERN: &str = r"^[0-9]{1,2}(\.[0-9]{1,3})?$";
+/// Pattern of a container image reference, as the kubelet parses it
+/// (`[registry[:port]/]repository[:tag][@digest]`, the repository in
+/// lowercase): `postgres:16`, `registry.example.com:5000/team/postgres:16.4`.
+pub const IMAGE_PATTERN: &str = r"^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$";
+/// Whether `image` is a container image reference ([`IMAGE_PATTERN`]).
+pub fn is_image_reference(image: &str) -> bool {
+    static PATTERN: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        // The pattern is a constant checked by the tests below.
+        regex::Regex::new(IMAGE_PATTERN).expect("IMAGE_PATTERN is a valid regex")
+    });
+    !image.is_empty() && image.len() <= 512 && PATTERN.is_match(image)
+}
 /// Pattern of a PostgreSQL identifier the operator creates (database, role).
 pub const IDENTIFIER_PATTERN: &str = r"^[a-z_][a-z0-9_]*$";
 
@@ -58,7 +70,7 @@ pub struct PostgresDBSpec {
     /// built from the official image (same entrypoint, user id 999) and
     /// contain the version given in `version`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 512))]
+    #[schemars(length(min = 1, max = 512), regex(pattern = IMAGE_PATTERN))]
     pub image: Option<String>,
 
     /// The persistent volume holding the data directory.

@@ -20,6 +20,7 @@ pub mod health;
 pub mod job;
 pub mod keys;
 pub mod names;
+pub mod parameters;
 pub mod prune;
 pub mod quantity;
 pub mod reconcile;

@@ -114,6 +114,9 @@ impl Inner {
             .cluster()
             .ok_or_else(|| wait("ContainerCreating", "the control plane is gone"))?;
         let image = spec.image.clone().unwrap_or_default();
+        if let Some(message) = crate::runtime::invalid_image_name(&image) {
+            return Err(wait("InvalidImageName", message));
+        }
         let postgres_image = binaries::is_postgres_image(&image);
         let server_bin = if postgres_image {
             let (major, minor) = binaries::version_of(&image).ok_or_else(|| {

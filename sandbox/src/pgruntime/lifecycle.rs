@@ -438,6 +438,12 @@ pub(super) async fn run_container(
         let (code, reason, started_at, message) = match launch {
             Launch::Simulated { why } => {
                 let _ = std::fs::write(&cell.log, format!("{why}\n"));
+                super::events::record(
+                    &inner,
+                    &ctx,
+                    "Simulated",
+                    &format!("container {} is simulated, nothing runs: {why}", spec.name),
+                );
                 let started_at = crate::meta::now();
                 {
                     let mut st = cell.lock();

@@ -27,6 +27,7 @@
 pub mod binaries;
 pub mod config;
 pub mod env;
+mod events;
 pub mod faults;
 pub mod launch;
 pub mod lifecycle;

@@ -8,6 +8,7 @@
 //! - [`core_on_sandbox`]: the shared core and Level 1 beyond the matrix.
 //! - [`level1_on_real_postgres`], [`level2_on_real_postgres`],
 //!   [`level2_major_upgrade`]: the levels against real servers.
+//! - [`safe_configuration`]: refused parameters and images, and a server's own reason, on real servers.
 //! - [`rbac`]: what the deployed RBAC grants, against a whole life of Level 2.
 //!
 //! `cargo test -p tests --test suite <module>` runs one module.
@@ -19,3 +20,4 @@ mod level2_major_upgrade;
 mod level2_on_real_postgres;
 mod pruning;
 mod rbac;
+mod safe_configuration;
