@@ -22,6 +22,7 @@ pub mod controllers;
 pub mod convert;
 pub mod counters;
 pub mod error;
+pub mod exec;
 pub mod faults;
 pub mod fieldvalidation;
 pub mod jsonpath;
