@@ -34,7 +34,9 @@
 //! (subprotocol `SPDY/3.1+portforward.k8s.io`) or, as its fallback, by a
 //! direct `Upgrade: SPDY/3.1` of a POST; it never uses the channel
 //! protocols above. The sandbox does not speak SPDY: both attempts get 400
-//! with a message saying so, which kubectl prints.
+//! with a message saying so and what to do instead (connect to the
+//! Service's ClusterIP or the pod's IP, which are addresses of the host),
+//! which kubectl prints.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -142,6 +144,15 @@ fn ports(query: Option<&str>) -> Result<Vec<u16>> {
     Ok(out)
 }
 
+/// What kubectl prints when its SPDY port-forward is refused: what to do
+/// instead.
+pub fn spdy_refusal() -> String {
+    format!(
+        "the sandbox does not serve SPDY, which kubectl port-forward speaks. There is no need to forward: with the real-PostgreSQL runtime a Service's ClusterIP and a pod's IP are addresses of this host, so connect to them directly, e.g. psql -h \"$(kubectl get svc NAME -o jsonpath='{{.spec.clusterIP}}')\" -p 5432 (or a pod's .status.podIP); programs can forward with a websocket client (kube-rs Api::<Pod>::portforward, subprotocol {})",
+        PROTOCOLS[0]
+    )
+}
+
 fn is_websocket(headers: &HeaderMap) -> bool {
     headers
         .get(header::UPGRADE)
@@ -178,10 +189,7 @@ pub async fn serve(
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.to_ascii_uppercase().starts_with("SPDY/"));
         if spdy {
-            return Err(Error::bad_request(format!(
-                "unable to upgrade connection: the sandbox does not serve SPDY; port-forward is served over websockets with subprotocol {} or {}",
-                PROTOCOLS[0], PROTOCOLS[1]
-            )));
+            return Err(Error::bad_request(spdy_refusal()));
         }
         // What the API server's upgrade-aware proxy answers to a plain request.
         return Err(Error::bad_request("Upgrade request required"));
@@ -192,6 +200,12 @@ pub async fn serve(
     let protocol = match requested.iter().find(|p| PROTOCOLS.contains(&p.as_str())) {
         Some(p) => Some(p.clone()),
         None if requested.is_empty() => None,
+        None if requested
+            .iter()
+            .any(|p| p.to_ascii_uppercase().starts_with("SPDY/")) =>
+        {
+            return Err(Error::bad_request(spdy_refusal()));
+        }
         None => {
             return Err(Error::bad_request(format!(
                 "unable to upgrade websocket connection: requested protocol(s) are not supported: {requested:?}; supports {PROTOCOLS:?}"

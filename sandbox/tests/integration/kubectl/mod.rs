@@ -578,17 +578,22 @@ async fn explain_prints_the_crd_schema() {
 }
 
 /// kubectl's port-forward speaks SPDY (tunnelled in a websocket, then
-/// directly), which the sandbox does not serve: it fails at once and
-/// says why, rather than hanging or forwarding nothing.
+/// directly), which the sandbox does not serve: it fails at once, says
+/// why and what to do instead, rather than hanging or forwarding nothing.
 #[tokio::test]
-async fn port_forward_fails_saying_the_sandbox_serves_no_spdy() {
+async fn port_forward_fails_saying_what_to_do_instead_of_spdy() {
     let k = cluster().await;
     k.ok(&["run", "p", "--image=postgres:16"]).await;
-    let r = k.run(&["port-forward", "pod/p", "0:5432"]).await;
-    assert!(!r.ok, "kubectl port-forward cannot succeed: {}", r.stdout);
-    assert!(
-        r.stderr.contains("the sandbox does not serve SPDY"),
-        "{}",
-        r.stderr
-    );
+    k.ok(&["expose", "pod", "p", "--port=5432", "--name=db"])
+        .await;
+    for target in ["pod/p", "svc/db"] {
+        let r = k.run(&["port-forward", target, "0:5432"]).await;
+        assert!(!r.ok, "kubectl port-forward cannot succeed: {}", r.stdout);
+        for needle in [
+            "the sandbox does not serve SPDY",
+            "jsonpath='{.spec.clusterIP}'",
+        ] {
+            assert!(r.stderr.contains(needle), "{target}: {}", r.stderr);
+        }
+    }
 }
