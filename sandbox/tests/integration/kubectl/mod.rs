@@ -4,12 +4,14 @@
 //! on PATH, else where `scripts/install-tools.sh` installs it; without it
 //! every test fails, saying how to install it.
 //!
-//! The commands that stream (`exec`, `logs`, `cp`) are in [`exec`] and
-//! [`logs`]; `get events --sort-by` is in [`events`].
+//! The commands that stream (`exec`, `logs`, `cp`, `port-forward`) are
+//! in [`exec`], [`logs`] and [`portforward`]; `get events --sort-by` is
+//! in [`events`].
 
 mod events;
 mod exec;
 mod logs;
+mod portforward;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -575,25 +577,4 @@ async fn explain_prints_the_crd_schema() {
     assert!(out.contains("How big the widget is, in furlongs."), "{out}");
     let out = k.ok(&["explain", "configmaps.data"]).await;
     assert!(out.contains("KIND:       ConfigMap"), "{out}");
-}
-
-/// kubectl's port-forward speaks SPDY (tunnelled in a websocket, then
-/// directly), which the sandbox does not serve: it fails at once, says
-/// why and what to do instead, rather than hanging or forwarding nothing.
-#[tokio::test]
-async fn port_forward_fails_saying_what_to_do_instead_of_spdy() {
-    let k = cluster().await;
-    k.ok(&["run", "p", "--image=postgres:16"]).await;
-    k.ok(&["expose", "pod", "p", "--port=5432", "--name=db"])
-        .await;
-    for target in ["pod/p", "svc/db"] {
-        let r = k.run(&["port-forward", target, "0:5432"]).await;
-        assert!(!r.ok, "kubectl port-forward cannot succeed: {}", r.stdout);
-        for needle in [
-            "the sandbox does not serve SPDY",
-            "jsonpath='{.spec.clusterIP}'",
-        ] {
-            assert!(r.stderr.contains(needle), "{target}: {}", r.stderr);
-        }
-    }
 }
