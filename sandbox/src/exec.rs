@@ -20,7 +20,9 @@
 //! the crate has no `unsafe`), stderr goes to the terminal as on a node,
 //! and the terminal has no controlling process group, so Ctrl-C reaches
 //! the command as a byte, not as SIGINT. When the client goes away the
-//! command's process group is killed.
+//! command's process group is killed; while it runs, the runtime knows
+//! the group, so its cleanup (shutdown, the watchdog of a killed
+//! sandbox) kills it with the pods' processes.
 //!
 //! What the command runs as, and where, is the pod runtime's answer
 //! ([`crate::runtime::PodRuntime::exec`]): the real-PostgreSQL runtime
@@ -51,6 +53,7 @@ use tokio::sync::mpsc;
 use crate::cluster::Cluster;
 use crate::error::{Error, Result};
 use crate::registry::ResourceType;
+use crate::runtime::PodRuntime;
 
 /// The websocket subprotocols served, newest first.
 pub const PROTOCOLS: [&str; 2] = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
@@ -196,9 +199,10 @@ pub async fn serve(
         .await
         .map_err(|r| Error::bad_request(r.body_text()))?;
     let v5 = protocol == PROTOCOLS[0];
+    let runtime = c.runtime.clone();
     Ok(upgrade
         .protocols([protocol])
-        .on_upgrade(move |socket| session(socket, command, opts, v5)))
+        .on_upgrade(move |socket| session(socket, command, opts, v5, runtime)))
 }
 
 /// The Status the error channel carries once the command has ended.
@@ -320,7 +324,13 @@ fn start(
 }
 
 /// Runs the command for an upgraded connection, to its exit status.
-async fn session(socket: WebSocket, command: tokio::process::Command, opts: Options, v5: bool) {
+async fn session(
+    socket: WebSocket,
+    command: tokio::process::Command,
+    opts: Options,
+    v5: bool,
+    runtime: Arc<dyn PodRuntime>,
+) {
     let (mut sink, mut stream) = socket.split();
     // A terminal is sized by the client's first resize, which kubectl
     // sends at once; stdin arriving before it is kept.
@@ -357,6 +367,9 @@ async fn session(socket: WebSocket, command: tokio::process::Command, opts: Opti
         }
     };
     let pgid = child.id().and_then(|p| i32::try_from(p).ok());
+    if let Some(pgid) = pgid {
+        runtime.exec_running(pgid, true);
+    }
     let (out, mut out_rx) = mpsc::channel::<(u8, Vec<u8>)>(64);
     let mut pumps = vec![];
     if let Some(s) = stdout {
@@ -406,6 +419,7 @@ async fn session(socket: WebSocket, command: tokio::process::Command, opts: Opti
     let kill = || {
         if let Some(pgid) = pgid {
             crate::pgruntime::process::kill_tree(pgid);
+            runtime.exec_running(pgid, false);
         }
     };
     let Some(status) = status else {

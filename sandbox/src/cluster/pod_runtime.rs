@@ -93,6 +93,10 @@ pub trait PodRuntime: Send + Sync + 'static {
             "container {container} runs in the simulated runtime, which runs no processes, so there is nothing to exec into; start the sandbox with real PostgreSQL (pgdb-sandbox --runtime postgres, after scripts/install-postgres.sh) to run commands in pods"
         ))
     }
+    /// Called with the process group of a command `exec` gave once it
+    /// runs (`true`) and once it is gone (`false`), so the runtime's
+    /// cleanup (shutdown, its watchdog) kills it with the pods'.
+    fn exec_running(&self, _pgid: i32, _running: bool) {}
     /// Stops everything the runtime started, at once; called when the
     /// sandbox stops (also from `Drop`, so it must not block for long).
     fn shutdown(&self) {}

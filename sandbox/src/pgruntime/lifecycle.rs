@@ -35,6 +35,14 @@ impl PodRuntime for PostgresRuntime {
         self.exec_command(uid, container, argv)
     }
 
+    fn exec_running(&self, pgid: i32, running: bool) {
+        if running {
+            self.inner.register_group(pgid);
+        } else {
+            self.inner.unregister_group(pgid);
+        }
+    }
+
     fn start(&self, pod: &Pod) {
         let inner = &self.inner;
         if inner.closed.load(Ordering::SeqCst) {
