@@ -22,6 +22,7 @@ pub mod controllers;
 pub mod convert;
 pub mod counters;
 pub mod error;
+pub mod exec;
 pub mod faults;
 pub mod fieldvalidation;
 pub mod jsonpath;
@@ -38,6 +39,7 @@ pub mod runtime;
 pub mod schema;
 pub mod selector;
 pub mod server;
+pub mod spdy;
 pub mod store;
 pub mod watch;
 

@@ -67,6 +67,10 @@ async fn main() -> std::process::ExitCode {
     println!("  KUBECONFIG={p} kubectl get pods -A");
     println!("  cargo run -p level1-install -- --kubeconfig {p}");
     println!();
+    println!(
+        "A second operator beside the first needs its own health port: add --health-addr 127.0.0.1:0 (8080 is the default)."
+    );
+    println!();
     println!("Press Ctrl-C to stop.");
     stop_requested().await;
     println!("stopping");

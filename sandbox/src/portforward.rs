@@ -31,10 +31,14 @@
 //! pod ...`), as the kubelet answers.
 //!
 //! kubectl's `port-forward` speaks SPDY/3.1, tunnelled through a websocket
-//! (subprotocol `SPDY/3.1+portforward.k8s.io`) or, as its fallback, by a
-//! direct `Upgrade: SPDY/3.1` of a POST; it never uses the channel
-//! protocols above. The sandbox does not speak SPDY: both attempts get 400
-//! with a message saying so, which kubectl prints.
+//! (subprotocol `SPDY/3.1+portforward.k8s.io`, kubectl 1.31 and later by
+//! default) or, as its fallback, by a direct `Upgrade: SPDY/3.1` of a
+//! POST; it never uses the channel protocols above. The tunnelled form is
+//! served ([`crate::spdy`]: the ports come in each stream's headers, so
+//! the request has no `ports`); the direct one gets 400 with a message
+//! saying to use the tunnelled one, and what to do without forwarding
+//! (connect to the Service's ClusterIP or the pod's IP, which are
+//! addresses of the host), which kubectl prints.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -73,7 +77,7 @@ enum Target {
 
 /// The pod a forward goes to, as error messages name it.
 #[derive(Debug, Clone)]
-struct PodRef {
+pub(crate) struct PodRef {
     /// The sandbox id the runtime names the pod by (its uid here).
     sandbox: String,
     /// The pod IP, named in messages.
@@ -92,8 +96,25 @@ impl PodRef {
         )
     }
 
+    /// Connects to `port` of the pod, or the kubelet's message for why not.
+    pub(crate) async fn dial(
+        &self,
+        port: u16,
+        limit: Duration,
+    ) -> std::result::Result<tokio::net::TcpStream, String> {
+        let ip = match self.target {
+            Target::Dial(ip) => ip,
+            Target::Nothing => return Err(self.dial_error(port, "connect: connection refused")),
+        };
+        match tokio::time::timeout(limit, tokio::net::TcpStream::connect((ip, port))).await {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(e)) => Err(self.dial_error(port, &go_error(&e))),
+            Err(_) => Err(self.dial_error(port, "i/o timeout")),
+        }
+    }
+
     /// The kubelet's message for a forward that ended in an error.
-    fn copy_error(&self, port: u16, e: &std::io::Error) -> String {
+    pub(crate) fn copy_error(&self, port: u16, e: &std::io::Error) -> String {
         format!(
             "error forwarding port {port} to pod {}, uid : {}",
             self.sandbox,
@@ -142,6 +163,15 @@ fn ports(query: Option<&str>) -> Result<Vec<u16>> {
     Ok(out)
 }
 
+/// What kubectl prints when its SPDY port-forward is refused: what to do
+/// instead.
+pub fn spdy_refusal() -> String {
+    format!(
+        "the sandbox serves kubectl port-forward's SPDY only tunnelled through a websocket, which kubectl 1.31 and later use by default: use kubectl 1.31 or later and leave KUBECTL_PORT_FORWARD_WEBSOCKETS unset. There is no need to forward, though: with the real-PostgreSQL runtime a Service's ClusterIP and a pod's IP are addresses of this host, so connect to them directly, e.g. psql -h \"$(kubectl get svc NAME -o jsonpath='{{.spec.clusterIP}}')\" -p 5432 (or a pod's .status.podIP); programs can forward with a websocket client (kube-rs Api::<Pod>::portforward, subprotocol {})",
+        PROTOCOLS[0]
+    )
+}
+
 fn is_websocket(headers: &HeaderMap) -> bool {
     headers
         .get(header::UPGRADE)
@@ -178,10 +208,7 @@ pub async fn serve(
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.to_ascii_uppercase().starts_with("SPDY/"));
         if spdy {
-            return Err(Error::bad_request(format!(
-                "unable to upgrade connection: the sandbox does not serve SPDY; port-forward is served over websockets with subprotocol {} or {}",
-                PROTOCOLS[0], PROTOCOLS[1]
-            )));
+            return Err(Error::bad_request(spdy_refusal()));
         }
         // What the API server's upgrade-aware proxy answers to a plain request.
         return Err(Error::bad_request("Upgrade request required"));
@@ -192,13 +219,25 @@ pub async fn serve(
     let protocol = match requested.iter().find(|p| PROTOCOLS.contains(&p.as_str())) {
         Some(p) => Some(p.clone()),
         None if requested.is_empty() => None,
+        None if requested
+            .iter()
+            .any(|p| p == crate::spdy::PORT_FORWARD_PROTOCOL) =>
+        {
+            Some(crate::spdy::PORT_FORWARD_PROTOCOL.to_string())
+        }
         None => {
             return Err(Error::bad_request(format!(
                 "unable to upgrade websocket connection: requested protocol(s) are not supported: {requested:?}; supports {PROTOCOLS:?}"
             )));
         }
     };
-    let ports = ports(parts.uri.query())?;
+    let spdy = protocol.as_deref() == Some(crate::spdy::PORT_FORWARD_PROTOCOL);
+    // SPDY carries its ports in each stream's headers.
+    let ports = if spdy {
+        vec![]
+    } else {
+        ports(parts.uri.query())?
+    };
     let uid = crate::meta::uid_of(&pod).to_string();
     if c.runtime.status(&uid).is_none() {
         return Err(Error::internal(format!(
@@ -225,6 +264,12 @@ pub async fn serve(
     let upgrade = WebSocketUpgrade::from_request_parts(parts, &())
         .await
         .map_err(|r| Error::bad_request(r.body_text()))?;
+    if spdy {
+        let upgrade = upgrade.protocols([crate::spdy::PORT_FORWARD_PROTOCOL]);
+        return Ok(
+            upgrade.on_upgrade(move |socket| crate::spdy::serve_port_forward(socket, pod_ref))
+        );
+    }
     let base64 = protocol.as_deref() == Some(PROTOCOLS[1]);
     let upgrade = match protocol {
         Some(p) => upgrade.protocols([p]),

@@ -410,6 +410,7 @@ impl Registry {
             }
             if rt.log {
                 resources.push(json!({"name": format!("{}/log", rt.plural), "singularName": "", "namespaced": rt.namespaced, "kind": "Pod", "verbs": ["get"]}));
+                resources.push(json!({"name": format!("{}/exec", rt.plural), "singularName": "", "namespaced": rt.namespaced, "kind": "PodExecOptions", "verbs": ["create", "get"]}));
                 resources.push(json!({"name": format!("{}/portforward", rt.plural), "singularName": "", "namespaced": rt.namespaced, "kind": "PodPortForwardOptions", "verbs": ["create", "get"]}));
             }
         }

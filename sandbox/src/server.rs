@@ -178,7 +178,7 @@ fn parse_target(st: &AppState, segs: &[&str]) -> Result<(Target, bool)> {
             "status" => target.rt.status,
             "scale" => target.rt.scale.is_some(),
             "log" => target.rt.log,
-            "portforward" => target.rt.plural == "pods" && target.rt.group.is_empty(),
+            "portforward" | "exec" => target.rt.plural == "pods" && target.rt.group.is_empty(),
             "finalize" => target.rt.plural == "namespaces" && target.rt.group.is_empty(),
             _ => false,
         };
@@ -346,6 +346,8 @@ async fn route(st: &AppState, req: Request) -> Result<Response> {
         // The legacy `/watch/.../NAME` watches one object (upstream still
         // serves it, deprecated in favour of a fieldSelector on the list).
         (&Method::GET, true) if legacy_watch && target.sub.is_none() => "watch",
+        // exec is `create` on pods/exec whichever method, as RBAC names it.
+        (&Method::GET | &Method::POST, true) if target.sub.as_deref() == Some("exec") => "create",
         (&Method::GET, false) => "list",
         (&Method::GET, true) => "get",
         (&Method::POST, false) => "create",
@@ -385,6 +387,13 @@ async fn route(st: &AppState, req: Request) -> Result<Response> {
             target.name.clone().unwrap_or_default(),
         );
         return crate::portforward::serve(&st.cluster, &rt, &mut parts, &ns, &name).await;
+    }
+    if target.sub.as_deref() == Some("exec") {
+        let (ns, name) = (
+            target.namespace.clone().unwrap_or_default(),
+            target.name.clone().unwrap_or_default(),
+        );
+        return crate::exec::serve(&st.cluster, &rt, &mut parts, &ns, &name).await;
     }
 
     // Bodies are read whole, up to the real server's 3 MiB request limit.
@@ -450,7 +459,8 @@ async fn route(st: &AppState, req: Request) -> Result<Response> {
         "get" => match target.sub.as_deref() {
             Some("scale") => c.get_scale(&rt, &ns, &name)?,
             Some("log") => {
-                return pod_log(c, &rt, &ns, &name, q.get("container").map(String::as_str));
+                let container = q.get("container").map(String::as_str);
+                return pod_log(c, &rt, &ns, &name, container, truthy(&q, "follow"));
             }
             _ => {
                 let obj = with_version(&rt, c.get(&rt, &ns, &name)?);
@@ -548,27 +558,89 @@ fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
     resp
 }
 
+/// `GET .../pods/NAME/log`: the container's log; with `follow=true` the
+/// log so far, then what the container writes, until it stops running
+/// (the kubelet's `kubectl logs -f`) or the client goes away.
 fn pod_log(
-    c: &Cluster,
+    c: &Arc<Cluster>,
     rt: &ResourceType,
     ns: &str,
     name: &str,
     container: Option<&str>,
+    follow: bool,
 ) -> Result<Response> {
     let pod = c.get(rt, ns, name)?;
-    let uid = crate::meta::uid_of(&pod);
-    match c.runtime.logs(uid, container) {
-        Some(text) => {
-            Ok((StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], text).into_response())
-        }
-        None => Err(Error::bad_request(format!(
-            "container {:?} in pod {name:?} is waiting to start: ContainerCreating",
-            container.unwrap_or_else(|| pod
-                .pointer("/spec/containers/0/name")
+    let uid = crate::meta::uid_of(&pod).to_string();
+    let container_name = container
+        .or_else(|| {
+            pod.pointer("/spec/containers/0/name")
                 .and_then(Value::as_str)
-                .unwrap_or_default())
-        ))),
+        })
+        .unwrap_or_default()
+        .to_string();
+    let Some(text) = c.runtime.logs(&uid, container) else {
+        return Err(Error::bad_request(format!(
+            "container {container_name:?} in pod {name:?} is waiting to start: ContainerCreating"
+        )));
+    };
+    if !follow {
+        return Ok((StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], text).into_response());
     }
+    let running = {
+        let c = c.clone();
+        let uid = uid.clone();
+        move || {
+            c.runtime.status(&uid).is_some_and(|reports| {
+                reports.iter().any(|r| {
+                    r.name == container_name
+                        && matches!(r.state, crate::runtime::ContainerState::Running { .. })
+                })
+            })
+        }
+    };
+    let c = c.clone();
+    let container = container.map(String::from);
+    let first = Bytes::from(text.clone().into_bytes());
+    let rest = futures::stream::unfold((text.len(), false), move |(sent, done)| {
+        let (c, uid, container, running) =
+            (c.clone(), uid.clone(), container.clone(), running.clone());
+        async move {
+            if done {
+                return None;
+            }
+            loop {
+                let alive = running();
+                let now = c
+                    .runtime
+                    .logs(&uid, container.as_deref())
+                    .unwrap_or_default();
+                // A shorter log is a new run's: this one is over.
+                if now.len() < sent {
+                    return None;
+                }
+                if now.len() > sent {
+                    let chunk = Bytes::from(now.as_bytes()[sent..].to_vec());
+                    return Some((
+                        Ok::<Bytes, std::convert::Infallible>(chunk),
+                        (now.len(), !alive),
+                    ));
+                }
+                if !alive {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    });
+    let stream = futures::StreamExt::chain(
+        futures::stream::iter([Ok::<Bytes, std::convert::Infallible>(first)]),
+        rest,
+    );
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| error_response(&Error::internal("could not build the log stream"))))
 }
 
 fn watch_response(

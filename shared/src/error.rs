@@ -93,8 +93,11 @@ pub enum Error {
     #[error("lost the leader lease to another replica")]
     LostLeadership,
 
-    /// The health endpoint could not listen.
-    #[error("cannot serve health checks on {address}")]
+    /// The health endpoint could not listen (another operator may hold
+    /// the port): the message names the flag that moves it.
+    #[error(
+        "cannot serve health checks on {address} (is another operator running? start this one with --health-addr 127.0.0.1:0, or another free port)"
+    )]
     Health {
         /// The address.
         address: String,

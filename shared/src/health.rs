@@ -104,4 +104,18 @@ mod tests {
         readiness.set(true);
         assert_eq!(status_line(address, "/readyz").await, "HTTP/1.1 200 OK");
     }
+
+    #[tokio::test]
+    async fn a_taken_port_is_reported_with_the_flag_that_moves_it() {
+        let taken = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binds");
+        let address = taken.local_addr().expect("address");
+        let Err(error) = bind(address, Readiness::default()).await else {
+            panic!("a second bind of {address} succeeded");
+        };
+        let message = error.to_string();
+        assert!(message.contains(&address.to_string()), "{message}");
+        assert!(message.contains("--health-addr 127.0.0.1:0"), "{message}");
+    }
 }

@@ -63,6 +63,7 @@ pub fn rules(rt: &ResourceType) -> &'static dyn KindRules {
         ("", "pods") => &Pods,
         ("", "services") => &Services,
         ("", "namespaces") => &Namespaces,
+        ("batch", "jobs") => &Jobs,
         ("apiextensions.k8s.io", "customresourcedefinitions") => &CustomResourceDefinitions,
         _ => &Plain,
     }
@@ -113,6 +114,49 @@ impl KindRules for Pods {
             .unwrap_or(0)
             > 0
             && pod_running(obj)
+    }
+}
+
+/// Jobs: the selector the API server generates at creation. Unless
+/// `spec.manualSelector` is true, the Job's selector matches its own uid
+/// (`batch.kubernetes.io/controller-uid`), and its pod template carries
+/// that label and `batch.kubernetes.io/job-name`, plus the legacy
+/// `controller-uid` and `job-name`, as upstream's `generateSelector` gives
+/// them; so `kubectl logs job/NAME` finds the Job's pods, not others with
+/// the template's labels.
+struct Jobs;
+impl KindRules for Jobs {
+    fn on_create(&self, _c: &Cluster, obj: &mut Value) -> Result<()> {
+        if obj.pointer("/spec/manualSelector") == Some(&json!(true)) {
+            return Ok(());
+        }
+        let uid = crate::meta::uid_of(obj).to_string();
+        let name = name_of(obj).to_string();
+        let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) else {
+            return Ok(());
+        };
+        let template = spec.entry("template").or_insert(json!({}));
+        if let Some(t) = template.as_object_mut() {
+            let meta = t.entry("metadata").or_insert(json!({}));
+            if let Some(m) = meta.as_object_mut() {
+                let labels = m.entry("labels").or_insert(json!({}));
+                if let Some(l) = labels.as_object_mut() {
+                    for (key, value) in [
+                        ("batch.kubernetes.io/controller-uid", &uid),
+                        ("batch.kubernetes.io/job-name", &name),
+                        ("controller-uid", &uid),
+                        ("job-name", &name),
+                    ] {
+                        l.insert(key.into(), json!(value));
+                    }
+                }
+            }
+        }
+        spec.insert(
+            "selector".into(),
+            json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}),
+        );
+        Ok(())
     }
 }
 

@@ -79,6 +79,24 @@ pub trait PodRuntime: Send + Sync + 'static {
     fn stopped(&self, _uid: &str) -> bool {
         true
     }
+    /// A command that runs `argv` in container `container` of pod `uid`,
+    /// in the container's context (its user, environment, working
+    /// directory and paths), for `kubectl exec`; or why there is none, in
+    /// words for the user. The default runs nothing.
+    fn exec(
+        &self,
+        _uid: &str,
+        container: &str,
+        _argv: &[String],
+    ) -> Result<tokio::process::Command, String> {
+        Err(format!(
+            "container {container} runs in the simulated runtime, which runs no processes, so there is nothing to exec into; start the sandbox with real PostgreSQL (pgdb-sandbox --runtime postgres, after scripts/install-postgres.sh) to run commands in pods"
+        ))
+    }
+    /// Called with the process group of a command `exec` gave once it
+    /// runs (`true`) and once it is gone (`false`), so the runtime's
+    /// cleanup (shutdown, its watchdog) kills it with the pods'.
+    fn exec_running(&self, _pgid: i32, _running: bool) {}
     /// Stops everything the runtime started, at once; called when the
     /// sandbox stops (also from `Drop`, so it must not block for long).
     fn shutdown(&self) {}

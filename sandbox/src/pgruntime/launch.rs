@@ -382,6 +382,11 @@ pub(super) async fn run_process(
         st.pgid = Some(pid);
         st.ready = false;
         st.kill_reason = None;
+        st.exec = Some(Arc::new(super::exec::ExecContext {
+            env: env.clone(),
+            mounts: mounts.clone(),
+            cwd: cwd.clone(),
+        }));
     }
     inner.changed();
     let probes = tokio::spawn(run_probes(
@@ -421,6 +426,7 @@ pub(super) async fn run_process(
     let mut st = cell.lock();
     st.pgid = None;
     st.ready = false;
+    st.exec = None;
     let reason = st
         .kill_reason
         .take()

@@ -26,6 +26,23 @@ use crate::cluster::Cluster;
 use crate::runtime::{ContainerReport, ContainerState, PodRuntime};
 
 impl PodRuntime for PostgresRuntime {
+    fn exec(
+        &self,
+        uid: &str,
+        container: &str,
+        argv: &[String],
+    ) -> std::result::Result<tokio::process::Command, String> {
+        self.exec_command(uid, container, argv)
+    }
+
+    fn exec_running(&self, pgid: i32, running: bool) {
+        if running {
+            self.inner.register_group(pgid);
+        } else {
+            self.inner.unregister_group(pgid);
+        }
+    }
+
     fn start(&self, pod: &Pod) {
         let inner = &self.inner;
         if inner.closed.load(Ordering::SeqCst) {
@@ -57,6 +74,7 @@ impl PodRuntime for PostgresRuntime {
                         restart_count: 0,
                         pgid: None,
                         kill_reason: None,
+                        exec: None,
                     }),
                 })
             })

@@ -20,7 +20,8 @@
 //! down), [`lifecycle`] (the kubelet-facing [`crate::runtime::PodRuntime`]
 //! and each container's restart loop), [`launch`] (what a container runs,
 //! and one run of it), [`env`](mod@env) (its environment), [`pod_volumes`] (the
-//! directories behind its volumes), [`probes`] and [`faults`] (the
+//! directories behind its volumes), [`probes`], [`exec`] (running a
+//! command in a container's context, for `kubectl exec`) and [`faults`] (the
 //! controls tests use). The modules above them are the host-side tools
 //! these use.
 
@@ -28,6 +29,7 @@ pub mod binaries;
 pub mod config;
 pub mod env;
 mod events;
+pub mod exec;
 pub mod faults;
 pub mod launch;
 pub mod lifecycle;

@@ -35,6 +35,8 @@ pub(super) struct CellState {
     pub(super) pgid: Option<i32>,
     /// Set by a fault or a failed probe: the reason the exit is reported with.
     pub(super) kill_reason: Option<&'static str>,
+    /// While a process runs: what an exec into the container needs.
+    pub(super) exec: Option<std::sync::Arc<super::exec::ExecContext>>,
 }
 
 #[derive(Debug)]

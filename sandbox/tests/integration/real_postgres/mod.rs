@@ -5,11 +5,13 @@
 //! how to install them (`scripts/install-postgres.sh`).
 //!
 //! The tests are grouped by what they exercise: [`images`], [`processes`],
+//! [`exec`],
 //! [`faults`], [`volumes`], [`termination`], [`portforward`] and
 //! [`sandbox_process`]; the
 //! helpers they share (starting a sandbox on the real runtime, fixtures
 //! for pods and claims, bounded waits, psql) are here.
 
+mod exec;
 mod faults;
 mod images;
 mod portforward;
