@@ -39,7 +39,6 @@ pub mod runtime;
 pub mod schema;
 pub mod selector;
 pub mod server;
-pub mod spdy;
 pub mod store;
 pub mod watch;
 

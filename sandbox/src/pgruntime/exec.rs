@@ -25,19 +25,8 @@
 
 use std::path::PathBuf;
 
-use super::rewrite::{self, Mounts};
+use super::rewrite;
 use super::state::{PostgresRuntime, lock};
-
-/// What an exec into a running container needs, captured when its
-/// process starts.
-#[derive(Debug, Clone)]
-pub(super) struct ExecContext {
-    /// The environment, translated (`PATH`, `HOME`, the pod's variables).
-    pub(super) env: Vec<(String, String)>,
-    pub(super) mounts: Mounts,
-    /// The working directory, in host terms.
-    pub(super) cwd: PathBuf,
-}
 
 impl PostgresRuntime {
     /// A command running `argv` in container `container` of pod `uid` (see

@@ -382,7 +382,7 @@ pub(super) async fn run_process(
         st.pgid = Some(pid);
         st.ready = false;
         st.kill_reason = None;
-        st.exec = Some(Arc::new(super::exec::ExecContext {
+        st.exec = Some(Arc::new(super::state::ExecContext {
             env: env.clone(),
             mounts: mounts.clone(),
             cwd: cwd.clone(),

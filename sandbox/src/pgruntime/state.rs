@@ -36,7 +36,7 @@ pub(super) struct CellState {
     /// Set by a fault or a failed probe: the reason the exit is reported with.
     pub(super) kill_reason: Option<&'static str>,
     /// While a process runs: what an exec into the container needs.
-    pub(super) exec: Option<std::sync::Arc<super::exec::ExecContext>>,
+    pub(super) exec: Option<std::sync::Arc<ExecContext>>,
 }
 
 #[derive(Debug)]
@@ -252,4 +252,16 @@ pub(super) fn grace(inner: &Inner, ctx: &PodCtx) -> Duration {
 /// across an await, so the futures stay `Send`).
 pub(super) async fn until_stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
+}
+
+/// What an exec into a running container needs, captured when its
+/// process starts (the exec module runs commands with it).
+#[derive(Debug, Clone)]
+pub(super) struct ExecContext {
+    /// The environment, translated (`PATH`, `HOME`, the pod's variables).
+    pub(super) env: Vec<(String, String)>,
+    /// The container's mounts, for translating paths.
+    pub(super) mounts: Mounts,
+    /// The working directory, in host terms.
+    pub(super) cwd: PathBuf,
 }

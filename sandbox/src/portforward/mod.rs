@@ -34,11 +34,13 @@
 //! (subprotocol `SPDY/3.1+portforward.k8s.io`, kubectl 1.31 and later by
 //! default) or, as its fallback, by a direct `Upgrade: SPDY/3.1` of a
 //! POST; it never uses the channel protocols above. The tunnelled form is
-//! served ([`crate::spdy`]: the ports come in each stream's headers, so
+//! served ([`spdy`]: the ports come in each stream's headers, so
 //! the request has no `ports`); the direct one gets 400 with a message
 //! saying to use the tunnelled one, and what to do without forwarding
 //! (connect to the Service's ClusterIP or the pod's IP, which are
 //! addresses of the host), which kubectl prints.
+
+pub mod spdy;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -219,11 +221,8 @@ pub async fn serve(
     let protocol = match requested.iter().find(|p| PROTOCOLS.contains(&p.as_str())) {
         Some(p) => Some(p.clone()),
         None if requested.is_empty() => None,
-        None if requested
-            .iter()
-            .any(|p| p == crate::spdy::PORT_FORWARD_PROTOCOL) =>
-        {
-            Some(crate::spdy::PORT_FORWARD_PROTOCOL.to_string())
+        None if requested.iter().any(|p| p == spdy::PORT_FORWARD_PROTOCOL) => {
+            Some(spdy::PORT_FORWARD_PROTOCOL.to_string())
         }
         None => {
             return Err(Error::bad_request(format!(
@@ -231,7 +230,7 @@ pub async fn serve(
             )));
         }
     };
-    let spdy = protocol.as_deref() == Some(crate::spdy::PORT_FORWARD_PROTOCOL);
+    let spdy = protocol.as_deref() == Some(spdy::PORT_FORWARD_PROTOCOL);
     // SPDY carries its ports in each stream's headers.
     let ports = if spdy {
         vec![]
@@ -265,10 +264,8 @@ pub async fn serve(
         .await
         .map_err(|r| Error::bad_request(r.body_text()))?;
     if spdy {
-        let upgrade = upgrade.protocols([crate::spdy::PORT_FORWARD_PROTOCOL]);
-        return Ok(
-            upgrade.on_upgrade(move |socket| crate::spdy::serve_port_forward(socket, pod_ref))
-        );
+        let upgrade = upgrade.protocols([spdy::PORT_FORWARD_PROTOCOL]);
+        return Ok(upgrade.on_upgrade(move |socket| spdy::serve_port_forward(socket, pod_ref)));
     }
     let base64 = protocol.as_deref() == Some(PROTOCOLS[1]);
     let upgrade = match protocol {

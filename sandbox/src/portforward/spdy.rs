@@ -30,7 +30,7 @@ use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::portforward::PodRef;
+use super::PodRef;
 
 /// The websocket subprotocol of SPDY tunnelled for port-forward.
 pub const PORT_FORWARD_PROTOCOL: &str = "SPDY/3.1+portforward.k8s.io";
