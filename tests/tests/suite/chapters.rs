@@ -3,7 +3,10 @@
 //! the fenced `text` block after it; see `tests::course`) is run in order,
 //! by `sh` with real kubectl, against a fresh sandbox of the chapter's own
 //! with the chapter's level running, and its output must match. A chapter
-//! whose commands or outputs drift from the software fails here.
+//! whose commands or outputs drift from the software fails here. So does a
+//! chapter whose behaviour-matrix rows differ from the generated matrix,
+//! and a chapter's "write it yourself" exercise is checked here when no
+//! other test checks it.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -190,4 +193,88 @@ async fn every_runnable_block_of_the_chapters_prints_what_the_chapter_shows() {
     }
     eprintln!("chapters run in {:.1?}", began.elapsed());
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// The cells of a Markdown table row.
+fn cells(line: &str) -> Vec<String> {
+    line.trim()
+        .trim_matches('|')
+        .split(" | ")
+        .map(|c| c.trim().to_string())
+        .collect()
+}
+
+/// A chapter's table of its level's behaviour-matrix rows (first cell
+/// ending in the scenario's name, as in "... (`EditedChild`)", one column
+/// per level) must say what docs/behaviour-matrix.md says, which the
+/// behaviour suite checks against what it observed.
+#[test]
+fn the_chapters_matrix_rows_are_the_behaviour_matrixs() {
+    let root = repo_root();
+    let read = |path: &str| {
+        std::fs::read_to_string(root.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+    };
+    let matrix = read("docs/behaviour-matrix.md");
+    let observed: std::collections::HashMap<String, Vec<String>> = matrix
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| Scenario"))
+        .map(|l| {
+            let mut row = cells(l);
+            let title = row.remove(0);
+            (title, row)
+        })
+        .collect();
+    let mut problems = Vec::new();
+    for (path, _) in CHAPTERS {
+        let mut levels: Vec<usize> = Vec::new();
+        let mut rows = 0;
+        for line in read(path).lines() {
+            if line.starts_with("| Scenario |") {
+                levels = cells(line)
+                    .iter()
+                    .skip(1)
+                    .filter_map(|c| c.strip_prefix("Level ")?.split(' ').next()?.parse().ok())
+                    .collect();
+                continue;
+            }
+            if !line.starts_with('|') {
+                levels.clear();
+            }
+            if levels.is_empty() {
+                continue;
+            }
+            let row = cells(line);
+            let Some(name) = row
+                .first()
+                .filter(|_| line.starts_with("| "))
+                .and_then(|c| c.strip_suffix("`)"))
+                .and_then(|c| c.rsplit_once("(`"))
+                .map(|(_, name)| name.to_string())
+                .filter(|name| name.chars().all(|c| c.is_ascii_alphanumeric()))
+            else {
+                continue;
+            };
+            rows += 1;
+            let Some(entry) = tests::scenarios::find(&name) else {
+                problems.push(format!("{path}: no scenario is named {name}"));
+                continue;
+            };
+            let Some(cells_observed) = observed.get(entry.title) else {
+                problems.push(format!("{path}: the matrix has no row {:?}", entry.title));
+                continue;
+            };
+            for (cell, level) in row.iter().skip(1).zip(&levels) {
+                let expected = cells_observed.get(level - 1).map(String::as_str);
+                if expected != Some(cell.as_str()) {
+                    problems.push(format!(
+                        "{path}: {name}, level {level}: the chapter says {cell:?}, the matrix {expected:?}"
+                    ));
+                }
+            }
+        }
+        if path != "docs/lab.md" && rows == 0 {
+            problems.push(format!("{path}: no behaviour-matrix rows"));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
