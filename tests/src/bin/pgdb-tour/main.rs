@@ -247,9 +247,14 @@ async fn connection_hint(client: Client, namespace: String, name: String) {
         .and_then(|s| s.credentials_secret)
         .unwrap_or_default();
     println!(
-        "\n{} Connect (the sandbox's Service addresses are real loopback addresses):\n  PGPASSWORD=$(kubectl -n {namespace} get secret {secret} -o jsonpath='{{.data.password}}' | base64 -d) psql -h {cluster_ip} -U {} {}\n",
+        "\n{} Connect (the sandbox's Service addresses are real loopback addresses):\n  PGPASSWORD=$(kubectl -n {namespace} get secret {secret} -o jsonpath='{{.data.password}}' | base64 -d) psql -h {cluster_ip} -U {} {}\n  or, in the clone, with KUBECONFIG set: scripts/psql.sh {name}{}\n",
         now(),
         db.spec.database.owner,
-        db.spec.database.name
+        db.spec.database.name,
+        if namespace == "default" {
+            String::new()
+        } else {
+            format!("  (with kubectl's namespace set to {namespace})")
+        }
     );
 }
