@@ -53,7 +53,8 @@ pub const IDENTIFIER_PATTERN: &str = r"^[a-z_][a-z0-9_]*$";
     status = "PostgresDBStatus",
     derive = "PartialEq",
     doc = "A PostgreSQL database managed by the PostgresDB operator.",
-    printcolumn = r#"{"name":"Version","type":"string","jsonPath":".spec.version"}"#,
+    printcolumn = r#"{"name":"Requested","type":"string","jsonPath":".spec.version"}"#,
+    printcolumn = r#"{"name":"Running","type":"string","jsonPath":".status.currentVersion"}"#,
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
@@ -418,9 +419,10 @@ pub enum Phase {
     Creating,
     /// The database accepts connections and nothing is in progress.
     Ready,
-    /// A change is being rolled out.
+    /// A change is being rolled out, or the pods of a database that was
+    /// ready before are starting again without a failure seen.
     Updating,
-    /// The database was ready before and is not now, or a pod is failing.
+    /// A pod is failing (the `Degraded` condition is true).
     Degraded,
     /// The spec cannot be served; nothing was changed.
     Invalid,

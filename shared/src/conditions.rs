@@ -239,11 +239,10 @@ impl Assessments {
                 Phase::Ready
             }
         } else if ever_ready {
-            if self.is_true(PROGRESSING) {
-                Phase::Updating
-            } else {
-                Phase::Degraded
-            }
+            // Not ready, yet no failure seen: a pod starting again (after a
+            // restart, a rollout, a recreated StatefulSet). The headline says
+            // Degraded only when the Degraded condition does.
+            Phase::Updating
         } else {
             Phase::Creating
         }
@@ -374,8 +373,44 @@ mod tests {
         let mut creating = Assessments::default();
         creating.set(READY, Assessment::no("PodsNotReady", ""));
         assert_eq!(creating.phase(false, false), Phase::Creating);
-        assert_eq!(creating.phase(false, true), Phase::Degraded);
         creating.set(PROGRESSING, Assessment::yes("RollingUpdate", ""));
         assert_eq!(creating.phase(false, true), Phase::Updating);
+    }
+
+    #[test]
+    fn the_phase_says_degraded_exactly_when_the_degraded_condition_is_true() {
+        // A rollout's steps, as the conditions stand at each: the headline
+        // never says Degraded while the condition says False.
+        let steps = [
+            ("DatabaseReady", "ReconcileComplete", false, Phase::Ready),
+            ("DatabaseReady", "RollingOut", true, Phase::Updating),
+            ("PodsNotReady", "RollingOut", true, Phase::Updating),
+            ("PodsNotReady", "ReconcileComplete", false, Phase::Updating),
+            ("DatabaseReady", "ReconcileComplete", false, Phase::Ready),
+        ];
+        for (ready, progressing, is_progressing, phase) in steps {
+            let mut a = Assessments::default();
+            a.set(
+                READY,
+                if ready == "DatabaseReady" {
+                    Assessment::yes(ready, "")
+                } else {
+                    Assessment::no(ready, "")
+                },
+            );
+            a.set(
+                PROGRESSING,
+                if is_progressing {
+                    Assessment::yes(progressing, "")
+                } else {
+                    Assessment::no(progressing, "")
+                },
+            );
+            a.set(DEGRADED, Assessment::no("NoFailures", ""));
+            assert_eq!(a.phase(false, true), phase, "{ready}, {progressing}");
+            assert_ne!(a.phase(false, true), Phase::Degraded);
+            a.set(DEGRADED, Assessment::yes("PodFailing", "").warn());
+            assert_eq!(a.phase(false, true), Phase::Degraded, "{ready}, failing");
+        }
     }
 }

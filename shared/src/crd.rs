@@ -150,7 +150,7 @@ mod tests {
             .flatten()
             .map(|c| c.name.as_str())
             .collect();
-        assert_eq!(columns, ["Version", "Phase", "Ready", "Age"]);
+        assert_eq!(columns, ["Requested", "Running", "Phase", "Ready", "Age"]);
     }
 
     #[test]

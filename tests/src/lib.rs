@@ -10,9 +10,12 @@
 //! - [`connect`]: logging in to a database the operator made.
 //! - [`matrix`]: the observations as `docs/behaviour-matrix.md`.
 //! - [`rbac`]: whether `deploy/rbac.yaml` grants what a level did.
+//! - [`course`]: what the chapters and the tour share: the clone's own
+//!   files, and the chapters' runnable blocks.
 
 pub mod builders;
 pub mod connect;
+pub mod course;
 pub mod harness;
 pub mod levels;
 pub mod matrix;

@@ -97,6 +97,9 @@ pub struct Outcome {
     /// On a mismatch, both observations in full (`Debug`): an observation
     /// can hold more than its cell shows.
     pub difference: Option<String>,
+    /// What was seen, in full (`Debug`, one field a line), when the run
+    /// made an observation.
+    pub seen: Option<String>,
 }
 
 /// A scenario, with its types erased, as the suite lists them.
@@ -137,6 +140,7 @@ fn run_and_compare<S: Scenario>(
                 observed: observed.to_string(),
                 expected: expected.to_string(),
                 not_run: false,
+                seen: Some(format!("{observed:#?}")),
             },
             Observed::NotRun(why) => Outcome {
                 observed: why,
@@ -144,6 +148,7 @@ fn run_and_compare<S: Scenario>(
                 matches: false,
                 not_run: true,
                 difference: None,
+                seen: None,
             },
         })
     })
@@ -179,6 +184,12 @@ pub fn all() -> Vec<Entry> {
         entry::<restart_mid_upgrade::RestartMidUpgrade>(),
         entry::<major_upgrade_with_data::MajorUpgradeWithData>(),
     ]
+}
+
+/// The scenario `name` names, as `PGDB_SCENARIOS` and `pgdb-tour
+/// --scenario` spell it.
+pub fn find(name: &str) -> Option<Entry> {
+    all().into_iter().find(|e| e.name == name)
 }
 
 /// The real-PostgreSQL runtime, for scenarios where data is at stake or

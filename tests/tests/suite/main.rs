@@ -5,6 +5,7 @@
 //! however many run at once.
 //!
 //! - [`behaviour`]: every scenario against every level, and the matrix.
+//! - [`chapters`]: the chapters' runnable blocks, run as written.
 //! - [`core_on_sandbox`]: the shared core and Level 1 beyond the matrix.
 //! - [`level1_on_real_postgres`], [`level2_on_real_postgres`],
 //!   [`level2_major_upgrade`]: the levels against real servers.
@@ -14,6 +15,7 @@
 //! `cargo test -p tests --test suite <module>` runs one module.
 
 mod behaviour;
+mod chapters;
 mod core_on_sandbox;
 mod level1_on_real_postgres;
 mod level2_major_upgrade;

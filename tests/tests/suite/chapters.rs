@@ -1,0 +1,280 @@
+//! Executable chapters: every block a chapter marks runnable
+//! (`<!-- runnable -->` before a fenced `sh` block, its expected output in
+//! the fenced `text` block after it; see `tests::course`) is run in order,
+//! by `sh` with real kubectl, against a fresh sandbox of the chapter's own
+//! with the chapter's level running, and its output must match. A chapter
+//! whose commands or outputs drift from the software fails here. So does a
+//! chapter whose behaviour-matrix rows differ from the generated matrix,
+//! and a chapter's "write it yourself" exercise is checked here when no
+//! other test checks it.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use sandbox::Sandbox;
+use shared::runner::{self, RunOptions};
+use tests::course::{Runnable, matches, runnable_blocks};
+use tests::harness::install_crd;
+use tests::levels::LevelId;
+
+/// The chapters, each with the level it is run against.
+const CHAPTERS: [(&str, LevelId); 3] = [
+    ("docs/lab.md", LevelId::One),
+    ("docs/level1-install.md", LevelId::One),
+    ("docs/level2-upgrade.md", LevelId::Two),
+];
+
+/// How long one block may take (each `kubectl wait` in it waits less).
+const BLOCK_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// PATH with the directory scripts/install-tools.sh links kubectl into
+/// when the machine has none.
+fn search_path() -> String {
+    let tools = std::env::var("PGDB_TOOLS_DIR").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/pgdb-operator/tools",
+            std::env::var("HOME").unwrap_or_default()
+        )
+    });
+    format!("{}:{tools}/bin", std::env::var("PATH").unwrap_or_default())
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// Runs one chapter; the failures it found, each naming its line.
+async fn run_chapter(path: &str, level: LevelId) -> Result<usize, String> {
+    let root = repo_root();
+    let text = std::fs::read_to_string(root.join(path))
+        .map_err(|e| format!("{path}: cannot read: {e}"))?;
+    let blocks = runnable_blocks(&text).map_err(|e| format!("{path}: {e}"))?;
+    if blocks.is_empty() {
+        return Ok(0);
+    }
+    // Real PostgreSQL, as the tour runs it when the binaries are installed.
+    let sandbox = Sandbox::start(tests::scenarios::real_postgres())
+        .await
+        .map_err(|e| format!("{path}: the sandbox did not start: {e}"))?;
+    let tag = path.replace(['/', '.'], "-");
+    let kubeconfig =
+        std::env::temp_dir().join(format!("pgdb-{tag}-{}.kubeconfig", std::process::id()));
+    sandbox
+        .write_kubeconfig(&kubeconfig)
+        .map_err(|e| format!("{path}: cannot write the kubeconfig: {e}"))?;
+    install_crd(&sandbox.client())
+        .await
+        .map_err(|e| format!("{path}: {}", shared::reconcile::error_chain(&e)))?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let operator = tokio::spawn(runner::run(
+        level.build(),
+        sandbox.client(),
+        RunOptions::default(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let mut result = Ok(blocks.len());
+    for block in &blocks {
+        if let Err(failure) = run_block(&root, &kubeconfig, &tag, block).await {
+            result = Err(format!("{path}:{}: {failure}", block.line));
+            break;
+        }
+    }
+    let _ = stop.send(());
+    let _ = operator.await;
+    sandbox.shutdown().await;
+    let _ = std::fs::remove_file(&kubeconfig);
+    result
+}
+
+/// Runs a block's commands as one `sh` script (so a variable set by one
+/// command is there for the next, as in the learner's shell) and compares
+/// what they printed together (stdout and stderr) with the block's
+/// expected output.
+async fn run_block(
+    root: &Path,
+    kubeconfig: &Path,
+    tag: &str,
+    block: &Runnable,
+) -> Result<(), String> {
+    let script = format!("exec 2>&1\n{}\n", block.commands.join("\n"));
+    // The output goes to a file, so a block that hangs still shows how far it got.
+    let log = std::env::temp_dir().join(format!(
+        "pgdb-{tag}-{}-{}.out",
+        std::process::id(),
+        block.line
+    ));
+    let file =
+        std::fs::File::create(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+    // A process group of its own, so a block that hangs is stopped with
+    // every command it started.
+    let mut child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(root)
+        .env("KUBECONFIG", kubeconfig)
+        .env("PATH", search_path())
+        .stdout(std::process::Stdio::from(file))
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot run sh (and kubectl): {e}"))?;
+    let finished = tokio::time::timeout(BLOCK_TIMEOUT, child.wait()).await;
+    if finished.is_err()
+        && let Some(pid) = child.id()
+    {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &format!("-{pid}")])
+            .status();
+    }
+    let output = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    if finished.is_err() {
+        return Err(format!(
+            "the block did not finish within {BLOCK_TIMEOUT:?}; it printed:\n{output}"
+        ));
+    }
+    if matches(&block.expected, &output) {
+        Ok(())
+    } else {
+        Err(format!(
+            "the output differs from the chapter's.\ncommands:\n  {}\nexpected:\n{}\nprinted:\n{output}",
+            block.commands.join("\n  "),
+            block.expected.join("\n")
+        ))
+    }
+}
+
+/// Level 1's "write it yourself" exercise: whatever the learner writes,
+/// `kubectl get pgdb` must show the version asked for and the one running.
+#[test]
+fn kubectl_get_pgdb_shows_the_requested_and_the_running_version() {
+    use kube::CustomResourceExt;
+    let crd = shared::api::PostgresDB::crd();
+    let columns: Vec<(String, String)> = crd
+        .spec
+        .versions
+        .iter()
+        .flat_map(|v| v.additional_printer_columns.iter().flatten())
+        .map(|c| (c.name.clone(), c.json_path.clone()))
+        .collect();
+    for path in [".spec.version", ".status.currentVersion"] {
+        assert!(
+            columns.iter().any(|(_, p)| p == path),
+            "no printer column shows {path}; the columns are {columns:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_runnable_block_of_the_chapters_prints_what_the_chapter_shows() {
+    let kubectl = std::process::Command::new("sh")
+        .args(["-c", "kubectl version --client"])
+        .env("PATH", search_path())
+        .output();
+    assert!(
+        kubectl.is_ok_and(|o| o.status.success()),
+        "the chapters' commands need kubectl on PATH (scripts/install-tools.sh installs it)"
+    );
+    let began = Instant::now();
+    let runs = CHAPTERS
+        .iter()
+        .map(|&(path, level)| async move { (path, run_chapter(path, level).await) });
+    let mut failures = Vec::new();
+    for (path, result) in futures::future::join_all(runs).await {
+        match result {
+            Ok(n) => eprintln!("{path}: {n} runnable blocks as written"),
+            Err(failure) => failures.push(failure),
+        }
+    }
+    eprintln!("chapters run in {:.1?}", began.elapsed());
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// The cells of a Markdown table row.
+fn cells(line: &str) -> Vec<String> {
+    line.trim()
+        .trim_matches('|')
+        .split(" | ")
+        .map(|c| c.trim().to_string())
+        .collect()
+}
+
+/// A chapter's table of its level's behaviour-matrix rows (first cell
+/// ending in the scenario's name, as in "... (`EditedChild`)", one column
+/// per level) must say what docs/behaviour-matrix.md says, which the
+/// behaviour suite checks against what it observed.
+#[test]
+fn the_chapters_matrix_rows_are_the_behaviour_matrixs() {
+    let root = repo_root();
+    let read = |path: &str| {
+        std::fs::read_to_string(root.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+    };
+    let matrix = read("docs/behaviour-matrix.md");
+    let observed: std::collections::HashMap<String, Vec<String>> = matrix
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| Scenario"))
+        .map(|l| {
+            let mut row = cells(l);
+            let title = row.remove(0);
+            (title, row)
+        })
+        .collect();
+    let mut problems = Vec::new();
+    for (path, _) in CHAPTERS {
+        let mut levels: Vec<usize> = Vec::new();
+        let mut rows = 0;
+        for line in read(path).lines() {
+            if line.starts_with("| Scenario |") {
+                levels = cells(line)
+                    .iter()
+                    .skip(1)
+                    .filter_map(|c| c.strip_prefix("Level ")?.split(' ').next()?.parse().ok())
+                    .collect();
+                continue;
+            }
+            if !line.starts_with('|') {
+                levels.clear();
+            }
+            if levels.is_empty() {
+                continue;
+            }
+            let row = cells(line);
+            let Some(name) = row
+                .first()
+                .filter(|_| line.starts_with("| "))
+                .and_then(|c| c.strip_suffix("`)"))
+                .and_then(|c| c.rsplit_once("(`"))
+                .map(|(_, name)| name.to_string())
+                .filter(|name| name.chars().all(|c| c.is_ascii_alphanumeric()))
+            else {
+                continue;
+            };
+            rows += 1;
+            let Some(entry) = tests::scenarios::find(&name) else {
+                problems.push(format!("{path}: no scenario is named {name}"));
+                continue;
+            };
+            let Some(cells_observed) = observed.get(entry.title) else {
+                problems.push(format!("{path}: the matrix has no row {:?}", entry.title));
+                continue;
+            };
+            for (cell, level) in row.iter().skip(1).zip(&levels) {
+                let expected = cells_observed.get(level - 1).map(String::as_str);
+                if expected != Some(cell.as_str()) {
+                    problems.push(format!(
+                        "{path}: {name}, level {level}: the chapter says {cell:?}, the matrix {expected:?}"
+                    ));
+                }
+            }
+        }
+        if path != "docs/lab.md" && rows == 0 {
+            problems.push(format!("{path}: no behaviour-matrix rows"));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
