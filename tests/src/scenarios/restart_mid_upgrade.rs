@@ -118,6 +118,15 @@ impl Scenario for RestartMidUpgrade {
                 image_of(sts).as_deref() == Some("postgres:16.4")
             })
             .await?;
+        // On the sandbox, the replacement pod is held unready until the
+        // kill, so the first operator cannot finish the rollout before it
+        // dies (the restart takes about a second, a poll a few
+        // milliseconds; held by name, the hold applies to the new pod).
+        let hold = cluster.sandbox_handle().and_then(|s| s.postgres_runtime());
+        let pod = format!("{NAME}-0");
+        if let Some(runtime) = hold {
+            runtime.set_ready(cluster.namespace(), &pod, Some(false));
+        }
         cluster
             .wait_for(NAME, "observed at the new version", |db| {
                 db.status.as_ref().and_then(|s| s.observed_generation) == Some(generation)
@@ -131,6 +140,9 @@ impl Scenario for RestartMidUpgrade {
             .map(|u| u.started_at);
         let killed = first.instance().map(str::to_string);
         first.kill().await;
+        if let Some(runtime) = hold {
+            runtime.set_ready(cluster.namespace(), &pod, None);
+        }
         let second = cluster.run_operator(level);
         let restarted = second.instance().map(str::to_string);
         let db = cluster
