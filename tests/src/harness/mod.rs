@@ -28,7 +28,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config, CustomResourceExt, Resource};
-use sandbox::{Sandbox, SandboxConfig};
+use sandbox::{PostgresConfig, RuntimeKind, Sandbox, SandboxConfig};
 use shared::api::PostgresDB;
 use shared::runner::{self, RunOptions};
 use tokio::sync::{Semaphore, SemaphorePermit, oneshot};
@@ -391,6 +391,28 @@ impl TestCluster {
             sandbox.shutdown().await;
             let _ = std::fs::remove_file(&self.kubeconfig);
         }
+    }
+}
+
+/// A sandbox configuration whose pods run real PostgreSQL, after checking
+/// that the servers of `majors` are installed. A missing server fails the
+/// test (never a silent pass) with how to install it.
+pub fn real_postgres(majors: &[u32]) -> SandboxConfig {
+    let postgres = PostgresConfig::default();
+    for &major in majors {
+        if let Err(missing) = postgres.binaries.server(major) {
+            panic!(
+                "this test runs real PostgreSQL {major} and {missing}; install it with \
+                 `scripts/install-postgres.sh {major}` (PostgreSQL 15 and the client tools \
+                 come from Debian's packages: run it as root, or \
+                 `sudo apt-get install postgresql-15 postgresql-client-15`)"
+            );
+        }
+    }
+    SandboxConfig {
+        runtime_kind: RuntimeKind::Postgres,
+        postgres,
+        ..Default::default()
     }
 }
 
