@@ -14,6 +14,7 @@
 
 mod behaviour;
 mod core_on_sandbox;
+mod documented;
 mod level1_on_real_postgres;
 mod level2_major_upgrade;
 mod level2_on_real_postgres;
