@@ -15,6 +15,7 @@
 mod behaviour;
 mod core_on_sandbox;
 mod documented;
+mod leader;
 mod level1_on_real_postgres;
 mod level2_major_upgrade;
 mod level2_on_real_postgres;
