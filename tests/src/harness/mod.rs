@@ -346,6 +346,17 @@ impl TestCluster {
         level: LevelId,
         extra: &[&str],
     ) -> Result<Operator, HarnessError> {
+        self.run_binary_env(level, extra, &[])
+    }
+
+    /// [`TestCluster::run_binary_with`], with environment variables set
+    /// for the process (`RUST_LOG`, say).
+    pub fn run_binary_env(
+        &self,
+        level: LevelId,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Operator, HarnessError> {
         let binary = level.binary();
         let log = std::env::temp_dir().join(format!("{}-{}.log", level.name(), unique_suffix()));
         let file = std::fs::File::create(&log).map_err(|source| HarnessError::Io {
@@ -366,6 +377,7 @@ impl TestCluster {
                 "127.0.0.1:0",
             ])
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::from(file))
             .stderr(Stdio::from(err))
             .kill_on_drop(true)

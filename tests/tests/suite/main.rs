@@ -19,5 +19,6 @@ mod leader;
 mod level1_on_real_postgres;
 mod level2_major_upgrade;
 mod level2_on_real_postgres;
+mod passwords;
 mod pruning;
 mod rbac;
