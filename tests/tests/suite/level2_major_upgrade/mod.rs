@@ -5,13 +5,16 @@
 //! fails rolls back to the old server with its data, which takes writes
 //! again; a client writing to the pod past the fenced Service loses no
 //! write the old server acknowledged; a migration past its timeout is
-//! stopped and rolled back (on the simulated runtime). Skipped, with a note,
-//! when the PostgreSQL 15 or 16 binaries are missing (`scripts/install-postgres.sh`).
+//! stopped and rolled back (on the simulated runtime). A test fails,
+//! saying how to install them, when the PostgreSQL 15 or 16 binaries are
+//! missing (`scripts/install-postgres.sh`).
 //!
 //! The fixture is in [`fixture`]; the client writing past the Service in
-//! [`direct_writer`].
+//! [`direct_writer`]; a verification difference, a kill while the Job runs
+//! and retention's end in [`faults`].
 
 mod direct_writer;
+mod faults;
 mod fixture;
 
 use std::time::{Duration, Instant};
