@@ -370,12 +370,14 @@ impl TestCluster {
         let child = tokio::process::Command::new(&binary)
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
-            .args([
-                "--namespace",
-                &self.namespace,
-                "--health-addr",
-                "127.0.0.1:0",
-            ])
+            .args(["--namespace", &self.namespace])
+            // A port of its own unless the test names one.
+            .args(
+                (!extra.contains(&"--health-addr"))
+                    .then_some(["--health-addr", "127.0.0.1:0"])
+                    .into_iter()
+                    .flatten(),
+            )
             .args(extra)
             .envs(env.iter().copied())
             .stdout(Stdio::from(file))

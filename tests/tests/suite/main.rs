@@ -19,6 +19,7 @@ mod leader;
 mod level1_on_real_postgres;
 mod level2_major_upgrade;
 mod level2_on_real_postgres;
+mod operator_binary;
 mod passwords;
 mod pruning;
 mod rbac;
