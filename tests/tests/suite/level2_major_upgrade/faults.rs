@@ -1,5 +1,7 @@
 //! A major upgrade's faults end to end on real PostgreSQL 15 and 16: a
-//! verification difference rolls the upgrade back; an operator killed
+//! verification difference rolls the upgrade back, and the documented
+//! retry (the running version, then the new one again) completes with a
+//! Job of its own while the failed attempt's is pruned; an operator killed
 //! while the migration Job runs is followed by one that completes the same
 //! Job; retention then deletes the pre-upgrade dump.
 
@@ -48,8 +50,8 @@ async fn events(cluster: &Cluster) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_write_the_dump_missed_fails_the_verification_and_the_upgrade_rolls_back_losing_nothing()
-{
+async fn a_write_the_dump_missed_fails_the_verification_and_rolls_back_losing_nothing_and_a_retry_completes()
+ {
     let cluster = Cluster::start(&[15, 16]).await;
     database_at_15_with_rows(&cluster).await;
     let owner = cluster.connect_as("orders-credentials", None).await;
@@ -180,6 +182,62 @@ async fn a_write_the_dump_missed_fails_the_verification_and_the_upgrade_rolls_ba
     for claim in ["data-orders-0", "orders-backup-16", "orders-data-16"] {
         assert!(cluster.claim_exists(claim).await, "PVC {claim} is kept");
     }
+
+    // The retry the docs describe: the running version, the cause fixed
+    // (the writer is gone), the new version again. A new attempt runs a
+    // new Job on the volume the failed one left incomplete, and the
+    // earlier attempt's Job is pruned.
+    let failed_job = major.job.clone();
+    let before = contents(&cluster).await;
+    cluster
+        .inner
+        .patch_spec("orders", json!({"version": "15"}))
+        .await
+        .expect("the spec is patched");
+    cluster
+        .wait_until("15 is the settled version again", || async {
+            cluster
+                .database()
+                .await
+                .is_some_and(|db| tests::scenarios::steps::is_settled_at(&db, "15"))
+        })
+        .await;
+    cluster
+        .inner
+        .patch_spec("orders", json!({"version": "16"}))
+        .await
+        .expect("the spec is patched");
+    cluster
+        .wait_until("the retry completes and 16 is Ready", || async {
+            cluster.upgrade_phase().await == Some(UpgradePhase::Complete)
+                && cluster.ready_at("16").await
+        })
+        .await;
+    let retried = cluster
+        .database()
+        .await
+        .and_then(|db| db.status?.upgrade?.major)
+        .expect("status.upgrade.major");
+    assert_ne!(retried.job, failed_job, "the retry ran a Job of its own");
+    assert_eq!(contents(&cluster).await, before, "every row reached 16");
+    cluster
+        .wait_until("the failed attempt's Job is pruned", || async {
+            cluster
+                .api::<Job>()
+                .get_opt(&failed_job)
+                .await
+                .expect("reads the Job")
+                .is_none_or(|j| j.metadata.deletion_timestamp.is_some())
+        })
+        .await;
+    let events = cluster.inner.events("orders").await.expect("lists Events");
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("Normal Pruned") && e.contains(&failed_job)),
+        "an Event Pruned names the earlier attempt's Job:\n{}",
+        events.join("\n")
+    );
     cluster.stop().await;
 }
 
