@@ -1,7 +1,9 @@
 //! Level 1's documented behaviours that had no test of their own
 //! (docs/level1-install.md): the refusals `RefusedStorageClassChange` and
 //! `InvalidParameter` naming their field and touching nothing, `Degraded`
-//! for a pod whose image cannot be pulled or that cannot be scheduled, and
+//! for a pod whose image cannot be pulled, that cannot be scheduled, or
+//! that crash-loops on a data directory a new major cannot read (Level 1
+//! given a major change), a larger size applied to the existing volume, and
 //! the data volume outliving the database.
 //!
 //! The sandbox schedules every pod at once (its kubelet reports
@@ -530,4 +532,126 @@ fn a_pod_the_scheduler_cannot_place_degrades_the_database_with_its_reason() {
             && degraded.message.contains(message),
         "{degraded:?}"
     );
+}
+
+#[tokio::test]
+async fn a_larger_storage_size_is_applied_to_the_existing_claim_and_not_to_the_claim_template()
+-> Result<(), Failed> {
+    let cluster = sandbox().await?;
+    let operator = cluster.run_operator(LevelId::One);
+    cluster
+        .create(&DbBuilder::manifest("orders").storage("1Gi").build())
+        .await
+        .or_fail("create the PostgresDB")?;
+    cluster.wait_for("orders", "Ready", is_settled).await?;
+    let claims = cluster.api::<PersistentVolumeClaim>();
+    let uid = claims
+        .get("data-orders-0")
+        .await
+        .or_fail("read the data PVC")?
+        .uid();
+    cluster
+        .patch_spec("orders", serde_json::json!({"storage": {"size": "2Gi"}}))
+        .await
+        .or_fail("patch spec.storage.size")?;
+    let grown = cluster
+        .wait_for_object::<PersistentVolumeClaim>("data-orders-0", "asking for 2Gi", |claim| {
+            claim
+                .and_then(|c| c.spec.as_ref()?.resources.as_ref()?.requests.as_ref())
+                .and_then(|r| r.get("storage"))
+                .is_some_and(|q| q.0 == "2Gi")
+        })
+        .await?;
+    ensure(grown.as_ref().map(|c| c.uid()) == Some(uid), || {
+        "the same claim grew, not a new one".into()
+    })?;
+    cluster
+        .wait_for("orders", "Ready at the new generation", is_settled)
+        .await?;
+    let sts = cluster
+        .api::<StatefulSet>()
+        .get("orders")
+        .await
+        .or_fail("read the StatefulSet")?;
+    let template: Vec<Option<String>> = sts
+        .spec
+        .and_then(|s| s.volume_claim_templates)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|t| {
+            t.spec
+                .and_then(|s| s.resources?.requests?.get("storage").map(|q| q.0.clone()))
+        })
+        .collect();
+    ensure(template == [Some("1Gi".to_string())], || {
+        format!("the claim template, which cannot change, keeps 1Gi: {template:?}")
+    })?;
+    operator.stop().await;
+    cluster.finish().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn level1_given_a_new_major_leaves_the_pod_crash_looping_and_reports_degraded()
+-> Result<(), Failed> {
+    let cluster = TestCluster::sandbox(real_postgres(&[15, 16]))
+        .await
+        .or_fail("start a real-PostgreSQL sandbox")?
+        .with_budget(std::time::Duration::from_secs(90));
+    let operator = cluster.run_operator(LevelId::One);
+    cluster
+        .create(&DbBuilder::manifest("orders").version("15").build())
+        .await
+        .or_fail("create the PostgresDB")?;
+    cluster.wait_for("orders", "Ready", is_settled).await?;
+    cluster
+        .patch_spec("orders", serde_json::json!({"version": "16"}))
+        .await
+        .or_fail("patch spec.version")?;
+    let degraded = cluster
+        .wait_for("orders", "Degraded by a crash loop", |db| {
+            condition_of(db, "Degraded")
+                .is_some_and(|(s, _, m)| s == "True" && m.contains("CrashLoopBackOff"))
+        })
+        .await?;
+    ensure(
+        degraded.status.as_ref().and_then(|s| s.phase) == Some(Phase::Degraded),
+        || {
+            format!(
+                "phase Degraded: {:?}",
+                degraded.status.as_ref().and_then(|s| s.phase)
+            )
+        },
+    )?;
+    // The reason is the server's: it refuses the data directory 15 wrote.
+    let pod = cluster
+        .api::<Pod>()
+        .get("orders-0")
+        .await
+        .or_fail("read the pod")?;
+    let restarts: i32 = pod
+        .status
+        .and_then(|s| s.container_statuses)
+        .unwrap_or_default()
+        .iter()
+        .map(|c| c.restart_count)
+        .sum();
+    ensure(restarts > 0, || "the container restarted".into())?;
+    let log = cluster
+        .api::<Pod>()
+        .logs(
+            "orders-0",
+            &kube::api::LogParams {
+                previous: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .or_fail("read the previous run's log")?;
+    ensure(log.contains("incompatible"), || {
+        format!("the server refuses the data directory:\n{log}")
+    })?;
+    operator.stop().await;
+    cluster.finish().await;
+    Ok(())
 }
