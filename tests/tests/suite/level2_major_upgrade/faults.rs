@@ -3,7 +3,8 @@
 //! retry (the running version, then the new one again) completes with a
 //! Job of its own while the failed attempt's is pruned; an operator killed
 //! while the migration Job runs is followed by one that completes the same
-//! Job; retention then deletes the pre-upgrade dump.
+//! Job; retention then deletes the pre-upgrade dump; changing
+//! `spec.version` back while the Job runs cancels the upgrade.
 
 use std::collections::BTreeSet;
 
@@ -410,5 +411,78 @@ async fn an_operator_killed_while_the_migration_job_runs_is_followed_by_one_that
     }
     assert!(cluster.ready_at("16").await, "16 still serves");
     assert_eq!(contents(&cluster).await, before, "every row still there");
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changing_the_version_back_while_the_job_runs_cancels_the_upgrade_and_15_serves_again() {
+    let cluster = Cluster::start(&[15, 16]).await;
+    database_at_15_with_rows(&cluster).await;
+    // Enough rows that the Job is still at work when the spec changes.
+    let owner = cluster.connect_as("orders-credentials", None).await;
+    owner
+        .batch_execute(
+            "CREATE TABLE bulk AS SELECT g AS id, md5(g::text) AS digest FROM generate_series(1, 1500000) g",
+        )
+        .await
+        .expect("the owner writes many rows");
+    drop(owner);
+    let before = contents(&cluster).await;
+    cluster
+        .inner
+        .patch_spec(
+            "orders",
+            json!({"version": "16", "upgrade": {"allowMajor": true}}),
+        )
+        .await
+        .expect("the spec is patched");
+    cluster
+        .wait_until("the migration Job is restoring", || async {
+            job_log(&cluster)
+                .await
+                .is_some_and(|(_, log)| log.contains("restoring the dump"))
+        })
+        .await;
+    cluster
+        .inner
+        .patch_spec("orders", json!({"version": "15"}))
+        .await
+        .expect("the spec is patched back");
+    cluster
+        .wait_until("the upgrade is rolled back as cancelled", || async {
+            cluster.upgrade_phase().await == Some(UpgradePhase::RolledBack)
+        })
+        .await;
+    let major = cluster
+        .database()
+        .await
+        .and_then(|db| db.status?.upgrade?.major)
+        .expect("status.upgrade.major");
+    let failure = major.failure.clone().unwrap_or_default();
+    assert!(
+        failure.contains("cancelled") && failure.contains("spec.version"),
+        "the failure says the spec cancelled it: {failure}"
+    );
+    cluster
+        .wait_until("15 serves again, writes resumed", || async {
+            cluster.ready_at("15").await
+                && events(&cluster)
+                    .await
+                    .iter()
+                    .any(|e| e.contains("WritesResumed"))
+        })
+        .await;
+    assert!(server_version(&cluster).await.starts_with("15"));
+    assert_eq!(
+        contents(&cluster).await,
+        before,
+        "every row is where it was"
+    );
+    let owner = cluster.connect_as("orders-credentials", None).await;
+    owner
+        .batch_execute("INSERT INTO items VALUES (4, 'four')")
+        .await
+        .expect("15 takes writes again");
+    drop(owner);
     cluster.stop().await;
 }
