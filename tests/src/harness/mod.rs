@@ -28,7 +28,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config, CustomResourceExt, Resource};
-use sandbox::{Sandbox, SandboxConfig};
+use sandbox::{PostgresConfig, RuntimeKind, Sandbox, SandboxConfig};
 use shared::api::PostgresDB;
 use shared::runner::{self, RunOptions};
 use tokio::sync::{Semaphore, SemaphorePermit, oneshot};
@@ -346,6 +346,17 @@ impl TestCluster {
         level: LevelId,
         extra: &[&str],
     ) -> Result<Operator, HarnessError> {
+        self.run_binary_env(level, extra, &[])
+    }
+
+    /// [`TestCluster::run_binary_with`], with environment variables set
+    /// for the process (`RUST_LOG`, say).
+    pub fn run_binary_env(
+        &self,
+        level: LevelId,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Operator, HarnessError> {
         let binary = level.binary();
         let log = std::env::temp_dir().join(format!("{}-{}.log", level.name(), unique_suffix()));
         let file = std::fs::File::create(&log).map_err(|source| HarnessError::Io {
@@ -359,13 +370,16 @@ impl TestCluster {
         let child = tokio::process::Command::new(&binary)
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
-            .args([
-                "--namespace",
-                &self.namespace,
-                "--health-addr",
-                "127.0.0.1:0",
-            ])
+            .args(["--namespace", &self.namespace])
+            // A port of its own unless the test names one.
+            .args(
+                (!extra.contains(&"--health-addr"))
+                    .then_some(["--health-addr", "127.0.0.1:0"])
+                    .into_iter()
+                    .flatten(),
+            )
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::from(file))
             .stderr(Stdio::from(err))
             .kill_on_drop(true)
@@ -391,6 +405,28 @@ impl TestCluster {
             sandbox.shutdown().await;
             let _ = std::fs::remove_file(&self.kubeconfig);
         }
+    }
+}
+
+/// A sandbox configuration whose pods run real PostgreSQL, after checking
+/// that the servers of `majors` are installed. A missing server fails the
+/// test (never a silent pass) with how to install it.
+pub fn real_postgres(majors: &[u32]) -> SandboxConfig {
+    let postgres = PostgresConfig::default();
+    for &major in majors {
+        if let Err(missing) = postgres.binaries.server(major) {
+            panic!(
+                "this test runs real PostgreSQL {major} and {missing}; install it with \
+                 `scripts/install-postgres.sh {major}` (PostgreSQL 15 and the client tools \
+                 come from Debian's packages: run it as root, or \
+                 `sudo apt-get install postgresql-15 postgresql-client-15`)"
+            );
+        }
+    }
+    SandboxConfig {
+        runtime_kind: RuntimeKind::Postgres,
+        postgres,
+        ..Default::default()
     }
 }
 

@@ -36,6 +36,14 @@ impl Operator {
         }
     }
 
+    /// What a binary wrote to stdout and stderr so far (`None` in-process).
+    pub fn output(&self) -> Option<std::io::Result<String>> {
+        match self {
+            Operator::InProcess { .. } => None,
+            Operator::Process { log, .. } => Some(std::fs::read_to_string(log)),
+        }
+    }
+
     /// Stops the operator gracefully (SIGTERM for a process) and checks
     /// that it exited cleanly.
     pub async fn stop(self) {

@@ -1,7 +1,8 @@
 //! Level 1 against the sandbox's real-PostgreSQL runtime: the StatefulSet's
 //! pod is a real server, initialised by the image's entrypoint with the
 //! operator's ConfigMap and Secrets, and a Job running `pg_dump` is a real
-//! pg_dump. Skipped, with a note, when no PostgreSQL 15 binaries are found.
+//! pg_dump. Fails, saying how to install them, when no PostgreSQL 15
+//! binaries are found.
 
 use std::time::{Duration, Instant};
 
@@ -9,12 +10,12 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use sandbox::{PostgresConfig, PostgresRuntime, RuntimeKind, Sandbox, SandboxConfig};
+use sandbox::{PostgresRuntime, Sandbox};
 use serde_json::json;
 use shared::api::PostgresDB;
 use tests::builders::DbBuilder;
 use tests::connect::{Role, Route, connect_through, connect_to};
-use tests::harness::{Failed, Operator, OrFail, TestCluster};
+use tests::harness::{Failed, Operator, OrFail, TestCluster, real_postgres};
 use tests::levels::LevelId;
 
 /// Long enough for initdb and a first start on a busy two-core machine.
@@ -27,23 +28,14 @@ struct Cluster {
 }
 
 impl Cluster {
-    async fn start() -> Option<Self> {
-        let postgres = PostgresConfig::default();
-        if let Err(missing) = postgres.binaries.server(15) {
-            eprintln!("skipped: {missing}");
-            return None;
-        }
-        let config = SandboxConfig {
-            runtime_kind: RuntimeKind::Postgres,
-            postgres,
-            ..Default::default()
-        };
+    async fn start() -> Self {
+        let config = real_postgres(&[15]);
         let inner = match TestCluster::sandbox(config).await {
             Ok(cluster) => cluster.with_budget(WAIT),
             Err(error) => panic!("{}", shared::reconcile::error_chain(&error)),
         };
         let operator = inner.run_operator(LevelId::One);
-        Some(Self { inner, operator })
+        Self { inner, operator }
     }
 
     fn sandbox(&self) -> &Sandbox {
@@ -157,9 +149,7 @@ fn alive(pid: i32) -> bool {
 
 #[tokio::test]
 async fn a_real_database_keeps_its_rows_when_its_pod_is_replaced_and_stops_when_deleted() {
-    let Some(cluster) = Cluster::start().await else {
-        return;
-    };
+    let cluster = Cluster::start().await;
     let client = ready_database_with_rows(&cluster).await;
     assert_eq!(count(&client).await, 3);
     drop(client);
@@ -212,9 +202,7 @@ async fn a_real_database_keeps_its_rows_when_its_pod_is_replaced_and_stops_when_
 
 #[tokio::test]
 async fn a_pg_dump_job_backs_up_a_real_database_and_the_dump_restores_into_another() {
-    let Some(cluster) = Cluster::start().await else {
-        return;
-    };
+    let cluster = Cluster::start().await;
     let client = ready_database_with_rows(&cluster).await;
     drop(client);
     let claim: PersistentVolumeClaim = serde_json::from_value(json!({
@@ -316,9 +304,7 @@ async fn a_pg_dump_job_backs_up_a_real_database_and_the_dump_restores_into_anoth
 
 #[tokio::test]
 async fn the_database_answers_through_a_port_forward_as_it_does_on_kind() {
-    let Some(cluster) = Cluster::start().await else {
-        return;
-    };
+    let cluster = Cluster::start().await;
     drop(ready_database_with_rows(&cluster).await);
     let forwarded = connect_through(
         &cluster.inner,

@@ -1,32 +1,22 @@
 //! Level 2 speaks SQL to real servers on the sandbox's real-PostgreSQL
 //! runtime: a parameter PostgreSQL can reload is applied without a restart,
 //! one that needs a restart restarts the pod, and status says which.
-//! Skipped, with a note, when no PostgreSQL 15 binaries are found.
+//! Fails, saying how to install them, when no PostgreSQL 15 binaries are found.
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
-use sandbox::{PostgresConfig, RuntimeKind, SandboxConfig};
 use shared::api::{ConfigurationMethod, PostgresDB};
 use tests::builders::DbBuilder;
 use tests::connect::{Role, connect};
-use tests::harness::{Operator, TestCluster};
+use tests::harness::{Operator, TestCluster, real_postgres};
 use tests::levels::LevelId;
 
 /// A sandbox running real PostgreSQL, Level 2 against it, and a Ready
 /// database `orders` at version 15.
-async fn ready_database() -> Option<(TestCluster, Operator)> {
-    let postgres = PostgresConfig::default();
-    if let Err(missing) = postgres.binaries.server(15) {
-        eprintln!("skipped: {missing}");
-        return None;
-    }
-    let cluster = TestCluster::sandbox(SandboxConfig {
-        runtime_kind: RuntimeKind::Postgres,
-        postgres,
-        ..Default::default()
-    })
-    .await
-    .unwrap_or_else(|error| panic!("{}", shared::reconcile::error_chain(&error)));
+async fn ready_database() -> (TestCluster, Operator) {
+    let cluster = TestCluster::sandbox(real_postgres(&[15]))
+        .await
+        .unwrap_or_else(|error| panic!("{}", shared::reconcile::error_chain(&error)));
     let operator = cluster.run_operator(LevelId::Two);
     cluster
         .create(&DbBuilder::manifest("orders").version("15").build())
@@ -36,7 +26,7 @@ async fn ready_database() -> Option<(TestCluster, Operator)> {
         .wait_for("orders", "Ready", tests::scenarios::is_settled)
         .await
         .expect("Ready");
-    Some((cluster, operator))
+    (cluster, operator)
 }
 
 async fn query_one(client: &tokio_postgres::Client, sql: &str) -> String {
@@ -79,9 +69,7 @@ async fn applied(cluster: &TestCluster, changed: &str, method: ConfigurationMeth
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parameter_postgresql_can_reload_is_applied_without_a_restart() {
-    let Some((cluster, operator)) = ready_database().await else {
-        return;
-    };
+    let (cluster, operator) = ready_database().await;
     let superuser = connect(&cluster, Role::Superuser, "orders")
         .await
         .expect("the sandbox's Service is reachable");
@@ -138,9 +126,7 @@ async fn a_parameter_postgresql_can_reload_is_applied_without_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parameter_that_needs_a_restart_restarts_the_server_and_is_applied() {
-    let Some((cluster, operator)) = ready_database().await else {
-        return;
-    };
+    let (cluster, operator) = ready_database().await;
     let started = {
         let superuser = connect(&cluster, Role::Superuser, "orders")
             .await

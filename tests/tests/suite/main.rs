@@ -17,9 +17,13 @@
 mod behaviour;
 mod chapters;
 mod core_on_sandbox;
+mod documented;
+mod leader;
 mod level1_on_real_postgres;
 mod level2_major_upgrade;
 mod level2_on_real_postgres;
+mod operator_binary;
+mod passwords;
 mod pruning;
 mod rbac;
 mod safe_configuration;

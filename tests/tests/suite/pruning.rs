@@ -15,12 +15,11 @@ use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{ListParams, ObjectMeta, PostParams};
 use kube::{Resource, ResourceExt};
-use sandbox::{PostgresConfig, RuntimeKind, SandboxConfig};
 use serde_json::json;
 use shared::api::{PostgresDB, UpgradePhase};
 use shared::names::common_labels;
 use tests::builders::DbBuilder;
-use tests::harness::{Failed, OrFail, TestCluster, WAIT};
+use tests::harness::{Failed, OrFail, TestCluster, WAIT, real_postgres};
 use tests::levels::LevelId;
 use tests::scenarios::is_settled;
 
@@ -280,18 +279,7 @@ async fn volumes(cluster: &TestCluster) -> BTreeMap<String, (String, bool)> {
 
 #[tokio::test]
 async fn level1_taking_over_from_level2_after_a_major_upgrade_deletes_no_volume_and_no_job() {
-    let postgres = PostgresConfig::default();
-    for major in [15, 16] {
-        if let Err(missing) = postgres.binaries.server(major) {
-            eprintln!("skipped: {missing}");
-            return;
-        }
-    }
-    let config = SandboxConfig {
-        runtime_kind: RuntimeKind::Postgres,
-        postgres,
-        ..Default::default()
-    };
+    let config = real_postgres(&[15, 16]);
     let cluster = match TestCluster::sandbox(config).await {
         Ok(cluster) => cluster,
         Err(error) => panic!("{}", shared::reconcile::error_chain(&error)),

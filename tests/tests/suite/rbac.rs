@@ -7,31 +7,20 @@
 //! volumes, leader election) and every request it made must be allowed by
 //! a rule of the ClusterRole or the leader-election Role. A permission
 //! missing there would make the deployed operator fail on a real cluster.
-//! Skipped, with a note, when the PostgreSQL 15 or 16 binaries are missing.
+//! Fails, saying how to install them, when the PostgreSQL 15 or 16
+//! binaries are missing.
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::api::{DeleteParams, PostParams};
-use sandbox::{PostgresConfig, RuntimeKind, SandboxConfig};
 use serde_json::json;
 use shared::api::{PostgresDB, UpgradePhase};
 use tests::builders::DbBuilder;
-use tests::harness::TestCluster;
+use tests::harness::{TestCluster, real_postgres};
 use tests::levels::LevelId;
 
 #[tokio::test]
 async fn level2_uses_only_what_the_deployed_rbac_grants() {
-    let postgres = PostgresConfig::default();
-    for major in [15, 16] {
-        if let Err(missing) = postgres.binaries.server(major) {
-            eprintln!("skipped: {missing}");
-            return;
-        }
-    }
-    let config = SandboxConfig {
-        runtime_kind: RuntimeKind::Postgres,
-        postgres,
-        ..Default::default()
-    };
+    let config = real_postgres(&[15, 16]);
     let cluster = match TestCluster::sandbox(config).await {
         Ok(cluster) => cluster,
         Err(error) => panic!("{}", shared::reconcile::error_chain(&error)),

@@ -8,11 +8,10 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, PostParams};
-use sandbox::{PostgresConfig, RuntimeKind, SandboxConfig};
 use shared::api::{PostgresDB, UpgradePhase};
 use tests::builders::DbBuilder;
 use tests::connect::{Role, connect_to};
-use tests::harness::{Operator, TestCluster};
+use tests::harness::{Operator, TestCluster, real_postgres};
 use tests::levels::LevelId;
 
 /// Long enough for a first start, or a dump, restore, verification and
@@ -25,26 +24,16 @@ pub(super) struct Cluster {
 }
 
 impl Cluster {
-    /// A real-PostgreSQL sandbox with Level 2 running, when the majors' binaries exist.
-    pub(super) async fn start(majors: &[u32]) -> Option<Self> {
-        let postgres = PostgresConfig::default();
-        for &major in majors {
-            if let Err(missing) = postgres.binaries.server(major) {
-                eprintln!("skipped: {missing}");
-                return None;
-            }
-        }
-        let config = SandboxConfig {
-            runtime_kind: RuntimeKind::Postgres,
-            postgres,
-            ..Default::default()
-        };
+    /// A real-PostgreSQL sandbox with Level 2 running; fails when the
+    /// majors' binaries are missing, saying how to install them.
+    pub(super) async fn start(majors: &[u32]) -> Self {
+        let config = real_postgres(majors);
         let inner = match TestCluster::sandbox(config).await {
             Ok(cluster) => cluster.with_budget(WAIT),
             Err(error) => panic!("{}", shared::reconcile::error_chain(&error)),
         };
         let operator = Some(inner.run_operator(LevelId::Two));
-        Some(Self { inner, operator })
+        Self { inner, operator }
     }
 
     pub(super) fn api<K>(&self) -> Api<K>
