@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
+use shared::api::UpgradePhase;
 
 /// A client that connects to pod `orders-0` itself, past the Service, and
 /// inserts a numbered row into `ticks` every 20 ms as the owner,
@@ -88,6 +89,43 @@ impl DirectWriter {
         let _ = self.task.await;
         let acknowledged = self.acknowledged.lock().expect("not poisoned").clone();
         let failures = self.failures.lock().expect("not poisoned").clone();
+        (acknowledged, failures)
+    }
+}
+
+impl super::fixture::Cluster {
+    /// Asks for the major upgrade 15 to 16 while a [`DirectWriter`]
+    /// logged in as `login` writes to the pod, and waits until the upgrade
+    /// completes or rolls back: the inserts acknowledged and the distinct
+    /// failures the writer saw.
+    pub(super) async fn upgrade_under_a_direct_writer(
+        &self,
+        login: tokio_postgres::Config,
+    ) -> (Vec<i64>, Vec<String>) {
+        let writer = DirectWriter::start(self.api::<Pod>(), login);
+        self.wait_until("the direct writer's inserts are acknowledged", || async {
+            writer.acknowledged() >= 10
+        })
+        .await;
+        self.inner
+            .patch_spec(
+                "orders",
+                serde_json::json!({"version": "16", "upgrade": {"allowMajor": true}}),
+            )
+            .await
+            .expect("the spec is patched");
+        self.wait_until("the upgrade completes or rolls back", || async {
+            matches!(
+                self.upgrade_phase().await,
+                Some(UpgradePhase::Complete | UpgradePhase::RolledBack)
+            )
+        })
+        .await;
+        let (acknowledged, failures) = writer.stop().await;
+        eprintln!(
+            "{} inserts acknowledged; failures: {failures:#?}",
+            acknowledged.len()
+        );
         (acknowledged, failures)
     }
 }

@@ -18,7 +18,6 @@ use shared::keys::RETAIN_UNTIL_ANNOTATION;
 use tests::connect::{Role, login};
 use tests::levels::LevelId;
 
-use super::direct_writer::DirectWriter;
 use super::fixture::{Cluster, contents, database_at_15_with_rows, scalar, server_version};
 
 /// The upgrade Job's pod and its log so far, when it has one.
@@ -68,34 +67,7 @@ async fn a_write_the_dump_missed_fails_the_verification_and_rolls_back_losing_no
         .await
         .expect("the owner's login");
     login.options("-c default_transaction_read_only=off");
-    let writer = DirectWriter::start(cluster.api::<Pod>(), login);
-    cluster
-        .wait_until("the direct writer's inserts are acknowledged", || async {
-            writer.acknowledged() >= 10
-        })
-        .await;
-
-    cluster
-        .inner
-        .patch_spec(
-            "orders",
-            json!({"version": "16", "upgrade": {"allowMajor": true}}),
-        )
-        .await
-        .expect("the spec is patched");
-    cluster
-        .wait_until("the upgrade completes or rolls back", || async {
-            matches!(
-                cluster.upgrade_phase().await,
-                Some(UpgradePhase::Complete | UpgradePhase::RolledBack)
-            )
-        })
-        .await;
-    let (acknowledged, failures) = writer.stop().await;
-    eprintln!(
-        "{} inserts acknowledged; failures: {failures:#?}",
-        acknowledged.len()
-    );
+    let (acknowledged, _failures) = cluster.upgrade_under_a_direct_writer(login).await;
     assert_eq!(
         cluster.upgrade_phase().await,
         Some(UpgradePhase::RolledBack),

@@ -32,7 +32,6 @@ use tests::connect::{Role, login};
 use tests::harness::TestCluster;
 use tests::levels::LevelId;
 
-use direct_writer::DirectWriter;
 use fixture::{Cluster, contents, database_at_15_with_rows, server_version};
 
 #[tokio::test]
@@ -446,34 +445,7 @@ async fn a_client_writing_to_the_pod_past_the_fenced_service_loses_no_acknowledg
     let login = login(&cluster.inner, Role::Owner, "orders", None)
         .await
         .expect("the owner's login");
-    let writer = DirectWriter::start(cluster.api::<Pod>(), login);
-    cluster
-        .wait_until("the direct writer's inserts are acknowledged", || async {
-            writer.acknowledged() >= 10
-        })
-        .await;
-
-    cluster
-        .inner
-        .patch_spec(
-            "orders",
-            json!({"version": "16", "upgrade": {"allowMajor": true}}),
-        )
-        .await
-        .expect("the spec is patched");
-    cluster
-        .wait_until("the upgrade completes or rolls back", || async {
-            matches!(
-                cluster.upgrade_phase().await,
-                Some(UpgradePhase::Complete | UpgradePhase::RolledBack)
-            )
-        })
-        .await;
-    let (acknowledged, failures) = writer.stop().await;
-    eprintln!(
-        "{} inserts acknowledged; failures: {failures:#?}",
-        acknowledged.len()
-    );
+    let (acknowledged, failures) = cluster.upgrade_under_a_direct_writer(login).await;
     assert_eq!(
         cluster.upgrade_phase().await,
         Some(UpgradePhase::Complete),
