@@ -9,6 +9,7 @@
 //! - [`level1_on_real_postgres`], [`level2_on_real_postgres`],
 //!   [`level2_major_upgrade`]: the levels against real servers.
 //! - [`rbac`]: what the deployed RBAC grants, against a whole life of Level 2.
+//! - [`scale`]: a few hundred databases at once.
 //!
 //! `cargo test -p tests --test suite <module>` runs one module.
 
@@ -19,3 +20,4 @@ mod level2_major_upgrade;
 mod level2_on_real_postgres;
 mod pruning;
 mod rbac;
+mod scale;
