@@ -55,6 +55,49 @@ pub struct Event {
     /// The object before the change, so watches with selectors can tell when
     /// an object leaves or enters their view.
     pub old: Option<Value>,
+    /// The event as watch lines, encoded once for every watcher that sees
+    /// it the same way (by event type and API version), not once each.
+    pub encoded: Mutex<Vec<(String, axum::body::Bytes)>>,
+}
+
+impl Event {
+    pub fn new(
+        kind: EventType,
+        key: &str,
+        namespace: &str,
+        name: &str,
+        rv: u64,
+        object: Value,
+        old: Option<Value>,
+    ) -> Event {
+        Event {
+            kind,
+            key: key.into(),
+            namespace: namespace.into(),
+            name: name.into(),
+            rv,
+            object,
+            old,
+            encoded: Mutex::default(),
+        }
+    }
+
+    /// The line `encode` makes for watchers that see this event as `how`,
+    /// encoded by the first of them and shared with the rest.
+    pub fn encoded(
+        &self,
+        how: &str,
+        encode: impl FnOnce() -> axum::body::Bytes,
+    ) -> axum::body::Bytes {
+        // A poisoned cache still holds whole lines.
+        let mut cache = self.encoded.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, line)) = cache.iter().find(|(h, _)| h == how) {
+            return line.clone();
+        }
+        let line = encode();
+        cache.push((how.to_string(), line.clone()));
+        line
+    }
 }
 
 /// Why a store write was refused; the API layer turns it into a Status.
@@ -509,15 +552,7 @@ impl Store {
             .entry(key.to_string())
             .or_default()
             .insert(okey, obj.clone());
-        let ev = Event {
-            kind: EventType::Added,
-            key: key.into(),
-            namespace: ns.into(),
-            name: name.into(),
-            rv,
-            object: obj.clone(),
-            old: None,
-        };
+        let ev = Event::new(EventType::Added, key, ns, name, rv, obj.clone(), None);
         self.record(&mut inner, ev);
         Ok(obj)
     }
@@ -548,15 +583,15 @@ impl Store {
             .entry(key.to_string())
             .or_default()
             .insert(okey, obj.clone());
-        let ev = Event {
-            kind: EventType::Modified,
-            key: key.into(),
-            namespace: ns.into(),
-            name: name.into(),
+        let ev = Event::new(
+            EventType::Modified,
+            key,
+            ns,
+            name,
             rv,
-            object: obj.clone(),
-            old: Some(old),
-        };
+            obj.clone(),
+            Some(old),
+        );
         self.record(&mut inner, ev);
         Ok(obj)
     }
@@ -589,15 +624,15 @@ impl Store {
         inner.idx.update(key, &okey, Some(&obj), None);
         let old = obj.clone();
         set_rv(&mut obj, rv);
-        let ev = Event {
-            kind: EventType::Deleted,
-            key: key.into(),
-            namespace: ns.into(),
-            name: name.into(),
+        let ev = Event::new(
+            EventType::Deleted,
+            key,
+            ns,
+            name,
             rv,
-            object: obj.clone(),
-            old: Some(old),
-        };
+            obj.clone(),
+            Some(old),
+        );
         self.record(&mut inner, ev);
         Ok(obj)
     }

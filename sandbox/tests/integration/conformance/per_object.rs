@@ -20,21 +20,14 @@ use serde_json::{Value, json};
 use crate::common::sandbox;
 
 fn event(kind: EventType, key: &str, object: Value, old: Option<Value>) -> Event {
-    Event {
-        kind,
-        key: key.into(),
-        namespace: object["metadata"]["namespace"]
+    let text = |field: &str| {
+        object["metadata"][field]
             .as_str()
             .unwrap_or_default()
-            .into(),
-        name: object["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .into(),
-        rv: 0,
-        object,
-        old,
-    }
+            .to_string()
+    };
+    let (ns, name) = (text("namespace"), text("name"));
+    Event::new(kind, key, &ns, &name, 0, object, old)
 }
 
 fn keys<C: Controller>(ctl: &C, c: &Cluster, e: &Event) -> BTreeSet<C::Key> {
