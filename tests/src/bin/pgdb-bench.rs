@@ -385,9 +385,14 @@ async fn all_ready(api: Api<PostgresDB>, n: usize) -> Result<(), Failure> {
     let stream = watcher(api, watcher::Config::default());
     futures::pin_mut!(stream);
     while let Some(event) = stream.next().await {
-        let dbs = match event? {
-            watcher::Event::Apply(db) | watcher::Event::InitApply(db) => vec![db],
-            _ => vec![],
+        // A watch that fell behind (410) is listed again by the watcher.
+        let dbs = match event {
+            Ok(watcher::Event::Apply(db) | watcher::Event::InitApply(db)) => vec![db],
+            Ok(_) => vec![],
+            Err(e) => {
+                eprintln!("  (watch of PostgresDBs: {e}; listing again)");
+                vec![]
+            }
         };
         for db in dbs {
             if is_settled(&db) {
