@@ -14,6 +14,9 @@ pub struct Counters {
     counts: Mutex<BTreeMap<(String, String), u64>>,
     /// What each client (by User-Agent) asked for, as RBAC names it.
     by_agent: Mutex<BTreeMap<String, BTreeSet<RequestKind>>>,
+    /// kube-apiserver's request metrics, served at `/metrics`; unlike the
+    /// counts above they are never reset.
+    metrics: crate::metrics::Metrics,
 }
 
 /// A kind of request as an RBAC rule matches it: verb, API group and
@@ -29,6 +32,11 @@ pub struct RequestKind {
 pub const WRITE_VERBS: &[&str] = &["create", "update", "patch", "delete", "deletecollection"];
 
 impl Counters {
+    /// The request metrics `/metrics` serves.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
+    }
+
     fn lock(&self) -> MutexGuard<'_, BTreeMap<(String, String), u64>> {
         // Counter increments cannot be interrupted half-way.
         self.counts.lock().unwrap_or_else(|e| e.into_inner())

@@ -30,6 +30,8 @@ pub enum Error {
     },
     #[error("could not render the kubeconfig")]
     Kubeconfig(#[source] serde_yaml::Error),
+    #[error("failed to start the controllers' thread")]
+    Controllers(#[source] std::io::Error),
     #[error("could not build a kube client for the sandbox")]
     Client(#[source] kube::Error),
     /// The real-PostgreSQL runtime could not set up (work directory, processes).

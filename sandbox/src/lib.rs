@@ -28,6 +28,7 @@ pub mod fieldvalidation;
 pub mod jsonpath;
 pub mod lists;
 pub mod meta;
+pub mod metrics;
 pub mod openapi;
 pub mod patch;
 pub mod pgruntime;
@@ -123,7 +124,7 @@ pub struct Sandbox {
     client: kube::Client,
     shutdown: tokio_watch::Sender<bool>,
     server: Option<JoinHandle<()>>,
-    controllers: Vec<JoinHandle<()>>,
+    controllers: controllers::Controllers,
 }
 
 /// Objects every cluster starts with.
@@ -193,7 +194,7 @@ impl Sandbox {
                 tracing::error!(error = %e, "sandbox API server stopped");
             }
         });
-        let controllers = controllers::spawn_all(cluster.clone(), rx);
+        let controllers = controllers::spawn_all(cluster.clone()).map_err(Error::Controllers)?;
         let mut kc = kube::Config::new(
             format!("http://{addr}")
                 .parse()
@@ -316,9 +317,7 @@ impl Sandbox {
     fn stop(&mut self) {
         let _ = self.shutdown.send(true);
         self.faults.drop_watches();
-        for c in &self.controllers {
-            c.abort();
-        }
+        self.controllers.stop();
         // Real processes must not outlive the sandbox, even when a test
         // panics and only Drop runs.
         self.cluster.runtime.shutdown();

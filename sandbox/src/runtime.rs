@@ -15,7 +15,7 @@
 //! The trait and its reports are declared with the control plane that
 //! holds a runtime ([`crate::cluster::pod_runtime`]) and re-exported here.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -97,11 +97,31 @@ struct SimState {
     ready_override: HashMap<(String, String), bool>,
 }
 
+/// Pods whose reports may have changed since the kubelet last asked.
+#[derive(Default)]
+struct Dirty {
+    uids: HashSet<String>,
+    /// Something changed that is not tied to one uid (a forced readiness).
+    all: bool,
+}
+
 /// A runtime that pretends: see the module docs.
 pub struct SimulatedRuntime {
     config: SimulatedConfig,
     state: Mutex<SimState>,
     notify: Arc<Notify>,
+    dirty: Arc<Mutex<Dirty>>,
+}
+
+fn mark(dirty: &Mutex<Dirty>, uid: Option<&str>) {
+    // Plain set updates; a poisoned lock still holds valid uids.
+    let mut d = dirty.lock().unwrap_or_else(|e| e.into_inner());
+    match uid {
+        Some(u) => {
+            d.uids.insert(u.to_string());
+        }
+        None => d.all = true,
+    }
 }
 
 impl SimulatedRuntime {
@@ -110,6 +130,7 @@ impl SimulatedRuntime {
             config,
             state: Mutex::new(SimState::default()),
             notify: Arc::new(Notify::new()),
+            dirty: Arc::default(),
         }
     }
 
@@ -138,19 +159,24 @@ impl SimulatedRuntime {
             None => s.ready_override.remove(&key),
         };
         drop(s);
+        mark(&self.dirty, None);
         self.notify.notify_one();
     }
 
-    /// Wakes the kubelet after `d`, when a timed transition is due.
-    fn wake_after(&self, d: Duration) {
+    /// Wakes the kubelet after `d`, when a timed transition of pod `uid`
+    /// is due.
+    fn wake_after(&self, uid: &str, d: Duration) {
         if d.is_zero() {
             return;
         }
         let n = self.notify.clone();
+        let dirty = self.dirty.clone();
+        let uid = uid.to_string();
         // Outside a runtime (unit tests) transitions are simply polled.
         if let Ok(h) = tokio::runtime::Handle::try_current() {
             h.spawn(async move {
                 tokio::time::sleep(d).await;
+                mark(&dirty, Some(&uid));
                 n.notify_one();
             });
         }
@@ -238,7 +264,7 @@ impl PodRuntime for SimulatedRuntime {
             .filter_map(|c| c.exit.map(|e| e.1))
             .collect();
         s.pods.insert(
-            uid,
+            uid.clone(),
             SimPod {
                 namespace: pod.metadata.namespace.clone().unwrap_or_default(),
                 name: pod.metadata.name.clone().unwrap_or_default(),
@@ -247,11 +273,12 @@ impl PodRuntime for SimulatedRuntime {
             },
         );
         drop(s);
-        self.wake_after(self.config.start_delay);
-        self.wake_after(self.config.start_delay + self.config.ready_delay);
+        self.wake_after(&uid, self.config.start_delay);
+        self.wake_after(&uid, self.config.start_delay + self.config.ready_delay);
         for e in exits {
-            self.wake_after(self.config.start_delay + e);
+            self.wake_after(&uid, self.config.start_delay + e);
         }
+        mark(&self.dirty, Some(&uid));
         self.notify.notify_one();
     }
 
@@ -379,7 +406,7 @@ impl PodRuntime for SimulatedRuntime {
             .collect();
         drop(s);
         for w in wakes {
-            self.wake_after(w);
+            self.wake_after(uid, w);
         }
         Some(reports)
     }
@@ -403,6 +430,15 @@ impl PodRuntime for SimulatedRuntime {
 
     fn changed(&self) -> Arc<Notify> {
         self.notify.clone()
+    }
+
+    fn changed_pods(&self) -> Option<Vec<String>> {
+        let mut d = self.dirty.lock().unwrap_or_else(|e| e.into_inner());
+        let uids: Vec<String> = d.uids.drain().collect();
+        if std::mem::take(&mut d.all) {
+            return None;
+        }
+        Some(uids)
     }
 }
 

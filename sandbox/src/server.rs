@@ -68,14 +68,29 @@ fn error_response(e: &Error) -> Response {
 }
 
 async fn handle(State(st): State<Arc<AppState>>, req: Request) -> Response {
+    let started = std::time::Instant::now();
+    let agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
     let delay = st.faults.delay();
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    match route(&st, req).await {
+    let mut labels = None;
+    let response = match route(&st, req, &mut labels).await {
         Ok(r) => r,
         Err(e) => error_response(&e),
+    };
+    if let Some(l) = labels {
+        let code = response.status().as_u16();
+        st.counters
+            .metrics()
+            .observe(&l, &agent, code, started.elapsed());
     }
+    response
 }
 
 /// A parsed resource path.
@@ -313,7 +328,13 @@ fn delete_options(q: &HashMap<String, String>, body: &[u8]) -> Result<DeleteOpti
     Ok(o)
 }
 
-async fn route(st: &AppState, req: Request) -> Result<Response> {
+/// Serves one request; `labels` gets its metric labels once the resource
+/// request is parsed (discovery and health checks are not counted).
+async fn route(
+    st: &AppState,
+    req: Request,
+    labels: &mut Option<crate::metrics::RequestLabels>,
+) -> Result<Response> {
     let (mut parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
@@ -327,6 +348,15 @@ async fn route(st: &AppState, req: Request) -> Result<Response> {
 
     if matches!(segs.as_slice(), ["healthz"] | ["readyz"] | ["livez"]) {
         return Ok((StatusCode::OK, "ok").into_response());
+    }
+    if parts.method == Method::GET && segs.as_slice() == ["metrics"] {
+        let text = st.counters.metrics().render(st.cluster.store.writes());
+        return Ok((
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            text,
+        )
+            .into_response());
     }
     if parts.method == Method::GET
         && let Some(doc) = discovery(st, &segs, &host)
@@ -364,6 +394,11 @@ async fn route(st: &AppState, req: Request) -> Result<Response> {
         None => rt.plural.clone(),
     };
     st.counters.record(verb, &resource);
+    *labels = Some(crate::metrics::RequestLabels {
+        verb: verb.to_string(),
+        resource: rt.plural.clone(),
+        subresource: target.sub.clone().unwrap_or_default(),
+    });
     if let Some(agent) = parts
         .headers
         .get(header::USER_AGENT)
@@ -514,19 +549,33 @@ async fn route(st: &AppState, req: Request) -> Result<Response> {
                 warnings = fieldvalidation::check(&rt, &p, directive()?, kind == PatchKind::Apply)?;
             }
             if target.sub.as_deref() == Some("scale") {
-                let current = c.get_scale(&rt, &ns, &name)?;
-                let patched = match kind {
-                    PatchKind::Json => crate::patch::json_patch(&current, &body)?,
-                    PatchKind::Apply => {
-                        let v: Value = serde_yaml::from_slice(&body)
-                            .map_err(|e| Error::bad_request(e.to_string()))?;
-                        let mut cur = current.clone();
-                        json_patch::merge(&mut cur, &v);
-                        cur
+                // Read-patch-write, retried when another writer got in
+                // between, unless the patch itself names a resourceVersion.
+                let mut tries = 0;
+                loop {
+                    let current = c.get_scale(&rt, &ns, &name)?;
+                    let patched = match kind {
+                        PatchKind::Json => crate::patch::json_patch(&current, &body)?,
+                        PatchKind::Apply => {
+                            let v: Value = serde_yaml::from_slice(&body)
+                                .map_err(|e| Error::bad_request(e.to_string()))?;
+                            let mut cur = current.clone();
+                            json_patch::merge(&mut cur, &v);
+                            cur
+                        }
+                        _ => crate::patch::merge_patch(&current, &body)?,
+                    };
+                    let rv = |o: &Value| o.pointer("/metadata/resourceVersion").cloned();
+                    let unconditional = rv(&patched) == rv(&current);
+                    match c.set_scale(&rt, &ns, &name, &patched, &wopts) {
+                        Err(Error::Api(s))
+                            if s.reason == "Conflict" && unconditional && tries < 16 =>
+                        {
+                            tries += 1;
+                        }
+                        other => break other?,
                     }
-                    _ => crate::patch::merge_patch(&current, &body)?,
-                };
-                c.set_scale(&rt, &ns, &name, &patched, &wopts)?
+                }
             } else {
                 c.patch(&rt, &ns, &name, kind, &body, sub, &wopts)?
             }

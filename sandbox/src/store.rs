@@ -8,8 +8,16 @@
 //! resourceVersion they start at and then follow the broadcast. A watch that
 //! starts before the oldest remembered change gets `410 Gone` and must list
 //! again: the real server's watch cache has the same window.
+//!
+//! The store also keeps the indexes the built-in controllers read from, as
+//! an informer's indexers do: objects by uid, dependents by owner uid,
+//! objects by label pair, and Services (any object with a flat
+//! `spec.selector` map) by selector pair. They are updated with every
+//! write, so a controller reconciling one object reads only what relates
+//! to it instead of scanning a whole resource.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::{Value, json};
@@ -47,6 +55,49 @@ pub struct Event {
     /// The object before the change, so watches with selectors can tell when
     /// an object leaves or enters their view.
     pub old: Option<Value>,
+    /// The event as watch lines, encoded once for every watcher that sees
+    /// it the same way (by event type and API version), not once each.
+    pub encoded: Mutex<Vec<(String, axum::body::Bytes)>>,
+}
+
+impl Event {
+    pub fn new(
+        kind: EventType,
+        key: &str,
+        namespace: &str,
+        name: &str,
+        rv: u64,
+        object: Value,
+        old: Option<Value>,
+    ) -> Event {
+        Event {
+            kind,
+            key: key.into(),
+            namespace: namespace.into(),
+            name: name.into(),
+            rv,
+            object,
+            old,
+            encoded: Mutex::default(),
+        }
+    }
+
+    /// The line `encode` makes for watchers that see this event as `how`,
+    /// encoded by the first of them and shared with the rest.
+    pub fn encoded(
+        &self,
+        how: &str,
+        encode: impl FnOnce() -> axum::body::Bytes,
+    ) -> axum::body::Bytes {
+        // A poisoned cache still holds whole lines.
+        let mut cache = self.encoded.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, line)) = cache.iter().find(|(h, _)| h == how) {
+            return line.clone();
+        }
+        let line = encode();
+        cache.push((how.to_string(), line.clone()));
+        line
+    }
 }
 
 /// Why a store write was refused; the API layer turns it into a Status.
@@ -71,11 +122,115 @@ struct Inner {
     capacity: usize,
     /// Every change with a resourceVersion above this one is in `history`.
     oldest: u64,
+    idx: Indexes,
+}
+
+/// An object's place: its resource's storage key and `(namespace, name)`.
+pub type ObjectRef = (String, ObjectKey);
+
+/// `(resource key, namespace, label key, label value)`.
+type PairKey = (String, String, String, String);
+
+/// Secondary indexes, kept in step with `objects` by every write.
+#[derive(Default)]
+struct Indexes {
+    by_uid: HashMap<String, ObjectRef>,
+    by_owner: HashMap<String, BTreeSet<ObjectRef>>,
+    by_label: HashMap<PairKey, BTreeSet<String>>,
+    by_selector: HashMap<PairKey, BTreeSet<String>>,
+}
+
+fn str_pairs<'a>(obj: &'a Value, pointer: &str) -> impl Iterator<Item = (&'a str, &'a str)> {
+    obj.pointer(pointer)
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| v.as_str().map(|v| (k.as_str(), v)))
+}
+
+fn owner_uids(obj: &Value) -> impl Iterator<Item = &str> {
+    obj.pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["uid"].as_str())
+}
+
+impl Indexes {
+    /// Moves `(key, okey)` from the entries `old` had to those `new` has.
+    fn update(&mut self, key: &str, okey: &ObjectKey, old: Option<&Value>, new: Option<&Value>) {
+        let uid = |o: Option<&Value>| {
+            o.and_then(|o| o.pointer("/metadata/uid"))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
+        let pair = |k: &str, v: &str| {
+            (
+                key.to_string(),
+                okey.0.clone(),
+                k.to_string(),
+                v.to_string(),
+            )
+        };
+        let oref = || (key.to_string(), okey.clone());
+        if let Some(o) = old {
+            if let Some(u) = uid(Some(o)) {
+                self.by_uid.remove(&u);
+            }
+            for u in owner_uids(o) {
+                if let Some(set) = self.by_owner.get_mut(u) {
+                    set.remove(&oref());
+                    if set.is_empty() {
+                        self.by_owner.remove(u);
+                    }
+                }
+            }
+            for (index, pointer) in [
+                (&mut self.by_label, "/metadata/labels"),
+                (&mut self.by_selector, "/spec/selector"),
+            ] {
+                for (k, v) in str_pairs(o, pointer) {
+                    let p = pair(k, v);
+                    if let Some(set) = index.get_mut(&p) {
+                        set.remove(&okey.1);
+                        if set.is_empty() {
+                            index.remove(&p);
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(n) = new {
+            if let Some(u) = uid(Some(n)) {
+                self.by_uid.insert(u, oref());
+            }
+            for u in owner_uids(n) {
+                self.by_owner
+                    .entry(u.to_string())
+                    .or_default()
+                    .insert(oref());
+            }
+            for (k, v) in str_pairs(n, "/metadata/labels") {
+                self.by_label
+                    .entry(pair(k, v))
+                    .or_default()
+                    .insert(okey.1.clone());
+            }
+            for (k, v) in str_pairs(n, "/spec/selector") {
+                self.by_selector
+                    .entry(pair(k, v))
+                    .or_default()
+                    .insert(okey.1.clone());
+            }
+        }
+    }
 }
 
 pub struct Store {
     inner: Mutex<Inner>,
     tx: broadcast::Sender<Arc<Event>>,
+    /// Changes made by the built-in controllers' thread, and by others.
+    writes: [AtomicU64; 2],
 }
 
 /// A list answer: matching objects, the revision they were read at, and
@@ -112,8 +267,19 @@ impl Store {
                 history: VecDeque::new(),
                 capacity: history.max(1),
                 oldest: 1,
+                idx: Indexes::default(),
             }),
             tx,
+            writes: Default::default(),
+        }
+    }
+
+    /// How many changes were stored, by the built-in controllers and by
+    /// requests.
+    pub fn writes(&self) -> crate::metrics::StoreWrites {
+        crate::metrics::StoreWrites {
+            controllers: self.writes[0].load(Ordering::Relaxed),
+            requests: self.writes[1].load(Ordering::Relaxed),
         }
     }
 
@@ -192,6 +358,151 @@ impl Store {
         }
     }
 
+    /// The names of one resource's objects (in one namespace, or all),
+    /// without copying the objects: what a controller's resync enqueues.
+    pub fn keys(&self, key: &str, ns: Option<&str>) -> Vec<ObjectKey> {
+        let inner = self.lock();
+        let Some(map) = inner.objects.get(key) else {
+            return vec![];
+        };
+        match ns {
+            Some(ns) => map
+                .range((ns.to_string(), String::new())..)
+                .take_while(|((ons, _), _)| ons == ns)
+                .map(|(k, _)| k.clone())
+                .collect(),
+            None => map.keys().cloned().collect(),
+        }
+    }
+
+    /// The object with this uid, and its resource's key.
+    pub fn get_by_uid(&self, uid: &str) -> Option<(String, Value)> {
+        let inner = self.lock();
+        let (key, okey) = inner.idx.by_uid.get(uid)?;
+        let obj = inner.objects.get(key)?.get(okey)?.clone();
+        Some((key.clone(), obj))
+    }
+
+    /// Where the object with this uid is stored, without copying it.
+    pub fn locate_uid(&self, uid: &str) -> Option<ObjectRef> {
+        self.lock().idx.by_uid.get(uid).cloned()
+    }
+
+    /// Every object naming `owner_uid` in its ownerReferences, with its
+    /// resource's key.
+    pub fn dependents(&self, owner_uid: &str) -> Vec<(String, Value)> {
+        let inner = self.lock();
+        inner
+            .idx
+            .by_owner
+            .get(owner_uid)
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, okey)| Some((k.clone(), inner.objects.get(k)?.get(okey)?.clone())))
+            .collect()
+    }
+
+    /// Objects of one resource that name `owner_uid` in their ownerReferences.
+    pub fn owned(&self, key: &str, owner_uid: &str) -> Vec<Value> {
+        self.dependents(owner_uid)
+            .into_iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v)
+            .collect()
+    }
+
+    /// Objects of one resource in `ns` whose labels include every pair, read
+    /// from the label index (the smallest posting list, then checked).
+    pub fn labelled(&self, key: &str, ns: &str, pairs: &[(&str, &str)]) -> Vec<Value> {
+        let inner = self.lock();
+        let Some(map) = inner.objects.get(key) else {
+            return vec![];
+        };
+        let posting = |(k, v): &(&str, &str)| {
+            inner.idx.by_label.get(&(
+                key.to_string(),
+                ns.to_string(),
+                k.to_string(),
+                v.to_string(),
+            ))
+        };
+        let Some(first) = pairs
+            .iter()
+            .map(posting)
+            .min_by_key(|p| p.map_or(0, BTreeSet::len))
+        else {
+            return map
+                .range((ns.to_string(), String::new())..)
+                .take_while(|((ons, _), _)| ons == ns)
+                .map(|(_, v)| v.clone())
+                .collect();
+        };
+        first
+            .into_iter()
+            .flatten()
+            .filter_map(|name| map.get(&(ns.to_string(), name.clone())))
+            .filter(|o| {
+                pairs.iter().all(|(k, v)| {
+                    o.pointer("/metadata/labels")
+                        .and_then(|l| l.get(*k))
+                        .and_then(Value::as_str)
+                        == Some(*v)
+                })
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Names of objects of one resource in `ns` whose flat `spec.selector`
+    /// has at least one of these label pairs (candidates: the caller checks
+    /// the whole selector).
+    pub fn selecting<'a>(
+        &self,
+        key: &str,
+        ns: &str,
+        labels: impl Iterator<Item = (&'a str, &'a str)>,
+    ) -> BTreeSet<String> {
+        let inner = self.lock();
+        labels
+            .filter_map(|(k, v)| {
+                inner.idx.by_selector.get(&(
+                    key.to_string(),
+                    ns.to_string(),
+                    k.to_string(),
+                    v.to_string(),
+                ))
+            })
+            .flatten()
+            .cloned()
+            .collect()
+    }
+
+    /// The uids of one resource's objects.
+    pub fn uids_of(&self, key: &str) -> Vec<String> {
+        let inner = self.lock();
+        inner
+            .objects
+            .get(key)
+            .into_iter()
+            .flat_map(|m| m.values())
+            .filter_map(|o| o.pointer("/metadata/uid").and_then(Value::as_str))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The uids of every object `keep` accepts, without copying objects.
+    pub fn uids_where(&self, keep: &dyn Fn(&Value) -> bool) -> Vec<String> {
+        let inner = self.lock();
+        inner
+            .objects
+            .values()
+            .flat_map(|m| m.values())
+            .filter(|o| keep(o))
+            .filter_map(|o| o.pointer("/metadata/uid").and_then(Value::as_str))
+            .map(str::to_string)
+            .collect()
+    }
+
     /// Every object of every resource (the garbage collector's view).
     pub fn snapshot(&self) -> Vec<(String, Value)> {
         let inner = self.lock();
@@ -203,6 +514,8 @@ impl Store {
     }
 
     fn record(&self, inner: &mut Inner, event: Event) {
+        let source = usize::from(!crate::metrics::on_controller_thread());
+        self.writes[source].fetch_add(1, Ordering::Relaxed);
         let event = Arc::new(event);
         inner.history.push_back(event.clone());
         while inner.history.len() > inner.capacity {
@@ -233,20 +546,13 @@ impl Store {
         inner.rv += 1;
         let rv = inner.rv;
         set_rv(&mut obj, rv);
+        inner.idx.update(key, &okey, None, Some(&obj));
         inner
             .objects
             .entry(key.to_string())
             .or_default()
             .insert(okey, obj.clone());
-        let ev = Event {
-            kind: EventType::Added,
-            key: key.into(),
-            namespace: ns.into(),
-            name: name.into(),
-            rv,
-            object: obj.clone(),
-            old: None,
-        };
+        let ev = Event::new(EventType::Added, key, ns, name, rv, obj.clone(), None);
         self.record(&mut inner, ev);
         Ok(obj)
     }
@@ -271,20 +577,21 @@ impl Store {
         inner.rv += 1;
         let rv = inner.rv;
         set_rv(&mut obj, rv);
+        inner.idx.update(key, &okey, Some(&old), Some(&obj));
         inner
             .objects
             .entry(key.to_string())
             .or_default()
             .insert(okey, obj.clone());
-        let ev = Event {
-            kind: EventType::Modified,
-            key: key.into(),
-            namespace: ns.into(),
-            name: name.into(),
+        let ev = Event::new(
+            EventType::Modified,
+            key,
+            ns,
+            name,
             rv,
-            object: obj.clone(),
-            old: Some(old),
-        };
+            obj.clone(),
+            Some(old),
+        );
         self.record(&mut inner, ev);
         Ok(obj)
     }
@@ -314,17 +621,18 @@ impl Store {
         };
         inner.rv += 1;
         let rv = inner.rv;
+        inner.idx.update(key, &okey, Some(&obj), None);
         let old = obj.clone();
         set_rv(&mut obj, rv);
-        let ev = Event {
-            kind: EventType::Deleted,
-            key: key.into(),
-            namespace: ns.into(),
-            name: name.into(),
+        let ev = Event::new(
+            EventType::Deleted,
+            key,
+            ns,
+            name,
             rv,
-            object: obj.clone(),
-            old: Some(old),
-        };
+            obj.clone(),
+            Some(old),
+        );
         self.record(&mut inner, ev);
         Ok(obj)
     }

@@ -67,7 +67,7 @@ impl Filter {
     }
 
     /// The event this watcher sees for a store change, if any.
-    fn translate(&self, e: &Event) -> Option<(&'static str, Value)> {
+    fn translate<'e>(&self, e: &'e Event) -> Option<(&'static str, &'e Value)> {
         if e.key != self.key || self.namespace.as_ref().is_some_and(|ns| *ns != e.namespace) {
             return None;
         }
@@ -83,7 +83,18 @@ impl Filter {
                 (false, false) => None,
             },
         }
-        .map(|t| (t, e.object.clone()))
+        .map(|t| (t, &e.object))
+    }
+}
+
+/// The watch line for a change as this watcher sees it. Plain objects
+/// look the same to every watcher of a version, so the line is encoded
+/// once per event and shared; Tables and metadata are rendered per watcher.
+fn event_line(rt: &ResourceType, render: &Render, e: &Event, t: &str, obj: &Value) -> Bytes {
+    let encode = || line(t, &present(rt, render, obj.clone()));
+    match render {
+        Render::Object => e.encoded(&format!("{t} {}", rt.api_version()), encode),
+        _ => encode(),
     }
 }
 
@@ -129,8 +140,10 @@ pub fn start(
                 Ok((replay, rx)) => {
                     let lines = replay
                         .iter()
-                        .filter_map(|e| filter.translate(e))
-                        .map(|(t, o)| line(t, &present(&rt, &p.render, o)))
+                        .filter_map(|e| {
+                            let (t, o) = filter.translate(e)?;
+                            Some(event_line(&rt, &p.render, e, t, o))
+                        })
                         .collect();
                     let last = replay.last().map(|e| e.rv).unwrap_or(n);
                     (lines, last.max(n), rx)
@@ -175,8 +188,9 @@ pub fn start(
                     Ok(e) => {
                         if e.rv <= last_rv { continue; }
                         last_rv = e.rv;
-                        if let Some((t, o)) = filter.translate(&e)
-                            && tx.send(line(t, &present(&rt, &p.render, o))).await.is_err()
+                        let out = filter.translate(&e).map(|(t, o)| event_line(&rt, &p.render, &e, t, o));
+                        if let Some(l) = out
+                            && tx.send(l).await.is_err()
                         {
                             return;
                         }

@@ -59,6 +59,12 @@ pub trait PodRuntime: Send + Sync + 'static {
     fn logs(&self, uid: &str, container: Option<&str>) -> Option<String>;
     /// Notified whenever a report may have changed.
     fn changed(&self) -> Arc<Notify>;
+    /// The uids of pods whose reports may have changed since the last
+    /// call, so the kubelet looks at those alone; `None` (the default)
+    /// means it cannot tell, and the kubelet looks at every pod it runs.
+    fn changed_pods(&self) -> Option<Vec<String>> {
+        None
+    }
     /// The pod's IP when the runtime gives pods real addresses; `None` lets
     /// the kubelet make one up.
     fn pod_ip(&self, _uid: &str) -> Option<String> {

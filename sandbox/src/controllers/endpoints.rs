@@ -8,10 +8,67 @@
 
 use serde_json::{Value, json};
 
-use super::{MANAGER, controller_ref, list_all, pod_ready};
+use super::queue::{Controller, Outcome};
+use super::{MANAGER, controller_ref, event_key, pod_ready};
 use crate::cluster::{Cluster, DeleteOptions, WriteOptions};
 use crate::meta::{is_deleting, name_of, namespace_of, uid_of};
-use crate::selector::LabelSelector;
+use crate::store::{Event, ObjectKey};
+
+const SERVICES: &str = "/services";
+const PODS: &str = "/pods";
+
+/// Keyed by Service; a pod's event leads to the Services whose selector
+/// matches its labels before or after the change (from the store's
+/// selector index), an Endpoints' or EndpointSlice's to its Service.
+pub struct EndpointsController;
+
+impl Controller for EndpointsController {
+    type Key = ObjectKey;
+
+    fn name(&self) -> &'static str {
+        "endpoints"
+    }
+
+    fn keys(&self, c: &Cluster, e: &Event, out: &mut Vec<ObjectKey>) {
+        match e.key.as_str() {
+            SERVICES | "/endpoints" => out.push(event_key(e)),
+            "discovery.k8s.io/endpointslices" => {
+                if let Some(svc) = e
+                    .object
+                    .pointer("/metadata/labels/kubernetes.io~1service-name")
+                    .and_then(Value::as_str)
+                {
+                    out.push((e.namespace.clone(), svc.to_string()));
+                }
+            }
+            PODS => {
+                let labels = |o: &Value| o.pointer("/metadata/labels").cloned();
+                let (new, old) = (labels(&e.object), e.old.as_ref().and_then(labels));
+                let pairs = [&new, &old]
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_object)
+                    .flatten()
+                    .filter_map(|(k, v)| Some((k.as_str(), v.as_str()?)));
+                for name in c.store.selecting(SERVICES, &e.namespace, pairs) {
+                    out.push((e.namespace.clone(), name));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn all(&self, c: &Cluster) -> Vec<ObjectKey> {
+        let mut keys = c.store.keys(SERVICES, None);
+        keys.extend(c.store.keys("/endpoints", None));
+        keys
+    }
+
+    fn reconcile(&self, c: &Cluster, key: &ObjectKey) -> Outcome {
+        sync(c, &key.0, &key.1);
+        Outcome::Done
+    }
+}
 
 fn target_port(svc_port: &Value, pod: &Value) -> Value {
     match &svc_port["targetPort"] {
@@ -61,28 +118,38 @@ fn put(c: &Cluster, group: &str, plural: &str, ns: &str, name: &str, desired: Va
     }
 }
 
-pub fn reconcile(c: &Cluster) {
-    let services = list_all(c, "", "services", None);
-    for svc in &services {
+/// Reconciles one Service's Endpoints and EndpointSlice, or removes the
+/// Endpoints the controller made for a Service that is gone.
+fn sync(c: &Cluster, ns: &str, name: &str) {
+    let Some(svc) = c.store.get(SERVICES, ns, name) else {
+        remove_orphan(c, ns, name);
+        return;
+    };
+    let svc = &svc;
+    {
         let Some(sel) = svc
             .pointer("/spec/selector")
             .and_then(Value::as_object)
             .filter(|s| !s.is_empty())
         else {
-            continue;
+            return;
         };
         if is_deleting(svc) {
-            continue;
+            return;
         }
-        let selector = LabelSelector::from_map(sel);
+        let pairs: Vec<(&str, &str)> = sel
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str().unwrap_or_default()))
+            .collect();
         let ns = namespace_of(svc).to_string();
         let name = name_of(svc).to_string();
-        let pods: Vec<Value> = list_all(c, "", "pods", Some(&ns))
+        let mut pods: Vec<Value> = c
+            .store
+            .labelled(PODS, &ns, &pairs)
             .into_iter()
-            .filter(|p| {
-                selector.matches(p) && !is_deleting(p) && p.pointer("/status/podIP").is_some()
-            })
+            .filter(|p| !is_deleting(p) && p.pointer("/status/podIP").is_some())
             .collect();
+        pods.sort_by(|a, b| name_of(a).cmp(name_of(b)));
         let svc_ports = svc
             .pointer("/spec/ports")
             .and_then(Value::as_array)
@@ -153,25 +220,21 @@ pub fn reconcile(c: &Cluster) {
             slice,
         );
     }
-    // Endpoints of deleted Services go too (EndpointSlices follow through GC).
-    if let Ok(ep_rt) = c.rt("", "endpoints") {
-        for ep in list_all(c, "", "endpoints", None) {
-            let managed = ep
-                .pointer("/metadata/managedFields")
-                .and_then(Value::as_array)
-                .is_some_and(|m| m.iter().any(|e| e["manager"] == MANAGER));
-            if managed
-                && !services
-                    .iter()
-                    .any(|s| name_of(s) == name_of(&ep) && namespace_of(s) == namespace_of(&ep))
-            {
-                let _ = c.delete(
-                    &ep_rt,
-                    namespace_of(&ep),
-                    name_of(&ep),
-                    &DeleteOptions::default(),
-                );
-            }
-        }
+}
+
+/// Endpoints of deleted Services go too (EndpointSlices follow through GC).
+fn remove_orphan(c: &Cluster, ns: &str, name: &str) {
+    let Ok(ep_rt) = c.rt("", "endpoints") else {
+        return;
+    };
+    let Some(ep) = c.store.get(&ep_rt.key(), ns, name) else {
+        return;
+    };
+    let managed = ep
+        .pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+        .is_some_and(|m| m.iter().any(|e| e["manager"] == MANAGER));
+    if managed {
+        let _ = c.delete(&ep_rt, ns, name, &DeleteOptions::default());
     }
 }

@@ -7,18 +7,58 @@
 //! * **Orphan**: the owner gets the `orphan` finalizer; the collector removes
 //!   the ownerReferences from its dependents, then the finalizer.
 
-use std::collections::HashMap;
-
 use serde_json::Value;
 
+use super::queue::{Controller, Outcome};
 use crate::cluster::{Cluster, DeleteOptions, Sub};
 use crate::meta::{finalizers, is_deleting, name_of, namespace_of, uid_of};
 use crate::store::{Event, EventType};
 
-pub fn interest(e: &Event) -> bool {
-    e.kind == EventType::Deleted
-        || is_deleting(&e.object)
-        || e.object.pointer("/metadata/ownerReferences").is_some()
+/// Keyed by uid. An object with owners is looked at when it changes (its
+/// owners may already be gone); a deleted object's dependents (now
+/// perhaps dangling) and owners (perhaps waiting in foreground deletion
+/// for it) are looked at when it goes; an object being deleted is looked
+/// at for its orphan and foreground finalizers.
+pub struct GarbageCollector;
+
+impl Controller for GarbageCollector {
+    type Key = String;
+
+    fn name(&self) -> &'static str {
+        "garbage-collector"
+    }
+
+    fn keys(&self, c: &Cluster, e: &Event, out: &mut Vec<String>) {
+        let uid = uid_of(&e.object);
+        let owners = owner_uids(&e.object);
+        if e.kind == EventType::Deleted {
+            out.extend(
+                c.store
+                    .dependents(uid)
+                    .iter()
+                    .map(|(_, d)| uid_of(d).to_string()),
+            );
+            out.extend(owners);
+        } else {
+            if is_deleting(&e.object) {
+                out.push(uid.to_string());
+                // A foreground owner learns here that a dependent is going.
+                out.extend(owners);
+            } else if !owners.is_empty() {
+                out.push(uid.to_string());
+            }
+        }
+    }
+
+    fn all(&self, c: &Cluster) -> Vec<String> {
+        c.store
+            .uids_where(&|o| is_deleting(o) || o.pointer("/metadata/ownerReferences").is_some())
+    }
+
+    fn reconcile(&self, c: &Cluster, uid: &String) -> Outcome {
+        sync(c, uid);
+        Outcome::Done
+    }
 }
 
 fn owner_uids(obj: &Value) -> Vec<String> {
@@ -57,22 +97,20 @@ fn drop_finalizer(c: &Cluster, key: &str, obj: &Value, finalizer: &str) {
     );
 }
 
-pub fn reconcile(c: &Cluster) {
-    let all = c.store.snapshot();
-    let by_uid: HashMap<&str, &(String, Value)> = all.iter().map(|e| (uid_of(&e.1), e)).collect();
-    let mut dependents: HashMap<String, Vec<&(String, Value)>> = HashMap::new();
-    for entry in &all {
-        for o in owner_uids(&entry.1) {
-            dependents.entry(o).or_default().push(entry);
-        }
-    }
-    for (key, obj) in &all {
+/// Collects one object if it is dangling, and carries out its orphan or
+/// foreground deletion if it is being deleted.
+fn sync(c: &Cluster, uid: &str) {
+    let Some((key, obj)) = c.store.get_by_uid(uid) else {
+        return;
+    };
+    let (key, obj) = (&key, &obj);
+    {
         let owners = owner_uids(obj);
         // Dangling: every owner is gone (the real collector also checks the
         // owner's uid, so a re-created owner with the same name does not count).
         if !owners.is_empty()
             && !is_deleting(obj)
-            && owners.iter().all(|u| !by_uid.contains_key(u.as_str()))
+            && owners.iter().all(|u| c.store.locate_uid(u).is_none())
         {
             let (g, p) = group_plural(key);
             if let Ok(rt) = c.rt(g, p) {
@@ -85,10 +123,10 @@ pub fn reconcile(c: &Cluster) {
             }
         }
         if !is_deleting(obj) {
-            continue;
+            return;
         }
         let fins = finalizers(obj);
-        let deps = dependents.get(uid_of(obj)).cloned().unwrap_or_default();
+        let deps = c.store.dependents(uid);
         if fins.iter().any(|f| f == "orphan") {
             let uid = uid_of(obj).to_string();
             for (dkey, dep) in &deps {
@@ -122,7 +160,7 @@ pub fn reconcile(c: &Cluster) {
         } else if fins.iter().any(|f| f == "foregroundDeletion") {
             if deps.is_empty() {
                 drop_finalizer(c, key, obj, "foregroundDeletion");
-                continue;
+                return;
             }
             for (dkey, dep) in deps.iter().filter(|(_, d)| !is_deleting(d)) {
                 let (g, p) = group_plural(dkey);

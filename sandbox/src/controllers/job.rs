@@ -12,9 +12,44 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{MANAGER, controlled_by, controller_ref, keep_transition_times, list_all};
+use super::queue::{Controller, Outcome};
+use super::{
+    MANAGER, controlled_by, controller_keys, controller_ref, event_key, keep_transition_times,
+};
 use crate::cluster::{Cluster, DeleteOptions, Sub, WriteOptions};
 use crate::meta::{is_deleting, name_of, namespace_of, uid_of};
+use crate::store::{Event, ObjectKey};
+
+/// Keyed by Job; its pods lead back to it through their controller
+/// reference.
+pub struct JobController;
+
+impl Controller for JobController {
+    type Key = ObjectKey;
+
+    fn name(&self) -> &'static str {
+        "job"
+    }
+
+    fn keys(&self, _c: &Cluster, e: &Event, out: &mut Vec<ObjectKey>) {
+        match e.key.as_str() {
+            "batch/jobs" => out.push(event_key(e)),
+            "/pods" => controller_keys(e, "Job", out),
+            _ => {}
+        }
+    }
+
+    fn all(&self, c: &Cluster) -> Vec<ObjectKey> {
+        c.store.keys("batch/jobs", None)
+    }
+
+    fn reconcile(&self, c: &Cluster, key: &ObjectKey) -> Outcome {
+        match sync(c, &key.0, &key.1) {
+            Some(d) => Outcome::After(d),
+            None => Outcome::Done,
+        }
+    }
+}
 
 /// How soon a Job whose pods could not all be deleted is tried again.
 const RETRY: Duration = Duration::from_millis(200);
@@ -85,26 +120,30 @@ fn deadline_of(job: &Value, start: &str) -> Option<jiff::Timestamp> {
         .ok()
 }
 
-/// Reconciles every Job; returns how soon the next active deadline falls
-/// due, since nothing in the store changes when one passes.
-pub fn reconcile(c: &Cluster) -> Option<Duration> {
+/// Reconciles one Job; returns how soon it must be looked at again (its
+/// active deadline, or a retry), since nothing in the store changes when a
+/// deadline passes.
+fn sync(c: &Cluster, ns: &str, name: &str) -> Option<Duration> {
     let (Ok(job_rt), Ok(pod_rt)) = (c.rt("batch", "jobs"), c.rt("", "pods")) else {
         return None;
     };
+    let job = c.store.get(&job_rt.key(), ns, name)?;
     let mut requeue: Option<Duration> = None;
     let mut wake_in = |d: Duration| {
         let d = d.max(MIN_REQUEUE);
         requeue = Some(requeue.map_or(d, |r| r.min(d)));
     };
-    for job in list_all(c, "batch", "jobs", None) {
+    {
         // A finished Job is left as it is, like upstream: its counters
         // include pods terminated at the end, which recounting would lose.
         if is_deleting(&job) || has_condition(&job, "Complete") || has_condition(&job, "Failed") {
-            continue;
+            return None;
         }
-        let ns = namespace_of(&job).to_string();
-        let name = name_of(&job).to_string();
-        let pods: Vec<Value> = list_all(c, "", "pods", Some(&ns))
+        let ns = ns.to_string();
+        let name = name.to_string();
+        let pods: Vec<Value> = c
+            .store
+            .owned(&pod_rt.key(), uid_of(&job))
             .into_iter()
             .filter(|p| controlled_by(p, uid_of(&job)))
             .collect();

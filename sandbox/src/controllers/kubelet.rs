@@ -6,15 +6,58 @@
 //! statuses with restart counts, the `Ready` condition and a pod IP. A pod
 //! marked for deletion has its containers stopped and is then removed.
 
-use std::collections::HashSet;
-
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 
-use super::{NODE_NAME, keep_transition_times, list_all};
+use super::queue::{Controller, Outcome};
+use super::{NODE_NAME, keep_transition_times};
 use crate::cluster::{Cluster, Sub};
 use crate::meta::{finalizers, is_deleting, name_of, namespace_of, uid_of};
 use crate::runtime::{ContainerReport, ContainerState};
+use crate::store::Event;
+
+const PODS: &str = "/pods";
+
+/// Keyed by pod uid: a pod's own events, and the pods the runtime says
+/// changed (or every pod it runs, when it cannot say which).
+pub struct Kubelet;
+
+impl Controller for Kubelet {
+    type Key = String;
+
+    fn name(&self) -> &'static str {
+        "kubelet"
+    }
+
+    fn keys(&self, _c: &Cluster, e: &Event, out: &mut Vec<String>) {
+        if e.key == PODS {
+            out.push(uid_of(&e.object).to_string());
+        }
+    }
+
+    fn all(&self, c: &Cluster) -> Vec<String> {
+        let mut uids = c.store.uids_of(PODS);
+        // Pods handed to the runtime whose object is gone are stopped.
+        uids.extend(started(c).iter().cloned());
+        uids
+    }
+
+    fn notified(&self, c: &Cluster) -> Option<Vec<String>> {
+        match c.runtime.changed_pods() {
+            Some(uids) => Some(uids),
+            None => Some(started(c).iter().cloned().collect()),
+        }
+    }
+
+    fn reconcile(&self, c: &Cluster, uid: &String) -> Outcome {
+        sync(c, uid)
+    }
+}
+
+fn started(c: &Cluster) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+    // Only the kubelet touches the set; a poisoned lock still holds valid uids.
+    c.kubelet_started.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 fn pod_ip(uid: &str) -> String {
     // Stable per pod: derived from its uid, in the 10.244.0.0/16 pod range.
@@ -142,20 +185,29 @@ fn compute_status(c: &Cluster, pod: &Value, reports: &[ContainerReport]) -> Valu
     })
 }
 
-pub fn reconcile(c: &Cluster) {
-    let Ok(rt) = c.rt("", "pods") else { return };
-    let pods = list_all(c, "", "pods", None);
-    // Only this loop touches the set; a poisoned lock still holds valid uids.
-    let mut started = c.kubelet_started.lock().unwrap_or_else(|e| e.into_inner());
-    let live: HashSet<String> = pods.iter().map(|p| uid_of(p).to_string()).collect();
-    // Containers of pods that vanished are stopped.
-    for uid in started.iter().filter(|u| !live.contains(*u)) {
-        c.runtime.stop(uid);
-    }
-    started.retain(|u| live.contains(u));
-    for pod in pods {
+/// How soon a deleted pod whose containers are still stopping is looked
+/// at again.
+const STOPPING_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Starts, reports on or stops one pod.
+fn sync(c: &Cluster, uid: &str) -> Outcome {
+    let Ok(rt) = c.rt("", "pods") else {
+        return Outcome::Done;
+    };
+    let pod = match c.store.get_by_uid(uid) {
+        Some((key, pod)) if key == PODS => pod,
+        _ => {
+            // The object is gone: its containers are stopped.
+            if started(c).remove(uid) {
+                c.runtime.stop(uid);
+            }
+            return Outcome::Done;
+        }
+    };
+    let mut started = started(c);
+    {
         if pod.pointer("/spec/nodeName").and_then(Value::as_str) != Some(NODE_NAME) {
-            continue;
+            return Outcome::Done;
         }
         let uid = uid_of(&pod).to_string();
         let (ns, name) = (namespace_of(&pod).to_string(), name_of(&pod).to_string());
@@ -164,10 +216,16 @@ pub fn reconcile(c: &Cluster) {
             // processes have exited (within the grace period), not before.
             c.runtime.stop(&uid);
             started.remove(&uid);
-            if finalizers(&pod).is_empty() && c.runtime.stopped(&uid) {
-                let _ = c.remove(&rt, &ns, &name);
+            if !finalizers(&pod).is_empty() {
+                return Outcome::Done;
             }
-            continue;
+            if !c.runtime.stopped(&uid) {
+                return Outcome::After(STOPPING_POLL);
+            }
+            return match c.remove(&rt, &ns, &name) {
+                Err(e) if e.code() != 404 => Outcome::Retry,
+                _ => Outcome::Done,
+            };
         }
         let phase = pod
             .pointer("/status/phase")
@@ -177,26 +235,30 @@ pub fn reconcile(c: &Cluster) {
             if started.remove(&uid) {
                 c.runtime.stop(&uid);
             }
-            continue;
+            return Outcome::Done;
         }
         if !started.contains(&uid) {
             match serde_json::from_value::<Pod>(pod.clone()) {
                 Ok(p) => c.runtime.start(&p),
                 Err(e) => {
                     tracing::warn!(pod = %name, error = %e, "pod spec cannot be decoded; not started");
-                    continue;
+                    return Outcome::Done;
                 }
             }
             started.insert(uid.clone());
         }
         let Some(reports) = c.runtime.status(&uid) else {
-            continue;
+            return Outcome::Done;
         };
         let status = compute_status(c, &pod, &reports);
-        if pod.get("status") != Some(&status) {
-            let _ = c.modify(&rt, &ns, &name, Sub::Status, "kubelet", &move |p| {
+        if pod.get("status") != Some(&status)
+            && let Err(e) = c.modify(&rt, &ns, &name, Sub::Status, "kubelet", &move |p| {
                 p["status"] = status.clone();
-            });
+            })
+            && e.code() != 404
+        {
+            return Outcome::Retry;
         }
     }
+    Outcome::Done
 }

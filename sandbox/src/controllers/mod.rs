@@ -1,13 +1,19 @@
 //! Built-in controllers: what kube-controller-manager and the kubelet do.
 //!
 //! A controller is a loop: observe the current state, compare it with the
-//! desired state written in objects, and act to close the gap. Each loop
-//! here wakes on store changes it cares about (and on a slow periodic
-//! resync, or when a pass asked to be run again after a delay, for state
-//! that changes with time alone), then reconciles *all* its objects from
-//! scratch: level-triggered, so a missed event can never leave things stuck. Writes go through the
-//! same [`Cluster`] path as client requests, and a reconcile that finds
-//! nothing to do writes nothing, so the loops settle.
+//! desired state written in objects, and act to close the gap. Each one
+//! here is shaped like upstream's (see [`queue`]): store events become the
+//! keys of the objects they affect, keys wait in a deduplicating work
+//! queue, and one object at a time is reconciled from the store's indexes
+//! (pods by owner, Services by selector, dependents by owner uid), so the
+//! work per event is proportional to what the event touches, never to the
+//! number of objects. A slow periodic resync enqueues every key, so the
+//! loops stay level-triggered: a missed event cannot leave things stuck.
+//! Writes go through the same [`Cluster`] path as client requests, and a
+//! reconcile that finds nothing to do writes nothing, so the loops settle.
+//!
+//! All controllers run on one thread of their own with its own runtime,
+//! so however busy they are, the API server's runtime keeps answering.
 
 pub mod endpoints;
 pub mod gc;
@@ -15,17 +21,18 @@ pub mod job;
 pub mod kubelet;
 pub mod namespace;
 pub mod pvc;
+pub mod queue;
 pub mod statefulset;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::sync::{Notify, broadcast, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::watch;
 
 use crate::cluster::Cluster;
-use crate::store::Event;
+use crate::meta::namespace_of;
+use crate::store::{Event, ObjectKey};
 
 /// The one node every pod is scheduled to (the write path's, which
 /// schedules pods at creation).
@@ -33,163 +40,128 @@ pub use crate::cluster::NODE_NAME;
 /// The field manager controllers write as.
 pub const MANAGER: &str = "kube-controller-manager";
 
-type Interest = fn(&Event) -> bool;
-/// One pass over all objects; `Some(d)` asks for another pass within `d`
-/// even if nothing changes (upstream's `AddAfter` requeue).
-type Reconcile = fn(&Cluster) -> Option<Duration>;
+/// How often every controller enqueues all its keys.
+const RESYNC: Duration = Duration::from_secs(2);
+/// The kubelet's relist, for runtimes that cannot name the pods that changed.
+const KUBELET_RESYNC: Duration = Duration::from_millis(500);
 
-/// Runs one controller loop until shutdown.
-fn spawn_loop(
-    cluster: Arc<Cluster>,
-    mut shutdown: watch::Receiver<bool>,
-    interest: Interest,
-    reconcile: Reconcile,
-    extra: Option<Arc<Notify>>,
-    resync: Duration,
-) -> JoinHandle<()> {
-    let mut rx = cluster.store.subscribe();
-    tokio::spawn(async move {
-        let requeue_at = |d: Option<Duration>| d.map(|d| tokio::time::Instant::now() + d);
-        let mut requeue = requeue_at(reconcile(&cluster));
-        let mut tick = tokio::time::interval(resync);
-        tick.tick().await;
-        loop {
-            let notified = async {
-                match &extra {
-                    Some(n) => n.notified().await,
-                    None => std::future::pending().await,
-                }
-            };
-            // An instant, not a delay, so events that wake the loop without
-            // a pass do not push the requeue back.
-            let due = async {
-                match requeue {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                ev = rx.recv() => match ev {
-                    Ok(e) if !interest(&e) => continue,
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(broadcast::error::RecvError::Closed) => return,
-                },
-                _ = notified => {}
-                _ = due => {}
-                _ = tick.tick() => {}
-                _ = shutdown.changed() => return,
-            }
-            // Coalesce a burst of changes into one pass.
-            while rx.try_recv().is_ok() {}
-            requeue = requeue_at(reconcile(&cluster));
+/// The controllers' thread; stopping it ends every loop.
+pub struct Controllers {
+    stop: Option<watch::Sender<bool>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Controllers {
+    /// Ends every loop and waits (briefly) for the thread to finish.
+    pub fn stop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(true);
         }
+        if let Some(t) = self.thread.take() {
+            // Loops end at their next await; a reconcile in progress is short.
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts every built-in controller on a thread of its own.
+pub fn spawn_all(cluster: Arc<Cluster>) -> std::io::Result<Controllers> {
+    let (tx, rx) = watch::channel(false);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let thread = std::thread::Builder::new()
+        .name("sandbox-controllers".into())
+        .spawn(move || {
+            crate::metrics::mark_controller_thread();
+            runtime.block_on(async move {
+                let c = &cluster;
+                let notify = c.runtime.changed();
+                let loops = vec![
+                    tokio::spawn(queue::run(
+                        c.clone(),
+                        namespace::NamespaceController,
+                        rx.clone(),
+                        None,
+                        RESYNC,
+                    )),
+                    tokio::spawn(queue::run(
+                        c.clone(),
+                        gc::GarbageCollector,
+                        rx.clone(),
+                        None,
+                        RESYNC,
+                    )),
+                    tokio::spawn(queue::run(
+                        c.clone(),
+                        statefulset::StatefulSetController,
+                        rx.clone(),
+                        None,
+                        RESYNC,
+                    )),
+                    tokio::spawn(queue::run(
+                        c.clone(),
+                        job::JobController,
+                        rx.clone(),
+                        None,
+                        RESYNC,
+                    )),
+                    tokio::spawn(queue::run(
+                        c.clone(),
+                        pvc::VolumeBinder,
+                        rx.clone(),
+                        None,
+                        RESYNC,
+                    )),
+                    tokio::spawn(queue::run(
+                        c.clone(),
+                        endpoints::EndpointsController,
+                        rx.clone(),
+                        None,
+                        RESYNC,
+                    )),
+                    tokio::spawn(queue::run(
+                        c.clone(),
+                        kubelet::Kubelet,
+                        rx.clone(),
+                        Some(notify),
+                        KUBELET_RESYNC,
+                    )),
+                ];
+                for l in loops {
+                    let _ = l.await;
+                }
+            });
+        })?;
+    Ok(Controllers {
+        stop: Some(tx),
+        thread: Some(thread),
     })
 }
 
-fn key_is(e: &Event, keys: &[&str]) -> bool {
-    keys.contains(&e.key.as_str())
+/// The `(namespace, name)` of an event's object.
+pub fn event_key(e: &Event) -> ObjectKey {
+    (e.namespace.clone(), e.name.clone())
 }
 
-/// Starts every built-in controller.
-pub fn spawn_all(cluster: Arc<Cluster>, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
-    let resync = Duration::from_secs(2);
-    let notify = cluster.runtime.changed();
-    vec![
-        spawn_loop(
-            cluster.clone(),
-            shutdown.clone(),
-            namespace::interest,
-            |c| {
-                namespace::reconcile(c);
-                None
-            },
-            None,
-            resync,
-        ),
-        spawn_loop(
-            cluster.clone(),
-            shutdown.clone(),
-            gc::interest,
-            |c| {
-                gc::reconcile(c);
-                None
-            },
-            None,
-            resync,
-        ),
-        spawn_loop(
-            cluster.clone(),
-            shutdown.clone(),
-            |e| {
-                key_is(
-                    e,
-                    &[
-                        "apps/statefulsets",
-                        "/pods",
-                        "/persistentvolumeclaims",
-                        "apps/controllerrevisions",
-                    ],
-                )
-            },
-            |c| {
-                statefulset::reconcile(c);
-                None
-            },
-            None,
-            resync,
-        ),
-        spawn_loop(
-            cluster.clone(),
-            shutdown.clone(),
-            |e| key_is(e, &["batch/jobs", "/pods"]),
-            job::reconcile,
-            None,
-            resync,
-        ),
-        spawn_loop(
-            cluster.clone(),
-            shutdown.clone(),
-            |e| key_is(e, &["/persistentvolumeclaims", "/persistentvolumes"]),
-            |c| {
-                pvc::reconcile(c);
-                None
-            },
-            None,
-            resync,
-        ),
-        spawn_loop(
-            cluster.clone(),
-            shutdown.clone(),
-            |e| {
-                key_is(
-                    e,
-                    &[
-                        "/services",
-                        "/pods",
-                        "/endpoints",
-                        "discovery.k8s.io/endpointslices",
-                    ],
-                )
-            },
-            |c| {
-                endpoints::reconcile(c);
-                None
-            },
-            None,
-            resync,
-        ),
-        spawn_loop(
-            cluster,
-            shutdown,
-            |e| key_is(e, &["/pods"]),
-            |c| {
-                kubelet::reconcile(c);
-                None
-            },
-            Some(notify),
-            Duration::from_millis(500),
-        ),
-    ]
+/// The owners of kind `kind` that control an event's object, before or
+/// after the change, as `(namespace, name)` keys.
+pub fn controller_keys(e: &Event, kind: &str, out: &mut Vec<ObjectKey>) {
+    for obj in std::iter::once(&e.object).chain(e.old.as_ref()) {
+        if let Some(refs) = obj
+            .pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array)
+        {
+            for r in refs {
+                if r["controller"].as_bool() == Some(true)
+                    && r["kind"].as_str() == Some(kind)
+                    && let Some(name) = r["name"].as_str()
+                {
+                    out.push((namespace_of(obj).to_string(), name.to_string()));
+                }
+            }
+        }
+    }
 }
 
 /// An ownerReference naming `owner` as the controller of a dependent.

@@ -9,19 +9,90 @@
 
 use serde_json::{Value, json};
 
-use super::{MANAGER, list_all};
+use super::MANAGER;
+use super::queue::{Controller, Outcome};
 use crate::cluster::{Cluster, DeleteOptions, Sub, WriteOptions};
 use crate::meta::{name_of, namespace_of, uid_of};
+use crate::store::{Event, EventType};
 
-pub fn reconcile(c: &Cluster) {
+/// What the binder reconciles: a claim, or a volume (reclaimed once its
+/// claim is gone).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Key {
+    Claim(String, String),
+    Volume(String),
+}
+
+/// Keyed by claim and by volume; a volume's events lead to its claim, a
+/// deleted claim's to its volume.
+pub struct VolumeBinder;
+
+const CLAIMS: &str = "/persistentvolumeclaims";
+const VOLUMES: &str = "/persistentvolumes";
+
+impl Controller for VolumeBinder {
+    type Key = Key;
+
+    fn name(&self) -> &'static str {
+        "persistentvolume-binder"
+    }
+
+    fn keys(&self, _c: &Cluster, e: &Event, out: &mut Vec<Key>) {
+        match e.key.as_str() {
+            CLAIMS => {
+                out.push(Key::Claim(e.namespace.clone(), e.name.clone()));
+                if e.kind == EventType::Deleted {
+                    out.push(Key::Volume(format!("pvc-{}", uid_of(&e.object))));
+                }
+            }
+            VOLUMES => {
+                out.push(Key::Volume(e.name.clone()));
+                if let (Some(ns), Some(name)) = (
+                    e.object
+                        .pointer("/spec/claimRef/namespace")
+                        .and_then(Value::as_str),
+                    e.object
+                        .pointer("/spec/claimRef/name")
+                        .and_then(Value::as_str),
+                ) {
+                    out.push(Key::Claim(ns.into(), name.into()));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn all(&self, c: &Cluster) -> Vec<Key> {
+        let claims = c.store.keys(CLAIMS, None).into_iter();
+        let volumes = c.store.keys(VOLUMES, None).into_iter();
+        claims
+            .map(|(ns, n)| Key::Claim(ns, n))
+            .chain(volumes.map(|(_, n)| Key::Volume(n)))
+            .collect()
+    }
+
+    fn reconcile(&self, c: &Cluster, key: &Key) -> Outcome {
+        match key {
+            Key::Claim(ns, name) => sync_claim(c, ns, name),
+            Key::Volume(name) => sync_volume(c, name),
+        }
+        Outcome::Done
+    }
+}
+
+/// Binds a Pending claim to a new volume, or grows a bound one's volume.
+fn sync_claim(c: &Cluster, ns: &str, name: &str) {
     let (Ok(pvc_rt), Ok(pv_rt)) = (
         c.rt("", "persistentvolumeclaims"),
         c.rt("", "persistentvolumes"),
     ) else {
         return;
     };
-    let claims = list_all(c, "", "persistentvolumeclaims", None);
-    for pvc in &claims {
+    let Some(pvc) = c.store.get(CLAIMS, ns, name) else {
+        return;
+    };
+    let pvc = &pvc;
+    {
         let ns = namespace_of(pvc).to_string();
         let name = name_of(pvc).to_string();
         let request = pvc
@@ -86,18 +157,25 @@ pub fn reconcile(c: &Cluster) {
             }
         }
     }
-    // Volumes whose claim is gone are reclaimed.
-    for pv in list_all(c, "", "persistentvolumes", None) {
-        let Some(claim_uid) = pv.pointer("/spec/claimRef/uid").and_then(Value::as_str) else {
-            continue;
-        };
-        if pv
-            .pointer("/spec/persistentVolumeReclaimPolicy")
-            .and_then(Value::as_str)
-            == Some("Delete")
-            && !claims.iter().any(|c| uid_of(c) == claim_uid)
-        {
-            let _ = c.delete(&pv_rt, "", name_of(&pv), &DeleteOptions::default());
-        }
+}
+
+/// Deletes a volume whose claim is gone (reclaim policy `Delete`).
+fn sync_volume(c: &Cluster, name: &str) {
+    let Ok(pv_rt) = c.rt("", "persistentvolumes") else {
+        return;
+    };
+    let Some(pv) = c.store.get(VOLUMES, "", name) else {
+        return;
+    };
+    let Some(claim_uid) = pv.pointer("/spec/claimRef/uid").and_then(Value::as_str) else {
+        return;
+    };
+    if pv
+        .pointer("/spec/persistentVolumeReclaimPolicy")
+        .and_then(Value::as_str)
+        == Some("Delete")
+        && c.store.locate_uid(claim_uid).is_none()
+    {
+        let _ = c.delete(&pv_rt, "", name_of(&pv), &DeleteOptions::default());
     }
 }

@@ -13,9 +13,41 @@
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::{MANAGER, controlled_by, controller_ref, list_all, pod_ready};
+use super::queue::{Controller, Outcome};
+use super::{MANAGER, controlled_by, controller_keys, controller_ref, event_key, pod_ready};
 use crate::cluster::{Cluster, DeleteOptions, Sub, WriteOptions};
 use crate::meta::{is_deleting, name_of, namespace_of, uid_of};
+use crate::store::{Event, ObjectKey};
+
+/// Keyed by StatefulSet; its pods and revisions lead back to it through
+/// their controller reference.
+pub struct StatefulSetController;
+
+impl Controller for StatefulSetController {
+    type Key = ObjectKey;
+
+    fn name(&self) -> &'static str {
+        "statefulset"
+    }
+
+    fn keys(&self, _c: &Cluster, e: &Event, out: &mut Vec<ObjectKey>) {
+        match e.key.as_str() {
+            "apps/statefulsets" => out.push(event_key(e)),
+            "/pods" | "apps/controllerrevisions" | "/persistentvolumeclaims" => {
+                controller_keys(e, "StatefulSet", out)
+            }
+            _ => {}
+        }
+    }
+
+    fn all(&self, c: &Cluster) -> Vec<ObjectKey> {
+        c.store.keys("apps/statefulsets", None)
+    }
+
+    fn reconcile(&self, c: &Cluster, key: &ObjectKey) -> Outcome {
+        sync(c, &key.0, &key.1)
+    }
+}
 
 /// A short, stable hash of the pod template (the revision's identity).
 fn template_hash(template: &Value) -> String {
@@ -154,13 +186,18 @@ fn ensure_claims(c: &Cluster, set: &Value, i: i64) {
     }
 }
 
-pub fn reconcile(c: &Cluster) {
+/// Reconciles one StatefulSet from its own pods and revisions.
+fn sync(c: &Cluster, ns: &str, name: &str) -> Outcome {
     let (Ok(set_rt), Ok(pod_rt)) = (c.rt("apps", "statefulsets"), c.rt("", "pods")) else {
-        return;
+        return Outcome::Done;
     };
-    for set in list_all(c, "apps", "statefulsets", None) {
+    let Some(set) = c.store.get(&set_rt.key(), ns, name) else {
+        return Outcome::Done;
+    };
+    let mut outcome = Outcome::Done;
+    {
         if is_deleting(&set) {
-            continue;
+            return Outcome::Done;
         }
         let ns = namespace_of(&set).to_string();
         let set_name = name_of(&set).to_string();
@@ -176,7 +213,9 @@ pub fn reconcile(c: &Cluster) {
             .unwrap_or(0);
         let template = spec.get("template").cloned().unwrap_or(json!({}));
         let update_revision = format!("{set_name}-{}", template_hash(&template));
-        let revisions = list_all(c, "apps", "controllerrevisions", Some(&ns))
+        let revisions = c
+            .store
+            .owned("apps/controllerrevisions", &uid)
             .into_iter()
             .filter(|r| controlled_by(r, &uid))
             .collect::<Vec<_>>();
@@ -195,7 +234,9 @@ pub fn reconcile(c: &Cluster) {
         let current_template =
             template_of(c, &ns, &current_revision).unwrap_or_else(|| template.clone());
 
-        let mut pods: Vec<(i64, Value)> = list_all(c, "", "pods", Some(&ns))
+        let mut pods: Vec<(i64, Value)> = c
+            .store
+            .owned(&pod_rt.key(), &uid)
             .into_iter()
             .filter(|p| controlled_by(p, &uid))
             .filter_map(|p| ordinal(&set_name, &p).map(|i| (i, p)))
@@ -237,12 +278,15 @@ pub fn reconcile(c: &Cluster) {
                         (&template, update_revision.as_str())
                     };
                     ensure_claims(c, &set, i);
-                    let _ = c.create(
+                    if let Err(e) = c.create(
                         &pod_rt,
                         &ns,
                         new_pod(&set, tmpl, rev, i),
                         &WriteOptions::manager(MANAGER),
-                    );
+                    ) && e.code() != 409
+                    {
+                        outcome = Outcome::Retry;
+                    }
                     if !parallel {
                         blocked = true;
                     }
@@ -309,10 +353,14 @@ pub fn reconcile(c: &Cluster) {
             "updateRevision": update_revision,
             "collisionCount": 0,
         });
-        if set.get("status") != Some(&status) {
-            let _ = c.modify(&set_rt, &ns, &set_name, Sub::Status, MANAGER, &move |s| {
+        if set.get("status") != Some(&status)
+            && let Err(e) = c.modify(&set_rt, &ns, &set_name, Sub::Status, MANAGER, &move |s| {
                 s["status"] = status.clone();
-            });
+            })
+            && e.code() != 404
+        {
+            outcome = Outcome::Retry;
         }
     }
+    outcome
 }

@@ -11,6 +11,7 @@
 //!   [`level2_major_upgrade`]: the levels against real servers.
 //! - [`safe_configuration`]: refused parameters and images, and a server's own reason, on real servers.
 //! - [`rbac`]: what the deployed RBAC grants, against a whole life of Level 2.
+//! - [`scale`]: a few hundred databases at once.
 //!
 //! `cargo test -p tests --test suite <module>` runs one module.
 
@@ -27,3 +28,4 @@ mod passwords;
 mod pruning;
 mod rbac;
 mod safe_configuration;
+mod scale;

@@ -12,6 +12,7 @@ mod endpoints;
 mod faults;
 mod kubelet;
 mod patch;
+mod per_object;
 mod portforward;
 mod rest;
 mod statefulset;

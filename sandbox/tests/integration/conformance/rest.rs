@@ -135,14 +135,31 @@ async fn generation_bumps_on_spec_changes_only() {
         .await
         .unwrap();
     assert_eq!(s.metadata.generation, Some(1));
-    let mut s2 = api.get("g").await.unwrap();
-    s2.metadata.labels = Some([("x".to_string(), "y".to_string())].into());
-    let s2 = api.replace("g", &PostParams::default(), &s2).await.unwrap();
+    // The StatefulSet controller writes status concurrently, as on a
+    // cluster: a replace that loses the race is read and made again.
+    let replace = |change: fn(&mut StatefulSet)| {
+        let api = api.clone();
+        async move {
+            loop {
+                let mut s = api.get("g").await.unwrap();
+                change(&mut s);
+                match api.replace("g", &PostParams::default(), &s).await {
+                    Err(kube::Error::Api(e)) if e.code == 409 => continue,
+                    r => return r.unwrap(),
+                }
+            }
+        }
+    };
+    let s2 = replace(|s| {
+        s.metadata.labels = Some([("x".to_string(), "y".to_string())].into());
+    })
+    .await;
     assert_eq!(s2.metadata.generation, Some(1));
-    let mut s3 = s2.clone();
-    s3.spec.as_mut().unwrap().replicas = Some(0);
-    s3.spec.as_mut().unwrap().min_ready_seconds = Some(5);
-    let s3 = api.replace("g", &PostParams::default(), &s3).await.unwrap();
+    let s3 = replace(|s| {
+        s.spec.as_mut().unwrap().replicas = Some(0);
+        s.spec.as_mut().unwrap().min_ready_seconds = Some(5);
+    })
+    .await;
     assert_eq!(s3.metadata.generation, Some(2));
 }
 
