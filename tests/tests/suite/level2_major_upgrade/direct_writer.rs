@@ -129,3 +129,20 @@ impl super::fixture::Cluster {
         (acknowledged, failures)
     }
 }
+
+/// The inserts the writer saw acknowledged that the server `owner` is
+/// connected to does not hold.
+pub(super) async fn lost_inserts(owner: &tokio_postgres::Client, acknowledged: &[i64]) -> Vec<i64> {
+    let stored: std::collections::BTreeSet<i64> = owner
+        .query("SELECT n FROM ticks", &[])
+        .await
+        .expect("the ticks table is readable")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    acknowledged
+        .iter()
+        .filter(|n| !stored.contains(n))
+        .copied()
+        .collect()
+}

@@ -6,8 +6,6 @@
 //! Job; retention then deletes the pre-upgrade dump; changing
 //! `spec.version` back while the Job runs cancels the upgrade.
 
-use std::collections::BTreeSet;
-
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::ResourceExt;
@@ -133,18 +131,7 @@ async fn a_write_the_dump_missed_fails_the_verification_and_rolls_back_losing_no
     );
     assert!(server_version(&cluster).await.starts_with("15"));
     let owner = cluster.connect_as("orders-credentials", None).await;
-    let stored: BTreeSet<i64> = owner
-        .query("SELECT n FROM ticks", &[])
-        .await
-        .expect("15 has the table")
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
-    let lost: Vec<i64> = acknowledged
-        .iter()
-        .filter(|n| !stored.contains(n))
-        .copied()
-        .collect();
+    let lost = super::direct_writer::lost_inserts(&owner, &acknowledged).await;
     assert!(lost.is_empty(), "acknowledged inserts lost: {lost:?}");
     owner
         .batch_execute("INSERT INTO items VALUES (4, 'four')")

@@ -457,18 +457,7 @@ async fn a_client_writing_to_the_pod_past_the_fenced_service_loses_no_acknowledg
         .await;
 
     let owner = cluster.connect_as("orders-credentials", None).await;
-    let stored: std::collections::BTreeSet<i64> = owner
-        .query("SELECT n FROM ticks", &[])
-        .await
-        .expect("16 has the table")
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
-    let lost: Vec<i64> = acknowledged
-        .iter()
-        .filter(|n| !stored.contains(n))
-        .copied()
-        .collect();
+    let lost = direct_writer::lost_inserts(&owner, &acknowledged).await;
     assert!(
         lost.is_empty(),
         "inserts 15 acknowledged and 16 does not have: {lost:?}"
