@@ -103,6 +103,25 @@ pub struct PostgresDBSpec {
     /// (seamless upgrades) on; a lower level reports it as not implemented.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upgrade: Option<UpgradeSpec>,
+
+    /// Logical backups with pg_dump: where they go, when they are taken and
+    /// how many are kept. Implemented from Level 3 (full lifecycle) on; a
+    /// lower level reports it as not implemented.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<crate::backup::BackupSpec>,
+
+    /// Initialise this new database from a backup, verified table by table
+    /// before it reports Ready. Only for a database whose data volume does
+    /// not exist yet. Implemented from Level 3 on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<crate::backup::RestoreSpec>,
+
+    /// What happens to the data volume and the backups when the PostgresDB
+    /// is deleted: Retain (the default: keep both), Delete (delete both) or
+    /// BackupThenDelete (take a last backup, keep the backups, delete the
+    /// data volume). Implemented from Level 3 on; lower levels always retain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_policy: Option<crate::backup::DeletionPolicy>,
 }
 
 /// How a new version is rolled out and when it is given up on.
@@ -296,6 +315,16 @@ pub struct PostgresDBStatus {
     /// and above): reloaded in place, or by a restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub configuration: Option<ConfigurationStatus>,
+
+    /// The database's backups: the last one, the last successful one and
+    /// the next scheduled slot (Level 3 and above).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<crate::backup::BackupSummary>,
+
+    /// The restore this database was initialised from and its verification
+    /// (Level 3 and above).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<crate::backup::RestoreStatus>,
 }
 
 /// How parameter changes were applied.
@@ -441,6 +470,15 @@ impl PostgresDBSpec {
         let mut sections = Vec::new();
         if self.upgrade.is_some() {
             sections.push("upgrade");
+        }
+        if self.backup.is_some() {
+            sections.push("backup");
+        }
+        if self.restore.is_some() {
+            sections.push("restore");
+        }
+        if self.deletion_policy.is_some() {
+            sections.push("deletionPolicy");
         }
         sections
     }

@@ -49,3 +49,17 @@ pub const FENCE_LABEL: &str = "pgdb.example.com/fenced-by";
 pub const JOB_NAME_LABEL: &str = "job-name";
 /// Set by the StatefulSet controller on its pods: the revision they run.
 pub const CONTROLLER_REVISION_LABEL: &str = "controller-revision-hash";
+
+/// Label of a `PostgresDBBackup`'s Jobs and of the objects made for it: the
+/// backup's name (Level 3).
+pub const BACKUP_LABEL: &str = "pgdb.example.com/backup";
+/// Annotation of a scheduled `PostgresDBBackup`: the schedule slot it was
+/// created for (RFC 3339), so a restarted operator neither skips nor
+/// repeats a slot.
+pub const SCHEDULED_FOR_ANNOTATION: &str = "pgdb.example.com/scheduled-for";
+/// Finalizer on a `PostgresDBBackup`: its files are deleted before the
+/// object goes.
+pub const BACKUP_FILES_FINALIZER: &str = "pgdb.example.com/backup-files";
+/// Finalizer on a `PostgresDB` whose `deletionPolicy` has work to do before
+/// it goes (a last backup, deleting volumes and backups).
+pub const DELETION_POLICY_FINALIZER: &str = "pgdb.example.com/deletion-policy";

@@ -58,6 +58,9 @@ impl DbBuilder {
             parameters: BTreeMap::new(),
             paused: false,
             upgrade: None,
+            backup: None,
+            restore: None,
+            deletion_policy: None,
         };
         let mut db = PostgresDB::new(name, spec);
         db.metadata.namespace = Some("shop".into());

@@ -1,0 +1,12 @@
+//! Initialising a new database from a backup, verified table by table.
+
+use shared::capability::Capability;
+
+/// The restore capability.
+pub struct Restore;
+
+impl Capability for Restore {
+    fn name(&self) -> &'static str {
+        "restore"
+    }
+}
