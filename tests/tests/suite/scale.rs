@@ -28,8 +28,12 @@ const AT_REST: Duration = Duration::from_secs(3);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_databases_created_at_once_all_become_ready_while_the_api_answers_and_then_nothing_is_written()
 -> Result<(), Failed> {
+    // Sized to the work, not to a quiet machine: 23 s in a debug build on
+    // two idle cores, but with builds running beside it (a load average of
+    // 15) only 40 of the 200 were Ready after 90 s. The budget only bounds
+    // a failure; a pass is as quick as the machine allows.
     let cluster = match TestCluster::start().await {
-        Ok(c) => c.with_budget(Duration::from_secs(90)),
+        Ok(c) => c.with_budget(Duration::from_secs(420)),
         Err(error) => panic!("no cluster: {}", shared::reconcile::error_chain(&error)),
     };
     let Some(sandbox) = cluster.sandbox_handle() else {
