@@ -4,8 +4,8 @@
 //! on `127.0.0.1` that speaks the Kubernetes REST protocol (discovery, CRUD,
 //! watch, the four patch formats, subresources, CustomResourceDefinitions)
 //! plus the controllers a cluster runs behind it (namespaces, garbage
-//! collection, StatefulSets, Jobs, volume binding, endpoints and a kubelet
-//! with a simulated pod runtime). kube-rs clients and kubectl talk to it as
+//! collection, StatefulSets, Jobs, volume binding, endpoints, a scheduler
+//! and a kubelet with a simulated pod runtime). kube-rs clients and kubectl talk to it as
 //! to any cluster; tests can also inject faults and count requests.
 //!
 //! The modules follow the path of a request: [`server`] (HTTP) →
@@ -37,6 +37,7 @@ pub mod printers;
 pub mod protobuf;
 pub mod registry;
 pub mod runtime;
+pub mod scheduling;
 pub mod schema;
 pub mod selector;
 pub mod server;

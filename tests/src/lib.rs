@@ -9,6 +9,7 @@
 //!   it observes, and the observation each level is expected to make.
 //! - [`connect`]: logging in to a database the operator made.
 //! - [`matrix`]: the observations as `docs/behaviour-matrix.md`.
+//! - [`leaks`]: generated passwords looked for in logs.
 //! - [`rbac`]: whether `deploy/rbac.yaml` grants what a level did.
 //! - [`course`]: what the chapters and the tour share: the clone's own
 //!   files, and the chapters' runnable blocks.
@@ -17,6 +18,7 @@ pub mod builders;
 pub mod connect;
 pub mod course;
 pub mod harness;
+pub mod leaks;
 pub mod levels;
 pub mod matrix;
 pub mod rbac;

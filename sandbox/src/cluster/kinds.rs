@@ -13,8 +13,9 @@ use super::Cluster;
 use crate::error::Result;
 use crate::meta::{self, name_of};
 use crate::registry::ResourceType;
+use crate::scheduling::{self, Placement};
 
-/// The one node every pod is scheduled to.
+/// The sandbox's one node, where pods that fit are scheduled.
 pub const NODE_NAME: &str = "sandbox";
 
 /// What the write path does differently for the objects of one kind.
@@ -81,25 +82,34 @@ fn pod_running(obj: &Value) -> bool {
     )
 }
 
-/// Pods: scheduled at creation, deleted gracefully by the kubelet.
+/// Pods: bound at creation when they fit, deleted gracefully by the
+/// kubelet.
 struct Pods;
 impl KindRules for Pods {
-    fn on_create(&self, _c: &Cluster, obj: &mut Value) -> Result<()> {
-        // The scheduler's job, done at once: there is one node.
-        if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
-            spec.entry("nodeName").or_insert(json!(NODE_NAME));
+    fn on_create(&self, c: &Cluster, obj: &mut Value) -> Result<()> {
+        // The scheduler's first attempt, in the create itself: a pod that
+        // fits is bound at once; one that does not stays unbound, for the
+        // scheduler loop to report and retry.
+        if scheduling::unbound(obj) {
+            let nodes = c.store.list("/nodes", None, None, None, &|_| true).items;
+            if let Placement::Node(node) = scheduling::place(obj, &nodes)
+                && let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut)
+            {
+                spec.insert("nodeName".into(), json!(node));
+            }
         }
         Ok(())
     }
 
     /// A running pod gets the requested grace period, else its spec's
-    /// `terminationGracePeriodSeconds` (30 by default); a finished one none.
+    /// `terminationGracePeriodSeconds` (30 by default); a finished one
+    /// none, nor does one no node runs (upstream's `CheckGracefulDelete`).
     fn deletion_grace(&self, obj: &Value, requested: Option<i64>) -> i64 {
         let spec_grace = obj
             .pointer("/spec/terminationGracePeriodSeconds")
             .and_then(Value::as_i64)
             .unwrap_or(30);
-        if pod_running(obj) {
+        if pod_running(obj) && !scheduling::unbound(obj) {
             requested.unwrap_or(spec_grace).max(0)
         } else {
             0

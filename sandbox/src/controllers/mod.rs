@@ -22,6 +22,7 @@ pub mod kubelet;
 pub mod namespace;
 pub mod pvc;
 pub mod queue;
+pub mod scheduler;
 pub mod statefulset;
 
 use std::sync::Arc;
@@ -34,8 +35,8 @@ use crate::cluster::Cluster;
 use crate::meta::namespace_of;
 use crate::store::{Event, ObjectKey};
 
-/// The one node every pod is scheduled to (the write path's, which
-/// schedules pods at creation).
+/// The one node pods are scheduled to (the write path binds a pod that
+/// fits at creation; [`scheduler`] retries the others).
 pub use crate::cluster::NODE_NAME;
 /// The field manager controllers write as.
 pub const MANAGER: &str = "kube-controller-manager";
@@ -116,6 +117,13 @@ pub fn spawn_all(cluster: Arc<Cluster>) -> std::io::Result<Controllers> {
                     tokio::spawn(queue::run(
                         c.clone(),
                         endpoints::EndpointsController,
+                        rx.clone(),
+                        None,
+                        RESYNC,
+                    )),
+                    tokio::spawn(queue::run(
+                        c.clone(),
+                        scheduler::Scheduler,
                         rx.clone(),
                         None,
                         RESYNC,

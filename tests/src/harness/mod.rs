@@ -12,6 +12,7 @@
 //! a test process, so that a wait's budget, which starts once its cluster
 //! exists, holds on a two-core machine however many tests run.
 
+pub mod logs;
 mod operator;
 mod wait;
 
@@ -379,6 +380,11 @@ impl TestCluster {
                     .flatten(),
             )
             .args(extra)
+            // Under capture, at trace level unless the test says otherwise.
+            .envs(
+                (logs::capturing() && !env.iter().any(|(k, _)| *k == "RUST_LOG"))
+                    .then_some(("RUST_LOG", logs::BINARY_FILTER)),
+            )
             .envs(env.iter().copied())
             .stdout(Stdio::from(file))
             .stderr(Stdio::from(err))

@@ -1,11 +1,12 @@
 //! An operator the harness started: in-process or as its binary, stopped
-//! gracefully (checking that it exited cleanly) or killed.
+//! gracefully (checking that it exited cleanly) or killed. A binary's
+//! output is kept for [`super::logs`] when capture is on.
 
 use std::path::PathBuf;
 
 use tokio::sync::oneshot;
 
-use super::WAIT;
+use super::{WAIT, logs};
 
 /// An operator the harness started.
 pub enum Operator {
@@ -66,6 +67,7 @@ impl Operator {
                 }
                 let status = tokio::time::timeout(WAIT, child.wait()).await;
                 let output = std::fs::read_to_string(&log).unwrap_or_default();
+                logs::keep_output(format!("the output of {}", log.display()), output.clone());
                 assert!(
                     matches!(status, Ok(Ok(s)) if s.success()),
                     "the operator binary did not exit cleanly on SIGTERM: {status:?}\nits output ({}):\n{output}",
@@ -85,6 +87,10 @@ impl Operator {
             }
             Operator::Process { mut child, log } => {
                 let _ = child.kill().await;
+                if logs::capturing() {
+                    let output = std::fs::read_to_string(&log).unwrap_or_default();
+                    logs::keep_output(format!("the output of {}", log.display()), output);
+                }
                 let _ = std::fs::remove_file(&log);
             }
         }

@@ -6,10 +6,10 @@
 //! given a major change), a larger size applied to the existing volume, and
 //! the data volume outliving the database.
 //!
-//! The sandbox schedules every pod at once (its kubelet reports
-//! `PodScheduled=True` whatever the requests), so an unschedulable pod is
-//! covered at the assessment, the pure function that reads the pod's
-//! `PodScheduled` condition, with the pod as a scheduler would leave it.
+//! An unschedulable pod is covered end to end (the sandbox's scheduler
+//! leaves a pod whose requests exceed its node's allocatable Pending with
+//! `PodScheduled=False`) and at the assessment, the pure function that
+//! reads the pod's `PodScheduled` condition, with several nodes' message.
 
 use std::collections::BTreeMap;
 
@@ -19,7 +19,7 @@ use k8s_openapi::api::core::v1::{
 };
 use kube::ResourceExt;
 use kube::api::{DeleteParams, ObjectMeta, PostParams};
-use shared::api::{Phase, PostgresDB};
+use shared::api::{ComputeResources, Phase, PostgresDB};
 use shared::capability::ApplyReport;
 use shared::conditions::{ConditionStatus, DEGRADED};
 use shared::reconcile::{Decision, assess};
@@ -482,6 +482,62 @@ async fn a_pod_whose_image_cannot_be_pulled_degrades_the_database_with_the_kubel
     ensure(message.contains("orders-0"), || {
         format!("the message names the pod: {message}")
     })?;
+    operator.stop().await;
+    cluster.finish().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_database_requesting_more_cpu_than_any_node_has_is_degraded_with_the_schedulers_message()
+-> Result<(), Failed> {
+    let cluster = sandbox().await?;
+    let operator = cluster.run_operator(LevelId::One);
+    let mut db = DbBuilder::manifest("orders").build();
+    db.spec.resources.requests = Some(ComputeResources {
+        cpu: Some("64".into()),
+        memory: Some("256Mi".into()),
+    });
+    cluster.create(&db).await.or_fail("create the PostgresDB")?;
+    let scheduler = "0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes are \
+                     available: 1 No preemption victims found for incoming pod.";
+    let degraded = cluster
+        .wait_for("orders", "Degraded by an unschedulable pod", |db| {
+            condition_of(db, "Degraded")
+                .is_some_and(|(s, _, m)| s == "True" && m.contains(scheduler))
+        })
+        .await?;
+    let (_, reason, message) = condition_of(&degraded, "Degraded").unwrap_or_default();
+    ensure(
+        reason == "PodFailing"
+            && message == format!("pod orders-0 cannot be scheduled: {scheduler}"),
+        || format!("Degraded names the pod and the scheduler's message: {reason}: {message}"),
+    )?;
+    ensure(
+        degraded.status.as_ref().and_then(|s| s.phase) == Some(Phase::Degraded),
+        || {
+            format!(
+                "phase Degraded: {:?}",
+                degraded.status.as_ref().and_then(|s| s.phase)
+            )
+        },
+    )?;
+    let pod = cluster
+        .api::<Pod>()
+        .get("orders-0")
+        .await
+        .or_fail("read pod orders-0")?;
+    ensure(
+        pod.spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_deref())
+            .is_none(),
+        || format!("the pod is not bound to a node: {:?}", pod.spec),
+    )?;
+    cluster
+        .wait_for_event("orders-0", "the scheduler's FailedScheduling", |e| {
+            e.starts_with("Warning FailedScheduling") && e.contains(scheduler)
+        })
+        .await?;
     operator.stop().await;
     cluster.finish().await;
     Ok(())

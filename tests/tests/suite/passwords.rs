@@ -15,13 +15,11 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::ResourceExt;
-use kube::api::{ListParams, LogParams};
 use serde_json::json;
 use shared::api::{ConfigurationMethod, UpgradePhase};
 use tests::builders::DbBuilder;
 use tests::harness::{Failed, OrFail, TestCluster, ensure, real_postgres};
+use tests::leaks::{leaks, passwords, pod_logs};
 use tests::levels::LevelId;
 use tests::scenarios::is_settled;
 use tests::scenarios::steps::is_settled_at;
@@ -29,98 +27,6 @@ use tests::scenarios::steps::is_settled_at;
 /// A first start, a reload, a 15 to 16 migration and a minor rollout, on
 /// a busy two-core machine, at the same time.
 const BUDGET: Duration = Duration::from_secs(240);
-
-/// Every generated password, by the Secret that holds it.
-async fn passwords(cluster: &TestCluster) -> Result<Vec<(String, String)>, Failed> {
-    let mut found = Vec::new();
-    for secret in cluster
-        .api::<Secret>()
-        .list(&ListParams::default())
-        .await
-        .or_fail("list the Secrets")?
-        .items
-    {
-        if let Some(password) = secret.data.as_ref().and_then(|d| d.get("password")) {
-            found.push((
-                secret.name_any(),
-                String::from_utf8_lossy(&password.0).into_owned(),
-            ));
-        }
-    }
-    Ok(found)
-}
-
-/// Every pod's log the API serves, by pod and container.
-async fn pod_logs(cluster: &TestCluster) -> Result<Vec<(String, String)>, Failed> {
-    let pods = cluster.api::<Pod>();
-    let mut logs = Vec::new();
-    for pod in pods
-        .list(&ListParams::default())
-        .await
-        .or_fail("list the pods")?
-        .items
-    {
-        let name = pod.name_any();
-        for container in pod.spec.iter().flat_map(|s| &s.containers) {
-            let params = LogParams {
-                container: Some(container.name.clone()),
-                ..Default::default()
-            };
-            let log = pods.logs(&name, &params).await.or_fail(format!(
-                "read the log of pod {name} container {}",
-                container.name
-            ))?;
-            logs.push((format!("pod {name} container {}", container.name), log));
-        }
-    }
-    Ok(logs)
-}
-
-/// Standard base64 with padding, as a Secret's `data` carries a value.
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut text = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                text.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
-            } else {
-                text.push('=');
-            }
-        }
-    }
-    text
-}
-
-/// Where (log, line number) any password appears, as itself or as base64.
-fn leaks(passwords: &[(String, String)], logs: &[(String, String)]) -> Vec<String> {
-    let mut found = Vec::new();
-    for (secret, password) in passwords {
-        let encoded = base64(password.as_bytes());
-        for (log, text) in logs {
-            for (n, line) in text.lines().enumerate() {
-                if line.contains(password.as_str()) || line.contains(&encoded) {
-                    found.push(format!(
-                        "the password of Secret {secret} in {log}, line {}",
-                        n + 1
-                    ));
-                }
-            }
-        }
-    }
-    found
-}
-
-#[test]
-fn base64_encodes_as_a_secret_does() {
-    assert_eq!(base64(b"pgdb"), "cGdkYg==");
-    assert_eq!(base64(b"orders"), "b3JkZXJz");
-    assert_eq!(base64(b"order"), "b3JkZXI=");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_generated_password_appears_in_any_log_through_install_reload_and_both_upgrades()
@@ -214,13 +120,13 @@ async fn no_generated_password_appears_in_any_log_through_install_reload_and_bot
         .await?;
 
     let passwords = passwords(&cluster).await?;
-    let names: Vec<&str> = passwords.iter().map(|(s, _)| s.as_str()).collect();
+    let names: Vec<&str> = passwords.iter().map(|p| p.origin.as_str()).collect();
     ensure(
         [
-            "orders-credentials",
-            "orders-superuser",
-            "shop-credentials",
-            "shop-superuser",
+            "Secret orders-credentials",
+            "Secret orders-superuser",
+            "Secret shop-credentials",
+            "Secret shop-superuser",
         ]
         .iter()
         .all(|n| names.contains(n)),

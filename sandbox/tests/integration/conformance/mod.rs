@@ -15,5 +15,6 @@ mod patch;
 mod per_object;
 mod portforward;
 mod rest;
+mod scheduler;
 mod statefulset;
 mod watch;

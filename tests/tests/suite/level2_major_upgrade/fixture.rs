@@ -202,19 +202,29 @@ pub(super) async fn scalar(client: &tokio_postgres::Client, sql: &str) -> String
 /// Creates `orders` at 15, waits for it, and writes rows as its owner into
 /// two tables, and as the superuser into a second database.
 pub(super) async fn database_at_15_with_rows(cluster: &Cluster) {
+    database_with_rows(cluster, "15").await;
+}
+
+/// [`database_at_15_with_rows`] at `version`.
+pub(super) async fn database_with_rows(cluster: &Cluster, version: &str) {
     let began = Instant::now();
     cluster
         .api::<PostgresDB>()
         .create(
             &PostParams::default(),
-            &DbBuilder::manifest("orders").version("15").build(),
+            &DbBuilder::manifest("orders").version(version).build(),
         )
         .await
         .expect("the PostgresDB is accepted");
     cluster
-        .wait_until("the database is Ready at 15", || cluster.ready_at("15"))
+        .wait_until(&format!("the database is Ready at {version}"), || {
+            cluster.ready_at(version)
+        })
         .await;
-    eprintln!("orders became Ready at 15 in {:.1?}", began.elapsed());
+    eprintln!(
+        "orders became Ready at {version} in {:.1?}",
+        began.elapsed()
+    );
     let owner = cluster.connect_as("orders-credentials", None).await;
     owner
         .batch_execute(

@@ -11,11 +11,14 @@
 //!
 //! The fixture is in [`fixture`]; the client writing past the Service in
 //! [`direct_writer`]; a verification difference, a kill while the Job runs
-//! and retention's end in [`faults`].
+//! and retention's end for the dump in [`faults`]; retention deleting a
+//! previous major's own volume after a second upgrade (14, 15, then 16)
+//! in [`retention`].
 
 mod direct_writer;
 mod faults;
 mod fixture;
+mod retention;
 
 use std::time::{Duration, Instant};
 
