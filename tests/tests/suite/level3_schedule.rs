@@ -6,11 +6,15 @@
 //! one backup per slot, nothing repeated and nothing piled up across an
 //! operator restart, and the oldest completed backups deleted as soon as a
 //! backup's status changes (the runner watches backups for their database).
+//! And the PodDisruptionBudget covering the database's pod.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{CustomResourceExt, ResourceExt};
 use level3_lifecycle::lifecycle::backups::schedule::backup_name;
@@ -218,6 +222,30 @@ async fn retention_deletes_the_oldest_completed_backups_and_keeps_the_newest() {
         })
         .await
         .unwrap_or_else(|failed| panic!("{failed}"));
+    // The database's one pod is covered by a budget that refuses evicting it.
+    let budget = cluster
+        .api::<PodDisruptionBudget>()
+        .get("orders")
+        .await
+        .unwrap_or_else(|error| panic!("no PodDisruptionBudget: {error}"));
+    let spec = budget.spec.expect("a budget spec");
+    assert_eq!(spec.min_available, Some(IntOrString::Int(1)));
+    let pod = cluster
+        .api::<Pod>()
+        .get("orders-0")
+        .await
+        .unwrap_or_else(|error| panic!("no pod orders-0: {error}"));
+    let selected = spec
+        .selector
+        .and_then(|s| s.match_labels)
+        .expect("a label selector");
+    for (key, value) in &selected {
+        assert_eq!(
+            pod.labels().get(key),
+            Some(value),
+            "the budget misses the pod"
+        );
+    }
     if let Some(sandbox) = cluster.sandbox_handle() {
         // At rest (after the one reconcile that follows a status write), no
         // reconcile begins; each begins with a GET of the database.

@@ -22,7 +22,11 @@
 //!
 //! Where it stops: when both the day of month and the day of week are
 //! restricted, a slot must match both (the `cron` crate's rule; crontab
-//! takes either). Time zones other than UTC are not supported.
+//! takes either). Time zones other than UTC are not supported. The backups
+//! are the only record of the slots taken: retention never deletes the
+//! newest scheduled backup (it is the newest completed one, or newer than
+//! it), but a person deleting it by hand before the next slot makes its
+//! slot due again, and it is taken a second time.
 
 use jiff::Timestamp;
 use sha2::{Digest, Sha256};
