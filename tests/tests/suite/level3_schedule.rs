@@ -314,5 +314,20 @@ async fn retention_deletes_the_oldest_completed_backups_and_keeps_the_newest() {
     let summary = db.status.and_then(|s| s.backup).expect("status.backup");
     assert_eq!(summary.next_scheduled_at, None, "suspended");
     operator.stop().await;
+    if let Some(sandbox) = cluster.sandbox_handle() {
+        let rules = tests::rbac::deployed_rules();
+        let denied: Vec<String> = sandbox
+            .counters()
+            .requests_from("level3-lifecycle/")
+            .iter()
+            .filter(|request| request.resource != "pods/portforward")
+            .filter(|request| !rules.iter().any(|rule| rule.allows(request)))
+            .map(tests::rbac::describe)
+            .collect();
+        assert!(
+            denied.is_empty(),
+            "deploy/rbac.yaml does not grant: {denied:?}"
+        );
+    }
     cluster.finish().await;
 }
