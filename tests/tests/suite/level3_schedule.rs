@@ -146,6 +146,18 @@ async fn a_schedule_takes_each_slot_once_with_deterministic_names_across_an_oper
         assert_eq!(b - a, EVERY, "a slot was skipped between {a} and {b}");
     }
     let last = *before.keys().last().expect("two backups");
+    // The reconcile wakes at the slot: each backup is created within the
+    // second or two after it (creation times are whole seconds).
+    let latency = before
+        .iter()
+        .filter_map(|(slot, b)| Some(b.creation_timestamp()?.0.as_second() - slot))
+        .max()
+        .expect("creation times");
+    eprintln!("slot to PostgresDBBackup: at most {latency} s");
+    assert!(
+        latency < EVERY,
+        "a backup was created {latency} s after its slot"
+    );
 
     // Down for more than two periods: the slots in between are missed.
     tokio::time::sleep(Duration::from_secs(EVERY as u64 * 2 + 2)).await;

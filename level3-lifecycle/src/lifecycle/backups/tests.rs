@@ -570,3 +570,33 @@ fn a_backup_s_status_is_read_for_its_phase_and_times() {
     assert_eq!(view.phase, Some(BackupPhase::Completed));
     assert_eq!(view.finished_at(), Some(at(T0 + 15)));
 }
+
+#[test]
+fn max_age_keeps_exactly_the_backups_completed_within_it_through_a_series() {
+    let mut spec = every(10);
+    spec.retention = keep(None, Some("1m"));
+    let db = database(spec);
+    let mut cluster = Cluster::default();
+    for slot in 1..=12 {
+        let second = T0 + slot * 10;
+        cluster.reconcile(&db, second);
+        cluster.finish(BackupPhase::Completed, second + 1);
+        let outcome = cluster.reconcile(&db, second + 2);
+        // Completed at s*10+1; kept while younger than 60 s at slot*10+2.
+        let kept: Vec<String> = (1..=slot)
+            .filter(|s| (slot * 10 + 2) - (s * 10 + 1) < 60)
+            .map(|s| slot_name(T0 + s * 10))
+            .collect();
+        assert_eq!(cluster.names(), kept, "after backup {slot}");
+        let oldest_kept = (1..=slot)
+            .find(|s| (slot * 10 + 2) - (s * 10 + 1) < 60)
+            .expect("the newest is kept");
+        if oldest_kept < slot {
+            assert_eq!(
+                outcome.status.wake_at,
+                Some(at(T0 + (slot + 1) * 10)),
+                "the next slot comes before the oldest expires"
+            );
+        }
+    }
+}
