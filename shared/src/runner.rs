@@ -7,9 +7,9 @@
 //! reconcile. Kinds a capability watches without the database owning them
 //! (a `PostgresDBBackup` outlives its database) are watched the same way,
 //! and a change to one triggers the reconcile of the database its instance
-//! label names ([`database_of`]). Status writes do not change a `PostgresDB`'s generation and
-//! are filtered out, so the operator's own writes never trigger a reconcile
-//! storm. With leader election on, only the replica holding the Lease acts.
+//! label names ([`database_of`]). Status writes do not change a
+//! `PostgresDB`'s generation and are filtered out, so the operator's own
+//! writes never trigger a reconcile storm. With leader election on, only the replica holding the Lease acts.
 
 use std::future::Future;
 use std::time::Duration;
