@@ -6,7 +6,8 @@
 //! one backup per slot, nothing repeated and nothing piled up across an
 //! operator restart, and the oldest completed backups deleted as soon as a
 //! backup's status changes (the runner watches backups for their database).
-//! And the PodDisruptionBudget covering the database's pod.
+//! And the PodDisruptionBudget covering the database's pod, and an invalid
+//! schedule refused with the parser's words.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -17,9 +18,9 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{CustomResourceExt, ResourceExt};
-use level3_lifecycle::lifecycle::backups::schedule::backup_name;
+use level3_lifecycle::lifecycle::backups::schedule::{Schedule, backup_name};
 use serde_json::json;
-use shared::api::PostgresDB;
+use shared::api::{Phase, PostgresDB};
 use shared::backup::{BackupPhase, BackupSpec, PostgresDBBackup, RetentionSpec};
 use shared::keys::SCHEDULED_FOR_ANNOTATION;
 use shared::runner::{self, RunOptions};
@@ -206,6 +207,15 @@ async fn retention_deletes_the_oldest_completed_backups_and_keeps_the_newest() {
         })))
         .await
         .unwrap_or_else(|error| panic!("{}", shared::reconcile::error_chain(&error)));
+    let mut bad = DbBuilder::manifest("billing").build();
+    bad.spec.backup = Some(BackupSpec {
+        schedule: Some("61 * * * *".into()),
+        ..Default::default()
+    });
+    cluster
+        .create(&bad)
+        .await
+        .unwrap_or_else(|error| panic!("{}", shared::reconcile::error_chain(&error)));
     let operator = run_level3(&cluster);
     let taken = cluster
         .eventually(cluster.budget(), "four slots have backups", || async {
@@ -329,6 +339,23 @@ async fn retention_deletes_the_oldest_completed_backups_and_keeps_the_newest() {
         .unwrap_or_else(|failed| panic!("{failed}"));
     let summary = db.status.and_then(|s| s.backup).expect("status.backup");
     assert_eq!(summary.next_scheduled_at, None, "suspended");
+    // A schedule the parser refuses: the field and the parser's words.
+    let parser = Schedule::parse("61 * * * *").expect_err("minute 61").0;
+    cluster
+        .wait_for("billing", "refused naming spec.backup.schedule", |db| {
+            db.status.as_ref().is_some_and(|s| {
+                s.phase == Some(Phase::Invalid)
+                    && s.conditions.iter().any(|c| {
+                        c.type_ == "Ready"
+                            && c.message.contains("spec.backup.schedule")
+                            && c.message.contains(&parser)
+                    })
+            })
+        })
+        .await
+        .unwrap_or_else(|failed| panic!("{failed}"));
+    let refused = by_slot(&cluster).await.unwrap_or_else(|f| panic!("{f}"));
+    assert!(refused.values().all(|b| b.spec.database == "orders"));
     operator.stop().await;
     if let Some(sandbox) = cluster.sandbox_handle() {
         let rules = tests::rbac::deployed_rules();
