@@ -236,7 +236,9 @@ pub fn config_map(db: &PostgresDB) -> ConfigMap {
     }
 }
 
-fn selector_labels(db: &PostgresDB) -> BTreeMap<String, String> {
+/// The labels the Services, the StatefulSet and (Level 3) the
+/// PodDisruptionBudget select the database's pods by.
+pub fn selector_labels(db: &PostgresDB) -> BTreeMap<String, String> {
     let mut labels = common_labels(&db.name_any());
     labels.remove(MANAGED_BY_LABEL);
     labels

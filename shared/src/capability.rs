@@ -393,6 +393,24 @@ impl Desired {
         });
     }
 
+    /// Asks for an observed object of kind `K` to be deleted, saying why: the
+    /// delete carries the uid it was observed with as a precondition, so an
+    /// object recreated under the same name since is left alone.
+    pub fn delete_observed<K: Resource<DynamicType = ()>>(
+        &mut self,
+        name: &str,
+        uid: Option<String>,
+        reason: impl Into<String>,
+    ) {
+        self.deletions.push(Deletion {
+            resource: ApiResource::erase::<K>(&()),
+            name: name.to_string(),
+            reason: reason.into(),
+            uid,
+            origin: DeletionOrigin::Capability,
+        });
+    }
+
     /// Keeps an existing object of kind `K` as it is: not applied, and not
     /// pruned although no capability adds it (a finished Job kept as
     /// evidence).
@@ -446,6 +464,20 @@ pub struct StatusDraft {
     pub fields: PostgresDBStatus,
     /// What the capabilities concluded about each condition.
     pub conditions: Assessments,
+    /// The earliest instant a capability asked to be reconciled again at
+    /// (a schedule's next slot), whatever else happens meanwhile; see
+    /// [`StatusDraft::wake_at`].
+    pub wake_at: Option<jiff::Timestamp>,
+}
+
+impl StatusDraft {
+    /// Asks for a reconcile at `at` at the latest: the core requeues for
+    /// the earliest instant asked, or sooner for its own reasons. Nothing
+    /// is kept in memory but the requeue itself, so a restarted operator
+    /// computes the instant again from what it reads.
+    pub fn wake_at(&mut self, at: jiff::Timestamp) {
+        self.wake_at = Some(self.wake_at.map_or(at, |earlier| earlier.min(at)));
+    }
 }
 
 /// What the apply step did in this reconcile, for the status assessment.
@@ -507,6 +539,17 @@ pub trait Capability: Send + Sync + 'static {
     /// the instance label and prunes the database's children of these kinds
     /// that no capability desires any more (see the `prune` module).
     fn owned_kinds(&self) -> Vec<ApiResource> {
+        Vec::new()
+    }
+
+    /// Kinds this capability reads and may create or delete but that the
+    /// `PostgresDB` does not own (a `PostgresDBBackup` outlives its
+    /// database). The runner watches them (only those carrying the
+    /// operator's labels), and a change to one triggers the reconcile of the
+    /// database its instance label names. They are never pruned: the
+    /// capability lists them itself in [`Capability::observe`] and deletes
+    /// one only by asking ([`Desired::delete_observed`]).
+    fn watched_kinds(&self) -> Vec<ApiResource> {
         Vec::new()
     }
 
@@ -681,6 +724,28 @@ mod tests {
                 .modify::<ConfigMap>("absent", |_| {})
                 .expect("no error")
         );
+    }
+
+    #[test]
+    fn the_earliest_wake_up_asked_for_wins() {
+        let mut draft = StatusDraft::default();
+        assert_eq!(draft.wake_at, None);
+        let later = jiff::Timestamp::from_second(200).expect("valid");
+        let sooner = jiff::Timestamp::from_second(100).expect("valid");
+        draft.wake_at(later);
+        draft.wake_at(sooner);
+        draft.wake_at(later);
+        assert_eq!(draft.wake_at, Some(sooner));
+    }
+
+    #[test]
+    fn an_observed_object_is_deleted_only_with_the_uid_it_was_seen_with() {
+        let mut desired = Desired::default();
+        desired.delete_observed::<ConfigMap>("a", Some("uid-a".into()), "expired");
+        let deletion = &desired.deletions()[0];
+        assert_eq!(deletion.uid.as_deref(), Some("uid-a"));
+        assert_eq!(deletion.origin, DeletionOrigin::Capability);
+        assert_eq!(deletion.reason, "expired");
     }
 
     #[test]

@@ -426,6 +426,43 @@ mod tests {
         assert!(pruned(&observed, &Desired::default()).is_empty());
     }
 
+    /// A capability that watches `PostgresDBBackup`s without owning them.
+    struct WatchesBackups;
+
+    impl Capability for WatchesBackups {
+        fn name(&self) -> &'static str {
+            "watches"
+        }
+
+        fn watched_kinds(&self) -> Vec<ApiResource> {
+            vec![ApiResource::erase::<crate::backup::PostgresDBBackup>(&())]
+        }
+    }
+
+    #[test]
+    fn a_watched_kind_is_never_pruned_even_listed_and_controlled_by_the_database() {
+        let level = Level {
+            number: 9,
+            name: "test-level",
+            capabilities: vec![Box::new(Applies), Box::new(WatchesBackups)],
+        };
+        let resource = ApiResource::erase::<crate::backup::PostgresDBBackup>(&());
+        let mut observed = Observed::default();
+        observed.mark_listed(&resource);
+        observed.insert(
+            &resource,
+            ChildBuilder::of::<crate::backup::PostgresDBBackup>("orders-20260101-030000").build(),
+        );
+        let deletions = orphans(&level, &database(), &observed, &Desired::default());
+        assert!(deletions.is_empty(), "{deletions:?}");
+        assert!(
+            !queries(&level, &database())
+                .iter()
+                .any(|q| q.resource == resource),
+            "the core lists only owned kinds; a watched kind is listed by its capability"
+        );
+    }
+
     #[test]
     fn a_kind_that_was_not_listed_is_not_pruned() {
         let mut observed = Observed::default();

@@ -520,6 +520,7 @@ async fn reconcile_in_span(cached: &PostgresDB, ctx: &Context) -> Result<Action,
     let draft = assess(&ctx.level, db, &observed, &decision, &report, now);
     let notes = events_for(db, &decision, &report, &draft);
     let settled = draft.conditions.is_true(READY) && !draft.conditions.is_true(PROGRESSING);
+    let wake_at = draft.wake_at;
     let status = next_status(db, draft, Time(now));
     // Events first: they report writes already made, and must not be lost
     // if the status write fails and the next reconcile finds nothing to do.
@@ -529,13 +530,27 @@ async fn reconcile_in_span(cached: &PostgresDB, ctx: &Context) -> Result<Action,
         write_status(ctx, db, &status).await?;
     }
     ctx.record_outcome(&object_key(db), false);
-    Ok(match decision {
-        Decision::Apply { .. } if status_changed => Action::requeue(AFTER_STATUS_CHANGE),
-        Decision::Apply { .. } if !settled || !report.sql_failed.is_empty() => {
-            Action::requeue(RECHECK)
-        }
-        _ => Action::requeue(RESYNC),
-    })
+    let delay = match decision {
+        Decision::Apply { .. } if status_changed => AFTER_STATUS_CHANGE,
+        Decision::Apply { .. } if !settled || !report.sql_failed.is_empty() => RECHECK,
+        _ => RESYNC,
+    };
+    Ok(Action::requeue(requeue_delay(delay, wake_at, now)))
+}
+
+/// How long to wait before the next reconcile: the core's own `delay`, or
+/// less when a capability asked to be woken at an instant before it ends
+/// ([`StatusDraft::wake_at`]); an instant already past wakes at once.
+pub fn requeue_delay(
+    delay: Duration,
+    wake_at: Option<jiff::Timestamp>,
+    now: jiff::Timestamp,
+) -> Duration {
+    let Some(at) = wake_at else {
+        return delay;
+    };
+    let until = Duration::try_from(at.duration_since(now)).unwrap_or(Duration::ZERO);
+    delay.min(until)
 }
 
 async fn write_status(
@@ -680,6 +695,24 @@ mod tests {
         };
         let notes = events_for(&database(), &decision, &failed, &StatusDraft::default());
         assert!(notes.iter().all(|n| !n.message.contains("secret")));
+    }
+
+    #[test]
+    fn a_capability_s_wake_up_shortens_the_requeue_and_never_lengthens_it() {
+        let now = crate::testing::at(1_000);
+        assert_eq!(requeue_delay(RESYNC, None, now), RESYNC);
+        assert_eq!(
+            requeue_delay(RESYNC, Some(crate::testing::at(1_030)), now),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            requeue_delay(RECHECK, Some(crate::testing::at(1_030)), now),
+            RECHECK
+        );
+        assert_eq!(
+            requeue_delay(RESYNC, Some(crate::testing::at(990)), now),
+            Duration::ZERO
+        );
     }
 
     #[test]

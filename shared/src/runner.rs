@@ -4,16 +4,20 @@
 //! kinds of children the level owns, restricted by label selector to the
 //! operator's own objects, so what is cached stays proportional to the
 //! databases, not to the cluster. Changes to a child trigger its owner's
-//! reconcile. Status writes do not change a `PostgresDB`'s generation and
-//! are filtered out, so the operator's own writes never trigger a reconcile
-//! storm. With leader election on, only the replica holding the Lease acts.
+//! reconcile. Kinds a capability watches without the database owning them
+//! (a `PostgresDBBackup` outlives its database) are watched the same way,
+//! and a change to one triggers the reconcile of the database its instance
+//! label names ([`database_of`]). Status writes do not change a
+//! `PostgresDB`'s generation and are filtered out, so the operator's own
+//! writes never trigger a reconcile storm. With leader election on, only the replica holding the Lease acts.
 
 use std::future::Future;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kube::api::{Api, ApiResource, DynamicObject, ListParams};
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, ObjectMeta};
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, WatchStreamExt, predicates, reflector, watcher};
 use kube::{Client, Resource};
 use kube_leader_election::{LeaseLock, LeaseLockParams, LeaseLockResult};
@@ -23,6 +27,7 @@ use crate::api::PostgresDB;
 use crate::capability::Level;
 use crate::error::Error;
 use crate::health::Readiness;
+use crate::keys::INSTANCE_LABEL;
 use crate::names::managed_selector;
 use crate::reconcile::{Context, error_chain, error_policy, reconcile};
 
@@ -100,6 +105,11 @@ pub async fn run(
         .iter()
         .flat_map(|c| c.owned_kinds())
         .collect();
+    let watched: Vec<ApiResource> = level
+        .capabilities
+        .iter()
+        .flat_map(|c| c.watched_kinds())
+        .collect();
     let context = std::sync::Arc::new(Context::new(
         client.clone(),
         level,
@@ -129,6 +139,22 @@ pub async fn run(
             None => Api::all_with(client.clone(), &resource),
         };
         controller = controller.owns_with(api, resource.clone(), children.clone());
+        seen.push(resource);
+    }
+    for resource in watched {
+        if seen.contains(&resource) {
+            continue;
+        }
+        let api: Api<DynamicObject> = match &options.namespace {
+            Some(namespace) => Api::namespaced_with(client.clone(), namespace, &resource),
+            None => Api::all_with(client.clone(), &resource),
+        };
+        controller = controller.watches_with(
+            api,
+            resource.clone(),
+            children.clone(),
+            |object: DynamicObject| database_of(&object.metadata),
+        );
         seen.push(resource);
     }
     let stopping = stop.clone();
@@ -167,6 +193,18 @@ pub async fn run(
     }
     tracing::info!("controller stopped");
     Ok(())
+}
+
+/// The database whose reconcile a change to a watched (not owned) object
+/// triggers: the one its instance label names, in its namespace. An object
+/// without the label, or without a namespace, triggers nothing.
+pub fn database_of(metadata: &ObjectMeta) -> Option<ObjectRef<PostgresDB>> {
+    let name = metadata.labels.as_ref()?.get(INSTANCE_LABEL)?;
+    let namespace = metadata.namespace.as_deref()?;
+    if name.is_empty() {
+        return None;
+    }
+    Some(ObjectRef::new(name).within(namespace))
 }
 
 /// Fails with a clear message when the cluster does not serve the CRD.
@@ -263,5 +301,38 @@ async fn keep_renewing(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::names::common_labels;
+
+    fn metadata(namespace: Option<&str>, labels: Option<&str>) -> ObjectMeta {
+        ObjectMeta {
+            name: Some("orders-20260101-030000".into()),
+            namespace: namespace.map(String::from),
+            labels: labels.map(common_labels),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_watched_object_triggers_the_database_its_instance_label_names() {
+        let target = database_of(&metadata(Some("shop"), Some("orders")));
+        assert_eq!(target, Some(ObjectRef::new("orders").within("shop")));
+    }
+
+    #[test]
+    fn a_watched_object_without_the_instance_label_or_a_namespace_triggers_nothing() {
+        assert_eq!(database_of(&metadata(Some("shop"), None)), None);
+        assert_eq!(database_of(&metadata(None, Some("orders"))), None);
+        let mut unlabelled = metadata(Some("shop"), Some("orders"));
+        unlabelled
+            .labels
+            .get_or_insert_default()
+            .remove(INSTANCE_LABEL);
+        assert_eq!(database_of(&unlabelled), None);
     }
 }
