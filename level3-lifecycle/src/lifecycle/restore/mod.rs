@@ -1,5 +1,7 @@
 //! Initialising a new database from a backup, verified table by table.
 
+pub mod script;
+
 use shared::capability::Capability;
 
 /// The restore capability.
