@@ -20,7 +20,7 @@
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, Pod, PodSpec, Volume, VolumeMount,
+    Container, EmptyDirVolumeSource, EnvVar, Pod, PodSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use level1_install::api::{
@@ -99,7 +99,30 @@ pub fn init_container(server: &Container, source: &Source) -> Container {
         mount_path: WORK_MOUNT.into(),
         ..Default::default()
     });
+    let (source_env, source_mounts) = source_access(source);
+    environment.extend(source_env);
+    mounts.extend(source_mounts);
+    Container {
+        name: INIT_CONTAINER.into(),
+        image: server.image.clone(),
+        command: Some(vec!["sh".into(), "-c".into(), RESTORE_SCRIPT.into()]),
+        env: Some(environment),
+        volume_mounts: Some(mounts),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        security_context: Some(container_security()),
+        ..Default::default()
+    }
+}
+
+/// How a container reaches the backup's files: `BACKUP_DIR` on the backup
+/// volume mounted read-only at [`SOURCE_MOUNT`] (the pod volume
+/// [`SOURCE_VOLUME`], see [`init_volumes`]), or, for a backup in S3, the
+/// bucket's location and credentials for the script to download the folder
+/// into the work directory first.
+pub fn source_access(source: &Source) -> (Vec<EnvVar>, Vec<VolumeMount>) {
     let location = &source.location;
+    let mut environment = Vec::new();
+    let mut mounts = Vec::new();
     match (&location.volume, &location.s3) {
         (Some(_), _) => {
             environment.push(env("BACKUP_DIR", &backup_dir(source)));
@@ -130,16 +153,7 @@ pub fn init_container(server: &Container, source: &Source) -> Container {
         }
         (None, None) => {}
     }
-    Container {
-        name: INIT_CONTAINER.into(),
-        image: server.image.clone(),
-        command: Some(vec!["sh".into(), "-c".into(), RESTORE_SCRIPT.into()]),
-        env: Some(environment),
-        volume_mounts: Some(mounts),
-        termination_message_policy: Some("FallbackToLogsOnError".into()),
-        security_context: Some(container_security()),
-        ..Default::default()
-    }
+    (environment, mounts)
 }
 
 /// The pod volumes the init container adds.

@@ -36,6 +36,23 @@ pub struct Source {
     pub server_version: Option<String>,
 }
 
+impl Source {
+    /// The source a Completed backup's status records, when it records
+    /// where its files are.
+    pub fn of(backup: &PostgresDBBackup) -> Option<Self> {
+        let status = backup.status.as_ref()?;
+        let location = status
+            .location
+            .clone()
+            .filter(|l| l.volume.is_some() || l.s3.is_some())?;
+        Some(Self {
+            backup: backup.name_any(),
+            location,
+            server_version: status.server_version.clone(),
+        })
+    }
+}
+
 /// The field a restore's source is named in.
 pub fn source_field(db: &PostgresDB) -> &'static str {
     match db.spec.restore.as_ref() {
