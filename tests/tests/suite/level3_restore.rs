@@ -3,7 +3,8 @@
 //! table_facts.sql against the source database, the test writes the
 //! manifest), a `PostgresDBBackup` recording it as Completed, and a new
 //! database restored from it, verified, with the same rows and its own
-//! credentials; a restore into a database that already holds data, and
+//! credentials (also named by its database, `fromDatabase`); a restore
+//! into a database that already holds data, and
 //! one from an unknown backup, refused with nothing created.
 
 use std::time::Duration;
@@ -279,7 +280,10 @@ rm "$dir/facts.sql"
 async fn a_backup_restores_into_a_new_database_with_the_same_rows_and_refusals_touch_nothing() {
     let cluster = TestCluster::sandbox(real_postgres(&[15]))
         .await
-        .unwrap_or_else(|error| panic!("{}", shared::reconcile::error_chain(&error)));
+        .unwrap_or_else(|error| panic!("{}", shared::reconcile::error_chain(&error)))
+        // Each restore runs initdb, pg_restore and the verification on a
+        // machine other tests share.
+        .with_budget(Duration::from_secs(120));
     let _operator = run_level3(&cluster).await;
     source_with_rows(&cluster).await;
     backup_by_hand(&cluster).await;
@@ -357,6 +361,27 @@ async fn a_backup_restores_into_a_new_database_with_the_same_rows_and_refusals_t
         rows(&owner, "SELECT max(name) FROM public.items").await,
         ["item 99"]
     );
+
+    // From the database: its newest Completed backup, found by its label.
+    let mut latest = DbBuilder::manifest("latest").version("15").build();
+    latest.spec.restore = Some(shared::backup::RestoreSpec {
+        from_backup: None,
+        from_database: Some("shop".into()),
+    });
+    cluster
+        .create(&latest)
+        .await
+        .expect("the PostgresDB is accepted");
+    let restored = cluster
+        .wait_for("latest", "restored from shop's newest backup", |db| {
+            db.status
+                .as_ref()
+                .and_then(|s| s.restore.as_ref())
+                .is_some_and(|r| r.phase == RestorePhase::Verified && r.backup == BACKUP)
+        })
+        .await
+        .expect("the restore from the database is verified");
+    assert!(restored.status.is_some());
 
     // A restore into a database that already holds data is refused.
     cluster
