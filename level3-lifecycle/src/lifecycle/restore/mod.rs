@@ -25,8 +25,9 @@
 //! to the source after it are not in it); once Verified, `spec.restore` is
 //! history and changing it does nothing; a Failed restore is not retried
 //! (delete the database and its PVC to start over); a backup in S3 is
-//! downloaded by the init container with the image's `aws` client, a seam
-//! the backup destination's tooling fills.
+//! downloaded by the init container with rclone, configured as the backup
+//! Job configures it: a seam, untested here, that needs rclone in the image
+//! (or the backup Job's tools directory) and the bucket's region.
 
 pub mod plan;
 pub mod script;

@@ -134,21 +134,40 @@ pub fn source_access(source: &Source) -> (Vec<EnvVar>, Vec<VolumeMount>) {
             });
         }
         (None, Some(url)) => {
-            // The seam for S3: the script downloads the folder first (see
-            // `fetch_from_s3` in restore.sh), with the bucket's credentials.
-            environment.push(env("BACKUP_S3_URL", url));
-            environment.push(env("BACKUP_DIR", &format!("{WORK_MOUNT}/backup")));
-            environment.push(env(
-                "S3_ENDPOINT",
-                location.endpoint.as_deref().unwrap_or_default(),
-            ));
+            // The seam for S3: the script downloads the folder first with
+            // rclone (see `fetch_from_s3` in restore.sh), its remote `dest`
+            // configured as the backup Job configures it.
+            let bucket = url
+                .strip_prefix("s3://")
+                .and_then(|rest| rest.split('/').next())
+                .unwrap_or_default();
+            environment.extend([
+                env("BACKUP_S3_URL", url),
+                env("S3_BUCKET", bucket),
+                env("S3_PATH", location.path.trim_matches('/')),
+                env("BACKUP_DIR", &format!("{WORK_MOUNT}/backup")),
+                env("RCLONE_CONFIG_DEST_TYPE", "s3"),
+                env("RCLONE_CONFIG_DEST_PROVIDER", "Other"),
+                env(
+                    "RCLONE_CONFIG_DEST_ENDPOINT",
+                    location.endpoint.as_deref().unwrap_or_default(),
+                ),
+                env("RCLONE_CONFIG_DEST_REGION", "us-east-1"),
+                env("RCLONE_CONFIG_DEST_FORCE_PATH_STYLE", "true"),
+            ]);
             if let Some(secret) = &location.credentials_secret {
-                environment.push(secret_env("AWS_ACCESS_KEY_ID", secret, "AWS_ACCESS_KEY_ID"));
-                environment.push(secret_env(
-                    "AWS_SECRET_ACCESS_KEY",
-                    secret,
-                    "AWS_SECRET_ACCESS_KEY",
-                ));
+                environment.extend([
+                    secret_env(
+                        "RCLONE_CONFIG_DEST_ACCESS_KEY_ID",
+                        secret,
+                        "AWS_ACCESS_KEY_ID",
+                    ),
+                    secret_env(
+                        "RCLONE_CONFIG_DEST_SECRET_ACCESS_KEY",
+                        secret,
+                        "AWS_SECRET_ACCESS_KEY",
+                    ),
+                ]);
             }
         }
         (None, None) => {}

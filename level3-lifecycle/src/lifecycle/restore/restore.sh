@@ -20,8 +20,8 @@
 #                      started over, and a data directory no restore made is
 #                      never touched
 #   TERMINATION_LOG    where the result goes (default /dev/termination-log)
-#   BACKUP_S3_URL, S3_ENDPOINT, AWS_*  optional: fetch the folder from S3
-#                      first (see fetch_from_s3)
+#   BACKUP_S3_URL, S3_BUCKET, S3_PATH, RCLONE_CONFIG_DEST_*  optional: fetch
+#                      the folder from S3 first (see fetch_from_s3)
 #
 # Result: one line of JSON, to TERMINATION_LOG and stdout:
 #   {"passed":true,"backup":"...","databases":2,"tables":5,"rows":42,"message":"..."}
@@ -110,12 +110,16 @@ if [ -e "$PGDATA" ] && [ -n "$(ls -A "$PGDATA")" ]; then
 fi
 
 # The seam for backups in S3: the folder is downloaded into the work
-# directory first, then restored like one on a volume.
+# directory first with rclone (the backup Job's client, configured the same
+# way: the remote "dest" from RCLONE_CONFIG_DEST_* variables), then restored
+# like one on a volume.
 fetch_from_s3() {
   STEP="downloading $BACKUP_S3_URL"
   log "$STEP"
-  command -v aws >/dev/null 2>&1 || fail "$STEP failed: no S3 client (aws) in this image"
-  run aws s3 cp --recursive --only-show-errors --endpoint-url "$S3_ENDPOINT" "$BACKUP_S3_URL" "$WORK_DIR/backup"
+  RCLONE=rclone
+  if [ -n "${TOOLS_DIR:-}" ] && [ -x "$TOOLS_DIR/rclone" ]; then RCLONE="$TOOLS_DIR/rclone"; fi
+  command -v "$RCLONE" >/dev/null 2>&1 || fail "$STEP failed: no S3 client (rclone) in this image"
+  run "$RCLONE" copy "dest:$S3_BUCKET/$S3_PATH" "$WORK_DIR/backup"
   BACKUP_DIR="$WORK_DIR/backup"
 }
 if [ -n "${BACKUP_S3_URL:-}" ]; then fetch_from_s3; fi

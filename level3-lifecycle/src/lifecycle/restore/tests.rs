@@ -424,3 +424,43 @@ fn a_database_without_spec_restore_is_left_alone() {
     assert!(Restore.validate(&db, &observed).is_empty());
     assert!(assessed(&db, &observed).fields.restore.is_none());
 }
+
+#[test]
+fn a_backup_in_s3_is_downloaded_with_the_bucket_s_credentials_and_no_volume() {
+    let source = Source {
+        backup: "b1".into(),
+        location: BackupLocation {
+            s3: Some("s3://backups/pg/shop/shop-db/b1/".into()),
+            endpoint: Some("http://s3.storage:9000".into()),
+            credentials_secret: Some("s3-keys".into()),
+            path: "pg/shop/shop-db/b1/".into(),
+            ..Default::default()
+        },
+        server_version: None,
+    };
+    let (env, mounts) = super::plan::source_access(&source);
+    let value = |name: &str| {
+        env.iter()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value.clone())
+    };
+    assert_eq!(value("S3_BUCKET").as_deref(), Some("backups"));
+    assert_eq!(value("S3_PATH").as_deref(), Some("pg/shop/shop-db/b1"));
+    assert_eq!(
+        value("RCLONE_CONFIG_DEST_ENDPOINT").as_deref(),
+        Some("http://s3.storage:9000")
+    );
+    let key = env
+        .iter()
+        .find(|e| e.name == "RCLONE_CONFIG_DEST_ACCESS_KEY_ID")
+        .and_then(|e| e.value_from.clone())
+        .and_then(|v| v.secret_key_ref)
+        .map(|s| (s.name, s.key));
+    assert_eq!(key, Some(("s3-keys".into(), "AWS_ACCESS_KEY_ID".into())));
+    assert!(mounts.is_empty());
+    assert!(
+        super::plan::init_volumes(&source)
+            .iter()
+            .all(|v| v.name != SOURCE_VOLUME)
+    );
+}
