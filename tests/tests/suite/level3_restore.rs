@@ -3,7 +3,8 @@
 //! table_facts.sql against the source database, the test writes the
 //! manifest), a `PostgresDBBackup` recording it as Completed, and a new
 //! database restored from it, verified, with the same rows and its own
-//! credentials (also named by its database, `fromDatabase`); a restore
+//! credentials (also named by its database, `fromDatabase`); the verify
+//! Job of `spec.backup.verify` passing on the same backup; a restore
 //! into a database that already holds data, and
 //! one from an unknown backup, refused with nothing created.
 
@@ -18,11 +19,13 @@ use level3_lifecycle::lifecycle::manifest::{
     FORMAT, Manifest, ManifestDatabase, ManifestFile, ManifestTable,
 };
 use level3_lifecycle::lifecycle::names::backup_volume;
+use level3_lifecycle::lifecycle::verify::{verification, verify_job};
 use shared::api::PostgresDB;
 use shared::backup::{PostgresDBBackup, RestorePhase};
 use shared::conditions::READY;
 use shared::names::common_labels;
 use shared::runner::{self, RunOptions};
+use shared::testing::ObservedBuilder;
 use tests::builders::DbBuilder;
 use tests::connect::{Role, connect};
 use tests::harness::{TestCluster, real_postgres};
@@ -276,6 +279,53 @@ rm "$dir/facts.sql"
         .expect("the backup is recorded Completed");
 }
 
+/// Runs the verify Job `lifecycle::verify` builds for the hand-made backup
+/// and reads its verdict as the backup controller would.
+async fn verify_in_a_scratch_server(cluster: &TestCluster) {
+    let db = cluster
+        .database("shop")
+        .await
+        .expect("reads")
+        .expect("shop exists");
+    let backup = cluster
+        .api::<PostgresDBBackup>()
+        .get(BACKUP)
+        .await
+        .expect("the backup exists");
+    let job = verify_job(&db, &backup).expect("a verify Job for a Completed backup");
+    let name = job.metadata.name.clone().expect("named");
+    cluster
+        .api::<Job>()
+        .create(&PostParams::default(), &job)
+        .await
+        .expect("the verify Job is created");
+    let verdict = cluster
+        .eventually(cluster.budget(), "the verify Job has a verdict", || async {
+            let mut observed = ObservedBuilder::new();
+            if let Some(job) = cluster.api::<Job>().get_opt(&name).await.ok().flatten() {
+                observed = observed.with(&job);
+            }
+            let pods = cluster
+                .api::<Pod>()
+                .list(&kube::api::ListParams::default().labels(&format!("job-name={name}")))
+                .await
+                .map(|l| l.items)
+                .unwrap_or_default();
+            for pod in &pods {
+                observed = observed.with(pod);
+            }
+            Ok(verification(
+                &observed.build(),
+                &name,
+                shared::testing::at(0),
+            ))
+        })
+        .await
+        .expect("the verify Job finishes");
+    assert!(verdict.passed, "{verdict:?}");
+    assert!(verdict.message.contains("2300 rows"), "{}", verdict.message);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_restores_into_a_new_database_with_the_same_rows_and_refusals_touch_nothing() {
     let cluster = TestCluster::sandbox(real_postgres(&[15]))
@@ -287,6 +337,9 @@ async fn a_backup_restores_into_a_new_database_with_the_same_rows_and_refusals_t
     let _operator = run_level3(&cluster).await;
     source_with_rows(&cluster).await;
     backup_by_hand(&cluster).await;
+
+    // spec.backup.verify's Job restores it into a scratch server and passes.
+    verify_in_a_scratch_server(&cluster).await;
 
     // A new database from the backup: Verified, then Ready, same rows.
     let mut copy = DbBuilder::manifest("copy").version("15").build();
