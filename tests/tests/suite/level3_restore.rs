@@ -3,10 +3,11 @@
 //! table_facts.sql against the source database, the test writes the
 //! manifest), a `PostgresDBBackup` recording it as Completed, and a new
 //! database restored from it, verified, with the same rows and its own
-//! credentials (also named by its database, `fromDatabase`); the verify
-//! Job of `spec.backup.verify` passing on the same backup; a restore
-//! into a database that already holds data, and
-//! one from an unknown backup, refused with nothing created.
+//! credentials (also named by its database, `fromDatabase`); the verify Job
+//! of `spec.backup.verify` passing on the same backup; a restore whose rows
+//! differ from its manifest failing with a Warning naming the table; a
+//! restore into a database that already holds data, and one from an unknown
+//! backup, refused with nothing created.
 
 use std::time::Duration;
 
@@ -133,7 +134,7 @@ async fn source_with_rows(cluster: &TestCluster) {
 
 /// Dumps `shop` onto its backup volume with a Job, then writes the
 /// manifest, and records the backup as a Completed `PostgresDBBackup`.
-async fn backup_by_hand(cluster: &TestCluster) {
+async fn backup_by_hand(cluster: &TestCluster) -> (std::path::PathBuf, Manifest) {
     let volume = backup_volume("shop");
     let claim: PersistentVolumeClaim = serde_json::from_value(serde_json::json!({
         "metadata": {"name": volume, "labels": common_labels("shop")},
@@ -256,10 +257,17 @@ rm "$dir/facts.sql"
     )
     .expect("the manifest is written");
 
+    record_backup(cluster, BACKUP, &server_version).await;
+    (host, manifest)
+}
+
+/// A `PostgresDBBackup` of `shop` named `name`, recorded Completed with
+/// its files in the folder of that name on shop's backup volume.
+async fn record_backup(cluster: &TestCluster, name: &str, server_version: &str) {
     let backups = cluster.api::<PostgresDBBackup>();
     let backup: PostgresDBBackup = serde_json::from_value(serde_json::json!({
         "apiVersion": "pgdb.example.com/v1", "kind": "PostgresDBBackup",
-        "metadata": {"name": BACKUP, "labels": common_labels("shop")},
+        "metadata": {"name": name, "labels": common_labels("shop")},
         "spec": {"database": "shop"}
     }))
     .expect("a backup");
@@ -271,10 +279,10 @@ rm "$dir/facts.sql"
         "phase": "Completed",
         "completedAt": "2026-12-01T00:00:00Z",
         "serverVersion": server_version,
-        "location": {"volume": volume, "path": format!("/{BACKUP}/")}
+        "location": {"volume": backup_volume("shop"), "path": format!("/{name}/")}
     }});
     backups
-        .patch_status(BACKUP, &PatchParams::default(), &Patch::Merge(&status))
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
         .await
         .expect("the backup is recorded Completed");
 }
@@ -336,7 +344,7 @@ async fn a_backup_restores_into_a_new_database_with_the_same_rows_and_refusals_t
         .with_budget(Duration::from_secs(120));
     let _operator = run_level3(&cluster).await;
     source_with_rows(&cluster).await;
-    backup_by_hand(&cluster).await;
+    let (folder, manifest) = backup_by_hand(&cluster).await;
 
     // spec.backup.verify's Job restores it into a scratch server and passes.
     verify_in_a_scratch_server(&cluster).await;
@@ -435,6 +443,63 @@ async fn a_backup_restores_into_a_new_database_with_the_same_rows_and_refusals_t
         .await
         .expect("the restore from the database is verified");
     assert!(restored.status.is_some());
+
+    // A backup whose restored rows differ from its manifest: the restore
+    // fails naming the table, with a Warning, and the database never serves.
+    let tampered = folder.with_file_name("shop-tampered");
+    std::fs::create_dir_all(&tampered).expect("a second folder");
+    for entry in std::fs::read_dir(&folder).expect("the folder lists") {
+        let entry = entry.expect("an entry");
+        std::fs::copy(entry.path(), tampered.join(entry.file_name())).expect("copies");
+    }
+    let mut wrong = manifest.clone();
+    for table in wrong.databases.iter_mut().flat_map(|d| d.tables.iter_mut()) {
+        if table.name == "orders" {
+            table.rows += 1;
+        }
+    }
+    std::fs::write(
+        tampered.join("manifest.json"),
+        serde_json::to_string(&wrong).expect("serialises"),
+    )
+    .expect("the tampered manifest is written");
+    record_backup(&cluster, "shop-tampered", &manifest.server_version).await;
+    let mut broken = DbBuilder::manifest("broken").version("15").build();
+    broken.spec.restore = Some(shared::backup::RestoreSpec {
+        from_backup: Some("shop-tampered".into()),
+        from_database: None,
+    });
+    cluster
+        .create(&broken)
+        .await
+        .expect("the PostgresDB is accepted");
+    let failed = cluster
+        .wait_for("broken", "a failed restore", |db| {
+            db.status
+                .as_ref()
+                .and_then(|s| s.restore.as_ref())
+                .is_some_and(|r| r.phase == RestorePhase::Failed)
+                && ready_reason(db).as_deref() == Some("RestoreFailed")
+        })
+        .await
+        .expect("the restore fails");
+    let message = failed
+        .status
+        .and_then(|s| s.restore)
+        .and_then(|r| r.message)
+        .unwrap_or_default();
+    assert!(
+        message.contains(
+            "table sales.orders of database app has 2000 rows restored, the backup recorded 2001"
+        ),
+        "{message}"
+    );
+    cluster
+        .wait_for_event("broken", "a RestoreFailed Warning", |e| {
+            e.starts_with("Warning RestoreFailed") && e.contains("sales.orders")
+        })
+        .await
+        .expect("a Warning Event");
 
     // A restore into a database that already holds data is refused.
     cluster
