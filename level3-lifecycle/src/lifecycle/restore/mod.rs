@@ -201,7 +201,8 @@ impl Capability for Restore {
     }
 }
 
-/// Publishes the restore's news: started, verified (Normal), failed (Warning).
+/// Publishes the restore's news: started and verified (Normal Events); a
+/// failure is the Ready condition's Warning Event.
 fn note_transition(
     previous: Option<&RestoreStatus>,
     standing: &RestoreStatus,
@@ -218,13 +219,7 @@ fn note_transition(
             format!("restoring backup {}: {message}", standing.backup),
         ),
         RestorePhase::Verified => desired.note(EventType::Normal, "RestoreVerified", message),
-        RestorePhase::Failed => desired.note(
-            EventType::Warning,
-            "RestoreFailed",
-            format!(
-                "the restore of backup {} failed: {message}",
-                standing.backup
-            ),
-        ),
+        // Its Warning Event is the Ready condition's (see `assess`).
+        RestorePhase::Failed => {}
     }
 }
