@@ -306,6 +306,7 @@ impl PodRuntime for SimulatedRuntime {
                     restart_count: c.restart_count,
                     message,
                     last_state: c.last_state.clone(),
+                    init: false,
                 };
                 if let Some(message) = invalid_image_name(&c.image) {
                     let waiting = ContainerState::Waiting {

@@ -43,6 +43,11 @@ pub enum QuerySelector {
     Name(String),
     /// Every object carrying the database's instance label.
     Instance,
+    /// Every object carrying another database's instance label (the
+    /// backups of the database a restore reads from, which may be deleted).
+    /// Such objects are observed beside the database's own, so a capability
+    /// reading them tells them apart by what they are for.
+    InstanceOf(String),
 }
 
 impl Query {
@@ -59,6 +64,15 @@ impl Query {
         Self {
             resource: ApiResource::erase::<K>(&()),
             selector: QuerySelector::Instance,
+        }
+    }
+
+    /// Read every object of kind `K` labelled as belonging to another
+    /// database, `db_name`, of the same namespace.
+    pub fn labelled_for<K: Resource<DynamicType = ()>>(db_name: impl Into<String>) -> Self {
+        Self {
+            resource: ApiResource::erase::<K>(&()),
+            selector: QuerySelector::InstanceOf(db_name.into()),
         }
     }
 }

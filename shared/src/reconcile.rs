@@ -390,6 +390,18 @@ pub async fn observe(
                     observed.insert(&query.resource, object);
                 }
             }
+            QuerySelector::InstanceOf(other) => {
+                // Not marked listed: the database's own objects of the kind
+                // are not what was listed.
+                let params = ListParams::default().labels(&instance_selector(other));
+                let list = api.list(&params).await.map_err(|source| Error::Kube {
+                    action: format!("list {} of {namespace}/{other}", query.resource.plural),
+                    source: Box::new(source),
+                })?;
+                for object in list.items {
+                    observed.insert(&query.resource, object);
+                }
+            }
         }
     }
     Ok(observed)

@@ -344,6 +344,7 @@ pub fn assert_reads_what_it_applies(
                 && match &q.selector {
                     QuerySelector::Name(name) => *name == object.name,
                     QuerySelector::Instance => true,
+                    QuerySelector::InstanceOf(_) => false,
                 }
         });
         assert!(

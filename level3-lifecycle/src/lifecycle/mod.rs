@@ -12,7 +12,9 @@
 //!   the object's status and deletes its files before the object goes.
 //!
 //! [`manifest`] is the record a backup leaves beside its files, which a
-//! restore verifies against; [`names`] names what the level creates.
+//! restore verifies against; [`names`] names what the level creates;
+//! [`verify`] builds the scratch-restore Job of `spec.backup.verify` and
+//! reads its verdict, with the restore's script.
 
 pub mod backup_controller;
 pub mod backups;
@@ -21,3 +23,4 @@ pub mod disruption;
 pub mod manifest;
 pub mod names;
 pub mod restore;
+pub mod verify;

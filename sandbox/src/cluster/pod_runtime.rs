@@ -44,6 +44,10 @@ pub struct ContainerReport {
     pub message: Option<String>,
     /// How the previous run of a restarted container ended.
     pub last_state: Option<ContainerState>,
+    /// Whether it is an init container (reported in
+    /// `initContainerStatuses`; the pod is not Initialized until each
+    /// has exited 0, in order).
+    pub init: bool,
 }
 
 /// Runs pods. Implementations must not block: `start` and `stop` begin the

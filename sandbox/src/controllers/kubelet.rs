@@ -119,30 +119,67 @@ fn container_status(r: &ContainerReport, old: Option<&Value>) -> Value {
     v
 }
 
+/// Where a pod's init containers stand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Init {
+    /// Every init container exited 0 (or there are none).
+    Done,
+    /// One is running, waiting or being restarted.
+    Running,
+    /// One failed and the pod's restartPolicy is Never.
+    Failed,
+}
+
+fn init_state(init: &[&ContainerReport], restart_policy: &str) -> Init {
+    let succeeded =
+        |r: &ContainerReport| matches!(r.state, ContainerState::Terminated { exit_code: 0, .. });
+    let failed = init
+        .iter()
+        .any(|r| matches!(r.state, ContainerState::Terminated { exit_code, .. } if exit_code != 0));
+    if init.iter().all(|r| succeeded(r)) {
+        Init::Done
+    } else if failed && restart_policy == "Never" {
+        Init::Failed
+    } else {
+        Init::Running
+    }
+}
+
 /// The status the runtime's reports add up to.
-fn compute_status(c: &Cluster, pod: &Value, reports: &[ContainerReport]) -> Value {
+fn compute_status(c: &Cluster, pod: &Value, all_reports: &[ContainerReport]) -> Value {
     let old = pod.get("status").cloned().unwrap_or(json!({}));
     let restart_policy = pod
         .pointer("/spec/restartPolicy")
         .and_then(Value::as_str)
         .unwrap_or("Always");
+    let init_reports: Vec<&ContainerReport> = all_reports.iter().filter(|r| r.init).collect();
+    let reports: Vec<&ContainerReport> = all_reports.iter().filter(|r| !r.init).collect();
+    let init = init_state(&init_reports, restart_policy);
     let all_running = reports
         .iter()
         .all(|r| matches!(r.state, ContainerState::Running { .. }));
     // A container waiting to be restarted (CrashLoopBackOff) keeps the pod
     // Running, as on a cluster; only one that never ran keeps it Pending.
-    let any_waiting = reports.iter().any(|r| {
+    let never_ran = |r: &ContainerReport| {
         matches!(r.state, ContainerState::Waiting { .. })
             && r.restart_count == 0
             && r.last_state.is_none()
-    });
+    };
+    let any_waiting = reports.iter().any(|r| never_ran(r));
     let all_terminated = reports
         .iter()
         .all(|r| matches!(r.state, ContainerState::Terminated { .. }));
     let any_failed = reports
         .iter()
         .any(|r| matches!(r.state, ContainerState::Terminated { exit_code, .. } if exit_code != 0));
-    let phase = if any_waiting {
+    // The pod's sandbox is up once its first container (init or not) ran.
+    let ready_to_start = match init_reports.first() {
+        Some(first) => !never_ran(first),
+        None => !any_waiting,
+    };
+    let phase = if init == Init::Failed {
+        "Failed"
+    } else if init == Init::Running || any_waiting {
         "Pending"
     } else if all_terminated && restart_policy != "Always" {
         if any_failed { "Failed" } else { "Succeeded" }
@@ -153,26 +190,30 @@ fn compute_status(c: &Cluster, pod: &Value, reports: &[ContainerReport]) -> Valu
     let now = crate::meta::now();
     let cond = |t: &str, s: bool| json!({"type": t, "status": if s { "True" } else { "False" }, "lastProbeTime": null, "lastTransitionTime": now});
     let mut conditions = json!([
-        cond("PodReadyToStartContainers", !any_waiting),
-        cond("Initialized", true),
+        cond("PodReadyToStartContainers", ready_to_start),
+        cond("Initialized", init == Init::Done),
         cond("Ready", ready),
         cond("ContainersReady", ready),
         cond("PodScheduled", true),
     ]);
     keep_transition_times(&mut conditions, old.get("conditions"));
-    let old_statuses = old.get("containerStatuses").and_then(Value::as_array);
-    let statuses: Vec<Value> = reports
-        .iter()
-        .map(|r| {
-            let o = old_statuses.and_then(|l| l.iter().find(|s| s["name"] == r.name.as_str()));
-            container_status(r, o)
-        })
-        .collect();
+    let statuses_of = |reports: &[&ContainerReport], key: &str| -> Vec<Value> {
+        let old_statuses = old.get(key).and_then(Value::as_array);
+        reports
+            .iter()
+            .map(|r| {
+                let o = old_statuses.and_then(|l| l.iter().find(|s| s["name"] == r.name.as_str()));
+                container_status(r, o)
+            })
+            .collect()
+    };
+    let statuses = statuses_of(&reports, "containerStatuses");
+    let init_statuses = statuses_of(&init_reports, "initContainerStatuses");
     let ip = c
         .runtime
         .pod_ip(uid_of(pod))
         .unwrap_or_else(|| pod_ip(uid_of(pod)));
-    json!({
+    let mut status = json!({
         "phase": phase,
         "conditions": conditions,
         "hostIP": "10.0.0.1",
@@ -182,7 +223,11 @@ fn compute_status(c: &Cluster, pod: &Value, reports: &[ContainerReport]) -> Valu
         "startTime": old.get("startTime").cloned().unwrap_or(json!(now)),
         "containerStatuses": statuses,
         "qosClass": old.get("qosClass").cloned().unwrap_or(json!("BestEffort")),
-    })
+    });
+    if !init_statuses.is_empty() {
+        status["initContainerStatuses"] = json!(init_statuses);
+    }
+    status
 }
 
 /// How soon a deleted pod whose containers are still stopping is looked

@@ -43,8 +43,7 @@ impl PostgresRuntime {
             .cloned()
             .ok_or_else(|| format!("failed to find sandboxID for pod with uid {uid}"))?;
         let cell = ctx
-            .cells
-            .iter()
+            .all_cells()
             .find(|c| c.name == container)
             .cloned()
             .ok_or_else(|| format!("container {container} is not valid for pod {}", ctx.name))?;

@@ -83,7 +83,7 @@ impl PostgresRuntime {
     /// The pids of the container processes of a pod (group leaders).
     pub fn pids(&self, ns: &str, pod: &str) -> Vec<i32> {
         self.find(ns, pod)
-            .map(|p| p.cells.iter().filter_map(|c| c.lock().pgid).collect())
+            .map(|p| p.all_cells().filter_map(|c| c.lock().pgid).collect())
             .unwrap_or_default()
     }
 

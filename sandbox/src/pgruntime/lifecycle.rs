@@ -55,29 +55,48 @@ impl PodRuntime for PostgresRuntime {
         }
         let n = inner.counter.fetch_add(1, Ordering::Relaxed);
         let dir = inner.work.join("pods").join(n.to_string());
+        let cell = |c: &Container, reason: &str| {
+            Arc::new(Cell {
+                name: c.name.clone(),
+                image: c.image.clone().unwrap_or_default(),
+                log: dir.join("logs").join(format!("{}.log", c.name)),
+                st: Mutex::new(CellState {
+                    state: ContainerState::Waiting {
+                        reason: reason.into(),
+                    },
+                    message: None,
+                    last_state: None,
+                    ready: false,
+                    restart_count: 0,
+                    pgid: None,
+                    kill_reason: None,
+                    exec: None,
+                }),
+            })
+        };
+        let init_cells: Vec<Arc<Cell>> = pod
+            .spec
+            .iter()
+            .flat_map(|s| s.init_containers.iter().flatten())
+            .map(|c| cell(c, "PodInitializing"))
+            .collect();
+        // As the kubelet reports them: main containers wait for the init
+        // containers ("PodInitializing"), init containers start at once.
+        let main_reason = if init_cells.is_empty() {
+            "ContainerCreating"
+        } else {
+            "PodInitializing"
+        };
+        if let Some(first) = init_cells.first() {
+            first.lock().state = ContainerState::Waiting {
+                reason: "ContainerCreating".into(),
+            };
+        }
         let cells = pod
             .spec
             .iter()
             .flat_map(|s| s.containers.iter())
-            .map(|c| {
-                Arc::new(Cell {
-                    name: c.name.clone(),
-                    image: c.image.clone().unwrap_or_default(),
-                    log: dir.join("logs").join(format!("{}.log", c.name)),
-                    st: Mutex::new(CellState {
-                        state: ContainerState::Waiting {
-                            reason: "ContainerCreating".into(),
-                        },
-                        message: None,
-                        last_state: None,
-                        ready: false,
-                        restart_count: 0,
-                        pgid: None,
-                        kill_reason: None,
-                        exec: None,
-                    }),
-                })
-            })
+            .map(|c| cell(c, main_reason))
             .collect();
         let (stop, _) = watch::channel(false);
         let ctx = Arc::new(PodCtx {
@@ -90,6 +109,7 @@ impl PodRuntime for PostgresRuntime {
             pod: pod.clone(),
             stop,
             cells,
+            init_cells,
             claims: Mutex::new(vec![]),
             projected: Default::default(),
             finished: Default::default(),
@@ -110,8 +130,7 @@ impl PodRuntime for PostgresRuntime {
             .get(&(ctx.ns.clone(), ctx.name.clone()))
             .copied();
         Some(
-            ctx.cells
-                .iter()
+            ctx.all_cells()
                 .map(|cell| {
                     let st = cell.lock();
                     let running = matches!(st.state, ContainerState::Running { .. });
@@ -123,6 +142,7 @@ impl PodRuntime for PostgresRuntime {
                         restart_count: st.restart_count,
                         message: st.message.clone(),
                         last_state: st.last_state.clone(),
+                        init: ctx.init_cells.iter().any(|c| Arc::ptr_eq(c, cell)),
                     }
                 })
                 .collect(),
@@ -152,7 +172,12 @@ impl PodRuntime for PostgresRuntime {
         gone.insert(
             uid.to_string(),
             (
-                ctx.cells.iter().map(|c| c.name.clone()).collect(),
+                // The first is the default container of `logs`.
+                ctx.cells
+                    .iter()
+                    .chain(ctx.init_cells.iter())
+                    .map(|c| c.name.clone())
+                    .collect(),
                 ctx.dir.join("logs"),
             ),
         );
@@ -161,7 +186,11 @@ impl PodRuntime for PostgresRuntime {
     fn logs(&self, uid: &str, container: Option<&str>) -> Option<String> {
         let (names, dir) = match lock(&self.inner.pods).get(uid) {
             Some(ctx) => (
-                ctx.cells.iter().map(|c| c.name.clone()).collect::<Vec<_>>(),
+                ctx.cells
+                    .iter()
+                    .chain(ctx.init_cells.iter())
+                    .map(|c| c.name.clone())
+                    .collect::<Vec<_>>(),
                 ctx.dir.join("logs"),
             ),
             None => lock(&self.inner.gone).get(uid).cloned()?,
@@ -309,7 +338,7 @@ pub(super) async fn run_pod_processes(inner: &Arc<Inner>, ctx: &Arc<PodCtx>) {
         Ok::<(), Wait>(())
     };
     if let Err(w) = prepared.await {
-        for cell in &ctx.cells {
+        for cell in ctx.all_cells() {
             set_state(
                 &inner,
                 cell,
@@ -329,7 +358,7 @@ pub(super) async fn run_pod_processes(inner: &Arc<Inner>, ctx: &Arc<PodCtx>) {
         match inner.prepare_volumes(&ctx) {
             Ok(v) => break v,
             Err(w) => {
-                for cell in &ctx.cells {
+                for cell in ctx.init_cells.first().into_iter().chain(ctx.cells.iter()) {
                     set_state(
                         &inner,
                         cell,
@@ -360,17 +389,42 @@ pub(super) async fn run_pod_processes(inner: &Arc<Inner>, ctx: &Arc<PodCtx>) {
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
     }
-    let specs = ctx.pod.spec.clone().unwrap_or_default().containers;
+    let pod_spec = ctx.pod.spec.clone().unwrap_or_default();
     let volumes = Arc::new(volumes);
-    let mut handles = vec![];
-    for (spec, cell) in specs.into_iter().zip(ctx.cells.clone()) {
-        handles.push(tokio::spawn(run_container(
+    // Init containers run one after the other, each to success, before any
+    // other container starts: a failed one is restarted (with the crash-loop
+    // back-off) unless the pod's restartPolicy is Never, which fails the pod.
+    let init_policy = match restart_policy(&ctx).as_str() {
+        "Never" => "Never",
+        _ => "OnFailure",
+    };
+    let init_specs = pod_spec.init_containers.unwrap_or_default();
+    for (spec, cell) in init_specs.into_iter().zip(ctx.init_cells.clone()) {
+        run_container(
             inner.clone(),
             ctx.clone(),
-            cell,
+            cell.clone(),
             spec,
             volumes.clone(),
-        )));
+            init_policy,
+        )
+        .await;
+        let succeeded = matches!(
+            cell.lock().state,
+            ContainerState::Terminated { exit_code: 0, .. }
+        );
+        if !succeeded || ctx.stopping() {
+            return;
+        }
+    }
+    let policy = restart_policy(&ctx);
+    let mut handles = vec![];
+    for (spec, cell) in pod_spec.containers.into_iter().zip(ctx.cells.clone()) {
+        let policy = policy.clone();
+        let (inner, ctx, volumes) = (inner.clone(), ctx.clone(), volumes.clone());
+        handles.push(tokio::spawn(async move {
+            run_container(inner, ctx, cell, spec, volumes, &policy).await
+        }));
     }
     for h in handles {
         let _ = h.await;
@@ -400,8 +454,8 @@ pub(super) async fn run_container(
     cell: Arc<Cell>,
     spec: Container,
     volumes: Arc<HashMap<String, PathBuf>>,
+    policy: &str,
 ) {
-    let policy = restart_policy(&ctx);
     let mut crash_loop = CrashLoop::new(inner.config.backoff);
     let mut pulls = CrashLoop::new(inner.config.backoff);
     let mut first = true;
@@ -508,7 +562,7 @@ pub(super) async fn run_container(
             message,
         };
         let restart = !ctx.stopping()
-            && match policy.as_str() {
+            && match policy {
                 "Always" => true,
                 "OnFailure" => code != 0,
                 _ => false,

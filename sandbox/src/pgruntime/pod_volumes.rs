@@ -90,8 +90,10 @@ impl Inner {
         }
         *ctx.claims() = claims;
         let mounts = Mounts::new(
-            spec.containers
+            spec.init_containers
                 .iter()
+                .flatten()
+                .chain(spec.containers.iter())
                 .flat_map(|ct| ctx.mounts_of(&out, ct))
                 .collect(),
         );

@@ -65,6 +65,8 @@ pub(super) struct PodCtx {
     pub(super) pod: Pod,
     pub(super) stop: watch::Sender<bool>,
     pub(super) cells: Vec<Arc<Cell>>,
+    /// The init containers', run one after the other before `cells`.
+    pub(super) init_cells: Vec<Arc<Cell>>,
     /// Host directories of the pod's claims, once known.
     pub(super) claims: Mutex<Vec<PathBuf>>,
     /// The pod's ConfigMap and Secret volumes, once written, kept current.
@@ -86,6 +88,10 @@ pub(super) struct Projected {
 }
 
 impl PodCtx {
+    /// Every container's cell: the init containers', then the others'.
+    pub(super) fn all_cells(&self) -> impl Iterator<Item = &Arc<Cell>> {
+        self.init_cells.iter().chain(self.cells.iter())
+    }
     pub(super) fn stopping(&self) -> bool {
         *self.stop.borrow()
     }
@@ -200,7 +206,7 @@ impl PostgresRuntime {
     pub(super) fn cell(&self, ns: &str, pod: &str, container: Option<&str>) -> Option<Arc<Cell>> {
         let p = self.find(ns, pod)?;
         match container {
-            Some(c) => p.cells.iter().find(|x| x.name == c).cloned(),
+            Some(c) => p.all_cells().find(|x| x.name == c).cloned(),
             None => p.cells.first().cloned(),
         }
     }

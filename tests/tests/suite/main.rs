@@ -24,6 +24,7 @@ mod leader;
 mod level1_on_real_postgres;
 mod level2_major_upgrade;
 mod level2_on_real_postgres;
+mod level3_restore;
 mod level3_schedule;
 mod operator_binary;
 mod passwords;

@@ -14,6 +14,7 @@
 mod exec;
 mod faults;
 mod images;
+mod init_containers;
 mod portforward;
 mod processes;
 mod sandbox_process;

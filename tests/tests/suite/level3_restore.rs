@@ -1,0 +1,558 @@
+//! Level 3's restore on real PostgreSQL: a backup folder made by hand on a
+//! backup volume (a Job runs pg_dumpall --globals-only, pg_dump -Fc and
+//! table_facts.sql against the source database, the test writes the
+//! manifest), a `PostgresDBBackup` recording it as Completed, and a new
+//! database restored from it, verified, with the same rows and its own
+//! credentials (also named by its database, `fromDatabase`); the verify Job
+//! of `spec.backup.verify` passing on the same backup; a restore whose rows
+//! differ from its manifest failing with a Warning naming the table; a
+//! restore into a database that already holds data, and one from an unknown
+//! backup, refused with nothing created.
+
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, CustomResourceExt};
+use level3_lifecycle::lifecycle::manifest::{
+    FORMAT, Manifest, ManifestDatabase, ManifestFile, ManifestTable,
+};
+use level3_lifecycle::lifecycle::names::backup_volume;
+use level3_lifecycle::lifecycle::verify::{verification, verify_job};
+use shared::api::PostgresDB;
+use shared::backup::{PostgresDBBackup, RestorePhase};
+use shared::conditions::READY;
+use shared::names::common_labels;
+use shared::runner::{self, RunOptions};
+use shared::testing::ObservedBuilder;
+use tests::builders::DbBuilder;
+use tests::connect::{Role, connect};
+use tests::harness::{TestCluster, real_postgres};
+use tokio::sync::oneshot;
+
+const TABLE_FACTS: &str = include_str!("../../../level3-lifecycle/src/lifecycle/table_facts.sql");
+const BACKUP: &str = "shop-manual";
+
+/// Level 3, run in-process against the test's namespace, until dropped.
+struct Level3 {
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Drop for Level3 {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+async fn run_level3(cluster: &TestCluster) -> Level3 {
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(cluster.client());
+    crds.patch(
+        "postgresdbbackups.pgdb.example.com",
+        &PatchParams::apply("level3-restore-test").force(),
+        &Patch::Apply(&PostgresDBBackup::crd()),
+    )
+    .await
+    .expect("the PostgresDBBackup CRD is installed");
+    let backups = cluster.api::<PostgresDBBackup>();
+    cluster
+        .eventually(
+            Duration::from_secs(30),
+            "the PostgresDBBackup CRD is served",
+            || async { Ok(backups.list(&Default::default()).await.ok().map(|_| ())) },
+        )
+        .await
+        .expect("served");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let options = RunOptions {
+        namespace: Some(cluster.namespace().to_string()),
+        instance: Some("level3-restore-test".into()),
+        ..Default::default()
+    };
+    let client = cluster.client();
+    tokio::spawn(async move {
+        runner::run(level3_lifecycle::level(), client, options, async move {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    Level3 { stop: Some(stop) }
+}
+
+fn ready(db: &PostgresDB) -> bool {
+    tests::scenarios::is_settled(db)
+}
+
+fn ready_reason(db: &PostgresDB) -> Option<String> {
+    db.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == READY)
+        .map(|c| c.reason.clone())
+}
+
+async fn rows(client: &tokio_postgres::Client, sql: &str) -> Vec<String> {
+    client
+        .query(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect()
+}
+
+/// The source database `shop`, Ready, with rows in its application
+/// database and in `postgres`.
+async fn source_with_rows(cluster: &TestCluster) {
+    cluster
+        .create(&DbBuilder::manifest("shop").version("15").build())
+        .await
+        .expect("the PostgresDB is accepted");
+    cluster
+        .wait_for("shop", "Ready", ready)
+        .await
+        .expect("Ready");
+    let owner = connect(cluster, Role::Owner, "shop")
+        .await
+        .expect("connects");
+    owner
+        .batch_execute(
+            "CREATE SCHEMA sales;
+             CREATE TABLE public.items (id int PRIMARY KEY, name text);
+             INSERT INTO public.items SELECT g, 'item ' || g FROM generate_series(1, 300) g;
+             CREATE TABLE sales.orders (id bigserial PRIMARY KEY, item int REFERENCES public.items);
+             INSERT INTO sales.orders (item) SELECT 1 + g % 300 FROM generate_series(1, 2000) g;",
+        )
+        .await
+        .expect("rows are written");
+}
+
+/// Dumps `shop` onto its backup volume with a Job, then writes the
+/// manifest, and records the backup as a Completed `PostgresDBBackup`.
+async fn backup_by_hand(cluster: &TestCluster) -> (std::path::PathBuf, Manifest) {
+    let volume = backup_volume("shop");
+    let claim: PersistentVolumeClaim = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": volume, "labels": common_labels("shop")},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}
+    }))
+    .expect("a claim");
+    cluster
+        .api::<PersistentVolumeClaim>()
+        .create(&PostParams::default(), &claim)
+        .await
+        .expect("the backup volume is created");
+    let script = format!(
+        r#"set -eu
+dir=/backups/{BACKUP}
+mkdir -p "$dir"
+cat > "$dir/facts.sql" <<'SQL'
+{TABLE_FACTS}
+SQL
+pg_dumpall --globals-only --file="$dir/globals.sql"
+psql -X -At -c "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1" > "$dir/databases"
+while read -r db; do
+  pg_dump -Fc --dbname="$db" --file="$dir/$db.dump"
+  psql -X -At -F "$(printf '\t')" -v ON_ERROR_STOP=1 -v digest_bytes=1073741824 --dbname="$db" -f "$dir/facts.sql" > "$dir/$db.facts"
+done < "$dir/databases"
+psql -X -At -c "SHOW server_version" > "$dir/server_version"
+rm "$dir/facts.sql"
+"#
+    );
+    let job: Job = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "manual-backup"},
+        "spec": {"backoffLimit": 0, "template": {"spec": {
+            "restartPolicy": "Never",
+            "volumes": [{"name": "backups", "persistentVolumeClaim": {"claimName": volume}}],
+            "containers": [{"name": "dump", "image": "postgres:15",
+                "command": ["sh", "-c", script],
+                "env": [
+                    {"name": "PGHOST", "value": "shop"},
+                    {"name": "PGUSER", "value": "postgres"},
+                    {"name": "PGDATABASE", "value": "postgres"},
+                    {"name": "PGPASSWORD", "valueFrom": {"secretKeyRef": {"name": "shop-superuser", "key": "password"}}}],
+                "volumeMounts": [{"name": "backups", "mountPath": "/backups"}]}]}}}
+    }))
+    .expect("a Job");
+    cluster
+        .api::<Job>()
+        .create(&PostParams::default(), &job)
+        .await
+        .expect("the Job is created");
+    cluster
+        .wait_for_object::<Job>("manual-backup", "succeeded", |job| {
+            job.and_then(|j| j.status.as_ref()?.succeeded).unwrap_or(0) > 0
+        })
+        .await
+        .expect("the dump Job succeeds");
+
+    let host = cluster
+        .sandbox_handle()
+        .and_then(|sb| sb.postgres_runtime())
+        .and_then(|rt| rt.volume_path(cluster.namespace(), &volume))
+        .expect("the backup volume is bound")
+        .join(BACKUP);
+    let read = |name: &str| {
+        std::fs::read_to_string(host.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    let mut databases = Vec::new();
+    let mut files = vec!["globals.sql".to_string()];
+    for name in read("databases").lines().filter(|l| !l.is_empty()) {
+        let tables = read(&format!("{name}.facts"))
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|line| {
+                let cols: Vec<&str> = line.split('\t').collect();
+                ManifestTable {
+                    schema: cols[0].into(),
+                    name: cols[1].into(),
+                    rows: cols[2].parse().expect("a count"),
+                    digest: cols.get(3).filter(|d| !d.is_empty()).map(|d| d.to_string()),
+                }
+            })
+            .collect();
+        databases.push(ManifestDatabase {
+            name: name.into(),
+            file: format!("{name}.dump"),
+            tables,
+        });
+        files.push(format!("{name}.dump"));
+    }
+    let files = files
+        .into_iter()
+        .map(|name| {
+            let path = host.join(&name);
+            let sum = std::process::Command::new("sha256sum")
+                .arg(&path)
+                .output()
+                .expect("sha256sum runs");
+            ManifestFile {
+                bytes: std::fs::metadata(&path).expect("exists").len(),
+                sha256: String::from_utf8_lossy(&sum.stdout)
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .into(),
+                name,
+            }
+        })
+        .collect();
+    let server_version = read("server_version").trim().to_string();
+    let manifest = Manifest {
+        format: FORMAT,
+        backup: BACKUP.into(),
+        database: "shop".into(),
+        server_version: server_version.clone(),
+        snapshot_at: "2026-12-01T00:00:00Z".into(),
+        files,
+        databases,
+    };
+    std::fs::write(
+        host.join("manifest.json"),
+        serde_json::to_string(&manifest).expect("serialises"),
+    )
+    .expect("the manifest is written");
+
+    record_backup(cluster, BACKUP, &server_version).await;
+    (host, manifest)
+}
+
+/// A `PostgresDBBackup` of `shop` named `name`, recorded Completed with
+/// its files in the folder of that name on shop's backup volume.
+async fn record_backup(cluster: &TestCluster, name: &str, server_version: &str) {
+    let backups = cluster.api::<PostgresDBBackup>();
+    let backup: PostgresDBBackup = serde_json::from_value(serde_json::json!({
+        "apiVersion": "pgdb.example.com/v1", "kind": "PostgresDBBackup",
+        "metadata": {"name": name, "labels": common_labels("shop")},
+        "spec": {"database": "shop"}
+    }))
+    .expect("a backup");
+    backups
+        .create(&PostParams::default(), &backup)
+        .await
+        .expect("the backup object is created");
+    let status = serde_json::json!({"status": {
+        "phase": "Completed",
+        "completedAt": "2026-12-01T00:00:00Z",
+        "serverVersion": server_version,
+        "location": {"volume": backup_volume("shop"), "path": format!("/{name}/")}
+    }});
+    backups
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("the backup is recorded Completed");
+}
+
+/// Runs the verify Job `lifecycle::verify` builds for the hand-made backup
+/// and reads its verdict as the backup controller would.
+async fn verify_in_a_scratch_server(cluster: &TestCluster) {
+    let db = cluster
+        .database("shop")
+        .await
+        .expect("reads")
+        .expect("shop exists");
+    let backup = cluster
+        .api::<PostgresDBBackup>()
+        .get(BACKUP)
+        .await
+        .expect("the backup exists");
+    let job = verify_job(&db, &backup).expect("a verify Job for a Completed backup");
+    let name = job.metadata.name.clone().expect("named");
+    cluster
+        .api::<Job>()
+        .create(&PostParams::default(), &job)
+        .await
+        .expect("the verify Job is created");
+    let verdict = cluster
+        .eventually(cluster.budget(), "the verify Job has a verdict", || async {
+            let mut observed = ObservedBuilder::new();
+            if let Some(job) = cluster.api::<Job>().get_opt(&name).await.ok().flatten() {
+                observed = observed.with(&job);
+            }
+            let pods = cluster
+                .api::<Pod>()
+                .list(&kube::api::ListParams::default().labels(&format!("job-name={name}")))
+                .await
+                .map(|l| l.items)
+                .unwrap_or_default();
+            for pod in &pods {
+                observed = observed.with(pod);
+            }
+            Ok(verification(
+                &observed.build(),
+                &name,
+                shared::testing::at(0),
+            ))
+        })
+        .await
+        .expect("the verify Job finishes");
+    assert!(verdict.passed, "{verdict:?}");
+    assert!(verdict.message.contains("2300 rows"), "{}", verdict.message);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_restores_into_a_new_database_with_the_same_rows_and_refusals_touch_nothing() {
+    let cluster = TestCluster::sandbox(real_postgres(&[15]))
+        .await
+        .unwrap_or_else(|error| panic!("{}", shared::reconcile::error_chain(&error)))
+        // Each restore runs initdb, pg_restore and the verification on a
+        // machine other tests share.
+        .with_budget(Duration::from_secs(120));
+    let _operator = run_level3(&cluster).await;
+    source_with_rows(&cluster).await;
+    let (folder, manifest) = backup_by_hand(&cluster).await;
+
+    // spec.backup.verify's Job restores it into a scratch server and passes.
+    verify_in_a_scratch_server(&cluster).await;
+
+    // A new database from the backup: Verified, then Ready, same rows.
+    let mut copy = DbBuilder::manifest("copy").version("15").build();
+    copy.spec.restore = Some(shared::backup::RestoreSpec {
+        from_backup: Some(BACKUP.into()),
+        from_database: None,
+    });
+    cluster
+        .create(&copy)
+        .await
+        .expect("the PostgresDB is accepted");
+    let restored = cluster
+        .wait_for("copy", "restored, verified and Ready", |db| {
+            db.status
+                .as_ref()
+                .and_then(|s| s.restore.as_ref())
+                .is_some_and(|r| r.phase == RestorePhase::Verified)
+                && ready(db)
+        })
+        .await
+        .expect("the restore is verified");
+    // Once verified, the pod runs without the restore (it restarts once).
+    cluster
+        .wait_for_object::<Pod>(
+            "copy-0",
+            "running without the restore init container, ready",
+            |pod| {
+                pod.is_some_and(|p| {
+                    p.spec
+                        .as_ref()
+                        .is_some_and(|s| s.init_containers.as_ref().is_none_or(Vec::is_empty))
+                        && p.status
+                            .as_ref()
+                            .and_then(|s| s.conditions.as_ref())
+                            .is_some_and(|c| {
+                                c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                            })
+                })
+            },
+        )
+        .await
+        .expect("the pod restarted without the init container");
+    cluster
+        .wait_for("copy", "Ready", ready)
+        .await
+        .expect("Ready again");
+    let restore = restored
+        .status
+        .and_then(|s| s.restore)
+        .expect("status.restore");
+    assert_eq!(restore.backup, BACKUP);
+    assert!(
+        restore
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("2300 rows")),
+        "{restore:?}"
+    );
+    cluster
+        .wait_for_event("copy", "RestoreVerified", |e| e.contains("RestoreVerified"))
+        .await
+        .expect("an Event says so");
+    // The copy's owner logs in with the copy's own generated password.
+    let owner = connect(&cluster, Role::Owner, "copy")
+        .await
+        .expect("connects as the copy's owner");
+    assert_eq!(
+        rows(&owner, "SELECT count(*)::text FROM sales.orders UNION ALL SELECT count(*)::text FROM public.items").await,
+        ["2000", "300"]
+    );
+    assert_eq!(
+        rows(&owner, "SELECT max(name) FROM public.items").await,
+        ["item 99"]
+    );
+
+    // From the database: its newest Completed backup, found by its label.
+    let mut latest = DbBuilder::manifest("latest").version("15").build();
+    latest.spec.restore = Some(shared::backup::RestoreSpec {
+        from_backup: None,
+        from_database: Some("shop".into()),
+    });
+    cluster
+        .create(&latest)
+        .await
+        .expect("the PostgresDB is accepted");
+    let restored = cluster
+        .wait_for("latest", "restored from shop's newest backup", |db| {
+            db.status
+                .as_ref()
+                .and_then(|s| s.restore.as_ref())
+                .is_some_and(|r| r.phase == RestorePhase::Verified && r.backup == BACKUP)
+        })
+        .await
+        .expect("the restore from the database is verified");
+    assert!(restored.status.is_some());
+
+    // A backup whose restored rows differ from its manifest: the restore
+    // fails naming the table, with a Warning, and the database never serves.
+    let tampered = folder.with_file_name("shop-tampered");
+    std::fs::create_dir_all(&tampered).expect("a second folder");
+    for entry in std::fs::read_dir(&folder).expect("the folder lists") {
+        let entry = entry.expect("an entry");
+        std::fs::copy(entry.path(), tampered.join(entry.file_name())).expect("copies");
+    }
+    let mut wrong = manifest.clone();
+    for table in wrong.databases.iter_mut().flat_map(|d| d.tables.iter_mut()) {
+        if table.name == "orders" {
+            table.rows += 1;
+        }
+    }
+    std::fs::write(
+        tampered.join("manifest.json"),
+        serde_json::to_string(&wrong).expect("serialises"),
+    )
+    .expect("the tampered manifest is written");
+    record_backup(&cluster, "shop-tampered", &manifest.server_version).await;
+    let mut broken = DbBuilder::manifest("broken").version("15").build();
+    broken.spec.restore = Some(shared::backup::RestoreSpec {
+        from_backup: Some("shop-tampered".into()),
+        from_database: None,
+    });
+    cluster
+        .create(&broken)
+        .await
+        .expect("the PostgresDB is accepted");
+    let failed = cluster
+        .wait_for("broken", "a failed restore", |db| {
+            db.status
+                .as_ref()
+                .and_then(|s| s.restore.as_ref())
+                .is_some_and(|r| r.phase == RestorePhase::Failed)
+                && ready_reason(db).as_deref() == Some("RestoreFailed")
+        })
+        .await
+        .expect("the restore fails");
+    let message = failed
+        .status
+        .and_then(|s| s.restore)
+        .and_then(|r| r.message)
+        .unwrap_or_default();
+    assert!(
+        message.contains(
+            "table sales.orders of database app has 2000 rows restored, the backup recorded 2001"
+        ),
+        "{message}"
+    );
+    cluster
+        .wait_for_event("broken", "a RestoreFailed Warning", |e| {
+            e.starts_with("Warning RestoreFailed") && e.contains("sales.orders")
+        })
+        .await
+        .expect("a Warning Event");
+
+    // A restore into a database that already holds data is refused.
+    cluster
+        .patch_spec(
+            "shop",
+            serde_json::json!({"restore": {"fromBackup": BACKUP}}),
+        )
+        .await
+        .expect("the patch is accepted");
+    cluster
+        .wait_for("shop", "refused", |db| {
+            ready_reason(db).as_deref() == Some("RefusedRestoreIntoExistingData")
+        })
+        .await
+        .expect("refused");
+    let source = connect(&cluster, Role::Owner, "shop")
+        .await
+        .expect("shop still serves");
+    assert_eq!(
+        rows(&source, "SELECT count(*)::text FROM sales.orders").await,
+        ["2000"]
+    );
+    cluster
+        .wait_for_event("shop", "a Warning naming spec.restore", |e| {
+            e.starts_with("Warning") && e.contains("spec.restore")
+        })
+        .await
+        .expect("a Warning Event");
+
+    // An unknown backup is refused, and nothing is created.
+    let mut ghost = DbBuilder::manifest("ghost").version("15").build();
+    ghost.spec.restore = Some(shared::backup::RestoreSpec {
+        from_backup: Some("no-such-backup".into()),
+        from_database: None,
+    });
+    cluster
+        .create(&ghost)
+        .await
+        .expect("the PostgresDB is accepted");
+    cluster
+        .wait_for("ghost", "refused", |db| {
+            ready_reason(db).as_deref() == Some("RefusedUnknownBackup")
+        })
+        .await
+        .expect("refused");
+    assert!(
+        cluster
+            .api::<StatefulSet>()
+            .get_opt("ghost")
+            .await
+            .expect("the API answers")
+            .is_none(),
+        "nothing is created for a refused restore"
+    );
+    cluster.finish().await;
+}
