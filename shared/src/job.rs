@@ -109,7 +109,17 @@ pub fn job_outcome(observed: &Observed, name: &str, container: &str) -> JobOutco
         };
     }
     if condition("Complete").is_some() || status.succeeded.unwrap_or(0) > 0 {
-        return JobOutcome::Succeeded(termination_message(&pods, container));
+        let message = termination_message(&pods, container);
+        // Level 1 asks for the pods before any level asks for a Job, so a
+        // Job seen complete may come with its pod seen still running: that
+        // read is older than the result, and deciding on it would lose the
+        // termination message for good. The next reconcile reads both after the pod ended. A
+        // Job whose pods are all gone (deleted after it finished) has
+        // succeeded with no message to read.
+        if message.is_none() && pods.iter().any(PodExt::has_running_container) {
+            return JobOutcome::Running;
+        }
+        return JobOutcome::Succeeded(message);
     }
     if status.failed.unwrap_or(0) > 0 {
         return JobOutcome::Failed {
@@ -237,6 +247,27 @@ mod tests {
         assert_eq!(
             job_outcome(&with_job(active, None), "j", "work"),
             JobOutcome::PodLost
+        );
+    }
+
+    #[test]
+    fn a_job_seen_complete_with_its_pod_seen_still_running_is_not_finished_until_the_pod_is_read_again()
+     {
+        let complete = JobStatus {
+            succeeded: Some(1),
+            ..Default::default()
+        };
+        let running = ContainerState {
+            running: Some(ContainerStateRunning::default()),
+            ..Default::default()
+        };
+        assert_eq!(
+            job_outcome(&with_job(complete.clone(), Some(running)), "j", "work"),
+            JobOutcome::Running
+        );
+        assert_eq!(
+            job_outcome(&with_job(complete, None), "j", "work"),
+            JobOutcome::Succeeded(None)
         );
     }
 

@@ -20,8 +20,10 @@ use tests::scenarios::is_settled;
 
 const DATABASES: usize = 200;
 /// How long the API may take to answer one request while the databases
-/// converge; far above what it takes, far below a starved server's silence.
-const ANSWER_WITHIN: Duration = Duration::from_secs(5);
+/// converge; far above what it takes, far below a starved server's silence
+/// (a server whose controllers starve its requests never answers). 5 s was
+/// missed once with builds running beside the suite (a load average of 15).
+const ANSWER_WITHIN: Duration = Duration::from_secs(15);
 /// A window longer than the controllers' resync, in which nothing may be written.
 const AT_REST: Duration = Duration::from_secs(3);
 
