@@ -388,3 +388,42 @@ fn a_completed_final_backup_stops_the_server_before_its_volume_goes() {
     let (deletions, _, _) = run(&deleting(DeletionPolicy::BackupThenDelete), &observed);
     assert_eq!(deletions, [kind_name("StatefulSet", "orders")]);
 }
+
+#[test]
+fn the_examples_parse_as_their_kinds_and_level_3_serves_the_databases() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
+    let mut kinds = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("examples/ exists") {
+        let path = entry.expect("readable entry").path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("readable example");
+        let value: serde_json::Value =
+            serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        match value["kind"].as_str() {
+            Some("PostgresDBBackup") => {
+                let backup: PostgresDBBackup = serde_json::from_value(value)
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                assert!(!backup.spec.database.is_empty());
+            }
+            Some("PostgresDB") => {
+                let mut db: shared::PostgresDB = serde_json::from_value(value)
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                db.metadata.namespace = Some("default".into());
+                db.metadata.uid = Some("uid".into());
+                let decision =
+                    shared::reconcile::decide(&crate::level(), &db, &Observed::default(), at(1))
+                        .expect("decides");
+                assert!(
+                    matches!(decision, shared::reconcile::Decision::Apply { .. }),
+                    "{}: {decision:?}",
+                    path.display()
+                );
+            }
+            other => panic!("{}: unexpected kind {other:?}", path.display()),
+        }
+        kinds.push(path);
+    }
+    assert!(kinds.len() >= 4, "the examples: {kinds:?}");
+}
