@@ -6,7 +6,9 @@
 //! around it is small: queries (and, from Level 2, SQL probes), server-side
 //! applies of what changed, deletions asked for and of orphans no capability
 //! desires any more ([`crate::prune`]), SQL statements asked for, one status
-//! patch when the status differs, and Events for what is news.
+//! patch when the status differs, and Events for what is news. A database
+//! being deleted that carries the core's finalizer gets the capabilities'
+//! finalize steps instead ([`crate::finalizer`]), applied the same way.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
