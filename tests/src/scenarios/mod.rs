@@ -23,6 +23,7 @@ use crate::harness::{Failed, TestCluster, WAIT};
 use crate::levels::LevelId;
 
 mod at_rest;
+mod backup_restored;
 mod deleted_backup_then_delete;
 mod deleted_statefulset;
 mod deleted_under_policy;
@@ -192,11 +193,14 @@ pub fn all() -> Vec<Entry> {
 
 /// Level 3 scenarios written against the contracts between Level 3's
 /// parts, which need a part not yet in the level (the backup controller
-/// takes the final backup): runnable by name (`PGDB_SCENARIOS` does not
+/// takes the backups, the restore fills a new database): runnable by name (`PGDB_SCENARIOS` does not
 /// select them; `pgdb-tour --scenario NAME` does), and moved into [`all`]
 /// once the level has that part.
 pub fn pending_merge() -> Vec<Entry> {
-    vec![entry::<deleted_backup_then_delete::DeletedBackupThenDelete>()]
+    vec![
+        entry::<deleted_backup_then_delete::DeletedBackupThenDelete>(),
+        entry::<backup_restored::BackupRestored>(),
+    ]
 }
 
 /// The scenario `name` names, as `PGDB_SCENARIOS` and `pgdb-tour
