@@ -38,6 +38,7 @@ mod parameter_changed;
 mod pause;
 mod restart_mid_reconcile;
 mod restart_mid_upgrade;
+mod restore_into_non_empty;
 pub mod steps;
 mod unimplemented_section;
 mod version_change;
@@ -200,6 +201,7 @@ pub fn pending_merge() -> Vec<Entry> {
     vec![
         entry::<deleted_backup_then_delete::DeletedBackupThenDelete>(),
         entry::<backup_restored::BackupRestored>(),
+        entry::<restore_into_non_empty::RestoreIntoNonEmpty>(),
     ]
 }
 
