@@ -5,7 +5,9 @@
 //! final backup (whose status is set here by hand, as the backup controller
 //! would: this test stands alone), keeps the data while that backup is
 //! Failed, and deletes the data volume once it is Completed, keeping every
-//! backup.
+//! backup. The core's rules around the finalizer: Level 2 taking over
+//! removes it (and deleting then keeps the data, as Level 2 does), and a
+//! paused database being deleted waits until it is resumed.
 
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::ResourceExt;
@@ -274,6 +276,81 @@ async fn backup_then_delete_keeps_the_data_until_its_final_backup_completes() ->
     ensure(backup_names(&cluster).await? == expected, || {
         "every backup is kept".into()
     })?;
+    operator.stop().await;
+    cluster.finish().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_lower_level_taking_over_removes_the_finalizer_and_deleting_then_keeps_the_data()
+-> Result<(), Failed> {
+    let cluster = sandbox().await?;
+    let level3 = cluster.run_operator(LevelId::Three);
+    ready_database(&cluster, Some(DeletionPolicy::Delete)).await?;
+    cluster
+        .wait_for(NAME, "carrying the deletion-policy finalizer", |db| {
+            db.finalizers().iter().any(|f| f == FINALIZER)
+        })
+        .await?;
+    level3.stop().await;
+    let level2 = cluster.run_operator(LevelId::Two);
+    cluster
+        .wait_for(NAME, "without the finalizer under Level 2", |db| {
+            db.finalizers().is_empty()
+        })
+        .await?;
+    let data = template_claim(NAME, 0);
+    let uid = claim(&cluster, &data).await?.map(|c| c.uid());
+    delete_database(&cluster).await?;
+    database_gone(&cluster).await?;
+    let kept = claim(&cluster, &data).await?;
+    ensure(
+        uid.is_some()
+            && kept.as_ref().map(|c| c.uid()) == uid
+            && kept.is_some_and(|c| c.metadata.deletion_timestamp.is_none()),
+        || format!("PVC {data} is kept as Level 2 keeps it"),
+    )?;
+    level2.stop().await;
+    cluster.finish().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_paused_database_being_deleted_waits_until_it_is_resumed() -> Result<(), Failed> {
+    let cluster = sandbox().await?;
+    let operator = cluster.run_operator(LevelId::Three);
+    ready_database(&cluster, Some(DeletionPolicy::Delete)).await?;
+    cluster
+        .wait_for(NAME, "carrying the deletion-policy finalizer", |db| {
+            db.finalizers().iter().any(|f| f == FINALIZER)
+        })
+        .await?;
+    cluster
+        .patch_spec(NAME, serde_json::json!({"paused": true}))
+        .await
+        .or_fail("pause the database")?;
+    delete_database(&cluster).await?;
+    // Two reconciles of the deleting database have begun and ended.
+    cluster.settle(NAME).await?;
+    let data = template_claim(NAME, 0);
+    ensure(
+        cluster.database(NAME).await?.is_some()
+            && claim(&cluster, &data)
+                .await?
+                .is_some_and(|c| c.metadata.deletion_timestamp.is_none()),
+        || "the paused database and its volume wait".into(),
+    )?;
+    cluster
+        .patch_spec(NAME, serde_json::json!({"paused": false}))
+        .await
+        .or_fail("resume the database")?;
+    database_gone(&cluster).await?;
+    let left = claim(&cluster, &data).await?;
+    ensure(
+        left.as_ref()
+            .is_none_or(|c| c.metadata.deletion_timestamp.is_some()),
+        || format!("PVC {data} is deleted once resumed: {left:?}"),
+    )?;
     operator.stop().await;
     cluster.finish().await;
     Ok(())
