@@ -533,6 +533,24 @@ impl ApplyReport {
     }
 }
 
+/// What a capability's finalize step concluded about a database being
+/// deleted (see [`Capability::finalize`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Finalized {
+    /// Nothing is left to do before the database may go.
+    Done,
+    /// Something must happen first; why, in words for the log and Events
+    /// ("waiting for PostgresDBBackup orders-final-… to complete").
+    Pending(String),
+}
+
+impl Finalized {
+    /// Whether the step is done.
+    pub fn is_done(&self) -> bool {
+        matches!(self, Finalized::Done)
+    }
+}
+
 /// One tier of operational knowledge a level adds.
 ///
 /// Every method but `name` has a default that does nothing, so a
@@ -610,6 +628,33 @@ pub trait Capability: Send + Sync + 'static {
         _status: &mut StatusDraft,
     ) {
     }
+
+    /// Whether deleting `db` needs this capability's [`Capability::finalize`]
+    /// step first. When any capability says so, the core puts
+    /// [`crate::keys::DELETION_POLICY_FINALIZER`] on the database, and takes
+    /// it off again once none does (see the `finalizer` module). A pure
+    /// function of the spec: no capability of Levels 1 and 2 asks, so their
+    /// databases never carry the finalizer.
+    fn needs_finalizer(&self, _db: &PostgresDB) -> bool {
+        false
+    }
+
+    /// The cleanup before a database being deleted may go: called instead
+    /// of `validate`, `desire` and `assess` while `metadata.deletionTimestamp`
+    /// is set and the database carries the finalizer. Like `desire` it adds
+    /// objects, deletions and notes to `desired` (the core applies them),
+    /// and it says whether it is done; the finalizer comes off when every
+    /// capability is. Done by default, and for a capability that does not
+    /// (or no longer) need the finalizer.
+    fn finalize(
+        &self,
+        _db: &PostgresDB,
+        _observed: &Observed,
+        _now: jiff::Timestamp,
+        _desired: &mut Desired,
+    ) -> Result<Finalized, Error> {
+        Ok(Finalized::Done)
+    }
 }
 
 /// A level of the operator: a name and the capabilities it is made of.
@@ -658,6 +703,11 @@ impl Level {
             }
         }
         probes
+    }
+
+    /// Whether any capability needs to finalize `db` before it goes.
+    pub fn needs_finalizer(&self, db: &PostgresDB) -> bool {
+        self.capabilities.iter().any(|c| c.needs_finalizer(db))
     }
 
     /// The spec sections the database uses that no capability of this

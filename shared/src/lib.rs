@@ -17,6 +17,7 @@ pub mod conditions;
 pub mod crd;
 pub mod error;
 pub mod ext;
+pub mod finalizer;
 pub mod health;
 pub mod job;
 pub mod keys;

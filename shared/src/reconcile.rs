@@ -6,7 +6,9 @@
 //! around it is small: queries (and, from Level 2, SQL probes), server-side
 //! applies of what changed, deletions asked for and of orphans no capability
 //! desires any more ([`crate::prune`]), SQL statements asked for, one status
-//! patch when the status differs, and Events for what is news.
+//! patch when the status differs, and Events for what is news. A database
+//! being deleted that carries the core's finalizer gets the capabilities'
+//! finalize steps instead ([`crate::finalizer`]), applied the same way.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -29,6 +31,7 @@ use crate::capability::{
 };
 use crate::conditions::{Assessment, DEGRADED, PROGRESSING, READY, SPEC_IMPLEMENTED};
 use crate::error::{Error, retry_delay};
+use crate::finalizer;
 use crate::names::{instance_selector, name_problem};
 use crate::prune;
 use crate::sql::{Connector, DatabaseAccess, SqlAction};
@@ -435,10 +438,14 @@ async fn reconcile_in_span(cached: &PostgresDB, ctx: &Context) -> Result<Action,
         return Ok(Action::await_change());
     };
     let db = &db;
-    if db.metadata.deletion_timestamp.is_some() {
+    if finalizer::is_deleting(db) {
         // Owned children go with the database through garbage collection;
-        // volumes stay, because nothing owns them.
-        return Ok(Action::await_change());
+        // volumes stay, because nothing owns them. A level that must act
+        // first keeps its finalizer on the database until it has.
+        if !finalizer::carries(db) {
+            return Ok(Action::await_change());
+        }
+        return finalize(ctx, db).await;
     }
     let mut observed = observe(&ctx.client, db, &prune::queries(&ctx.level, db)).await?;
     let probes = ctx.level.sql_probes(db, &observed);
@@ -461,58 +468,11 @@ async fn reconcile_in_span(cached: &PostgresDB, ctx: &Context) -> Result<Action,
         ..
     } = &decision
     {
-        let manager = ctx.level.field_manager();
-        for (object, change) in changes {
-            apply::apply(&ctx.client, &manager, object).await?;
-            let reference = object.reference();
-            tracing::info!(object = %describe(&reference), ?change, "applied");
-            match change {
-                Change::Create => report.created.push(reference),
-                Change::Update => report.updated.push(reference),
-                Change::Repair => report.repaired.push(reference),
-            }
+        if let Some(change) = finalizer::change(&ctx.level, db) {
+            patch_finalizer(ctx, db, change).await?;
         }
-        for deletion in deletions {
-            let namespace = db.namespace().unwrap_or_default();
-            let api: Api<DynamicObject> =
-                Api::namespaced_with(ctx.client.clone(), &namespace, &deletion.resource);
-            match api
-                .delete(&deletion.name, &prune::delete_params(deletion))
-                .await
-            {
-                Ok(_) => {}
-                Err(kube::Error::Api(status)) if status.code == 404 => continue,
-                // A precondition failed: the object was replaced since the
-                // decision; the next reconcile decides about the new one.
-                Err(kube::Error::Api(status)) if status.code == 409 && deletion.uid.is_some() => {
-                    continue;
-                }
-                Err(source) => {
-                    return Err(Error::Kube {
-                        action: format!("delete {} {}", deletion.resource.kind, deletion.name),
-                        source: Box::new(source),
-                    });
-                }
-            }
-            tracing::info!(
-                kind = deletion.resource.kind,
-                name = deletion.name,
-                reason = deletion.reason,
-                "deleted"
-            );
-            let reference = ObjectReference {
-                api_version: Some(deletion.resource.api_version.clone()),
-                kind: Some(deletion.resource.kind.clone()),
-                name: Some(deletion.name.clone()),
-                namespace: Some(namespace),
-                uid: deletion.uid.clone(),
-                ..Default::default()
-            };
-            match deletion.origin {
-                DeletionOrigin::Capability => report.deleted.push(reference),
-                DeletionOrigin::Prune => report.pruned.push(reference),
-            }
-        }
+        apply_changes(ctx, changes, &mut report).await?;
+        delete_objects(ctx, db, deletions, &mut report).await?;
         let namespace = db.namespace().unwrap_or_default();
         for action in sql {
             match ctx.connector.run(&namespace, action).await {
@@ -563,6 +523,146 @@ pub fn requeue_delay(
     };
     let until = Duration::try_from(at.duration_since(now)).unwrap_or(Duration::ZERO);
     delay.min(until)
+}
+
+/// Writes the objects that differ, recording what was done in `report`.
+async fn apply_changes(
+    ctx: &Context,
+    changes: &[(DesiredObject, Change)],
+    report: &mut ApplyReport,
+) -> Result<(), Error> {
+    let manager = ctx.level.field_manager();
+    for (object, change) in changes {
+        apply::apply(&ctx.client, &manager, object).await?;
+        let reference = object.reference();
+        tracing::info!(object = %describe(&reference), ?change, "applied");
+        match change {
+            Change::Create => report.created.push(reference),
+            Change::Update => report.updated.push(reference),
+            Change::Repair => report.repaired.push(reference),
+        }
+    }
+    Ok(())
+}
+
+/// Deletes what the capabilities asked for and the orphans, recording what
+/// was deleted in `report`; an object already gone, or replaced since the
+/// decision (its uid precondition fails), is skipped.
+async fn delete_objects(
+    ctx: &Context,
+    db: &PostgresDB,
+    deletions: &[Deletion],
+    report: &mut ApplyReport,
+) -> Result<(), Error> {
+    let namespace = db.namespace().unwrap_or_default();
+    for deletion in deletions {
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(ctx.client.clone(), &namespace, &deletion.resource);
+        match api
+            .delete(&deletion.name, &prune::delete_params(deletion))
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => continue,
+            // A precondition failed: the object was replaced since the
+            // decision; the next reconcile decides about the new one.
+            Err(kube::Error::Api(status)) if status.code == 409 && deletion.uid.is_some() => {
+                continue;
+            }
+            Err(source) => {
+                return Err(Error::Kube {
+                    action: format!("delete {} {}", deletion.resource.kind, deletion.name),
+                    source: Box::new(source),
+                });
+            }
+        }
+        tracing::info!(
+            kind = deletion.resource.kind,
+            name = deletion.name,
+            reason = deletion.reason,
+            "deleted"
+        );
+        let reference = ObjectReference {
+            api_version: Some(deletion.resource.api_version.clone()),
+            kind: Some(deletion.resource.kind.clone()),
+            name: Some(deletion.name.clone()),
+            namespace: Some(namespace.clone()),
+            uid: deletion.uid.clone(),
+            ..Default::default()
+        };
+        match deletion.origin {
+            DeletionOrigin::Capability => report.deleted.push(reference),
+            DeletionOrigin::Prune => report.pruned.push(reference),
+        }
+    }
+    Ok(())
+}
+
+/// Adds or removes the core's finalizer (see the `finalizer` module).
+async fn patch_finalizer(
+    ctx: &Context,
+    db: &PostgresDB,
+    change: finalizer::FinalizerChange,
+) -> Result<(), Error> {
+    let api: Api<PostgresDB> =
+        Api::namespaced(ctx.client.clone(), &db.namespace().unwrap_or_default());
+    let body = finalizer::patch(db, change);
+    let patch: json_patch::Patch =
+        serde_json::from_value(body).map_err(|source| Error::Serialize {
+            what: format!("the finalizer patch of {}", db.name_any()),
+            source,
+        })?;
+    api.patch(
+        &db.name_any(),
+        &PatchParams::default(),
+        &Patch::Json::<()>(patch),
+    )
+    .await
+    .map_err(|source| Error::Kube {
+        action: format!(
+            "{change:?} the finalizer {} on {}",
+            finalizer::FINALIZER,
+            db.name_any()
+        ),
+        source: Box::new(source),
+    })?;
+    tracing::info!(
+        ?change,
+        finalizer = finalizer::FINALIZER,
+        "finalizer patched"
+    );
+    Ok(())
+}
+
+/// The reconcile of a database being deleted that carries the finalizer:
+/// runs the capabilities' finalize steps, applies what they ask for, and
+/// removes the finalizer once all are done.
+async fn finalize(ctx: &Context, db: &PostgresDB) -> Result<Action, Error> {
+    let observed = observe(&ctx.client, db, &ctx.level.queries(db)).await?;
+    let now = jiff::Timestamp::now();
+    let outcome = finalizer::finalize(&ctx.level, db, &observed, now)?;
+    let mut report = ApplyReport::default();
+    apply_changes(ctx, &outcome.changes, &mut report).await?;
+    delete_objects(ctx, db, &outcome.deletions, &mut report).await?;
+    let decision = Decision::Apply {
+        changes: Vec::new(),
+        deletions: Vec::new(),
+        sql: Vec::new(),
+        notes: outcome.notes.clone(),
+    };
+    let mut notes = events_for(db, &decision, &report, &StatusDraft::default());
+    if outcome.is_done() {
+        // Published before the patch: the database may be gone right after.
+        notes.push(finalizer::Finalization::finished_note());
+        publish(ctx, db, &notes).await;
+        patch_finalizer(ctx, db, finalizer::FinalizerChange::Remove).await?;
+        ctx.record_outcome(&object_key(db), false);
+        return Ok(Action::await_change());
+    }
+    publish(ctx, db, &notes).await;
+    tracing::info!(waiting_for = %outcome.waiting_for(), "finalizing");
+    ctx.record_outcome(&object_key(db), false);
+    Ok(Action::requeue(RECHECK))
 }
 
 async fn write_status(

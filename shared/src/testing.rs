@@ -116,6 +116,21 @@ impl DbBuilder {
         self
     }
 
+    /// `spec.deletionPolicy`.
+    pub fn deletion_policy(mut self, policy: crate::backup::DeletionPolicy) -> Self {
+        self.db.spec.deletion_policy = Some(policy);
+        self
+    }
+
+    /// Being deleted since `at`, carrying the core's deletion finalizer
+    /// (see the `finalizer` module) and resourceVersion "7".
+    pub fn being_deleted(mut self, at: jiff::Timestamp) -> Self {
+        self.db.metadata.deletion_timestamp = Some(Time(at));
+        self.db.metadata.finalizers = Some(vec![crate::keys::DELETION_POLICY_FINALIZER.into()]);
+        self.db.metadata.resource_version = Some("7".into());
+        self
+    }
+
     /// `status.currentVersion` (the status exists, empty otherwise, even
     /// when `version` is `None`).
     pub fn running(mut self, version: Option<&str>) -> Self {

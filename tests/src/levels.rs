@@ -14,17 +14,20 @@ pub enum LevelId {
     One,
     /// Seamless Upgrades.
     Two,
+    /// Full Lifecycle.
+    Three,
 }
 
 impl LevelId {
     /// Every level, lowest first.
-    pub const ALL: [LevelId; 2] = [LevelId::One, LevelId::Two];
+    pub const ALL: [LevelId; 3] = [LevelId::One, LevelId::Two, LevelId::Three];
 
     /// The level's number.
     pub fn number(self) -> u8 {
         match self {
             LevelId::One => 1,
             LevelId::Two => 2,
+            LevelId::Three => 3,
         }
     }
 
@@ -33,6 +36,7 @@ impl LevelId {
         match self {
             LevelId::One => "level1-install",
             LevelId::Two => "level2-upgrade",
+            LevelId::Three => "level3-lifecycle",
         }
     }
 
@@ -41,6 +45,7 @@ impl LevelId {
         match self {
             LevelId::One => level1_install::level(),
             LevelId::Two => level2_upgrade::level(),
+            LevelId::Three => level3_lifecycle::level(),
         }
     }
 

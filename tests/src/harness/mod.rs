@@ -456,18 +456,30 @@ pub async fn install_crd(client: &Client) -> Result<(), HarnessError> {
     )
     .await
     .map_err(kube_error("install the CRD"))?;
+    // Level 3's PostgresDBBackup, which lower levels ignore.
+    let backups_crd = shared::backup::PostgresDBBackup::crd();
+    crds.patch(
+        &backups_crd.metadata.name.clone().unwrap_or_default(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&backups_crd),
+    )
+    .await
+    .map_err(kube_error("install the PostgresDBBackup CRD"))?;
     let databases: Api<PostgresDB> = Api::all(client.clone());
+    let backups: Api<shared::backup::PostgresDBBackup> = Api::all(client.clone());
     let last_error = std::sync::Mutex::new(String::new());
-    eventually(WAIT, "the CRD is served", || async {
-        Ok(
-            match databases.list(&ListParams::default().limit(1)).await {
-                Ok(_) => Some(()),
-                Err(error) => {
-                    *last_error.lock().unwrap_or_else(|e| e.into_inner()) = error.to_string();
-                    None
-                }
-            },
-        )
+    eventually(WAIT, "the CRDs are served", || async {
+        let listed = match databases.list(&ListParams::default().limit(1)).await {
+            Ok(_) => backups.list(&ListParams::default().limit(1)).await,
+            Err(error) => Err(error),
+        };
+        Ok(match listed {
+            Ok(_) => Some(()),
+            Err(error) => {
+                *last_error.lock().unwrap_or_else(|e| e.into_inner()) = error.to_string();
+                None
+            }
+        })
     })
     .await
     .map_err(|failed| HarnessError::CrdNotServed {

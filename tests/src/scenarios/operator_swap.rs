@@ -103,7 +103,7 @@ impl Scenario for OperatorSwap {
             // the status, and nothing else.
             database_writes: match level {
                 LevelId::One => vec![],
-                LevelId::Two => vec!["patch postgresdbs/status".into()],
+                LevelId::Two | LevelId::Three => vec!["patch postgresdbs/status".into()],
             },
             pod_kept: true,
             restarts: 0,

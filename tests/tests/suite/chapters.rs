@@ -18,10 +18,11 @@ use tests::harness::install_crd;
 use tests::levels::LevelId;
 
 /// The chapters, each with the level it is run against.
-const CHAPTERS: [(&str, LevelId); 3] = [
+const CHAPTERS: [(&str, LevelId); 4] = [
     ("docs/lab.md", LevelId::One),
     ("docs/level1-install.md", LevelId::One),
     ("docs/level2-upgrade.md", LevelId::Two),
+    ("docs/level3-lifecycle.md", LevelId::Three),
 ];
 
 /// How long one block may take (each `kubectl wait` in it waits less).

@@ -9,6 +9,7 @@
 //! - [`core_on_sandbox`]: the shared core and Level 1 beyond the matrix.
 //! - [`level1_on_real_postgres`], [`level2_on_real_postgres`],
 //!   [`level2_major_upgrade`]: the levels against real servers.
+//! - [`level3_deletion`]: Level 3's deletion policies.
 //! - [`safe_configuration`]: refused parameters and images, and a server's own reason, on real servers.
 //! - [`level3_schedule`]: Level 3's backup schedule and retention, on objects.
 //! - [`rbac`]: what the deployed RBAC grants, against a whole life of Level 2.
@@ -24,6 +25,7 @@ mod leader;
 mod level1_on_real_postgres;
 mod level2_major_upgrade;
 mod level2_on_real_postgres;
+mod level3_deletion;
 mod level3_restore;
 mod level3_schedule;
 mod operator_binary;

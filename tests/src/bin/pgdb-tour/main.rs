@@ -34,8 +34,8 @@ mod scenario;
 mod watch;
 
 use watch::{
-    now, show, show_events, summarize_claim, summarize_db, summarize_pod, summarize_service,
-    summarize_statefulset,
+    now, show, show_events, summarize_backup, summarize_claim, summarize_db, summarize_pod,
+    summarize_service, summarize_statefulset,
 };
 
 /// Show a level of the PostgresDB operator at work on a sandbox cluster.
@@ -146,7 +146,7 @@ async fn tour(args: Args) -> Result<(), String> {
         "In another terminal:  export KUBECONFIG={}",
         kubeconfig.display()
     );
-    println!("                      kubectl get pgdb,sts,pods,svc,pvc -o wide");
+    println!("                      kubectl get pgdb,pgbackup,sts,pods,svc,pvc -o wide");
     if args.no_operator {
         println!(
             "No operator runs. Start one as its own process:\n  cargo run -p {} -- --kubeconfig {} --health-addr 127.0.0.1:0",
@@ -179,6 +179,10 @@ async fn tour(args: Args) -> Result<(), String> {
             summarize_claim,
         )),
         tokio::spawn(show::<Pod>(client.clone(), summarize_pod)),
+        tokio::spawn(show::<shared::backup::PostgresDBBackup>(
+            client.clone(),
+            summarize_backup,
+        )),
         tokio::spawn(show_events(client.clone())),
     ];
 

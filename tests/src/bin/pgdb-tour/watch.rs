@@ -106,8 +106,19 @@ pub fn summarize_db(db: &PostgresDB) -> String {
         .iter()
         .map(|c| format!("{}={} ({})", c.type_, c.status, c.reason))
         .collect();
+    let restore = status.restore.as_ref().map_or(String::new(), |r| {
+        format!(
+            ", restore of {} {:?}{}",
+            r.backup,
+            r.phase,
+            r.message
+                .as_deref()
+                .map(|m| format!(": {m}"))
+                .unwrap_or_default()
+        )
+    });
     format!(
-        "phase {}, version {} running {}, {}",
+        "phase {}, version {} running {}, {}{restore}",
         status.phase.map(|p| format!("{p:?}")).unwrap_or_default(),
         db.spec.version,
         status.current_version.as_deref().unwrap_or("nothing yet"),
@@ -176,4 +187,26 @@ pub fn summarize_pod(pod: &Pod) -> String {
             format!(", waiting: {}", waiting.join(", "))
         }
     )
+}
+
+/// A backup's phase, size and what it holds (Level 3), or its error.
+pub fn summarize_backup(backup: &shared::backup::PostgresDBBackup) -> String {
+    let status = backup.status.clone().unwrap_or_default();
+    let phase = status
+        .phase
+        .map_or("(no phase yet)".to_string(), |p| format!("{p:?}"));
+    let mut text = format!("of {}: {phase}", backup.spec.database);
+    if let Some(size) = status.size {
+        text.push_str(&format!(", {size}"));
+    }
+    if let Some(summary) = status.summary {
+        text.push_str(&format!(
+            ", {} databases, {} tables, {} rows",
+            summary.databases, summary.tables, summary.rows
+        ));
+    }
+    if let Some(error) = status.error {
+        text.push_str(&format!(": {error}"));
+    }
+    text
 }

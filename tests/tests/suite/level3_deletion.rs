@@ -1,0 +1,357 @@
+//! Level 3's `spec.deletionPolicy` on the sandbox (docs/level3-lifecycle.md):
+//! Retain keeps the data volume and the backups and never puts the
+//! finalizer on the database; Delete takes the backups, the data volume
+//! and the backup volume with the database; BackupThenDelete waits for its
+//! final backup (whose status is set here by hand, as the backup controller
+//! would: this test stands alone), keeps the data while that backup is
+//! Failed, and deletes the data volume once it is Completed, keeping every
+//! backup. The core's rules around the finalizer: Level 2 taking over
+//! removes it (and deleting then keeps the data, as Level 2 does), and a
+//! paused database being deleted waits until it is resumed.
+
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use kube::ResourceExt;
+use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use shared::api::PostgresDB;
+use shared::backup::{DeletionPolicy, PostgresDBBackup, PostgresDBBackupSpec};
+use shared::finalizer::FINALIZER;
+use shared::names::common_labels;
+use shared::volumes::{claim_spec, template_claim};
+use tests::builders::DbBuilder;
+use tests::harness::{Failed, OrFail, TestCluster, ensure};
+use tests::levels::LevelId;
+use tests::scenarios::is_settled;
+
+const NAME: &str = "orders";
+
+async fn sandbox() -> Result<TestCluster, Failed> {
+    TestCluster::start()
+        .await
+        .or_fail("start a sandbox with the simulated runtime")
+}
+
+/// Creates `orders` under `policy` with Level 3 running, and waits until
+/// it is Ready.
+async fn ready_database(
+    cluster: &TestCluster,
+    policy: Option<DeletionPolicy>,
+) -> Result<PostgresDB, Failed> {
+    let mut builder = DbBuilder::manifest(NAME);
+    if let Some(policy) = policy {
+        builder = builder.deletion_policy(policy);
+    }
+    cluster
+        .create(&builder.build())
+        .await
+        .or_fail("create the PostgresDB")?;
+    cluster.wait_for(NAME, "Ready", is_settled).await
+}
+
+/// A `PostgresDBBackup` of `orders` labelled as its backups are.
+async fn create_backup(cluster: &TestCluster, name: &str) -> Result<(), Failed> {
+    let mut backup = PostgresDBBackup::new(
+        name,
+        PostgresDBBackupSpec {
+            database: NAME.into(),
+        },
+    );
+    backup.metadata.labels = Some(common_labels(NAME));
+    cluster
+        .api::<PostgresDBBackup>()
+        .create(&PostParams::default(), &backup)
+        .await
+        .or_fail(format!("create PostgresDBBackup {name}"))?;
+    Ok(())
+}
+
+/// The backup volume, made by hand as Level 3's backup access would.
+async fn create_backup_volume(cluster: &TestCluster) -> Result<(), Failed> {
+    let claim = PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some(format!("{NAME}-backups")),
+            labels: Some(common_labels(NAME)),
+            ..Default::default()
+        },
+        spec: Some(claim_spec("1Gi", None)),
+        ..Default::default()
+    };
+    cluster
+        .api::<PersistentVolumeClaim>()
+        .create(&PostParams::default(), &claim)
+        .await
+        .or_fail("create the backup volume")?;
+    Ok(())
+}
+
+async fn delete_database(cluster: &TestCluster) -> Result<(), Failed> {
+    cluster
+        .api::<PostgresDB>()
+        .delete(NAME, &DeleteParams::default())
+        .await
+        .or_fail(format!("delete PostgresDB {NAME}"))?;
+    Ok(())
+}
+
+async fn database_gone(cluster: &TestCluster) -> Result<(), Failed> {
+    cluster
+        .eventually(cluster.budget(), "the PostgresDB is gone", || async {
+            Ok(cluster.database(NAME).await?.is_none().then_some(()))
+        })
+        .await
+}
+
+async fn claim(cluster: &TestCluster, name: &str) -> Result<Option<PersistentVolumeClaim>, Failed> {
+    cluster
+        .api::<PersistentVolumeClaim>()
+        .get_opt(name)
+        .await
+        .or_fail(format!("read PVC {name}"))
+}
+
+async fn backup_names(cluster: &TestCluster) -> Result<Vec<String>, Failed> {
+    let mut names: Vec<String> = cluster
+        .api::<PostgresDBBackup>()
+        .list(&Default::default())
+        .await
+        .or_fail("list the PostgresDBBackups")?
+        .items
+        .iter()
+        .map(|b| b.name_any())
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// Sets a backup's phase as the backup controller would.
+async fn set_phase(
+    cluster: &TestCluster,
+    name: &str,
+    phase: &str,
+    error: Option<&str>,
+) -> Result<(), Failed> {
+    let status = serde_json::json!({"status": {"phase": phase, "error": error}});
+    cluster
+        .api::<PostgresDBBackup>()
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .or_fail(format!("set the phase of {name} to {phase}"))?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn retain_never_adds_the_finalizer_and_keeps_the_data_volume_and_the_backups()
+-> Result<(), Failed> {
+    let cluster = sandbox().await?;
+    let operator = cluster.run_operator(LevelId::Three);
+    let db = ready_database(&cluster, Some(DeletionPolicy::Retain)).await?;
+    ensure(db.finalizers().is_empty(), || {
+        format!("Retain needs no finalizer: {:?}", db.finalizers())
+    })?;
+    create_backup(&cluster, "orders-manual").await?;
+    let data = template_claim(NAME, 0);
+    let uid = claim(&cluster, &data).await?.map(|c| c.uid());
+    ensure(uid.is_some(), || format!("PVC {data} exists"))?;
+    delete_database(&cluster).await?;
+    database_gone(&cluster).await?;
+    let kept = claim(&cluster, &data).await?;
+    ensure(
+        kept.as_ref().map(|c| c.uid()) == uid
+            && kept.is_some_and(|c| c.metadata.deletion_timestamp.is_none()),
+        || format!("PVC {data} is kept as it was"),
+    )?;
+    ensure(backup_names(&cluster).await? == ["orders-manual"], || {
+        "the backup is kept".into()
+    })?;
+    operator.stop().await;
+    cluster.finish().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn delete_takes_the_backups_the_data_volume_and_the_backup_volume_with_the_database()
+-> Result<(), Failed> {
+    let cluster = sandbox().await?;
+    let operator = cluster.run_operator(LevelId::Three);
+    ready_database(&cluster, Some(DeletionPolicy::Delete)).await?;
+    cluster
+        .wait_for(NAME, "carrying the deletion-policy finalizer", |db| {
+            db.finalizers().iter().any(|f| f == FINALIZER)
+        })
+        .await?;
+    create_backup(&cluster, "orders-manual").await?;
+    create_backup_volume(&cluster).await?;
+    delete_database(&cluster).await?;
+    database_gone(&cluster).await?;
+    for name in [template_claim(NAME, 0), format!("{NAME}-backups")] {
+        let left = claim(&cluster, &name).await?;
+        ensure(
+            left.as_ref()
+                .is_none_or(|c| c.metadata.deletion_timestamp.is_some()),
+            || format!("PVC {name} is deleted: {left:?}"),
+        )?;
+    }
+    ensure(backup_names(&cluster).await?.is_empty(), || {
+        "the backups are deleted".into()
+    })?;
+    let events = cluster.events(NAME).await?;
+    for reason in ["BackupsDeleted", "VolumesDeleted", "Finalized"] {
+        ensure(
+            events
+                .iter()
+                .any(|e| e.starts_with(&format!("Normal {reason}"))),
+            || format!("an Event {reason}: {events:?}"),
+        )?;
+    }
+    operator.stop().await;
+    cluster.finish().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn backup_then_delete_keeps_the_data_until_its_final_backup_completes() -> Result<(), Failed>
+{
+    let cluster = sandbox().await?;
+    let operator = cluster.run_operator(LevelId::Three);
+    ready_database(&cluster, Some(DeletionPolicy::BackupThenDelete)).await?;
+    cluster
+        .wait_for(NAME, "carrying the deletion-policy finalizer", |db| {
+            db.finalizers().iter().any(|f| f == FINALIZER)
+        })
+        .await?;
+    create_backup(&cluster, "orders-manual").await?;
+    delete_database(&cluster).await?;
+    let final_backup = cluster
+        .eventually(cluster.budget(), "a final backup is requested", || async {
+            Ok(backup_names(&cluster)
+                .await?
+                .into_iter()
+                .find(|n| n.starts_with("orders-final-")))
+        })
+        .await?;
+    let data = template_claim(NAME, 0);
+
+    set_phase(
+        &cluster,
+        &final_backup,
+        "Failed",
+        Some("pg_dump: error: out of disk"),
+    )
+    .await?;
+    cluster
+        .wait_for_event(NAME, "Warning FinalBackupFailed", |e| {
+            e.starts_with("Warning FinalBackupFailed") && e.contains("out of disk")
+        })
+        .await?;
+    ensure(
+        claim(&cluster, &data)
+            .await?
+            .is_some_and(|c| c.metadata.deletion_timestamp.is_none()),
+        || format!("PVC {data} is kept while the final backup failed"),
+    )?;
+    ensure(cluster.database(NAME).await?.is_some(), || {
+        "the database waits for its final backup".into()
+    })?;
+
+    // Deleting the failed backup takes it again.
+    cluster
+        .api::<PostgresDBBackup>()
+        .delete(&final_backup, &DeleteParams::default())
+        .await
+        .or_fail("delete the failed final backup")?;
+    cluster
+        .wait_for_object::<PostgresDBBackup>(&final_backup, "taken again", |b| {
+            b.is_some_and(|b| b.status.as_ref().and_then(|s| s.phase).is_none())
+        })
+        .await?;
+    set_phase(&cluster, &final_backup, "Completed", None).await?;
+    database_gone(&cluster).await?;
+    let left = claim(&cluster, &data).await?;
+    ensure(
+        left.as_ref()
+            .is_none_or(|c| c.metadata.deletion_timestamp.is_some()),
+        || format!("PVC {data} is deleted: {left:?}"),
+    )?;
+    let mut expected = vec![final_backup.clone(), "orders-manual".to_string()];
+    expected.sort();
+    ensure(backup_names(&cluster).await? == expected, || {
+        "every backup is kept".into()
+    })?;
+    operator.stop().await;
+    cluster.finish().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_lower_level_taking_over_removes_the_finalizer_and_deleting_then_keeps_the_data()
+-> Result<(), Failed> {
+    let cluster = sandbox().await?;
+    let level3 = cluster.run_operator(LevelId::Three);
+    ready_database(&cluster, Some(DeletionPolicy::Delete)).await?;
+    cluster
+        .wait_for(NAME, "carrying the deletion-policy finalizer", |db| {
+            db.finalizers().iter().any(|f| f == FINALIZER)
+        })
+        .await?;
+    level3.stop().await;
+    let level2 = cluster.run_operator(LevelId::Two);
+    cluster
+        .wait_for(NAME, "without the finalizer under Level 2", |db| {
+            db.finalizers().is_empty()
+        })
+        .await?;
+    let data = template_claim(NAME, 0);
+    let uid = claim(&cluster, &data).await?.map(|c| c.uid());
+    delete_database(&cluster).await?;
+    database_gone(&cluster).await?;
+    let kept = claim(&cluster, &data).await?;
+    ensure(
+        uid.is_some()
+            && kept.as_ref().map(|c| c.uid()) == uid
+            && kept.is_some_and(|c| c.metadata.deletion_timestamp.is_none()),
+        || format!("PVC {data} is kept as Level 2 keeps it"),
+    )?;
+    level2.stop().await;
+    cluster.finish().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_paused_database_being_deleted_waits_until_it_is_resumed() -> Result<(), Failed> {
+    let cluster = sandbox().await?;
+    let operator = cluster.run_operator(LevelId::Three);
+    ready_database(&cluster, Some(DeletionPolicy::Delete)).await?;
+    cluster
+        .wait_for(NAME, "carrying the deletion-policy finalizer", |db| {
+            db.finalizers().iter().any(|f| f == FINALIZER)
+        })
+        .await?;
+    cluster
+        .patch_spec(NAME, serde_json::json!({"paused": true}))
+        .await
+        .or_fail("pause the database")?;
+    delete_database(&cluster).await?;
+    // Two reconciles of the deleting database have begun and ended.
+    cluster.settle(NAME).await?;
+    let data = template_claim(NAME, 0);
+    ensure(
+        cluster.database(NAME).await?.is_some()
+            && claim(&cluster, &data)
+                .await?
+                .is_some_and(|c| c.metadata.deletion_timestamp.is_none()),
+        || "the paused database and its volume wait".into(),
+    )?;
+    cluster
+        .patch_spec(NAME, serde_json::json!({"paused": false}))
+        .await
+        .or_fail("resume the database")?;
+    database_gone(&cluster).await?;
+    let left = claim(&cluster, &data).await?;
+    ensure(
+        left.as_ref()
+            .is_none_or(|c| c.metadata.deletion_timestamp.is_some()),
+        || format!("PVC {data} is deleted once resumed: {left:?}"),
+    )?;
+    operator.stop().await;
+    cluster.finish().await;
+    Ok(())
+}
