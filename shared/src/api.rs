@@ -21,8 +21,7 @@ pub fn status_time(now: jiff::Timestamp) -> Time {
     Time(jiff::Timestamp::from_second(now.as_second()).unwrap_or(now))
 }
 
-/// Pattern of a Kubernetes quantity without sign or exponent: `1Gi`, `500Mi`, `250m`, `2`.
-pub const QUANTITY_PATTERN: &str = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$";
+pub use crate::quantity::QUANTITY_PATTERN;
 /// Pattern of `spec.version`: a major (`16`) or a major and minor (`16.4`).
 pub const VERSION_PATTERN: &str = r"^[0-9]{1,2}(\.[0-9]{1,3})?$";
 /// Pattern of a container image reference, as the kubelet parses it

@@ -20,7 +20,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::api::QUANTITY_PATTERN;
+use crate::quantity::QUANTITY_PATTERN;
 
 /// Pattern of a retention age: a whole number of minutes, hours, days or
 /// weeks ("90m", "36h", "7d", "4w").

@@ -8,6 +8,9 @@
 
 use std::cmp::Ordering;
 
+/// Pattern of a Kubernetes quantity without sign or exponent: `1Gi`, `500Mi`, `250m`, `2`.
+pub const QUANTITY_PATTERN: &str = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$";
+
 /// A quantity in thousandths of its unit (bytes, cores).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Quantity {
