@@ -247,6 +247,7 @@ mod tests {
             number: 9,
             name: "test-level",
             capabilities: vec![Box::new(Applies)],
+            companions: Vec::new(),
         }
     }
 

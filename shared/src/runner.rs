@@ -20,7 +20,7 @@ use kube_leader_election::{LeaseLock, LeaseLockParams, LeaseLockResult};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::PostgresDB;
-use crate::capability::Level;
+use crate::capability::{CompanionContext, Level};
 use crate::error::Error;
 use crate::health::Readiness;
 use crate::names::managed_selector;
@@ -100,6 +100,35 @@ pub async fn run(
         .iter()
         .flat_map(|c| c.owned_kinds())
         .collect();
+    // Companions run under the same leadership: stopped when the operator
+    // stops or loses the Lease, and one that fails stops the operator.
+    let companions_stop = CancellationToken::new();
+    let companion_failed = CancellationToken::new();
+    let companions: Vec<_> = level
+        .companions
+        .iter()
+        .map(|companion| {
+            let context = CompanionContext {
+                client: client.clone(),
+                namespace: options.namespace.clone(),
+                field_manager: level.field_manager(),
+                instance: options.instance.clone(),
+                shutdown: companions_stop.clone(),
+            };
+            let run = (companion.run)(context);
+            let name = companion.name;
+            let failed = companion_failed.clone();
+            tokio::spawn(async move {
+                tracing::info!(companion = name, "companion controller running");
+                let outcome = run.await;
+                if let Err(error) = &outcome {
+                    tracing::error!(companion = name, error = %error_chain(error), "companion controller failed; stopping");
+                    failed.cancel();
+                }
+                outcome
+            })
+        })
+        .collect();
     let context = std::sync::Arc::new(Context::new(
         client.clone(),
         level,
@@ -133,10 +162,12 @@ pub async fn run(
     }
     let stopping = stop.clone();
     let losing = lost.clone();
+    let failing = companion_failed.clone();
     let controller = controller.graceful_shutdown_on(async move {
         tokio::select! {
             () = stopping.cancelled() => {}
             () = losing.cancelled() => {}
+            () = failing.cancelled() => {}
         }
     });
 
@@ -156,6 +187,17 @@ pub async fn run(
         })
         .await;
     options.readiness.set(false);
+    companions_stop.cancel();
+    let mut companion_error = None;
+    for handle in companions {
+        match handle.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                companion_error.get_or_insert(error);
+            }
+            Err(join) => tracing::error!(error = %join, "a companion controller panicked"),
+        }
+    }
 
     if let Some(lock) = lease {
         if lost.is_cancelled() {
@@ -164,6 +206,9 @@ pub async fn run(
         if let Err(error) = lock.step_down().await {
             tracing::warn!(error = %error_chain(&error), "could not release the leader lease");
         }
+    }
+    if let Some(error) = companion_error {
+        return Err(error);
     }
     tracing::info!("controller stopped");
     Ok(())

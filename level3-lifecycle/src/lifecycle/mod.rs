@@ -3,7 +3,8 @@
 //!
 //! Two controllers share the work, and talk only through the cluster:
 //! - the `PostgresDB` reconcile, through the capabilities here, decides
-//!   what a database needs: the backup volume and role ([`backups`]), a
+//!   what a database needs: the backup volume and role
+//!   ([`backup_access`]), a
 //!   `PostgresDBBackup` for each schedule slot, retention, restores
 //!   ([`restore`]), the deletion policy ([`deletion`]) and a
 //!   PodDisruptionBudget ([`disruption`]);
@@ -14,6 +15,7 @@
 //! [`manifest`] is the record a backup leaves beside its files, which a
 //! restore verifies against; [`names`] names what the level creates.
 
+pub mod backup_access;
 pub mod backup_controller;
 pub mod backups;
 pub mod deletion;

@@ -30,6 +30,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config, CustomResourceExt, Resource};
 use sandbox::{PostgresConfig, RuntimeKind, Sandbox, SandboxConfig};
 use shared::api::PostgresDB;
+use shared::backup::PostgresDBBackup;
 use shared::runner::{self, RunOptions};
 use tokio::sync::{Semaphore, SemaphorePermit, oneshot};
 
@@ -438,30 +439,38 @@ async fn take_permit() -> SemaphorePermit<'static> {
     }
 }
 
-/// Installs (or updates) the CRD with server-side apply and waits until it is served.
+/// Installs (or updates) the CRDs of deploy/crd.yaml (`PostgresDB` and
+/// `PostgresDBBackup`) with server-side apply and waits until both are served.
 pub async fn install_crd(client: &Client) -> Result<(), HarnessError> {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = PostgresDB::crd();
-    let name = crd.metadata.name.clone().unwrap_or_default();
-    crds.patch(
-        &name,
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .map_err(kube_error("install the CRD"))?;
-    let databases: Api<PostgresDB> = Api::all(client.clone());
-    let last_error = std::sync::Mutex::new(String::new());
-    eventually(WAIT, "the CRD is served", || async {
-        Ok(
-            match databases.list(&ListParams::default().limit(1)).await {
-                Ok(_) => Some(()),
-                Err(error) => {
-                    *last_error.lock().unwrap_or_else(|e| e.into_inner()) = error.to_string();
-                    None
-                }
-            },
+    for crd in [PostgresDB::crd(), PostgresDBBackup::crd()] {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        crds.patch(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&crd),
         )
+        .await
+        .map_err(kube_error(format!("install the CRD {name}")))?;
+    }
+    let databases: Api<PostgresDB> = Api::all(client.clone());
+    let backups: Api<PostgresDBBackup> = Api::all(client.clone());
+    let last_error = std::sync::Mutex::new(String::new());
+    eventually(WAIT, "the CRDs are served", || async {
+        let listed = match databases.list(&ListParams::default().limit(1)).await {
+            Ok(_) => backups
+                .list(&ListParams::default().limit(1))
+                .await
+                .map(|_| ()),
+            Err(error) => Err(error),
+        };
+        Ok(match listed {
+            Ok(()) => Some(()),
+            Err(error) => {
+                *last_error.lock().unwrap_or_else(|e| e.into_inner()) = error.to_string();
+                None
+            }
+        })
     })
     .await
     .map_err(|failed| HarnessError::CrdNotServed {
