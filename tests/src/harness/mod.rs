@@ -13,6 +13,7 @@
 //! exists, holds on a two-core machine however many tests run.
 
 mod operator;
+pub mod s3;
 mod wait;
 
 pub use operator::Operator;

@@ -8,7 +8,7 @@
 //! - [`chapters`]: the chapters' runnable blocks, run as written.
 //! - [`core_on_sandbox`]: the shared core and Level 1 beyond the matrix.
 //! - [`level1_on_real_postgres`], [`level2_on_real_postgres`],
-//!   [`level2_major_upgrade`]: the levels against real servers.
+//!   [`level2_major_upgrade`], [`level3_backup`]: the levels against real servers.
 //! - [`safe_configuration`]: refused parameters and images, and a server's own reason, on real servers.
 //! - [`rbac`]: what the deployed RBAC grants, against a whole life of Level 2.
 //! - [`scale`]: a few hundred databases at once.
@@ -23,6 +23,7 @@ mod leader;
 mod level1_on_real_postgres;
 mod level2_major_upgrade;
 mod level2_on_real_postgres;
+mod level3_backup;
 mod operator_binary;
 mod passwords;
 mod pruning;

@@ -16,13 +16,16 @@ function str(s,   out, i, c) {
   }
   return "\"" out "\""
 }
-$1 == "F" { files[++nf] = "{\"name\":" str($2) ",\"bytes\":" ($3 + 0) ",\"sha256\":" str($4) "}" }
+# A count as the server printed it (no float conversion of large numbers).
+function num(s) { return (s ~ /^[0-9]+$/) ? s : "0" }
+$1 == "F" { files[++nf] = "{\"name\":" str($2) ",\"bytes\":" num($3) ",\"sha256\":" str($4) "}" }
 $1 == "D" { dbs[++nd] = $2; dbfile[$2] = $3 }
 $1 == "T" {
-  t = "{\"schema\":" str($3) ",\"name\":" str($4) ",\"rows\":" ($5 + 0)
+  t = "{\"schema\":" str($3) ",\"name\":" str($4) ",\"rows\":" num($5)
   if ($6 != "") t = t ",\"digest\":" str($6)
   t = t "}"
-  tables[$2] = ($2 in tables) ? tables[$2] "," t : t
+  if (ntables[$2]++) tables[$2] = tables[$2] "," t
+  else tables[$2] = t
 }
 END {
   printf "{\"format\":1,\"backup\":%s,\"database\":%s,\"serverVersion\":%s,\"snapshotAt\":%s,\"files\":[",

@@ -56,7 +56,7 @@ use shared::capability::{EventType, Observed};
 use shared::conditions::{ConditionStatus, READY};
 use shared::ext::PodExt;
 use shared::job::{JobOutcome, job_outcome, job_pods};
-use shared::keys::{BACKUP_FILES_FINALIZER, NEVER_PRUNE_ANNOTATION};
+use shared::keys::{BACKUP_FILES_FINALIZER, NEVER_PRUNE_ANNOTATION, SCHEDULED_FOR_ANNOTATION};
 use shared::names::common_labels;
 
 pub use run::{companion, run};
@@ -240,7 +240,27 @@ pub fn decide(backup: &PostgresDBBackup, observed: &Observed, now: jiff::Timesta
         }
         None | Some(BackupPhase::Pending) => start(backup, &status, observed, now, &mut step),
     }
+    // A scheduled backup shows its slot in status too.
+    let slot = scheduled_for(backup);
+    if slot.is_some() {
+        let mut next = step.status.clone().unwrap_or_else(|| status.clone());
+        if next.scheduled_for != slot {
+            next.scheduled_for = slot;
+            step.status = Some(next);
+        }
+    }
     step
+}
+
+/// The schedule slot a scheduled backup was created for (its
+/// [`SCHEDULED_FOR_ANNOTATION`]).
+pub fn scheduled_for(backup: &PostgresDBBackup) -> Option<Time> {
+    backup
+        .annotations()
+        .get(SCHEDULED_FOR_ANNOTATION)?
+        .parse::<jiff::Timestamp>()
+        .ok()
+        .map(Time)
 }
 
 fn pending(

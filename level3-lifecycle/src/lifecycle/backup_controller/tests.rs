@@ -679,3 +679,19 @@ fn sizes_read_as_people_write_them() {
     assert_eq!(major_of("16.4"), Some(16));
     assert_eq!(major_of("15"), Some(15));
 }
+
+#[test]
+fn a_scheduled_backup_shows_its_slot_in_status() {
+    let mut backup = BackupBuilder::adopted("orders-20261201-0300")
+        .phase(BackupPhase::Completed)
+        .build();
+    backup.metadata.annotations.get_or_insert_default().insert(
+        shared::keys::SCHEDULED_FOR_ANNOTATION.into(),
+        "2026-12-01T03:00:00Z".into(),
+    );
+    let step = decide(&backup, &ready().build(), at(NOW));
+    let slot = status_of(&step).scheduled_for.clone().expect("the slot");
+    assert_eq!(slot.0.to_string(), "2026-12-01T03:00:00Z");
+    backup.status = step.status.clone();
+    assert_eq!(decide(&backup, &ready().build(), at(NOW)), Step::default());
+}
