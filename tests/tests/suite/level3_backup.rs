@@ -21,7 +21,7 @@ use shared::keys::{BACKUP_FILES_FINALIZER, BACKUP_LABEL, INSTANCE_LABEL};
 use shared::runner::{self, RunOptions};
 use tests::builders::DbBuilder;
 use tests::connect::{Role, connect};
-use tests::harness::s3::{ACCESS_KEY, S3Server, SECRET_KEY};
+use tests::harness::s3::S3Server;
 use tests::harness::{Operator, TestCluster, real_postgres};
 use tokio::sync::oneshot;
 
@@ -412,7 +412,8 @@ async fn a_failing_backup_says_what_pg_dump_said_and_a_killed_one_is_failed_not_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_backup_to_s3_goes_to_the_bucket_and_leaves_with_its_backup_and_missing_keys_fail_it() {
+async fn a_backup_to_s3_goes_to_the_bucket_and_leaves_with_its_backup_and_missing_or_wrong_keys_fail_it()
+ {
     let s3 = S3Server::start().await;
     s3.create_bucket("pg-backups")
         .await
@@ -446,24 +447,26 @@ async fn a_backup_to_s3_goes_to_the_bucket_and_leaves_with_its_backup_and_missin
         "{error}"
     );
 
-    let secret = Secret {
+    let keys = |access: &str, secret: &str| Secret {
         metadata: kube::api::ObjectMeta {
             name: Some("s3-keys".into()),
             ..Default::default()
         },
         string_data: Some(
             [
-                ("AWS_ACCESS_KEY_ID".to_string(), ACCESS_KEY.to_string()),
-                ("AWS_SECRET_ACCESS_KEY".to_string(), SECRET_KEY.to_string()),
+                ("AWS_ACCESS_KEY_ID".to_string(), access.to_string()),
+                ("AWS_SECRET_ACCESS_KEY".to_string(), secret.to_string()),
             ]
             .into(),
         ),
         ..Default::default()
     };
-    fixture
-        .cluster
-        .api::<Secret>()
-        .create(&PostParams::default(), &secret)
+    let secrets = fixture.cluster.api::<Secret>();
+    secrets
+        .create(
+            &PostParams::default(),
+            &keys(s3.access_key(), s3.secret_key()),
+        )
         .await
         .expect("creates the keys");
     fixture.backup("to-s3").await;
@@ -509,6 +512,36 @@ async fn a_backup_to_s3_goes_to_the_bucket_and_leaves_with_its_backup_and_missin
         left.is_empty(),
         "the files are deleted with the backup: {left:?}"
     );
+
+    // Keys a bucket does not know: Failed, in the bucket's own words.
+    let checking = S3Server::start_checking_keys().await;
+    checking
+        .create_bucket("pg-backups")
+        .await
+        .unwrap_or_else(|f| panic!("{f}"));
+    fixture
+        .cluster
+        .patch_spec(
+            "orders",
+            serde_json::json!({"backup": {"destination": {"s3": {"endpoint": checking.endpoint()}}}}),
+        )
+        .await
+        .expect("points the backups at the bucket checking keys");
+    fixture.backup("wrong-keys").await;
+    let status = fixture
+        .finished("wrong-keys")
+        .await
+        .status
+        .unwrap_or_default();
+    assert_eq!(status.phase, Some(BackupPhase::Failed));
+    let error = status.error.unwrap_or_default();
+    assert!(
+        error.starts_with(
+            "checking the bucket pg-backups failed: error listing: InvalidAccessKeyId"
+        ),
+        "{error}"
+    );
+    checking.stop().await;
     fixture.stop().await;
     s3.stop().await;
 }

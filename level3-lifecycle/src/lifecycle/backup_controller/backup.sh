@@ -36,6 +36,18 @@ run() {
     fail "$STEP failed: $(last_lines "$W/stderr")"
   fi
 }
+# s3 ARGS...: runs rclone; when it fails, the step fails with the first
+# error rclone reported (the bucket's own words), else its last lines.
+s3() {
+  if "$RCLONE" "$@" 2> "$W/stderr"; then
+    cat "$W/stderr" >&2
+  else
+    cat "$W/stderr" >&2
+    said=$(grep -m 1 ' ERROR : ' "$W/stderr" | sed 's/^.* ERROR : *:* *//')
+    [ -n "$said" ] || said=$(last_lines "$W/stderr")
+    fail "$STEP failed: $said"
+  fi
+}
 TAB=$(printf '\t')
 RCLONE=rclone
 if [ -x "$TOOLS_DIR/rclone" ]; then RCLONE="$TOOLS_DIR/rclone"; fi
@@ -46,7 +58,7 @@ printf '%s\n' "$MANIFEST_AWK" > "$W/manifest.awk"
 if [ "$DESTINATION" = s3 ]; then
   STEP="checking the bucket $S3_BUCKET"
   log "$STEP"
-  run "$RCLONE" lsf --max-depth 1 "dest:$S3_BUCKET/$S3_PATH"
+  s3 lsf --max-depth 1 "dest:$S3_BUCKET/$S3_PATH"
 fi
 
 # The backup role's password may be moments older than the role itself.
@@ -135,8 +147,8 @@ if [ "$DESTINATION" = s3 ]; then
   STEP="uploading to s3://$S3_BUCKET/$S3_PATH"
   log "$STEP"
   # The manifest goes last: a folder with a manifest holds a whole backup.
-  run "$RCLONE" copy --s3-no-check-bucket --exclude "$MANIFEST_FILE" "$OUT_DIR" "dest:$S3_BUCKET/$S3_PATH"
-  run "$RCLONE" copy --s3-no-check-bucket --include "$MANIFEST_FILE" "$OUT_DIR" "dest:$S3_BUCKET/$S3_PATH"
+  s3 copy --s3-no-check-bucket --exclude "$MANIFEST_FILE" "$OUT_DIR" "dest:$S3_BUCKET/$S3_PATH"
+  s3 copy --s3-no-check-bucket --include "$MANIFEST_FILE" "$OUT_DIR" "dest:$S3_BUCKET/$S3_PATH"
 fi
 
 version=$(printf '%s' "$SERVER_VERSION" | sed 's/[\\"]//g')

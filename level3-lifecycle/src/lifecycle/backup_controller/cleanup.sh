@@ -23,7 +23,10 @@ else
   if ! out=$("$RCLONE" purge "dest:$S3_BUCKET/$S3_PATH" 2>&1); then
     case "$out" in
       *"directory not found"*) log "already gone" ;;
-      *) fail "deleting s3://$S3_BUCKET/$S3_PATH failed: $(printf '%s' "$out" | grep -v '^[[:space:]]*$' | tail -n 3 | tr '\n' ' ')" ;;
+      *)
+        said=$(printf '%s\n' "$out" | grep -m 1 ' ERROR : ' | sed 's/^.* ERROR : *:* *//')
+        [ -n "$said" ] || said=$(printf '%s' "$out" | grep -v '^[[:space:]]*$' | tail -n 3 | tr '\n' ' ')
+        fail "deleting s3://$S3_BUCKET/$S3_PATH failed: $said" ;;
     esac
   fi
   printf 'deleted the files of backup %s from s3://%s/%s' "$BACKUP_NAME" "$S3_BUCKET" "$S3_PATH" > /dev/termination-log
