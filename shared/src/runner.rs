@@ -30,6 +30,10 @@ use crate::reconcile::{Context, error_chain, error_policy, reconcile};
 /// act on the same databases at once.
 pub const LEASE_NAME: &str = "pgdb-operator";
 
+/// How long the controller may take to stop gracefully after a companion
+/// failed, before it is dropped.
+const COMPANION_FAILURE_GRACE: Duration = Duration::from_secs(5);
+
 /// Leader election settings.
 #[derive(Clone, Debug)]
 pub struct LeaderElection {
@@ -176,7 +180,7 @@ pub async fn run(
         namespace = options.namespace.as_deref().unwrap_or("(all)"),
         "controller running"
     );
-    controller
+    let running = controller
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {
             match result {
@@ -184,8 +188,18 @@ pub async fn run(
                 Err(kube::runtime::controller::Error::ReconcilerFailed(..)) | Ok(_) => {}
                 Err(error) => tracing::warn!(error = %error_chain(&error), "controller"),
             }
-        })
-        .await;
+        });
+    // A graceful shutdown waits for the controller's cache to be filled
+    // first; a companion failing at once can come before that, so the
+    // controller is dropped if it has not stopped shortly after.
+    let failed = companion_failed.clone();
+    tokio::select! {
+        () = running => {}
+        () = async move {
+            failed.cancelled().await;
+            tokio::time::sleep(COMPANION_FAILURE_GRACE).await;
+        } => tracing::warn!("the controller did not stop after a companion failed; dropped it"),
+    }
     options.readiness.set(false);
     companions_stop.cancel();
     let mut companion_error = None;

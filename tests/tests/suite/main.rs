@@ -6,6 +6,7 @@
 //!
 //! - [`behaviour`]: every scenario against every level, and the matrix.
 //! - [`chapters`]: the chapters' runnable blocks, run as written.
+//! - [`companions`]: controllers the runner runs beside the reconcile.
 //! - [`core_on_sandbox`]: the shared core and Level 1 beyond the matrix.
 //! - [`level1_on_real_postgres`], [`level2_on_real_postgres`],
 //!   [`level2_major_upgrade`], [`level3_backup`]: the levels against real servers.
@@ -17,6 +18,7 @@
 
 mod behaviour;
 mod chapters;
+mod companions;
 mod core_on_sandbox;
 mod documented;
 mod leader;

@@ -30,6 +30,8 @@ use super::job::{Destination, backup_job_name, cleanup_job_name};
 use super::{Step, decide, destination};
 use crate::lifecycle::names::{backup_credentials_secret, backup_volume};
 
+/// How long stopping may wait for running reconciles.
+const STOP_GRACE: Duration = Duration::from_secs(10);
 /// How often a settled backup is looked at again.
 const RESYNC: Duration = Duration::from_secs(600);
 
@@ -90,7 +92,7 @@ pub async fn run(context: CompanionContext) -> Result<(), Error> {
         failures: Default::default(),
     });
     let shutdown = context.shutdown.clone();
-    Controller::new(backups, watcher::Config::default())
+    let running = Controller::new(backups, watcher::Config::default())
         .owns(jobs, labelled.clone())
         .watches(pods, labelled, |pod: Pod| {
             let backup = pod.labels().get(BACKUP_LABEL)?.clone();
@@ -103,8 +105,17 @@ pub async fn run(context: CompanionContext) -> Result<(), Error> {
                 Err(kube::runtime::controller::Error::ReconcilerFailed(..)) | Ok(_) => {}
                 Err(error) => tracing::warn!(error = %error_chain(&error), "backup controller"),
             }
-        })
-        .await;
+        });
+    // A graceful shutdown waits for the watch cache to be filled first; a
+    // shutdown before that would wait for ever, so it gets a bound.
+    let stopping = context.shutdown.clone();
+    tokio::select! {
+        () = running => {}
+        () = async move {
+            stopping.cancelled().await;
+            tokio::time::sleep(STOP_GRACE).await;
+        } => tracing::warn!("the backup controller did not stop gracefully; dropped it"),
+    }
     Ok(())
 }
 
