@@ -42,29 +42,10 @@ impl Fixture {
             Ok(cluster) => cluster.with_budget(WAIT),
             Err(error) => panic!("{}", shared::reconcile::error_chain(&error)),
         };
-        let (stop, stopped) = oneshot::channel::<()>();
-        let instance = format!("level3-lifecycle-{}", std::process::id());
-        let options = RunOptions {
-            namespace: Some(cluster.namespace().to_string()),
-            instance: Some(instance.clone()),
-            ..Default::default()
-        };
-        let kubeconfig = cluster.kubeconfig().to_path_buf();
-        let task = tokio::spawn(async move {
-            let agent = shared::cli::user_agent("level3-lifecycle");
-            let client = shared::cli::connect(Some(&kubeconfig), &agent).await?;
-            runner::run(level3_lifecycle::level(), client, options, async move {
-                let _ = stopped.await;
-            })
-            .await
-        });
+        let operator = start_operator(&cluster);
         let fixture = Self {
             cluster,
-            operator: Some(Operator::InProcess {
-                stop: Some(stop),
-                task,
-                instance,
-            }),
+            operator: Some(operator),
         };
         let mut db = DbBuilder::manifest("orders").version("15").build();
         db.spec.backup = Some(backup);
@@ -204,6 +185,31 @@ impl Fixture {
             operator.stop().await;
         }
         self.cluster.finish().await;
+    }
+}
+
+/// Level 3, in-process, with a client of its own as its binary has.
+fn start_operator(cluster: &TestCluster) -> Operator {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let instance = format!("level3-lifecycle-{}", std::process::id());
+    let options = RunOptions {
+        namespace: Some(cluster.namespace().to_string()),
+        instance: Some(instance.clone()),
+        ..Default::default()
+    };
+    let kubeconfig = cluster.kubeconfig().to_path_buf();
+    let task = tokio::spawn(async move {
+        let agent = shared::cli::user_agent("level3-lifecycle");
+        let client = shared::cli::connect(Some(&kubeconfig), &agent).await?;
+        runner::run(level3_lifecycle::level(), client, options, async move {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    Operator::InProcess {
+        stop: Some(stop),
+        task,
+        instance,
     }
 }
 
@@ -544,4 +550,73 @@ async fn a_backup_to_s3_goes_to_the_bucket_and_leaves_with_its_backup_and_missin
     checking.stop().await;
     fixture.stop().await;
     s3.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_operator_stopped_mid_backup_carries_it_on_with_one_job_and_no_stuck_backup() {
+    let mut fixture = Fixture::start(BackupSpec::default()).await;
+    let owner = fixture.write_rows(10).await;
+    // pg_dump waits on this lock while the operator is away.
+    owner
+        .batch_execute("BEGIN; LOCK TABLE items IN ACCESS EXCLUSIVE MODE;")
+        .await
+        .expect("locks items");
+    fixture.backup("across-restart").await;
+    fixture
+        .wait_backup("across-restart", "Running", |b| {
+            b.and_then(|b| b.status.as_ref()).and_then(|s| s.phase) == Some(BackupPhase::Running)
+        })
+        .await;
+    if let Some(operator) = fixture.operator.take() {
+        operator.stop().await;
+    }
+    owner.batch_execute("ROLLBACK").await.expect("unlocks");
+    // The Job finishes while no operator watches.
+    let jobs = fixture.cluster.api::<k8s_openapi::api::batch::v1::Job>();
+    let done = fixture
+        .cluster
+        .eventually(WAIT, "the backup's Job succeeded", || async {
+            Ok(jobs
+                .get_opt("across-restart-backup")
+                .await
+                .ok()
+                .flatten()
+                .and_then(|j| j.status)
+                .and_then(|s| s.succeeded)
+                .filter(|n| *n > 0))
+        })
+        .await;
+    if let Err(failed) = done {
+        panic!("{failed}\n{}", fixture.backups_diagnosis().await);
+    }
+    let stale = fixture
+        .cluster
+        .api::<PostgresDBBackup>()
+        .get("across-restart")
+        .await
+        .expect("reads the backup");
+    assert_eq!(
+        stale.status.and_then(|s| s.phase),
+        Some(BackupPhase::Running),
+        "nobody reported it yet"
+    );
+    fixture.operator = Some(start_operator(&fixture.cluster));
+    let status = fixture
+        .finished("across-restart")
+        .await
+        .status
+        .unwrap_or_default();
+    assert_eq!(
+        status.phase,
+        Some(BackupPhase::Completed),
+        "{}",
+        fixture.backups_diagnosis().await
+    );
+    assert_eq!(status.summary.map(|s| s.rows), Some(13));
+    let listed = jobs
+        .list(&ListParams::default().labels(&format!("{BACKUP_LABEL}=across-restart")))
+        .await
+        .expect("lists Jobs");
+    assert_eq!(listed.items.len(), 1, "one Job, not a second attempt");
+    fixture.stop().await;
 }
