@@ -180,10 +180,28 @@ impl Fixture {
             .expect("the backup volume is bound")
     }
 
+    /// Stops the operator, checks that deploy/rbac.yaml grants every kind
+    /// of request it made, and removes the cluster.
     async fn stop(mut self) {
         if let Some(operator) = self.operator.take() {
             operator.stop().await;
         }
+        let rules = tests::rbac::deployed_rules();
+        let made = self
+            .cluster
+            .sandbox_handle()
+            .map(|sandbox| sandbox.counters().requests_from("level3-lifecycle/"))
+            .unwrap_or_default();
+        let denied: Vec<String> = made
+            .iter()
+            .filter(|request| request.resource != "pods/portforward")
+            .filter(|request| !rules.iter().any(|rule| rule.allows(request)))
+            .map(tests::rbac::describe)
+            .collect();
+        assert!(
+            denied.is_empty(),
+            "deploy/rbac.yaml does not grant what Level 3 did: {denied:?}"
+        );
         self.cluster.finish().await;
     }
 }
