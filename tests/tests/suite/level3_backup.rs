@@ -638,3 +638,58 @@ async fn an_operator_stopped_mid_backup_carries_it_on_with_one_job_and_no_stuck_
     assert_eq!(listed.items.len(), 1, "one Job, not a second attempt");
     fixture.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_backup_volume_fails_the_backup_and_leaves_the_database_serving() {
+    let fixture = Fixture::start(BackupSpec::default()).await;
+    let owner = fixture.write_rows(1000).await;
+    // A first backup makes the volume's directory (a volume is made when
+    // a pod first mounts it); then it is filled.
+    fixture.backup("first").await;
+    let status = fixture.finished("first").await.status.unwrap_or_default();
+    assert_eq!(
+        status.phase,
+        Some(BackupPhase::Completed),
+        "{}",
+        fixture.backups_diagnosis().await
+    );
+    let runtime = fixture
+        .cluster
+        .sandbox_handle()
+        .and_then(|s| s.postgres_runtime())
+        .expect("real runtime");
+    let namespace = fixture.cluster.namespace().to_string();
+    runtime
+        .fill_volume(&namespace, "orders-backups", true)
+        .expect("fills the backup volume");
+    fixture.backup("no-room").await;
+    let status = fixture.finished("no-room").await.status.unwrap_or_default();
+    assert_eq!(status.phase, Some(BackupPhase::Failed));
+    let error = status.error.unwrap_or_default();
+    assert!(
+        error.contains("No space left on device") || error.contains("Permission denied"),
+        "the tool's own words: {error}"
+    );
+    // The database still serves, and takes writes.
+    owner
+        .batch_execute("INSERT INTO notes VALUES ('after the failed backup')")
+        .await
+        .expect("the database takes writes");
+    let db = fixture
+        .cluster
+        .database("orders")
+        .await
+        .expect("reads")
+        .expect("exists");
+    assert!(
+        db.status.as_ref().is_some_and(|s| s
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")),
+        "the database stays Ready"
+    );
+    runtime
+        .fill_volume(&namespace, "orders-backups", false)
+        .expect("gives the room back");
+    fixture.stop().await;
+}

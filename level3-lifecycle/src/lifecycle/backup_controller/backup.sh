@@ -72,8 +72,9 @@ until psql -X -q -At -c 'SELECT 1' > /dev/null 2> "$W/stderr"; do
 done
 SERVER_VERSION=$(psql -X -At -c 'SHOW server_version')
 
-rm -rf "$OUT_DIR"
-mkdir -p "$OUT_DIR"
+STEP="creating the folder $OUT_DIR"
+run rm -rf "$OUT_DIR"
+run mkdir -p "$OUT_DIR"
 : > "$W/records.tsv"
 
 STEP="dumping roles and settings with pg_dumpall --globals-only"
