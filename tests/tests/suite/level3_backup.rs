@@ -354,6 +354,22 @@ async fn a_backup_of_real_rows_completes_with_a_manifest_that_counts_them_and_de
         "a BackupCompleted Event"
     );
 
+    // The role was set up once: at rest its login check passes and no
+    // statement runs again.
+    let setups: Vec<_> = fixture
+        .cluster
+        .event_objects("orders")
+        .await
+        .expect("Events")
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("BackupRoleReady"))
+        .collect();
+    assert_eq!(setups.len(), 1, "{setups:?}");
+    assert!(
+        setups[0].series.as_ref().is_none_or(|s| s.count <= 1),
+        "the role was set up again and again: {setups:?}"
+    );
+
     fixture.delete_backup("by-hand").await;
     assert!(!folder.exists(), "the files are deleted with the backup");
     fixture.stop().await;
