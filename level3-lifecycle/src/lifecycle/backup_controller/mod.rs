@@ -34,6 +34,7 @@
 //! Where it stops: a backup is not retried (a new backup object is a new
 //! attempt); verification (`spec.backup.verify`) is the restore module's.
 
+mod deletion;
 pub mod job;
 pub mod run;
 #[cfg(test)]
@@ -46,7 +47,6 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
-use kube::api::ApiResource;
 use serde::Deserialize;
 use shared::api::PostgresDB;
 use shared::backup::{
@@ -62,8 +62,7 @@ use shared::names::common_labels;
 pub use run::{companion, run};
 
 use self::job::{
-    BACKUP_CONTAINER, BACKUP_DEADLINE_SECONDS, CLEANUP_CONTAINER, Destination, backup_job,
-    backup_job_name, cleanup_job, cleanup_job_name,
+    BACKUP_CONTAINER, BACKUP_DEADLINE_SECONDS, Destination, backup_job, backup_job_name,
 };
 use crate::lifecycle::names::backup_credentials_secret;
 
@@ -217,7 +216,7 @@ pub fn decide(backup: &PostgresDBBackup, observed: &Observed, now: jiff::Timesta
     let mut step = Step::default();
     let status = backup.status.clone().unwrap_or_default();
     if backup.metadata.deletion_timestamp.is_some() {
-        deleting(backup, &status, observed, &mut step);
+        deletion::deleting(backup, &status, observed, &mut step);
         return step;
     }
     let labels = common_labels(&backup.spec.database);
@@ -786,125 +785,4 @@ fn complete(
         message,
     });
     step.requeue = None;
-}
-
-/// A backup being deleted: stop its Job, delete its files, let it go.
-fn deleting(
-    backup: &PostgresDBBackup,
-    status: &PostgresDBBackupStatus,
-    observed: &Observed,
-    step: &mut Step,
-) {
-    if !has_finalizer(backup) {
-        return;
-    }
-    let name = backup.name_any();
-    let job_name = status.job.clone().unwrap_or_else(|| backup_job_name(&name));
-    let outcome = job_outcome(observed, &job_name, BACKUP_CONTAINER);
-    if let Some(job) = observed.get::<Job>(&job_name) {
-        let pods_running = job_pods(observed, &job_name)
-            .iter()
-            .any(|p| !p.is_finished());
-        if !outcome.is_finished() && job.metadata.deletion_timestamp.is_none() {
-            step.delete_job = Some(job_name.clone());
-            step.events.push(BackupEvent {
-                type_: EventType::Normal,
-                reason: "BackupStopped",
-                message: format!("stopped Job {job_name}: the backup is being deleted"),
-            });
-            step.requeue = Some(Duration::from_secs(2));
-            return;
-        }
-        if job.metadata.deletion_timestamp.is_some() || pods_running {
-            step.requeue = Some(Duration::from_secs(2));
-            return;
-        }
-    }
-    let Some((destination, path)) = status.location.as_ref().and_then(Destination::of_location)
-    else {
-        // Never started: no files.
-        step.remove_finalizer = true;
-        return;
-    };
-    match &destination {
-        Destination::Volume { claim } => {
-            let claim_object = observed.get::<PersistentVolumeClaim>(claim);
-            if claim_object
-                .as_ref()
-                .is_none_or(|c| c.metadata.deletion_timestamp.is_some())
-                && observed.was_queried(&ApiResource::erase::<PersistentVolumeClaim>(&()), claim)
-            {
-                step.remove_finalizer = true;
-                step.events.push(BackupEvent {
-                    type_: EventType::Normal,
-                    reason: "BackupFilesDeleted",
-                    message: format!("PVC {claim} (the backup volume) is gone, and the files of backup {name} with it"),
-                });
-                return;
-            }
-        }
-        Destination::S3(s3) => {
-            if observed.get::<Secret>(&s3.credentials_secret).is_none() {
-                step.events.push(BackupEvent {
-                    type_: EventType::Warning,
-                    reason: "BackupFilesNotDeleted",
-                    message: format!(
-                        "cannot delete the files of backup {name} at {}: Secret {} (the bucket's credentials) does not exist. Recreate it, or remove the finalizer {BACKUP_FILES_FINALIZER} by hand to keep the files",
-                        describe_location(status.location.as_ref().unwrap_or(&BackupLocation::default())),
-                        s3.credentials_secret
-                    ),
-                });
-                step.requeue = Some(CLEANUP_RETRY);
-                return;
-            }
-        }
-    }
-    let cleanup = cleanup_job_name(&name);
-    match job_outcome(observed, &cleanup, CLEANUP_CONTAINER) {
-        JobOutcome::Absent => {
-            step.create = Some(cleanup_job(backup, &destination, &path));
-            step.requeue = Some(Duration::from_secs(2));
-        }
-        JobOutcome::Succeeded(_) => {
-            step.remove_finalizer = true;
-            step.events.push(BackupEvent {
-                type_: EventType::Normal,
-                reason: "BackupFilesDeleted",
-                message: format!(
-                    "deleted the files of backup {name} from {}",
-                    describe_location(
-                        status
-                            .location
-                            .as_ref()
-                            .unwrap_or(&BackupLocation::default())
-                    )
-                ),
-            });
-        }
-        JobOutcome::Failed {
-            termination_message,
-            condition_message,
-        } => {
-            step.delete_job = Some(cleanup.clone());
-            step.events.push(BackupEvent {
-                type_: EventType::Warning,
-                reason: "BackupFilesNotDeleted",
-                message: format!(
-                    "Job {cleanup} could not delete the files of backup {name}: {}; retrying in {}s",
-                    termination_message
-                        .or(condition_message)
-                        .unwrap_or_else(|| format!("see kubectl logs job/{cleanup}")),
-                    CLEANUP_RETRY.as_secs()
-                ),
-            });
-            step.requeue = Some(CLEANUP_RETRY);
-        }
-        JobOutcome::DeadlineExceeded => {
-            step.delete_job = Some(cleanup.clone());
-            step.requeue = Some(CLEANUP_RETRY);
-        }
-        JobOutcome::Pending(_) | JobOutcome::Running | JobOutcome::PodLost => {
-            step.requeue = Some(Duration::from_secs(2));
-        }
-    }
 }

@@ -6,6 +6,7 @@ use k8s_openapi::api::core::v1::{
     ContainerState, ContainerStateRunning, ContainerStateTerminated, PersistentVolumeClaim, Secret,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::ApiResource;
 use shared::backup::{
     BackupDestination, BackupPhase, BackupSpec, PostgresDBBackup, PostgresDBBackupSpec,
     PostgresDBBackupStatus, S3Destination,
