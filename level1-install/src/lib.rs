@@ -31,5 +31,6 @@ pub fn level() -> Level {
         number: 1,
         name: "level1-install",
         capabilities: capabilities(),
+        companions: Vec::new(),
     }
 }

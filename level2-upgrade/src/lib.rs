@@ -38,5 +38,6 @@ pub fn level() -> Level {
         number: 2,
         name: "level2-upgrade",
         capabilities: capabilities(),
+        companions: Vec::new(),
     }
 }

@@ -323,6 +323,7 @@ impl Capability for Reload {
                                 })
                                 .unwrap_or_else(|| "the file changed".into())
                         ),
+                        settings: Default::default(),
                     });
                 }
             }

@@ -18,6 +18,7 @@ use shared::capability::{Capability, Level};
 /// Level 3's capabilities: Level 2's, then the lifecycle's.
 pub fn capabilities() -> Vec<Box<dyn Capability>> {
     let mut capabilities = level2_upgrade::capabilities();
+    capabilities.push(Box::new(lifecycle::backup_access::BackupAccess));
     capabilities.push(Box::new(lifecycle::backups::Backups));
     capabilities.push(Box::new(lifecycle::restore::Restore));
     capabilities.push(Box::new(lifecycle::deletion::Deletion));
@@ -31,5 +32,6 @@ pub fn level() -> Level {
         number: 3,
         name: "level3-lifecycle",
         capabilities: capabilities(),
+        companions: vec![lifecycle::backup_controller::companion()],
     }
 }

@@ -318,6 +318,10 @@ pub struct BackupLocation {
     /// The Secret with the bucket's credentials, when `s3` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret: Option<String>,
+    /// The region requests are signed for, when `s3` is set and a region
+    /// was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
     /// The backup's folder on the volume, or its key prefix in the bucket.
     pub path: String,
 }

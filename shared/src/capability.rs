@@ -668,6 +668,48 @@ pub struct Level {
     pub name: &'static str,
     /// Lower levels' capabilities first, this level's last.
     pub capabilities: Vec<Box<dyn Capability>>,
+    /// Controllers of other kinds run beside the `PostgresDB` reconcile,
+    /// under the same leadership and shutdown (Level 3's backup
+    /// controller); lower levels' first, like the capabilities.
+    pub companions: Vec<Companion>,
+}
+
+/// What a companion controller is given to run with.
+#[derive(Clone)]
+pub struct CompanionContext {
+    /// The API client.
+    pub client: kube::Client,
+    /// The one namespace watched, or all when `None`.
+    pub namespace: Option<String>,
+    /// The level's server-side apply field manager.
+    pub field_manager: String,
+    /// The Event reporter's instance (the operator's pod name), if any.
+    pub instance: Option<String>,
+    /// Cancelled when the operator stops or loses leadership: the
+    /// companion finishes what it is doing and returns.
+    pub shutdown: tokio_util::sync::CancellationToken,
+}
+
+/// What a companion controller's run returns.
+pub type CompanionRun =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Error>> + Send>>;
+
+/// A controller of another kind, run by the runner beside the `PostgresDB`
+/// reconcile: started once leadership is held, stopped with it. A
+/// companion that fails stops the operator with its error.
+pub struct Companion {
+    /// Short name for logs ("backups").
+    pub name: &'static str,
+    /// Runs the controller until `shutdown` is cancelled.
+    pub run: fn(CompanionContext) -> CompanionRun,
+}
+
+impl std::fmt::Debug for Companion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Companion")
+            .field("name", &self.name)
+            .finish()
+    }
 }
 
 impl Level {

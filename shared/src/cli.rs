@@ -1,7 +1,7 @@
 //! The command line every level's binary shares.
 //!
 //! `levelN-xxx` runs the operator against the current kubeconfig (or the
-//! in-cluster service account); `levelN-xxx crd` prints the CRD to pipe into
+//! in-cluster service account); `levelN-xxx crd` prints the CRDs to pipe into
 //! `kubectl apply -f -`. The binaries differ only in the [`Level`] they pass.
 
 use std::net::SocketAddr;
@@ -38,7 +38,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the operator (the default).
     Run,
-    /// Print the PostgresDB CustomResourceDefinition as YAML.
+    /// Print the CustomResourceDefinitions (PostgresDB, and PostgresDBBackup
+    /// which Level 3 serves) as YAML.
     Crd,
 }
 

@@ -9,13 +9,18 @@ use kube::CustomResourceExt;
 use serde_json::Value;
 
 use crate::api::PostgresDB;
+use crate::backup::PostgresDBBackup;
 use crate::error::Error;
 
-/// The CRD as YAML, with a header saying where it comes from.
+/// The CRDs as YAML, with a header saying where they come from: the
+/// `PostgresDB`, then (served from Level 3 on, harmless below) the
+/// `PostgresDBBackup`, as two documents of one stream, so one `kubectl
+/// apply -f` installs what every level needs.
 pub fn crd_yaml() -> Result<String, Error> {
     let body = serde_yaml::to_string(&PostgresDB::crd()).map_err(Error::Yaml)?;
+    let backup = serde_yaml::to_string(&PostgresDBBackup::crd()).map_err(Error::Yaml)?;
     Ok(format!(
-        "# Generated from shared/src/api.rs by `level1-install crd`; do not edit.\n{body}"
+        "# Generated from shared/src/api.rs and shared/src/backup.rs by `level1-install crd`; do not edit.\n{body}---\n{backup}"
     ))
 }
 
@@ -151,6 +156,41 @@ mod tests {
             .map(|c| c.name.as_str())
             .collect();
         assert_eq!(columns, ["Requested", "Running", "Phase", "Ready", "Age"]);
+    }
+
+    #[test]
+    fn the_backup_resource_is_structural_and_has_the_names_and_columns_users_type() {
+        let crd = PostgresDBBackup::crd();
+        let value = serde_json::to_value(&crd).expect("the CRD serialises");
+        let schema = &value["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+        assert_eq!(structural_violations(schema), Vec::<String>::new());
+        assert_eq!(crd.spec.names.plural, "postgresdbbackups");
+        assert_eq!(
+            crd.spec.names.short_names,
+            Some(vec!["pgbackup".to_string()])
+        );
+        let version = &crd.spec.versions[0];
+        assert!(
+            version
+                .subresources
+                .as_ref()
+                .is_some_and(|s| s.status.is_some())
+        );
+        let columns: Vec<_> = version
+            .additional_printer_columns
+            .iter()
+            .flatten()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(columns, ["Database", "Phase", "Size", "Age"]);
+    }
+
+    #[test]
+    fn the_committed_crd_yaml_holds_both_resources() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/crd.yaml");
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(committed.contains("name: postgresdbs.pgdb.example.com"));
+        assert!(committed.contains("name: postgresdbbackups.pgdb.example.com"));
     }
 
     #[test]

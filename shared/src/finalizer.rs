@@ -231,6 +231,7 @@ mod tests {
             number: 9,
             name: "test-level",
             capabilities,
+            companions: Vec::new(),
         }
     }
 

@@ -247,6 +247,7 @@ mod tests {
             number: 9,
             name: "test-level",
             capabilities: vec![Box::new(Applies)],
+            companions: Vec::new(),
         }
     }
 
@@ -445,6 +446,7 @@ mod tests {
             number: 9,
             name: "test-level",
             capabilities: vec![Box::new(Applies), Box::new(WatchesBackups)],
+            companions: Vec::new(),
         };
         let resource = ApiResource::erase::<crate::backup::PostgresDBBackup>(&());
         let mut observed = Observed::default();

@@ -761,6 +761,7 @@ mod tests {
             statement: "SELECT pg_reload_conf()::text",
             reason: "ParametersReloaded".into(),
             message: "reloaded: work_mem".into(),
+            settings: Default::default(),
         }
     }
 

@@ -24,7 +24,7 @@ use kube_leader_election::{LeaseLock, LeaseLockParams, LeaseLockResult};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::PostgresDB;
-use crate::capability::Level;
+use crate::capability::{CompanionContext, Level};
 use crate::error::Error;
 use crate::health::Readiness;
 use crate::keys::INSTANCE_LABEL;
@@ -34,6 +34,10 @@ use crate::reconcile::{Context, error_chain, error_policy, reconcile};
 /// The Lease every level competes for, so two operators of any level never
 /// act on the same databases at once.
 pub const LEASE_NAME: &str = "pgdb-operator";
+
+/// How long the controller may take to stop gracefully after a companion
+/// failed, before it is dropped.
+const COMPANION_FAILURE_GRACE: Duration = Duration::from_secs(5);
 
 /// Leader election settings.
 #[derive(Clone, Debug)]
@@ -110,6 +114,35 @@ pub async fn run(
         .iter()
         .flat_map(|c| c.watched_kinds())
         .collect();
+    // Companions run under the same leadership: stopped when the operator
+    // stops or loses the Lease, and one that fails stops the operator.
+    let companions_stop = CancellationToken::new();
+    let companion_failed = CancellationToken::new();
+    let companions: Vec<_> = level
+        .companions
+        .iter()
+        .map(|companion| {
+            let context = CompanionContext {
+                client: client.clone(),
+                namespace: options.namespace.clone(),
+                field_manager: level.field_manager(),
+                instance: options.instance.clone(),
+                shutdown: companions_stop.clone(),
+            };
+            let run = (companion.run)(context);
+            let name = companion.name;
+            let failed = companion_failed.clone();
+            tokio::spawn(async move {
+                tracing::info!(companion = name, "companion controller running");
+                let outcome = run.await;
+                if let Err(error) = &outcome {
+                    tracing::error!(companion = name, error = %error_chain(error), "companion controller failed; stopping");
+                    failed.cancel();
+                }
+                outcome
+            })
+        })
+        .collect();
     let context = std::sync::Arc::new(Context::new(
         client.clone(),
         level,
@@ -159,10 +192,12 @@ pub async fn run(
     }
     let stopping = stop.clone();
     let losing = lost.clone();
+    let failing = companion_failed.clone();
     let controller = controller.graceful_shutdown_on(async move {
         tokio::select! {
             () = stopping.cancelled() => {}
             () = losing.cancelled() => {}
+            () = failing.cancelled() => {}
         }
     });
 
@@ -171,7 +206,7 @@ pub async fn run(
         namespace = options.namespace.as_deref().unwrap_or("(all)"),
         "controller running"
     );
-    controller
+    let running = controller
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {
             match result {
@@ -179,9 +214,30 @@ pub async fn run(
                 Err(kube::runtime::controller::Error::ReconcilerFailed(..)) | Ok(_) => {}
                 Err(error) => tracing::warn!(error = %error_chain(&error), "controller"),
             }
-        })
-        .await;
+        });
+    // A graceful shutdown waits for the controller's cache to be filled
+    // first; a companion failing at once can come before that, so the
+    // controller is dropped if it has not stopped shortly after.
+    let failed = companion_failed.clone();
+    tokio::select! {
+        () = running => {}
+        () = async move {
+            failed.cancelled().await;
+            tokio::time::sleep(COMPANION_FAILURE_GRACE).await;
+        } => tracing::warn!("the controller did not stop after a companion failed; dropped it"),
+    }
     options.readiness.set(false);
+    companions_stop.cancel();
+    let mut companion_error = None;
+    for handle in companions {
+        match handle.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                companion_error.get_or_insert(error);
+            }
+            Err(join) => tracing::error!(error = %join, "a companion controller panicked"),
+        }
+    }
 
     if let Some(lock) = lease {
         if lost.is_cancelled() {
@@ -190,6 +246,9 @@ pub async fn run(
         if let Err(error) = lock.step_down().await {
             tracing::warn!(error = %error_chain(&error), "could not release the leader lease");
         }
+    }
+    if let Some(error) = companion_error {
+        return Err(error);
     }
     tracing::info!("controller stopped");
     Ok(())

@@ -111,6 +111,25 @@ pub struct SqlAction {
     pub reason: String,
     /// The Event's message.
     pub message: String,
+    /// Session settings made before the statement runs, as bound
+    /// parameters of `set_config`: how a statement receives a value that is
+    /// data (a password), read with `current_setting(name)`, never spliced
+    /// into SQL text.
+    pub settings: SessionSettings,
+}
+
+/// Custom session settings (`pgdb.backup_password`) given to a
+/// [`SqlAction`]'s session before its statement runs. Their values are
+/// never shown in logs (see the `Debug` impl).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SessionSettings(pub Vec<(&'static str, String)>);
+
+impl fmt::Debug for SessionSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(name, _)| format!("{name}=<redacted>")))
+            .finish()
+    }
 }
 
 /// The rows of an answer, every value as text.
@@ -247,7 +266,21 @@ impl Connector {
     /// Runs an action's statement.
     pub async fn run(&self, namespace: &str, action: &SqlAction) -> Result<(), Error> {
         let mut connection = self.connect(namespace, &action.target).await?;
-        let outcome = query(&mut connection, action.statement).await;
+        let mut outcome = Ok(Vec::new());
+        for (name, value) in &action.settings.0 {
+            let set = sqlx::query("SELECT set_config($1, $2, false)")
+                .bind(*name)
+                .bind(value)
+                .execute(&mut connection)
+                .await;
+            if let Err(error) = set {
+                outcome = Err(format!("cannot set {name}: {error}"));
+                break;
+            }
+        }
+        if outcome.is_ok() {
+            outcome = query(&mut connection, action.statement).await;
+        }
         let _ = connection.close().await;
         outcome.map(|_| ()).map_err(|message| Error::Sql {
             what: format!("run {:?} on pod {}", action.statement, action.target.pod),

@@ -118,6 +118,7 @@ pub fn actions(db: &PostgresDB, observed: &Observed) -> Vec<SqlAction> {
             message: format!(
                 "removed the write fence (default_transaction_read_only) that a major upgrade's migration set on {server}"
             ),
+            settings: Default::default(),
         });
     }
     if state.in_file || state.in_effect {
@@ -128,6 +129,7 @@ pub fn actions(db: &PostgresDB, observed: &Observed) -> Vec<SqlAction> {
             message: format!(
                 "reloaded the configuration without the write fence: {server} takes writes again"
             ),
+            settings: Default::default(),
         });
     }
     actions

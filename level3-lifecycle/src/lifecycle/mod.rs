@@ -3,7 +3,8 @@
 //!
 //! Two controllers share the work, and talk only through the cluster:
 //! - the `PostgresDB` reconcile, through the capabilities here, decides
-//!   what a database needs: the backup volume and role ([`backups`]), a
+//!   what a database needs: the backup volume and role
+//!   ([`backup_access`]), a
 //!   `PostgresDBBackup` for each schedule slot, retention, restores
 //!   ([`restore`]), the deletion policy ([`deletion`]) and a
 //!   PodDisruptionBudget ([`disruption`]);
@@ -16,6 +17,7 @@
 //! [`verify`] builds the scratch-restore Job of `spec.backup.verify` and
 //! reads its verdict, with the restore's script.
 
+pub mod backup_access;
 pub mod backup_controller;
 pub mod backups;
 pub mod deletion;

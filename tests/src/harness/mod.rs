@@ -14,6 +14,7 @@
 
 pub mod logs;
 mod operator;
+pub mod s3;
 mod wait;
 
 pub use operator::Operator;
@@ -31,6 +32,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config, CustomResourceExt, Resource};
 use sandbox::{PostgresConfig, RuntimeKind, Sandbox, SandboxConfig};
 use shared::api::PostgresDB;
+use shared::backup::PostgresDBBackup;
 use shared::runner::{self, RunOptions};
 use tokio::sync::{Semaphore, SemaphorePermit, oneshot};
 
@@ -444,37 +446,33 @@ async fn take_permit() -> SemaphorePermit<'static> {
     }
 }
 
-/// Installs (or updates) the CRD with server-side apply and waits until it is served.
+/// Installs (or updates) the CRDs of deploy/crd.yaml (`PostgresDB` and
+/// `PostgresDBBackup`) with server-side apply and waits until both are served.
 pub async fn install_crd(client: &Client) -> Result<(), HarnessError> {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = PostgresDB::crd();
-    let name = crd.metadata.name.clone().unwrap_or_default();
-    crds.patch(
-        &name,
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .map_err(kube_error("install the CRD"))?;
-    // Level 3's PostgresDBBackup, which lower levels ignore.
-    let backups_crd = shared::backup::PostgresDBBackup::crd();
-    crds.patch(
-        &backups_crd.metadata.name.clone().unwrap_or_default(),
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&backups_crd),
-    )
-    .await
-    .map_err(kube_error("install the PostgresDBBackup CRD"))?;
+    for crd in [PostgresDB::crd(), PostgresDBBackup::crd()] {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        crds.patch(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .map_err(kube_error(format!("install the CRD {name}")))?;
+    }
     let databases: Api<PostgresDB> = Api::all(client.clone());
-    let backups: Api<shared::backup::PostgresDBBackup> = Api::all(client.clone());
+    let backups: Api<PostgresDBBackup> = Api::all(client.clone());
     let last_error = std::sync::Mutex::new(String::new());
     eventually(WAIT, "the CRDs are served", || async {
         let listed = match databases.list(&ListParams::default().limit(1)).await {
-            Ok(_) => backups.list(&ListParams::default().limit(1)).await,
+            Ok(_) => backups
+                .list(&ListParams::default().limit(1))
+                .await
+                .map(|_| ()),
             Err(error) => Err(error),
         };
         Ok(match listed {
-            Ok(_) => Some(()),
+            Ok(()) => Some(()),
             Err(error) => {
                 *last_error.lock().unwrap_or_else(|e| e.into_inner()) = error.to_string();
                 None

@@ -6,10 +6,13 @@
 //!
 //! - [`behaviour`]: every scenario against every level, and the matrix.
 //! - [`chapters`]: the chapters' runnable blocks, run as written.
+//! - [`companions`]: controllers the runner runs beside the reconcile.
 //! - [`core_on_sandbox`]: the shared core and Level 1 beyond the matrix.
 //! - [`level1_on_real_postgres`], [`level2_on_real_postgres`],
-//!   [`level2_major_upgrade`]: the levels against real servers.
-//! - [`level3_deletion`]: Level 3's deletion policies.
+//!   [`level2_major_upgrade`], [`level3_backup`], [`level3_restore`]: the
+//!   levels against real servers.
+//! - [`level3_schedule`], [`level3_deletion`]: Level 3's schedule,
+//!   retention and deletion policies.
 //! - [`safe_configuration`]: refused parameters and images, and a server's own reason, on real servers.
 //! - [`level3_schedule`]: Level 3's backup schedule and retention, on objects.
 //! - [`rbac`]: what the deployed RBAC grants, against a whole life of Level 2.
@@ -19,12 +22,14 @@
 
 mod behaviour;
 mod chapters;
+mod companions;
 mod core_on_sandbox;
 mod documented;
 mod leader;
 mod level1_on_real_postgres;
 mod level2_major_upgrade;
 mod level2_on_real_postgres;
+mod level3_backup;
 mod level3_deletion;
 mod level3_restore;
 mod level3_schedule;
