@@ -238,7 +238,13 @@ pub async fn serve(
         ports(parts.uri.query())?
     };
     let uid = crate::meta::uid_of(&pod).to_string();
-    if c.runtime.status(&uid).is_none() {
+    // A finished pod's sandbox is gone, whether or not the runtime has
+    // dropped its record yet (the pod's phase is written first).
+    let finished = matches!(
+        pod.pointer("/status/phase").and_then(Value::as_str),
+        Some("Succeeded" | "Failed")
+    );
+    if finished || c.runtime.status(&uid).is_none() {
         return Err(Error::internal(format!(
             "failed to find sandboxID for pod \"{name}_{ns}({uid})\""
         )));
