@@ -34,8 +34,8 @@
 //!
 //! Where it stops: the scratch data directory is an emptyDir, so the node
 //! needs room for a second copy of the data while the Job runs; a backup in
-//! S3 is downloaded by the script with rclone, the restore's seam (see
-//! `restore::plan::source_access`).
+//! S3 is downloaded by the script with rclone, configured as the backup Job
+//! configures it (see `restore::plan::source_access`).
 
 use std::collections::BTreeMap;
 
