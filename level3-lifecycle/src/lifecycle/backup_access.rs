@@ -21,7 +21,11 @@
 //! pre-upgrade dump. Only `spec.deletionPolicy: Delete` deletes it.
 //!
 //! All of this exists only when the database uses backups: `spec.backup`
-//! is set, or a `PostgresDBBackup` of it exists (one created by hand).
+//! is set, a `PostgresDBBackup` of it exists (one created by hand), or
+//! `spec.deletionPolicy` is BackupThenDelete. The last is asked for ahead:
+//! the final backup is taken while the database is being deleted, when
+//! the reconcile runs only the finalize steps (no object of this module is
+//! created and no role set up then), so all must be ready before.
 
 use std::collections::BTreeMap;
 
@@ -34,7 +38,7 @@ use level1_install::api::Names;
 use level1_install::install::generate_password;
 use level2_upgrade::logins;
 use shared::api::PostgresDB;
-use shared::backup::PostgresDBBackup;
+use shared::backup::{DeletionPolicy, PostgresDBBackup};
 use shared::capability::{Capability, Desired, Observed, Query};
 use shared::error::Error;
 use shared::ext::PvcExt;
@@ -87,10 +91,12 @@ pub const ROLE_READY: &str = "BackupRoleReady";
 /// The backup-access capability.
 pub struct BackupAccess;
 
-/// Whether the database uses backups: `spec.backup`, or a
-/// `PostgresDBBackup` of it (labelled with its instance label).
+/// Whether the database uses backups: `spec.backup`, a
+/// `PostgresDBBackup` of it (labelled with its instance label), or a
+/// deletion policy that takes a final backup.
 pub fn uses_backups(db: &PostgresDB, observed: &Observed) -> bool {
     db.spec.backup.is_some()
+        || db.spec.deletion_policy == Some(DeletionPolicy::BackupThenDelete)
         || observed
             .all::<PostgresDBBackup>()
             .iter()
@@ -347,6 +353,22 @@ mod tests {
             desired.objects()[0].value["data"]["username"],
             serde_json::to_value(ByteString(BACKUP_ROLE.as_bytes().to_vec())).expect("encodes")
         );
+    }
+
+    #[test]
+    fn backup_then_delete_prepares_the_final_backup_s_access_while_the_database_lives() {
+        let mut db = with_backup(None);
+        db.spec.deletion_policy = Some(DeletionPolicy::BackupThenDelete);
+        let observed = running_server().build();
+        assert_eq!(
+            names(&desired(&db, &observed)),
+            [
+                "Secret/orders-backup-credentials",
+                "PersistentVolumeClaim/orders-backups"
+            ]
+        );
+        db.spec.deletion_policy = Some(DeletionPolicy::Delete);
+        assert!(desired(&db, &observed).objects().is_empty());
     }
 
     #[test]

@@ -34,8 +34,8 @@
 //!
 //! Where it stops: the scratch data directory is an emptyDir, so the node
 //! needs room for a second copy of the data while the Job runs; a backup in
-//! S3 is downloaded by the script with rclone, the restore's seam (see
-//! `restore::plan::source_access`).
+//! S3 is downloaded by the script with rclone, configured as the backup Job
+//! configures it (see `restore::plan::source_access`).
 
 use std::collections::BTreeMap;
 
@@ -54,6 +54,7 @@ use shared::job::{JobOutcome, job_outcome};
 use shared::keys::{BACKUP_LABEL, COMPONENT_LABEL};
 use shared::names::common_labels;
 
+use super::backup_controller::job::{backup_label_value, job_name};
 use super::restore::plan::{WORK_MOUNT, WORK_VOLUME, init_volumes, source_access};
 use super::restore::script::{RESTORE_SCRIPT, RestoreResult};
 use super::restore::source::Source;
@@ -71,14 +72,14 @@ pub const VERIFY_DEADLINE_SECONDS: i64 = 6 * 3600;
 
 /// The name of the Job verifying `backup`.
 pub fn verify_job_name(backup: &str) -> String {
-    format!("{backup}-verify")
+    job_name(backup, "verify")
 }
 
 /// The labels of the Job and its pod.
 fn labels(db: &PostgresDB, backup: &str) -> BTreeMap<String, String> {
     let mut labels = common_labels(&db.name_any());
     labels.insert(COMPONENT_LABEL.into(), COMPONENT.into());
-    labels.insert(BACKUP_LABEL.into(), backup.into());
+    labels.insert(BACKUP_LABEL.into(), backup_label_value(backup));
     labels
 }
 

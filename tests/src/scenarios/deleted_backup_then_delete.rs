@@ -105,7 +105,10 @@ impl Scenario for DeletedBackupThenDelete {
         let operator = cluster.run_operator(level);
         let db = create_ready(
             cluster,
+            // PostgreSQL 15: the sandbox's client tools (pg_dumpall) are
+            // 15's, and pg_dumpall refuses a newer server.
             DbBuilder::manifest(NAME)
+                .version("15")
                 .deletion_policy(DeletionPolicy::BackupThenDelete)
                 .build(),
         )

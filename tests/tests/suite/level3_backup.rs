@@ -3,7 +3,9 @@
 //! into the backup volume or a real S3 server (moto's), with a manifest
 //! whose counts are the rows the database holds; a failing backup says
 //! what pg_dump said; a killed backup is Failed, never stuck Running; and
-//! deleting a backup deletes its files.
+//! deleting a backup deletes its files. With `spec.backup.verify`, a backup
+//! is Completed only once restored into a scratch server and verified, and
+//! one whose manifest disagrees with its dump is Failed.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -707,5 +709,114 @@ async fn a_full_backup_volume_fails_the_backup_and_leaves_the_database_serving()
     runtime
         .fill_volume(&namespace, "orders-backups", false)
         .expect("gives the room back");
+    fixture.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_verify_a_backup_completes_once_restored_and_verified_and_one_whose_manifest_lies_fails()
+ {
+    let mut fixture = Fixture::start(BackupSpec {
+        verify: true,
+        ..Default::default()
+    })
+    .await;
+    let owner = fixture.write_rows(10).await;
+    fixture.backup("verified").await;
+    let status = fixture
+        .finished("verified")
+        .await
+        .status
+        .unwrap_or_default();
+    assert_eq!(
+        status.phase,
+        Some(BackupPhase::Completed),
+        "{}",
+        fixture.backups_diagnosis().await
+    );
+    let verification = status.verification.clone().expect("verification recorded");
+    assert!(verification.passed, "{verification:?}");
+    assert!(verification.message.contains("13 rows"), "{verification:?}");
+    let jobs = fixture.cluster.api::<k8s_openapi::api::batch::v1::Job>();
+    assert!(
+        jobs.get_opt("verified-verify")
+            .await
+            .expect("reads Jobs")
+            .is_some(),
+        "verified by the verify Job"
+    );
+
+    // A backup whose manifest is changed between its dump and its
+    // verification (the operator away meanwhile) does not verify.
+    owner
+        .batch_execute("BEGIN; LOCK TABLE items IN ACCESS EXCLUSIVE MODE;")
+        .await
+        .expect("locks items");
+    fixture.backup("tampered").await;
+    fixture
+        .wait_backup("tampered", "Running", |b| {
+            b.and_then(|b| b.status.as_ref()).and_then(|s| s.phase) == Some(BackupPhase::Running)
+        })
+        .await;
+    if let Some(operator) = fixture.operator.take() {
+        operator.stop().await;
+    }
+    owner.batch_execute("ROLLBACK").await.expect("unlocks");
+    let done = fixture
+        .cluster
+        .eventually(WAIT, "the backup's Job succeeded", || async {
+            Ok(jobs
+                .get_opt("tampered-backup")
+                .await
+                .ok()
+                .flatten()
+                .and_then(|j| j.status)
+                .and_then(|s| s.succeeded)
+                .filter(|n| *n > 0))
+        })
+        .await;
+    if let Err(failed) = done {
+        panic!("{failed}\n{}", fixture.backups_diagnosis().await);
+    }
+    let path = fixture
+        .backup_volume()
+        .join("tampered")
+        .join("manifest.json");
+    let text = std::fs::read_to_string(&path).expect("a manifest");
+    let mut manifest: Manifest = serde_json::from_str(&text).expect("the manifest parses");
+    for table in manifest.databases.iter_mut().flat_map(|d| &mut d.tables) {
+        if table.name == "items" {
+            table.rows += 1;
+        }
+    }
+    std::fs::write(&path, serde_json::to_string(&manifest).expect("serializes"))
+        .expect("rewrites the manifest");
+    fixture.operator = Some(start_operator(&fixture.cluster));
+    let status = fixture
+        .finished("tampered")
+        .await
+        .status
+        .unwrap_or_default();
+    assert_eq!(
+        status.phase,
+        Some(BackupPhase::Failed),
+        "{}",
+        fixture.backups_diagnosis().await
+    );
+    assert!(
+        !status.verification.clone().expect("recorded").passed,
+        "{status:?}"
+    );
+    let error = status.error.clone().unwrap_or_default();
+    assert!(error.contains("items"), "{error}");
+    assert!(
+        fixture
+            .cluster
+            .events("tampered")
+            .await
+            .expect("Events")
+            .iter()
+            .any(|e| e.contains("BackupFailed")),
+        "a BackupFailed Event"
+    );
     fixture.stop().await;
 }

@@ -207,8 +207,10 @@ fn owner(backup: &PostgresDBBackup) -> Option<OwnerReference> {
     backup.controller_owner_ref(&())
 }
 
-/// The rclone remote `dest:` as environment variables (no config file).
-fn rclone_env(s3: &S3Destination) -> Vec<EnvVar> {
+/// The rclone remote `dest:` as environment variables (no config file),
+/// and `S3_BUCKET`: how the backup Job, its cleanup and a restore or
+/// verification reading the backup from S3 all reach the bucket.
+pub fn rclone_env(s3: &S3Destination) -> Vec<EnvVar> {
     vec![
         env("RCLONE_CONFIG_DEST_TYPE", "s3"),
         env("RCLONE_CONFIG_DEST_PROVIDER", "Other"),

@@ -31,14 +31,20 @@
 //!   ([`job::cleanup_job`]) deletes the files where the status says they
 //!   are (so it works when the database is gone), then the finalizer goes.
 //!
+//! - verification: with `spec.backup.verify`, a dumped backup stays Running
+//!   until the restore module's verify Job has a verdict, then Completed
+//!   or Failed with it ([`verifying`]).
+//!
 //! Where it stops: a backup is not retried (a new backup object is a new
-//! attempt); verification (`spec.backup.verify`) is the restore module's.
+//! attempt); how a backup is verified is the restore module's
+//! (`lifecycle::verify`).
 
 mod deletion;
 pub mod job;
 pub mod run;
 #[cfg(test)]
 mod tests;
+pub mod verifying;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -695,7 +701,7 @@ fn watch(
                 .as_deref()
                 .and_then(|m| serde_json::from_str::<JobSummary>(m).ok())
             {
-                Some(summary) => complete(backup, status, next, &summary, now, step),
+                Some(summary) => complete(backup, status, next, &summary, observed, now, step),
                 None => fail(
                     backup,
                     status,
@@ -744,10 +750,12 @@ fn complete(
     status: &PostgresDBBackupStatus,
     mut next: PostgresDBBackupStatus,
     summary: &JobSummary,
+    observed: &Observed,
     now: jiff::Timestamp,
     step: &mut Step,
 ) {
-    next.completed_at = Some(time(now));
+    // A verified backup completed when its dump did.
+    next.completed_at = Some(next.completed_at.clone().unwrap_or_else(|| time(now)));
     next.server_version = Some(summary.server_version.clone());
     next.size_bytes = Some(summary.bytes);
     next.size = Some(human_size(summary.bytes));
@@ -770,6 +778,10 @@ fn complete(
         summary.server_version,
         human_size(summary.bytes)
     );
+    if verifying::verify_asked(observed, &backup.spec.database) {
+        verifying::verify(backup, status, next, &message, observed, now, step);
+        return;
+    }
     let next = with_phase(
         status,
         next,

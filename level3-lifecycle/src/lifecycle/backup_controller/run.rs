@@ -29,6 +29,7 @@ use shared::reconcile::error_chain;
 use super::job::{Destination, backup_job_name, cleanup_job_name};
 use super::{Step, decide, destination};
 use crate::lifecycle::names::{backup_credentials_secret, backup_volume};
+use crate::lifecycle::verify::verify_job_name;
 
 /// How long stopping may wait for running reconciles.
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -202,7 +203,11 @@ async fn observe(client: &Client, backup: &PostgresDBBackup) -> Result<Observed,
     }
     let status = backup.status.clone().unwrap_or_default();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
-    let mut job_names = vec![backup_job_name(&name), cleanup_job_name(&name)];
+    let mut job_names = vec![
+        backup_job_name(&name),
+        cleanup_job_name(&name),
+        verify_job_name(&name),
+    ];
     if let Some(job) = &status.job {
         job_names.push(job.clone());
     }

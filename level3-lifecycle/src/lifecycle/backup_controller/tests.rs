@@ -696,3 +696,5 @@ fn a_scheduled_backup_shows_its_slot_in_status() {
     backup.status = step.status.clone();
     assert_eq!(decide(&backup, &ready().build(), at(NOW)), Step::default());
 }
+
+mod verify;

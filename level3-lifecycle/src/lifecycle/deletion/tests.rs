@@ -427,3 +427,29 @@ fn the_examples_parse_as_their_kinds_and_level_3_serves_the_databases() {
     }
     assert!(kinds.len() >= 4, "the examples: {kinds:?}");
 }
+
+#[test]
+fn a_long_named_database_s_final_backup_gets_jobs_whose_names_fit_63_characters() {
+    use crate::lifecycle::backup_controller::job::{
+        backup_job_name, backup_label_value, cleanup_job_name,
+    };
+    use crate::lifecycle::verify::verify_job_name;
+    // As long as a name of a Service (the database's own) may be.
+    let name = "a".repeat(63);
+    let db = DbBuilder::named(&name)
+        .deletion_policy(DeletionPolicy::BackupThenDelete)
+        .being_deleted(at(1_800_000_000))
+        .build();
+    let backup = final_backup_name(&db).expect("being deleted");
+    let jobs = [
+        backup_job_name(&backup),
+        cleanup_job_name(&backup),
+        verify_job_name(&backup),
+    ];
+    for job in &jobs {
+        assert!(job.len() <= 63, "{job} has {} characters", job.len());
+    }
+    assert_ne!(jobs[0], jobs[1]);
+    assert_ne!(jobs[0], jobs[2]);
+    assert!(backup_label_value(&backup).len() <= 63);
+}

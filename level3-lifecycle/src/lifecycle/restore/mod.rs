@@ -26,8 +26,9 @@
 //! history and changing it does nothing; a Failed restore is not retried
 //! (delete the database and its PVC to start over); a backup in S3 is
 //! downloaded by the init container with rclone, configured as the backup
-//! Job configures it: a seam, untested here, that needs rclone in the image
-//! (or the backup Job's tools directory) and the bucket's region.
+//! Job configures it (`backup_controller::job::rclone_env`, with the
+//! region the backup recorded): rclone must be in the image (the backup
+//! Job's tools init container is not added to the database's pod).
 
 pub mod plan;
 pub mod script;

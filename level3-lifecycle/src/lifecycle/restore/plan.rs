@@ -23,9 +23,7 @@ use k8s_openapi::api::core::v1::{
     Container, EmptyDirVolumeSource, EnvVar, Pod, PodSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use level1_install::api::{
-    CONTAINER, DATA_MOUNT, Names, PRIMARY_ORDINAL, container_security, env, secret_env,
-};
+use level1_install::api::{CONTAINER, DATA_MOUNT, Names, PRIMARY_ORDINAL, container_security, env};
 use shared::api::PostgresDB;
 use shared::backup::{RestorePhase, RestoreStatus};
 use shared::capability::Observed;
@@ -33,6 +31,7 @@ use shared::volumes::{DATA_TEMPLATE, claim_volume};
 
 use super::script::{RESTORE_SCRIPT, RestoreResult};
 use super::source::Source;
+use crate::lifecycle::backup_controller::job::{Destination, rclone_env};
 
 /// The init container's name.
 pub const INIT_CONTAINER: &str = "restore";
@@ -134,40 +133,16 @@ pub fn source_access(source: &Source) -> (Vec<EnvVar>, Vec<VolumeMount>) {
             });
         }
         (None, Some(url)) => {
-            // The seam for S3: the script downloads the folder first with
-            // rclone (see `fetch_from_s3` in restore.sh), its remote `dest`
-            // configured as the backup Job configures it.
-            let bucket = url
-                .strip_prefix("s3://")
-                .and_then(|rest| rest.split('/').next())
-                .unwrap_or_default();
+            // The script downloads the folder first with rclone (see
+            // `fetch_from_s3` in restore.sh), its remote `dest` configured
+            // as the backup Job configures it, from the location recorded.
             environment.extend([
                 env("BACKUP_S3_URL", url),
-                env("S3_BUCKET", bucket),
                 env("S3_PATH", location.path.trim_matches('/')),
                 env("BACKUP_DIR", &format!("{WORK_MOUNT}/backup")),
-                env("RCLONE_CONFIG_DEST_TYPE", "s3"),
-                env("RCLONE_CONFIG_DEST_PROVIDER", "Other"),
-                env(
-                    "RCLONE_CONFIG_DEST_ENDPOINT",
-                    location.endpoint.as_deref().unwrap_or_default(),
-                ),
-                env("RCLONE_CONFIG_DEST_REGION", "us-east-1"),
-                env("RCLONE_CONFIG_DEST_FORCE_PATH_STYLE", "true"),
             ]);
-            if let Some(secret) = &location.credentials_secret {
-                environment.extend([
-                    secret_env(
-                        "RCLONE_CONFIG_DEST_ACCESS_KEY_ID",
-                        secret,
-                        "AWS_ACCESS_KEY_ID",
-                    ),
-                    secret_env(
-                        "RCLONE_CONFIG_DEST_SECRET_ACCESS_KEY",
-                        secret,
-                        "AWS_SECRET_ACCESS_KEY",
-                    ),
-                ]);
+            if let Some((Destination::S3(s3), _)) = Destination::of_location(location) {
+                environment.extend(rclone_env(&s3));
             }
         }
         (None, None) => {}

@@ -434,17 +434,35 @@ fn a_backup_in_s3_is_downloaded_with_the_bucket_s_credentials_and_no_volume() {
             s3: Some("s3://backups/pg/shop/shop-db/b1/".into()),
             endpoint: Some("http://s3.storage:9000".into()),
             credentials_secret: Some("s3-keys".into()),
+            region: Some("eu-central-1".into()),
             path: "pg/shop/shop-db/b1/".into(),
             ..Default::default()
         },
         server_version: None,
     };
     let (env, mounts) = super::plan::source_access(&source);
-    let value = |name: &str| {
-        env.iter()
-            .find(|e| e.name == name)
-            .and_then(|e| e.value.clone())
+    let names: Vec<&str> = env.iter().map(|e| e.name.as_str()).collect();
+    let mut unique = names.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), names.len(), "each variable once: {names:?}");
+    // The bucket's region as the backup recorded it, and the backup Job's
+    // own rclone configuration.
+    assert_eq!(
+        value_of(&env, "RCLONE_CONFIG_DEST_REGION").as_deref(),
+        Some("eu-central-1")
+    );
+    let s3 = shared::backup::S3Destination {
+        endpoint: "http://s3.storage:9000".into(),
+        bucket: "backups".into(),
+        prefix: None,
+        region: Some("eu-central-1".into()),
+        credentials_secret: "s3-keys".into(),
     };
+    for expected in crate::lifecycle::backup_controller::job::rclone_env(&s3) {
+        assert!(env.contains(&expected), "{expected:?} in {names:?}");
+    }
+    let value = |name: &str| value_of(&env, name);
     assert_eq!(value("S3_BUCKET").as_deref(), Some("backups"));
     assert_eq!(value("S3_PATH").as_deref(), Some("pg/shop/shop-db/b1"));
     assert_eq!(
@@ -464,4 +482,10 @@ fn a_backup_in_s3_is_downloaded_with_the_bucket_s_credentials_and_no_volume() {
             .iter()
             .all(|v| v.name != SOURCE_VOLUME)
     );
+}
+
+fn value_of(env: &[k8s_openapi::api::core::v1::EnvVar], name: &str) -> Option<String> {
+    env.iter()
+        .find(|e| e.name == name)
+        .and_then(|e| e.value.clone())
 }
