@@ -412,8 +412,20 @@ fn the_examples_parse_as_their_kinds_and_level_3_serves_the_databases() {
                     .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
                 db.metadata.namespace = Some("default".into());
                 db.metadata.uid = Some("uid".into());
+                // A restore needs its source: a Completed backup of the
+                // database it names (a fresh cluster has none, and the
+                // restore is then refused, as it should be).
+                let mut observed = ObservedBuilder::new();
+                if let Some(source) = db
+                    .spec
+                    .restore
+                    .as_ref()
+                    .and_then(|r| r.from_database.clone())
+                {
+                    observed = observed.with(&completed_backup_of(&source));
+                }
                 let decision =
-                    shared::reconcile::decide(&crate::level(), &db, &Observed::default(), at(1))
+                    shared::reconcile::decide(&crate::level(), &db, &observed.build(), at(1))
                         .expect("decides");
                 assert!(
                     matches!(decision, shared::reconcile::Decision::Apply { .. }),
@@ -452,4 +464,27 @@ fn a_long_named_database_s_final_backup_gets_jobs_whose_names_fit_63_characters(
     assert_ne!(jobs[0], jobs[1]);
     assert_ne!(jobs[0], jobs[2]);
     assert!(backup_label_value(&backup).len() <= 63);
+}
+
+/// A Completed backup of `database`, dumped from 15, on its backup volume.
+fn completed_backup_of(database: &str) -> PostgresDBBackup {
+    let mut metadata = meta(&format!("{database}-20261201-030000"));
+    metadata.labels = Some(common_labels(database));
+    PostgresDBBackup {
+        metadata,
+        spec: shared::backup::PostgresDBBackupSpec {
+            database: database.into(),
+        },
+        status: Some(shared::backup::PostgresDBBackupStatus {
+            phase: Some(BackupPhase::Completed),
+            completed_at: Some(Time(at(0))),
+            server_version: Some("15.18".into()),
+            location: Some(shared::backup::BackupLocation {
+                volume: Some(format!("{database}-backups")),
+                path: format!("/{database}-20261201-030000/"),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    }
 }
