@@ -195,7 +195,10 @@ impl Scenario for RestartMidBackup {
         };
         let status = taken.and_then(|b| b.status).unwrap_or_default();
         let jobs = jobs(cluster).await?.len();
-        second.stop().await;
+        // Killed, not stopped: under load the second operator's clean stop
+        // has outlasted the harness's 30 s (seen once in a full run); what
+        // the scenario observes is read above.
+        second.kill().await;
         Ok(Observed::Seen(Resumed {
             left_running,
             phase: status.phase,
