@@ -11,9 +11,12 @@
 //! The role is checked by logging in as it ([`PROBE`]): a login that
 //! fails (no role yet, or a password that differs from the Secret's) or a
 //! missing privilege runs [`SETUP_STATEMENT`] as the superuser. The
-//! password reaches the server as a bound parameter of `set_config`
+//! password never reaches the server: its SCRAM-SHA-256 verifier
+//! ([`verifier`], computed here with a random salt, as psql's `\password`
+//! does) is a bound parameter of `set_config`
 //! (`shared::sql::SessionSettings`), which the statement reads with
-//! `current_setting`: it is never part of SQL text.
+//! `current_setting`. So neither SQL text nor what crosses the wire (or a
+//! trace of it) holds the password.
 //!
 //! The backup volume ([`backup_volume`]) is a PVC that nothing owns and
 //! the core never prunes (it carries `pgdb.example.com/volume: backup`):
@@ -61,15 +64,16 @@ pub const PROBE_STATEMENT: &str = "SELECT \
        WHERE datallowconn AND NOT pg_catalog.has_database_privilege(oid, 'CONNECT'))::text, \
      (SELECT rolbypassrls FROM pg_catalog.pg_roles WHERE rolname = current_user)::text";
 
-/// The session setting carrying the password to [`SETUP_STATEMENT`].
-pub const PASSWORD_SETTING: &str = "pgdb.backup_password";
+/// The session setting carrying the password's SCRAM verifier to
+/// [`SETUP_STATEMENT`].
+pub const PASSWORD_SETTING: &str = "pgdb.backup_verifier";
 
 /// Run as the superuser: creates the backup role or brings it back to
 /// what backups need (login, read-only, the Secret's password, read
 /// access to all data, CONNECT on every database).
 pub const SETUP_STATEMENT: &str = r#"DO $setup$
 DECLARE
-  password text := current_setting('pgdb.backup_password');
+  password text := current_setting('pgdb.backup_verifier');
   db record;
 BEGIN
   IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'pgdb_backup') THEN
@@ -136,6 +140,13 @@ pub fn backup_secret(
         ),
         ..Default::default()
     }
+}
+
+/// The SCRAM-SHA-256 verifier of `password`, as the server stores it
+/// (`SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`): `ALTER
+/// ROLE ... PASSWORD` given one stores it as it is.
+pub fn verifier(password: &str) -> String {
+    postgres_protocol::password::scram_sha_256(password.as_bytes())
 }
 
 fn secret_password(secret: Option<&Secret>) -> Option<String> {
@@ -276,7 +287,7 @@ impl Capability for BackupAccess {
                     "set up role {BACKUP_ROLE} for backups (LOGIN, pg_read_all_data, BYPASSRLS, CONNECT on every database) with the password in Secret {}",
                     backup_credentials_secret(&name)
                 ),
-                settings: SessionSettings(vec![(PASSWORD_SETTING, password)]),
+                settings: SessionSettings(vec![(PASSWORD_SETTING, verifier(&password))]),
             });
         }
         Ok(())
@@ -321,6 +332,21 @@ mod tests {
             .iter()
             .map(|o| format!("{}/{}", o.resource.kind, o.name))
             .collect()
+    }
+
+    #[test]
+    fn a_database_to_back_up_before_deleting_gets_the_credentials_and_the_volume_beforehand() {
+        let db = DbBuilder::named("orders")
+            .version("16")
+            .deletion_policy(DeletionPolicy::BackupThenDelete)
+            .build();
+        assert_eq!(
+            names(&desired(&db, &running_server().build())),
+            [
+                "Secret/orders-backup-credentials",
+                "PersistentVolumeClaim/orders-backups"
+            ]
+        );
     }
 
     #[test]
@@ -423,7 +449,7 @@ mod tests {
     }
 
     #[test]
-    fn the_password_is_kept_and_reaches_the_setup_as_a_setting_never_as_sql_text() {
+    fn the_password_is_kept_and_only_its_scram_verifier_reaches_the_setup_as_a_setting() {
         let db = with_backup(Some(BackupSpec::default()));
         let observed = running_server()
             .with(&login_secret(
@@ -450,9 +476,13 @@ mod tests {
         assert_eq!(sql[0].target.user, "postgres");
         assert_eq!(sql[0].statement, SETUP_STATEMENT);
         assert!(!sql[0].statement.contains("kept-pw"));
-        assert_eq!(
-            sql[0].settings,
-            SessionSettings(vec![(PASSWORD_SETTING, "kept-pw".into())])
+        // Only the password's SCRAM verifier crosses the wire.
+        let SessionSettings(settings) = &sql[0].settings;
+        assert_eq!(settings.len(), 1);
+        assert_eq!(settings[0].0, PASSWORD_SETTING);
+        assert!(
+            settings[0].1.starts_with("SCRAM-SHA-256$4096:"),
+            "{settings:?}"
         );
         assert!(!format!("{:?}", sql[0]).contains("kept-pw"));
     }

@@ -5,14 +5,15 @@
 //! `PostgresDBBackup`) and create the new database empty, reporting
 //! `spec.restore` as not implemented.
 //!
-//! Written against the contracts between Level 3's parts (the backup
-//! controller sets `status.phase` and `status.summary`; the restore sets
-//! `status.restore`); listed in [`super::pending_merge`] until the level
-//! has them.
+//! The backup controller sets the backup's `status.phase` and
+//! `status.summary`; the restore sets the new database's
+//! `status.restore`. Both databases run PostgreSQL
+//! [`super::BACKUP_VERSION`], whose client tools the sandbox has.
 
 use std::fmt;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::PostParams;
 use shared::backup::{
     BackupPhase, PostgresDBBackup, PostgresDBBackupSpec, RestorePhase, RestoreSpec,
@@ -102,7 +103,13 @@ impl Scenario for BackupRestored {
 
     async fn run(cluster: &TestCluster, level: LevelId) -> Result<Observed<RoundTrip>, Failed> {
         let operator = cluster.run_operator(level);
-        create_ready(cluster, DbBuilder::manifest(NAME).build()).await?;
+        create_ready(
+            cluster,
+            DbBuilder::manifest(NAME)
+                .version(super::BACKUP_VERSION)
+                .build(),
+        )
+        .await?;
         write_three_rows(cluster).await?;
         let mut backup = PostgresDBBackup::new(
             BACKUP,
@@ -133,12 +140,36 @@ impl Scenario for BackupRestored {
                 .or_fail(format!("read PostgresDBBackup {BACKUP}"))?
         };
         let status = taken.and_then(|b| b.status).unwrap_or_default();
-        let mut restored = DbBuilder::manifest(RESTORED).build();
+        let mut restored = DbBuilder::manifest(RESTORED)
+            .version(super::BACKUP_VERSION)
+            .build();
         restored.spec.restore = Some(RestoreSpec {
             from_backup: Some(BACKUP.into()),
             from_database: None,
         });
-        let restored = create_ready(cluster, restored).await?;
+        create_ready(cluster, restored).await?;
+        // A restored pod restarts once after Verified, without the restore
+        // init container (a pod that never had one is already there).
+        cluster
+            .wait_for_object::<Pod>(
+                &format!("{RESTORED}-0"),
+                "ready without an init container",
+                |pod| {
+                    pod.is_some_and(|p| {
+                        p.spec
+                            .as_ref()
+                            .is_some_and(|s| s.init_containers.as_ref().is_none_or(Vec::is_empty))
+                            && p.status
+                                .as_ref()
+                                .and_then(|s| s.conditions.as_ref())
+                                .is_some_and(|c| {
+                                    c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                                })
+                    })
+                },
+            )
+            .await?;
+        let restored = cluster.wait_for(RESTORED, "Ready", is_settled).await?;
         let rows = {
             let database = connect(cluster, Role::Owner, RESTORED)
                 .await

@@ -3,10 +3,12 @@
 //! last backup, waits for it to complete, then deletes the data volume;
 //! the backup and the backup volume stay.
 //!
-//! This scenario needs Level 3's backup controller, which takes the final
-//! `PostgresDBBackup` (status.phase Completed, status.summary.rows) and
-//! writes to the backup volume; it is listed in [`super::pending_merge`]
-//! until that controller is part of the level.
+//! Level 3's backup controller takes the final `PostgresDBBackup`
+//! (status.phase Completed, status.summary.rows counts the rows) into the
+//! backup volume. Levels 1 and 2 report `spec.deletionPolicy` as not
+//! implemented and delete the database as they always do, keeping its
+//! data volume. The database runs PostgreSQL [`super::BACKUP_VERSION`],
+//! whose client tools the sandbox has.
 
 use std::fmt;
 
@@ -108,7 +110,7 @@ impl Scenario for DeletedBackupThenDelete {
             // PostgreSQL 15: the sandbox's client tools (pg_dumpall) are
             // 15's, and pg_dumpall refuses a newer server.
             DbBuilder::manifest(NAME)
-                .version("15")
+                .version(super::BACKUP_VERSION)
                 .deletion_policy(DeletionPolicy::BackupThenDelete)
                 .build(),
         )

@@ -29,6 +29,7 @@ mod deleted_statefulset;
 mod deleted_under_policy;
 mod edited_child;
 mod failed_minor_upgrade;
+mod failing_backup;
 mod install;
 mod invalid_spec;
 mod major_upgrade_with_data;
@@ -36,9 +37,11 @@ mod minor_upgrade;
 mod operator_swap;
 mod parameter_changed;
 mod pause;
+mod restart_mid_backup;
 mod restart_mid_reconcile;
 mod restart_mid_upgrade;
 mod restore_into_non_empty;
+mod retention_series;
 pub mod steps;
 mod unimplemented_section;
 mod version_change;
@@ -189,29 +192,19 @@ pub fn all() -> Vec<Entry> {
         entry::<major_upgrade_with_data::MajorUpgradeWithData>(),
         entry::<deleted_under_policy::DeletedRetain>(),
         entry::<deleted_under_policy::DeletedDelete>(),
-    ]
-}
-
-/// Level 3 scenarios written against the contracts between Level 3's
-/// parts, which need a part not yet in the level (the backup controller
-/// takes the backups, the restore fills a new database): runnable by name (`PGDB_SCENARIOS` does not
-/// select them; `pgdb-tour --scenario NAME` does), and moved into [`all`]
-/// once the level has that part.
-pub fn pending_merge() -> Vec<Entry> {
-    vec![
         entry::<deleted_backup_then_delete::DeletedBackupThenDelete>(),
         entry::<backup_restored::BackupRestored>(),
         entry::<restore_into_non_empty::RestoreIntoNonEmpty>(),
+        entry::<failing_backup::FailingBackup>(),
+        entry::<retention_series::RetentionSeries>(),
+        entry::<restart_mid_backup::RestartMidBackup>(),
     ]
 }
 
 /// The scenario `name` names, as `PGDB_SCENARIOS` and `pgdb-tour
 /// --scenario` spell it.
 pub fn find(name: &str) -> Option<Entry> {
-    all()
-        .into_iter()
-        .chain(pending_merge())
-        .find(|e| e.name == name)
+    all().into_iter().find(|e| e.name == name)
 }
 
 /// The real-PostgreSQL runtime, for scenarios where data is at stake or
@@ -222,6 +215,11 @@ pub fn real_postgres() -> SandboxConfig {
         ..Default::default()
     }
 }
+
+/// The version of the databases whose backups a scenario takes: the
+/// backup Job runs the server major's `pg_dump`, and the sandbox's client
+/// tools are PostgreSQL 15's (`scripts/install-postgres.sh`).
+pub const BACKUP_VERSION: &str = "15";
 
 /// `n kind` or `n kinds`.
 pub fn count(n: usize, kind: &str) -> String {

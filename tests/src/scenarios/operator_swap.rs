@@ -5,6 +5,7 @@ use std::fmt;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::ResourceExt;
 
 use super::steps::{NAME, children, create_ready, is_settled};
@@ -22,6 +23,10 @@ pub struct TakeOver {
     /// configmaps`), and by a new resourceVersion (`ConfigMap/orders-config`;
     /// the StatefulSet's aside, which the settle's touches change).
     pub rewritten: Vec<String>,
+    /// Children the new operator made that the old one never had (Level
+    /// 3's PodDisruptionBudget), `Kind/name`: written once, as an
+    /// addition, not a rewrite.
+    pub added: Vec<String>,
     /// Writes to the database's own object (its status): observed, not
     /// shown in the matrix, where the claim is about children.
     pub database_writes: Vec<String>,
@@ -37,6 +42,9 @@ impl fmt::Display for TakeOver {
             write!(f, "no child rewritten")?;
         } else {
             write!(f, "rewritten: {}", self.rewritten.join(", "))?;
+        }
+        if !self.added.is_empty() {
+            write!(f, "; added {}", self.added.join(", "))?;
         }
         write!(
             f,
@@ -74,6 +82,15 @@ async fn versions(cluster: &TestCluster) -> Result<Vec<String>, Failed> {
 }
 
 /// Each pod's uid and container restarts.
+/// The names of the database's PodDisruptionBudgets.
+async fn budgets(cluster: &TestCluster) -> Result<Vec<String>, Failed> {
+    Ok(children::<PodDisruptionBudget>(cluster)
+        .await?
+        .into_iter()
+        .map(|b| b.name_any())
+        .collect())
+}
+
 async fn pods(cluster: &TestCluster) -> Result<Vec<(String, i32)>, Failed> {
     Ok(children::<Pod>(cluster)
         .await?
@@ -98,6 +115,10 @@ impl Scenario for OperatorSwap {
     fn expected(level: LevelId) -> TakeOver {
         TakeOver {
             rewritten: vec![],
+            added: match level {
+                LevelId::One | LevelId::Two => vec![],
+                LevelId::Three => vec![format!("PodDisruptionBudget/{NAME}")],
+            },
             // Level 2 reports more in status than Level 1 and names itself
             // in the SpecImplemented condition: its first reconcile writes
             // the status, and nothing else.
@@ -125,6 +146,7 @@ impl Scenario for OperatorSwap {
         cluster.settle(NAME).await?;
         first.stop().await;
         let versions_before = versions(cluster).await?;
+        let budgets_before = budgets(cluster).await?;
         let pods_before = pods(cluster).await?;
         let counts_before = cluster.sandbox_handle().map(|s| s.counters().snapshot());
         let second = cluster.run_operator(level);
@@ -137,6 +159,12 @@ impl Scenario for OperatorSwap {
             .wait_for(NAME, "Ready under the new operator", is_settled)
             .await?;
         let versions_after = versions(cluster).await?;
+        let added: Vec<String> = budgets(cluster)
+            .await?
+            .into_iter()
+            .filter(|b| !budgets_before.contains(b))
+            .map(|b| format!("PodDisruptionBudget/{b}"))
+            .collect();
         let pods_after = pods(cluster).await?;
         second.stop().await;
         let (Some(before), Some(after)) = (counts_before, after) else {
@@ -153,8 +181,12 @@ impl Scenario for OperatorSwap {
             .collect();
         // Children by the request counts, and by resourceVersion too (a
         // write the counts missed would still show there).
-        let mut rewritten =
-            writes.resources_except(&["postgresdbs", "postgresdbs/status", "events"]);
+        // A budget written where none was before is the addition above.
+        let mut except = vec!["postgresdbs", "postgresdbs/status", "events"];
+        if budgets_before.is_empty() && !added.is_empty() {
+            except.push("poddisruptionbudgets");
+        }
+        let mut rewritten = writes.resources_except(&except);
         rewritten.extend(
             versions_after
                 .iter()
@@ -164,6 +196,7 @@ impl Scenario for OperatorSwap {
         );
         Ok(Observed::Seen(TakeOver {
             rewritten,
+            added,
             database_writes,
             pod_kept: !pods_before.is_empty()
                 && pods_before

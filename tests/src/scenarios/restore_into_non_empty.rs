@@ -1,20 +1,28 @@
-//! A database holding three rows is given `spec.restore` (real
-//! PostgreSQL): restoring into a database that already holds data is
-//! refused, naming the field, and the rows stay. Levels 1 and 2 report
-//! `spec.restore` as not implemented and keep serving the rows.
+//! A database holding three rows is backed up, then given `spec.restore`
+//! from that backup (real PostgreSQL): restoring into a database that
+//! already holds data is refused, naming the field
+//! (`RefusedRestoreIntoExistingData`), and the rows stay. Levels 1 and 2
+//! take no backup, report `spec.restore` as not implemented and keep
+//! serving the rows.
 //!
-//! Written against the restore's contract (a refusal is a `SpecProblem`
-//! on `spec.restore`: Ready=False with a reason starting with "Refused");
-//! listed in [`super::pending_merge`] until the level has the restore.
+//! The backup is a real, Completed one on Level 3, so the refusal is the
+//! one about existing data, not one about the backup.
 
 use std::fmt;
 use std::time::Duration;
 
+use kube::api::PostParams;
+use shared::backup::{BackupPhase, PostgresDBBackup, PostgresDBBackupSpec};
+use shared::names::common_labels;
+
 use super::steps::{NAME, condition, create_ready, patch_spec, rows, write_three_rows};
 use super::{Observed, Scenario};
 use crate::builders::DbBuilder;
-use crate::harness::{Failed, TestCluster};
+use crate::harness::{Failed, OrFail, TestCluster};
 use crate::levels::LevelId;
+
+/// The backup taken, then asked for.
+const BACKUP: &str = "orders-manual";
 
 pub struct RestoreIntoNonEmpty;
 
@@ -23,8 +31,9 @@ pub struct RestoreIntoNonEmpty;
 pub enum Verdict {
     /// Not implemented: `SpecImplemented=False`, still Ready.
     NotImplemented { rows: Option<i64> },
-    /// Refused: Ready=False with a `Refused…` reason naming `spec.restore`.
-    Refused { rows: Option<i64> },
+    /// Refused: Ready=False with a `Refused…` reason (given) naming
+    /// `spec.restore`.
+    Refused { reason: String, rows: Option<i64> },
     /// Something else: the Ready condition's reason.
     Other {
         ready_reason: String,
@@ -42,9 +51,11 @@ impl fmt::Display for Verdict {
                 "not implemented (SpecImplemented=False); still Ready; {}",
                 rows(r)
             ),
-            Verdict::Refused { rows: r } => {
-                write!(f, "refused: Ready=False naming spec.restore; {}", rows(r))
-            }
+            Verdict::Refused { reason, rows: r } => write!(
+                f,
+                "refused: Ready=False, {reason}, naming spec.restore; {}",
+                rows(r)
+            ),
             Verdict::Other {
                 ready_reason,
                 rows: r,
@@ -62,7 +73,10 @@ impl Scenario for RestoreIntoNonEmpty {
     fn expected(level: LevelId) -> Verdict {
         match level {
             LevelId::One | LevelId::Two => Verdict::NotImplemented { rows: Some(3) },
-            LevelId::Three => Verdict::Refused { rows: Some(3) },
+            LevelId::Three => Verdict::Refused {
+                reason: "RefusedRestoreIntoExistingData".into(),
+                rows: Some(3),
+            },
         }
     }
 
@@ -71,16 +85,42 @@ impl Scenario for RestoreIntoNonEmpty {
     }
 
     fn budget() -> Duration {
-        Duration::from_secs(120)
+        // A first start, an initdb and a backup Job on real PostgreSQL.
+        Duration::from_secs(150)
     }
 
     async fn run(cluster: &TestCluster, level: LevelId) -> Result<Observed<Verdict>, Failed> {
         let operator = cluster.run_operator(level);
-        create_ready(cluster, DbBuilder::manifest(NAME).build()).await?;
+        create_ready(
+            cluster,
+            DbBuilder::manifest(NAME)
+                .version(super::BACKUP_VERSION)
+                .build(),
+        )
+        .await?;
         write_three_rows(cluster).await?;
+        let mut backup = PostgresDBBackup::new(
+            BACKUP,
+            PostgresDBBackupSpec {
+                database: NAME.into(),
+            },
+        );
+        backup.metadata.labels = Some(common_labels(NAME));
+        cluster
+            .api::<PostgresDBBackup>()
+            .create(&PostParams::default(), &backup)
+            .await
+            .or_fail(format!("create PostgresDBBackup {BACKUP}"))?;
+        if level == LevelId::Three {
+            cluster
+                .wait_for_object::<PostgresDBBackup>(BACKUP, "Completed", |b| {
+                    b.and_then(|b| b.status.as_ref()?.phase) == Some(BackupPhase::Completed)
+                })
+                .await?;
+        }
         let generation = patch_spec(
             cluster,
-            serde_json::json!({"restore": {"fromBackup": "orders-any"}}),
+            serde_json::json!({"restore": {"fromBackup": BACKUP}}),
         )
         .await?;
         let db = cluster
@@ -107,7 +147,10 @@ impl Scenario for RestoreIntoNonEmpty {
             && ready_reason.starts_with("Refused")
             && ready_message.contains("spec.restore")
         {
-            Verdict::Refused { rows }
+            Verdict::Refused {
+                reason: ready_reason,
+                rows,
+            }
         } else {
             Verdict::Other { ready_reason, rows }
         };
