@@ -1,33 +1,34 @@
-//! Level 3's restore on real PostgreSQL: a backup folder made by hand on a
-//! backup volume (a Job runs pg_dumpall --globals-only, pg_dump -Fc and
-//! table_facts.sql against the source database, the test writes the
-//! manifest), a `PostgresDBBackup` recording it as Completed, and a new
-//! database restored from it, verified, with the same rows and its own
-//! credentials (also named by its database, `fromDatabase`); the verify Job
-//! of `spec.backup.verify` passing on the same backup; a restore whose rows
-//! differ from its manifest failing with a Warning naming the table; a
-//! restore into a database that already holds data, and one from an unknown
-//! backup, refused with nothing created. And the S3 round trip: a backup
-//! the backup controller uploads to a real S3 server (moto's, in a region
-//! of its own) restored into a new database with the
-//! same rows, read with the backup Job's rclone configuration.
+//! Level 3's restore on real PostgreSQL: a backup of a source database
+//! taken by the backup controller (a `PostgresDBBackup` created as a user
+//! does, waited for until Completed), and a new database restored from it,
+//! verified, with the same rows and its own credentials (also named by its
+//! database, `fromDatabase`); the verify Job of `spec.backup.verify`
+//! passing on the same backup; a restore from a second backup whose
+//! manifest the test changes on the backup volume once it is Completed
+//! (its rows differ from the manifest) failing with a Warning naming the
+//! table; a restore into a database that already holds data, and one from
+//! an unknown backup, refused with nothing created. And the S3 round trip:
+//! a backup the backup controller uploads to a real S3 server (moto's, in
+//! a region of its own) restored into a new database with the same rows,
+//! read with the backup Job's rclone configuration.
+//!
+//! The test writes no backup status: the backup controller owns it, and a
+//! backup object the test made Completed by hand would be taken by the
+//! controller first (its Job recreates the folder).
 
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, CustomResourceExt};
-use level3_lifecycle::lifecycle::manifest::{
-    FORMAT, Manifest, ManifestDatabase, ManifestFile, ManifestTable,
-};
+use level3_lifecycle::lifecycle::manifest::Manifest;
 use level3_lifecycle::lifecycle::names::backup_volume;
 use level3_lifecycle::lifecycle::verify::{verification, verify_job};
 use shared::api::PostgresDB;
-use shared::backup::{PostgresDBBackup, RestorePhase};
+use shared::backup::{BackupPhase, PostgresDBBackup, PostgresDBBackupSpec, RestorePhase};
 use shared::conditions::READY;
-use shared::names::common_labels;
 use shared::runner::{self, RunOptions};
 use shared::testing::ObservedBuilder;
 use tests::builders::DbBuilder;
@@ -35,7 +36,6 @@ use tests::connect::{Role, connect};
 use tests::harness::{TestCluster, real_postgres};
 use tokio::sync::oneshot;
 
-const TABLE_FACTS: &str = include_str!("../../../level3-lifecycle/src/lifecycle/table_facts.sql");
 const BACKUP: &str = "shop-manual";
 
 /// Level 3, run in-process against the test's namespace, until dropped.
@@ -135,162 +135,60 @@ async fn source_with_rows(cluster: &TestCluster) {
         .expect("rows are written");
 }
 
-/// Dumps `shop` onto its backup volume with a Job, then writes the
-/// manifest, and records the backup as a Completed `PostgresDBBackup`.
-async fn backup_by_hand(cluster: &TestCluster) -> (std::path::PathBuf, Manifest) {
-    let volume = backup_volume("shop");
-    let claim: PersistentVolumeClaim = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": volume, "labels": common_labels("shop")},
-        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}
-    }))
-    .expect("a claim");
-    cluster
-        .api::<PersistentVolumeClaim>()
-        .create(&PostParams::default(), &claim)
+/// Takes the backup `name` of `shop` as a user does: creates the
+/// `PostgresDBBackup` and lets the backup controller take it, waiting (with
+/// the harness's bounded wait) until it is Completed. Returns its folder on
+/// the host (the sandbox's backup volume is a host directory) and the
+/// manifest the backup Job wrote there.
+async fn take_backup(cluster: &TestCluster, name: &str) -> (std::path::PathBuf, Manifest) {
+    let backups = cluster.api::<PostgresDBBackup>();
+    backups
+        .create(
+            &PostParams::default(),
+            &PostgresDBBackup::new(
+                name,
+                PostgresDBBackupSpec {
+                    database: "shop".into(),
+                },
+            ),
+        )
         .await
-        .expect("the backup volume is created");
-    let script = format!(
-        r#"set -eu
-dir=/backups/{BACKUP}
-mkdir -p "$dir"
-cat > "$dir/facts.sql" <<'SQL'
-{TABLE_FACTS}
-SQL
-pg_dumpall --globals-only --file="$dir/globals.sql"
-psql -X -At -c "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1" > "$dir/databases"
-while read -r db; do
-  pg_dump -Fc --dbname="$db" --file="$dir/$db.dump"
-  psql -X -At -F "$(printf '\t')" -v ON_ERROR_STOP=1 -v digest_bytes=1073741824 --dbname="$db" -f "$dir/facts.sql" > "$dir/$db.facts"
-done < "$dir/databases"
-psql -X -At -c "SHOW server_version" > "$dir/server_version"
-rm "$dir/facts.sql"
-"#
-    );
-    let job: Job = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "manual-backup"},
-        "spec": {"backoffLimit": 0, "template": {"spec": {
-            "restartPolicy": "Never",
-            "volumes": [{"name": "backups", "persistentVolumeClaim": {"claimName": volume}}],
-            "containers": [{"name": "dump", "image": "postgres:15",
-                "command": ["sh", "-c", script],
-                "env": [
-                    {"name": "PGHOST", "value": "shop"},
-                    {"name": "PGUSER", "value": "postgres"},
-                    {"name": "PGDATABASE", "value": "postgres"},
-                    {"name": "PGPASSWORD", "valueFrom": {"secretKeyRef": {"name": "shop-superuser", "key": "password"}}}],
-                "volumeMounts": [{"name": "backups", "mountPath": "/backups"}]}]}}}
-    }))
-    .expect("a Job");
-    cluster
-        .api::<Job>()
-        .create(&PostParams::default(), &job)
-        .await
-        .expect("the Job is created");
-    cluster
-        .wait_for_object::<Job>("manual-backup", "succeeded", |job| {
-            job.and_then(|j| j.status.as_ref()?.succeeded).unwrap_or(0) > 0
+        .unwrap_or_else(|e| panic!("creates backup {name}: {e}"));
+    let finished = cluster
+        .wait_for_object::<PostgresDBBackup>(name, "Completed or Failed", |b| {
+            matches!(
+                b.and_then(|b| b.status.as_ref()).and_then(|s| s.phase),
+                Some(BackupPhase::Completed | BackupPhase::Failed)
+            )
         })
-        .await
-        .expect("the dump Job succeeds");
-
-    let host = cluster
+        .await;
+    let backup = backups.get(name).await.expect("reads the backup");
+    let status = backup.status.clone().unwrap_or_default();
+    assert!(
+        finished.is_ok() && status.phase == Some(BackupPhase::Completed),
+        "{:?}\n{status:?}\n{:?}",
+        finished.err(),
+        cluster.events(name).await
+    );
+    let location = status.location.expect("a location");
+    assert_eq!(
+        location.volume.as_deref(),
+        Some(backup_volume("shop").as_str())
+    );
+    let path = location.path;
+    let folder = cluster
         .sandbox_handle()
         .and_then(|sb| sb.postgres_runtime())
-        .and_then(|rt| rt.volume_path(cluster.namespace(), &volume))
+        .and_then(|rt| rt.volume_path(cluster.namespace(), &backup_volume("shop")))
         .expect("the backup volume is bound")
-        .join(BACKUP);
-    let read = |name: &str| {
-        std::fs::read_to_string(host.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
-    };
-    let mut databases = Vec::new();
-    let mut files = vec!["globals.sql".to_string()];
-    for name in read("databases").lines().filter(|l| !l.is_empty()) {
-        let tables = read(&format!("{name}.facts"))
-            .lines()
-            .filter(|l| !l.is_empty())
-            .map(|line| {
-                let cols: Vec<&str> = line.split('\t').collect();
-                ManifestTable {
-                    schema: cols[0].into(),
-                    name: cols[1].into(),
-                    rows: cols[2].parse().expect("a count"),
-                    digest: cols.get(3).filter(|d| !d.is_empty()).map(|d| d.to_string()),
-                }
-            })
-            .collect();
-        databases.push(ManifestDatabase {
-            name: name.into(),
-            file: format!("{name}.dump"),
-            tables,
-        });
-        files.push(format!("{name}.dump"));
-    }
-    let files = files
-        .into_iter()
-        .map(|name| {
-            let path = host.join(&name);
-            let sum = std::process::Command::new("sha256sum")
-                .arg(&path)
-                .output()
-                .expect("sha256sum runs");
-            ManifestFile {
-                bytes: std::fs::metadata(&path).expect("exists").len(),
-                sha256: String::from_utf8_lossy(&sum.stdout)
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or_default()
-                    .into(),
-                name,
-            }
-        })
-        .collect();
-    let server_version = read("server_version").trim().to_string();
-    let manifest = Manifest {
-        format: FORMAT,
-        backup: BACKUP.into(),
-        database: "shop".into(),
-        server_version: server_version.clone(),
-        snapshot_at: "2026-12-01T00:00:00Z".into(),
-        files,
-        databases,
-    };
-    std::fs::write(
-        host.join("manifest.json"),
-        serde_json::to_string(&manifest).expect("serialises"),
-    )
-    .expect("the manifest is written");
-
-    record_backup(cluster, BACKUP, &server_version).await;
-    (host, manifest)
+        .join(path.trim_matches('/'));
+    let text = std::fs::read_to_string(folder.join("manifest.json"))
+        .unwrap_or_else(|e| panic!("{}: {e}", folder.display()));
+    let manifest = serde_json::from_str(&text).expect("the manifest parses");
+    (folder, manifest)
 }
 
-/// A `PostgresDBBackup` of `shop` named `name`, recorded Completed with
-/// its files in the folder of that name on shop's backup volume.
-async fn record_backup(cluster: &TestCluster, name: &str, server_version: &str) {
-    let backups = cluster.api::<PostgresDBBackup>();
-    let backup: PostgresDBBackup = serde_json::from_value(serde_json::json!({
-        "apiVersion": "pgdb.example.com/v1", "kind": "PostgresDBBackup",
-        "metadata": {"name": name, "labels": common_labels("shop")},
-        "spec": {"database": "shop"}
-    }))
-    .expect("a backup");
-    backups
-        .create(&PostParams::default(), &backup)
-        .await
-        .expect("the backup object is created");
-    let status = serde_json::json!({"status": {
-        "phase": "Completed",
-        "completedAt": "2026-12-01T00:00:00Z",
-        "serverVersion": server_version,
-        "location": {"volume": backup_volume("shop"), "path": format!("/{name}/")}
-    }});
-    backups
-        .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
-        .await
-        .expect("the backup is recorded Completed");
-}
-
-/// Runs the verify Job `lifecycle::verify` builds for the hand-made backup
+/// Runs the verify Job `lifecycle::verify` builds for the backup
 /// and reads its verdict as the backup controller would.
 async fn verify_in_a_scratch_server(cluster: &TestCluster) {
     let db = cluster
@@ -347,7 +245,7 @@ async fn a_backup_restores_into_a_new_database_with_the_same_rows_and_refusals_t
         .with_budget(Duration::from_secs(120));
     let _operator = run_level3(&cluster).await;
     source_with_rows(&cluster).await;
-    let (folder, manifest) = backup_by_hand(&cluster).await;
+    take_backup(&cluster, BACKUP).await;
 
     // spec.backup.verify's Job restores it into a scratch server and passes.
     verify_in_a_scratch_server(&cluster).await;
@@ -449,13 +347,10 @@ async fn a_backup_restores_into_a_new_database_with_the_same_rows_and_refusals_t
 
     // A backup whose restored rows differ from its manifest: the restore
     // fails naming the table, with a Warning, and the database never serves.
-    let tampered = folder.with_file_name("shop-tampered");
-    std::fs::create_dir_all(&tampered).expect("a second folder");
-    for entry in std::fs::read_dir(&folder).expect("the folder lists") {
-        let entry = entry.expect("an entry");
-        std::fs::copy(entry.path(), tampered.join(entry.file_name())).expect("copies");
-    }
-    let mut wrong = manifest.clone();
+    // The backup is taken by the backup controller; its manifest is
+    // changed on the backup volume once it is Completed.
+    let (tampered, manifest) = take_backup(&cluster, "shop-tampered").await;
+    let mut wrong = manifest;
     for table in wrong.databases.iter_mut().flat_map(|d| d.tables.iter_mut()) {
         if table.name == "orders" {
             table.rows += 1;
@@ -466,7 +361,6 @@ async fn a_backup_restores_into_a_new_database_with_the_same_rows_and_refusals_t
         serde_json::to_string(&wrong).expect("serialises"),
     )
     .expect("the tampered manifest is written");
-    record_backup(&cluster, "shop-tampered", &manifest.server_version).await;
     let mut broken = DbBuilder::manifest("broken").version("15").build();
     broken.spec.restore = Some(shared::backup::RestoreSpec {
         from_backup: Some("shop-tampered".into()),
@@ -563,9 +457,7 @@ async fn a_backup_restores_into_a_new_database_with_the_same_rows_and_refusals_t
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_in_s3_restores_into_a_new_database_with_the_same_rows() {
     use k8s_openapi::api::core::v1::Secret;
-    use shared::backup::{
-        BackupDestination, BackupPhase, BackupSpec, PostgresDBBackupSpec, S3Destination,
-    };
+    use shared::backup::{BackupDestination, BackupSpec, S3Destination};
     use tests::harness::s3::S3Server;
 
     // A server that does not check signatures: with moto checking keys,
