@@ -129,13 +129,15 @@ pub async fn run(args: BackupArgs) -> Result<(), Failure> {
         .with_budget(Duration::from_secs(900));
     let operator = cluster.run_operator(LevelId::Three);
     let result = measure(&cluster, &args, load_at_start).await;
+    // The figures first: stopping checks that the operator exits cleanly.
+    if let Ok(figures) = &result {
+        println!("{}", table(figures));
+        std::fs::write(&args.json, serde_json::to_string_pretty(figures)?)?;
+        eprintln!("figures written to {}", args.json.display());
+    }
     operator.stop().await;
     cluster.finish().await;
-    let figures = result?;
-    println!("{}", table(&figures));
-    std::fs::write(&args.json, serde_json::to_string_pretty(&figures)?)?;
-    eprintln!("figures written to {}", args.json.display());
-    Ok(())
+    result.map(|_| ())
 }
 
 async fn measure(
