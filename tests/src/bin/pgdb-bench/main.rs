@@ -20,6 +20,8 @@
 //! cargo build --release -p sandbox -p level1-install -p level2-upgrade
 //! cargo run --release -p tests --bin pgdb-bench -- --levels 1,2 --databases 1000
 //! ```
+//!
+//! `--backup-bench` measures Level 3's backups instead ([`backup`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -41,6 +43,8 @@ use tests::harness::install_crd;
 use tests::levels::LevelId;
 use tests::scenarios::is_settled;
 use tokio::process::{Child, Command};
+
+mod backup;
 
 /// Create many PostgresDBs at once against each level and measure.
 #[derive(Debug, Parser)]
@@ -64,6 +68,19 @@ struct Args {
     /// Where to write the figures as JSON.
     #[arg(long, default_value = "pgdb-bench.json")]
     json: PathBuf,
+    /// Measure Level 3's backups against a bare pg_dump, and a schedule
+    /// slot's latency, on real PostgreSQL 15, instead of many databases.
+    #[arg(long)]
+    backup_bench: bool,
+    /// With --backup-bench: about how much data to load, in MB.
+    #[arg(long, default_value_t = 200)]
+    size_mb: u64,
+    /// With --backup-bench: how many schedule slots to measure.
+    #[arg(long, default_value_t = 4)]
+    slots: usize,
+    /// With --backup-bench: the schedule's period, in seconds.
+    #[arg(long, default_value_t = 15)]
+    every_seconds: u64,
 }
 
 /// One level's figures.
@@ -123,6 +140,15 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), Failure> {
+    if args.backup_bench {
+        return backup::run(backup::BackupArgs {
+            size_mb: args.size_mb,
+            slots: args.slots,
+            every_seconds: args.every_seconds,
+            json: args.json,
+        })
+        .await;
+    }
     let mut all = vec![];
     for n in &args.levels {
         let level = LevelId::from_number(*n).ok_or(format!("no level {n}"))?;
