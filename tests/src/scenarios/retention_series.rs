@@ -193,7 +193,36 @@ impl Scenario for RetentionSeries {
             )
             .await?;
         // Retention runs after each successful backup: a reconcile that
-        // began after the last one ended has enforced it.
+        // began after the last one ended has enforced it. The reconcile
+        // that names the newest completed backup in status.backup issued
+        // its deletions before that status write, which makes it a sync
+        // point a cluster without the sandbox's request counters has too.
+        if implemented {
+            cluster
+                .eventually(
+                    cluster.budget(),
+                    "status.backup names the newest completed backup",
+                    || async {
+                        let listed = backups(cluster).await?;
+                        let newest = listed
+                            .iter()
+                            .filter(|b| phase(b) == Some(BackupPhase::Completed))
+                            .filter_map(|b| {
+                                let at = b.status.as_ref()?.completed_at.clone()?;
+                                Some((at.0, b.name_any()))
+                            })
+                            .max()
+                            .map(|(_, name)| name);
+                        let db = cluster.database(NAME).await.or_fail("read the database")?;
+                        let named = db
+                            .and_then(|d| d.status)
+                            .and_then(|s| s.backup)
+                            .and_then(|b| b.last_successful_backup);
+                        Ok((newest.is_some() && named == newest).then_some(()))
+                    },
+                )
+                .await?;
+        }
         cluster.settle(NAME).await?;
         let listed = backups(cluster).await?;
         record(&seen, &listed)?;
