@@ -32,5 +32,6 @@ pub fn level() -> Level {
         name: "level1-install",
         capabilities: capabilities(),
         companions: Vec::new(),
+        insights: None,
     }
 }

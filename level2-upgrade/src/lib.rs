@@ -39,5 +39,6 @@ pub fn level() -> Level {
         name: "level2-upgrade",
         capabilities: capabilities(),
         companions: Vec::new(),
+        insights: None,
     }
 }

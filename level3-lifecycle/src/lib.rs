@@ -33,5 +33,6 @@ pub fn level() -> Level {
         name: "level3-lifecycle",
         capabilities: capabilities(),
         companions: vec![lifecycle::backup_controller::companion()],
+        insights: None,
     }
 }

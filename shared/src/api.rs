@@ -324,6 +324,38 @@ pub struct PostgresDBStatus {
     /// (Level 3 and above).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<crate::backup::RestoreStatus>,
+
+    /// The key health figures of the operator's latest measurement, coarse
+    /// enough not to change while the database is at rest (Level 4 and
+    /// above; see `kubectl get pgdb -o wide`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insights: Option<InsightsStatus>,
+}
+
+/// The key health figures of a database (Level 4 and above), from the
+/// operator's latest measurement. Exact, current values are in the
+/// operator's metrics; these are rounded so a database at rest is not
+/// written to.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InsightsStatus {
+    /// Client connections open, in every state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections: Option<i64>,
+    /// Connections clients may open: `max_connections` minus those
+    /// reserved for superusers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<i64>,
+    /// The data volume's used space, in whole percent of its capacity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_used_percent: Option<i64>,
+    /// The data volume's capacity, as a quantity ("1Gi").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_capacity: Option<String>,
+    /// When the last successful backup completed (Level 3's backups);
+    /// `kubectl` shows its age.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup_time: Option<Time>,
 }
 
 /// How parameter changes were applied.

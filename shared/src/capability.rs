@@ -96,6 +96,7 @@ pub struct Observed {
     /// Kinds (group, kind) listed by the database's instance label.
     listed: Vec<(String, String)>,
     sql: BTreeMap<String, SqlAnswer>,
+    reading: Option<crate::readings::DatabaseReading>,
 }
 
 impl Observed {
@@ -165,6 +166,17 @@ impl Observed {
     /// (no server to ask yet), an error when the server could not answer.
     pub fn sql(&self, name: &str) -> Option<&SqlAnswer> {
         self.sql.get(name)
+    }
+
+    /// Records the database's latest reading (Level 4 on).
+    pub fn set_reading(&mut self, reading: Option<crate::readings::DatabaseReading>) {
+        self.reading = reading;
+    }
+
+    /// The database's latest reading, when the level measures databases
+    /// and one was taken since the operator started: absent means unknown.
+    pub fn reading(&self) -> Option<&crate::readings::DatabaseReading> {
+        self.reading.as_ref()
     }
 
     /// Every observed object of kind `K`, by name.
@@ -672,6 +684,18 @@ pub struct Level {
     /// under the same leadership and shutdown (Level 3's backup
     /// controller); lower levels' first, like the capabilities.
     pub companions: Vec<Companion>,
+    /// What the level tells a monitoring system, from Level 4 on: with it
+    /// the operator serves `/metrics` (its own counters and the databases'
+    /// series) and keeps the databases' readings for the reconcile (see
+    /// the `metrics` and `readings` modules). `None` below Level 4.
+    pub insights: Option<Insights>,
+}
+
+/// What a level that serves metrics contributes to them.
+#[derive(Clone, Copy, Debug)]
+pub struct Insights {
+    /// Encodes the databases' latest readings as series, on each scrape.
+    pub database_series: crate::metrics::DatabaseSeries,
 }
 
 /// What a companion controller is given to run with.
@@ -688,6 +712,14 @@ pub struct CompanionContext {
     /// Cancelled when the operator stops or loses leadership: the
     /// companion finishes what it is doing and returns.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// The metrics, when the level serves them: the counters a companion
+    /// keeps and the readings a collector fills.
+    pub metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
+    /// The namespace the operator runs in (`POD_NAMESPACE`, the Lease's),
+    /// where operator-wide objects (a PrometheusRule) go.
+    pub operator_namespace: String,
+    /// How often a collector measures each database.
+    pub metrics_interval: std::time::Duration,
 }
 
 /// What a companion controller's run returns.

@@ -68,6 +68,25 @@ pub struct RunArgs {
     /// cluster and a port-forward through the API server outside one.
     #[arg(long, value_enum, default_value_t = DatabaseAccess::Auto, global = true)]
     pub database_access: DatabaseAccess,
+    /// How often Level 4 and above measure each database for metrics and
+    /// insights ("30s", "2m").
+    #[arg(long, value_parser = parse_interval, default_value = "30s", global = true)]
+    pub metrics_interval: Duration,
+}
+
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let span: jiff::Span = text
+        .parse()
+        .map_err(|error| format!("{text:?} is not a duration like 30s or 2m: {error}"))?;
+    let duration = Duration::try_from(
+        span.to_duration(jiff::SpanRelativeTo::days_are_24_hours())
+            .map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
+    if duration < Duration::from_secs(1) {
+        return Err(format!("{text:?} is shorter than one second"));
+    }
+    Ok(duration)
 }
 
 /// Parses the command line and runs `level`; the `main` of every level.
@@ -107,7 +126,10 @@ fn fail(error: &Error) -> ExitCode {
 async fn run(level: Level, args: RunArgs) -> Result<(), Error> {
     let client = connect(args.kubeconfig.as_deref(), &user_agent(level.name)).await?;
     let readiness = Readiness::default();
-    let (_, health) = health::bind(args.health_addr, readiness.clone()).await?;
+    let metrics = level.insights.map(|insights| {
+        std::sync::Arc::new(crate::metrics::Metrics::new(Some(insights.database_series)))
+    });
+    let (_, health) = health::bind(args.health_addr, readiness.clone(), metrics.clone()).await?;
     tokio::spawn(health);
     let instance = std::env::var("POD_NAME")
         .ok()
@@ -117,6 +139,7 @@ async fn run(level: Level, args: RunArgs) -> Result<(), Error> {
         instance.clone().unwrap_or_else(|| level.name.to_string()),
         std::process::id()
     );
+    let operator_namespace = args.lease_namespace.clone();
     let options = RunOptions {
         namespace: args.namespace,
         leader_election: args.leader_elect.then(|| LeaderElection {
@@ -128,6 +151,9 @@ async fn run(level: Level, args: RunArgs) -> Result<(), Error> {
         readiness,
         instance,
         database_access: args.database_access,
+        metrics,
+        operator_namespace: Some(operator_namespace),
+        metrics_interval: Some(args.metrics_interval),
     };
     tracing::info!(level = level.name, "starting");
     runner::run(level, client, options, shutdown_signal()).await

@@ -232,6 +232,7 @@ mod tests {
             name: "test-level",
             capabilities,
             companions: Vec::new(),
+            insights: None,
         }
     }
 

@@ -14,6 +14,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 
 use crate::error::Error;
+use crate::metrics::Metrics;
 
 /// Whether the controller is running, shared with the health server.
 #[derive(Clone, Debug, Default)]
@@ -31,9 +32,10 @@ impl Readiness {
     }
 }
 
-/// The routes of the health server.
-pub fn router(readiness: Readiness) -> Router {
-    Router::new()
+/// The routes of the health server; `/metrics` too when the level serves
+/// metrics (see the `metrics` module).
+pub fn router(readiness: Readiness, metrics: Option<Arc<Metrics>>) -> Router {
+    let routes = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/readyz",
@@ -45,7 +47,36 @@ pub fn router(readiness: Readiness) -> Router {
                 }
             }),
         )
-        .with_state(readiness)
+        .with_state(readiness);
+    match metrics {
+        Some(metrics) => routes.route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                async move {
+                    match metrics.encode() {
+                        Ok(text) => (
+                            StatusCode::OK,
+                            [(
+                                axum::http::header::CONTENT_TYPE,
+                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            )],
+                            text,
+                        ),
+                        Err(_) => (
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            [(
+                                axum::http::header::CONTENT_TYPE,
+                                "text/plain; charset=utf-8",
+                            )],
+                            "failed to encode the metrics".to_string(),
+                        ),
+                    }
+                }
+            }),
+        ),
+        None => routes,
+    }
 }
 
 /// Binds the health server; serving starts when the returned future is
@@ -53,6 +84,7 @@ pub fn router(readiness: Readiness) -> Router {
 pub async fn bind(
     address: SocketAddr,
     readiness: Readiness,
+    metrics: Option<Arc<Metrics>>,
 ) -> Result<(SocketAddr, impl Future<Output = ()>), Error> {
     let listener = tokio::net::TcpListener::bind(address)
         .await
@@ -66,7 +98,7 @@ pub async fn bind(
     })?;
     tracing::info!(address = %local, "serving /healthz and /readyz");
     Ok((local, async move {
-        if let Err(error) = axum::serve(listener, router(readiness)).await {
+        if let Err(error) = axum::serve(listener, router(readiness, metrics)).await {
             tracing::error!(%error, "health server stopped");
         }
     }))
@@ -92,7 +124,7 @@ mod tests {
     #[tokio::test]
     async fn healthz_is_ok_and_readyz_follows_the_controller() {
         let readiness = Readiness::default();
-        let (address, serve) = bind(([127, 0, 0, 1], 0).into(), readiness.clone())
+        let (address, serve) = bind(([127, 0, 0, 1], 0).into(), readiness.clone(), None)
             .await
             .expect("binds");
         tokio::spawn(serve);
@@ -111,7 +143,7 @@ mod tests {
             .await
             .expect("binds");
         let address = taken.local_addr().expect("address");
-        let Err(error) = bind(address, Readiness::default()).await else {
+        let Err(error) = bind(address, Readiness::default(), None).await else {
             panic!("a second bind of {address} succeeded");
         };
         let message = error.to_string();

@@ -248,6 +248,7 @@ mod tests {
             name: "test-level",
             capabilities: vec![Box::new(Applies)],
             companions: Vec::new(),
+            insights: None,
         }
     }
 
@@ -447,6 +448,7 @@ mod tests {
             name: "test-level",
             capabilities: vec![Box::new(Applies), Box::new(WatchesBackups)],
             companions: Vec::new(),
+            insights: None,
         };
         let resource = ApiResource::erase::<crate::backup::PostgresDBBackup>(&());
         let mut observed = Observed::default();

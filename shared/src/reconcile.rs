@@ -56,6 +56,9 @@ pub struct Context {
     pub recorder: Recorder,
     /// Reaches the databases for the capabilities' SQL.
     pub connector: Connector,
+    /// The metrics, when the level serves them: counted as the core works,
+    /// and the source of each database's latest reading.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
     /// Consecutive failures per object, for the retry backoff. This is
     /// pacing, not truth about the cluster: losing it on restart is harmless.
     failures: Mutex<HashMap<String, u32>>,
@@ -69,8 +72,16 @@ impl Context {
             client,
             level,
             recorder,
+            metrics: None,
             failures: Mutex::default(),
         }
+    }
+
+    /// The same context, counting into `metrics` and reading databases'
+    /// readings from it.
+    pub fn with_metrics(mut self, metrics: Option<Arc<crate::metrics::Metrics>>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     fn record_outcome(&self, key: &str, failed: bool) -> u32 {
@@ -448,6 +459,10 @@ async fn reconcile_in_span(cached: &PostgresDB, ctx: &Context) -> Result<Action,
         return finalize(ctx, db).await;
     }
     let mut observed = observe(&ctx.client, db, &prune::queries(&ctx.level, db)).await?;
+    if let Some(metrics) = &ctx.metrics {
+        let namespace = db.namespace().unwrap_or_default();
+        observed.set_reading(metrics.readings.get(&namespace, &db.name_any()));
+    }
     let probes = ctx.level.sql_probes(db, &observed);
     if !probes.is_empty() {
         let namespace = db.namespace().unwrap_or_default();

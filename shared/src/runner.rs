@@ -65,7 +65,23 @@ pub struct RunOptions {
     pub instance: Option<String>,
     /// How the operator reaches databases for SQL.
     pub database_access: crate::sql::DatabaseAccess,
+    /// The metrics `/metrics` serves, for a level with insights; created
+    /// here when absent (an operator run in-process, without a health
+    /// server).
+    pub metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
+    /// The namespace the operator runs in, where operator-wide objects go
+    /// ([`DEFAULT_OPERATOR_NAMESPACE`] when absent).
+    pub operator_namespace: Option<String>,
+    /// How often a level with insights measures each database
+    /// ([`DEFAULT_METRICS_INTERVAL`] when absent).
+    pub metrics_interval: Option<Duration>,
 }
+
+/// Where operator-wide objects go when no namespace is given.
+pub const DEFAULT_OPERATOR_NAMESPACE: &str = "default";
+
+/// How often a level with insights measures each database by default.
+pub const DEFAULT_METRICS_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Runs `level` until `shutdown` completes (or leadership is lost).
 pub async fn run(
@@ -104,6 +120,18 @@ pub async fn run(
         instance: options.instance.clone(),
     };
     let recorder = Recorder::new(client.clone(), reporter);
+    let metrics = match (&level.insights, &options.metrics) {
+        (Some(_), Some(metrics)) => Some(metrics.clone()),
+        (Some(insights), None) => Some(std::sync::Arc::new(crate::metrics::Metrics::new(Some(
+            insights.database_series,
+        )))),
+        (None, _) => None,
+    };
+    let operator_namespace = options
+        .operator_namespace
+        .clone()
+        .unwrap_or_else(|| DEFAULT_OPERATOR_NAMESPACE.to_string());
+    let metrics_interval = options.metrics_interval.unwrap_or(DEFAULT_METRICS_INTERVAL);
     let owned: Vec<ApiResource> = level
         .capabilities
         .iter()
@@ -128,6 +156,9 @@ pub async fn run(
                 field_manager: level.field_manager(),
                 instance: options.instance.clone(),
                 shutdown: companions_stop.clone(),
+                metrics: metrics.clone(),
+                operator_namespace: operator_namespace.clone(),
+                metrics_interval,
             };
             let run = (companion.run)(context);
             let name = companion.name;
@@ -143,12 +174,11 @@ pub async fn run(
             })
         })
         .collect();
-    let context = std::sync::Arc::new(Context::new(
-        client.clone(),
-        level,
-        recorder,
-        options.database_access,
-    ));
+    let changes = metrics.as_ref().and_then(|m| m.readings.take_changes());
+    let context = std::sync::Arc::new(
+        Context::new(client.clone(), level, recorder, options.database_access)
+            .with_metrics(metrics),
+    );
 
     let databases: Api<PostgresDB> = match &options.namespace {
         Some(namespace) => Api::namespaced(client.clone(), namespace),
@@ -161,6 +191,14 @@ pub async fn run(
         .applied_objects()
         .predicate_filter(predicates::generation, Default::default());
     let mut controller = Controller::for_stream(trigger, reader);
+    if let Some(changes) = changes {
+        // A database whose reading's summary changed (a symptom appeared
+        // or cleared) is reconciled, so its conditions follow.
+        controller = controller
+            .reconcile_on(futures::stream::unfold(changes, |mut changes| async move {
+                changes.recv().await.map(|change| (change, changes))
+            }));
+    }
     let children = watcher::Config::default().labels(&managed_selector());
     let mut seen: Vec<ApiResource> = Vec::new();
     for resource in owned {

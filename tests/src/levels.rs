@@ -16,6 +16,8 @@ pub enum LevelId {
     Two,
     /// Full Lifecycle.
     Three,
+    /// Deep Insights.
+    Four,
 }
 
 impl LevelId {
@@ -28,6 +30,7 @@ impl LevelId {
             LevelId::One => 1,
             LevelId::Two => 2,
             LevelId::Three => 3,
+            LevelId::Four => 4,
         }
     }
 
@@ -37,6 +40,7 @@ impl LevelId {
             LevelId::One => "level1-install",
             LevelId::Two => "level2-upgrade",
             LevelId::Three => "level3-lifecycle",
+            LevelId::Four => "level4-insights",
         }
     }
 
@@ -46,6 +50,7 @@ impl LevelId {
             LevelId::One => level1_install::level(),
             LevelId::Two => level2_upgrade::level(),
             LevelId::Three => level3_lifecycle::level(),
+            LevelId::Four => level4_insights::level(),
         }
     }
 

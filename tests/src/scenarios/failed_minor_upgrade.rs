@@ -78,7 +78,7 @@ impl Scenario for FailedMinorUpgrade {
                 ready: false,
                 degraded: true,
             },
-            LevelId::Two | LevelId::Three => AfterTimeout::RolledBack {
+            LevelId::Two | LevelId::Three | LevelId::Four => AfterTimeout::RolledBack {
                 image: "postgres:16.4".into(),
                 version: Some("16.4".into()),
                 warning: Some("UpgradeRolledBack".into()),

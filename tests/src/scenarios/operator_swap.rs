@@ -117,14 +117,16 @@ impl Scenario for OperatorSwap {
             rewritten: vec![],
             added: match level {
                 LevelId::One | LevelId::Two => vec![],
-                LevelId::Three => vec![format!("PodDisruptionBudget/{NAME}")],
+                LevelId::Three | LevelId::Four => vec![format!("PodDisruptionBudget/{NAME}")],
             },
             // Level 2 reports more in status than Level 1 and names itself
             // in the SpecImplemented condition: its first reconcile writes
             // the status, and nothing else.
             database_writes: match level {
                 LevelId::One => vec![],
-                LevelId::Two | LevelId::Three => vec!["patch postgresdbs/status".into()],
+                LevelId::Two | LevelId::Three | LevelId::Four => {
+                    vec!["patch postgresdbs/status".into()]
+                }
             },
             pod_kept: true,
             restarts: 0,

@@ -50,7 +50,7 @@ impl Scenario for VersionLowered {
             LevelId::One => Verdict::Accepted {
                 image: "postgres:16.2".into(),
             },
-            LevelId::Two | LevelId::Three => refused("RefusedDowngrade"),
+            LevelId::Two | LevelId::Three | LevelId::Four => refused("RefusedDowngrade"),
         }
     }
 
@@ -69,7 +69,7 @@ impl Scenario for MajorBump {
             LevelId::One => Verdict::Accepted {
                 image: "postgres:17".into(),
             },
-            LevelId::Two | LevelId::Three => refused("RefusedMajorUpgrade"),
+            LevelId::Two | LevelId::Three | LevelId::Four => refused("RefusedMajorUpgrade"),
         }
     }
 
