@@ -10,6 +10,7 @@ mod deletion;
 mod dry_run;
 mod endpoints;
 mod faults;
+mod informers;
 mod kubelet;
 mod node_proxy;
 mod patch;

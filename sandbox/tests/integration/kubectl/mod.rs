@@ -578,3 +578,46 @@ async fn explain_prints_the_crd_schema() {
     let out = k.ok(&["explain", "configmaps.data"]).await;
     assert!(out.contains("KIND:       ConfigMap"), "{out}");
 }
+
+/// Upstream: `kubectl wait` runs a client-go informer (its reflector
+/// lists with `limit=500&resourceVersion=0`, then watches from the list's
+/// resourceVersion with bookmarks and a timeout): a change made after it
+/// started is seen, and the condition is met. The same reflector runs
+/// Prometheus's Kubernetes service discovery.
+#[tokio::test]
+async fn wait_sees_a_later_change_through_a_client_go_informer() {
+    let k = cluster().await;
+    let cms: Api<ConfigMap> = Api::namespaced(k.sb.client(), "default");
+    let cm: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "flag"}, "data": {"state": "off"}}))
+            .expect("configmap");
+    cms.create(&PostParams::default(), &cm)
+        .await
+        .expect("created");
+    let wait = k.run(&[
+        "wait",
+        "--for=jsonpath={.data.state}=on",
+        "configmap/flag",
+        "--timeout=20s",
+    ]);
+    let flip = async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        cms.patch(
+            "flag",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"state": "on"}})),
+        )
+        .await
+        .expect("patched");
+    };
+    let (r, ()) = tokio::join!(wait, flip);
+    assert!(r.ok, "kubectl wait failed:\n{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("condition met"), "{}", r.stdout);
+    let kinds = k.sb.counters().requests_from("kubectl/");
+    assert!(
+        kinds
+            .iter()
+            .any(|q| q.verb == "watch" && q.resource == "configmaps"),
+        "kubectl's informer watched: {kinds:?}"
+    );
+}
