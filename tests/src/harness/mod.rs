@@ -14,6 +14,7 @@
 
 pub mod logs;
 mod operator;
+pub mod prometheus;
 pub mod s3;
 mod wait;
 

@@ -17,6 +17,8 @@
 //! - [`level3_schedule`]: Level 3's backup schedule and retention, on objects.
 //! - [`rbac`]: what the deployed RBAC grants, against a whole life of Level 2.
 //! - [`scale`]: a few hundred databases at once.
+//! - [`level4_prometheus`]: Level 4 against a real Prometheus: discovery,
+//!   scrapes, the operator's alerts firing, the dashboard's queries.
 //!
 //! `cargo test -p tests --test suite <module>` runs one module.
 
@@ -33,6 +35,7 @@ mod level3_backup;
 mod level3_deletion;
 mod level3_restore;
 mod level3_schedule;
+mod level4_prometheus;
 mod operator_binary;
 mod passwords;
 mod pruning;
