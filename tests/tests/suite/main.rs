@@ -15,6 +15,8 @@
 //!   retention and deletion policies.
 //! - [`safe_configuration`]: refused parameters and images, and a server's own reason, on real servers.
 //! - [`level3_schedule`]: Level 3's backup schedule and retention, on objects.
+//! - [`level4_symptoms`]: Level 4's symptoms as conditions and Events, and
+//!   its ServiceMonitor where the API is served.
 //! - [`rbac`]: what the deployed RBAC grants, against a whole life of Level 2.
 //! - [`scale`]: a few hundred databases at once.
 //!
@@ -33,6 +35,7 @@ mod level3_backup;
 mod level3_deletion;
 mod level3_restore;
 mod level3_schedule;
+mod level4_symptoms;
 mod operator_binary;
 mod passwords;
 mod pruning;
