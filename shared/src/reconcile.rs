@@ -63,6 +63,9 @@ pub struct Context {
     /// The metrics, when the level serves them: counted as the core works,
     /// and the source of each database's latest reading.
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// The namespace the operator runs in, told to the capabilities
+    /// ([`Observed::operator_namespace`]).
+    pub operator_namespace: String,
     /// Consecutive failures per object, for the retry backoff. This is
     /// pacing, not truth about the cluster: losing it on restart is harmless.
     failures: Mutex<HashMap<String, u32>>,
@@ -77,6 +80,7 @@ impl Context {
             level,
             recorder,
             metrics: None,
+            operator_namespace: crate::runner::DEFAULT_OPERATOR_NAMESPACE.to_string(),
             failures: Mutex::default(),
         }
     }
@@ -88,6 +92,13 @@ impl Context {
             metrics.operator.initialise(self.level.name);
         }
         self.metrics = metrics;
+        self
+    }
+
+    /// The same context, telling the capabilities that the operator runs
+    /// in `namespace`.
+    pub fn with_operator_namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.operator_namespace = namespace.into();
         self
     }
 
@@ -398,14 +409,27 @@ pub async fn observe(
             }
             QuerySelector::Instance => {
                 let params = ListParams::default().labels(&instance_selector(&db.name_any()));
-                let list = api.list(&params).await.map_err(|source| Error::Kube {
-                    action: format!(
-                        "list {} of {namespace}/{}",
-                        query.resource.plural,
-                        db.name_any()
-                    ),
-                    source: Box::new(source),
-                })?;
+                let list = match api.list(&params).await {
+                    Ok(list) => list,
+                    // A list answers 404 only when the kind is not served
+                    // (its CRD is not installed): the capability that asked
+                    // reports it (`Observed::is_served`); it is no failure.
+                    Err(kube::Error::Api(status)) if status.code == 404 => {
+                        tracing::debug!(kind = query.resource.kind, "not served");
+                        observed.mark_unserved(&query.resource);
+                        continue;
+                    }
+                    Err(source) => {
+                        return Err(Error::Kube {
+                            action: format!(
+                                "list {} of {namespace}/{}",
+                                query.resource.plural,
+                                db.name_any()
+                            ),
+                            source: Box::new(source),
+                        });
+                    }
+                };
                 observed.mark_listed(&query.resource);
                 for object in list.items {
                     observed.insert(&query.resource, object);
@@ -484,6 +508,7 @@ async fn reconcile_in_span(cached: &PostgresDB, ctx: &Context) -> Result<Action,
         return finalize(ctx, db).await;
     }
     let mut observed = observe(&ctx.client, db, &prune::queries(&ctx.level, db)).await?;
+    observed.set_operator_namespace(ctx.operator_namespace.clone());
     if let Some(metrics) = &ctx.metrics {
         let namespace = db.namespace().unwrap_or_default();
         observed.set_reading(metrics.readings.get(&namespace, &db.name_any()));

@@ -177,7 +177,8 @@ pub async fn run(
     let changes = metrics.as_ref().and_then(|m| m.readings.take_changes());
     let context = std::sync::Arc::new(
         Context::new(client.clone(), level, recorder, options.database_access)
-            .with_metrics(metrics),
+            .with_metrics(metrics)
+            .with_operator_namespace(operator_namespace.clone()),
     );
 
     let databases: Api<PostgresDB> = match &options.namespace {

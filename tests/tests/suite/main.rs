@@ -17,6 +17,8 @@
 //! - [`level3_schedule`]: Level 3's backup schedule and retention, on objects.
 //! - [`level4_metrics`]: the operator's own metrics at `/metrics`, and
 //!   the readings' trigger of reconciles.
+//! - [`level4_symptoms`]: Level 4's symptoms as conditions and Events, and
+//!   its ServiceMonitor where the API is served.
 //! - [`rbac`]: what the deployed RBAC grants, against a whole life of Level 2.
 //! - [`scale`]: a few hundred databases at once.
 //!
@@ -36,6 +38,7 @@ mod level3_deletion;
 mod level3_restore;
 mod level3_schedule;
 mod level4_metrics;
+mod level4_symptoms;
 mod operator_binary;
 mod passwords;
 mod pruning;
