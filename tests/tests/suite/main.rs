@@ -15,6 +15,8 @@
 //!   retention and deletion policies.
 //! - [`safe_configuration`]: refused parameters and images, and a server's own reason, on real servers.
 //! - [`level3_schedule`]: Level 3's backup schedule and retention, on objects.
+//! - [`level4_alerts`]: Level 4's alerts under promtool, and the monitoring
+//!   companion applying them and the dashboard.
 //! - [`rbac`]: what the deployed RBAC grants, against a whole life of Level 2.
 //! - [`scale`]: a few hundred databases at once.
 //!
@@ -33,6 +35,7 @@ mod level3_backup;
 mod level3_deletion;
 mod level3_restore;
 mod level3_schedule;
+mod level4_alerts;
 mod operator_binary;
 mod passwords;
 mod pruning;
