@@ -254,7 +254,15 @@ async fn the_monitoring_companion_applies_the_dashboard_and_the_rule_once_its_cr
         )
     };
     let before = versions(&applied, &applied_rule);
+    let patches = || {
+        cluster.sandbox_handle().map(|sandbox| {
+            let counters = sandbox.counters();
+            counters.get("patch", "configmaps") + counters.get("patch", "prometheusrules")
+        })
+    };
+    let patches_before = patches();
     tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(patches(), patches_before, "applied at rest (six passes)");
     let now_dashboard = dashboard(&cluster).await.expect("the dashboard");
     let now_rule = rule(&cluster).await.ok().flatten().expect("the rule");
     assert_eq!(
