@@ -5,7 +5,8 @@
 //!   which cover every alert both ways (firing above its threshold after
 //!   its `for`, silent below it). promtool comes from Debian's `prometheus`
 //!   package (`scripts/install-tools.sh`); without it these tests fail,
-//!   they never skip;
+//!   they never skip; every query of the dashboard is PromQL promtool
+//!   accepts (with Grafana's variables substituted);
 //! - the monitoring companion applies the dashboard ConfigMap in the
 //!   operator's namespace, and the PrometheusRule once
 //!   `monitoring.coreos.com/v1` PrometheusRule is served (a minimal CRD
@@ -117,6 +118,38 @@ fn the_promtool_tests_cover_every_alert_before_and_after_its_for() {
             alert.name
         );
     }
+}
+
+#[test]
+fn every_dashboard_query_is_promql_that_promtool_accepts() {
+    let dashboard: Value = serde_json::from_str(DASHBOARD_JSON).expect("the dashboard is JSON");
+    // Grafana's variables as a query of every database would have them.
+    let rules: Vec<Value> = monitoring::dashboard::expressions(&dashboard)
+        .iter()
+        .enumerate()
+        .map(|(index, query)| {
+            let expr = query
+                .expr
+                .replace("$__rate_interval", "2m")
+                .replace("$namespace", ".*")
+                .replace("$postgresdb", ".*");
+            json!({"record": format!("dashboard:query{index}"), "expr": expr})
+        })
+        .collect();
+    let count = rules.len();
+    let file = std::env::temp_dir().join(format!("pgdb-dashboard-{}.yaml", std::process::id()));
+    let groups = json!({"groups": [{"name": "dashboard", "rules": rules}]});
+    std::fs::write(
+        &file,
+        serde_yaml::to_string(&groups).expect("the queries render"),
+    )
+    .expect("a temporary file");
+    let text = promtool(&["check", "rules", file.to_str().expect("a UTF-8 path")]);
+    let _ = std::fs::remove_file(&file);
+    assert!(
+        text.contains(&format!("SUCCESS: {count} rules found")),
+        "{text}"
+    );
 }
 
 fn level_with_monitoring() -> Level {
