@@ -19,6 +19,8 @@
 //!   the readings' trigger of reconciles.
 //! - [`level4_symptoms`]: Level 4's symptoms as conditions and Events, and
 //!   its ServiceMonitor where the API is served.
+//! - [`level4_alerts`]: Level 4's alerts under promtool, and the monitoring
+//!   companion applying them and the dashboard.
 //! - [`rbac`]: what the deployed RBAC grants, against a whole life of Level 2.
 //! - [`scale`]: a few hundred databases at once.
 //!
@@ -39,6 +41,7 @@ mod level3_restore;
 mod level3_schedule;
 mod level4_metrics;
 mod level4_symptoms;
+mod level4_alerts;
 mod operator_binary;
 mod passwords;
 mod pruning;
