@@ -13,6 +13,7 @@
 //!   levels against real servers.
 //! - [`level3_schedule`], [`level3_deletion`]: Level 3's schedule,
 //!   retention and deletion policies.
+//! - [`level4_collector`]: Level 4's database series, measured on real servers.
 //! - [`safe_configuration`]: refused parameters and images, and a server's own reason, on real servers.
 //! - [`level3_schedule`]: Level 3's backup schedule and retention, on objects.
 //! - [`rbac`]: what the deployed RBAC grants, against a whole life of Level 2.
@@ -33,6 +34,7 @@ mod level3_backup;
 mod level3_deletion;
 mod level3_restore;
 mod level3_schedule;
+mod level4_collector;
 mod operator_binary;
 mod passwords;
 mod pruning;
