@@ -317,7 +317,7 @@ impl Collector for DatabaseSeries {
                 family.name,
                 family.help,
                 family.unit.as_ref(),
-                family.kind.clone(),
+                family.kind,
             )?;
             for (key, reading, (extra, value)) in samples {
                 encode_sample(&mut metric, key, reading, extra, value)?;

@@ -108,6 +108,28 @@ impl Fixture {
         }
     }
 
+    /// The seconds between the successive measurements of `database`
+    /// seen within `window`.
+    async fn measurement_gaps(&self, database: &str, window: Duration) -> Vec<f64> {
+        let name = "pgdb_database_last_measurement_timestamp_seconds";
+        let started = Instant::now();
+        let mut last = self.value(name, database, "");
+        let mut gaps = Vec::new();
+        while started.elapsed() < window {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let now = self.value(name, database, "");
+            if let (Some(now), Some(previous)) = (now, last)
+                && now > previous
+            {
+                gaps.push(now - previous);
+            }
+            if now.is_some() {
+                last = now;
+            }
+        }
+        gaps
+    }
+
     async fn stop(mut self) {
         if let Some(operator) = self.operator.take() {
             operator.stop().await;
@@ -197,8 +219,9 @@ async fn a_databases_series_carry_what_its_server_reports_and_disappear_when_it_
     );
     let idle = value("pgdb_database_connections", "state=\"idle\"").expect("idle sessions");
     assert!(idle >= 1.0, "the owner's idle session: {idle}");
-    assert_eq!(value("pgdb_database_max_connections", ""), Some(100.0));
-    assert!(value("pgdb_database_reserved_connections", "").is_some());
+    let max = value("pgdb_database_max_connections", "").expect("max_connections");
+    let reserved = value("pgdb_database_reserved_connections", "").expect("reserved");
+    assert!(max > reserved, "max_connections {max}, reserved {reserved}");
     let measured_size = value(
         "pgdb_database_size_bytes",
         &format!("datname=\"{datname}\""),
@@ -272,36 +295,22 @@ async fn a_server_that_stops_answering_is_down_without_delaying_another_database
         .sandbox_handle()
         .and_then(|s| s.postgres_runtime())
         .expect("the real runtime");
+    // How often billing is measured with both servers answering: on a
+    // busy machine a measurement can outlast the 1 s interval.
+    let before = fixture
+        .measurement_gaps("billing", Duration::from_secs(8))
+        .await;
     // SIGSTOP: the kernel still accepts connections, the server never
     // answers them, the worst case for a collector.
     assert!(
         runtime.pause(&namespace, "orders-0", None, true),
         "pauses orders' server"
     );
-    // While orders' measurement hangs, billing is measured every interval.
-    let started = Instant::now();
-    let mut last = fixture
-        .value(
-            "pgdb_database_last_measurement_timestamp_seconds",
-            "billing",
-            "",
-        )
-        .expect("billing measured");
-    let mut gaps = Vec::new();
-    while started.elapsed() < Duration::from_secs(8) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let now = fixture
-            .value(
-                "pgdb_database_last_measurement_timestamp_seconds",
-                "billing",
-                "",
-            )
-            .expect("billing measured");
-        if now > last {
-            gaps.push(now - last);
-            last = now;
-        }
-    }
+    // While orders' measurements hang (each until its timeout), billing is
+    // measured as often as before.
+    let during = fixture
+        .measurement_gaps("billing", Duration::from_secs(8))
+        .await;
     fixture
         .wait_series("orders is down", |f| {
             f.value("pgdb_database_up", "orders", "") == Some(0.0)
@@ -309,9 +318,14 @@ async fn a_server_that_stops_answering_is_down_without_delaying_another_database
         .await;
     let text = fixture.metrics.encode().expect("encodes");
     runtime.pause(&namespace, "orders-0", None, false);
+    let slowest = before
+        .iter()
+        .copied()
+        .fold(INTERVAL.as_secs_f64(), f64::max);
     assert!(
-        gaps.len() >= 5 && gaps.iter().all(|gap| *gap < 3.0),
-        "billing's measurements while orders hung came {gaps:?} seconds apart"
+        during.len() + 1 >= before.len() && during.iter().all(|gap| *gap <= slowest + 1.0),
+        "billing's measurements came {before:?} seconds apart before orders hung, \
+         {during:?} while it hung"
     );
     assert_eq!(
         fixture.value("pgdb_database_up", "billing", ""),
