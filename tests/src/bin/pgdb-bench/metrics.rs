@@ -239,7 +239,9 @@ async fn get_metrics(port: u16) -> Result<(String, Duration), Failure> {
 
 fn count_up(text: &str) -> usize {
     text.lines()
-        .filter(|l| l.starts_with("pgdb_database_up{") && l.ends_with(" 1"))
+        .filter(|l| l.starts_with("pgdb_database_up{"))
+        // The encoder writes gauges as floats ("1.0").
+        .filter(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) == Some(1.0))
         .count()
 }
 
