@@ -754,6 +754,8 @@ pub struct CompanionContext {
     pub operator_namespace: String,
     /// How often a collector measures each database.
     pub metrics_interval: std::time::Duration,
+    /// How the operator reaches databases for SQL (as the reconcile does).
+    pub database_access: crate::sql::DatabaseAccess,
 }
 
 /// What a companion controller's run returns.

@@ -159,6 +159,7 @@ pub async fn run(
                 metrics: metrics.clone(),
                 operator_namespace: operator_namespace.clone(),
                 metrics_interval,
+                database_access: options.database_access,
             };
             let run = (companion.run)(context);
             let name = companion.name;

@@ -366,6 +366,12 @@ impl PodBuilder {
         self
     }
 
+    /// `spec.nodeName`: scheduled on `node`.
+    pub fn node(mut self, node: &str) -> Self {
+        self.pod.spec.get_or_insert_with(Default::default).node_name = Some(node.into());
+        self
+    }
+
     /// Being deleted.
     pub fn deleting(mut self) -> Self {
         self.pod.metadata.deletion_timestamp =

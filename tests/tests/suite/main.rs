@@ -13,6 +13,7 @@
 //!   levels against real servers.
 //! - [`level3_schedule`], [`level3_deletion`]: Level 3's schedule,
 //!   retention and deletion policies.
+//! - [`level4_collector`]: Level 4's database series, measured on real servers.
 //! - [`safe_configuration`]: refused parameters and images, and a server's own reason, on real servers.
 //! - [`level3_schedule`]: Level 3's backup schedule and retention, on objects.
 //! - [`level4_metrics`]: the operator's own metrics at `/metrics`, and
@@ -42,6 +43,7 @@ mod level3_schedule;
 mod level4_metrics;
 mod level4_symptoms;
 mod level4_alerts;
+mod level4_collector;
 mod operator_binary;
 mod passwords;
 mod pruning;
