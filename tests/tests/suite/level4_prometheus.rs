@@ -3,7 +3,8 @@
 //! (role endpoints, `honor_labels`), scrapes the operator's and the
 //! databases' series, loads the alerts of the operator's PrometheusRule,
 //! and fires them when a database's server stops, its volume fills, or its
-//! backups fail; every panel of the Grafana dashboard gets data.
+//! backups fail (the first two resolve once the server answers again and
+//! the volume has room); every panel of the Grafana dashboard gets data.
 //!
 //! The alerts' `for` durations are shortened to a few seconds when loaded
 //! (`Prometheus::load_rules`), so a test waits seconds rather than
@@ -246,6 +247,19 @@ impl Fixture {
             .unwrap_or_else(|f| fail(f))
     }
 
+    /// Waits until alert `name` of `orders` is neither pending nor firing
+    /// (its `ALERTS` series is gone).
+    async fn wait_resolved(&self, name: &str) {
+        let q = format!(
+            "ALERTS{{alertname=\"{name}\",namespace=\"{}\",postgresdb=\"orders\"}}",
+            self.ns()
+        );
+        self.prom
+            .wait_for(WAIT, &q, |s| s.is_empty())
+            .await
+            .unwrap_or_else(|f| fail(f));
+    }
+
     async fn finish(mut self) {
         if let Some(op) = self.operator.take() {
             op.stop().await;
@@ -315,6 +329,9 @@ async fn stopping_a_databases_server_fires_postgresdb_down() {
         alert.labels.get("pod").map(String::as_str),
         Some("orders-0")
     );
+    // Answering again, the database is up and the alert resolves.
+    f.wait_value(&f.series("pgdb_database_up"), 1.0).await;
+    f.wait_resolved("PostgresDBDown").await;
     f.finish().await;
 }
 
@@ -345,6 +362,8 @@ async fn filling_a_databases_volume_fires_postgresdb_storage_nearly_full() {
         .fill_volume(f.ns(), "data-orders-0", false)
         .expect("the volume has room again");
     fired.unwrap_or_else(|e| fail(e));
+    // With room again, the alert resolves.
+    f.wait_resolved("PostgresDBStorageNearlyFull").await;
     f.finish().await;
 }
 
