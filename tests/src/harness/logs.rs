@@ -23,9 +23,12 @@ use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-/// Trace level, except the plumbing whose trace lines are raw frames.
+/// Trace level, except the plumbing whose trace lines are raw frames, and
+/// the sandbox's request log (a line per API request, which holds no
+/// secrets: paths and headers, never bodies).
 const FILTER: &str = "trace,hyper=info,hyper_util=info,h2=info,tower=info,tower_http=info,\
-                      rustls=info,mio=info,want=info,tokio_util=info,runtime=info";
+                      rustls=info,mio=info,want=info,tokio_util=info,runtime=info,\
+                      sandbox::requests=info";
 
 /// The `RUST_LOG` an operator binary gets while capture is on.
 pub const BINARY_FILTER: &str = FILTER;
