@@ -51,8 +51,8 @@ pub struct Scrape {
     pub status: Option<u16>,
     /// `pgdb_operator_reconciles_total` has a sample above 0.
     pub reconciles_counted: bool,
-    /// `pgdb_database_up` of the database, as exposed.
-    pub database_up: Option<String>,
+    /// `pgdb_database_up` of the database (a gauge: `1` and `1.0` alike).
+    pub database_up: Option<f64>,
     /// The series of [`DATABASE_SERIES`] with no sample labelled with the
     /// database's namespace and name (none are looked for without a 200).
     pub missing: Vec<String>,
@@ -71,7 +71,8 @@ impl fmt::Display for Scrape {
             f,
             ": reconciles {}counted; {NAME} up {}",
             if self.reconciles_counted { "" } else { "not " },
-            self.database_up.as_deref().unwrap_or("absent")
+            self.database_up
+                .map_or("absent".to_string(), |up| up.to_string())
         )?;
         if self.missing.is_empty() {
             write!(
@@ -169,7 +170,7 @@ fn read_scrape(status: u16, body: &str, namespace: &str) -> Scrape {
         database_up: database
             .iter()
             .find(|(name, _)| *name == "pgdb_database_up")
-            .map(|(_, value)| value.to_string()),
+            .and_then(|(_, value)| value.parse().ok()),
         missing: DATABASE_SERIES
             .iter()
             .filter(|series| !database.iter().any(|(name, _)| name == *series))
@@ -195,7 +196,7 @@ impl Scenario for MetricsServed {
             LevelId::Four => Scrape {
                 status: Some(200),
                 reconciles_counted: true,
-                database_up: Some("1".into()),
+                database_up: Some(1.0),
                 missing: vec![],
             },
         }
@@ -262,13 +263,17 @@ mod tests {
     fn a_scrape_is_read_by_sample_name_and_the_databases_labels() {
         let body = "# TYPE pgdb_operator_reconciles counter\n\
                     pgdb_operator_reconciles_total{level=\"4\"} 3\n\
-                    pgdb_database_up{namespace=\"ns\",postgresdb=\"orders\",pod=\"orders-0\"} 1\n\
+                    pgdb_database_up{namespace=\"ns\",postgresdb=\"orders\",pod=\"orders-0\"} 1.0\n\
                     pgdb_database_up{namespace=\"other\",postgresdb=\"orders\",pod=\"orders-0\"} 0\n\
                     pgdb_database_xid_age{namespace=\"ns\",postgresdb=\"orders\",pod=\"orders-0\"} 731\n\
                     # EOF\n";
         let scrape = read_scrape(200, body, "ns");
         assert!(scrape.reconciles_counted);
-        assert_eq!(scrape.database_up.as_deref(), Some("1"));
+        assert_eq!(scrape.database_up, Some(1.0));
+        assert!(
+            scrape.to_string().contains("; orders up 1; missing"),
+            "{scrape}"
+        );
         assert!(
             !scrape
                 .missing
