@@ -14,7 +14,17 @@
 //!
 //! `status.configuration` says which happened and whether the server has
 //! applied it. When the server cannot be asked, nothing is restarted: a
-//! server that is down reads the new file when it starts.
+//! server that is down reads the new file when it starts. Until a change is
+//! applied, Progressing stays True, so the core looks again soon (a failed
+//! reload, or a moment the server did not answer, is tried again).
+//!
+//! Whether the file is newer than the server's last load of it compares
+//! `pg_stat_file`'s modification time, which PostgreSQL reports in whole
+//! seconds, with `pg_conf_load_time()`, which has microseconds. A file
+//! written later in the same second as the load reads as older than it; so
+//! a file whose second is the load's counts as newer ([`file_is_newer`]):
+//! a reload too many is harmless, a reload missed leaves the change
+//! unapplied while status says it is applied.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -38,7 +48,7 @@ pub struct Reload;
 const POSTMASTER: &str = "settings/postmaster";
 const PENDING_RESTART: &str = "settings/pending_restart";
 const FILE: &str = "settings/file";
-const FILE_IS_NEWER: &str = "settings/file_is_newer";
+const FILE_TIMES: &str = "settings/file_times";
 /// The Event reason of a reload, also how the report names it.
 pub const RELOADED: &str = "ParametersReloaded";
 
@@ -82,9 +92,32 @@ impl ServerSettings {
             postmaster: names(observed.sql(POSTMASTER)),
             pending_restart: names(observed.sql(PENDING_RESTART)),
             file,
-            file_is_newer: shared::sql::scalar(observed.sql(FILE_IS_NEWER)).map(|v| v == "true"),
+            file_is_newer: file_times(observed.sql(FILE_TIMES))
+                .map(|(modified, loaded)| file_is_newer(modified, loaded)),
         }
     }
+}
+
+/// The configuration file's modification time and the server's last load
+/// of it, in microseconds since the epoch, from the [`FILE_TIMES`] probe.
+fn file_times(answer: Option<&SqlAnswer>) -> Option<(i64, i64)> {
+    let rows = answer?.as_ref().ok()?;
+    let [Some(modified), Some(loaded)] = rows.first()?.as_slice() else {
+        return None;
+    };
+    Some((modified.parse().ok()?, loaded.parse().ok()?))
+}
+
+const MICROS: i64 = 1_000_000;
+
+/// Whether a configuration file modified at `modified` may be newer than the
+/// server's load of it at `loaded` (microseconds since the epoch).
+/// PostgreSQL reports the modification time truncated to the second, so
+/// only a file from an earlier second than the load is surely older; one
+/// from the load's second may have been written after it, and counts as
+/// newer (it is reloaded once more rather than never).
+pub fn file_is_newer(modified: i64, loaded: i64) -> bool {
+    modified.div_euclid(MICROS) >= loaded.div_euclid(MICROS)
 }
 
 /// The `name = 'value'` settings of a postgresql.conf written by Level 1.
@@ -255,10 +288,13 @@ impl Capability for Reload {
                 "SELECT name, setting FROM pg_file_settings \
                  WHERE sourcefile = current_setting('config_file') AND error IS NULL ORDER BY seqno",
             ),
+            // Compared by `file_is_newer`: the modification time comes in
+            // whole seconds, the load time with microseconds.
             (
-                FILE_IS_NEWER,
-                "SELECT ((pg_stat_file(current_setting('config_file'))).modification \
-                 > pg_conf_load_time())::text",
+                FILE_TIMES,
+                "SELECT (extract(epoch FROM (pg_stat_file(current_setting('config_file'))).modification) \
+                 * 1000000)::bigint::text, \
+                 (extract(epoch FROM pg_conf_load_time()) * 1000000)::bigint::text",
             ),
         ]
         .into_iter()
@@ -372,20 +408,38 @@ impl Capability for Reload {
                         || (file_is_current(&situation.wanted, &server)
                             && server.file_is_newer == Some(false))
                 }
-                Plan::Restart(_) | Plan::Unknown => false,
+                // The server did not answer this time: what was known stays.
+                Plan::Unknown => configuration.applied,
+                Plan::Restart(_) => false,
             }
         };
-        if !configuration.applied && matches!(plan, Plan::Reload { .. }) {
-            status.conditions.set(
-                PROGRESSING,
-                Assessment::yes(
+        if !configuration.applied {
+            // Not settled until applied, so the core looks again soon: the
+            // file may arrive, a failed reload is tried again, a server that
+            // did not answer is asked again. A restart is Level 1's rollout,
+            // which says so itself.
+            let waiting = match plan {
+                Plan::Reload { .. } => Some((
                     "ReloadingParameters",
-                    format!(
-                        "waiting for the new configuration file to reach the pod, then reloading: {}",
-                        configuration.changed.join(", ")
+                    "waiting for the new configuration file to reach the pod, then reloading",
+                )),
+                // Whatever else is in progress (a pod starting) says so first.
+                Plan::Unknown if status.conditions.is_true(PROGRESSING) => None,
+                Plan::Unknown => Some((
+                    "AskingServerSettings",
+                    "waiting for the server to say how it applies the change",
+                )),
+                Plan::Restart(_) => None,
+            };
+            if let Some((reason, waiting)) = waiting {
+                status.conditions.set(
+                    PROGRESSING,
+                    Assessment::yes(
+                        reason,
+                        format!("{waiting}: {}", configuration.changed.join(", ")),
                     ),
-                ),
-            );
+                );
+            }
         }
         status.fields.configuration = Some(configuration);
     }

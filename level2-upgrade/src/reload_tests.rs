@@ -49,9 +49,18 @@ fn cluster(running: &PostgresDB, server: Option<Server>) -> Observed {
                 .map(|(n, v)| vec![Some(n.to_string()), Some(v.to_string())])
                 .collect()),
         );
+        // Loaded at 1000.5 s; the file from a later second, or an earlier one.
+        let (modified, loaded) = server.file_times.unwrap_or(if server.file_is_newer {
+            (1_001_000_000, 1_000_500_000)
+        } else {
+            (999_000_000, 1_000_500_000)
+        });
         observed.insert_sql(
-            FILE_IS_NEWER,
-            Ok(vec![vec![Some(server.file_is_newer.to_string())]]),
+            FILE_TIMES,
+            Ok(vec![vec![
+                Some(modified.to_string()),
+                Some(loaded.to_string()),
+            ]]),
         );
     }
     observed
@@ -61,6 +70,10 @@ struct Server {
     pending: &'static [&'static str],
     file: &'static [(&'static str, &'static str)],
     file_is_newer: bool,
+    /// The file's modification and the server's last load, in microseconds
+    /// since the epoch as the server reports them, instead of times that
+    /// say `file_is_newer`.
+    file_times: Option<(i64, i64)>,
 }
 
 fn desired_for(db: &PostgresDB, observed: &Observed) -> Desired {
@@ -161,6 +174,7 @@ fn a_reloadable_change_keeps_the_pods_until_the_file_arrives() {
             pending: &[],
             file: &[("work_mem", "4MB")],
             file_is_newer: false,
+            file_times: None,
         }),
     );
     let desired = desired_for(&after, &observed);
@@ -178,6 +192,7 @@ fn a_reloadable_change_is_reloaded_once_the_new_file_is_in_the_pod() {
             pending: &[],
             file: &[("work_mem", "8MB"), ("listen_addresses", "*")],
             file_is_newer: true,
+            file_times: None,
         }),
     );
     // The ConfigMap already holds the new parameters (written a reconcile ago).
@@ -202,6 +217,7 @@ fn a_restart_change_lets_level1_restart_the_pods_and_says_so() {
             pending: &[],
             file: &[("shared_buffers", "128MB")],
             file_is_newer: false,
+            file_times: None,
         }),
     );
     let desired = desired_for(&after, &observed);
@@ -259,6 +275,7 @@ fn status_says_a_change_was_reloaded_and_when_it_is_applied() {
             pending: &[],
             file: &[("work_mem", "4MB")],
             file_is_newer: false,
+            file_times: None,
         }),
     );
     let mut draft = StatusDraft::default();
@@ -285,5 +302,124 @@ fn status_says_a_change_was_reloaded_and_when_it_is_applied() {
     let configuration = draft.fields.configuration.expect("reported");
     assert!(configuration.applied);
     assert_eq!(configuration.changed, ["work_mem"]);
+    assert!(!draft.conditions.is_true(PROGRESSING));
+}
+
+/// The cluster a reconcile after the spec's change sees: the ConfigMap
+/// already holds `after` (written a reconcile ago), the pods run with
+/// `before`'s hash, and status says the change is being reloaded.
+fn after_the_configmap_write(
+    before: &PostgresDB,
+    after: &PostgresDB,
+    server: Option<Server>,
+    applied: bool,
+) -> (PostgresDB, Observed) {
+    let mut observed = cluster(before, server);
+    let mut config = level1::config_map(after);
+    config.metadata.namespace = Some("shop".into());
+    put(&mut observed, &config);
+    let mut db = after.clone();
+    db.status.as_mut().expect("status").configuration = Some(shared::api::ConfigurationStatus {
+        changed: vec!["work_mem".into()],
+        applied_by: ConfigurationMethod::Reload,
+        applied,
+        pending_restart: Vec::new(),
+    });
+    (db, observed)
+}
+
+#[test]
+fn a_file_modified_in_the_same_second_as_the_last_load_counts_as_newer() {
+    // PostgreSQL reports the file's modification in whole seconds: a file
+    // written at 1000.9 s reads as 1000 s, before a load at 1000.4 s.
+    assert!(file_is_newer(1_000_000_000, 1_000_400_000));
+    assert!(file_is_newer(1_001_000_000, 1_000_400_000));
+    assert!(!file_is_newer(999_000_000, 1_000_400_000));
+    assert!(!file_is_newer(999_000_000, 1_000_000_000));
+}
+
+#[test]
+fn a_file_delivered_in_the_second_the_server_loaded_its_configuration_is_reloaded() {
+    let before = db(&[("work_mem", "4MB")]);
+    let after = db(&[("work_mem", "8MB")]);
+    // The server loaded its file at 1000.4 s; the new file arrived at
+    // 1000.9 s, which pg_stat_file reports as 1000 s.
+    let (db, observed) = after_the_configmap_write(
+        &before,
+        &after,
+        Some(Server {
+            pending: &[],
+            file: &[("work_mem", "8MB"), ("listen_addresses", "*")],
+            file_is_newer: true,
+            file_times: Some((1_000_000_000, 1_000_400_000)),
+        }),
+        false,
+    );
+    let desired = desired_for(&db, &observed);
+    let reload = desired.sql();
+    assert_eq!(reload.len(), 1, "the new file is reloaded");
+    assert_eq!(reload[0].statement, "SELECT pg_reload_conf()::text");
+
+    // Had the reload not run, the change is not applied.
+    let mut draft = StatusDraft::default();
+    Reload.assess(&db, &observed, &ApplyReport::default(), &mut draft);
+    assert!(!draft.fields.configuration.expect("reported").applied);
+    assert!(draft.conditions.is_true(PROGRESSING));
+}
+
+#[test]
+fn a_failed_reload_leaves_the_change_unapplied_and_is_asked_again() {
+    let before = db(&[("work_mem", "4MB")]);
+    let after = db(&[("work_mem", "8MB")]);
+    let server = || Server {
+        pending: &[],
+        file: &[("work_mem", "8MB")],
+        file_is_newer: true,
+        file_times: None,
+    };
+    let (db, observed) = after_the_configmap_write(&before, &after, Some(server()), false);
+    let failed = ApplyReport {
+        sql_failed: vec![RELOADED.into()],
+        ..Default::default()
+    };
+    let mut draft = StatusDraft::default();
+    Reload.assess(&db, &observed, &failed, &mut draft);
+    let configuration = draft.fields.configuration.expect("reported");
+    assert!(!configuration.applied);
+    assert!(
+        draft.conditions.is_true(PROGRESSING),
+        "the core looks again soon"
+    );
+
+    // The next reconcile asks for the reload again.
+    let mut next = db.clone();
+    next.status.as_mut().expect("status").configuration = Some(configuration);
+    let desired = desired_for(&next, &observed);
+    assert_eq!(desired.sql().len(), 1);
+}
+
+#[test]
+fn a_server_that_does_not_answer_keeps_an_unapplied_change_in_progress() {
+    let before = db(&[("work_mem", "4MB")]);
+    let after = db(&[("work_mem", "8MB")]);
+    // The reload failed a reconcile ago; now the probes get no answer.
+    let (db, observed) = after_the_configmap_write(&before, &after, None, false);
+    let mut draft = StatusDraft::default();
+    Reload.assess(&db, &observed, &ApplyReport::default(), &mut draft);
+    assert!(!draft.fields.configuration.expect("reported").applied);
+    assert!(
+        draft.conditions.is_true(PROGRESSING),
+        "not settled, so the core looks again soon rather than at its resync"
+    );
+}
+
+#[test]
+fn a_server_that_does_not_answer_for_a_moment_keeps_a_reloaded_change_applied() {
+    let before = db(&[("work_mem", "4MB")]);
+    let after = db(&[("work_mem", "8MB")]);
+    let (db, observed) = after_the_configmap_write(&before, &after, None, true);
+    let mut draft = StatusDraft::default();
+    Reload.assess(&db, &observed, &ApplyReport::default(), &mut draft);
+    assert!(draft.fields.configuration.expect("reported").applied);
     assert!(!draft.conditions.is_true(PROGRESSING));
 }

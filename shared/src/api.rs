@@ -56,6 +56,10 @@ pub const IDENTIFIER_PATTERN: &str = r"^[a-z_][a-z0-9_]*$";
     printcolumn = r#"{"name":"Running","type":"string","jsonPath":".status.currentVersion"}"#,
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Connections","type":"integer","priority":1,"description":"Client connections open (Level 4)","jsonPath":".status.insights.connections"}"#,
+    printcolumn = r#"{"name":"Max","type":"integer","priority":1,"description":"Connections clients may open (Level 4)","jsonPath":".status.insights.maxConnections"}"#,
+    printcolumn = r#"{"name":"Storage%","type":"integer","priority":1,"description":"Data volume used, in percent (Level 4)","jsonPath":".status.insights.storageUsedPercent"}"#,
+    printcolumn = r#"{"name":"Last Backup","type":"date","priority":1,"description":"When the last successful backup completed (Level 4)","jsonPath":".status.insights.lastBackupTime"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]

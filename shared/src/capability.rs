@@ -97,6 +97,10 @@ pub struct Observed {
     listed: Vec<(String, String)>,
     sql: BTreeMap<String, SqlAnswer>,
     reading: Option<crate::readings::DatabaseReading>,
+    /// Kinds (group, kind) the API server does not serve: a list of them
+    /// answered 404.
+    unserved: Vec<(String, String)>,
+    operator_namespace: Option<String>,
 }
 
 impl Observed {
@@ -130,6 +134,36 @@ impl Observed {
         self.listed
             .iter()
             .any(|(group, kind)| *group == resource.group && *kind == resource.kind)
+    }
+
+    /// Records that the API server does not serve this kind (a list of it
+    /// answered 404: its CRD is not installed).
+    pub fn mark_unserved(&mut self, resource: &ApiResource) {
+        self.unserved
+            .push((resource.group.clone(), resource.kind.clone()));
+    }
+
+    /// Whether the API server serves this kind: true unless a list of it
+    /// answered 404 in this reconcile. A capability that applies a kind
+    /// another project defines (a ServiceMonitor) lists it in its
+    /// [`Capability::observe`] and reads this before adding one, so a
+    /// cluster without that API is reported, not an error loop.
+    pub fn is_served(&self, resource: &ApiResource) -> bool {
+        !self
+            .unserved
+            .iter()
+            .any(|(group, kind)| *group == resource.group && *kind == resource.kind)
+    }
+
+    /// Records the namespace the operator runs in.
+    pub fn set_operator_namespace(&mut self, namespace: impl Into<String>) {
+        self.operator_namespace = Some(namespace.into());
+    }
+
+    /// The namespace the operator runs in (where its metrics Service is),
+    /// when the core said so.
+    pub fn operator_namespace(&self) -> Option<&str> {
+        self.operator_namespace.as_deref()
     }
 
     /// Every observed object of this kind, as the API server returned it.
@@ -720,6 +754,8 @@ pub struct CompanionContext {
     pub operator_namespace: String,
     /// How often a collector measures each database.
     pub metrics_interval: std::time::Duration,
+    /// How the operator reaches databases for SQL (as the reconcile does).
+    pub database_access: crate::sql::DatabaseAccess,
 }
 
 /// What a companion controller's run returns.

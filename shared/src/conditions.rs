@@ -89,6 +89,9 @@ pub struct Assessment {
     /// published on every new Warning state, a Normal one only when Ready
     /// becomes true.
     pub event_type: EventType,
+    /// Whether reaching this (Normal) state from another known status is
+    /// news too, as a symptom clearing is (see [`Assessment::announce`]).
+    pub announced: bool,
 }
 
 impl Assessment {
@@ -99,6 +102,7 @@ impl Assessment {
             reason: reason.into(),
             message: message.into(),
             event_type: EventType::Normal,
+            announced: false,
         }
     }
 
@@ -120,6 +124,17 @@ impl Assessment {
     /// Marks the state as one a user should hear about as a Warning.
     pub fn warn(mut self) -> Self {
         self.event_type = EventType::Warning;
+        self
+    }
+
+    /// Marks the state as news when the condition reaches it from another
+    /// known status: an Event is published when it changes from True to
+    /// False or back, never when it is first assessed, nor from or to
+    /// Unknown. A negative-polarity condition (a symptom, True when
+    /// present) uses it so that its clearing is announced as its
+    /// appearing is (as a Warning).
+    pub fn announce(mut self) -> Self {
+        self.announced = true;
         self
     }
 
@@ -211,6 +226,11 @@ impl Assessments {
                 })
             } else if type_ == READY && a.is_true() {
                 before.is_none_or(|c| c.status != status)
+            } else if a.announced && a.status != ConditionStatus::Unknown {
+                before.is_some_and(|c| {
+                    c.status != status
+                        && ConditionStatus::parse(&c.status) != ConditionStatus::Unknown
+                })
             } else {
                 false
             };
@@ -361,6 +381,46 @@ mod tests {
         assert!(news.contains(&DEGRADED));
         let written = a.to_conditions(&[], Some(1), time(1));
         assert_eq!(a.transitions(&written).count(), 0);
+    }
+
+    #[test]
+    fn an_announced_state_is_news_when_reached_from_another_known_status_only() {
+        let symptom = |status: ConditionStatus| {
+            let mut a = ready_and_settled();
+            a.set(
+                "Symptom",
+                match status {
+                    ConditionStatus::True => Assessment::yes("Present", "seen").warn(),
+                    ConditionStatus::False => Assessment::no("Absent", "not seen").announce(),
+                    ConditionStatus::Unknown => Assessment::unknown("NotMeasured", "").announce(),
+                },
+            );
+            a
+        };
+        let news = |a: &Assessments, previous: &[Condition]| -> Vec<String> {
+            a.transitions(previous)
+                .filter(|(type_, _)| *type_ == "Symptom")
+                .map(|(_, a)| a.reason.clone())
+                .collect()
+        };
+        // First assessed as absent: nothing to say.
+        let absent = symptom(ConditionStatus::False);
+        assert!(news(&absent, &[]).is_empty());
+        let written = absent.to_conditions(&[], Some(1), time(1));
+        assert!(news(&absent, &written).is_empty());
+        // Appearing is a Warning; clearing is news once.
+        let present = symptom(ConditionStatus::True);
+        assert_eq!(news(&present, &written), ["Present"]);
+        let written = present.to_conditions(&written, Some(1), time(2));
+        assert!(news(&present, &written).is_empty());
+        assert_eq!(news(&absent, &written), ["Absent"]);
+        let written = absent.to_conditions(&written, Some(1), time(3));
+        assert!(news(&absent, &written).is_empty());
+        // To and from Unknown is not news.
+        let unknown = symptom(ConditionStatus::Unknown);
+        assert!(news(&unknown, &written).is_empty());
+        let written = unknown.to_conditions(&written, Some(1), time(4));
+        assert!(news(&absent, &written).is_empty());
     }
 
     #[test]

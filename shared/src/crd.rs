@@ -155,7 +155,37 @@ mod tests {
             .flatten()
             .map(|c| c.name.as_str())
             .collect();
-        assert_eq!(columns, ["Requested", "Running", "Phase", "Ready", "Age"]);
+        assert_eq!(
+            columns,
+            [
+                "Requested",
+                "Running",
+                "Phase",
+                "Ready",
+                "Connections",
+                "Max",
+                "Storage%",
+                "Last Backup",
+                "Age"
+            ]
+        );
+        // The insights' columns show with `kubectl get pgdb -o wide` only.
+        let wide: Vec<_> = version
+            .additional_printer_columns
+            .iter()
+            .flatten()
+            .filter(|c| c.priority == Some(1))
+            .map(|c| (c.name.as_str(), c.type_.as_str(), c.json_path.as_str()))
+            .collect();
+        assert_eq!(
+            wide,
+            [
+                ("Connections", "integer", ".status.insights.connections"),
+                ("Max", "integer", ".status.insights.maxConnections"),
+                ("Storage%", "integer", ".status.insights.storageUsedPercent"),
+                ("Last Backup", "date", ".status.insights.lastBackupTime"),
+            ]
+        );
     }
 
     #[test]

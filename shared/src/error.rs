@@ -111,6 +111,82 @@ pub enum Error {
     Yaml(#[source] serde_yaml::Error),
 }
 
+impl Error {
+    /// What failed, in one CamelCase word: the `reason` label of
+    /// `pgdb_operator_reconcile_failures_total`. The values are few and
+    /// fixed, so the series stay few whatever the errors say: an API
+    /// server's answer gives its own reason (`Forbidden` for missing
+    /// RBAC, `Conflict`, `NotFound`, ...), any other kind of failure the
+    /// variant's name.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Kube { source, .. } => kube_reason(source),
+            Error::Serialize { .. } => "Serialization",
+            Error::Desired { .. } => "InvalidDesiredState",
+            Error::Config { .. } => "Configuration",
+            Error::Unreachable { .. } => "ApiUnreachable",
+            Error::CrdMissing { .. } => "CrdMissing",
+            Error::Sql { .. } => "Sql",
+            Error::LeaderElection { .. } => "LeaderElection",
+            Error::LostLeadership => "LostLeadership",
+            Error::Health { .. } => "HealthServer",
+            Error::Yaml(_) => "Yaml",
+        }
+    }
+}
+
+/// The reasons an API server gives in a `Status` (`metav1.StatusReason`).
+const API_REASONS: &[&str] = &[
+    "Unauthorized",
+    "Forbidden",
+    "NotFound",
+    "AlreadyExists",
+    "Conflict",
+    "Gone",
+    "Invalid",
+    "ServerTimeout",
+    "StoreReadError",
+    "Timeout",
+    "TooManyRequests",
+    "BadRequest",
+    "MethodNotAllowed",
+    "NotAcceptable",
+    "RequestEntityTooLarge",
+    "UnsupportedMediaType",
+    "InternalError",
+    "Expired",
+    "ServiceUnavailable",
+];
+
+/// The reason of a failed API call: the server's own when it is one of
+/// Kubernetes', else the one its HTTP code stands for (`ApiError` for
+/// another code), and
+/// `ApiUnreachable` when no answer came (connection, TLS, timeout).
+fn kube_reason(error: &kube::Error) -> &'static str {
+    match error {
+        kube::Error::Api(status) => API_REASONS
+            .iter()
+            .find(|known| **known == status.reason)
+            .copied()
+            .unwrap_or(match status.code {
+                400 => "BadRequest",
+                401 => "Unauthorized",
+                403 => "Forbidden",
+                404 => "NotFound",
+                409 => "Conflict",
+                410 => "Gone",
+                422 => "Invalid",
+                429 => "TooManyRequests",
+                500 => "InternalError",
+                503 => "ServiceUnavailable",
+                504 => "Timeout",
+                _ => "ApiError",
+            }),
+        kube::Error::SerdeError(_) => "Serialization",
+        _ => "ApiUnreachable",
+    }
+}
+
 /// The delay before retry number `failures` (1-based): 2s doubling to 5 min.
 pub fn retry_delay(failures: u32) -> Duration {
     let exponent = failures.saturating_sub(1).min(8);
@@ -128,6 +204,43 @@ mod tests {
         assert_eq!(retry_delay(5), Duration::from_secs(32));
         assert_eq!(retry_delay(9), Duration::from_secs(300));
         assert_eq!(retry_delay(1000), Duration::from_secs(300));
+    }
+
+    fn api_error(code: u16, reason: &str) -> Error {
+        let status = kube::core::Status::failure("no", reason).with_code(code);
+        Error::Kube {
+            action: "patch StatefulSet orders".into(),
+            source: Box::new(kube::Error::Api(Box::new(status))),
+        }
+    }
+
+    #[test]
+    fn a_failure_s_reason_is_the_api_server_s_own_or_the_kind_of_failure() {
+        assert_eq!(api_error(403, "Forbidden").reason(), "Forbidden");
+        assert_eq!(api_error(409, "Conflict").reason(), "Conflict");
+        // A reason that is not Kubernetes' never becomes a label value.
+        assert_eq!(
+            api_error(403, "forbidden: user cannot patch").reason(),
+            "Forbidden"
+        );
+        assert_eq!(api_error(418, "").reason(), "ApiError");
+        let unreachable = Error::Kube {
+            action: "list pods".into(),
+            source: Box::new(kube::Error::Service("connection refused".into())),
+        };
+        assert_eq!(unreachable.reason(), "ApiUnreachable");
+        let sql = Error::Sql {
+            what: "connect to orders-0".into(),
+            source: "timed out".into(),
+        };
+        assert_eq!(sql.reason(), "Sql");
+        assert_eq!(
+            Error::Desired {
+                what: "no name".into()
+            }
+            .reason(),
+            "InvalidDesiredState"
+        );
     }
 
     #[test]

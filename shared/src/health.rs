@@ -1,8 +1,13 @@
-//! `/healthz` and `/readyz`, the probes a Deployment points at.
+//! `/healthz` and `/readyz`, the probes a Deployment points at, and
+//! `/metrics` for a level that serves metrics (Level 4 and above).
 //!
 //! Liveness says the process is serving; readiness says the controller is
 //! running (connected, and leading when leader election is on). A replica
-//! waiting for the lease is alive but not ready.
+//! waiting for the lease is alive but not ready. `/metrics` answers on
+//! every replica, leader or not: a standby's process series and zero
+//! counters say it is there. It encodes what is in memory
+//! ([`crate::metrics`]); it never calls the API server or a database.
+//! Levels without metrics answer 404 there, as for any unknown path.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -96,7 +101,11 @@ pub async fn bind(
         address: address.to_string(),
         source,
     })?;
-    tracing::info!(address = %local, "serving /healthz and /readyz");
+    if metrics.is_some() {
+        tracing::info!(address = %local, "serving /healthz, /readyz and /metrics");
+    } else {
+        tracing::info!(address = %local, "serving /healthz and /readyz");
+    }
     Ok((local, async move {
         if let Err(error) = axum::serve(listener, router(readiness, metrics)).await {
             tracing::error!(%error, "health server stopped");
@@ -109,7 +118,7 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    async fn status_line(address: SocketAddr, path: &str) -> String {
+    async fn response(address: SocketAddr, path: &str) -> String {
         let mut stream = tokio::net::TcpStream::connect(address)
             .await
             .expect("connects");
@@ -118,7 +127,46 @@ mod tests {
         stream.write_all(request.as_bytes()).await.expect("writes");
         let mut response = String::new();
         stream.read_to_string(&mut response).await.expect("reads");
+        response
+    }
+
+    async fn status_line(address: SocketAddr, path: &str) -> String {
+        let response = response(address, path).await;
         response.lines().next().unwrap_or_default().to_string()
+    }
+
+    #[tokio::test]
+    async fn metrics_are_served_as_openmetrics_only_when_the_level_has_them() {
+        let metrics = Arc::new(Metrics::new(None));
+        metrics.operator.reconciled("level4-insights", 0.1, None);
+        let (address, serve) = bind(
+            ([127, 0, 0, 1], 0).into(),
+            Readiness::default(),
+            Some(metrics),
+        )
+        .await
+        .expect("binds");
+        tokio::spawn(serve);
+        let text = response(address, "/metrics").await;
+        assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+        assert!(
+            text.to_ascii_lowercase()
+                .contains("content-type: application/openmetrics-text; version=1.0.0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("pgdb_operator_reconciles_total{level=\"level4-insights\"} 1"),
+            "{text}"
+        );
+        assert!(text.trim_end().ends_with("# EOF"), "{text}");
+        let (address, serve) = bind(([127, 0, 0, 1], 0).into(), Readiness::default(), None)
+            .await
+            .expect("binds");
+        tokio::spawn(serve);
+        assert_eq!(
+            status_line(address, "/metrics").await,
+            "HTTP/1.1 404 Not Found"
+        );
     }
 
     #[tokio::test]

@@ -121,6 +121,29 @@ impl OperatorMetrics {
         );
     }
 
+    /// Creates the series every operator of `level` has, at zero, so that
+    /// a rate or an increase over them is defined from the first scrape,
+    /// before anything happened (failures by reason appear with the first
+    /// failure: their reasons are not known in advance).
+    pub fn initialise(&self, level: &str) {
+        let labels = LevelLabels {
+            level: level.to_string(),
+        };
+        // The guards are dropped at once: creating the series is the point.
+        drop(self.reconciles.get_or_create(&labels));
+        drop(self.reconcile_duration.get_or_create(&labels));
+        for result in ["ok", "error"] {
+            drop(self.sql_probes.get_or_create(&ResultLabels {
+                result: result.to_string(),
+            }));
+        }
+        for result in ["completed", "failed"] {
+            drop(self.backups.get_or_create(&ResultLabels {
+                result: result.to_string(),
+            }));
+        }
+    }
+
     /// Counts one reconcile of `level` that took `seconds`; `failure` is
     /// the reason when it failed.
     pub fn reconciled(&self, level: &str, seconds: f64, failure: Option<&str>) {
@@ -215,6 +238,36 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_operator_s_series_exist_at_zero_before_anything_happened() {
+        let metrics = Metrics::new(None);
+        metrics.operator.initialise("level4-insights");
+        let text = metrics.encode().expect("encodes");
+        for line in [
+            "pgdb_operator_reconciles_total{level=\"level4-insights\"} 0",
+            "pgdb_operator_reconcile_duration_seconds_count{level=\"level4-insights\"} 0",
+            "pgdb_operator_sql_probes_total{result=\"ok\"} 0",
+            "pgdb_operator_sql_probes_total{result=\"error\"} 0",
+            "pgdb_operator_backups_total{result=\"completed\"} 0",
+            "pgdb_operator_backups_total{result=\"failed\"} 0",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+        assert!(
+            !text.contains("pgdb_operator_reconcile_failures_total{"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_process_series_are_served_beside_the_operator_s() {
+        let text = Metrics::new(None).encode().expect("encodes");
+        if cfg!(target_os = "linux") {
+            assert!(text.contains("process_cpu_seconds_total "), "{text}");
+            assert!(text.contains("process_resident_memory_bytes "), "{text}");
+        }
+    }
 
     #[test]
     fn counters_are_named_with_total_and_durations_in_seconds() {

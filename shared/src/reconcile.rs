@@ -9,6 +9,10 @@
 //! patch when the status differs, and Events for what is news. A database
 //! being deleted that carries the core's finalizer gets the capabilities'
 //! finalize steps instead ([`crate::finalizer`]), applied the same way.
+//! With metrics (Level 4 and above, [`crate::metrics`]) the core counts
+//! as it works: each reconcile with its duration and, when it failed, the
+//! reason ([`Error::reason`]); each object written, by kind and change;
+//! each SQL probe, by result.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -59,6 +63,9 @@ pub struct Context {
     /// The metrics, when the level serves them: counted as the core works,
     /// and the source of each database's latest reading.
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// The namespace the operator runs in, told to the capabilities
+    /// ([`Observed::operator_namespace`]).
+    pub operator_namespace: String,
     /// Consecutive failures per object, for the retry backoff. This is
     /// pacing, not truth about the cluster: losing it on restart is harmless.
     failures: Mutex<HashMap<String, u32>>,
@@ -73,6 +80,7 @@ impl Context {
             level,
             recorder,
             metrics: None,
+            operator_namespace: crate::runner::DEFAULT_OPERATOR_NAMESPACE.to_string(),
             failures: Mutex::default(),
         }
     }
@@ -80,7 +88,17 @@ impl Context {
     /// The same context, counting into `metrics` and reading databases'
     /// readings from it.
     pub fn with_metrics(mut self, metrics: Option<Arc<crate::metrics::Metrics>>) -> Self {
+        if let Some(metrics) = &metrics {
+            metrics.operator.initialise(self.level.name);
+        }
         self.metrics = metrics;
+        self
+    }
+
+    /// The same context, telling the capabilities that the operator runs
+    /// in `namespace`.
+    pub fn with_operator_namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.operator_namespace = namespace.into();
         self
     }
 
@@ -391,14 +409,27 @@ pub async fn observe(
             }
             QuerySelector::Instance => {
                 let params = ListParams::default().labels(&instance_selector(&db.name_any()));
-                let list = api.list(&params).await.map_err(|source| Error::Kube {
-                    action: format!(
-                        "list {} of {namespace}/{}",
-                        query.resource.plural,
-                        db.name_any()
-                    ),
-                    source: Box::new(source),
-                })?;
+                let list = match api.list(&params).await {
+                    Ok(list) => list,
+                    // A list answers 404 only when the kind is not served
+                    // (its CRD is not installed): the capability that asked
+                    // reports it (`Observed::is_served`); it is no failure.
+                    Err(kube::Error::Api(status)) if status.code == 404 => {
+                        tracing::debug!(kind = query.resource.kind, "not served");
+                        observed.mark_unserved(&query.resource);
+                        continue;
+                    }
+                    Err(source) => {
+                        return Err(Error::Kube {
+                            action: format!(
+                                "list {} of {namespace}/{}",
+                                query.resource.plural,
+                                db.name_any()
+                            ),
+                            source: Box::new(source),
+                        });
+                    }
+                };
                 observed.mark_listed(&query.resource);
                 for object in list.items {
                     observed.insert(&query.resource, object);
@@ -429,7 +460,25 @@ pub async fn reconcile(db: Arc<PostgresDB>, ctx: Arc<Context>) -> Result<Action,
         name = db.name_any(),
         level = ctx.level.number
     );
-    reconcile_in_span(&db, &ctx).instrument(span).await
+    let started = std::time::Instant::now();
+    let outcome = reconcile_in_span(&db, &ctx).instrument(span).await;
+    if let Some(metrics) = &ctx.metrics {
+        metrics.operator.reconciled(
+            ctx.level.name,
+            started.elapsed().as_secs_f64(),
+            outcome.as_ref().err().map(Error::reason),
+        );
+    }
+    outcome
+}
+
+/// The `change` label of `pgdb_operator_applied_objects_total`.
+pub fn change_label(change: &Change) -> &'static str {
+    match change {
+        Change::Create => "create",
+        Change::Update => "update",
+        Change::Repair => "repair",
+    }
 }
 
 async fn reconcile_in_span(cached: &PostgresDB, ctx: &Context) -> Result<Action, Error> {
@@ -459,6 +508,7 @@ async fn reconcile_in_span(cached: &PostgresDB, ctx: &Context) -> Result<Action,
         return finalize(ctx, db).await;
     }
     let mut observed = observe(&ctx.client, db, &prune::queries(&ctx.level, db)).await?;
+    observed.set_operator_namespace(ctx.operator_namespace.clone());
     if let Some(metrics) = &ctx.metrics {
         let namespace = db.namespace().unwrap_or_default();
         observed.set_reading(metrics.readings.get(&namespace, &db.name_any()));
@@ -467,6 +517,9 @@ async fn reconcile_in_span(cached: &PostgresDB, ctx: &Context) -> Result<Action,
     if !probes.is_empty() {
         let namespace = db.namespace().unwrap_or_default();
         for (name, answer) in ctx.connector.answer(&namespace, &probes).await {
+            if let Some(metrics) = &ctx.metrics {
+                metrics.operator.probed(answer.is_ok());
+            }
             observed.insert_sql(name, answer);
         }
     }
@@ -551,6 +604,11 @@ async fn apply_changes(
         apply::apply(&ctx.client, &manager, object).await?;
         let reference = object.reference();
         tracing::info!(object = %describe(&reference), ?change, "applied");
+        if let Some(metrics) = &ctx.metrics {
+            metrics
+                .operator
+                .applied(&object.resource.kind, change_label(change));
+        }
         match change {
             Change::Create => report.created.push(reference),
             Change::Update => report.updated.push(reference),
@@ -841,6 +899,15 @@ mod tests {
             requeue_delay(RESYNC, Some(crate::testing::at(990)), now),
             Duration::ZERO
         );
+    }
+
+    #[test]
+    fn applied_objects_are_counted_by_the_change_words_of_the_metric() {
+        let labels: Vec<_> = [Change::Create, Change::Update, Change::Repair]
+            .iter()
+            .map(change_label)
+            .collect();
+        assert_eq!(labels, ["create", "update", "repair"]);
     }
 
     #[test]

@@ -159,6 +159,7 @@ pub async fn run(
                 metrics: metrics.clone(),
                 operator_namespace: operator_namespace.clone(),
                 metrics_interval,
+                database_access: options.database_access,
             };
             let run = (companion.run)(context);
             let name = companion.name;
@@ -177,7 +178,8 @@ pub async fn run(
     let changes = metrics.as_ref().and_then(|m| m.readings.take_changes());
     let context = std::sync::Arc::new(
         Context::new(client.clone(), level, recorder, options.database_access)
-            .with_metrics(metrics),
+            .with_metrics(metrics)
+            .with_operator_namespace(operator_namespace.clone()),
     );
 
     let databases: Api<PostgresDB> = match &options.namespace {

@@ -144,6 +144,39 @@ impl DbBuilder {
         self
     }
 
+    /// `spec.backup`.
+    pub fn backup(mut self, backup: crate::backup::BackupSpec) -> Self {
+        self.db.spec.backup = Some(backup);
+        self
+    }
+
+    /// `metadata.creationTimestamp`.
+    pub fn created(mut self, at: jiff::Timestamp) -> Self {
+        self.db.metadata.creation_timestamp = Some(Time(at));
+        self
+    }
+
+    /// `status.backup`.
+    pub fn backup_status(mut self, summary: crate::backup::BackupSummary) -> Self {
+        self.status().backup = Some(summary);
+        self
+    }
+
+    /// `status.conditions`, as an earlier reconcile wrote them.
+    pub fn conditions(
+        mut self,
+        conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+    ) -> Self {
+        self.status().conditions = conditions;
+        self
+    }
+
+    /// `status.insights`, as an earlier reconcile wrote it.
+    pub fn insights(mut self, insights: crate::api::InsightsStatus) -> Self {
+        self.status().insights = Some(insights);
+        self
+    }
+
     fn status(&mut self) -> &mut PostgresDBStatus {
         self.db.status.get_or_insert_with(Default::default)
     }
@@ -191,6 +224,31 @@ impl ObservedBuilder {
     /// Adds the answer to the SQL probe named `name`.
     pub fn sql(mut self, name: &str, answer: SqlAnswer) -> Self {
         self.observed.insert_sql(name, answer);
+        self
+    }
+
+    /// The database's latest reading.
+    pub fn reading(mut self, reading: crate::readings::DatabaseReading) -> Self {
+        self.observed.set_reading(Some(reading));
+        self
+    }
+
+    /// A list of kind `K` answered 404: the API server does not serve it.
+    pub fn unserved<K: Resource<DynamicType = ()>>(mut self) -> Self {
+        self.observed.mark_unserved(&ApiResource::erase::<K>(&()));
+        self
+    }
+
+    /// Every object of kind `K` carrying the database's instance label was
+    /// listed (those added with [`ObservedBuilder::with`] were found).
+    pub fn listed<K: Resource<DynamicType = ()>>(mut self) -> Self {
+        self.observed.mark_listed(&ApiResource::erase::<K>(&()));
+        self
+    }
+
+    /// The namespace the operator runs in.
+    pub fn operator_namespace(mut self, namespace: &str) -> Self {
+        self.observed.set_operator_namespace(namespace);
         self
     }
 
@@ -305,6 +363,12 @@ impl PodBuilder {
                 state: Some(state),
                 ..Default::default()
             });
+        self
+    }
+
+    /// `spec.nodeName`: scheduled on `node`.
+    pub fn node(mut self, node: &str) -> Self {
+        self.pod.spec.get_or_insert_with(Default::default).node_name = Some(node.into());
         self
     }
 

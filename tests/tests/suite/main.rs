@@ -13,8 +13,15 @@
 //!   levels against real servers.
 //! - [`level3_schedule`], [`level3_deletion`]: Level 3's schedule,
 //!   retention and deletion policies.
+//! - [`level4_collector`]: Level 4's database series, measured on real servers.
 //! - [`safe_configuration`]: refused parameters and images, and a server's own reason, on real servers.
 //! - [`level3_schedule`]: Level 3's backup schedule and retention, on objects.
+//! - [`level4_metrics`]: the operator's own metrics at `/metrics`, and
+//!   the readings' trigger of reconciles.
+//! - [`level4_symptoms`]: Level 4's symptoms as conditions and Events, and
+//!   its ServiceMonitor where the API is served.
+//! - [`level4_alerts`]: Level 4's alerts under promtool, and the monitoring
+//!   companion applying them and the dashboard.
 //! - [`rbac`]: what the deployed RBAC grants, against a whole life of Level 2.
 //! - [`scale`]: a few hundred databases at once.
 //!
@@ -33,6 +40,10 @@ mod level3_backup;
 mod level3_deletion;
 mod level3_restore;
 mod level3_schedule;
+mod level4_metrics;
+mod level4_symptoms;
+mod level4_alerts;
+mod level4_collector;
 mod operator_binary;
 mod passwords;
 mod pruning;

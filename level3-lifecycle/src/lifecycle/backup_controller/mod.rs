@@ -163,6 +163,23 @@ fn is_terminal(phase: Option<BackupPhase>) -> bool {
     matches!(phase, Some(BackupPhase::Completed | BackupPhase::Failed))
 }
 
+/// The `result` label of `pgdb_operator_backups_total` when writing
+/// `next` ends `backup`: "completed" or "failed"; `None` when the backup
+/// had already ended or does not end now. Counted once the status is
+/// written, so a backup is counted once (a write whose answer was lost
+/// and is not repeated goes uncounted: counters may miss, never double).
+pub fn finished(backup: &PostgresDBBackup, next: &PostgresDBBackupStatus) -> Option<&'static str> {
+    let before = backup.status.as_ref().and_then(|s| s.phase);
+    if is_terminal(before) {
+        return None;
+    }
+    match next.phase {
+        Some(BackupPhase::Completed) => Some("completed"),
+        Some(BackupPhase::Failed) => Some("failed"),
+        _ => None,
+    }
+}
+
 fn time(now: jiff::Timestamp) -> Time {
     Time(now)
 }

@@ -49,6 +49,8 @@ struct Context {
     manager: String,
     recorder: Recorder,
     failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+    /// Where finished backups are counted, when the level serves metrics.
+    metrics: Option<Arc<shared::metrics::Metrics>>,
 }
 
 fn kube_error(action: String) -> impl FnOnce(kube::Error) -> Error {
@@ -91,6 +93,7 @@ pub async fn run(context: CompanionContext) -> Result<(), Error> {
         client,
         manager: context.field_manager.clone(),
         failures: Default::default(),
+        metrics: context.metrics.clone(),
     });
     let shutdown = context.shutdown.clone();
     let running = Controller::new(backups, watcher::Config::default())
@@ -343,6 +346,9 @@ async fn apply(
             "write the status of PostgresDBBackup {name}"
         )))?;
         tracing::info!(backup = name, phase = ?status.phase, "status updated");
+        if let (Some(metrics), Some(result)) = (&ctx.metrics, super::finished(backup, status)) {
+            metrics.operator.backup_finished(result);
+        }
     }
     let reference = backup.object_ref(&());
     for event in &step.events {

@@ -698,3 +698,39 @@ fn a_scheduled_backup_shows_its_slot_in_status() {
 }
 
 mod verify;
+
+#[test]
+fn a_backup_is_counted_once_by_result_when_its_status_first_ends_it() {
+    let running = BackupBuilder::adopted("b1")
+        .phase(BackupPhase::Running)
+        .build();
+    let ended = |phase| PostgresDBBackupStatus {
+        phase: Some(phase),
+        ..Default::default()
+    };
+    assert_eq!(
+        finished(&running, &ended(BackupPhase::Completed)),
+        Some("completed")
+    );
+    assert_eq!(
+        finished(&running, &ended(BackupPhase::Failed)),
+        Some("failed")
+    );
+    assert_eq!(finished(&running, &ended(BackupPhase::Running)), None);
+    let pending = BackupBuilder::adopted("b2")
+        .phase(BackupPhase::Pending)
+        .build();
+    assert_eq!(
+        finished(&pending, &ended(BackupPhase::Failed)),
+        Some("failed")
+    );
+    // Already ended: a later status write (its slot, say) is no new backup.
+    let completed = BackupBuilder::adopted("b3")
+        .phase(BackupPhase::Completed)
+        .build();
+    assert_eq!(finished(&completed, &ended(BackupPhase::Completed)), None);
+    let failed = BackupBuilder::adopted("b4")
+        .phase(BackupPhase::Failed)
+        .build();
+    assert_eq!(finished(&failed, &ended(BackupPhase::Failed)), None);
+}

@@ -150,6 +150,17 @@ pub fn problems(db: &PostgresDB) -> Vec<SpecProblem> {
     problems
 }
 
+/// The schedule `db` takes backups on: `spec.backup.schedule` parsed,
+/// when it is set, valid and not suspended (the next level reads it to
+/// tell when backups are overdue).
+pub fn active_schedule(db: &PostgresDB) -> Option<Schedule> {
+    let spec = db.spec.backup.as_ref()?;
+    if spec.suspend {
+        return None;
+    }
+    Schedule::parse(spec.schedule.as_deref()?).ok()
+}
+
 /// The schedule's plan for `db` at `now`, when it has a valid schedule.
 pub fn slot_plan(db: &PostgresDB, backups: &[BackupView], now: Timestamp) -> Option<SlotPlan> {
     let spec = db.spec.backup.as_ref()?;

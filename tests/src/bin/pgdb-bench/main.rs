@@ -21,7 +21,9 @@
 //! cargo run --release -p tests --bin pgdb-bench -- --levels 1,2 --databases 1000
 //! ```
 //!
-//! `--backup-bench` measures Level 3's backups instead ([`backup`]).
+//! `--backup-bench` measures Level 3's backups instead ([`backup`]);
+//! `--metrics-bench` measures Level 4's `/metrics` and collector with N
+//! databases instead ([`metrics`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -45,6 +47,7 @@ use tests::scenarios::is_settled;
 use tokio::process::{Child, Command};
 
 mod backup;
+mod metrics;
 
 /// Create many PostgresDBs at once against each level and measure.
 #[derive(Debug, Parser)]
@@ -81,6 +84,20 @@ struct Args {
     /// With --backup-bench: the schedule's period, in seconds.
     #[arg(long, default_value_t = 15)]
     every_seconds: u64,
+    /// Measure Level 4's `/metrics` answer time and its collector's CPU
+    /// with --databases databases on one real PostgreSQL 15 (as root: it
+    /// runs in a network namespace of its own).
+    #[arg(long)]
+    metrics_bench: bool,
+    /// With --metrics-bench: the operator's --metrics-interval, in seconds.
+    #[arg(long, default_value_t = 30)]
+    interval_seconds: u64,
+    /// With --metrics-bench: how long to measure the operator's CPU, in seconds.
+    #[arg(long, default_value_t = 120)]
+    window_seconds: u64,
+    /// With --metrics-bench: how many `/metrics` answers to time.
+    #[arg(long, default_value_t = 100)]
+    scrapes: usize,
 }
 
 /// One level's figures.
@@ -145,6 +162,18 @@ async fn run(args: Args) -> Result<(), Failure> {
             size_mb: args.size_mb,
             slots: args.slots,
             every_seconds: args.every_seconds,
+            json: args.json,
+        })
+        .await;
+    }
+    if args.metrics_bench {
+        return metrics::run(metrics::MetricsArgs {
+            databases: args.databases,
+            concurrency: args.concurrency,
+            timeout_seconds: args.timeout_seconds,
+            interval_seconds: args.interval_seconds,
+            window_seconds: args.window_seconds,
+            scrapes: args.scrapes,
             json: args.json,
         })
         .await;

@@ -1,0 +1,41 @@
+-- What the collector asks a server on each measurement, in one constant
+-- statement: one row per figure, every column text.
+--   kind        what the row holds
+--   name        the state, or the database (datname), when the figure has one
+--   a, b, c, d  the figure's values
+-- The operator's own sessions (application_name pgdb-operator, this one
+-- included) are left out of the connections and the oldest transaction.
+SELECT 'server' AS kind,
+       NULL::text AS name,
+       current_setting('server_version') AS a,
+       current_setting('server_version_num') AS b,
+       current_setting('max_connections') AS c,
+       current_setting('superuser_reserved_connections') AS d
+UNION ALL
+SELECT 'connections', coalesce(state, 'unknown'), count(*)::text, NULL, NULL, NULL
+  FROM pg_stat_activity
+ WHERE backend_type = 'client backend'
+   AND pid <> pg_backend_pid()
+   AND application_name IS DISTINCT FROM 'pgdb-operator'
+ GROUP BY coalesce(state, 'unknown')
+UNION ALL
+SELECT 'database', d.datname, s.xact_commit::text, s.xact_rollback::text,
+       s.deadlocks::text, pg_database_size(d.oid)::text
+  FROM pg_database d
+  JOIN pg_stat_database s ON s.datid = d.oid
+ WHERE NOT d.datistemplate
+UNION ALL
+SELECT 'oldest_transaction', NULL,
+       coalesce(extract(epoch FROM max(clock_timestamp() - xact_start)), 0)::text,
+       NULL, NULL, NULL
+  FROM pg_stat_activity
+ WHERE backend_type = 'client backend'
+   AND xact_start IS NOT NULL
+   AND pid <> pg_backend_pid()
+   AND application_name IS DISTINCT FROM 'pgdb-operator'
+UNION ALL
+SELECT 'xid_age', NULL, max(age(datfrozenxid))::text, NULL, NULL, NULL
+  FROM pg_database
+UNION ALL
+SELECT 'wal', NULL, coalesce(sum(size), 0)::text, NULL, NULL, NULL
+  FROM pg_ls_waldir()
