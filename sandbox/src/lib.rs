@@ -41,6 +41,7 @@ pub mod scheduling;
 pub mod schema;
 pub mod selector;
 pub mod server;
+pub mod stats;
 pub mod store;
 pub mod watch;
 
@@ -60,6 +61,7 @@ pub use faults::Faults;
 pub use pgruntime::{KillKind, PostgresConfig, PostgresRuntime};
 pub use runtime::{
     ContainerReport, ContainerState, ExitRule, PodRuntime, SimulatedConfig, SimulatedRuntime,
+    VolumeUsage,
 };
 
 use cluster::{Cluster, WriteOptions};

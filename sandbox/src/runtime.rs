@@ -24,7 +24,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::backoff::{BackOffConfig, CrashLoop, crash_loop_message};
-pub use crate::cluster::pod_runtime::{ContainerReport, ContainerState, PodRuntime};
+pub use crate::cluster::pod_runtime::{ContainerReport, ContainerState, PodRuntime, VolumeUsage};
 
 /// Which simulated containers exit, and how.
 #[derive(Debug, Clone)]

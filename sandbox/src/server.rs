@@ -79,11 +79,31 @@ async fn handle(State(st): State<Arc<AppState>>, req: Request) -> Response {
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
+    // The request log (`RUST_LOG=sandbox::requests=debug`): what a client
+    // asked for and how it was answered, to see what a client such as
+    // client-go's informers sends.
+    let logged = tracing::enabled!(target: "sandbox::requests", tracing::Level::DEBUG).then(|| {
+        let accept = req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        (req.method().clone(), req.uri().clone(), accept)
+    });
     let mut labels = None;
     let response = match route(&st, req, &mut labels).await {
         Ok(r) => r,
         Err(e) => error_response(&e),
     };
+    if let Some((method, uri, accept)) = logged {
+        tracing::debug!(
+            target: "sandbox::requests",
+            %method, %uri, accept, agent, code = response.status().as_u16(),
+            ms = started.elapsed().as_millis() as u64,
+            "request"
+        );
+    }
     if let Some(l) = labels {
         let code = response.status().as_u16();
         st.counters
@@ -195,6 +215,7 @@ fn parse_target(st: &AppState, segs: &[&str]) -> Result<(Target, bool)> {
             "log" => target.rt.log,
             "portforward" | "exec" => target.rt.plural == "pods" && target.rt.group.is_empty(),
             "finalize" => target.rt.plural == "namespaces" && target.rt.group.is_empty(),
+            "proxy" => target.rt.plural == "nodes" && target.rt.group.is_empty(),
             _ => false,
         };
         if !ok {
@@ -368,6 +389,12 @@ async fn route(
             .map(|v| json_response(StatusCode::OK, &v));
     }
 
+    // The node proxy (`nodes/NAME/proxy/...`) reaches the kubelet: the
+    // path after `proxy` is the kubelet's ([`crate::stats`]).
+    let (segs, proxied) = match segs.as_slice() {
+        ["api", "v1", "nodes", _, "proxy", rest @ ..] => (segs[..5].to_vec(), Some(rest.to_vec())),
+        _ => (segs.clone(), None),
+    };
     let (target, legacy_watch) = parse_target(st, &segs)?;
     let rt = target.rt.clone();
     let watching = legacy_watch || truthy(&q, "watch");
@@ -422,6 +449,14 @@ async fn route(
             target.name.clone().unwrap_or_default(),
         );
         return crate::portforward::serve(&st.cluster, &rt, &mut parts, &ns, &name).await;
+    }
+    if let Some(path) = &proxied {
+        if parts.method != Method::GET {
+            return Err(Error::method_not_allowed());
+        }
+        let name = target.name.clone().unwrap_or_default();
+        return crate::stats::serve(&st.cluster, &name, path)
+            .map(|v| json_response(StatusCode::OK, &v));
     }
     if target.sub.as_deref() == Some("exec") {
         let (ns, name) = (

@@ -41,7 +41,7 @@ pub use kinds::NODE_NAME;
 pub use options::{
     DeleteOptions, ListOptions, PatchKind, Sub, WriteOptions, manager_from_user_agent,
 };
-pub use pod_runtime::{ContainerReport, ContainerState, PodRuntime};
+pub use pod_runtime::{ContainerReport, ContainerState, PodRuntime, VolumeUsage};
 
 /// The control plane's state: the store, the registry and the pod runtime.
 pub struct Cluster {

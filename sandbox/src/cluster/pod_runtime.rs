@@ -50,6 +50,18 @@ pub struct ContainerReport {
     pub init: bool,
 }
 
+/// How much of a volume is used, as a runtime measures it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct VolumeUsage {
+    /// Bytes the volume's files take.
+    pub used_bytes: u64,
+    /// Files and directories on it.
+    pub inodes_used: u64,
+    /// Whether nothing more can be written (the volume-fill fault): the
+    /// kubelet's stats then report it used to its capacity.
+    pub full: bool,
+}
+
 /// Runs pods. Implementations must not block: `start` and `stop` begin the
 /// work and return; progress is read back with `status`.
 pub trait PodRuntime: Send + Sync + 'static {
@@ -77,6 +89,13 @@ pub trait PodRuntime: Send + Sync + 'static {
     /// A ClusterIP for a new Service when the runtime serves them; `None`
     /// lets the API server pick a made-up one from 10.96.0.0/16.
     fn allocate_service_ip(&self) -> Option<String> {
+        None
+    }
+    /// How much of persistent volume `volume` (a PersistentVolume's name)
+    /// is used, for the kubelet's volume stats (`stats/summary`); `None`
+    /// when the runtime keeps no data on volumes (the default: the
+    /// simulated runtime writes nothing, so its volumes are empty).
+    fn volume_usage(&self, _volume: &str) -> Option<VolumeUsage> {
         None
     }
     /// Called once the control plane exists, for runtimes that read

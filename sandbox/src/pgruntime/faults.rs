@@ -111,6 +111,7 @@ impl PostgresRuntime {
             what: format!("claim {ns}/{claim} is not bound"),
             source: std::io::Error::from(std::io::ErrorKind::NotFound),
         })?;
+        lock(&self.inner.walked).remove(&dir);
         for e in std::fs::read_dir(&dir).map_err(io_err(&dir))?.flatten() {
             let p = e.path();
             let r = if e.file_type().is_ok_and(|t| t.is_dir()) {
@@ -135,6 +136,33 @@ impl PostgresRuntime {
             what: format!("claim {ns}/{claim} is not bound"),
             source: std::io::Error::from(std::io::ErrorKind::NotFound),
         })?;
+        lock(&self.inner.walked).remove(&dir);
         volume::fill(&dir, full).map_err(io_err(&dir))
+    }
+
+    /// What a persistent volume (by the PersistentVolume's name) uses, for
+    /// the kubelet's volume stats: `statvfs` of its tmpfs, or the walk of
+    /// a plain directory, reused for [`volume::WALK_PERIOD`]; `full` when
+    /// [`Self::fill_volume`] made it so. `None` when it has no directory.
+    pub fn volume_usage(&self, volume: &str) -> Option<crate::cluster::VolumeUsage> {
+        let dir = self.inner.work.join("volumes").join(volume);
+        if let Some(u) = volume::usage_of_mount(&dir) {
+            return Some(u);
+        }
+        let full = volume::filled_by_permissions(&dir);
+        let now = std::time::Instant::now();
+        let cached = lock(&self.inner.walked)
+            .get(&dir)
+            .filter(|(at, _)| now.duration_since(*at) < volume::WALK_PERIOD)
+            .map(|(_, u)| *u);
+        let usage = match cached {
+            Some(u) => u,
+            None => {
+                let u = volume::walk(&dir)?;
+                lock(&self.inner.walked).insert(dir, (now, u));
+                u
+            }
+        };
+        Some(crate::cluster::VolumeUsage { full, ..usage })
     }
 }

@@ -214,6 +214,10 @@ impl PodRuntime for PostgresRuntime {
         Some(self.inner.plan.service().to_string())
     }
 
+    fn volume_usage(&self, volume: &str) -> Option<crate::cluster::VolumeUsage> {
+        PostgresRuntime::volume_usage(self, volume)
+    }
+
     fn attach(&self, cluster: &Arc<Cluster>) {
         let _ = self.inner.cluster.set(Arc::downgrade(cluster));
         let Ok(h) = tokio::runtime::Handle::try_current() else {

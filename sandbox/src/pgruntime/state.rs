@@ -180,6 +180,9 @@ pub(super) struct Inner {
     /// Server binaries found (and staged) per (major, minor) of a tag.
     pub(super) staged: Mutex<HashMap<(u32, Option<u32>), PathBuf>>,
     pub(super) watchdog: Mutex<Option<std::process::Child>>,
+    /// Sizes of plain-directory volumes, measured by a walk, and when
+    /// (see [`super::volume::WALK_PERIOD`]).
+    pub(super) walked: Mutex<HashMap<PathBuf, (std::time::Instant, crate::cluster::VolumeUsage)>>,
     pub(super) counter: AtomicU32,
     pub(super) closed: AtomicBool,
 }

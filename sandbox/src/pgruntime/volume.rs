@@ -13,6 +13,10 @@
 //! Without root (or when `mount` fails) the directory is a plain directory
 //! and a full disk is approximated by permissions.
 //!
+//! What a volume uses (the kubelet's volume stats, `stats/summary`) is
+//! `statvfs` of its tmpfs, or, for a plain directory, a walk of its files
+//! reused for [`WALK_PERIOD`]; a full volume says so.
+//!
 //! Every mount is removed where its directory is (and a volume filled by
 //! permissions is made writable again, so that a normal user can delete
 //! it): when the claim's volume is reclaimed, when the sandbox shuts down
@@ -22,6 +26,8 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
+
+use crate::cluster::VolumeUsage;
 
 /// The source name the sandbox's mounts carry (shown by `mount`/`df`).
 const SOURCE: &str = "pgdb-sandbox";
@@ -174,6 +180,60 @@ pub fn fill(dir: &Path, full: bool) -> std::io::Result<VolumeFull> {
     Ok(VolumeFull::NoWritePermission)
 }
 
+/// How long a plain directory's measured size is reused: measuring it walks
+/// every file, so, like the kubelet (which runs `du` on volumes about once
+/// a minute), the walk is not repeated for every stats request. A tmpfs
+/// volume is measured afresh each time: one `statvfs`.
+pub const WALK_PERIOD: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What the volume at `dir` uses now, when its size can be had without a
+/// walk: a tmpfs (the sandbox's volumes as root) answers `statvfs` for
+/// itself alone. `None` for a plain directory (see [`walk`]) or a
+/// directory that is gone.
+pub fn usage_of_mount(dir: &Path) -> Option<VolumeUsage> {
+    if !is_mount_point(dir) {
+        return None;
+    }
+    let st = nix::sys::statvfs::statvfs(dir).ok()?;
+    let (total, free) = (st.blocks(), st.blocks_free());
+    let used = total.saturating_sub(free);
+    Some(VolumeUsage {
+        used_bytes: used * st.fragment_size(),
+        inodes_used: st.files().saturating_sub(st.files_free()),
+        // As `fill` decides: no free block (an empty volume keeps one).
+        full: free == 0 || (used == 0 && total == 1),
+    })
+}
+
+/// Whether a plain directory was filled by permissions (see [`fill`]).
+pub fn filled_by_permissions(dir: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir() && m.permissions().mode() & 0o200 == 0)
+}
+
+/// The bytes (allocated blocks, as `du` counts them) and entries below
+/// `dir`, by walking it; symlinks are not followed.
+pub fn walk(dir: &Path) -> Option<VolumeUsage> {
+    let meta = std::fs::symlink_metadata(dir).ok()?;
+    let mut usage = VolumeUsage {
+        used_bytes: meta.blocks() * 512,
+        inodes_used: 1,
+        full: false,
+    };
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            usage.used_bytes += m.blocks() * 512;
+            usage.inodes_used += 1;
+            if m.is_dir() {
+                todo.push(e.path());
+            }
+        }
+    }
+    Some(usage)
+}
+
 /// Removes (or gives back) the owner's write permission on everything in
 /// `p`, symlinks excepted.
 fn permissions(p: &Path, full: bool) -> std::io::Result<()> {
@@ -196,6 +256,25 @@ fn permissions(p: &Path, full: bool) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_plain_directory_is_measured_by_walking_it_and_full_when_filled() {
+        let dir = std::env::temp_dir().join(format!("pgdb-volume-walk-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("base/1")).expect("a directory");
+        std::fs::write(dir.join("base/1/rel"), vec![7u8; 64 * 1024]).expect("a file");
+        let u = walk(&dir).expect("measured");
+        assert!(u.used_bytes >= 64 * 1024, "{u:?}");
+        assert_eq!(u.inodes_used, 4, "the directory, base, base/1 and the file");
+        assert!(!filled_by_permissions(&dir));
+        assert!(
+            usage_of_mount(&dir).is_none(),
+            "a plain directory is no mount"
+        );
+        fill(&dir, true).expect("filled");
+        assert!(filled_by_permissions(&dir));
+        release(&dir);
+        std::fs::remove_dir_all(&dir).expect("removed");
+    }
 
     #[test]
     fn a_plain_directory_is_filled_by_permissions_and_given_back() {

@@ -86,6 +86,7 @@ impl PostgresRuntime {
                 forced_ready: Default::default(),
                 staged: Default::default(),
                 watchdog: Mutex::new(Some(watchdog)),
+                walked: Default::default(),
                 counter: AtomicU32::new(0),
                 closed: AtomicBool::new(false),
             }),

@@ -11,6 +11,7 @@ mod dry_run;
 mod endpoints;
 mod faults;
 mod kubelet;
+mod node_proxy;
 mod patch;
 mod per_object;
 mod portforward;

@@ -6,7 +6,7 @@
 //!
 //! The tests are grouped by what they exercise: [`images`], [`processes`],
 //! [`exec`],
-//! [`faults`], [`volumes`], [`termination`], [`portforward`] and
+//! [`faults`], [`volumes`], [`stats`], [`termination`], [`portforward`] and
 //! [`sandbox_process`]; the
 //! helpers they share (starting a sandbox on the real runtime, fixtures
 //! for pods and claims, bounded waits, psql) are here.
@@ -18,6 +18,7 @@ mod init_containers;
 mod portforward;
 mod processes;
 mod sandbox_process;
+mod stats;
 mod termination;
 mod volumes;
 
