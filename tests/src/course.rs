@@ -1,7 +1,8 @@
 //! What the course's tools share: finding the clone's own files (the tour's
 //! default example is the file a learner can read and edit, not a path
-//! fixed at build time), and the runnable blocks of the chapters, which
-//! the suite's `chapters` module runs.
+//! fixed at build time), the runnable blocks of the chapters, which the
+//! suite's `chapters` module runs, and an in-process operator's
+//! `/metrics` (Level 4's chapter reads them with curl, as from the binary).
 //!
 //! A runnable block is a fenced `sh` block preceded by the line
 //! `<!-- runnable -->`: each of its lines is one command (a line ending in
@@ -32,6 +33,48 @@ pub fn find_example_from(start: &Path, name: &str) -> Option<PathBuf> {
         .ancestors()
         .map(|dir| dir.join("examples").join(name))
         .find(|path| path.is_file())
+}
+
+/// How often an operator run by the tour or a chapter's test measures each
+/// database (a level with insights): shorter than the binary's default
+/// (`--metrics-interval`, 30 s), so a change shows within seconds.
+pub const METRICS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The environment variable the chapters' blocks read the operator's
+/// `/metrics` address from (`curl "http://$METRICS/metrics"`); the tour
+/// prints the line that sets it.
+pub const METRICS_VARIABLE: &str = "METRICS";
+
+/// The operator's metrics, served as its binary serves them (`/metrics`
+/// beside `/healthz` and `/readyz`), for an operator run in-process.
+pub struct ServedMetrics {
+    /// Where they are served.
+    pub address: std::net::SocketAddr,
+    /// What to give the operator (`RunOptions::metrics`).
+    pub metrics: std::sync::Arc<shared::metrics::Metrics>,
+    /// The server; aborted to stop serving.
+    pub server: tokio::task::JoinHandle<()>,
+}
+
+/// For a level with insights (Level 4 and above), its metrics served at
+/// `address` (port 0: a free one); `None` for a level without.
+pub async fn serve_metrics(
+    level: &shared::Level,
+    address: std::net::SocketAddr,
+    readiness: shared::health::Readiness,
+) -> Result<Option<ServedMetrics>, shared::Error> {
+    let Some(insights) = &level.insights else {
+        return Ok(None);
+    };
+    let metrics = std::sync::Arc::new(shared::metrics::Metrics::new(Some(
+        insights.database_series,
+    )));
+    let (address, serve) = shared::health::bind(address, readiness, Some(metrics.clone())).await?;
+    Ok(Some(ServedMetrics {
+        address,
+        metrics,
+        server: tokio::spawn(serve),
+    }))
 }
 
 /// A runnable block of a chapter and the output it is expected to print.

@@ -22,7 +22,7 @@ pub enum LevelId {
 
 impl LevelId {
     /// Every level, lowest first.
-    pub const ALL: [LevelId; 3] = [LevelId::One, LevelId::Two, LevelId::Three];
+    pub const ALL: [LevelId; 4] = [LevelId::One, LevelId::Two, LevelId::Three, LevelId::Four];
 
     /// The level's number.
     pub fn number(self) -> u8 {

@@ -315,12 +315,18 @@ impl TestCluster {
     /// and signs its Events with an instance name of its own
     /// ([`Operator::instance`]), so a test can tell two operators' Events apart.
     pub fn run_operator(&self, level: LevelId) -> Operator {
+        self.run_operator_with(level, RunOptions::default())
+    }
+
+    /// [`TestCluster::run_operator`], with `options` (metrics, a shorter
+    /// `metrics_interval`); their namespace and instance are the harness's.
+    pub fn run_operator_with(&self, level: LevelId, options: RunOptions) -> Operator {
         let (stop, stopped) = oneshot::channel::<()>();
         let instance = format!("{}-{}", level.name(), unique_suffix());
         let options = RunOptions {
             namespace: Some(self.namespace.clone()),
             instance: Some(instance.clone()),
-            ..Default::default()
+            ..options
         };
         let kubeconfig = self.kubeconfig.clone();
         let task = tokio::spawn(async move {

@@ -123,7 +123,7 @@ impl Scenario for BackupRestored {
             .create(&PostParams::default(), &backup)
             .await
             .or_fail(format!("create PostgresDBBackup {BACKUP}"))?;
-        let taken = if level == LevelId::Three {
+        let taken = if level >= LevelId::Three {
             cluster
                 .wait_for_object::<PostgresDBBackup>(BACKUP, "finished", |b| {
                     b.and_then(|b| b.status.as_ref()?.phase)

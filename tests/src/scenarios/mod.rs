@@ -24,6 +24,7 @@ use crate::levels::LevelId;
 
 mod at_rest;
 mod backup_restored;
+mod connections_near_limit;
 mod deleted_backup_then_delete;
 mod deleted_statefulset;
 mod deleted_under_policy;
@@ -33,6 +34,7 @@ mod failing_backup;
 mod install;
 mod invalid_spec;
 mod major_upgrade_with_data;
+pub mod metrics_served;
 mod minor_upgrade;
 mod operator_swap;
 mod parameter_changed;
@@ -198,6 +200,8 @@ pub fn all() -> Vec<Entry> {
         entry::<failing_backup::FailingBackup>(),
         entry::<retention_series::RetentionSeries>(),
         entry::<restart_mid_backup::RestartMidBackup>(),
+        entry::<metrics_served::MetricsServed>(),
+        entry::<connections_near_limit::ConnectionsNearLimit>(),
     ]
 }
 

@@ -121,7 +121,7 @@ impl Scenario for RestartMidBackup {
             .build();
         db.spec.backup = Some(BackupSpec::default());
         create_ready(cluster, db).await?;
-        if level == LevelId::Three {
+        if level >= LevelId::Three {
             cluster
                 .wait_for_event(NAME, "BackupRoleReady", |e| e.contains("BackupRoleReady"))
                 .await?;
@@ -147,7 +147,7 @@ impl Scenario for RestartMidBackup {
             .create(&PostParams::default(), &backup)
             .await
             .or_fail(format!("create PostgresDBBackup {BACKUP}"))?;
-        if level == LevelId::Three {
+        if level >= LevelId::Three {
             cluster
                 .wait_for_object::<PostgresDBBackup>(BACKUP, "Running", |b| {
                     b.and_then(|b| b.status.as_ref()?.phase) == Some(BackupPhase::Running)
@@ -163,7 +163,7 @@ impl Scenario for RestartMidBackup {
             .await
             .or_fail("release the lock")?;
         let mut left_running = false;
-        if level == LevelId::Three {
+        if level >= LevelId::Three {
             // The Job finishes while no operator runs.
             cluster
                 .eventually(
@@ -182,7 +182,7 @@ impl Scenario for RestartMidBackup {
                 == Some(BackupPhase::Running);
         }
         let second = cluster.run_operator(level);
-        let taken = if level == LevelId::Three {
+        let taken = if level >= LevelId::Three {
             cluster
                 .wait_for_object::<PostgresDBBackup>(BACKUP, "finished", |b| {
                     b.and_then(|b| b.status.as_ref()?.phase)

@@ -111,7 +111,7 @@ impl Scenario for RestoreIntoNonEmpty {
             .create(&PostParams::default(), &backup)
             .await
             .or_fail(format!("create PostgresDBBackup {BACKUP}"))?;
-        if level == LevelId::Three {
+        if level >= LevelId::Three {
             cluster
                 .wait_for_object::<PostgresDBBackup>(BACKUP, "Completed", |b| {
                     b.and_then(|b| b.status.as_ref()?.phase) == Some(BackupPhase::Completed)

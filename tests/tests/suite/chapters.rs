@@ -2,7 +2,9 @@
 //! (`<!-- runnable -->` before a fenced `sh` block, its expected output in
 //! the fenced `text` block after it; see `tests::course`) is run in order,
 //! by `sh` with real kubectl, against a fresh sandbox of the chapter's own
-//! with the chapter's level running, and its output must match. A chapter
+//! with the chapter's level running (in-process; a level with insights
+//! serves `/metrics` at the address `$METRICS` names, as the tour does),
+//! and its output must match. A chapter
 //! whose commands or outputs drift from the software fails here. So does a
 //! chapter whose behaviour-matrix rows differ from the generated matrix,
 //! and a chapter's "write it yourself" exercise is checked here when no
@@ -12,17 +14,21 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use sandbox::Sandbox;
+use shared::health::Readiness;
 use shared::runner::{self, RunOptions};
-use tests::course::{Runnable, matches, runnable_blocks};
+use tests::course::{
+    METRICS_INTERVAL, METRICS_VARIABLE, Runnable, matches, runnable_blocks, serve_metrics,
+};
 use tests::harness::install_crd;
 use tests::levels::LevelId;
 
 /// The chapters, each with the level it is run against.
-const CHAPTERS: [(&str, LevelId); 4] = [
+const CHAPTERS: [(&str, LevelId); 5] = [
     ("docs/lab.md", LevelId::One),
     ("docs/level1-install.md", LevelId::One),
     ("docs/level2-upgrade.md", LevelId::Two),
     ("docs/level3-lifecycle.md", LevelId::Three),
+    ("docs/level4-insights.md", LevelId::Four),
 ];
 
 /// How long one block may take: more than the sum of its own `kubectl
@@ -73,24 +79,36 @@ async fn run_chapter(path: &str, level: LevelId) -> Result<usize, String> {
     install_crd(&sandbox.client())
         .await
         .map_err(|e| format!("{path}: {}", shared::reconcile::error_chain(&e)))?;
+    // A level with insights serves /metrics, as the tour does (the blocks
+    // read its address from $METRICS), and measures as often.
+    let built = level.build();
+    let local = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let served = serve_metrics(&built, local, Readiness::default())
+        .await
+        .map_err(|e| format!("{path}: {}", shared::reconcile::error_chain(&e)))?;
+    let options = RunOptions {
+        metrics: served.as_ref().map(|s| s.metrics.clone()),
+        metrics_interval: Some(METRICS_INTERVAL),
+        ..Default::default()
+    };
+    let metrics_address = served.as_ref().map(|s| s.address.to_string());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let operator = tokio::spawn(runner::run(
-        level.build(),
-        sandbox.client(),
-        RunOptions::default(),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let operator = tokio::spawn(runner::run(built, sandbox.client(), options, async move {
+        let _ = stopped.await;
+    }));
     let mut result = Ok(blocks.len());
     for block in &blocks {
-        if let Err(failure) = run_block(&root, &kubeconfig, &tag, block).await {
+        let metrics = metrics_address.as_deref();
+        if let Err(failure) = run_block(&root, &kubeconfig, metrics, &tag, block).await {
             result = Err(format!("{path}:{}: {failure}", block.line));
             break;
         }
     }
     let _ = stop.send(());
     let _ = operator.await;
+    if let Some(served) = served {
+        served.server.abort();
+    }
     sandbox.shutdown().await;
     let _ = std::fs::remove_file(&kubeconfig);
     result
@@ -103,6 +121,7 @@ async fn run_chapter(path: &str, level: LevelId) -> Result<usize, String> {
 async fn run_block(
     root: &Path,
     kubeconfig: &Path,
+    metrics: Option<&str>,
     tag: &str,
     block: &Runnable,
 ) -> Result<(), String> {
@@ -122,6 +141,7 @@ async fn run_block(
         .arg(&script)
         .current_dir(root)
         .env("KUBECONFIG", kubeconfig)
+        .envs(metrics.map(|address| (METRICS_VARIABLE, address)))
         .env("PATH", search_path())
         .stdout(std::process::Stdio::from(file))
         .process_group(0)
@@ -186,8 +206,14 @@ async fn every_runnable_block_of_the_chapters_prints_what_the_chapter_shows() {
         "the chapters' commands need kubectl on PATH (scripts/install-tools.sh installs it)"
     );
     let began = Instant::now();
+    // PGDB_CHAPTERS=docs/level4-insights.md runs only those.
+    let only = std::env::var("PGDB_CHAPTERS").ok();
     let runs = CHAPTERS
         .iter()
+        .filter(|(path, _)| {
+            only.as_deref()
+                .is_none_or(|only| only.split(',').any(|p| p == *path))
+        })
         .map(|&(path, level)| async move { (path, run_chapter(path, level).await) });
     let mut failures = Vec::new();
     for (path, result) in futures::future::join_all(runs).await {

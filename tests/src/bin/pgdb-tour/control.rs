@@ -2,17 +2,22 @@
 //! input stop, kill, start or swap the operator while the sandbox, and
 //! every database in it, keeps running.
 //!
+//! A level with insights (Level 4) also serves its metrics at `/metrics`
+//! on a local port, as its binary does, and says where.
+//!
 //! The operator runs in the tour's process, so `kill` aborts its task: no
 //! reconcile finishes and nothing is cleaned up, as when a process is
 //! killed. An operator started as its own process (`--no-operator`) is
 //! stopped and killed with the shell's own means (Ctrl-C, `kill -9`).
 
 use std::future::Future;
+use std::net::SocketAddr;
 
 use kube::Client;
 use shared::health::Readiness;
 use shared::reconcile::error_chain;
 use shared::runner::{self, RunOptions};
+use tests::course::{METRICS_INTERVAL, METRICS_VARIABLE, serve_metrics};
 use tests::levels::LevelId;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::oneshot;
@@ -35,6 +40,17 @@ struct Running {
     level: LevelId,
     stop: oneshot::Sender<()>,
     task: JoinHandle<Result<(), shared::Error>>,
+    /// Its `/metrics` server, for a level with insights.
+    metrics: Option<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Its `/metrics` server stops with it.
+    fn stop_serving(&self) {
+        if let Some(server) = &self.metrics {
+            server.abort();
+        }
+    }
 }
 
 /// The operator the tour controls, if one runs.
@@ -42,6 +58,9 @@ pub struct Control {
     client: Client,
     running: Option<Running>,
     last: Option<LevelId>,
+    /// Where a level with insights serves `/metrics`: a free port the
+    /// first time, the same one after a restart.
+    metrics_address: SocketAddr,
 }
 
 impl Control {
@@ -51,11 +70,14 @@ impl Control {
             client,
             running: None,
             last: None,
+            metrics_address: SocketAddr::from(([127, 0, 0, 1], 0)),
         }
     }
 
-    /// Starts `level`, unless an operator runs already.
-    pub fn start(&mut self, level: LevelId) {
+    /// Starts `level`, unless an operator runs already. A level with
+    /// insights serves its metrics at `/metrics`, as its binary does, and
+    /// measures every [`METRICS_INTERVAL`].
+    pub async fn start(&mut self, level: LevelId) {
         if let Some(running) = &self.running {
             println!(
                 "{} operator: {} runs already; `stop` or `kill` it first, or `level {}`",
@@ -65,13 +87,28 @@ impl Control {
             );
             return;
         }
+        let built = level.build();
+        let served = match serve_metrics(&built, self.metrics_address, Readiness::default()).await {
+            Ok(served) => served,
+            Err(error) => {
+                println!(
+                    "{} operator: {} not started: {}",
+                    now(),
+                    level.name(),
+                    error_chain(&error)
+                );
+                return;
+            }
+        };
         let (stop, stopped) = oneshot::channel::<()>();
         let options = RunOptions {
             readiness: Readiness::default(),
+            metrics: served.as_ref().map(|s| s.metrics.clone()),
+            metrics_interval: Some(METRICS_INTERVAL),
             ..Default::default()
         };
         let task = tokio::spawn(runner::run(
-            level.build(),
+            built,
             self.client.clone(),
             options,
             async move {
@@ -84,7 +121,22 @@ impl Control {
             level.name(),
             level.number()
         );
-        self.running = Some(Running { level, stop, task });
+        if let Some(served) = &served {
+            self.metrics_address = served.address;
+            println!(
+                "{} operator: metrics at http://{}/metrics, each database measured every {:?}; in another terminal:\n  export {METRICS_VARIABLE}={}\n  curl -s http://${METRICS_VARIABLE}/metrics | grep ^pgdb_",
+                now(),
+                served.address,
+                METRICS_INTERVAL,
+                served.address
+            );
+        }
+        self.running = Some(Running {
+            level,
+            stop,
+            task,
+            metrics: served.map(|s| s.server),
+        });
         self.last = Some(level);
     }
 
@@ -93,6 +145,7 @@ impl Control {
         let Some(running) = self.running.take() else {
             return;
         };
+        running.stop_serving();
         let _ = running.stop.send(());
         match running.task.await {
             Ok(Ok(())) => println!("{} operator: {} stopped", now(), running.level.name()),
@@ -111,6 +164,7 @@ impl Control {
         let Some(running) = self.running.take() else {
             return;
         };
+        running.stop_serving();
         running.task.abort();
         let _ = running.task.await;
         println!("{} operator: {} killed", now(), running.level.name());
@@ -158,15 +212,15 @@ impl Control {
                 self.kill().await;
             }
             "start" => match level.or(self.last) {
-                Some(level) => self.start(level),
-                None => println!("which level? `start 1` or `start 2`"),
+                Some(level) => self.start(level).await,
+                None => println!("which level? `start 1` or `start 4`"),
             },
             "level" => match level {
                 Some(level) => {
                     self.stop().await;
-                    self.start(level);
+                    self.start(level).await;
                 }
-                None => println!("which level? `level 1` or `level 2`"),
+                None => println!("which level? `level 1` or `level 4`"),
             },
             "status" => match &self.running {
                 Some(running) => println!(

@@ -42,7 +42,8 @@ use watch::{
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// The level to run (1 to 5; the levels built so far).
+    /// The level to run (1 to 4: the levels built so far; Level 4 also
+    /// serves its metrics on a local port, and says where).
     #[arg(long, default_value_t = 1)]
     level: u8,
     /// The PostgresDB manifest to apply (default: examples/basic.yaml of the
@@ -165,7 +166,7 @@ async fn tour(args: Args) -> Result<(), String> {
 
     let mut operator = control::Control::new(client.clone());
     if !args.no_operator {
-        operator.start(level);
+        operator.start(level).await;
     }
 
     let watchers = vec![

@@ -117,13 +117,37 @@ pub fn summarize_db(db: &PostgresDB) -> String {
                 .unwrap_or_default()
         )
     });
+    let insights = status
+        .insights
+        .as_ref()
+        .map_or(String::new(), summarize_insights);
     format!(
-        "phase {}, version {} running {}, {}{restore}",
+        "phase {}, version {} running {}, {}{restore}{insights}",
         status.phase.map(|p| format!("{p:?}")).unwrap_or_default(),
         db.spec.version,
         status.current_version.as_deref().unwrap_or("nothing yet"),
         conditions.join(", ")
     )
+}
+
+/// `status.insights` (Level 4), as `kubectl get pgdb -o wide` shows it.
+fn summarize_insights(insights: &shared::api::InsightsStatus) -> String {
+    let known = |v: Option<i64>| v.map_or("?".to_string(), |v| v.to_string());
+    let mut text = format!(
+        ", insights: {} of {} connections",
+        known(insights.connections),
+        known(insights.max_connections)
+    );
+    if let Some(percent) = insights.storage_used_percent {
+        text += &format!(
+            ", storage {percent}% of {}",
+            insights.storage_capacity.as_deref().unwrap_or("?")
+        );
+    }
+    if let Some(time) = &insights.last_backup_time {
+        text += &format!(", last backup {}", time.0);
+    }
+    text
 }
 
 pub fn summarize_service(service: &Service) -> String {
