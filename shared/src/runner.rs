@@ -106,13 +106,21 @@ pub async fn run(
         None => None,
     };
     let lost = CancellationToken::new();
+    // Everything this run spawns stops with it, also when the run's future
+    // is dropped rather than shut down (an operator killed in-process, as a
+    // killed process would stop): a companion left running would go on
+    // acting for an operator that is gone.
+    let mut tasks = AbortOnDrop::default();
     if let (Some(lock), Some(election)) = (&lease, &options.leader_election) {
-        tokio::spawn(keep_renewing(
-            lock.clone(),
-            election.ttl,
-            stop.clone(),
-            lost.clone(),
-        ));
+        tasks.push(
+            tokio::spawn(keep_renewing(
+                lock.clone(),
+                election.ttl,
+                stop.clone(),
+                lost.clone(),
+            ))
+            .abort_handle(),
+        );
     }
 
     let reporter = Reporter {
@@ -175,6 +183,7 @@ pub async fn run(
             })
         })
         .collect();
+    tasks.extend(companions.iter().map(tokio::task::JoinHandle::abort_handle));
     let changes = metrics.as_ref().and_then(|m| m.readings.take_changes());
     let context = std::sync::Arc::new(
         Context::new(client.clone(), level, recorder, options.database_access)
@@ -292,6 +301,30 @@ pub async fn run(
     }
     tracing::info!("controller stopped");
     Ok(())
+}
+
+/// Aborts the tasks it holds when dropped.
+#[derive(Default)]
+struct AbortOnDrop(Vec<tokio::task::AbortHandle>);
+
+impl AbortOnDrop {
+    fn push(&mut self, task: tokio::task::AbortHandle) {
+        self.0.push(task);
+    }
+}
+
+impl Extend<tokio::task::AbortHandle> for AbortOnDrop {
+    fn extend<I: IntoIterator<Item = tokio::task::AbortHandle>>(&mut self, tasks: I) {
+        self.0.extend(tasks);
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
 }
 
 /// The database whose reconcile a change to a watched (not owned) object

@@ -134,3 +134,41 @@ async fn a_companion_that_fails_stops_the_operator_with_its_error() {
     );
     cluster.finish().await;
 }
+
+/// Leaves a trace a second after it starts, unless it was stopped first.
+fn slow(context: CompanionContext) -> CompanionRun {
+    Box::pin(async move {
+        trace(&context, "companion-started").await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        trace(&context, "companion-outlived-its-operator").await
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_companion_stops_when_its_operator_is_killed_and_acts_no_more() {
+    let cluster = TestCluster::start().await.expect("a cluster");
+    let task = tokio::spawn(runner::run(
+        level_with(slow),
+        cluster.client(),
+        options(&cluster),
+        std::future::pending::<()>(),
+    ));
+    let started = cluster
+        .eventually(cluster.budget(), "the companion started", || async {
+            Ok(exists(&cluster, "companion-started").await.then_some(()))
+        })
+        .await;
+    if let Err(failed) = started {
+        panic!("{failed}");
+    }
+    // What the harness does to kill an in-process operator, as a killed
+    // process stops: the run's future is dropped, with no shutdown.
+    task.abort();
+    let _ = task.await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !exists(&cluster, "companion-outlived-its-operator").await,
+        "a companion of a killed operator went on acting"
+    );
+    cluster.finish().await;
+}
