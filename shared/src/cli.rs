@@ -235,6 +235,22 @@ pub async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_bad_metrics_interval_is_refused_naming_the_flag_and_the_value() {
+        let error = Cli::try_parse_from(["level4-insights", "--metrics-interval", "soon"])
+            .expect_err("not a duration")
+            .to_string();
+        assert!(error.contains("--metrics-interval"), "{error}");
+        assert!(error.contains("\"soon\" is not a duration"), "{error}");
+        let error = Cli::try_parse_from(["level4-insights", "--metrics-interval", "500ms"])
+            .expect_err("too short")
+            .to_string();
+        assert!(error.contains("shorter than one second"), "{error}");
+        let cli = Cli::try_parse_from(["level4-insights", "--metrics-interval", "2m"])
+            .expect("a duration");
+        assert_eq!(cli.run.metrics_interval, Duration::from_secs(120));
+    }
+
     use super::*;
 
     #[test]
