@@ -10,7 +10,7 @@
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::{Resource, ResourceExt};
-use level1_install::api::{Names, PORT, PRIMARY_ORDINAL, PgVersion};
+use level1_install::api::{Names, PORT, PgVersion};
 use shared::api::PostgresDB;
 use shared::capability::Observed;
 use shared::ext::PodExt;
@@ -79,9 +79,10 @@ pub fn pod_target(db: &PostgresDB, observed: &Observed, ordinal: u32) -> Option<
         .map(|(_, target)| target)
 }
 
-/// The primary's login (the pod with [`PRIMARY_ORDINAL`]).
+/// The primary's login (the pod `status.currentPrimary` names, see
+/// `shared::ha::primary_ordinal`).
 pub fn primary_target(db: &PostgresDB, observed: &Observed) -> Option<SqlTarget> {
-    pod_target(db, observed, PRIMARY_ORDINAL)
+    pod_target(db, observed, shared::ha::primary_ordinal(db))
 }
 
 /// A probe of every reachable pod's `server_version`.

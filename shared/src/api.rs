@@ -60,6 +60,8 @@ pub const IDENTIFIER_PATTERN: &str = r"^[a-z_][a-z0-9_]*$";
     printcolumn = r#"{"name":"Max","type":"integer","priority":1,"description":"Connections clients may open (Level 4)","jsonPath":".status.insights.maxConnections"}"#,
     printcolumn = r#"{"name":"Storage%","type":"integer","priority":1,"description":"Data volume used, in percent (Level 4)","jsonPath":".status.insights.storageUsedPercent"}"#,
     printcolumn = r#"{"name":"Last Backup","type":"date","priority":1,"description":"When the last successful backup completed (Level 4)","jsonPath":".status.insights.lastBackupTime"}"#,
+    printcolumn = r#"{"name":"Instances","type":"integer","description":"Instances running (Level 5)","jsonPath":".status.highAvailability.instances"}"#,
+    printcolumn = r#"{"name":"Primary","type":"string","description":"The pod that is the primary (Level 5)","jsonPath":".status.currentPrimary"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -125,6 +127,33 @@ pub struct PostgresDBSpec {
     /// data volume). Implemented from Level 3 on; lower levels always retain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion_policy: Option<crate::backup::DeletionPolicy>,
+
+    /// How many instances run: one primary and `instances - 1` streaming
+    /// replicas (hot standbys), each with its own volume. Changing it adds
+    /// or removes replicas without touching the primary. Implemented from
+    /// Level 5 (auto pilot) on; a lower level runs one instance and reports
+    /// a value above 1 as not implemented.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 9))]
+    pub instances: Option<i32>,
+
+    /// The instance (pod name, `<name>-<ordinal>`) that should be the
+    /// primary. When it names a healthy replica, the operator switches over
+    /// to it without losing data: the replica catches up, the primary is
+    /// demoted and the replica promoted. After a failover away from it, the
+    /// operator switches back once it streams again. Unset, the operator
+    /// keeps whichever instance is primary. Level 5 and above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary: Option<String>,
+
+    /// When a lost primary is replaced by a replica. Level 5 and above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover: Option<crate::ha::FailoverSpec>,
+
+    /// How commits reach the replicas: asynchronous (the default) or
+    /// synchronous to a quorum. Level 5 and above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<crate::ha::ReplicationSpec>,
 }
 
 /// How a new version is rolled out and when it is given up on.
@@ -334,6 +363,16 @@ pub struct PostgresDBStatus {
     /// above; see `kubectl get pgdb -o wide`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub insights: Option<InsightsStatus>,
+
+    /// The pod that is the primary, behind the read-write Service (Level 5
+    /// and above; below it, the only pod).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_primary: Option<String>,
+
+    /// The instances, their roles and lag, and the last failover or
+    /// switchover (Level 5 and above).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub high_availability: Option<crate::ha::HighAvailabilityStatus>,
 }
 
 /// The key health figures of a database (Level 4 and above), from the
@@ -514,6 +553,18 @@ impl PostgresDBSpec {
         }
         if self.deletion_policy.is_some() {
             sections.push("deletionPolicy");
+        }
+        if self.instances.is_some_and(|n| n != 1) {
+            sections.push("instances");
+        }
+        if self.primary.is_some() {
+            sections.push("primary");
+        }
+        if self.failover.is_some() {
+            sections.push("failover");
+        }
+        if self.replication.is_some() {
+            sections.push("replication");
         }
         sections
     }

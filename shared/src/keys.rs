@@ -45,6 +45,17 @@ pub const ATTEMPT_ANNOTATION: &str = "pgdb.example.com/attempt";
 /// Selector label a fenced Service requires, which no pod carries.
 pub const FENCE_LABEL: &str = "pgdb.example.com/fenced-by";
 
+/// Label of a database pod (Level 5): its role, `primary` or `replica`
+/// (see `ha`), which the read-write and read-only Services select on.
+/// The operator sets it on the pods; the pod template does not carry it.
+pub const ROLE_LABEL: &str = "pgdb.example.com/role";
+/// [`ROLE_LABEL`]'s value on the primary.
+pub const ROLE_PRIMARY: &str = "primary";
+/// [`ROLE_LABEL`]'s value on a replica.
+pub const ROLE_REPLICA: &str = "replica";
+/// Set by the StatefulSet controller on its pods: the pod's name.
+pub const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
+
 /// Set by the Job controller on a Job's pods: the Job's name.
 pub const JOB_NAME_LABEL: &str = "job-name";
 /// Set by the StatefulSet controller on its pods: the revision they run.

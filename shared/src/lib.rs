@@ -18,6 +18,7 @@ pub mod crd;
 pub mod error;
 pub mod ext;
 pub mod finalizer;
+pub mod ha;
 pub mod health;
 pub mod job;
 pub mod keys;

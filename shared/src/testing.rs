@@ -61,6 +61,10 @@ impl DbBuilder {
             backup: None,
             restore: None,
             deletion_policy: None,
+            instances: None,
+            primary: None,
+            failover: None,
+            replication: None,
         };
         let mut db = PostgresDB::new(name, spec);
         db.metadata.namespace = Some("shop".into());
@@ -182,6 +186,48 @@ impl DbBuilder {
     }
 
     /// The database.
+    /// `spec.instances`.
+    pub fn instances(mut self, instances: i32) -> Self {
+        self.db.spec.instances = Some(instances);
+        self
+    }
+
+    /// `spec.primary`.
+    pub fn primary(mut self, pod: &str) -> Self {
+        self.db.spec.primary = Some(pod.to_string());
+        self
+    }
+
+    /// `spec.failover`.
+    pub fn failover(mut self, failover: crate::ha::FailoverSpec) -> Self {
+        self.db.spec.failover = Some(failover);
+        self
+    }
+
+    /// `spec.replication`.
+    pub fn replication(mut self, replication: crate::ha::ReplicationSpec) -> Self {
+        self.db.spec.replication = Some(replication);
+        self
+    }
+
+    /// `status.currentPrimary`.
+    pub fn current_primary(mut self, pod: &str) -> Self {
+        self.db
+            .status
+            .get_or_insert_with(Default::default)
+            .current_primary = Some(pod.to_string());
+        self
+    }
+
+    /// `status.highAvailability`.
+    pub fn high_availability(mut self, ha: crate::ha::HighAvailabilityStatus) -> Self {
+        self.db
+            .status
+            .get_or_insert_with(Default::default)
+            .high_availability = Some(ha);
+        self
+    }
+
     pub fn build(self) -> PostgresDB {
         self.db
     }

@@ -18,6 +18,8 @@ pub enum LevelId {
     Three,
     /// Deep Insights.
     Four,
+    /// Auto Pilot.
+    Five,
 }
 
 impl LevelId {
@@ -31,6 +33,7 @@ impl LevelId {
             LevelId::Two => 2,
             LevelId::Three => 3,
             LevelId::Four => 4,
+            LevelId::Five => 5,
         }
     }
 
@@ -41,6 +44,7 @@ impl LevelId {
             LevelId::Two => "level2-upgrade",
             LevelId::Three => "level3-lifecycle",
             LevelId::Four => "level4-insights",
+            LevelId::Five => "level5-autopilot",
         }
     }
 
@@ -51,12 +55,16 @@ impl LevelId {
             LevelId::Two => level2_upgrade::level(),
             LevelId::Three => level3_lifecycle::level(),
             LevelId::Four => level4_insights::level(),
+            LevelId::Five => level5_autopilot::level(),
         }
     }
 
     /// The level by number.
     pub fn from_number(number: u8) -> Option<Self> {
-        Self::ALL.into_iter().find(|l| l.number() == number)
+        Self::ALL
+            .into_iter()
+            .chain([LevelId::Five])
+            .find(|l| l.number() == number)
     }
 
     /// Where cargo puts the level's binary, beside the running executable's

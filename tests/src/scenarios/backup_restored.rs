@@ -83,7 +83,7 @@ impl Scenario for BackupRestored {
                 ready: true,
                 rows: None,
             },
-            LevelId::Three | LevelId::Four => RoundTrip {
+            LevelId::Three | LevelId::Four | LevelId::Five => RoundTrip {
                 backup: Some(BackupPhase::Completed),
                 backup_rows: Some(3),
                 restore: Some(RestorePhase::Verified),

@@ -153,7 +153,7 @@ impl Scenario for ConnectionsNearLimit {
                 after_release: None,
                 events: 0,
             },
-            LevelId::Four => Saturation {
+            LevelId::Four | LevelId::Five => Saturation {
                 while_held: Some("True".into()),
                 usable: Some(7),
                 counted_held: true,

@@ -86,7 +86,7 @@ impl Scenario for DeletedBackupThenDelete {
             LevelId::One | LevelId::Two => LastBackup::NotImplemented {
                 data_volume: Fate::Kept,
             },
-            LevelId::Three | LevelId::Four => LastBackup::Taken {
+            LevelId::Three | LevelId::Four | LevelId::Five => LastBackup::Taken {
                 phase: Some(BackupPhase::Completed),
                 rows: Some(3),
                 data_volume: Fate::Deleted,

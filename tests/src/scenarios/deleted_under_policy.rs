@@ -217,7 +217,7 @@ impl Scenario for DeletedRetain {
     fn expected(level: LevelId) -> AfterDeletion {
         match level {
             LevelId::One | LevelId::Two => not_implemented(),
-            LevelId::Three | LevelId::Four => AfterDeletion {
+            LevelId::Three | LevelId::Four | LevelId::Five => AfterDeletion {
                 implemented: true,
                 ..not_implemented()
             },
@@ -243,7 +243,7 @@ impl Scenario for DeletedDelete {
     fn expected(level: LevelId) -> AfterDeletion {
         match level {
             LevelId::One | LevelId::Two => not_implemented(),
-            LevelId::Three | LevelId::Four => AfterDeletion {
+            LevelId::Three | LevelId::Four | LevelId::Five => AfterDeletion {
                 implemented: true,
                 finalizer: true,
                 gone: true,

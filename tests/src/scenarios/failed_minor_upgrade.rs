@@ -78,11 +78,13 @@ impl Scenario for FailedMinorUpgrade {
                 ready: false,
                 degraded: true,
             },
-            LevelId::Two | LevelId::Three | LevelId::Four => AfterTimeout::RolledBack {
-                image: "postgres:16.4".into(),
-                version: Some("16.4".into()),
-                warning: Some("UpgradeRolledBack".into()),
-            },
+            LevelId::Two | LevelId::Three | LevelId::Four | LevelId::Five => {
+                AfterTimeout::RolledBack {
+                    image: "postgres:16.4".into(),
+                    version: Some("16.4".into()),
+                    warning: Some("UpgradeRolledBack".into()),
+                }
+            }
         }
     }
 

@@ -83,7 +83,7 @@ impl Scenario for FailingBackup {
                 ready: true,
                 rows: Some(3),
             },
-            LevelId::Three | LevelId::Four => LockedOut {
+            LevelId::Three | LevelId::Four | LevelId::Five => LockedOut {
                 phase: Some(BackupPhase::Failed),
                 pg_dump_said: Some(
                     "pg_dump: error: query failed: ERROR:  canceling statement due to statement timeout"

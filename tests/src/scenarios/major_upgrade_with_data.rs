@@ -93,7 +93,7 @@ impl Scenario for MajorUpgradeWithData {
                 image: "postgres:16".into(),
                 ready: false,
             },
-            LevelId::Two | LevelId::Three | LevelId::Four => Migration::Upgraded {
+            LevelId::Two | LevelId::Three | LevelId::Four | LevelId::Five => Migration::Upgraded {
                 on_new_volume: true,
                 server_major: "16".into(),
                 rows: Some(3),

@@ -193,7 +193,7 @@ impl Scenario for MetricsServed {
                 database_up: None,
                 missing: vec![],
             },
-            LevelId::Four => Scrape {
+            LevelId::Four | LevelId::Five => Scrape {
                 status: Some(200),
                 reconciles_counted: true,
                 database_up: Some(1.0),

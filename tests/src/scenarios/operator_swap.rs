@@ -134,14 +134,16 @@ impl Scenario for OperatorSwap {
             rewritten: vec![],
             added: match level {
                 LevelId::One | LevelId::Two => vec![],
-                LevelId::Three | LevelId::Four => vec![format!("PodDisruptionBudget/{NAME}")],
+                LevelId::Three | LevelId::Four | LevelId::Five => {
+                    vec![format!("PodDisruptionBudget/{NAME}")]
+                }
             },
             // Level 2 reports more in status than Level 1 and names itself
             // in the SpecImplemented condition: its first reconcile writes
             // the status, and nothing else.
             database_writes: match level {
                 LevelId::One => vec![],
-                LevelId::Two | LevelId::Three | LevelId::Four => {
+                LevelId::Two | LevelId::Three | LevelId::Four | LevelId::Five => {
                     vec!["patch postgresdbs/status".into()]
                 }
             },

@@ -87,7 +87,7 @@ impl Scenario for ParameterChanged {
                 restarted: true,
                 status_says: None,
             },
-            LevelId::Two | LevelId::Three | LevelId::Four => Applied {
+            LevelId::Two | LevelId::Three | LevelId::Four | LevelId::Five => Applied {
                 work_mem: "8MB".into(),
                 restarted: false,
                 status_says: Some(ConfigurationMethod::Reload),

@@ -92,7 +92,7 @@ impl Scenario for RestartMidBackup {
                 rows: None,
                 jobs: 0,
             },
-            LevelId::Three | LevelId::Four => Resumed {
+            LevelId::Three | LevelId::Four | LevelId::Five => Resumed {
                 left_running: true,
                 phase: Some(BackupPhase::Completed),
                 rows: Some(3),

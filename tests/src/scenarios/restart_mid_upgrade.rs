@@ -89,7 +89,7 @@ impl Scenario for RestartMidUpgrade {
             server_reports: "16.4".into(),
             rollout: match level {
                 LevelId::One => None,
-                LevelId::Two | LevelId::Three | LevelId::Four => Some(Rollout {
+                LevelId::Two | LevelId::Three | LevelId::Four | LevelId::Five => Some(Rollout {
                     start_kept: true,
                     phase: UpgradePhase::Complete,
                     completed_by: Completer::Restarted,

@@ -73,7 +73,7 @@ impl Scenario for RestoreIntoNonEmpty {
     fn expected(level: LevelId) -> Verdict {
         match level {
             LevelId::One | LevelId::Two => Verdict::NotImplemented { rows: Some(3) },
-            LevelId::Three | LevelId::Four => Verdict::Refused {
+            LevelId::Three | LevelId::Four | LevelId::Five => Verdict::Refused {
                 reason: "RefusedRestoreIntoExistingData".into(),
                 rows: Some(3),
             },

@@ -50,7 +50,9 @@ impl Scenario for VersionLowered {
             LevelId::One => Verdict::Accepted {
                 image: "postgres:16.2".into(),
             },
-            LevelId::Two | LevelId::Three | LevelId::Four => refused("RefusedDowngrade"),
+            LevelId::Two | LevelId::Three | LevelId::Four | LevelId::Five => {
+                refused("RefusedDowngrade")
+            }
         }
     }
 
@@ -69,7 +71,9 @@ impl Scenario for MajorBump {
             LevelId::One => Verdict::Accepted {
                 image: "postgres:17".into(),
             },
-            LevelId::Two | LevelId::Three | LevelId::Four => refused("RefusedMajorUpgrade"),
+            LevelId::Two | LevelId::Three | LevelId::Four | LevelId::Five => {
+                refused("RefusedMajorUpgrade")
+            }
         }
     }
 

@@ -121,11 +121,11 @@ pub fn plan(
         .max_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
     Plan {
         key: (namespace, db.name_any()),
-        pod: names.pod(0),
+        pod: names.pod(shared::ha::primary_ordinal(db)),
         node: pod
             .and_then(|p| p.spec.as_ref())
             .and_then(|s| s.node_name.clone()),
-        claim: names.data_claim(0),
+        claim: names.data_claim(shared::ha::primary_ordinal(db)),
         target: superuser_target(pod, secret),
         last_backup_time,
         last_backup_failed: finished.map(|(_, _, phase)| phase == BackupPhase::Failed),

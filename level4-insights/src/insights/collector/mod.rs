@@ -258,10 +258,9 @@ impl Collector {
             .map(|db| {
                 let namespace = db.namespace().unwrap_or_default();
                 let names = Names::of(db);
-                let pod = self
-                    .stores
-                    .pods
-                    .get(&ObjectRef::new(&names.pod(0)).within(&namespace));
+                let pod = self.stores.pods.get(
+                    &ObjectRef::new(&names.pod(shared::ha::primary_ordinal(db))).within(&namespace),
+                );
                 let secret = self
                     .stores
                     .secrets
