@@ -125,6 +125,11 @@ pub struct PromotionStatus {
     pub kind: PromotionKind,
     /// The primary being replaced.
     pub from: String,
+    /// The uid of the old primary's pod when the promotion started: a pod
+    /// by that name with another uid was recreated after the fence, so its
+    /// server obeys the new roles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_pod_uid: Option<String>,
     /// The instance promoted.
     pub to: String,
     /// Fencing, CatchingUp, Promoting or Completed.

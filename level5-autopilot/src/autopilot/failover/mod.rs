@@ -49,6 +49,12 @@ pub struct Decision {
     pub serving_primary: Option<String>,
     /// Whether the roles ConfigMap may say the database was initialised.
     pub bootstrapped: bool,
+    /// Instances whose data directory must be set aside and cloned anew
+    /// when their pod next starts (roles ConfigMap key `rebuild`).
+    pub rebuild: Vec<String>,
+    /// How many pods the StatefulSet runs now: `spec.instances`, except
+    /// while a scale-down waits for the primary to move below it.
+    pub replicas: i32,
     /// Pods to delete (fencing an old primary, rebuilding a replica).
     pub delete_pods: Vec<PodDeletion>,
     /// Instance to promote now (`pg_promote()` on it).
@@ -77,6 +83,8 @@ pub fn progress(db: &PostgresDB, topology: &Topology, _now: Timestamp) -> Decisi
         recorded_primary: primary.clone(),
         serving_primary: Some(primary.clone()),
         bootstrapped: topology.bootstrapped,
+        rebuild: Vec::new(),
+        replicas: db.spec.instances.unwrap_or(1),
         delete_pods: Vec::new(),
         promote: None,
         current_primary: Some(primary),
