@@ -363,3 +363,84 @@ async fn a_synchronous_commit_waits_while_no_replica_streams_and_turning_it_on_r
     operator.stop().await;
     cluster.finish().await;
 }
+
+/// The termination message of `pod`'s last failed start, when there is one.
+fn last_failure(pod: &Pod) -> Option<String> {
+    let status = pod.status.as_ref()?.container_statuses.as_ref()?.first()?;
+    let terminated = status
+        .last_state
+        .as_ref()
+        .and_then(|s| s.terminated.as_ref())
+        .or_else(|| status.state.as_ref()?.terminated.as_ref())?;
+    terminated.message.clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_volume_is_wiped_clones_the_primary_again_and_a_primary_s_never_starts_empty()
+ {
+    let cluster = cluster().await;
+    let operator = level(&cluster, LevelId::Five);
+    let db = DbBuilder::manifest("orders")
+        .version("15")
+        .instances(2)
+        .build();
+    cluster.create(&db).await.expect("creates the database");
+    let _ = ready_pod(&cluster, "orders-0").await;
+    let _ = ready_pod(&cluster, "orders-1").await;
+    write_row(&cluster, "orders", "hello").await;
+    let runtime = cluster
+        .sandbox_handle()
+        .and_then(|s| s.postgres_runtime())
+        .expect("the real runtime");
+    let ns = cluster.namespace().to_string();
+
+    // The replica's disk is wiped and its server dies: it starts again as
+    // a fresh clone of the primary, with the row.
+    runtime
+        .delete_volume_data(&ns, "data-orders-1")
+        .expect("wipes the replica's volume");
+    assert!(runtime.kill_container(&ns, "orders-1", None, sandbox::KillKind::Crash));
+    let waited = cluster
+        .wait_for_object::<Pod>("orders-1", "restarted and ready", |pod| {
+            pod.is_some_and(|p| restarts(p) >= 1 && is_ready(p))
+        })
+        .await;
+    let replica = match waited {
+        Ok(Some(pod)) => pod,
+        other => panic!("{other:?}"),
+    };
+    let replica_ip = ip(&replica).expect("an IP");
+    wait_answer(&cluster, "orders", &replica_ip, HAS_ROW, "1").await;
+    wait_answer(
+        &cluster,
+        "orders",
+        &replica_ip,
+        "SELECT status FROM pg_stat_wal_receiver",
+        "streaming",
+    )
+    .await;
+
+    // The primary's disk is wiped and its server dies: it refuses to start
+    // as a new, empty database, and says why.
+    runtime
+        .delete_volume_data(&ns, "data-orders-0")
+        .expect("wipes the primary's volume");
+    assert!(runtime.kill_container(&ns, "orders-0", None, sandbox::KillKind::Crash));
+    let waited = cluster
+        .wait_for_object::<Pod>("orders-0", "refusing to start", |pod| {
+            pod.and_then(last_failure)
+                .is_some_and(|m| m.contains("refusing to start as the primary"))
+        })
+        .await;
+    if let Err(failed) = waited {
+        panic!("{failed}");
+    }
+    let primary = cluster
+        .api::<Pod>()
+        .get("orders-0")
+        .await
+        .expect("reads the pod");
+    assert!(!is_ready(&primary), "a primary with a lost volume serves");
+    operator.stop().await;
+    cluster.finish().await;
+}
