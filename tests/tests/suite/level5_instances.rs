@@ -360,6 +360,49 @@ async fn a_synchronous_commit_waits_while_no_replica_streams_and_turning_it_on_r
         .expect("the commit returns once the replica streams again")
         .expect("the writer's task ends");
     assert_eq!(done, Ok(()));
+
+    // At rest, the operator writes nothing: no role label, Service or
+    // configuration applied again.
+    let sandbox = cluster.sandbox_handle().expect("the sandbox");
+    sandbox.counters().reset();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let counted = sandbox.counters().snapshot();
+    let written: Vec<_> = counted
+        .iter()
+        .filter(|((verb, resource), n)| {
+            **n > 0
+                && ["patch", "create", "update", "delete"].contains(&verb.as_str())
+                && ["pods", "services", "configmaps", "secrets", "statefulsets"]
+                    .contains(&resource.as_str())
+        })
+        .collect();
+    assert!(written.is_empty(), "written at rest: {written:?}");
+
+    // Turning it off is reloaded too, and restarts nothing.
+    cluster
+        .patch_spec(
+            "orders",
+            serde_json::json!({"replication": {"synchronous": false}}),
+        )
+        .await
+        .expect("turns synchronous replication off");
+    wait_answer(
+        &cluster,
+        "orders",
+        &primary_ip,
+        "SELECT current_setting('synchronous_standby_names')",
+        "",
+    )
+    .await;
+    for (before, name) in [(&primary, "orders-0"), (&replica, "orders-1")] {
+        let after = ready_pod(&cluster, name).await;
+        assert_eq!(after.uid(), before.uid(), "turning it off recreated {name}");
+        assert_eq!(
+            restarts(&after),
+            restarts(before),
+            "turning it off restarted {name}"
+        );
+    }
     operator.stop().await;
     cluster.finish().await;
 }
