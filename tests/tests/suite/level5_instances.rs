@@ -487,3 +487,33 @@ async fn a_replica_whose_volume_is_wiped_clones_the_primary_again_and_a_primary_
     operator.stop().await;
     cluster.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_created_with_synchronous_replication_starts_and_its_replica_becomes_synchronous()
+ {
+    let cluster = cluster().await;
+    let operator = level(&cluster, LevelId::Five);
+    let mut db = DbBuilder::manifest("orders")
+        .version("15")
+        .instances(2)
+        .build();
+    db.spec.replication = Some(shared::ha::ReplicationSpec {
+        synchronous: true,
+        synchronous_replicas: 1,
+    });
+    cluster.create(&db).await.expect("creates the database");
+    let _ = ready_pod(&cluster, "orders-1").await;
+    let primary = ready_pod(&cluster, "orders-0").await;
+    let primary_ip = ip(&primary).expect("an IP");
+    wait_answer(
+        &cluster,
+        "orders",
+        &primary_ip,
+        "SELECT sync_state FROM pg_stat_replication",
+        "quorum",
+    )
+    .await;
+    write_row(&cluster, "orders", "hello").await;
+    operator.stop().await;
+    cluster.finish().await;
+}

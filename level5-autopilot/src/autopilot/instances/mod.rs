@@ -222,12 +222,9 @@ pub fn desire(
         level1_install::api::generate_password,
     );
     desired.add(&secret)?;
-    desired.add(&roles_config_map(
-        db,
-        decision,
-        bootstrapped(db, observed, decision),
-    ))?;
-    replication::configure(db, desired)?;
+    let bootstrapped = bootstrapped(db, observed, decision);
+    desired.add(&roles_config_map(db, decision, bootstrapped))?;
+    replication::configure(db, bootstrapped, desired)?;
     desired.modify::<StatefulSet>(&names.primary, |sts| {
         template::into_instance_mode(sts, db, replicas);
     })?;

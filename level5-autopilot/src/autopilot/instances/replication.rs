@@ -124,9 +124,16 @@ pub const HBA_LINES: &str = "host    replication  streaming_replica  0.0.0.0/0  
 
 /// Adds instance mode's lines to Level 1's configuration files:
 /// replication connections in pg_hba.conf, and synchronous replication
-/// in postgresql.conf when asked for.
-pub fn configure(db: &PostgresDB, desired: &mut Desired) -> Result<(), Error> {
-    let names = wanted_synchronous_names(db);
+/// in postgresql.conf when asked for, once the database was initialised:
+/// the first start's initialisation (initdb, then the image's init
+/// scripts on a temporary server reading the same file) commits before
+/// any replica can exist, and would wait for one for ever.
+pub fn configure(db: &PostgresDB, bootstrapped: bool, desired: &mut Desired) -> Result<(), Error> {
+    let names = if bootstrapped {
+        wanted_synchronous_names(db)
+    } else {
+        String::new()
+    };
     desired.modify::<ConfigMap>(&Names::of(db).config, |cm| {
         let data = cm.data.get_or_insert_with(Default::default);
         if let Some(hba) = data.get_mut("pg_hba.conf")
@@ -233,7 +240,12 @@ pub fn act(
                 statement: LOGIN_STATEMENT,
                 reason: LOGIN_READY.into(),
                 message: format!("the replication login {REPLICATION_USER} is ready on {pod}"),
-                settings: SessionSettings(vec![("pgdb.replication_password", password)]),
+                // Its commit does not wait for a synchronous replica: none
+                // can stream before the login exists.
+                settings: SessionSettings(vec![
+                    ("synchronous_commit", "local".to_string()),
+                    ("pgdb.replication_password", password),
+                ]),
             });
         }
         if let (Some(existing), Some(ordinal)) = (listed_slots(observed), ordinal_of(db, pod)) {

@@ -348,7 +348,10 @@ fn the_replication_login_is_made_when_missing_with_its_password_as_a_setting() {
         .expect("the login is made");
     assert_eq!(
         login.settings.0,
-        vec![("pgdb.replication_password", "secret".to_string())]
+        vec![
+            ("synchronous_commit", "local".to_string()),
+            ("pgdb.replication_password", "secret".to_string())
+        ]
     );
     assert!(!login.statement.contains("secret"));
     assert_eq!(login.target.pod, "orders-0");
@@ -547,4 +550,65 @@ fn a_major_upgrade_with_replicas_is_refused() {
         .with(&live_sts(&single, false))
         .build();
     assert!(validate(&single, &observed).is_empty());
+}
+
+#[test]
+fn synchronous_replication_waits_until_the_database_was_initialised() {
+    let db = DbBuilder::named("orders")
+        .instances(2)
+        .replication(ReplicationSpec {
+            synchronous: true,
+            synchronous_replicas: 1,
+        })
+        .build();
+    // A first start: no pod has been ready, nothing recorded it initialised.
+    let mut starting = decision("orders-0", Some("orders-0"), 2);
+    starting.bootstrapped = false;
+    let mut unready = server_pod("orders-0", "10.0.0.1", true);
+    unready.status = PodBuilder::named("orders-0")
+        .phase("Running")
+        .ip("10.0.0.1")
+        .ready(false)
+        .build()
+        .status;
+    let observed = ObservedBuilder::new()
+        .with(&live_sts(&db, true))
+        .with(&unready)
+        .build();
+    let mut desired = level1_desired(&db);
+    desire(
+        &db,
+        &observed,
+        &Topology::default(),
+        &starting,
+        &mut desired,
+    )
+    .expect("desires");
+    let conf = |d: &Desired| {
+        object(d, "ConfigMap", "orders-config").expect("Level 1's ConfigMap")["data"]
+            ["postgresql.conf"]
+            .as_str()
+            .map(String::from)
+            .unwrap_or_default()
+    };
+    assert!(!conf(&desired).contains("synchronous_standby_names"));
+    assert_eq!(
+        object(&desired, "ConfigMap", "orders-roles").expect("roles")["data"]["bootstrapped"],
+        "false"
+    );
+    // Once its server passed readiness, it is initialised.
+    let observed = ObservedBuilder::new()
+        .with(&live_sts(&db, true))
+        .with(&server_pod("orders-0", "10.0.0.1", true))
+        .build();
+    let mut desired = level1_desired(&db);
+    desire(
+        &db,
+        &observed,
+        &Topology::default(),
+        &starting,
+        &mut desired,
+    )
+    .expect("desires");
+    assert!(conf(&desired).contains("synchronous_standby_names = 'ANY 1 (*)'"));
 }
