@@ -21,13 +21,14 @@
 //! - versions as users write them ([`PgVersion`]) and the spec's
 //!   ([`spec_version`]);
 //! - Level 1's capability list ([`capabilities`]), which a higher level
-//!   extends.
+//!   extends, and how it makes passwords ([`generate_password`]), for a
+//!   level's own logins.
 //!
 //! Label and annotation keys (the version and configuration-hash
 //! annotations of the pod template) are in `shared::keys`, for every level.
 
 pub use crate::capabilities;
-pub use crate::install::{Install, spec_version};
+pub use crate::install::{Install, generate_password, spec_version};
 pub use crate::objects::{
     CONTAINER, DATA_MOUNT, INSTANCES, Names, PGDATA, PORT, PRIMARY_ORDINAL, RESERVED_PARAMETERS,
     config_hash, config_map, container_security, env, pod_security, postgresql_conf, secret_env,

@@ -140,12 +140,22 @@ pub fn parse_conf(text: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// Parameters a higher level writes into postgresql.conf itself, from its
+/// own spec section (Level 5's synchronous replication, reloaded by that
+/// level): not the user's, so a difference in them is no change of
+/// `spec.parameters`.
+pub const SET_BY_HIGHER_LEVELS: [&str; 1] = ["synchronous_standby_names"];
+
+fn is_users(name: &str) -> bool {
+    !RESERVED_PARAMETERS.contains(&name) && !SET_BY_HIGHER_LEVELS.contains(&name)
+}
+
 /// The user's parameters in a postgresql.conf (what the operator sets
 /// itself is left out: its paths differ inside a sandbox pod).
 fn user_parameters(conf: &str) -> BTreeMap<String, String> {
     parse_conf(conf)
         .into_iter()
-        .filter(|(name, _)| !RESERVED_PARAMETERS.contains(&name.as_str()))
+        .filter(|(name, _)| is_users(name))
         .collect()
 }
 
@@ -210,7 +220,7 @@ fn file_is_current(wanted: &BTreeMap<String, String>, server: &ServerSettings) -
     server.file.as_ref().is_some_and(|file| {
         let in_file: BTreeMap<String, String> = file
             .iter()
-            .filter(|(name, _)| !RESERVED_PARAMETERS.contains(&name.as_str()))
+            .filter(|(name, _)| is_users(name))
             .map(|(n, v)| (n.clone(), v.clone()))
             .collect();
         &in_file == wanted

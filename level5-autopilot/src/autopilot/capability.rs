@@ -37,7 +37,9 @@ impl Capability for Autopilot {
     }
 
     fn sql_probes(&self, db: &PostgresDB, observed: &Observed) -> Vec<SqlProbe> {
-        topology::probes(db, observed)
+        let mut probes = topology::probes(db, observed);
+        probes.extend(instances::probes(db, observed));
+        probes
     }
 
     fn validate(&self, db: &PostgresDB, observed: &Observed) -> Vec<SpecProblem> {
@@ -73,7 +75,11 @@ impl Capability for Autopilot {
         status
             .conditions
             .set(failover::PRIMARY_AVAILABLE, decision.available.clone());
-        if let Some(progressing) = decision.progressing.clone() {
+        if let Some(progressing) = decision
+            .progressing
+            .clone()
+            .or_else(|| instances::progressing(db, observed))
+        {
             status
                 .conditions
                 .set(shared::conditions::PROGRESSING, progressing);

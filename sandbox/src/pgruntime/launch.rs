@@ -24,12 +24,13 @@ use super::termination;
 use crate::runtime::ContainerState;
 
 /// Commands run for real when a container's command names them.
-const REAL_COMMANDS: [&str; 13] = [
+const REAL_COMMANDS: [&str; 14] = [
     "pg_dump",
     "pg_dumpall",
     "pg_restore",
     "psql",
     "pg_basebackup",
+    "pg_rewind",
     "pg_upgrade",
     "pg_isready",
     "initdb",
@@ -56,6 +57,10 @@ pub(super) struct Process {
     /// The signal that stops it gracefully (SIGINT for the server, as
     /// the image's STOPSIGNAL says).
     stop_signal: Signal,
+    /// Whether the image is PostgreSQL's: a script that `exec`s the server
+    /// (`exec docker-entrypoint.sh "$@"`) is stopped with the image's
+    /// STOPSIGNAL once the server has replaced it.
+    postgres_image: bool,
     /// The data directory, to find a postmaster that left the group.
     pgdata: Option<PathBuf>,
     mounts: Mounts,
@@ -222,6 +227,11 @@ impl Inner {
         let client = self.client_bin.clone();
         let mut path_dirs: Vec<PathBuf> =
             server_bin.iter().cloned().chain(client.clone()).collect();
+        // The image's entrypoint is on its PATH, so a script run instead of
+        // it can still `exec docker-entrypoint.sh "$@"`.
+        if postgres_image && let Some(dir) = self.entrypoint.parent() {
+            path_dirs.push(dir.to_path_buf());
+        }
         path_dirs.extend(["/usr/local/bin", "/usr/bin", "/bin"].map(PathBuf::from));
         let path = std::env::join_paths(&path_dirs)
             .map_err(|e| wait("CreateContainerError", e.to_string()))?;
@@ -312,6 +322,7 @@ impl Inner {
             env: full_env,
             cwd,
             stop_signal,
+            postgres_image,
             pgdata,
             mounts,
             termination,
@@ -334,6 +345,7 @@ pub(super) async fn run_process(
         env,
         cwd,
         stop_signal,
+        postgres_image,
         pgdata,
         mounts,
         termination,
@@ -401,7 +413,14 @@ pub(super) async fn run_process(
     let status = tokio::select! {
         s = child.wait() => s,
         _ = until_stopped(&mut stop_rx) => {
-            process::signal_pid(pid, stop_signal);
+            // A script that exec'd the server is the server now: the image's
+            // STOPSIGNAL (SIGINT, a fast shutdown) reaches it, as on a node.
+            let signal = if postgres_image && process::runs_postgres(pid) {
+                Signal::SIGINT
+            } else {
+                stop_signal
+            };
+            process::signal_pid(pid, signal);
             match tokio::time::timeout(grace(inner, ctx), child.wait()).await {
                 Ok(s) => s,
                 Err(_) => {

@@ -75,6 +75,12 @@ pub fn signal_pid(pid: i32, sig: Signal) {
     let _ = kill(Pid::from_raw(pid), sig);
 }
 
+/// Whether the process `pid` runs the PostgreSQL server (its program is
+/// `postgres`, as after a script's `exec postgres ...`).
+pub fn runs_postgres(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim() == "postgres")
+}
+
 /// Whether a live (non-zombie) process with this pid exists.
 pub fn alive(pid: i32) -> bool {
     pid > 0

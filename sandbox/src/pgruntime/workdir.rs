@@ -51,10 +51,12 @@ impl PostgresRuntime {
         }
         process::sweep_stale(&root);
         let (octet, work) = claim_octet(&root)?;
-        for sub in ["pods", "run", "volumes", "pgids"] {
+        for sub in ["pods", "run", "volumes", "pgids", "bin"] {
             mkdir(&work.join(sub), 0o755)?;
         }
-        let entrypoint = work.join("docker-entrypoint.sh");
+        // Alone in its directory, which is on the PATH of PostgreSQL images'
+        // containers (see `launch`), as the image has it in /usr/local/bin.
+        let entrypoint = work.join("bin").join("docker-entrypoint.sh");
         std::fs::write(&entrypoint, ENTRYPOINT).map_err(io_err(&entrypoint))?;
         {
             use std::os::unix::fs::PermissionsExt;

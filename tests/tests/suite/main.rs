@@ -24,6 +24,8 @@
 //!   companion applying them and the dashboard.
 //! - [`rbac`]: what the deployed RBAC grants, against a whole life of Level 2.
 //! - [`scale`]: a few hundred databases at once.
+//! - [`level5_instances`]: Level 5's replicas, Services by role, scaling,
+//!   the Level 4 → 5 swap and synchronous commits, on real servers.
 //! - [`level4_prometheus`]: Level 4 against a real Prometheus: discovery,
 //!   scrapes, the operator's alerts firing, the dashboard's queries.
 //!
@@ -47,6 +49,7 @@ mod level4_collector;
 mod level4_metrics;
 mod level4_prometheus;
 mod level4_symptoms;
+mod level5_instances;
 mod operator_binary;
 mod passwords;
 mod pruning;

@@ -18,6 +18,7 @@ mod init_containers;
 mod portforward;
 mod processes;
 mod sandbox_process;
+mod scripts;
 mod stats;
 mod termination;
 mod volumes;
