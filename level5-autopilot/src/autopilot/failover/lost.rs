@@ -1,8 +1,10 @@
 //! When the primary counts as lost, and which replica replaces it.
 //!
-//! The primary is lost when its pod is absent, being deleted or not ready,
-//! or its server does not answer as a primary (killed, frozen, its volume
-//! gone, crash-looping after a bad parameter). It must stay lost for
+//! The primary is lost when its pod is absent or being deleted, or its
+//! server does not answer as a primary (killed, frozen, its volume gone,
+//! crash-looping after a bad parameter). A pod that is not ready while its
+//! server answers as the primary is not lost: the readiness probe lags the
+//! server, and a failover for a probe's hiccup would cost more than it saves. It must stay lost for
 //! `spec.failover.delaySeconds`, counted from
 //! `status.highAvailability.primaryLostSince`, before a replica replaces
 //! it: the replica that answers with the most WAL received (ties: the
@@ -35,8 +37,10 @@ pub fn why_lost(member: Option<&Member>) -> Option<String> {
     match (&member.pod, &member.server) {
         (PodView::Absent, _) => Some("its pod does not exist".into()),
         (PodView::Deleting { .. }, _) => Some("its pod is being deleted".into()),
+        // Its server accepts writes: a readiness probe that lags (or
+        // times out on a busy node) is no reason to fail over.
+        (PodView::Ready { .. } | PodView::NotReady { .. }, Server::Primary { .. }) => None,
         (PodView::NotReady { why, .. }, _) => Some(format!("its pod is not ready ({why})")),
-        (PodView::Ready { .. }, Server::Primary { .. }) => None,
         (PodView::Ready { .. }, Server::Replica { .. }) => {
             Some("its server is in recovery, not accepting writes".into())
         }

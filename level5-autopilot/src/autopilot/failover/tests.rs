@@ -224,16 +224,25 @@ fn a_primary_lost_for_the_whole_delay_is_fenced_and_the_replica_with_the_most_wa
 }
 
 #[test]
-fn a_lost_primary_that_still_answers_is_stopped_gracefully() {
-    // Not ready, but its server answers as a primary: a graceful stop
-    // sends its WAL to the replicas.
+fn a_primary_whose_pod_is_not_ready_but_whose_server_accepts_writes_is_not_lost() {
     let decision = progress(
         &database().build(),
         &lost_primary(not_ready(0), primary(1000)),
         now(),
     );
-    assert_eq!(decision.delete_pods.len(), 1);
-    assert!(!decision.delete_pods[0].force);
+    assert_eq!(decision.serving_primary.as_deref(), Some("orders-0"));
+    assert!(decision.events.is_empty() && decision.status.promotion.is_none());
+}
+
+#[test]
+fn a_recorded_primary_that_answers_in_recovery_is_replaced_without_deleting_it() {
+    let decision = progress(
+        &database().build(),
+        &lost_primary(ready(0), replica(1000)),
+        now(),
+    );
+    assert!(decision.delete_pods.is_empty());
+    assert_eq!(decision.promote.as_deref(), Some("orders-2"));
 }
 
 #[test]
