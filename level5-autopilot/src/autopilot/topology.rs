@@ -227,6 +227,10 @@ pub struct Topology {
     /// (a primary with an empty data directory then refuses to start, so a
     /// lost volume is a lost primary, never a new empty database).
     pub bootstrapped: bool,
+    /// Whether the StatefulSet is rolling out a new template (its update
+    /// revision differs from its current one): a pod it replaces is a
+    /// planned restart.
+    pub rolling_out: bool,
 }
 
 impl Topology {
@@ -316,12 +320,19 @@ pub fn observe(db: &PostgresDB, observed: &Observed) -> Topology {
             }
         })
         .collect();
+    let rolling_out = observed
+        .get::<StatefulSet>(&names.primary)
+        .and_then(|sts| sts.status)
+        .is_some_and(|status| {
+            status.update_revision.is_some() && status.update_revision != status.current_revision
+        });
     let roles = observed.get::<ConfigMap>(&ha.roles).and_then(|cm| cm.data);
     let value = |key: &str| roles.as_ref().and_then(|d| d.get(key)).cloned();
     Topology {
         members,
         recorded_primary: value("primary").filter(|p| !p.is_empty()),
         bootstrapped: value("bootstrapped").as_deref() == Some("true"),
+        rolling_out,
     }
 }
 
@@ -507,6 +518,27 @@ mod tests {
                 uid: "uid-3".into()
             }
         );
+    }
+
+    #[test]
+    fn a_stateful_set_between_two_revisions_is_rolling_out_and_one_scaling_is_not() {
+        let db = DbBuilder::named("orders").instances(2).build();
+        let sts = |current: &str, update: &str| {
+            let mut sts = StatefulSet {
+                metadata: meta("orders"),
+                ..Default::default()
+            };
+            sts.status = Some(k8s_openapi::api::apps::v1::StatefulSetStatus {
+                current_revision: Some(current.into()),
+                update_revision: Some(update.into()),
+                ..Default::default()
+            });
+            sts
+        };
+        let rolling = ObservedBuilder::new().with(&sts("r1", "r2")).build();
+        assert!(observe(&db, &rolling).rolling_out);
+        let settled = ObservedBuilder::new().with(&sts("r2", "r2")).build();
+        assert!(!observe(&db, &settled).rolling_out);
     }
 
     #[test]

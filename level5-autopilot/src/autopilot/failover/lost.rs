@@ -14,7 +14,10 @@
 //! `replicas - synchronousReplicas + 1` of them); otherwise it waits.
 //!
 //! A database that never had a primary (being created) has nothing to
-//! lose: no failover.
+//! lose: no failover. While the StatefulSet rolls out a new template (a
+//! parameter that needs a restart, a minor upgrade), the primary's pod
+//! being replaced is a planned restart, waited for [`ROLLOUT_GRACE`] more
+//! than the delay (a ready pod whose server does not answer is not one).
 
 use jiff::{SignedDuration, Timestamp};
 use shared::api::PostgresDB;
@@ -28,6 +31,10 @@ use crate::autopilot::topology::{Member, PodView, Server, Topology};
 /// How often a lost primary is looked at again while nothing can replace
 /// it (no change of a pod may announce that a replica answers again).
 pub const RECHECK_LOST: SignedDuration = SignedDuration::from_secs(5);
+
+/// How much longer a primary whose pod a StatefulSet rollout replaces is
+/// waited for (a planned restart) before a replica replaces it.
+pub const ROLLOUT_GRACE: SignedDuration = SignedDuration::from_secs(60);
 
 /// Why `member` does not serve as the primary, or `None` when it does.
 pub fn why_lost(member: Option<&Member>) -> Option<String> {
@@ -115,6 +122,17 @@ pub fn watch(
             .as_ref()
             .map_or(0, |failover| failover.delay_seconds),
     ));
+    // A rollout replacing the primary's pod is a planned restart: waited
+    // for, up to ROLLOUT_GRACE more.
+    let frozen = member.is_some_and(|m| {
+        matches!(m.pod, PodView::Ready { .. }) && matches!(m.server, Server::Unreachable(_))
+    });
+    let planned = topology.rolling_out && !frozen;
+    let delay = if planned {
+        delay.saturating_add(ROLLOUT_GRACE)
+    } else {
+        delay
+    };
     let due = since.saturating_add(delay).unwrap_or(since);
     if now < due {
         decision.available = Assessment::no(

@@ -69,6 +69,7 @@ fn topology(primary: &str, members: Vec<Member>) -> Topology {
         members,
         recorded_primary: Some(primary.into()),
         bootstrapped: true,
+        rolling_out: false,
     }
 }
 
@@ -391,6 +392,7 @@ fn a_single_instance_that_is_lost_is_reported_and_never_fenced() {
         members: vec![member(0, not_ready(0), unreachable())],
         recorded_primary: None,
         bootstrapped: true,
+        rolling_out: false,
     };
     let decision = progress(&db, &t, now());
     assert_eq!(decision.serving_primary.as_deref(), Some("orders-0"));
@@ -409,6 +411,7 @@ fn a_database_never_initialised_has_no_primary_to_lose() {
         ],
         recorded_primary: None,
         bootstrapped: false,
+        rolling_out: false,
     };
     let decision = progress(&db, &t, now());
     assert!(!decision.bootstrapped);
@@ -634,4 +637,24 @@ fn a_second_server_accepting_writes_beside_the_recorded_primary_is_fenced() {
     assert_eq!(decision.serving_primary.as_deref(), Some("orders-0"));
     assert_eq!(decision.delete_pods[0].pod, "orders-1");
     assert_eq!(reasons(&decision), ["FencedStrayPrimary"]);
+}
+
+#[test]
+fn a_primary_pod_replaced_by_a_rollout_is_a_planned_restart_waited_for_not_failed_over() {
+    let mut t = lost_primary(
+        PodView::Deleting {
+            uid: "uid-0".into(),
+        },
+        Server::NotAsked,
+    );
+    t.rolling_out = true;
+    let decision = progress(&database().build(), &t, now());
+    assert!(decision.status.promotion.is_none());
+    assert_eq!(decision.serving_primary.as_deref(), Some("orders-0"));
+    assert_eq!(decision.wake_at, Some(at(NOW + 60)));
+    // A ready pod whose server does not answer is frozen, not restarting.
+    let mut frozen = lost_primary(ready(0), unreachable());
+    frozen.rolling_out = true;
+    let decision = progress(&database().build(), &frozen, now());
+    assert!(decision.status.promotion.is_some());
 }
