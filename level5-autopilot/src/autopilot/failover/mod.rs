@@ -210,6 +210,10 @@ pub fn progress(db: &PostgresDB, topology: &Topology, now: Timestamp) -> Decisio
         current_primary: None,
         status: HighAvailabilityStatus {
             promotion: previous.promotion.clone(),
+            // Kept while the primary does not answer: it is what says the
+            // database was initialised, and a timeline changes only when a
+            // replica is promoted.
+            timeline: previous.timeline,
             ..Default::default()
         },
         available: Assessment::unknown("NotObserved", "the instances were not observed"),

@@ -1,7 +1,7 @@
 //! What status says about the instances: each one's role, readiness,
 //! timeline, WAL positions and lag behind the primary
 //! (`status.highAvailability.members`), how many run, and the primary's
-//! timeline.
+//! timeline (the last one seen while the primary does not answer).
 
 use shared::api::PostgresDB;
 use shared::ha::{InstanceRole, InstanceStatus};
@@ -54,8 +54,7 @@ pub fn fill(_db: &PostgresDB, topology: &Topology, decision: &mut Decision) {
             .count(),
     )
     .unwrap_or(i32::MAX);
-    decision.status.timeline = topology.member(&primary).and_then(|m| match m.server {
-        Server::Primary { timeline, .. } => Some(timeline),
-        _ => None,
-    });
+    if let Some(Server::Primary { timeline, .. }) = topology.member(&primary).map(|m| &m.server) {
+        decision.status.timeline = Some(*timeline);
+    }
 }

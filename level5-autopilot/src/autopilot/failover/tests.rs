@@ -658,3 +658,29 @@ fn a_primary_pod_replaced_by_a_rollout_is_a_planned_restart_waited_for_not_faile
     let decision = progress(&database().build(), &frozen, now());
     assert!(decision.status.promotion.is_some());
 }
+
+#[test]
+fn a_primary_seen_once_keeps_the_database_initialised_while_it_does_not_answer() {
+    // An earlier reconcile saw the timeline; no roles ConfigMap (a single
+    // instance), no server answers now.
+    let db = DbBuilder::named("orders")
+        .high_availability(HighAvailabilityStatus {
+            timeline: Some(1),
+            ..Default::default()
+        })
+        .build();
+    let t = Topology {
+        members: vec![member(0, not_ready(0), unreachable())],
+        recorded_primary: None,
+        bootstrapped: false,
+        rolling_out: false,
+    };
+    let decision = progress(&db, &t, now());
+    assert!(decision.bootstrapped);
+    assert_eq!(
+        decision.status.timeline,
+        Some(1),
+        "kept for the next reconcile"
+    );
+    assert_eq!(decision.available.reason, "NoFailoverCandidate");
+}
