@@ -252,8 +252,9 @@ mod tests {
         Autopilot
             .desire(&db, &observed, now, &mut desired)
             .expect("desires");
-        assert!(desired.deletions().is_empty() && desired.sql().is_empty());
-        assert!(desired.notes.is_empty());
+        assert!(desired.deletions().is_empty());
+        assert!(!desired.sql().iter().any(|a| a.statement == PROMOTE_SQL));
+        assert!(!desired.notes.iter().any(|n| n.reason.contains("Fail")));
         let mut status = StatusDraft {
             now,
             ..Default::default()
@@ -264,7 +265,12 @@ mod tests {
         let ha = status.fields.high_availability.expect("reported");
         assert_eq!(ha.members.len(), 2);
         assert_eq!(ha.members[1].lag_bytes, Some(0));
-        assert_eq!(Autopilot.sql_probes(&db, &observed).len(), 2);
+        let members = Autopilot
+            .sql_probes(&db, &observed)
+            .into_iter()
+            .filter(|p| p.statement == topology::MEMBER_SQL)
+            .count();
+        assert_eq!(members, 2);
         assert_eq!(Autopilot.watched_kinds()[0].kind, "Pod");
     }
 }

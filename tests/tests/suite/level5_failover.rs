@@ -55,19 +55,44 @@ impl Fixture {
             operator: Some(start_operator(&cluster)),
             cluster,
         };
-        let mut db = DbBuilder::manifest(NAME).version("15").instances(instances);
-        if synchronous {
-            db = db.replication(ReplicationSpec {
-                synchronous: true,
-                synchronous_replicas: 1,
-            });
-        }
+        let db = DbBuilder::manifest(NAME).version("15").instances(instances);
         fixture
             .cluster
             .create(&db.build())
             .await
             .expect("creates the database");
         fixture.wait_streaming(instances).await;
+        if synchronous {
+            // Turned on once the replicas stream, as on a running database.
+            let replication = serde_json::to_value(ReplicationSpec {
+                synchronous: true,
+                synchronous_replicas: 1,
+            })
+            .expect("serialises");
+            fixture
+                .cluster
+                .patch_spec(NAME, json!({ "replication": replication }))
+                .await
+                .expect("turns synchronous replication on");
+            let superuser = fixture.primary_session(Role::Superuser).await;
+            let waited = fixture
+                .cluster
+                .eventually(WAIT, "a replica confirms commits synchronously", || async {
+                    let row = superuser
+                        .query_one(
+                            "SELECT count(*) FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum')",
+                            &[],
+                        )
+                        .await
+                        .map_err(|e| tests::harness::Failed::new(e.to_string()))?;
+                    let synchronous: i64 = row.get(0);
+                    Ok((synchronous >= 1).then_some(()))
+                })
+                .await;
+            if let Err(failed) = waited {
+                panic!("{failed}\n{}", fixture.pod_logs().await);
+            }
+        }
         let client = fixture.primary_session(Role::Owner).await;
         client
             .batch_execute("CREATE TABLE items (id bigint PRIMARY KEY)")
@@ -298,6 +323,8 @@ fn start_operator(cluster: &TestCluster) -> Operator {
 struct Writer {
     stop: Arc<AtomicBool>,
     acknowledged: Arc<Mutex<Vec<(i64, Instant)>>>,
+    /// When a write or a connection failed.
+    failed: Arc<Mutex<Vec<Instant>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -318,9 +345,11 @@ impl Writer {
         config.host(&ip).connect_timeout(Duration::from_secs(2));
         let stop = Arc::new(AtomicBool::new(false));
         let acknowledged = Arc::new(Mutex::new(Vec::new()));
+        let failed = Arc::new(Mutex::new(Vec::new()));
         let task = tokio::spawn({
             let stop = stop.clone();
             let acknowledged = acknowledged.clone();
+            let failed = failed.clone();
             async move {
                 let mut next: i64 = 1;
                 let mut session: Option<tokio_postgres::Client> = None;
@@ -332,6 +361,10 @@ impl Writer {
                                 session = Some(client);
                             }
                             Err(_) => {
+                                failed
+                                    .lock()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .push(Instant::now());
                                 tokio::time::sleep(Duration::from_millis(100)).await;
                                 continue;
                             }
@@ -350,6 +383,10 @@ impl Writer {
                             .unwrap_or_else(|e| e.into_inner())
                             .push((id, Instant::now())),
                         _ => {
+                            failed
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .push(Instant::now());
                             session = None;
                             tokio::time::sleep(Duration::from_millis(50)).await;
                         }
@@ -361,6 +398,7 @@ impl Writer {
         Self {
             stop,
             acknowledged,
+            failed,
             task,
         }
     }
@@ -372,16 +410,24 @@ impl Writer {
             .clone()
     }
 
-    /// Waits until a commit is acknowledged after `since`; when.
+    /// Waits until a commit is acknowledged after the first failure
+    /// since `since` (or after `since` when none failed); when.
     async fn wait_acknowledged_after(&self, cluster: &TestCluster, since: Instant) -> Instant {
         cluster
             .eventually(WAIT, "a write is accepted again", || async {
+                let failed = self
+                    .failed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter()
+                    .copied()
+                    .find(|at| *at > since)
+                    .unwrap_or(since);
                 Ok(self
                     .acknowledged()
                     .iter()
-                    .rev()
                     .map(|(_, at)| *at)
-                    .find(|at| *at > since))
+                    .find(|at| *at > failed))
             })
             .await
             .unwrap_or_else(|failed| panic!("{failed}"))
