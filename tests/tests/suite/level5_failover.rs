@@ -3,8 +3,9 @@
 //! pod frozen, its volume wiped), and the replica with the most WAL takes
 //! over while a client writes rows through the read-write Service and
 //! counts the acknowledged commits. Throughout, the read-write Service's
-//! endpoints never list two pods; afterwards the old primary rejoins as a
-//! replica. A switchover through `spec.primary` loses no row, nor does a
+//! endpoints never list two pods and no two servers accept writes at once
+//! (each asked four times a second); afterwards the old primary rejoins as
+//! a replica. A switchover through `spec.primary` loses no row, nor does a
 //! failover with synchronous replication; an operator killed in the middle
 //! of a failover is replaced and the failover completes; a replica whose
 //! volume is wiped is cloned again.
@@ -486,6 +487,79 @@ impl EndpointsWatch {
     }
 }
 
+/// Asks every pod's server, four times a second, whether it accepts
+/// writes, recording the most that did at once (a frozen or stopped
+/// server does not answer and is not counted).
+struct WritableWatch {
+    stop: Arc<AtomicBool>,
+    most: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl WritableWatch {
+    async fn start(cluster: &TestCluster) -> Self {
+        let pods = cluster.api::<Pod>();
+        let login = login(cluster, Role::Superuser, NAME, None)
+            .await
+            .expect("the superuser's Secret");
+        let stop = Arc::new(AtomicBool::new(false));
+        let most = Arc::new(AtomicUsize::new(0));
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            let most = most.clone();
+            async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let ips: Vec<String> = pods
+                        .list(&kube::api::ListParams::default())
+                        .await
+                        .map(|list| {
+                            list.items
+                                .into_iter()
+                                .filter_map(|p| p.status?.pod_ip)
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    let asks = ips.iter().map(|ip| {
+                        let mut config = login.clone();
+                        config.host(ip).connect_timeout(Duration::from_secs(1));
+                        async move {
+                            let ask = async {
+                                let (client, connection) =
+                                    config.connect(tokio_postgres::NoTls).await.ok()?;
+                                tokio::spawn(connection);
+                                let row = client
+                                    .query_one("SELECT NOT pg_is_in_recovery()", &[])
+                                    .await
+                                    .ok()?;
+                                Some(row.get::<_, bool>(0))
+                            };
+                            tokio::time::timeout(Duration::from_secs(2), ask)
+                                .await
+                                .ok()
+                                .flatten()
+                                .unwrap_or(false)
+                        }
+                    });
+                    let writable = futures::future::join_all(asks)
+                        .await
+                        .into_iter()
+                        .filter(|w| *w)
+                        .count();
+                    most.fetch_max(writable, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
+        });
+        Self { stop, most, task }
+    }
+
+    async fn stop(self) -> usize {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.task.await;
+        self.most.load(Ordering::Relaxed)
+    }
+}
+
 /// How the primary is lost.
 #[derive(Clone, Copy, Debug)]
 enum Fault {
@@ -502,6 +576,7 @@ async fn fail_over(fixture: &Fixture, fault: Fault) -> (PromotionStatus, Vec<i64
     let namespace = fixture.cluster.namespace().to_string();
     let old = fixture.current_primary().await;
     let watch = EndpointsWatch::start(&fixture.cluster);
+    let writable = WritableWatch::start(&fixture.cluster).await;
     let writer = Writer::start(&fixture.cluster).await;
     fixture
         .cluster
@@ -561,6 +636,8 @@ async fn fail_over(fixture: &Fixture, fault: Fault) -> (PromotionStatus, Vec<i64
         most <= 1,
         "the read-write Service listed {most} pods at once"
     );
+    let writable = writable.stop().await;
+    assert_eq!(writable, 1, "servers accepting writes at once, at most");
     assert!(!acknowledged.is_empty());
     let missing = fixture.missing(&acknowledged).await;
     (promotion, missing)
@@ -623,6 +700,7 @@ async fn with_synchronous_replication_no_acknowledged_commit_is_lost_in_a_failov
 async fn a_switchover_to_spec_primary_loses_no_acknowledged_row() {
     let fixture = Fixture::start(2, false).await;
     let watch = EndpointsWatch::start(&fixture.cluster);
+    let writable = WritableWatch::start(&fixture.cluster).await;
     let writer = Writer::start(&fixture.cluster).await;
     fixture
         .cluster
@@ -651,6 +729,11 @@ async fn a_switchover_to_spec_primary_loses_no_acknowledged_row() {
     fixture.wait_rejoined(&format!("{NAME}-0")).await;
     let acknowledged = writer.stop().await;
     assert!(watch.stop().await <= 1, "the Service listed two pods");
+    assert_eq!(
+        writable.stop().await,
+        1,
+        "two servers accepted writes at once"
+    );
     assert_eq!(fixture.missing(&acknowledged).await, Vec::<i64>::new());
     fixture.stop().await;
 }
