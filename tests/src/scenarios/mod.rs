@@ -32,6 +32,7 @@ mod edited_child;
 mod failed_minor_upgrade;
 mod failing_backup;
 mod install;
+pub mod instances;
 mod invalid_spec;
 mod major_upgrade_with_data;
 pub mod metrics_served;
@@ -39,6 +40,7 @@ mod minor_upgrade;
 mod operator_swap;
 mod parameter_changed;
 mod pause;
+pub mod primary_pod_deleted;
 mod restart_mid_backup;
 mod restart_mid_reconcile;
 mod restart_mid_upgrade;
@@ -202,6 +204,7 @@ pub fn all() -> Vec<Entry> {
         entry::<restart_mid_backup::RestartMidBackup>(),
         entry::<metrics_served::MetricsServed>(),
         entry::<connections_near_limit::ConnectionsNearLimit>(),
+        entry::<primary_pod_deleted::PrimaryPodDeleted>(),
     ]
 }
 
