@@ -31,6 +31,7 @@ mod deleted_under_policy;
 mod edited_child;
 mod failed_minor_upgrade;
 mod failing_backup;
+pub mod handover;
 mod install;
 pub mod instances;
 mod invalid_spec;
@@ -40,13 +41,14 @@ mod minor_upgrade;
 mod operator_swap;
 mod parameter_changed;
 mod pause;
-pub mod primary_pod_deleted;
+mod primary_pod_deleted;
 mod restart_mid_backup;
 mod restart_mid_reconcile;
 mod restart_mid_upgrade;
 mod restore_into_non_empty;
 mod retention_series;
 pub mod steps;
+mod switchover;
 mod unimplemented_section;
 mod version_change;
 
@@ -205,6 +207,7 @@ pub fn all() -> Vec<Entry> {
         entry::<metrics_served::MetricsServed>(),
         entry::<connections_near_limit::ConnectionsNearLimit>(),
         entry::<primary_pod_deleted::PrimaryPodDeleted>(),
+        entry::<switchover::Switchover>(),
     ]
 }
 
