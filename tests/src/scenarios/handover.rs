@@ -20,7 +20,7 @@ use super::instances::{ServerRole, Writer, rows_held, selected_pods, server_role
 use super::steps::{NAME, condition, create_ready, current, patch_spec};
 use super::{Observed, count};
 use crate::builders::DbBuilder;
-use crate::harness::{Failed, OrFail, TestCluster, ensure};
+use crate::harness::{Failed, OrFail, TestCluster};
 use crate::levels::LevelId;
 
 /// The instances the scenarios ask for.
@@ -62,9 +62,9 @@ pub struct Handover {
     pub most_writable: usize,
     /// Inserts acknowledged in the whole run (not compared).
     pub acknowledged: usize,
-    /// From the event to the first write acknowledged after it (not
-    /// compared: it depends on the machine).
-    pub writes_back_after: Option<Duration>,
+    /// The longest time without an acknowledged write after the event:
+    /// how long writes stopped (not compared: it depends on the machine).
+    pub writes_stopped_for: Duration,
 }
 
 impl Handover {
@@ -82,7 +82,7 @@ impl Handover {
             most_selected: 1,
             most_writable: 1,
             acknowledged: 0,
-            writes_back_after: None,
+            writes_stopped_for: Duration::ZERO,
         }
     }
 
@@ -184,25 +184,35 @@ pub async fn run(
     let writer = Writer::start(cluster).await?;
     // Every instance answers, one as the primary, and each replica has
     // replayed the first writes: it streams.
-    let roles = cluster
-        .eventually(
-            cluster.budget(),
-            &format!("{expected_pods} servers answer, each replica holding {WRITES_BEFORE} rows"),
-            || async {
-                if writer.acknowledged() < WRITES_BEFORE {
-                    return Ok(None);
-                }
-                let roles = server_roles(cluster).await?;
-                let primaries = roles.iter().filter(|r| r.1 == ServerRole::Primary).count();
-                let streaming = roles.iter().all(|(_, role, rows)| match role {
-                    ServerRole::Primary => true,
-                    ServerRole::Replica => rows.unwrap_or(0) >= WRITES_BEFORE as i64,
-                    ServerRole::Silent => false,
-                });
-                Ok((roles.len() == expected_pods && primaries == 1 && streaming).then_some(roles))
-            },
-        )
-        .await?;
+    let deadline = Instant::now() + cluster.budget();
+    let roles = loop {
+        let roles = server_roles(cluster).await?;
+        let primaries = roles.iter().filter(|r| r.1 == ServerRole::Primary).count();
+        let streaming = roles.iter().all(|(_, role, rows)| match role {
+            ServerRole::Primary => true,
+            ServerRole::Replica => rows.unwrap_or(0) >= WRITES_BEFORE as i64,
+            ServerRole::Silent => false,
+        });
+        if writer.acknowledged() >= WRITES_BEFORE
+            && roles.len() == expected_pods
+            && primaries == 1
+            && streaming
+        {
+            break roles;
+        }
+        if Instant::now() >= deadline {
+            return Err(Failed::new(format!(
+                "within {:?}, not every one of {expected_pods} servers answered with each \
+                 replica holding {WRITES_BEFORE} rows: servers {roles:?}; {} writes \
+                 acknowledged (last failure: {})\n{}",
+                cluster.budget(),
+                writer.acknowledged(),
+                writer.last_error().unwrap_or_else(|| "none".into()),
+                cluster.diagnosis().await
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
     let primary_before = roles
         .iter()
         .find(|r| r.1 == ServerRole::Primary)
@@ -215,6 +225,9 @@ pub async fn run(
         .or_fail(format!("read pod {primary_before}"))?
         .uid();
 
+    // What the read-write Service selects before the event counts too.
+    let mut most_selected = selected_pods(cluster).await?;
+    let mut most_writable = 1;
     let began = Instant::now();
     let generation = match event {
         Event::PodDeleted => {
@@ -228,13 +241,17 @@ pub async fn run(
             Some(patch_spec(cluster, serde_json::json!({ "primary": target })).await?)
         }
     };
-    let (mut most_selected, mut most_writable) = (0, 0);
     let deadline = began + cluster.budget();
+    let mut recovered: Option<Instant> = None;
     loop {
         most_selected = most_selected.max(selected_pods(cluster).await?);
         let roles = server_roles(cluster).await?;
         let writable = roles.iter().filter(|r| r.1 == ServerRole::Primary).count();
         most_writable = most_writable.max(writable);
+        // Once recovered, a write acknowledged since proves writes are back.
+        if recovered.is_some_and(|at| writer.first_after(at).is_some()) {
+            break;
+        }
         let db = current(cluster).await?;
         let moved_on = match generation {
             // The deleted pod is back (another uid).
@@ -259,21 +276,23 @@ pub async fn run(
         };
         let all_answer =
             roles.len() == expected_pods && roles.iter().all(|r| r.1 != ServerRole::Silent);
-        if writer.first_after(began).is_some() && moved_on && all_answer && writable == 1 {
-            break;
+        if recovered.is_none() && moved_on && all_answer && writable == 1 {
+            recovered = Some(Instant::now());
         }
-        ensure(Instant::now() < deadline, || {
-            format!(
+        if Instant::now() >= deadline {
+            return Err(Failed::new(format!(
                 "within {:?} of the {event:?}, writes were not accepted again with every \
-                 instance answering and one writable (servers: {roles:?})",
-                cluster.budget()
-            )
-        })?;
+                 instance answering and one writable: servers {roles:?}; {} writes \
+                 acknowledged (last failure: {})\n{}",
+                cluster.budget(),
+                writer.acknowledged(),
+                writer.last_error().unwrap_or_else(|| "none".into()),
+                cluster.diagnosis().await
+            )));
+        }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    // A few more writes where they go now, then count.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let writes_back_after = writer.first_after(began).map(|at| at - began);
+    let writes_stopped_for = writer.longest_pause_since(began);
     let acknowledged = writer.stop().await;
     let held = rows_held(cluster).await?;
     let lost = acknowledged.iter().filter(|id| !held.contains(id)).count();
@@ -301,7 +320,7 @@ pub async fn run(
         most_selected,
         most_writable,
         acknowledged: acknowledged.len(),
-        writes_back_after,
+        writes_stopped_for,
     };
     operator.stop().await;
     Ok(Observed::Seen(observed))

@@ -40,6 +40,8 @@ pub enum ServerRole {
 struct Log {
     /// The ids whose insert the server acknowledged, with when.
     acknowledged: Vec<(i64, Instant)>,
+    /// Why the last failed attempt failed.
+    last_error: Option<String>,
 }
 
 /// A client inserting rows `1, 2, ...` into `ticks` through the read-write
@@ -73,6 +75,24 @@ impl Writer {
         self.lock().acknowledged.len()
     }
 
+    /// Why the writer's last failed attempt failed, if one did.
+    pub fn last_error(&self) -> Option<String> {
+        self.lock().last_error.clone()
+    }
+
+    /// The longest time without an acknowledged insert from `since` to the
+    /// last acknowledgement: how long the writes stopped.
+    pub fn longest_pause_since(&self, since: Instant) -> Duration {
+        let log = self.lock();
+        let mut previous = since;
+        let mut longest = Duration::ZERO;
+        for (_, at) in log.acknowledged.iter().filter(|(_, at)| *at > since) {
+            longest = longest.max(*at - previous);
+            previous = *at;
+        }
+        longest
+    }
+
     /// When the first insert acknowledged after `since` was.
     pub fn first_after(&self, since: Instant) -> Option<Instant> {
         self.lock()
@@ -101,11 +121,15 @@ async fn write_forever(
     log: Arc<Mutex<Log>>,
 ) {
     let mut next = 1_i64;
+    let failed = |why: String| log.lock().unwrap_or_else(|e| e.into_inner()).last_error = Some(why);
     loop {
         let Some(session) = client.as_ref() else {
-            client = connect(&config).await;
-            if client.is_none() {
-                tokio::time::sleep(Duration::from_millis(100)).await;
+            match connect_or_say(&config).await {
+                Ok(session) => client = Some(session),
+                Err(why) => {
+                    failed(format!("connect: {why}"));
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
             }
             continue;
         };
@@ -119,7 +143,14 @@ async fn write_forever(
                 .unwrap_or_else(|e| e.into_inner())
                 .acknowledged
                 .push((id, Instant::now())),
-            _ => client = None,
+            Ok(Err(error)) => {
+                failed(format!("insert {id}: {error}"));
+                client = None;
+            }
+            Err(_) => {
+                failed(format!("insert {id}: no answer within {ANSWER_WITHIN:?}"));
+                client = None;
+            }
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -145,10 +176,18 @@ async fn service_login(cluster: &TestCluster) -> Result<tokio_postgres::Config, 
 }
 
 async fn connect(config: &tokio_postgres::Config) -> Option<tokio_postgres::Client> {
+    connect_or_say(config).await.ok()
+}
+
+/// A session, or why there is none.
+async fn connect_or_say(config: &tokio_postgres::Config) -> Result<tokio_postgres::Client, String> {
     let attempt = tokio::time::timeout(ANSWER_WITHIN, config.connect(tokio_postgres::NoTls));
-    let (client, connection) = attempt.await.ok()?.ok()?;
+    let (client, connection) = attempt
+        .await
+        .map_err(|_| format!("no answer within {ANSWER_WITHIN:?}"))?
+        .map_err(|e| shared::reconcile::error_chain(&e))?;
     tokio::spawn(connection);
-    Some(client)
+    Ok(client)
 }
 
 /// The ids of `ticks` the database holds now, read through the read-write
@@ -180,7 +219,11 @@ pub async fn rows_held(cluster: &TestCluster) -> Result<Vec<i64>, Failed> {
 pub async fn server_roles(
     cluster: &TestCluster,
 ) -> Result<Vec<(String, ServerRole, Option<i64>)>, Failed> {
-    let mut config = login(cluster, Role::Superuser, NAME, Some(NAME))
+    // The application database, where `ticks` is.
+    let owner = login(cluster, Role::Owner, NAME, None)
+        .await
+        .ok_or_else(|| Failed::new("the owner's Secret is missing"))?;
+    let mut config = login(cluster, Role::Superuser, NAME, owner.get_dbname())
         .await
         .ok_or_else(|| Failed::new("the superuser's Secret is missing"))?;
     config.connect_timeout(ANSWER_WITHIN);
