@@ -1,7 +1,7 @@
 //! The run the high-availability scenarios share: a database asked to run
 //! two instances, a client writing through the read-write Service, one
-//! event that takes the primary away (its pod deleted, or a switchover
-//! asked for), and what followed: where writes were accepted again, the
+//! event that takes the primary away (its pod deleted, its server killed
+//! or frozen, or a switchover asked for), and what followed: where writes were accepted again, the
 //! promotion status reports, what the old primary became, the
 //! acknowledged writes lost, and, watched throughout, the most pods the
 //! read-write Service selected and the most servers accepting writes at
@@ -14,13 +14,14 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::DeleteParams;
+use sandbox::KillKind;
 use tokio::time::Instant;
 
 use super::instances::{ServerRole, Writer, rows_held, selected_pods, server_roles};
 use super::steps::{NAME, condition, create_ready, current, patch_spec};
 use super::{Observed, count};
 use crate::builders::DbBuilder;
-use crate::harness::{Failed, OrFail, TestCluster};
+use crate::harness::{Failed, OrFail, TestCluster, ensure};
 use crate::levels::LevelId;
 
 /// The instances the scenarios ask for.
@@ -36,6 +37,13 @@ pub enum Event {
     PodDeleted,
     /// `spec.primary` names the other instance.
     Switchover,
+    /// Its server's container is killed (SIGKILL, a crash); the kubelet
+    /// restarts it.
+    ServerKilled,
+    /// Its server's processes are stopped (SIGSTOP), as on a node that
+    /// stops answering: connections open but nothing answers, until the
+    /// kubelet's liveness probe restarts the container or the pod goes.
+    Frozen,
 }
 
 /// What the event did to the database and its writers.
@@ -240,20 +248,44 @@ pub async fn run(
             let target = format!("{NAME}-1");
             Some(patch_spec(cluster, serde_json::json!({ "primary": target })).await?)
         }
+        Event::ServerKilled | Event::Frozen => {
+            let runtime = cluster
+                .sandbox_handle()
+                .and_then(|s| s.postgres_runtime())
+                .ok_or_else(|| Failed::new("the sandbox runs no real PostgreSQL"))?;
+            let namespace = cluster.namespace();
+            let done = if event == Event::Frozen {
+                runtime.pause(namespace, &primary_before, None, true)
+            } else {
+                runtime.kill_container(namespace, &primary_before, None, KillKind::Crash)
+            };
+            ensure(done, || {
+                format!("no server process of {primary_before} to {event:?}")
+            })?;
+            None
+        }
     };
     let deadline = began + cluster.budget();
     let mut recovered: Option<Instant> = None;
+    // The old primary was seen silent or not writable since the event.
+    let mut seen_lost = false;
     loop {
         most_selected = most_selected.max(selected_pods(cluster).await?);
         let roles = server_roles(cluster).await?;
         let writable = roles.iter().filter(|r| r.1 == ServerRole::Primary).count();
         most_writable = most_writable.max(writable);
+        seen_lost |= roles
+            .iter()
+            .find(|r| r.0 == primary_before)
+            .is_none_or(|r| r.1 != ServerRole::Primary);
         // Once recovered, a write acknowledged since proves writes are back.
         if recovered.is_some_and(|at| writer.first_after(at).is_some()) {
             break;
         }
         let db = current(cluster).await?;
         let moved_on = match generation {
+            // The killed or frozen server stopped answering as the primary.
+            None if event != Event::PodDeleted => seen_lost,
             // The deleted pod is back (another uid).
             None => pods
                 .get_opt(&primary_before)

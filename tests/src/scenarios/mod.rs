@@ -41,7 +41,9 @@ mod minor_upgrade;
 mod operator_swap;
 mod parameter_changed;
 mod pause;
+mod primary_frozen;
 mod primary_pod_deleted;
+mod primary_server_killed;
 mod restart_mid_backup;
 mod restart_mid_reconcile;
 mod restart_mid_upgrade;
@@ -207,6 +209,8 @@ pub fn all() -> Vec<Entry> {
         entry::<metrics_served::MetricsServed>(),
         entry::<connections_near_limit::ConnectionsNearLimit>(),
         entry::<primary_pod_deleted::PrimaryPodDeleted>(),
+        entry::<primary_server_killed::PrimaryServerKilled>(),
+        entry::<primary_frozen::PrimaryFrozen>(),
         entry::<switchover::Switchover>(),
     ]
 }
