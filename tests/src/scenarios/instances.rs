@@ -84,13 +84,7 @@ impl Writer {
     /// last acknowledgement: how long the writes stopped.
     pub fn longest_pause_since(&self, since: Instant) -> Duration {
         let log = self.lock();
-        let mut previous = since;
-        let mut longest = Duration::ZERO;
-        for (_, at) in log.acknowledged.iter().filter(|(_, at)| *at > since) {
-            longest = longest.max(*at - previous);
-            previous = *at;
-        }
-        longest
+        longest_pause(log.acknowledged.iter().map(|(_, at)| *at), since)
     }
 
     /// When the first insert acknowledged after `since` was.
@@ -113,6 +107,18 @@ impl Writer {
     fn lock(&self) -> std::sync::MutexGuard<'_, Log> {
         self.log.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// The longest time between `since` and the first of `acknowledged` after
+/// it, or between two consecutive ones after it.
+fn longest_pause(acknowledged: impl Iterator<Item = Instant>, since: Instant) -> Duration {
+    let mut previous = since;
+    let mut longest = Duration::ZERO;
+    for at in acknowledged.filter(|at| *at > since) {
+        longest = longest.max(at - previous);
+        previous = at;
+    }
+    longest
 }
 
 async fn write_forever(
@@ -276,4 +282,32 @@ pub async fn selected_pods(cluster: &TestCluster) -> Result<usize, Failed> {
         .iter()
         .map(|s| s.addresses.as_ref().map_or(0, Vec::len))
         .sum())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pause_is_the_longest_wait_for_an_acknowledgement_after_the_event() {
+        let event = Instant::now();
+        let at = |ms: u64| event + Duration::from_millis(ms);
+        // One write acknowledged before the event does not count; the
+        // server stopped for 1.5 s between 100 ms and 1600 ms.
+        let acknowledged = [
+            event - Duration::from_millis(50),
+            at(100),
+            at(1600),
+            at(1650),
+        ];
+        assert_eq!(
+            longest_pause(acknowledged.into_iter(), event),
+            Duration::from_millis(1500)
+        );
+        assert_eq!(
+            longest_pause([at(300)].into_iter(), event),
+            Duration::from_millis(300)
+        );
+        assert_eq!(longest_pause(std::iter::empty(), event), Duration::ZERO);
+    }
 }
