@@ -328,6 +328,10 @@ pub struct Deletion {
     pub uid: Option<String>,
     /// Who asked for the deletion.
     pub origin: DeletionOrigin,
+    /// The grace period to ask for, in seconds, when not the object's own
+    /// (`Some(0)`: a pod whose processes do not answer is removed at once,
+    /// as `kubectl delete --grace-period=0 --force` does).
+    pub grace_period_seconds: Option<u32>,
 }
 
 /// Who asked for a [`Deletion`].
@@ -450,6 +454,7 @@ impl Desired {
             reason: reason.into(),
             uid: None,
             origin: DeletionOrigin::Capability,
+            grace_period_seconds: None,
         });
     }
 
@@ -468,6 +473,28 @@ impl Desired {
             reason: reason.into(),
             uid,
             origin: DeletionOrigin::Capability,
+            grace_period_seconds: None,
+        });
+    }
+
+    /// As [`Desired::delete_observed`], with a grace period of
+    /// `grace_period_seconds` instead of the object's own: 0 removes a pod
+    /// whose processes do not answer (a frozen node) without waiting for
+    /// them to stop.
+    pub fn delete_observed_with_grace<K: Resource<DynamicType = ()>>(
+        &mut self,
+        name: &str,
+        uid: Option<String>,
+        grace_period_seconds: u32,
+        reason: impl Into<String>,
+    ) {
+        self.deletions.push(Deletion {
+            resource: ApiResource::erase::<K>(&()),
+            name: name.to_string(),
+            reason: reason.into(),
+            uid,
+            origin: DeletionOrigin::Capability,
+            grace_period_seconds: Some(grace_period_seconds),
         });
     }
 

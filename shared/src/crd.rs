@@ -166,6 +166,8 @@ mod tests {
                 "Max",
                 "Storage%",
                 "Last Backup",
+                "Instances",
+                "Primary",
                 "Age"
             ]
         );

@@ -193,6 +193,7 @@ pub fn orphans(
                     reason: format!("no capability of {} desires it any more", level.name),
                     uid: object.metadata.uid.clone(),
                     origin: DeletionOrigin::Prune,
+                    grace_period_seconds: None,
                 });
             }
         }
@@ -210,6 +211,7 @@ pub fn delete_params(deletion: &Deletion) -> DeleteParams {
         }),
         propagation_policy: (deletion.origin == DeletionOrigin::Prune)
             .then_some(PropagationPolicy::Background),
+        grace_period_seconds: deletion.grace_period_seconds,
         ..DeleteParams::default()
     }
 }
@@ -328,6 +330,19 @@ mod tests {
         let params = delete_params(&desired.deletions()[0]);
         assert!(params.preconditions.is_none());
         assert!(params.propagation_policy.is_none());
+        assert!(params.grace_period_seconds.is_none());
+    }
+
+    #[test]
+    fn a_deletion_asked_without_a_grace_period_carries_it_and_its_uid() {
+        let mut desired = Desired::default();
+        desired.delete_observed_with_grace::<Pod>("orders-0", Some("uid-0".into()), 0, "frozen");
+        let params = delete_params(&desired.deletions()[0]);
+        assert_eq!(params.grace_period_seconds, Some(0));
+        assert_eq!(
+            params.preconditions.and_then(|p| p.uid).as_deref(),
+            Some("uid-0")
+        );
     }
 
     #[test]

@@ -24,7 +24,13 @@ pub enum LevelId {
 
 impl LevelId {
     /// Every level, lowest first.
-    pub const ALL: [LevelId; 4] = [LevelId::One, LevelId::Two, LevelId::Three, LevelId::Four];
+    pub const ALL: [LevelId; 5] = [
+        LevelId::One,
+        LevelId::Two,
+        LevelId::Three,
+        LevelId::Four,
+        LevelId::Five,
+    ];
 
     /// The level's number.
     pub fn number(self) -> u8 {
@@ -61,10 +67,7 @@ impl LevelId {
 
     /// The level by number.
     pub fn from_number(number: u8) -> Option<Self> {
-        Self::ALL
-            .into_iter()
-            .chain([LevelId::Five])
-            .find(|l| l.number() == number)
+        Self::ALL.into_iter().find(|l| l.number() == number)
     }
 
     /// Where cargo puts the level's binary, beside the running executable's

@@ -129,4 +129,21 @@ mod tests {
         };
         assert!(rules.iter().any(|r| r.allows(&lease)));
     }
+
+    #[test]
+    fn the_deployed_rbac_lets_level5_label_and_delete_pods() {
+        let rules = deployed_rules();
+        for verb in ["patch", "delete"] {
+            let request = RequestKind {
+                verb: verb.into(),
+                group: String::new(),
+                resource: "pods".into(),
+            };
+            assert!(
+                rules.iter().any(|r| r.allows(&request)),
+                "deploy/rbac.yaml does not grant {}",
+                describe(&request)
+            );
+        }
+    }
 }

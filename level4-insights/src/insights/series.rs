@@ -77,6 +77,7 @@ enum Value {
 /// unit, type, and the samples of one reading.
 struct Family {
     name: &'static str,
+    presence: Presence,
     help: &'static str,
     unit: Option<Unit>,
     kind: MetricType,
@@ -114,10 +115,40 @@ fn per_database(
         .collect()
 }
 
+/// Whether a database whose server answered its measurement has a series.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Presence {
+    /// Always.
+    Always,
+    /// Only with what it describes: a backup taken, a schedule, a replica.
+    WhenDescribed,
+}
+
+/// Every database series by the name a query uses (the unit's suffix, a
+/// counter's `_total`), and when a measured database has it: the one list
+/// the dashboard's and the suite's checks read.
+pub fn sample_names() -> Vec<(String, Presence)> {
+    FAMILIES
+        .iter()
+        .map(|family| {
+            let mut name = family.name.to_string();
+            if let Some(unit) = &family.unit {
+                name.push('_');
+                name.push_str(unit.as_str());
+            }
+            if matches!(family.kind, MetricType::Counter) {
+                name.push_str("_total");
+            }
+            (name, family.presence)
+        })
+        .collect()
+}
+
 /// The contract's families, in the order they are encoded.
 const FAMILIES: &[Family] = &[
     Family {
         name: "pgdb_database_up",
+        presence: Presence::Always,
         help: "Whether the database's server answered its last measurement (1) or not (0)",
         unit: None,
         kind: MetricType::Gauge,
@@ -125,6 +156,7 @@ const FAMILIES: &[Family] = &[
     },
     Family {
         name: "pgdb_database_info",
+        presence: Presence::Always,
         help: "The server's version (server_version), as a label; always 1",
         unit: None,
         kind: MetricType::Gauge,
@@ -137,6 +169,7 @@ const FAMILIES: &[Family] = &[
     },
     Family {
         name: "pgdb_database_server_version_num",
+        presence: Presence::Always,
         help: "The server's version as a number (server_version_num, 150008 for 15.8)",
         unit: None,
         kind: MetricType::Gauge,
@@ -144,6 +177,7 @@ const FAMILIES: &[Family] = &[
     },
     Family {
         name: "pgdb_database_connections",
+        presence: Presence::Always,
         help: "Client connections by state (pg_stat_activity.state), the operator's own left out",
         unit: None,
         kind: MetricType::Gauge,
@@ -159,6 +193,7 @@ const FAMILIES: &[Family] = &[
     },
     Family {
         name: "pgdb_database_max_connections",
+        presence: Presence::Always,
         help: "The server's max_connections",
         unit: None,
         kind: MetricType::Gauge,
@@ -166,6 +201,7 @@ const FAMILIES: &[Family] = &[
     },
     Family {
         name: "pgdb_database_reserved_connections",
+        presence: Presence::Always,
         help: "Connections reserved for superusers (superuser_reserved_connections), which clients cannot use",
         unit: None,
         kind: MetricType::Gauge,
@@ -173,6 +209,7 @@ const FAMILIES: &[Family] = &[
     },
     Family {
         name: "pgdb_database_transactions_committed",
+        presence: Presence::Always,
         help: "Transactions committed in each database (pg_stat_database.xact_commit)",
         unit: None,
         kind: MetricType::Counter,
@@ -180,6 +217,7 @@ const FAMILIES: &[Family] = &[
     },
     Family {
         name: "pgdb_database_transactions_rolled_back",
+        presence: Presence::Always,
         help: "Transactions rolled back in each database (pg_stat_database.xact_rollback)",
         unit: None,
         kind: MetricType::Counter,
@@ -187,6 +225,7 @@ const FAMILIES: &[Family] = &[
     },
     Family {
         name: "pgdb_database_deadlocks",
+        presence: Presence::Always,
         help: "Deadlocks detected in each database (pg_stat_database.deadlocks)",
         unit: None,
         kind: MetricType::Counter,
@@ -194,6 +233,7 @@ const FAMILIES: &[Family] = &[
     },
     Family {
         name: "pgdb_database_size",
+        presence: Presence::Always,
         help: "Size of each database (pg_database_size)",
         unit: Some(Unit::Bytes),
         kind: MetricType::Gauge,
@@ -201,6 +241,7 @@ const FAMILIES: &[Family] = &[
     },
     Family {
         name: "pgdb_database_oldest_transaction_age",
+        presence: Presence::Always,
         help: "Age of the oldest open transaction of a client (0 when none is open)",
         unit: Some(Unit::Seconds),
         kind: MetricType::Gauge,
@@ -208,6 +249,7 @@ const FAMILIES: &[Family] = &[
     },
     Family {
         name: "pgdb_database_xid_age",
+        presence: Presence::Always,
         help: "Transactions since the oldest unfrozen XID of any database (max age(datfrozenxid)); wraparound comes at 2^31",
         unit: None,
         kind: MetricType::Gauge,
@@ -215,6 +257,7 @@ const FAMILIES: &[Family] = &[
     },
     Family {
         name: "pgdb_database_wal",
+        presence: Presence::Always,
         help: "Bytes of write-ahead log in pg_wal",
         unit: Some(Unit::Bytes),
         kind: MetricType::Gauge,
@@ -222,6 +265,7 @@ const FAMILIES: &[Family] = &[
     },
     Family {
         name: "pgdb_database_volume_used",
+        presence: Presence::Always,
         help: "Bytes used on the data volume, from the kubelet's volume stats",
         unit: Some(Unit::Bytes),
         kind: MetricType::Gauge,
@@ -229,6 +273,7 @@ const FAMILIES: &[Family] = &[
     },
     Family {
         name: "pgdb_database_volume_capacity",
+        presence: Presence::Always,
         help: "Capacity of the data volume, from the kubelet's volume stats",
         unit: Some(Unit::Bytes),
         kind: MetricType::Gauge,
@@ -236,6 +281,7 @@ const FAMILIES: &[Family] = &[
     },
     Family {
         name: "pgdb_database_last_backup_timestamp",
+        presence: Presence::WhenDescribed,
         help: "When the last successful backup completed, in Unix seconds",
         unit: Some(Unit::Seconds),
         kind: MetricType::Gauge,
@@ -243,6 +289,7 @@ const FAMILIES: &[Family] = &[
     },
     Family {
         name: "pgdb_database_last_backup_failed",
+        presence: Presence::WhenDescribed,
         help: "Whether the latest finished backup failed (1) or completed (0)",
         unit: None,
         kind: MetricType::Gauge,
@@ -250,6 +297,7 @@ const FAMILIES: &[Family] = &[
     },
     Family {
         name: "pgdb_database_backup_deadline_timestamp",
+        presence: Presence::WhenDescribed,
         help: "When, without a new successful backup, backups are overdue, in Unix seconds (absent without a schedule)",
         unit: Some(Unit::Seconds),
         kind: MetricType::Gauge,
@@ -257,6 +305,7 @@ const FAMILIES: &[Family] = &[
     },
     Family {
         name: "pgdb_database_replication_lag",
+        presence: Presence::WhenDescribed,
         help: "Replication lag of each replica",
         unit: Some(Unit::Seconds),
         kind: MetricType::Gauge,
@@ -269,6 +318,7 @@ const FAMILIES: &[Family] = &[
     },
     Family {
         name: "pgdb_database_last_measurement_timestamp",
+        presence: Presence::Always,
         help: "When the database was last measured, in Unix seconds",
         unit: Some(Unit::Seconds),
         kind: MetricType::Gauge,
@@ -411,6 +461,44 @@ mod tests {
         ] {
             assert!(text.contains(&line), "missing {line:?} in\n{text}");
         }
+    }
+
+    fn sample_names_in(text: &str) -> Vec<String> {
+        text.lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| line.split(['{', ' ']).next())
+            .filter(|name| name.starts_with("pgdb_database_"))
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn the_listed_names_are_the_encoded_ones_and_always_means_without_backups_or_replicas() {
+        let full = sample_names_in(&encoded(&[("shop", "orders", measured())]));
+        let mut listed: Vec<String> = sample_names().into_iter().map(|(n, _)| n).collect();
+        let mut encoded_names = full.clone();
+        encoded_names.sort();
+        encoded_names.dedup();
+        listed.sort();
+        assert_eq!(listed, encoded_names);
+
+        let bare = DatabaseReading {
+            replication_lag_seconds: BTreeMap::new(),
+            last_backup_time: None,
+            last_backup_failed: None,
+            backup_deadline: None,
+            ..measured()
+        };
+        let mut present = sample_names_in(&encoded(&[("shop", "orders", bare)]));
+        present.sort();
+        present.dedup();
+        let mut always: Vec<String> = sample_names()
+            .into_iter()
+            .filter(|(_, presence)| *presence == Presence::Always)
+            .map(|(name, _)| name)
+            .collect();
+        always.sort();
+        assert_eq!(always, present);
     }
 
     #[test]

@@ -14,13 +14,11 @@ use std::fmt;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::PostParams;
-use shared::backup::{
-    BackupPhase, PostgresDBBackup, PostgresDBBackupSpec, RestorePhase, RestoreSpec,
-};
-use shared::names::common_labels;
+use shared::backup::{BackupPhase, RestorePhase, RestoreSpec};
 
-use super::steps::{NAME, create_ready, is_settled, write_three_rows};
+use super::steps::{
+    create_ready, create_ready_with_rows, finished_backup, is_settled, request_backup,
+};
 use super::{Observed, Scenario};
 use crate::builders::DbBuilder;
 use crate::connect::{Role, connect};
@@ -103,42 +101,9 @@ impl Scenario for BackupRestored {
 
     async fn run(cluster: &TestCluster, level: LevelId) -> Result<Observed<RoundTrip>, Failed> {
         let operator = cluster.run_operator(level);
-        create_ready(
-            cluster,
-            DbBuilder::manifest(NAME)
-                .version(super::BACKUP_VERSION)
-                .build(),
-        )
-        .await?;
-        write_three_rows(cluster).await?;
-        let mut backup = PostgresDBBackup::new(
-            BACKUP,
-            PostgresDBBackupSpec {
-                database: NAME.into(),
-            },
-        );
-        backup.metadata.labels = Some(common_labels(NAME));
-        cluster
-            .api::<PostgresDBBackup>()
-            .create(&PostParams::default(), &backup)
-            .await
-            .or_fail(format!("create PostgresDBBackup {BACKUP}"))?;
-        let taken = if level >= LevelId::Three {
-            cluster
-                .wait_for_object::<PostgresDBBackup>(BACKUP, "finished", |b| {
-                    b.and_then(|b| b.status.as_ref()?.phase)
-                        .is_some_and(|p| matches!(p, BackupPhase::Completed | BackupPhase::Failed))
-                })
-                .await?
-        } else {
-            // Nothing takes it: a reconcile after its creation has ended.
-            cluster.settle(NAME).await?;
-            cluster
-                .api::<PostgresDBBackup>()
-                .get_opt(BACKUP)
-                .await
-                .or_fail(format!("read PostgresDBBackup {BACKUP}"))?
-        };
+        create_ready_with_rows(cluster).await?;
+        request_backup(cluster, BACKUP).await?;
+        let taken = finished_backup(cluster, level, BACKUP).await?;
         let status = taken.and_then(|b| b.status).unwrap_or_default();
         let mut restored = DbBuilder::manifest(RESTORED)
             .version(super::BACKUP_VERSION)

@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::ResourceExt;
 use kube::api::{DeleteParams, ObjectMeta, PostParams};
 use shared::api::PostgresDB;
-use shared::backup::{DeletionPolicy, PostgresDBBackup, PostgresDBBackupSpec};
+use shared::backup::{DeletionPolicy, PostgresDBBackup};
 use shared::finalizer::FINALIZER;
 use shared::names::common_labels;
 use shared::volumes::{claim_spec, template_claim};
@@ -100,18 +100,7 @@ pub fn not_implemented() -> AfterDeletion {
 /// Makes a `PostgresDBBackup` of the database and its backup volume, as
 /// Level 3 labels them.
 pub async fn make_backup_and_volume(cluster: &TestCluster) -> Result<(), Failed> {
-    let mut backup = PostgresDBBackup::new(
-        BACKUP,
-        PostgresDBBackupSpec {
-            database: NAME.into(),
-        },
-    );
-    backup.metadata.labels = Some(common_labels(NAME));
-    cluster
-        .api::<PostgresDBBackup>()
-        .create(&PostParams::default(), &backup)
-        .await
-        .or_fail(format!("create PostgresDBBackup {BACKUP}"))?;
+    super::steps::request_backup(cluster, BACKUP).await?;
     let claim = PersistentVolumeClaim {
         metadata: ObjectMeta {
             name: Some(format!("{NAME}-backups")),

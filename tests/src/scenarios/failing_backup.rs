@@ -13,14 +13,12 @@
 use std::fmt;
 use std::time::Duration;
 
-use kube::api::PostParams;
-use shared::backup::{BackupPhase, PostgresDBBackup, PostgresDBBackupSpec};
-use shared::names::common_labels;
+use shared::backup::BackupPhase;
 
-use super::steps::{NAME, create_ready, current, is_settled, rows, write_three_rows};
+use super::steps::{
+    create_ready_with_rows, current, finished_backup, is_settled, lock_items, request_backup, rows,
+};
 use super::{Observed, Scenario};
-use crate::builders::DbBuilder;
-use crate::connect::{Role, connect};
 use crate::harness::{Failed, OrFail, TestCluster};
 use crate::levels::LevelId;
 
@@ -107,50 +105,11 @@ impl Scenario for FailingBackup {
 
     async fn run(cluster: &TestCluster, level: LevelId) -> Result<Observed<LockedOut>, Failed> {
         let operator = cluster.run_operator(level);
-        create_ready(
-            cluster,
-            DbBuilder::manifest(NAME)
-                .version(super::BACKUP_VERSION)
-                .build(),
-        )
-        .await?;
-        write_three_rows(cluster).await?;
+        create_ready_with_rows(cluster).await?;
         // A session holding an exclusive lock on items for the whole backup.
-        let holder = connect(cluster, Role::Owner, NAME)
-            .await
-            .ok_or_else(|| Failed::new("a Ready database has no Service or owner's Secret"))?;
-        holder
-            .batch_execute("BEGIN; LOCK TABLE items IN ACCESS EXCLUSIVE MODE;")
-            .await
-            .or_fail("lock items in another session")?;
-        let mut backup = PostgresDBBackup::new(
-            BACKUP,
-            PostgresDBBackupSpec {
-                database: NAME.into(),
-            },
-        );
-        backup.metadata.labels = Some(common_labels(NAME));
-        cluster
-            .api::<PostgresDBBackup>()
-            .create(&PostParams::default(), &backup)
-            .await
-            .or_fail(format!("create PostgresDBBackup {BACKUP}"))?;
-        let taken = if level >= LevelId::Three {
-            cluster
-                .wait_for_object::<PostgresDBBackup>(BACKUP, "finished", |b| {
-                    b.and_then(|b| b.status.as_ref()?.phase)
-                        .is_some_and(|p| matches!(p, BackupPhase::Completed | BackupPhase::Failed))
-                })
-                .await?
-        } else {
-            // Nothing takes it: a reconcile after its creation has ended.
-            cluster.settle(NAME).await?;
-            cluster
-                .api::<PostgresDBBackup>()
-                .get_opt(BACKUP)
-                .await
-                .or_fail(format!("read PostgresDBBackup {BACKUP}"))?
-        };
+        let holder = lock_items(cluster).await?;
+        request_backup(cluster, BACKUP).await?;
+        let taken = finished_backup(cluster, level, BACKUP).await?;
         holder
             .batch_execute("ROLLBACK")
             .await

@@ -11,6 +11,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use level4_insights::insights::series;
 use sandbox::SandboxConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -24,25 +25,15 @@ use crate::levels::LevelId;
 pub struct MetricsServed;
 
 /// The series every measured database has while its server answers (and a
-/// client is connected, so connections have a state), by sample name.
-pub const DATABASE_SERIES: &[&str] = &[
-    "pgdb_database_up",
-    "pgdb_database_info",
-    "pgdb_database_server_version_num",
-    "pgdb_database_connections",
-    "pgdb_database_max_connections",
-    "pgdb_database_reserved_connections",
-    "pgdb_database_transactions_committed_total",
-    "pgdb_database_transactions_rolled_back_total",
-    "pgdb_database_deadlocks_total",
-    "pgdb_database_size_bytes",
-    "pgdb_database_oldest_transaction_age_seconds",
-    "pgdb_database_xid_age",
-    "pgdb_database_wal_bytes",
-    "pgdb_database_volume_used_bytes",
-    "pgdb_database_volume_capacity_bytes",
-    "pgdb_database_last_measurement_timestamp_seconds",
-];
+/// client is connected, so connections have a state), by sample name: the
+/// contract's (`level4_insights::insights::series`) always present.
+pub fn database_series() -> Vec<String> {
+    series::sample_names()
+        .into_iter()
+        .filter(|(_, presence)| *presence == series::Presence::Always)
+        .map(|(name, _)| name)
+        .collect()
+}
 
 /// What a scrape of `/metrics` answered.
 #[derive(Debug, PartialEq)]
@@ -53,7 +44,7 @@ pub struct Scrape {
     pub reconciles_counted: bool,
     /// `pgdb_database_up` of the database (a gauge: `1` and `1.0` alike).
     pub database_up: Option<f64>,
-    /// The series of [`DATABASE_SERIES`] with no sample labelled with the
+    /// The series of [`database_series`] with no sample labelled with the
     /// database's namespace and name (none are looked for without a 200).
     pub missing: Vec<String>,
 }
@@ -78,7 +69,7 @@ impl fmt::Display for Scrape {
             write!(
                 f,
                 ", with all {} database series (namespace, postgresdb, pod labels)",
-                DATABASE_SERIES.len()
+                database_series().len()
             )
         } else {
             write!(f, "; missing {}", self.missing.join(", "))
@@ -171,10 +162,9 @@ fn read_scrape(status: u16, body: &str, namespace: &str) -> Scrape {
             .iter()
             .find(|(name, _)| *name == "pgdb_database_up")
             .and_then(|(_, value)| value.parse().ok()),
-        missing: DATABASE_SERIES
-            .iter()
-            .filter(|series| !database.iter().any(|(name, _)| name == *series))
-            .map(|s| s.to_string())
+        missing: database_series()
+            .into_iter()
+            .filter(|series| !database.iter().any(|(name, _)| name == series))
             .collect(),
     }
 }

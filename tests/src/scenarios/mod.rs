@@ -31,7 +31,9 @@ mod deleted_under_policy;
 mod edited_child;
 mod failed_minor_upgrade;
 mod failing_backup;
+pub mod handover;
 mod install;
+pub mod instances;
 mod invalid_spec;
 mod major_upgrade_with_data;
 pub mod metrics_served;
@@ -39,12 +41,16 @@ mod minor_upgrade;
 mod operator_swap;
 mod parameter_changed;
 mod pause;
+mod primary_frozen;
+mod primary_pod_deleted;
+mod primary_server_killed;
 mod restart_mid_backup;
 mod restart_mid_reconcile;
 mod restart_mid_upgrade;
 mod restore_into_non_empty;
 mod retention_series;
 pub mod steps;
+mod switchover;
 mod unimplemented_section;
 mod version_change;
 
@@ -202,6 +208,10 @@ pub fn all() -> Vec<Entry> {
         entry::<restart_mid_backup::RestartMidBackup>(),
         entry::<metrics_served::MetricsServed>(),
         entry::<connections_near_limit::ConnectionsNearLimit>(),
+        entry::<primary_pod_deleted::PrimaryPodDeleted>(),
+        entry::<primary_server_killed::PrimaryServerKilled>(),
+        entry::<primary_frozen::PrimaryFrozen>(),
+        entry::<switchover::Switchover>(),
     ]
 }
 

@@ -13,15 +13,13 @@ use std::fmt;
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
-use kube::api::{ListParams, PostParams};
-use shared::backup::{BackupPhase, BackupSpec, PostgresDBBackup, PostgresDBBackupSpec};
+use kube::api::ListParams;
+use shared::backup::{BackupPhase, BackupSpec, PostgresDBBackup};
 use shared::keys::BACKUP_LABEL;
-use shared::names::common_labels;
 
-use super::steps::{NAME, create_ready, write_three_rows};
+use super::steps::{NAME, create_ready, lock_items, request_backup, write_three_rows};
 use super::{Observed, Scenario};
 use crate::builders::DbBuilder;
-use crate::connect::{Role, connect};
 use crate::harness::{Failed, OrFail, TestCluster};
 use crate::levels::LevelId;
 
@@ -128,25 +126,8 @@ impl Scenario for RestartMidBackup {
         }
         write_three_rows(cluster).await?;
         // pg_dump waits on this lock until the operator is gone.
-        let holder = connect(cluster, Role::Owner, NAME)
-            .await
-            .ok_or_else(|| Failed::new("a Ready database has no Service or owner's Secret"))?;
-        holder
-            .batch_execute("BEGIN; LOCK TABLE items IN ACCESS EXCLUSIVE MODE;")
-            .await
-            .or_fail("lock items in another session")?;
-        let mut backup = PostgresDBBackup::new(
-            BACKUP,
-            PostgresDBBackupSpec {
-                database: NAME.into(),
-            },
-        );
-        backup.metadata.labels = Some(common_labels(NAME));
-        cluster
-            .api::<PostgresDBBackup>()
-            .create(&PostParams::default(), &backup)
-            .await
-            .or_fail(format!("create PostgresDBBackup {BACKUP}"))?;
+        let holder = lock_items(cluster).await?;
+        request_backup(cluster, BACKUP).await?;
         if level >= LevelId::Three {
             cluster
                 .wait_for_object::<PostgresDBBackup>(BACKUP, "Running", |b| {

@@ -11,14 +11,11 @@
 use std::fmt;
 use std::time::Duration;
 
-use kube::api::PostParams;
-use shared::backup::{BackupPhase, PostgresDBBackup, PostgresDBBackupSpec};
-use shared::names::common_labels;
+use shared::backup::{BackupPhase, PostgresDBBackup};
 
-use super::steps::{NAME, condition, create_ready, patch_spec, rows, write_three_rows};
+use super::steps::{NAME, condition, create_ready_with_rows, patch_spec, request_backup, rows};
 use super::{Observed, Scenario};
-use crate::builders::DbBuilder;
-use crate::harness::{Failed, OrFail, TestCluster};
+use crate::harness::{Failed, TestCluster};
 use crate::levels::LevelId;
 
 /// The backup taken, then asked for.
@@ -91,26 +88,8 @@ impl Scenario for RestoreIntoNonEmpty {
 
     async fn run(cluster: &TestCluster, level: LevelId) -> Result<Observed<Verdict>, Failed> {
         let operator = cluster.run_operator(level);
-        create_ready(
-            cluster,
-            DbBuilder::manifest(NAME)
-                .version(super::BACKUP_VERSION)
-                .build(),
-        )
-        .await?;
-        write_three_rows(cluster).await?;
-        let mut backup = PostgresDBBackup::new(
-            BACKUP,
-            PostgresDBBackupSpec {
-                database: NAME.into(),
-            },
-        );
-        backup.metadata.labels = Some(common_labels(NAME));
-        cluster
-            .api::<PostgresDBBackup>()
-            .create(&PostParams::default(), &backup)
-            .await
-            .or_fail(format!("create PostgresDBBackup {BACKUP}"))?;
+        create_ready_with_rows(cluster).await?;
+        request_backup(cluster, BACKUP).await?;
         if level >= LevelId::Three {
             cluster
                 .wait_for_object::<PostgresDBBackup>(BACKUP, "Completed", |b| {

@@ -5,8 +5,10 @@
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::ResourceExt;
-use kube::api::ListParams;
+use kube::api::{ListParams, PostParams};
 use shared::api::{Phase, PostgresDB};
+use shared::backup::{BackupPhase, PostgresDBBackup, PostgresDBBackupSpec};
+use shared::names::common_labels;
 
 use crate::connect::{Role, connect};
 use crate::harness::{Failed, OrFail, TestCluster};
@@ -112,6 +114,76 @@ pub async fn write_three_rows(cluster: &TestCluster) -> Result<(), Failed> {
         .batch_execute("CREATE TABLE items (id int); INSERT INTO items VALUES (1), (2), (3);")
         .await
         .or_fail("write three rows as the owner")
+}
+
+/// Creates the database at the version backups run on (see
+/// `super::BACKUP_VERSION`), waits until it is Ready and writes three rows:
+/// what a backup scenario starts from.
+pub async fn create_ready_with_rows(cluster: &TestCluster) -> Result<(), Failed> {
+    create_ready(
+        cluster,
+        crate::builders::DbBuilder::manifest(NAME)
+            .version(super::BACKUP_VERSION)
+            .build(),
+    )
+    .await?;
+    write_three_rows(cluster).await
+}
+
+/// Opens a session, as the owner, that holds an exclusive lock on `items`
+/// until it rolls back or closes: a pg_dump waits on it.
+pub async fn lock_items(cluster: &TestCluster) -> Result<tokio_postgres::Client, Failed> {
+    let holder = connect(cluster, Role::Owner, NAME)
+        .await
+        .ok_or_else(|| Failed::new("a Ready database has no Service or owner's Secret"))?;
+    holder
+        .batch_execute("BEGIN; LOCK TABLE items IN ACCESS EXCLUSIVE MODE;")
+        .await
+        .or_fail("lock items in another session")?;
+    Ok(holder)
+}
+
+/// Asks for a backup of the database: a `PostgresDBBackup` named `name`,
+/// labelled as Level 3 labels its own.
+pub async fn request_backup(cluster: &TestCluster, name: &str) -> Result<(), Failed> {
+    let mut backup = PostgresDBBackup::new(
+        name,
+        PostgresDBBackupSpec {
+            database: NAME.into(),
+        },
+    );
+    backup.metadata.labels = Some(common_labels(NAME));
+    cluster
+        .api::<PostgresDBBackup>()
+        .create(&PostParams::default(), &backup)
+        .await
+        .or_fail(format!("create PostgresDBBackup {name}"))?;
+    Ok(())
+}
+
+/// The backup `name` once a level that takes backups (3 and above) has
+/// finished it, Completed or Failed; below Level 3, as it is once a
+/// reconcile after its creation has ended (nothing takes it).
+pub async fn finished_backup(
+    cluster: &TestCluster,
+    level: crate::levels::LevelId,
+    name: &str,
+) -> Result<Option<PostgresDBBackup>, Failed> {
+    if level >= crate::levels::LevelId::Three {
+        cluster
+            .wait_for_object::<PostgresDBBackup>(name, "finished", |b| {
+                b.and_then(|b| b.status.as_ref()?.phase)
+                    .is_some_and(|p| matches!(p, BackupPhase::Completed | BackupPhase::Failed))
+            })
+            .await
+    } else {
+        cluster.settle(NAME).await?;
+        cluster
+            .api::<PostgresDBBackup>()
+            .get_opt(name)
+            .await
+            .or_fail(format!("read PostgresDBBackup {name}"))
+    }
 }
 
 /// How many rows `items` holds, read as the owner; `None` when the table

@@ -198,12 +198,25 @@ async fn a_databases_series_carry_what_its_server_reports_and_disappear_when_it_
         .expect("sizes its database")
         .get(0);
 
+    // A measurement that began after the transaction went idle: one taken
+    // while the session still ran its SELECT saw it active (seen once
+    // under load).
+    let idle_since = jiff::Timestamp::now().as_second() as f64;
     fixture
-        .wait_series("orders is measured up, with its open transaction", |f| {
-            f.value("pgdb_database_up", "orders", "") == Some(1.0)
-                && f.value("pgdb_database_oldest_transaction_age_seconds", "orders", "")
-                    .is_some_and(|age| age > 0.0)
-        })
+        .wait_series(
+            "orders is measured up, with its open transaction, after it went idle",
+            |f| {
+                f.value("pgdb_database_up", "orders", "") == Some(1.0)
+                    && f.value(
+                        "pgdb_database_last_measurement_timestamp_seconds",
+                        "orders",
+                        "",
+                    )
+                    .is_some_and(|at| at >= idle_since + 1.0)
+                    && f.value("pgdb_database_oldest_transaction_age_seconds", "orders", "")
+                        .is_some_and(|age| age > 0.0)
+            },
+        )
         .await;
     let value = |name: &str, labels: &str| fixture.value(name, "orders", labels);
     let version_num = value("pgdb_database_server_version_num", "").expect("version");

@@ -307,13 +307,11 @@ async fn prometheus_discovers_and_scrapes_the_operator_and_each_databases_series
 async fn stopping_a_databases_server_fires_postgresdb_down() {
     let f = Fixture::start().await;
     f.wait_value(&f.series("pgdb_database_up"), 1.0).await;
-    assert!(
-        !f.prom
-            .alert_active("PostgresDBDown", &f.orders())
-            .await
-            .unwrap_or_else(|e| fail(e)),
-        "PostgresDBDown while the server answers"
-    );
+    // Measured before its server answered, the database was down for a
+    // moment; once it answers, the alert is (or becomes, at the rule's
+    // next evaluation) inactive. Asked at once, a busy machine's late
+    // evaluation still showed the start's alert (seen once under load).
+    f.wait_resolved("PostgresDBDown").await;
     // SIGSTOP: the server accepts connections and answers nothing.
     assert!(
         f.runtime().pause(f.ns(), "orders-0", None, true),

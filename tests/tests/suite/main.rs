@@ -22,6 +22,8 @@
 //!   its ServiceMonitor where the API is served.
 //! - [`level4_alerts`]: Level 4's alerts under promtool, and the monitoring
 //!   companion applying them and the dashboard.
+//! - [`level5_failover`]: Level 5's failover, switchover and rebuilt
+//!   instances on real servers, with a client writing throughout.
 //! - [`rbac`]: what the deployed RBAC grants, against a whole life of Level 2.
 //! - [`scale`]: a few hundred databases at once.
 //! - [`level5_instances`]: Level 5's replicas, Services by role, scaling,
@@ -49,6 +51,7 @@ mod level4_collector;
 mod level4_metrics;
 mod level4_prometheus;
 mod level4_symptoms;
+mod level5_failover;
 mod level5_instances;
 mod operator_binary;
 mod passwords;

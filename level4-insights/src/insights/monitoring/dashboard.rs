@@ -5,7 +5,7 @@
 //! It works on its first import: the Prometheus datasource is a template
 //! variable (`$datasource`), and `$namespace` and `$postgresdb` choose the
 //! databases, from the labels of `pgdb_database_up`. Its panels draw the
-//! series of the contract only ([`CONTRACT_SERIES`]): every database
+//! series of the contract only ([`contract_series`]): every database
 //! series, and the operator's own. [`expressions`] lists every query of the
 //! document, panels and variables, and [`series_named`] the series a query
 //! names, so a test proves both.
@@ -19,30 +19,9 @@ use serde_json::Value;
 pub const DASHBOARD_JSON: &str =
     include_str!("../../../../deploy/monitoring/grafana-dashboard.json");
 
-/// The series of the contract: the databases' (encoded by `series`) and the
-/// operator's own (`shared::metrics`), as a query names them (counters
-/// with `_total`, the histogram's `_bucket`, `_sum` and `_count`).
-pub const CONTRACT_SERIES: &[&str] = &[
-    "pgdb_database_up",
-    "pgdb_database_info",
-    "pgdb_database_server_version_num",
-    "pgdb_database_connections",
-    "pgdb_database_max_connections",
-    "pgdb_database_reserved_connections",
-    "pgdb_database_transactions_committed_total",
-    "pgdb_database_transactions_rolled_back_total",
-    "pgdb_database_deadlocks_total",
-    "pgdb_database_size_bytes",
-    "pgdb_database_oldest_transaction_age_seconds",
-    "pgdb_database_xid_age",
-    "pgdb_database_wal_bytes",
-    "pgdb_database_volume_used_bytes",
-    "pgdb_database_volume_capacity_bytes",
-    "pgdb_database_last_backup_timestamp_seconds",
-    "pgdb_database_last_backup_failed",
-    "pgdb_database_backup_deadline_timestamp_seconds",
-    "pgdb_database_replication_lag_seconds",
-    "pgdb_database_last_measurement_timestamp_seconds",
+/// The operator's own series (`shared::metrics`), as a query names them
+/// (counters with `_total`, the histogram's `_bucket`, `_sum` and `_count`).
+pub const OPERATOR_SERIES: &[&str] = &[
     "pgdb_operator_reconciles_total",
     "pgdb_operator_reconcile_failures_total",
     "pgdb_operator_reconcile_duration_seconds_bucket",
@@ -52,6 +31,16 @@ pub const CONTRACT_SERIES: &[&str] = &[
     "pgdb_operator_sql_probes_total",
     "pgdb_operator_backups_total",
 ];
+
+/// The series of the contract: the databases' (as `series` encodes them)
+/// and the operator's own.
+pub fn contract_series() -> Vec<String> {
+    crate::insights::series::sample_names()
+        .into_iter()
+        .map(|(name, _)| name)
+        .chain(OPERATOR_SERIES.iter().map(|name| name.to_string()))
+        .collect()
+}
 
 /// One query of the dashboard: where it is, and its PromQL.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -244,25 +244,12 @@ impl Process {
     }
 }
 
-fn beside_me(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap_or_default();
-    exe.parent().map(|d| d.join(name)).unwrap_or_default()
-}
+/// The namespace the benchmark's databases live in.
+const NAMESPACE: &str = "bench";
 
-async fn client_for(kubeconfig: &Path) -> Result<Client, Failure> {
-    let file = Kubeconfig::read_from(kubeconfig)?;
-    let mut config = Config::from_custom_kubeconfig(file, &KubeConfigOptions::default()).await?;
-    config.read_timeout = Some(Duration::from_secs(60));
-    Ok(Client::try_from(config)?)
-}
-
-async fn measure(args: &Args, level: LevelId) -> Result<Figures, Failure> {
-    let dir = std::env::temp_dir().join(format!(
-        "pgdb-bench-{}-{}",
-        std::process::id(),
-        level.number()
-    ));
-    std::fs::create_dir_all(&dir)?;
+/// Starts a sandbox with the simulated runtime in `dir` (its log there),
+/// waits for its kubeconfig, installs the CRD and creates [`NAMESPACE`].
+async fn start_sandbox(dir: &Path) -> Result<(Process, Client, PathBuf), Failure> {
     let kubeconfig = dir.join("kubeconfig");
     let port = free_port()?;
     let sandbox = Process::start(
@@ -287,7 +274,7 @@ async fn measure(args: &Args, level: LevelId) -> Result<Figures, Failure> {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let client = client_for(&kubeconfig).await?;
     install_crd(&client).await?;
-    let ns = "bench";
+    let ns = NAMESPACE;
     Api::<Namespace>::all(client.clone())
         .create(
             &PostParams::default(),
@@ -300,6 +287,30 @@ async fn measure(args: &Args, level: LevelId) -> Result<Figures, Failure> {
             },
         )
         .await?;
+    Ok((sandbox, client, kubeconfig))
+}
+
+fn beside_me(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    exe.parent().map(|d| d.join(name)).unwrap_or_default()
+}
+
+async fn client_for(kubeconfig: &Path) -> Result<Client, Failure> {
+    let file = Kubeconfig::read_from(kubeconfig)?;
+    let mut config = Config::from_custom_kubeconfig(file, &KubeConfigOptions::default()).await?;
+    config.read_timeout = Some(Duration::from_secs(60));
+    Ok(Client::try_from(config)?)
+}
+
+async fn measure(args: &Args, level: LevelId) -> Result<Figures, Failure> {
+    let dir = std::env::temp_dir().join(format!(
+        "pgdb-bench-{}-{}",
+        std::process::id(),
+        level.number()
+    ));
+    std::fs::create_dir_all(&dir)?;
+    let (sandbox, client, kubeconfig) = start_sandbox(&dir).await?;
+    let ns = NAMESPACE;
     let operator = Process::start(
         &level.binary(),
         &[

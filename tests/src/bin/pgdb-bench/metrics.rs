@@ -23,16 +23,14 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::{Api, PostParams};
 use serde::Serialize;
 use shared::api::PostgresDB;
 use shared::testing::DbBuilder;
-use tests::harness::install_crd;
 use tests::levels::LevelId;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{Failure, Process, all_ready, beside_me, client_for, free_port};
+use super::{Failure, NAMESPACE, Process, all_ready, free_port, start_sandbox};
 
 /// Set in the re-executed benchmark, inside its network namespace.
 const IN_NAMESPACE: &str = "PGDB_BENCH_NETNS";
@@ -254,43 +252,8 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 }
 
 async fn measure(args: &MetricsArgs, dir: &Path, postgres: &Process) -> Result<Figures, Failure> {
-    let kubeconfig = dir.join("kubeconfig");
-    let port = free_port()?;
-    let sandbox = Process::start(
-        &beside_me("pgdb-sandbox"),
-        &[
-            "--runtime",
-            "simulated",
-            "--port",
-            &port.to_string(),
-            "--kubeconfig",
-            &kubeconfig.to_string_lossy(),
-        ],
-        &dir.join("sandbox.log"),
-    )?;
-    let start = Instant::now();
-    while !kubeconfig.exists() {
-        if start.elapsed() > Duration::from_secs(30) {
-            return Err("the sandbox did not start".into());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let client = client_for(&kubeconfig).await?;
-    install_crd(&client).await?;
-    let ns = "bench";
-    Api::<Namespace>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &Namespace {
-                metadata: ObjectMeta {
-                    name: Some(ns.into()),
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
-        )
-        .await?;
+    let (sandbox, client, kubeconfig) = start_sandbox(dir).await?;
+    let ns = NAMESPACE;
     let health = free_port()?;
     let interval = format!("{}s", args.interval_seconds);
     let health_addr = format!("127.0.0.1:{health}");
@@ -313,6 +276,7 @@ async fn measure(args: &MetricsArgs, dir: &Path, postgres: &Process) -> Result<F
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     let databases: Api<PostgresDB> = Api::namespaced(client.clone(), ns);
+    let start = Instant::now();
     let ready = tokio::spawn(all_ready(databases.clone(), args.databases));
     let names: Vec<String> = (0..args.databases).map(|i| format!("db-{i}")).collect();
     let created = futures::stream::iter(names)

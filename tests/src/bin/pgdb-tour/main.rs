@@ -42,8 +42,8 @@ use watch::{
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// The level to run (1 to 4: the levels built so far; Level 4 also
-    /// serves its metrics on a local port, and says where).
+    /// The level to run (1 to 5; Level 4 and above also serve their
+    /// metrics on a local port, and say where).
     #[arg(long, default_value_t = 1)]
     level: u8,
     /// The PostgresDB manifest to apply (default: examples/basic.yaml of the

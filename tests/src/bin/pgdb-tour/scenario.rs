@@ -19,8 +19,16 @@ pub async fn run(name: &str, level: u8) -> Result<bool, String> {
     };
     if name == "list" {
         println!("{}", names());
+        println!("  {:<22} PrimaryPodDeleted, by another name", "failover");
         return Ok(true);
     }
+    // `--scenario failover`: the primary's pod deleted while a client
+    // writes; at Level 5 a replica is promoted.
+    let name = if name == "failover" {
+        "PrimaryPodDeleted"
+    } else {
+        name
+    };
     let Some(entry) = scenarios::find(name) else {
         return Err(format!(
             "no scenario is named {name}; there are:\n{}",

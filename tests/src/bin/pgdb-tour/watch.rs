@@ -121,13 +121,33 @@ pub fn summarize_db(db: &PostgresDB) -> String {
         .insights
         .as_ref()
         .map_or(String::new(), summarize_insights);
+    let primary = summarize_primary(status);
     format!(
-        "phase {}, version {} running {}, {}{restore}{insights}",
+        "phase {}, version {} running {}, {}{restore}{insights}{primary}",
         status.phase.map(|p| format!("{p:?}")).unwrap_or_default(),
         db.spec.version,
         status.current_version.as_deref().unwrap_or("nothing yet"),
         conditions.join(", ")
     )
+}
+
+/// The primary and the promotion in progress or last (Level 5), as
+/// `kubectl get pgdb` and `status.highAvailability` show them.
+fn summarize_primary(status: &shared::api::PostgresDBStatus) -> String {
+    let Some(primary) = &status.current_primary else {
+        return String::new();
+    };
+    let mut text = format!(", primary {primary}");
+    if let Some(ha) = &status.high_availability {
+        text += &format!(" of {} instances", ha.instances);
+        if let Some(p) = &ha.promotion {
+            text += &format!(
+                ", {:?} {} -> {} {:?} ({})",
+                p.kind, p.from, p.to, p.phase, p.reason
+            );
+        }
+    }
+    text
 }
 
 /// `status.insights` (Level 4), as `kubectl get pgdb -o wide` shows it.
@@ -152,7 +172,26 @@ fn summarize_insights(insights: &shared::api::InsightsStatus) -> String {
 
 pub fn summarize_service(service: &Service) -> String {
     let spec = service.spec.clone().unwrap_or_default();
-    format!("clusterIP {}", spec.cluster_ip.unwrap_or_default())
+    // Level 5 selects by role, and fences the read-write Service.
+    let role = spec
+        .selector
+        .as_ref()
+        .and_then(|s| s.get(shared::keys::ROLE_LABEL))
+        .map(|role| format!(", selects role {role}"))
+        .unwrap_or_default();
+    let fenced = spec
+        .selector
+        .as_ref()
+        .is_some_and(|s| s.contains_key(shared::keys::FENCE_LABEL));
+    format!(
+        "clusterIP {}{role}{}",
+        spec.cluster_ip.unwrap_or_default(),
+        if fenced {
+            ", fenced (selects no pod)"
+        } else {
+            ""
+        }
+    )
 }
 
 pub fn summarize_statefulset(sts: &StatefulSet) -> String {
@@ -198,8 +237,13 @@ pub fn summarize_pod(pod: &Pod) -> String {
         .flatten()
         .filter_map(|c| c.state.as_ref()?.waiting.as_ref()?.reason.clone())
         .collect();
+    let role = pod
+        .labels()
+        .get(shared::keys::ROLE_LABEL)
+        .map(|role| format!(", role {role}"))
+        .unwrap_or_default();
     format!(
-        "{}{}, ready {ready}, restarts {restarts}{}",
+        "{}{}, ready {ready}{role}, restarts {restarts}{}",
         status.phase.unwrap_or_default(),
         status
             .pod_ip
