@@ -426,6 +426,9 @@ async fn a_replica_whose_volume_is_wiped_clones_the_primary_again_and_a_primary_
     let db = DbBuilder::manifest("orders")
         .version("15")
         .instances(2)
+        .failover(shared::ha::FailoverSpec {
+            delay_seconds: 3600,
+        })
         .build();
     cluster.create(&db).await.expect("creates the database");
     let _ = ready_pod(&cluster, "orders-0").await;
@@ -464,7 +467,8 @@ async fn a_replica_whose_volume_is_wiped_clones_the_primary_again_and_a_primary_
     .await;
 
     // The primary's disk is wiped and its server dies: it refuses to start
-    // as a new, empty database, and says why.
+    // as a new, empty database, and says why (no failover here: its delay
+    // is an hour, so the refusal is what the pod shows).
     runtime
         .delete_volume_data(&ns, "data-orders-0")
         .expect("wipes the primary's volume");
