@@ -143,7 +143,8 @@ pub struct PromotionStatus {
     pub completed_at: Option<Time>,
     /// Failover without synchronous replication: how far behind the old
     /// primary the promoted replica was when last seen before the loss, in
-    /// bytes: the window of commits that may be lost.
+    /// bytes (from the positions in status, read at most 30 seconds before
+    /// the loss): the window of commits that may be lost.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag_bytes_at_failover: Option<i64>,
 }
@@ -168,6 +169,12 @@ pub struct HighAvailabilityStatus {
     /// The failover or switchover in progress, or the last one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub promotion: Option<PromotionStatus>,
+    /// When the members' WAL positions and lag were read. While roles,
+    /// readiness and timelines stay as they are, the positions are
+    /// refreshed at most every 30 seconds, so a database taking writes is
+    /// not rewritten at every reconcile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub positions_at: Option<Time>,
 }
 
 /// The ordinal of the pod that is the primary: the one

@@ -232,7 +232,7 @@ pub fn progress(db: &PostgresDB, topology: &Topology, now: Timestamp) -> Decisio
     }
     decision.replicas = replicas(db, &decision);
     decision.current_primary = Some(decision.recorded_primary.clone());
-    report::fill(db, topology, &mut decision);
+    report::fill(db, topology, &previous, now, &mut decision);
     decision
 }
 

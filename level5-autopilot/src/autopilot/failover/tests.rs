@@ -684,3 +684,67 @@ fn a_primary_seen_once_keeps_the_database_initialised_while_it_does_not_answer()
     );
     assert_eq!(decision.available.reason, "NoFailoverCandidate");
 }
+
+/// A healthy three-instance topology whose primary is at `lsn`, the
+/// replicas at `lsn - 100` and `lsn - 300`.
+fn streaming_at(lsn: u64) -> Topology {
+    topology(
+        "orders-0",
+        vec![
+            member(0, ready(0), primary(lsn)),
+            member(1, ready(1), replica(lsn - 300)),
+            member(2, ready(2), replica(lsn - 100)),
+        ],
+    )
+}
+
+/// The database with the status the decision on `topology` at `when`
+/// would write.
+fn after(db: PostgresDB, topology: &Topology, when: Timestamp) -> PostgresDB {
+    let decision = progress(&db, topology, when);
+    let mut db = db;
+    let status = db.status.get_or_insert_with(Default::default);
+    status.current_primary = decision.current_primary.clone();
+    status.high_availability = Some(decision.status);
+    db
+}
+
+#[test]
+fn positions_moved_by_writes_are_written_at_most_every_thirty_seconds_and_not_at_all_at_rest() {
+    let first = after(database().build(), &streaming_at(10_000), now());
+    let written = first.status.clone().and_then(|s| s.high_availability);
+    let positions_at = written.as_ref().and_then(|h| h.positions_at.clone());
+    assert_eq!(positions_at, Some(status_time(now())));
+
+    // At rest, nothing changes: the same status, no wake-up.
+    let rest = progress(&first, &streaming_at(10_000), at(NOW + 45));
+    assert_eq!(Some(&rest.status), written.as_ref());
+    assert_eq!(rest.wake_at, None);
+
+    // Writes move the positions: within 30 s the written ones stay, and
+    // the reconcile asks to be woken when they are due.
+    let busy = progress(&first, &streaming_at(50_000), at(NOW + 10));
+    assert_eq!(Some(&busy.status), written.as_ref());
+    assert_eq!(busy.wake_at, Some(at(NOW + 30)));
+
+    // Due, the fresh positions are written with their time.
+    let due = progress(&first, &streaming_at(50_000), at(NOW + 30));
+    assert_eq!(due.status.positions_at, Some(status_time(at(NOW + 30))));
+    let lag: Vec<_> = due.status.members.iter().map(|m| m.lag_bytes).collect();
+    assert_eq!(lag, vec![None, Some(300), Some(100)]);
+    assert_eq!(
+        due.status.members[1].received_lsn.as_deref(),
+        Some(Lsn(49_700).to_string().as_str())
+    );
+}
+
+#[test]
+fn a_member_changing_role_or_readiness_is_written_at_once_with_fresh_positions() {
+    let first = after(database().build(), &streaming_at(10_000), now());
+    let mut changed = streaming_at(50_000);
+    changed.members[2].pod = not_ready(2);
+    let decision = progress(&first, &changed, at(NOW + 5));
+    assert_eq!(decision.status.positions_at, Some(status_time(at(NOW + 5))));
+    assert!(!decision.status.members[2].ready);
+    assert_eq!(decision.status.members[1].lag_bytes, Some(300));
+}
