@@ -127,6 +127,19 @@ impl Fixture {
         }
     }
 
+    /// Loses `pod`'s volume: its server is stopped (so nothing writes
+    /// while the files go), the volume emptied, the server killed; the
+    /// kubelet restarts it on the empty volume.
+    fn wipe(&self, pod: &str) {
+        let namespace = self.cluster.namespace();
+        let runtime = self.runtime();
+        assert!(runtime.pause(namespace, pod, Some("postgres"), true));
+        runtime
+            .delete_volume_data(namespace, &format!("data-{pod}"))
+            .expect("wipes the volume");
+        assert!(runtime.kill_container(namespace, pod, Some("postgres"), KillKind::Crash));
+    }
+
     fn runtime(&self) -> &PostgresRuntime {
         self.cluster
             .sandbox_handle()
@@ -606,18 +619,7 @@ async fn fail_over(fixture: &Fixture, fault: Fault) -> (PromotionStatus, Vec<i64
                 .runtime()
                 .pause(&namespace, &old, Some("postgres"), true)
         ),
-        Fault::WipeVolume => {
-            fixture
-                .runtime()
-                .delete_volume_data(&namespace, &format!("data-{old}"))
-                .expect("wipes the primary's volume");
-            assert!(fixture.runtime().kill_container(
-                &namespace,
-                &old,
-                Some("postgres"),
-                KillKind::Crash
-            ));
-        }
+        Fault::WipeVolume => fixture.wipe(&old),
     }
     let promotion = fixture.wait_promoted(&old, PromotionKind::Failover).await;
     let accepted = writer
@@ -789,18 +791,8 @@ async fn an_operator_killed_during_a_failover_is_replaced_and_the_failover_compl
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_whose_volume_is_wiped_is_cloned_again_and_streams() {
     let fixture = Fixture::start(2, false).await;
-    let namespace = fixture.cluster.namespace().to_string();
     let replica = format!("{NAME}-1");
-    fixture
-        .runtime()
-        .delete_volume_data(&namespace, &format!("data-{replica}"))
-        .expect("wipes the replica's volume");
-    assert!(fixture.runtime().kill_container(
-        &namespace,
-        &replica,
-        Some("postgres"),
-        KillKind::Crash
-    ));
+    fixture.wipe(&replica);
     let primary = fixture.primary_session(Role::Owner).await;
     primary
         .execute("INSERT INTO items (id) VALUES (424242)", &[])
