@@ -219,6 +219,23 @@ async fn three_instances_stream_from_the_primary_and_scaling_down_keeps_it_and_d
         "instance_1,instance_2",
     )
     .await;
+    // Level 4's collector, asking the primary, gets each replica's replay
+    // lag by its pod's name (the replicas' application_name).
+    let lags = session(&cluster, "orders", &primary_ip, "postgres")
+        .await
+        .query(
+            level4_insights::insights::collector::measure::COLLECT_SQL,
+            &[],
+        )
+        .await
+        .expect("the collector's statement runs on the primary");
+    let mut lagging: Vec<String> = lags
+        .iter()
+        .filter(|row| row.get::<_, Option<String>>(0).as_deref() == Some("replication"))
+        .filter_map(|row| row.get::<_, Option<String>>(1))
+        .collect();
+    lagging.sort();
+    assert_eq!(lagging, ["orders-1", "orders-2"], "replication rows");
     let uid = primary.uid();
 
     cluster

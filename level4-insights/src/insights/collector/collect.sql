@@ -3,6 +3,9 @@
 --   kind        what the row holds
 --   name        the state, or the database (datname), when the figure has one
 --   a, b, c, d  the figure's values
+-- A primary's streaming replicas (Level 5) are named by their
+-- application_name, the replica's pod; their replay lag is 0 once caught up
+-- (PostgreSQL reports NULL when no WAL is waiting).
 -- The operator's own sessions (application_name pgdb-operator, this one
 -- included) are left out of the connections and the oldest transaction.
 SELECT 'server' AS kind,
@@ -39,3 +42,9 @@ SELECT 'xid_age', NULL, max(age(datfrozenxid))::text, NULL, NULL, NULL
 UNION ALL
 SELECT 'wal', NULL, coalesce(sum(size), 0)::text, NULL, NULL, NULL
   FROM pg_ls_waldir()
+UNION ALL
+SELECT 'replication', application_name,
+       coalesce(extract(epoch FROM replay_lag), 0)::text, NULL, NULL, NULL
+  FROM pg_stat_replication
+ WHERE application_name IS NOT NULL
+   AND application_name <> 'pg_basebackup'

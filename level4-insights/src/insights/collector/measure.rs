@@ -212,6 +212,11 @@ pub fn parse(rows: &[Vec<Option<String>>]) -> DatabaseReading {
             Some("oldest_transaction") => reading.oldest_transaction_seconds = number(a),
             Some("xid_age") => reading.xid_age = number(a),
             Some("wal") => reading.wal_bytes = number(a),
+            Some("replication") => {
+                if let (Some(replica), Some(lag)) = (name, number(a)) {
+                    reading.replication_lag_seconds.insert(replica, lag);
+                }
+            }
             _ => {}
         }
     }
@@ -283,6 +288,14 @@ mod tests {
             ]),
             row(&[Some("xid_age"), None, Some("731"), None, None, None]),
             row(&[Some("wal"), None, Some("16777216"), None, None, None]),
+            row(&[
+                Some("replication"),
+                Some("orders-1"),
+                Some("0.25"),
+                None,
+                None,
+                None,
+            ]),
         ]
     }
 
@@ -309,6 +322,7 @@ mod tests {
         assert_eq!(reading.oldest_transaction_seconds, Some(12.25));
         assert_eq!(reading.xid_age, Some(731));
         assert_eq!(reading.wal_bytes, Some(16_777_216));
+        assert_eq!(reading.replication_lag_seconds.get("orders-1"), Some(&0.25));
         assert!(reading.is_up());
     }
 
@@ -327,6 +341,7 @@ mod tests {
             "'oldest_transaction'",
             "'xid_age'",
             "'wal'",
+            "'replication'",
         ] {
             assert!(code.contains(kind), "{kind} is not asked");
         }
