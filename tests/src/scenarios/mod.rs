@@ -41,7 +41,6 @@ mod minor_upgrade;
 mod operator_swap;
 mod parameter_changed;
 mod pause;
-mod primary_frozen;
 mod primary_pod_deleted;
 mod restart_mid_backup;
 mod restart_mid_reconcile;
@@ -208,7 +207,6 @@ pub fn all() -> Vec<Entry> {
         entry::<metrics_served::MetricsServed>(),
         entry::<connections_near_limit::ConnectionsNearLimit>(),
         entry::<primary_pod_deleted::PrimaryPodDeleted>(),
-        entry::<primary_frozen::PrimaryFrozen>(),
         entry::<switchover::Switchover>(),
     ]
 }
