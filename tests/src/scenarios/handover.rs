@@ -1,7 +1,7 @@
 //! The run the high-availability scenarios share: a database asked to run
 //! two instances, a client writing through the read-write Service, one
-//! event that takes the primary away (its pod deleted, its server killed
-//! or frozen, or a switchover asked for), and what followed: where writes were accepted again, the
+//! event that takes the primary away (its pod deleted, its processes
+//! frozen, or a switchover asked for), and what followed: where writes were accepted again, the
 //! promotion status reports, what the old primary became, the
 //! acknowledged writes lost, and, watched throughout, the most pods the
 //! read-write Service selected and the most servers accepting writes at
@@ -14,18 +14,22 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::DeleteParams;
-use sandbox::KillKind;
 use tokio::time::Instant;
 
 use super::instances::{ServerRole, Writer, rows_held, selected_pods, server_roles};
-use super::steps::{NAME, condition, create_ready, current, patch_spec};
-use super::{Observed, count};
+use super::steps::{NAME, condition, create_ready, current, is_settled, patch_spec};
+use super::{Observed, REPLICATION_VERSION, count};
 use crate::builders::DbBuilder;
 use crate::harness::{Failed, OrFail, TestCluster, ensure};
 use crate::levels::LevelId;
 
 /// The instances the scenarios ask for.
 pub const INSTANCES: i32 = 2;
+
+/// How long the database must stay recovered before the run counts what
+/// it holds: an instance that answers once and then restarts (rejoining)
+/// is not the end.
+const SETTLED_FOR: Duration = Duration::from_secs(3);
 
 /// Acknowledged writes before the event, each on every replica.
 const WRITES_BEFORE: usize = 20;
@@ -37,9 +41,6 @@ pub enum Event {
     PodDeleted,
     /// `spec.primary` names the other instance.
     Switchover,
-    /// Its server's container is killed (SIGKILL, a crash); the kubelet
-    /// restarts it.
-    ServerKilled,
     /// Its server's processes are stopped (SIGSTOP), as on a node that
     /// stops answering: connections open but nothing answers, until the
     /// kubelet's liveness probe restarts the container or the pod goes.
@@ -180,7 +181,10 @@ pub async fn run(
     let operator = cluster.run_operator(level);
     let db = create_ready(
         cluster,
-        DbBuilder::manifest(NAME).instances(INSTANCES).build(),
+        DbBuilder::manifest(NAME)
+            .version(REPLICATION_VERSION)
+            .instances(INSTANCES)
+            .build(),
     )
     .await?;
     let instances_implemented = implements(&db, "spec.instances");
@@ -248,19 +252,14 @@ pub async fn run(
             let target = format!("{NAME}-1");
             Some(patch_spec(cluster, serde_json::json!({ "primary": target })).await?)
         }
-        Event::ServerKilled | Event::Frozen => {
+        Event::Frozen => {
             let runtime = cluster
                 .sandbox_handle()
                 .and_then(|s| s.postgres_runtime())
                 .ok_or_else(|| Failed::new("the sandbox runs no real PostgreSQL"))?;
-            let namespace = cluster.namespace();
-            let done = if event == Event::Frozen {
-                runtime.pause(namespace, &primary_before, None, true)
-            } else {
-                runtime.kill_container(namespace, &primary_before, None, KillKind::Crash)
-            };
-            ensure(done, || {
-                format!("no server process of {primary_before} to {event:?}")
+            let paused = runtime.pause(cluster.namespace(), &primary_before, None, true);
+            ensure(paused, || {
+                format!("no server process of {primary_before} to freeze")
             })?;
             None
         }
@@ -278,13 +277,16 @@ pub async fn run(
             .iter()
             .find(|r| r.0 == primary_before)
             .is_none_or(|r| r.1 != ServerRole::Primary);
-        // Once recovered, a write acknowledged since proves writes are back.
-        if recovered.is_some_and(|at| writer.first_after(at).is_some()) {
+        // Recovered for a while (every instance answering, one writable,
+        // the database Ready), with a write acknowledged since: settled.
+        if recovered
+            .is_some_and(|at| at.elapsed() >= SETTLED_FOR && writer.first_after(at).is_some())
+        {
             break;
         }
         let db = current(cluster).await?;
         let moved_on = match generation {
-            // The killed or frozen server stopped answering as the primary.
+            // The frozen server stopped answering as the primary.
             None if event != Event::PodDeleted => seen_lost,
             // The deleted pod is back (another uid).
             None => pods
@@ -308,8 +310,11 @@ pub async fn run(
         };
         let all_answer =
             roles.len() == expected_pods && roles.iter().all(|r| r.1 != ServerRole::Silent);
-        if recovered.is_none() && moved_on && all_answer && writable == 1 {
-            recovered = Some(Instant::now());
+        if moved_on && all_answer && writable == 1 && is_settled(&db) {
+            recovered.get_or_insert_with(Instant::now);
+        } else {
+            // Not yet, or not any more (an instance restarting again).
+            recovered = None;
         }
         if Instant::now() >= deadline {
             return Err(Failed::new(format!(

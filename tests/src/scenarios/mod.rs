@@ -41,9 +41,7 @@ mod minor_upgrade;
 mod operator_swap;
 mod parameter_changed;
 mod pause;
-mod primary_frozen;
 mod primary_pod_deleted;
-mod primary_server_killed;
 mod restart_mid_backup;
 mod restart_mid_reconcile;
 mod restart_mid_upgrade;
@@ -209,8 +207,6 @@ pub fn all() -> Vec<Entry> {
         entry::<metrics_served::MetricsServed>(),
         entry::<connections_near_limit::ConnectionsNearLimit>(),
         entry::<primary_pod_deleted::PrimaryPodDeleted>(),
-        entry::<primary_server_killed::PrimaryServerKilled>(),
-        entry::<primary_frozen::PrimaryFrozen>(),
         entry::<switchover::Switchover>(),
     ]
 }
@@ -234,6 +230,12 @@ pub fn real_postgres() -> SandboxConfig {
 /// backup Job runs the server major's `pg_dump`, and the sandbox's client
 /// tools are PostgreSQL 15's (`scripts/install-postgres.sh`).
 pub const BACKUP_VERSION: &str = "15";
+
+/// The version of the databases whose replicas a scenario runs: a replica
+/// is cloned with the server major's `pg_basebackup` and rewound with its
+/// `pg_rewind`, and the sandbox's client tools are PostgreSQL 15's, as for
+/// backups.
+pub const REPLICATION_VERSION: &str = BACKUP_VERSION;
 
 /// `n kind` or `n kinds`.
 pub fn count(n: usize, kind: &str) -> String {

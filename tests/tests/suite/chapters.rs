@@ -23,12 +23,13 @@ use tests::harness::install_crd;
 use tests::levels::LevelId;
 
 /// The chapters, each with the level it is run against.
-const CHAPTERS: [(&str, LevelId); 5] = [
+const CHAPTERS: [(&str, LevelId); 6] = [
     ("docs/lab.md", LevelId::One),
     ("docs/level1-install.md", LevelId::One),
     ("docs/level2-upgrade.md", LevelId::Two),
     ("docs/level3-lifecycle.md", LevelId::Three),
     ("docs/level4-insights.md", LevelId::Four),
+    ("docs/level5-autopilot.md", LevelId::Five),
 ];
 
 /// How long one block may take: more than the sum of its own `kubectl
