@@ -23,11 +23,14 @@ use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-/// Trace level, except the plumbing whose trace lines are raw frames, and
+/// Trace level, except the plumbing whose trace lines are raw frames (the
+/// HTTP and TLS stacks, and the WebSocket of a port-forward, whose frames
+/// carry a SQL session's bytes), and
 /// the sandbox's request log (a line per API request, which holds no
 /// secrets: paths and headers, never bodies).
 const FILTER: &str = "trace,hyper=info,hyper_util=info,h2=info,tower=info,tower_http=info,\
                       rustls=info,mio=info,want=info,tokio_util=info,runtime=info,\
+                      tungstenite=info,tokio_tungstenite=info,\
                       sandbox::requests=info";
 
 /// The `RUST_LOG` an operator binary gets while capture is on.

@@ -50,14 +50,24 @@ async fn unready_pods_are_listed_apart_and_named_target_ports_resolve() {
     );
     let port = &subset.ports.expect("ports")[0];
     assert_eq!((port.name.as_deref(), port.port), (Some("sql"), 5432));
+    // The slice is written after the Endpoints object (as upstream, where
+    // two controllers write them): read apart, it may lag a moment (a full
+    // run once read it empty).
     let slices: Api<EndpointSlice> = Api::default_namespaced(sb.client());
-    let selector = ListParams::default().labels("kubernetes.io/service-name=pg");
-    let slice = slices
-        .list(&selector)
-        .await
-        .expect("slices are listed")
-        .items;
-    let endpoint = &slice[0].endpoints[0];
+    let endpoint = eventually("p in the Service's EndpointSlice", || {
+        let slices = slices.clone();
+        async move {
+            let selector = ListParams::default().labels("kubernetes.io/service-name=pg");
+            slices
+                .list(&selector)
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .find_map(|slice| slice.endpoints.into_iter().next())
+        }
+    })
+    .await;
     assert_eq!(
         endpoint.conditions.as_ref().and_then(|c| c.ready),
         Some(false)
