@@ -58,20 +58,10 @@ case ",$rebuild_list," in
 *",$POD_NAME,"*) rebuild=true ;;
 esac
 
-# Waits here, rather than exiting at once, for the primary to answer (a
-# new replica may start before the primary is up, or while a failover
-# fences the read-write Service): each exit would lengthen the kubelet's
-# back-off, up to five minutes between tries. Bounded, and within the
-# startup probe's ten minutes.
-waited=0
-until pg_isready -q -h "$PRIMARY_HOST" -p 5432; do
-	if [ "$waited" -ge 300 ]; then
-		log "the primary ($PRIMARY_HOST) did not answer within ${waited}s; exiting so the kubelet retries"
-		exit 1
-	fi
-	sleep 2
-	waited=$((waited + 2))
-done
+if ! pg_isready -q -h "$PRIMARY_HOST" -p 5432; then
+	log "the primary ($PRIMARY_HOST) does not answer yet; exiting so the kubelet retries"
+	exit 1
+fi
 
 set_aside() {
 	# One copy of diverged data is kept on the volume until this instance
@@ -82,24 +72,10 @@ set_aside() {
 }
 
 clone_primary() {
-	# The operator creates this instance's replication slot (and the
-	# replication login) on the primary once it sees the instance: a clone
-	# tried before that fails, and is tried again for a while.
-	tries=0
-	while :; do
-		rm -rf "$clone"
-		log "cloning the primary into $PGDATA"
-		if PGPASSFILE="$passfile" pg_basebackup -h "$PRIMARY_HOST" -p 5432 -U streaming_replica \
-			-D "$clone" -X stream -S "$slot" --checkpoint=fast -w; then
-			break
-		fi
-		tries=$((tries + 1))
-		if [ "$tries" -ge 60 ]; then
-			log "the clone failed $tries times; exiting so the kubelet retries"
-			exit 1
-		fi
-		sleep 5
-	done
+	rm -rf "$clone"
+	log "cloning the primary into $PGDATA"
+	PGPASSFILE="$passfile" pg_basebackup -h "$PRIMARY_HOST" -p 5432 -U streaming_replica \
+		-D "$clone" -X stream -S "$slot" --checkpoint=fast -w
 	if [ -d "$PGDATA" ]; then
 		rm -rf "$PGDATA"
 	fi
