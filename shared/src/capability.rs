@@ -467,25 +467,18 @@ impl Desired {
         uid: Option<String>,
         reason: impl Into<String>,
     ) {
-        self.deletions.push(Deletion {
-            resource: ApiResource::erase::<K>(&()),
-            name: name.to_string(),
-            reason: reason.into(),
-            uid,
-            origin: DeletionOrigin::Capability,
-            grace_period_seconds: None,
-        });
+        self.delete_observed_with_grace::<K>(name, uid, None, reason);
     }
 
     /// As [`Desired::delete_observed`], with a grace period of
-    /// `grace_period_seconds` instead of the object's own: 0 removes a pod
-    /// whose processes do not answer (a frozen node) without waiting for
-    /// them to stop.
+    /// `grace_period_seconds` instead of the object's own when given: 0
+    /// removes a pod whose processes do not answer (a frozen node) without
+    /// waiting for them to stop.
     pub fn delete_observed_with_grace<K: Resource<DynamicType = ()>>(
         &mut self,
         name: &str,
         uid: Option<String>,
-        grace_period_seconds: u32,
+        grace_period_seconds: Option<u32>,
         reason: impl Into<String>,
     ) {
         self.deletions.push(Deletion {
@@ -494,7 +487,7 @@ impl Desired {
             reason: reason.into(),
             uid,
             origin: DeletionOrigin::Capability,
-            grace_period_seconds: Some(grace_period_seconds),
+            grace_period_seconds,
         });
     }
 

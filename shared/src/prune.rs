@@ -336,7 +336,12 @@ mod tests {
     #[test]
     fn a_deletion_asked_without_a_grace_period_carries_it_and_its_uid() {
         let mut desired = Desired::default();
-        desired.delete_observed_with_grace::<Pod>("orders-0", Some("uid-0".into()), 0, "frozen");
+        desired.delete_observed_with_grace::<Pod>(
+            "orders-0",
+            Some("uid-0".into()),
+            Some(0),
+            "frozen",
+        );
         let params = delete_params(&desired.deletions()[0]);
         assert_eq!(params.grace_period_seconds, Some(0));
         assert_eq!(

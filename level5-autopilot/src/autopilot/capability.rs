@@ -29,20 +29,12 @@ pub const PROMOTE_SQL: &str = "SELECT pg_promote(true, 4)::text";
 /// Asks the core for the decision's pod deletions and promotion.
 pub fn act(db: &PostgresDB, observed: &Observed, decision: &Decision, desired: &mut Desired) {
     for deletion in &decision.delete_pods {
-        if deletion.force {
-            desired.delete_observed_with_grace::<Pod>(
-                &deletion.pod,
-                deletion.uid.clone(),
-                0,
-                deletion.reason.clone(),
-            );
-        } else {
-            desired.delete_observed::<Pod>(
-                &deletion.pod,
-                deletion.uid.clone(),
-                deletion.reason.clone(),
-            );
-        }
+        desired.delete_observed_with_grace::<Pod>(
+            &deletion.pod,
+            deletion.uid.clone(),
+            deletion.force.then_some(0),
+            deletion.reason.clone(),
+        );
     }
     let target = decision.promote.as_deref().and_then(|pod| {
         let ordinal = ordinal_of(db, pod)?;
