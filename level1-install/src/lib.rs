@@ -33,5 +33,6 @@ pub fn level() -> Level {
         capabilities: capabilities(),
         companions: Vec::new(),
         insights: None,
+        effective_spec: shared::capability::as_written,
     }
 }

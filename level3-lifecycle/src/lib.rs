@@ -34,5 +34,6 @@ pub fn level() -> Level {
         capabilities: capabilities(),
         companions: vec![lifecycle::backup_controller::companion()],
         insights: None,
+        effective_spec: shared::capability::as_written,
     }
 }

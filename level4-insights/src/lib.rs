@@ -35,5 +35,6 @@ pub fn level() -> Level {
         insights: Some(Insights {
             database_series: insights::series::database_series,
         }),
+        effective_spec: shared::capability::as_written,
     }
 }

@@ -7,7 +7,11 @@
 //! and replaced by the replica with the most WAL, a planned move to
 //! `spec.primary` loses nothing, and instances that cannot follow are
 //! rebuilt ([`autopilot::failover`]), every step decided from what the
-//! cluster and the servers say ([`autopilot::topology`]).
+//! cluster and the servers say ([`autopilot::topology`]). And it acts on
+//! what it measures: replicas scaled on read load, volumes grown before
+//! they fill, parameters sized to the resources, a configuration that does
+//! not run rolled back, and deviations from a learned baseline reported,
+//! each decision explained in status and Events.
 
 pub mod autopilot;
 
@@ -17,6 +21,11 @@ use shared::capability::{Capability, Level};
 pub fn capabilities() -> Vec<Box<dyn Capability>> {
     let mut capabilities = level4_insights::capabilities();
     capabilities.push(Box::new(autopilot::Autopilot));
+    capabilities.push(Box::new(autopilot::autoscaling::Autoscaler));
+    capabilities.push(Box::new(autopilot::autogrow::AutoGrow));
+    capabilities.push(Box::new(autopilot::tuning::AutoTuning));
+    capabilities.push(Box::new(autopilot::guard::ConfigurationGuard));
+    capabilities.push(Box::new(autopilot::anomaly::AnomalyDetector));
     capabilities
 }
 
@@ -29,5 +38,6 @@ pub fn level() -> Level {
         capabilities: capabilities(),
         companions: level4.companions,
         insights: level4.insights,
+        effective_spec: autopilot::effective::effective_spec,
     }
 }

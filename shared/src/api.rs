@@ -154,6 +154,24 @@ pub struct PostgresDBSpec {
     /// synchronous to a quorum. Level 5 and above.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replication: Option<crate::ha::ReplicationSpec>,
+
+    /// Replicas added and removed on read load, between `minInstances` and
+    /// `maxInstances`; while set, `instances` is the operator's decision.
+    /// Level 5 and above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<crate::autopilot::autoscaling::AutoscalingSpec>,
+
+    /// `auto` derives shared_buffers, effective_cache_size, work_mem and the
+    /// other memory and parallelism parameters from `resources.limits`;
+    /// parameters set in `parameters` always win. Level 5 and above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tuning: Option<crate::autopilot::tuning::Tuning>,
+
+    /// A baseline learned of the database's own behaviour (transactions,
+    /// connections, query time, deadlocks, rollbacks), and the `Anomaly`
+    /// condition when it deviates. Level 5 and above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anomaly_detection: Option<crate::autopilot::anomaly::AnomalyDetectionSpec>,
 }
 
 /// How a new version is rolled out and when it is given up on.
@@ -224,6 +242,12 @@ pub struct StorageSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub storage_class_name: Option<String>,
+
+    /// Grow every instance's volume before it fills: `size` is then the
+    /// smallest size, and the operator grows the volumes up to `maxSize`.
+    /// Level 5 and above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_grow: Option<crate::autopilot::autogrow::AutoGrowSpec>,
 }
 
 /// Requests and limits of the database container, as in a Pod's `resources`.
@@ -373,6 +397,12 @@ pub struct PostgresDBStatus {
     /// switchover (Level 5 and above).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub high_availability: Option<crate::ha::HighAvailabilityStatus>,
+
+    /// What the auto pilot decided on its own (instances, volume size,
+    /// derived parameters, a configuration rolled back, anomalies), each
+    /// with what it measured (Level 5 and above).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autopilot: Option<crate::autopilot::AutopilotStatus>,
 }
 
 /// The key health figures of a database (Level 4 and above), from the
@@ -565,6 +595,18 @@ impl PostgresDBSpec {
         }
         if self.replication.is_some() {
             sections.push("replication");
+        }
+        if self.autoscaling.is_some() {
+            sections.push("autoscaling");
+        }
+        if self.storage.auto_grow.is_some() {
+            sections.push("storage.autoGrow");
+        }
+        if self.tuning.is_some() {
+            sections.push("tuning");
+        }
+        if self.anomaly_detection.is_some() {
+            sections.push("anomalyDetection");
         }
         sections
     }

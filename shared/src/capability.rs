@@ -101,6 +101,9 @@ pub struct Observed {
     /// answered 404.
     unserved: Vec<(String, String)>,
     operator_namespace: Option<String>,
+    /// The spec as the user wrote it, when the level acts on an effective
+    /// spec that differs from it ([`Level::effective_spec`]).
+    written_spec: Option<Box<crate::api::PostgresDBSpec>>,
 }
 
 impl Observed {
@@ -158,6 +161,20 @@ impl Observed {
     /// Records the namespace the operator runs in.
     pub fn set_operator_namespace(&mut self, namespace: impl Into<String>) {
         self.operator_namespace = Some(namespace.into());
+    }
+
+    /// Records the spec as the user wrote it (the core does, when the
+    /// effective spec differs from it).
+    pub fn set_written_spec(&mut self, spec: crate::api::PostgresDBSpec) {
+        self.written_spec = Some(Box::new(spec));
+    }
+
+    /// The spec as the user wrote it, when the capabilities were given an
+    /// effective spec that differs from it; `None` when they are the same.
+    /// For the capability that explains the difference (status saying
+    /// `spec.instances` is 2 but the autoscaler runs 4).
+    pub fn written_spec(&self) -> Option<&crate::api::PostgresDBSpec> {
+        self.written_spec.as_deref()
     }
 
     /// The namespace the operator runs in (where its metrics Service is),
@@ -743,6 +760,20 @@ pub struct Level {
     /// series) and keeps the databases' readings for the reconcile (see
     /// the `metrics` and `readings` modules). `None` below Level 4.
     pub insights: Option<Insights>,
+    /// The spec the capabilities act on, from the spec as written and what
+    /// status records of the level's own decisions ([`as_written`] below
+    /// Level 5). Level 5 decides some values itself (the instance count,
+    /// the volume size, derived and rolled-back parameters) and records
+    /// them in `status.autopilot`; every capability, lower levels' too,
+    /// then carries them out as if the spec said so, while the spec itself
+    /// is never edited. Pure: the same database gives the same spec.
+    pub effective_spec: fn(&PostgresDB) -> PostgresDB,
+}
+
+/// The spec as the user wrote it: the effective spec of every level below
+/// Level 5.
+pub fn as_written(db: &PostgresDB) -> PostgresDB {
+    db.clone()
 }
 
 /// What a level that serves metrics contributes to them.

@@ -233,6 +233,7 @@ mod tests {
             capabilities,
             companions: Vec::new(),
             insights: None,
+            effective_spec: crate::capability::as_written,
         }
     }
 

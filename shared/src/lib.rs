@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod apply;
+pub mod autopilot;
 pub mod backup;
 pub mod capability;
 pub mod cli;

@@ -251,6 +251,7 @@ mod tests {
             capabilities: vec![Box::new(Applies)],
             companions: Vec::new(),
             insights: None,
+            effective_spec: crate::capability::as_written,
         }
     }
 
@@ -469,6 +470,7 @@ mod tests {
             capabilities: vec![Box::new(Applies), Box::new(WatchesBackups)],
             companions: Vec::new(),
             insights: None,
+            effective_spec: crate::capability::as_written,
         };
         let resource = ApiResource::erase::<crate::backup::PostgresDBBackup>(&());
         let mut observed = Observed::default();

@@ -507,7 +507,16 @@ async fn reconcile_in_span(cached: &PostgresDB, ctx: &Context) -> Result<Action,
         }
         return finalize(ctx, db).await;
     }
+    // The capabilities act on the effective spec: the spec as written,
+    // with the values the level decided itself (Level 5's autopilot) in
+    // place. Status and metadata are the object's own.
+    let effective = (ctx.level.effective_spec)(db);
+    let written = (effective.spec != db.spec).then(|| db.spec.clone());
+    let db = &effective;
     let mut observed = observe(&ctx.client, db, &prune::queries(&ctx.level, db)).await?;
+    if let Some(spec) = written {
+        observed.set_written_spec(spec);
+    }
     observed.set_operator_namespace(ctx.operator_namespace.clone());
     if let Some(metrics) = &ctx.metrics {
         let namespace = db.namespace().unwrap_or_default();

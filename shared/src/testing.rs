@@ -52,6 +52,7 @@ impl DbBuilder {
             storage: StorageSpec {
                 size: "1Gi".into(),
                 storage_class_name: None,
+                auto_grow: None,
             },
             resources: ResourcesSpec::default_for_database(),
             database: Default::default(),
@@ -65,6 +66,9 @@ impl DbBuilder {
             primary: None,
             failover: None,
             replication: None,
+            autoscaling: None,
+            tuning: None,
+            anomaly_detection: None,
         };
         let mut db = PostgresDB::new(name, spec);
         db.metadata.namespace = Some("shop".into());
@@ -210,6 +214,45 @@ impl DbBuilder {
         self
     }
 
+    /// `spec.autoscaling`.
+    pub fn autoscaling(
+        mut self,
+        autoscaling: crate::autopilot::autoscaling::AutoscalingSpec,
+    ) -> Self {
+        self.db.spec.autoscaling = Some(autoscaling);
+        self
+    }
+
+    /// `spec.storage.autoGrow`.
+    pub fn auto_grow(mut self, auto_grow: crate::autopilot::autogrow::AutoGrowSpec) -> Self {
+        self.db.spec.storage.auto_grow = Some(auto_grow);
+        self
+    }
+
+    /// `spec.tuning`.
+    pub fn tuning(mut self, tuning: crate::autopilot::tuning::Tuning) -> Self {
+        self.db.spec.tuning = Some(tuning);
+        self
+    }
+
+    /// `spec.anomalyDetection`.
+    pub fn anomaly_detection(
+        mut self,
+        anomaly: crate::autopilot::anomaly::AnomalyDetectionSpec,
+    ) -> Self {
+        self.db.spec.anomaly_detection = Some(anomaly);
+        self
+    }
+
+    /// `status.autopilot`.
+    pub fn autopilot_status(mut self, autopilot: crate::autopilot::AutopilotStatus) -> Self {
+        self.db
+            .status
+            .get_or_insert_with(Default::default)
+            .autopilot = Some(autopilot);
+        self
+    }
+
     /// `status.currentPrimary`.
     pub fn current_primary(mut self, pod: &str) -> Self {
         self.db
@@ -276,6 +319,12 @@ impl ObservedBuilder {
     /// The database's latest reading.
     pub fn reading(mut self, reading: crate::readings::DatabaseReading) -> Self {
         self.observed.set_reading(Some(reading));
+        self
+    }
+
+    /// The spec as the user wrote it, beside an effective spec that differs.
+    pub fn written_spec(mut self, spec: crate::api::PostgresDBSpec) -> Self {
+        self.observed.set_written_spec(spec);
         self
     }
 

@@ -153,6 +153,7 @@ fn symptoms_level() -> Level {
         capabilities: vec![Box::new(Symptoms)],
         companions: Vec::new(),
         insights: None,
+        effective_spec: shared::capability::as_written,
     }
 }
 
