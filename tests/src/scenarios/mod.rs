@@ -42,6 +42,7 @@ mod operator_swap;
 mod parameter_changed;
 mod pause;
 mod primary_pod_deleted;
+pub mod read_load_scaled;
 mod restart_mid_backup;
 mod restart_mid_reconcile;
 mod restart_mid_upgrade;
@@ -208,6 +209,7 @@ pub fn all() -> Vec<Entry> {
         entry::<connections_near_limit::ConnectionsNearLimit>(),
         entry::<primary_pod_deleted::PrimaryPodDeleted>(),
         entry::<switchover::Switchover>(),
+        entry::<read_load_scaled::ReadLoadScaled>(),
     ]
 }
 

@@ -26,6 +26,8 @@
 //!   instances on real servers, with a client writing throughout.
 //! - [`rbac`]: what the deployed RBAC grants, against a whole life of Level 2.
 //! - [`scale`]: a few hundred databases at once.
+//! - [`level5_autoscaling`]: Level 5's replicas scaled on a pgbench read
+//!   load and back after it, on real servers.
 //! - [`level5_instances`]: Level 5's replicas, Services by role, scaling,
 //!   the Level 4 → 5 swap and synchronous commits, on real servers.
 //! - [`level4_prometheus`]: Level 4 against a real Prometheus: discovery,
@@ -51,6 +53,7 @@ mod level4_collector;
 mod level4_metrics;
 mod level4_prometheus;
 mod level4_symptoms;
+mod level5_autoscaling;
 mod level5_failover;
 mod level5_instances;
 mod operator_binary;

@@ -243,7 +243,7 @@ pub fn decide(inputs: Inputs<'_>) -> Outcome {
         ScalingDirection::In => (SCALED_IN, "scaled in", "below"),
     };
     let sentence = format!(
-        "{verb} from {decided} to {to} instances: {} carry {} of {} usable client connections ({percent}%), \
+        "{verb} from {decided} to {to} instances: on {}, {} of {} usable client connections in use ({percent}%), \
          {side} the target of {}% since {} ({} s stabilisation window)",
         load.describe_readers(),
         load.clients,

@@ -68,7 +68,8 @@ impl Load {
         (200 * self.clients + self.usable) / (2 * self.usable)
     }
 
-    /// The readers, in words ("the primary", "2 replicas").
+    /// The readers, in words ("the primary orders-0", "the replica
+    /// orders-1", "2 replicas (orders-1, orders-2)").
     pub fn describe_readers(&self) -> String {
         match (self.primary_reads, self.readers.len()) {
             (true, _) => format!("the primary {}", self.readers.join(", ")),
