@@ -21,7 +21,7 @@
 //! Where it departs from the HPA, for a database: a scale-out waits while a
 //! replica lags ([`super::load::LAG_HOLD_BYTES`]), and nothing is decided
 //! while the instances are in motion (one not ready yet, one being
-//! removed), where the HPA counts unready pods as idle.
+//! removed), where the HPA, scaling out, counts pods not ready yet as idle.
 
 use jiff::{SignedDuration, Timestamp};
 use shared::api::status_time;
