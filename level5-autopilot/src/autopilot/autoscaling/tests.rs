@@ -669,3 +669,30 @@ fn a_paused_database_keeps_what_was_decided_and_decides_nothing() {
         Some(recorded(1))
     );
 }
+
+#[test]
+fn a_refused_section_keeps_what_was_decided_and_decides_nothing() {
+    let db = db_with(spec(3, 2, 50), None, Some(2));
+    let observed = ObservedBuilder::new()
+        .with(&login_secret("orders-superuser", "postgres", "pw"))
+        .with(&pod(0, true))
+        .sql(&topology::probe_name("orders-0"), member_answer(false))
+        .sql(&load::probe_name("orders-0"), load_answer(17, 17))
+        .build();
+    assert_eq!(Autoscaler.validate(&db, &observed).len(), 1);
+    let mut desired = Desired::default();
+    Autoscaler
+        .desire(&db, &observed, at(T0), &mut desired)
+        .expect("desires");
+    assert!(desired.notes.is_empty());
+    let mut status = StatusDraft {
+        now: at(T0),
+        ..Default::default()
+    };
+    Autoscaler.assess(&db, &observed, &ApplyReport::default(), &mut status);
+    assert_eq!(
+        status.fields.autopilot.and_then(|a| a.autoscaling),
+        Some(recorded(2))
+    );
+    assert_eq!(status.wake_at, None);
+}
