@@ -23,6 +23,7 @@ use crate::harness::{Failed, TestCluster, WAIT};
 use crate::levels::LevelId;
 
 mod at_rest;
+mod auto_tuned;
 mod backup_restored;
 mod connections_near_limit;
 mod deleted_backup_then_delete;
@@ -48,6 +49,7 @@ mod restart_mid_upgrade;
 mod restore_into_non_empty;
 mod retention_series;
 pub mod steps;
+mod storage_auto_grown;
 mod switchover;
 mod unimplemented_section;
 mod version_change;
@@ -208,6 +210,8 @@ pub fn all() -> Vec<Entry> {
         entry::<connections_near_limit::ConnectionsNearLimit>(),
         entry::<primary_pod_deleted::PrimaryPodDeleted>(),
         entry::<switchover::Switchover>(),
+        entry::<storage_auto_grown::StorageAutoGrown>(),
+        entry::<auto_tuned::AutoTuned>(),
     ]
 }
 
