@@ -1,8 +1,8 @@
 //! Level 5's auto-tuning on real PostgreSQL 15: with `tuning: auto` the
 //! server runs the parameters derived from the memory limit (`SHOW` on
 //! the server equals what status shows), a larger limit is applied as
-//! Level 2 applies a parameter that needs a restart, and a parameter the
-//! user sets wins over the derived one.
+//! Level 2 applies a parameter that needs a restart, a parameter the user
+//! sets wins over the derived one, and at rest nothing is written.
 //!
 //! Level 5 runs in-process and reaches the server directly; the test
 //! reads the server the same way, as the superuser.
@@ -181,6 +181,34 @@ async fn the_server_runs_the_parameters_derived_from_its_limits_and_the_users_wi
         )
         .await
         .unwrap_or_else(|failed| panic!("{failed}"));
+
+    // At rest, a tuned database is not written to: the derived values are
+    // the same at every reconcile, and status only changes with them.
+    cluster
+        .wait_for("orders", "settled", |db| {
+            db.status.as_ref().is_some_and(|s| {
+                s.phase == Some(shared::api::Phase::Ready)
+                    && s.observed_generation == db.metadata.generation
+                    && s.configuration.as_ref().is_none_or(|c| c.applied)
+                    && !s
+                        .conditions
+                        .iter()
+                        .any(|c| c.type_ == "Progressing" && c.status == "True")
+            })
+        })
+        .await
+        .unwrap_or_else(|failed| panic!("{failed}"));
+    let writes = cluster
+        .settle("orders")
+        .await
+        .unwrap_or_else(|failed| panic!("{failed}"))
+        .expect("the sandbox counts requests");
+    assert_eq!(
+        writes.resources_except(&["events"]),
+        Vec::<String>::new(),
+        "writes at rest: {writes:?}; Events: {:?}",
+        cluster.events("orders").await
+    );
     operator.stop().await;
     cluster.finish().await;
 }
