@@ -184,6 +184,32 @@ fn while_the_resize_has_not_landed_the_growth_is_not_repeated() {
 }
 
 #[test]
+fn at_rest_below_the_threshold_status_is_what_it_was() {
+    let db = database("4Gi");
+    let grown = after(
+        &db,
+        &assessed(
+            &db,
+            &ObservedBuilder::new().reading(reading(85, GI)).build(),
+        ),
+    );
+    let effective = crate::autopilot::effective::effective_spec(&grown);
+    let landed = ObservedBuilder::new()
+        .reading(reading(56, 1536 * MI))
+        .build();
+    let status = assessed(&effective, &landed);
+    assert_eq!(
+        status.fields.autopilot,
+        grown.status.as_ref().and_then(|s| s.autopilot.clone())
+    );
+    let mut desired = Desired::default();
+    AutoGrow
+        .desire(&effective, &landed, at(3_000), &mut desired)
+        .expect("decides");
+    assert!(desired.notes.is_empty(), "{:?}", desired.notes);
+}
+
+#[test]
 fn a_grown_size_is_never_shrunk_and_a_larger_spec_wins() {
     let grown = AutopilotStatus {
         storage: Some(StorageGrowthStatus {
