@@ -131,6 +131,25 @@ impl PostgresRuntime {
         volume::fill(&dir, full).map_err(io_err(&dir))
     }
 
+    /// A persistent volume (by the PersistentVolume's name) was expanded
+    /// to `capacity_bytes`: its quota grows with it ([`volume::grow`]), so
+    /// a volume [`Self::fill_volume`] made full has room again, as a full
+    /// disk does once its claim is grown. False when there was no quota to
+    /// raise (no such volume, or one already larger).
+    pub fn volume_resized(&self, volume: &str, capacity_bytes: u64) -> bool {
+        let dir = self.inner.work.join("volumes").join(volume);
+        lock(&self.inner.walked).remove(&dir);
+        let grown = volume::grow(&dir, capacity_bytes);
+        if grown {
+            tracing::debug!(
+                volume,
+                capacity_bytes,
+                "the volume's quota grew with its claim"
+            );
+        }
+        grown
+    }
+
     /// What a persistent volume (by the PersistentVolume's name) uses, for
     /// the kubelet's volume stats: `statvfs` of its tmpfs, or the walk of
     /// a plain directory, reused for [`volume::WALK_PERIOD`]; `full` when

@@ -23,6 +23,7 @@ use crate::harness::{Failed, TestCluster, WAIT};
 use crate::levels::LevelId;
 
 mod at_rest;
+mod auto_tuned;
 mod backup_restored;
 mod connections_near_limit;
 mod deleted_backup_then_delete;
@@ -49,6 +50,7 @@ mod restart_mid_upgrade;
 mod restore_into_non_empty;
 mod retention_series;
 pub mod steps;
+mod storage_auto_grown;
 mod switchover;
 mod unimplemented_section;
 mod version_change;
@@ -210,6 +212,8 @@ pub fn all() -> Vec<Entry> {
         entry::<primary_pod_deleted::PrimaryPodDeleted>(),
         entry::<switchover::Switchover>(),
         entry::<read_load_scaled::ReadLoadScaled>(),
+        entry::<storage_auto_grown::StorageAutoGrown>(),
+        entry::<auto_tuned::AutoTuned>(),
     ]
 }
 

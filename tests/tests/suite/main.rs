@@ -30,6 +30,10 @@
 //!   load and back after it, on real servers.
 //! - [`level5_instances`]: Level 5's replicas, Services by role, scaling,
 //!   the Level 4 → 5 swap and synchronous commits, on real servers.
+//! - [`level5_storage`]: Level 5's storage auto-grow on a volume filled
+//!   for real, its quota grown with the claims.
+//! - [`level5_tuning`]: Level 5's auto-tuning: the parameters derived from
+//!   the limits running on a real server.
 //! - [`level4_prometheus`]: Level 4 against a real Prometheus: discovery,
 //!   scrapes, the operator's alerts firing, the dashboard's queries.
 //!
@@ -56,6 +60,8 @@ mod level4_symptoms;
 mod level5_autoscaling;
 mod level5_failover;
 mod level5_instances;
+mod level5_storage;
+mod level5_tuning;
 mod operator_binary;
 mod passwords;
 mod pruning;
