@@ -24,6 +24,7 @@ use crate::levels::LevelId;
 
 mod at_rest;
 mod backup_restored;
+mod bad_parameter_rolled_back;
 mod connections_near_limit;
 mod deleted_backup_then_delete;
 mod deleted_statefulset;
@@ -208,6 +209,7 @@ pub fn all() -> Vec<Entry> {
         entry::<connections_near_limit::ConnectionsNearLimit>(),
         entry::<primary_pod_deleted::PrimaryPodDeleted>(),
         entry::<switchover::Switchover>(),
+        entry::<bad_parameter_rolled_back::BadParameterRolledBack>(),
     ]
 }
 

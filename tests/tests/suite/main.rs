@@ -53,6 +53,7 @@ mod level4_prometheus;
 mod level4_symptoms;
 mod level5_failover;
 mod level5_instances;
+mod level5_self_healing;
 mod operator_binary;
 mod passwords;
 mod pruning;

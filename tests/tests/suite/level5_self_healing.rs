@@ -1,0 +1,202 @@
+//! Level 5's configuration self-healing on real PostgreSQL 15: a parameter
+//! the server refuses to start with (`wal_level = 'minimal'` beside the
+//! default `max_wal_senders`) is rolled back to the last configuration
+//! that ran, the database is Ready again, Degraded and the Events name the
+//! parameter and quote the server, and the spec is left as written, held
+//! back; a corrected spec is then applied.
+//!
+//! Level 5 runs in-process, reaching the servers directly (the sandbox's
+//! pod IPs are loopback addresses of this machine).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use shared::api::PostgresDB;
+use shared::autopilot::guard::ConfigurationGuardStatus;
+use shared::runner::RunOptions;
+use shared::sql::DatabaseAccess;
+use tests::builders::DbBuilder;
+use tests::connect::{Role, connect_to};
+use tests::harness::{Operator, TestCluster, real_postgres};
+use tests::levels::LevelId;
+
+/// First starts and restarts of a real server on a busy two-core machine.
+const WAIT: Duration = Duration::from_secs(180);
+
+const NAME: &str = "orders";
+
+/// What the server says when `wal_level = 'minimal'` meets the default
+/// `max_wal_senders` (10).
+const FATAL: &str =
+    "FATAL: WAL streaming (max_wal_senders > 0) requires wal_level \"replica\" or \"logical\"";
+
+async fn cluster() -> TestCluster {
+    match TestCluster::sandbox(real_postgres(&[15])).await {
+        Ok(cluster) => cluster.with_budget(WAIT),
+        Err(error) => panic!("{}", shared::reconcile::error_chain(&error)),
+    }
+}
+
+fn level5(cluster: &TestCluster) -> Operator {
+    cluster.run_operator_with(
+        LevelId::Five,
+        RunOptions {
+            database_access: DatabaseAccess::Direct,
+            ..Default::default()
+        },
+    )
+}
+
+fn condition<'a>(db: &'a PostgresDB, type_: &str) -> Option<(&'a str, &'a str, &'a str)> {
+    db.status.as_ref()?.conditions.iter().find_map(|c| {
+        (c.type_ == type_).then_some((c.status.as_str(), c.reason.as_str(), c.message.as_str()))
+    })
+}
+
+fn guard(db: &PostgresDB) -> Option<&ConfigurationGuardStatus> {
+    db.status
+        .as_ref()?
+        .autopilot
+        .as_ref()?
+        .configuration
+        .as_ref()
+}
+
+fn params(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect()
+}
+
+async fn show(cluster: &TestCluster, name: &str) -> String {
+    let client = connect_to(cluster, Role::Superuser, NAME, None)
+        .await
+        .expect("connects");
+    client
+        .query_one(&format!("SHOW {name}"), &[])
+        .await
+        .expect("SHOW answers")
+        .get(0)
+}
+
+async fn wait(
+    cluster: &TestCluster,
+    what: &str,
+    check: impl Fn(&PostgresDB) -> bool,
+) -> PostgresDB {
+    cluster
+        .wait_for(NAME, what, check)
+        .await
+        .unwrap_or_else(|failed| panic!("{failed}"))
+}
+
+async fn wait_event(cluster: &TestCluster, what: &str, check: impl Fn(&str) -> bool) -> String {
+    cluster
+        .wait_for_event(NAME, what, check)
+        .await
+        .unwrap_or_else(|failed| panic!("{failed}"))
+}
+
+#[tokio::test]
+async fn a_parameter_the_server_will_not_start_with_is_rolled_back_and_held_until_the_spec_changes()
+{
+    let cluster = cluster().await;
+    let operator = level5(&cluster);
+    cluster
+        .create(
+            &DbBuilder::manifest(NAME)
+                .version("15")
+                .parameter("work_mem", "8MB")
+                .build(),
+        )
+        .await
+        .expect("the PostgresDB is accepted");
+    let good = params(&[("work_mem", "8MB")]);
+    wait(
+        &cluster,
+        "Ready, its configuration recorded as good",
+        |db| {
+            condition(db, "Ready").is_some_and(|(status, _, _)| status == "True")
+                && guard(db).is_some_and(|g| g.last_good == good)
+        },
+    )
+    .await;
+
+    // Valid on its own (Level 1 accepts it); the server refuses to start.
+    cluster
+        .patch_spec(
+            NAME,
+            serde_json::json!({"parameters": {"wal_level": "minimal"}}),
+        )
+        .await
+        .expect("the patch is accepted");
+    let rejected = wait_event(
+        &cluster,
+        "a Warning naming wal_level and quoting the server",
+        |e| {
+            e.starts_with("Warning ConfigurationRejected:")
+                && e.contains("wal_level = 'minimal' did not run")
+                && e.contains(FATAL)
+        },
+    )
+    .await;
+    assert!(
+        rejected.contains("held back until it changes"),
+        "{rejected}"
+    );
+    wait_event(&cluster, "a Warning saying it rolls back", |e| {
+        e.starts_with("Warning ConfigurationRolledBack:")
+    })
+    .await;
+    let recovered = wait(&cluster, "Ready again, Degraded False Recovered", |db| {
+        condition(db, "Ready").is_some_and(|(status, _, _)| status == "True")
+            && condition(db, "Degraded")
+                .is_some_and(|(status, reason, _)| status == "False" && reason == "Recovered")
+    })
+    .await;
+    let (_, _, message) = condition(&recovered, "Degraded").expect("Degraded");
+    assert!(message.contains("held back until it changes"), "{message}");
+    wait_event(&cluster, "a Normal Event saying it recovered", |e| {
+        e.starts_with("Normal Recovered:")
+    })
+    .await;
+    let held = guard(&recovered)
+        .and_then(|g| g.held_back.clone())
+        .expect("status holds the rejected parameters back");
+    let rejected_parameters = params(&[("wal_level", "minimal"), ("work_mem", "8MB")]);
+    assert_eq!(held.parameters, rejected_parameters);
+    assert_eq!(held.rejected_parameter.as_deref(), Some("wal_level"));
+    assert!(held.message.contains(FATAL), "{}", held.message);
+    assert_eq!(
+        recovered.spec.parameters, rejected_parameters,
+        "the spec is never edited"
+    );
+    assert_eq!(show(&cluster, "wal_level").await, "replica");
+    assert_eq!(show(&cluster, "work_mem").await, "8MB");
+
+    // The user corrects the spec: the hold is released and it runs.
+    cluster
+        .patch_spec(
+            NAME,
+            serde_json::json!({"parameters": {"wal_level": "logical"}}),
+        )
+        .await
+        .expect("the patch is accepted");
+    let fixed = params(&[("wal_level", "logical"), ("work_mem", "8MB")]);
+    wait(
+        &cluster,
+        "running the corrected parameters, recorded as good",
+        |db| {
+            condition(db, "Ready").is_some_and(|(status, _, _)| status == "True")
+                && guard(db).is_some_and(|g| g.last_good == fixed && g.held_back.is_none())
+        },
+    )
+    .await;
+    assert_eq!(show(&cluster, "wal_level").await, "logical");
+    for event in cluster.events(NAME).await.expect("lists Events") {
+        eprintln!("{event}");
+    }
+    operator.stop().await;
+    cluster.finish().await;
+}
