@@ -200,3 +200,163 @@ async fn a_parameter_the_server_will_not_start_with_is_rolled_back_and_held_unti
     operator.stop().await;
     cluster.finish().await;
 }
+
+/// The uid and container restarts of the database's pod.
+async fn pod_identity(cluster: &TestCluster) -> (Option<String>, i32) {
+    let pod = cluster
+        .api::<k8s_openapi::api::core::v1::Pod>()
+        .get(&format!("{NAME}-0"))
+        .await
+        .expect("the pod exists");
+    let restarts = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .map(|c| c.iter().map(|c| c.restart_count).sum())
+        .unwrap_or(0);
+    (pod.metadata.uid, restarts)
+}
+
+#[tokio::test]
+async fn a_value_the_server_refuses_on_reload_is_rolled_back_without_a_restart() {
+    let cluster = cluster().await;
+    let operator = level5(&cluster);
+    cluster
+        .create(
+            &DbBuilder::manifest(NAME)
+                .version("15")
+                .parameter("work_mem", "8MB")
+                .build(),
+        )
+        .await
+        .expect("the PostgresDB is accepted");
+    let good = params(&[("work_mem", "8MB")]);
+    wait(
+        &cluster,
+        "Ready, its configuration recorded as good",
+        |db| {
+            condition(db, "Ready").is_some_and(|(status, _, _)| status == "True")
+                && guard(db).is_some_and(|g| g.last_good == good)
+        },
+    )
+    .await;
+    let timezone = show(&cluster, "log_timezone").await;
+    let before = pod_identity(&cluster).await;
+
+    // A string parameter: Level 1 cannot check it; a reload keeps the old
+    // value and logs why, and pg_file_settings says the file's is refused.
+    cluster
+        .patch_spec(
+            NAME,
+            serde_json::json!({"parameters": {"log_timezone": "Bad/Zone"}}),
+        )
+        .await
+        .expect("the patch is accepted");
+    wait_event(
+        &cluster,
+        "a Warning naming log_timezone and quoting the server",
+        |e| {
+            e.starts_with("Warning ConfigurationRejected:")
+                && e.contains("log_timezone = 'Bad/Zone' did not run")
+                && e.contains("pg_file_settings: setting could not be applied")
+        },
+    )
+    .await;
+    let recovered = wait(&cluster, "Ready, Degraded False Recovered", |db| {
+        condition(db, "Ready").is_some_and(|(status, _, _)| status == "True")
+            && condition(db, "Degraded")
+                .is_some_and(|(status, reason, _)| status == "False" && reason == "Recovered")
+    })
+    .await;
+    let held = guard(&recovered)
+        .and_then(|g| g.held_back.clone())
+        .expect("held back");
+    assert_eq!(held.rejected_parameter.as_deref(), Some("log_timezone"));
+    assert_eq!(
+        recovered.spec.parameters,
+        params(&[("log_timezone", "Bad/Zone"), ("work_mem", "8MB")]),
+        "the spec is never edited"
+    );
+    assert_eq!(show(&cluster, "log_timezone").await, timezone);
+    assert_eq!(
+        pod_identity(&cluster).await,
+        before,
+        "no restart, no new pod"
+    );
+    operator.stop().await;
+    cluster.finish().await;
+}
+
+fn pods_ready(db: &PostgresDB, n: i32) -> bool {
+    db.status.as_ref().is_some_and(|s| s.ready_replicas == n)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_will_not_start_with_a_parameter_rolls_it_back_and_the_primary_keeps_serving()
+ {
+    let cluster = cluster().await;
+    let operator = level5(&cluster);
+    cluster
+        .create(
+            &DbBuilder::manifest(NAME)
+                .version("15")
+                .instances(2)
+                .parameter("work_mem", "8MB")
+                .build(),
+        )
+        .await
+        .expect("the PostgresDB is accepted");
+    let good = params(&[("work_mem", "8MB")]);
+    let running = wait(
+        &cluster,
+        "two instances ready, the configuration recorded",
+        |db| {
+            pods_ready(db, 2)
+                && condition(db, "Ready").is_some_and(|(status, _, _)| status == "True")
+                && guard(db).is_some_and(|g| g.last_good == good)
+        },
+    )
+    .await;
+    let primary = running
+        .status
+        .as_ref()
+        .and_then(|s| s.current_primary.clone())
+        .expect("a primary");
+
+    // The StatefulSet restarts the highest ordinal first; its server
+    // refuses to start, and the rollout stops there.
+    cluster
+        .patch_spec(
+            NAME,
+            serde_json::json!({"parameters": {"wal_level": "minimal"}}),
+        )
+        .await
+        .expect("the patch is accepted");
+    wait_event(
+        &cluster,
+        "a Warning naming wal_level and quoting the server",
+        |e| {
+            e.starts_with("Warning ConfigurationRejected:")
+                && e.contains("wal_level = 'minimal' did not run")
+                && e.contains(FATAL)
+        },
+    )
+    .await;
+    let recovered = wait(&cluster, "both instances ready again, Recovered", |db| {
+        pods_ready(db, 2)
+            && condition(db, "Degraded")
+                .is_some_and(|(status, reason, _)| status == "False" && reason == "Recovered")
+    })
+    .await;
+    assert_eq!(
+        recovered
+            .status
+            .as_ref()
+            .and_then(|s| s.current_primary.clone()),
+        Some(primary),
+        "the primary kept serving"
+    );
+    assert_eq!(show(&cluster, "wal_level").await, "replica");
+    operator.stop().await;
+    cluster.finish().await;
+}
