@@ -357,6 +357,35 @@ async fn a_replica_that_will_not_start_with_a_parameter_rolls_it_back_and_the_pr
         "the primary kept serving"
     );
     assert_eq!(show(&cluster, "wal_level").await, "replica");
+
+    // A parameter both servers take, restarted one after the other, is
+    // not mistaken for one that does not run.
+    cluster
+        .patch_spec(
+            NAME,
+            serde_json::json!({"parameters": {"wal_level": "logical"}}),
+        )
+        .await
+        .expect("the patch is accepted");
+    let fixed = params(&[("wal_level", "logical"), ("work_mem", "8MB")]);
+    wait(
+        &cluster,
+        "both instances running the corrected parameters",
+        |db| {
+            pods_ready(db, 2)
+                && guard(db).is_some_and(|g| g.last_good == fixed && g.held_back.is_none())
+        },
+    )
+    .await;
+    assert_eq!(show(&cluster, "wal_level").await, "logical");
+    let rejections = cluster
+        .events(NAME)
+        .await
+        .expect("lists Events")
+        .into_iter()
+        .filter(|e| e.starts_with("Warning ConfigurationRejected:"))
+        .count();
+    assert_eq!(rejections, 1, "only wal_level = 'minimal' was rejected");
     operator.stop().await;
     cluster.finish().await;
 }

@@ -5,6 +5,12 @@
 //! refuse (`pg_file_settings` reports an error for it: PostgreSQL keeps
 //! the old value on reload and logs why).
 //!
+//! An exit counts when the server said why (a FATAL, PANIC or ERROR line
+//! at the end of its log, which the kubelet keeps as the termination
+//! message) or the kubelet killed it for its memory: Level 5's instance
+//! script also exits, with a line of its own, when a replica's primary
+//! does not answer yet, and that says nothing about the parameters.
+//!
 //! A pod is of the trial configuration when its configuration-hash
 //! annotation (copied from the pod template by the StatefulSet) is the
 //! hash of the parameters under trial: only such pods are judged, so a pod
@@ -32,6 +38,10 @@ use shared::keys::CONFIG_HASH_ANNOTATION;
 /// run. A restart for a parameter change is a clean shutdown and a start
 /// without recovery: seconds, even on a busy machine.
 pub const READY_WITHIN: jiff::SignedDuration = jiff::SignedDuration::from_secs(60);
+
+/// The kubelet's reason for a container killed for exceeding its memory
+/// limit (`shared_buffers` beyond `resources.limits.memory`).
+const OOM_KILLED: &str = "OOMKilled";
 
 /// The name prefix of the probes asking each ready server which values of
 /// its configuration file it refuses.
@@ -128,8 +138,18 @@ pub fn failure(pod: &Pod) -> Option<(String, ContainerStateTerminated)> {
         .and_then(|s| s.terminated.clone())
         .filter(|t| t.exit_code != 0);
     let crash_looping = waiting.as_deref() == Some("CrashLoopBackOff");
+    let reason = |t: &ContainerStateTerminated| {
+        t.reason
+            .as_deref()
+            .filter(|r| *r == OOM_KILLED)
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default()
+    };
     if let Some(now) = terminated {
-        return Some((format!("exited with code {}", now.exit_code), now));
+        return Some((
+            format!("exited with code {}{}", now.exit_code, reason(&now)),
+            now,
+        ));
     }
     if let (true, Some(last)) = (crash_looping || !status.ready, last) {
         let seen = if crash_looping {
@@ -172,10 +192,18 @@ pub fn evidence(
     for pod in pods_of(db, observed, &config_hash(db)) {
         if let Some((seen, terminated)) = failure(&pod) {
             let text = terminated.message.unwrap_or_default();
+            let said = server_reason(&text);
+            let killed = terminated.reason.as_deref() == Some(OOM_KILLED);
+            if said.is_none() && !killed {
+                // Not the server's exit: Level 5's instance script exits
+                // when a replica's primary does not answer yet, and the
+                // kubelet retries.
+                continue;
+            }
             return Evidence::Rejected(Rejection {
                 pod: pod.name_any(),
                 seen: format!("its container {seen}"),
-                said: server_reason(&text),
+                said,
                 text,
                 parameter: None,
             });

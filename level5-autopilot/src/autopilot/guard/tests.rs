@@ -745,3 +745,42 @@ fn the_servers_are_asked_for_refused_values_only_while_a_configuration_is_on_tri
             .is_empty()
     );
 }
+
+#[test]
+fn an_exit_the_server_did_not_explain_is_no_evidence_against_the_trial() {
+    let db = trial_db();
+    let script = "instance.sh: starting as a replica of orders-0\n\
+                  instance.sh: the primary (orders-0.orders-headless) does not answer yet; exiting so the kubelet retries\n";
+    let container = ContainerStatus {
+        state: Some(ContainerState {
+            terminated: Some(exited(1, script)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let observed = ObservedBuilder::new()
+        .with(&server_pod(&db, "orders-1", &bad(), false, container))
+        .build();
+    assert_eq!(evidence(&db, &observed, &bad(), at(200)), Evidence::Clear);
+}
+
+#[test]
+fn a_server_killed_for_its_memory_rejects_the_trial() {
+    let db = trial_db();
+    let container = ContainerStatus {
+        state: Some(ContainerState {
+            terminated: Some(ContainerStateTerminated {
+                exit_code: 137,
+                reason: Some("OOMKilled".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let observed = ObservedBuilder::new()
+        .with(&server_pod(&db, "orders-0", &bad(), false, container))
+        .build();
+    let found = rejected(evidence(&db, &observed, &bad(), at(200)));
+    assert_eq!(found.seen, "its container exited with code 137 (OOMKilled)");
+}
