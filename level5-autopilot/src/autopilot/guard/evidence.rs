@@ -154,11 +154,16 @@ pub fn failure(pod: &Pod) -> Option<(String, ContainerStateTerminated)> {
     if let (true, Some(last)) = (crash_looping || !status.ready, last) {
         let seen = if crash_looping {
             format!(
-                "exited with code {} and is waiting to be restarted (CrashLoopBackOff)",
-                last.exit_code
+                "exited with code {}{} and is waiting to be restarted (CrashLoopBackOff)",
+                last.exit_code,
+                reason(&last)
             )
         } else {
-            format!("exited with code {} and is not ready since", last.exit_code)
+            format!(
+                "exited with code {}{} and is not ready since",
+                last.exit_code,
+                reason(&last)
+            )
         };
         return Some((seen, last));
     }
