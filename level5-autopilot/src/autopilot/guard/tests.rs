@@ -784,3 +784,76 @@ fn a_server_killed_for_its_memory_rejects_the_trial() {
     let found = rejected(evidence(&db, &observed, &bad(), at(200)));
     assert_eq!(found.seen, "its container exited with code 137 (OOMKilled)");
 }
+
+// What "every instance runs it" reads.
+
+/// A single-instance database's world with every instance ready: its
+/// StatefulSet rolled out, its pod ready, and a ConfigMap rendered with
+/// `in_config_map`.
+fn ready_world(
+    db: &PostgresDB,
+    in_config_map: &BTreeMap<String, String>,
+) -> shared::capability::Observed {
+    let version = level1_install::api::PgVersion::parse("15").expect("a version");
+    let mut sts = level1_install::api::statefulset(db, version, None);
+    sts.metadata.generation = Some(1);
+    sts.status = Some(k8s_openapi::api::apps::v1::StatefulSetStatus {
+        replicas: 1,
+        ready_replicas: Some(1),
+        updated_replicas: Some(1),
+        observed_generation: Some(1),
+        current_revision: Some("orders-1".into()),
+        update_revision: Some("orders-1".into()),
+        ..Default::default()
+    });
+    let mut rendered = db.clone();
+    rendered.spec.parameters = in_config_map.clone();
+    ObservedBuilder::new()
+        .with(&sts)
+        .with(&level1_install::api::config_map(&rendered))
+        .with(&server_pod(
+            db,
+            "orders-0",
+            &db.spec.parameters,
+            true,
+            running_since(100, true),
+        ))
+        .build()
+}
+
+fn assessed(
+    db: &PostgresDB,
+    observed: &shared::capability::Observed,
+    progressing: bool,
+) -> Option<ConfigurationGuardStatus> {
+    let mut draft = StatusDraft {
+        now: at(200),
+        ..Default::default()
+    };
+    draft.conditions.set(
+        shared::conditions::READY,
+        shared::conditions::Assessment::yes("DatabaseReady", "1/1 pods ready"),
+    );
+    if progressing {
+        draft.conditions.set(
+            shared::conditions::PROGRESSING,
+            shared::conditions::Assessment::yes("RollingOut", "0/1 pods run the current template"),
+        );
+    }
+    ConfigurationGuard.assess(db, observed, &ApplyReport::default(), &mut draft);
+    draft.fields.autopilot.and_then(|a| a.configuration)
+}
+
+#[test]
+fn a_configuration_every_instance_is_ready_with_is_recorded_by_the_capability() {
+    let db = db_with(None, &good());
+    let recorded = assessed(&db, &ready_world(&db, &good()), false).expect("recorded");
+    assert_eq!(recorded.last_good, good());
+}
+
+#[test]
+fn a_configuration_not_yet_in_the_config_map_or_still_rolling_out_is_not_recorded() {
+    let db = db_with(None, &good());
+    assert_eq!(assessed(&db, &ready_world(&db, &bad()), false), None);
+    assert_eq!(assessed(&db, &ready_world(&db, &good()), true), None);
+}
