@@ -175,6 +175,33 @@ async fn a_parameter_the_server_will_not_start_with_is_rolled_back_and_held_unti
     assert_eq!(show(&cluster, "wal_level").await, "replica");
     assert_eq!(show(&cluster, "work_mem").await, "8MB");
 
+    // Asking for the last good parameters releases the hold; asking for
+    // the rejected ones again tries them again: rolled back again.
+    cluster
+        .patch_spec(NAME, serde_json::json!({"parameters": {"wal_level": null}}))
+        .await
+        .expect("the patch is accepted");
+    wait(&cluster, "released, nothing held back", |db| {
+        condition(db, "Ready").is_some_and(|(status, _, _)| status == "True")
+            && guard(db).is_some_and(|g| g.held_back.is_none() && g.last_good == good)
+    })
+    .await;
+    cluster
+        .patch_spec(
+            NAME,
+            serde_json::json!({"parameters": {"wal_level": "minimal"}}),
+        )
+        .await
+        .expect("the patch is accepted");
+    wait(&cluster, "rolled back again, and recovered", |db| {
+        condition(db, "Ready").is_some_and(|(status, _, _)| status == "True")
+            && guard(db)
+                .and_then(|g| g.held_back.as_ref())
+                .is_some_and(|again| again.since != held.since && again.recovered_at.is_some())
+    })
+    .await;
+    assert_eq!(show(&cluster, "wal_level").await, "replica");
+
     // The user corrects the spec: the hold is released and it runs.
     cluster
         .patch_spec(

@@ -56,6 +56,7 @@ use shared::capability::{ApplyReport, Capability, Desired, EventType, Observed, 
 use shared::conditions::{DEGRADED, PROGRESSING, READY};
 use shared::error::Error;
 use shared::ext::{PodExt, StatefulSetExt};
+use shared::keys::CONFIG_HASH_ANNOTATION;
 use shared::sql::SqlProbe;
 
 use super::tuning;
@@ -210,7 +211,23 @@ impl Capability for ConfigurationGuard {
         let Some(held) = recorded(db).and_then(|s| s.held_back.as_ref()) else {
             return Ok(());
         };
-        if held.recovered_at.is_some() || held.parameters != wanted_parameters(db, observed) {
+        if held.parameters != wanted_parameters(db, observed) {
+            return Ok(());
+        }
+        let mut rejected = db.clone();
+        rejected.spec.parameters = held.parameters.clone();
+        let rejected_hash = config_hash(&rejected);
+        // Level 2 keeps the pod template's hash as it is when it reloads
+        // (a server that is down reads the restored file when it starts),
+        // which can leave the rejected configuration's hash on a template
+        // that runs the last good one: asking for the rejected parameters
+        // again would then restart nothing. The template says what it runs.
+        desired.modify::<StatefulSet>(&Names::of(db).primary, |sts| {
+            if sts.template_annotation(CONFIG_HASH_ANNOTATION) == Some(rejected_hash.as_str()) {
+                sts.set_template_annotation(CONFIG_HASH_ANNOTATION, &config_hash(db));
+            }
+        })?;
+        if held.recovered_at.is_some() {
             return Ok(());
         }
         // The pods that failed on the rejected configuration: the
@@ -218,9 +235,7 @@ impl Capability for ConfigurationGuard {
         // would only read the restored file at its next back-off. They are
         // deleted after this reconcile's applies (the restored ConfigMap
         // and pod template), so their replacements start with them.
-        let mut rejected = db.clone();
-        rejected.spec.parameters = held.parameters.clone();
-        for pod in pods_of(db, observed, &config_hash(&rejected)) {
+        for pod in pods_of(db, observed, &rejected_hash) {
             let started_before = pod
                 .status
                 .as_ref()

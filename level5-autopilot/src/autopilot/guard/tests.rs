@@ -857,3 +857,55 @@ fn a_configuration_not_yet_in_the_config_map_or_still_rolling_out_is_not_recorde
     assert_eq!(assessed(&db, &ready_world(&db, &bad()), false), None);
     assert_eq!(assessed(&db, &ready_world(&db, &good()), true), None);
 }
+
+/// Level 1's StatefulSet for `db`, its template's hash set to `hash` (as
+/// Level 2 keeps it on a reload).
+fn desired_with_template_hash(db: &PostgresDB, hash: &str) -> Desired {
+    use shared::ext::StatefulSetExt;
+    let version = level1_install::api::PgVersion::parse("15").expect("a version");
+    let mut sts = level1_install::api::statefulset(db, version, None);
+    sts.set_template_annotation(CONFIG_HASH_ANNOTATION, hash);
+    let mut desired = Desired::default();
+    desired.add(&sts).expect("serialises");
+    desired
+}
+
+fn template_hash(desired: &Desired) -> Option<String> {
+    desired.objects()[0].value["spec"]["template"]["metadata"]["annotations"]
+        [CONFIG_HASH_ANNOTATION]
+        .as_str()
+        .map(String::from)
+}
+
+#[test]
+fn a_template_left_with_the_rejected_configurations_hash_gets_the_hash_of_what_it_runs() {
+    let db = db_with(Some(held(Some(150))), &bad());
+    let effective = crate::autopilot::effective::effective_spec(&db);
+    let mut rejected = db.clone();
+    rejected.spec.parameters = bad();
+    let rejected_hash = level1_install::api::config_hash(&rejected);
+    let mut desired = desired_with_template_hash(&effective, &rejected_hash);
+    ConfigurationGuard
+        .desire(
+            &effective,
+            &ObservedBuilder::new().written_spec(db.spec.clone()).build(),
+            at(200),
+            &mut desired,
+        )
+        .expect("desires");
+    assert_eq!(
+        template_hash(&desired),
+        Some(level1_install::api::config_hash(&effective))
+    );
+    // A hash Level 2 kept for a reload of something else stays.
+    let mut desired = desired_with_template_hash(&effective, "older");
+    ConfigurationGuard
+        .desire(
+            &effective,
+            &ObservedBuilder::new().written_spec(db.spec.clone()).build(),
+            at(200),
+            &mut desired,
+        )
+        .expect("desires");
+    assert_eq!(template_hash(&desired).as_deref(), Some("older"));
+}
