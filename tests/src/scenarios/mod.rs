@@ -25,6 +25,7 @@ use crate::levels::LevelId;
 mod at_rest;
 mod auto_tuned;
 mod backup_restored;
+mod bad_parameter_rolled_back;
 mod connections_near_limit;
 mod deleted_backup_then_delete;
 mod deleted_statefulset;
@@ -214,6 +215,7 @@ pub fn all() -> Vec<Entry> {
         entry::<read_load_scaled::ReadLoadScaled>(),
         entry::<storage_auto_grown::StorageAutoGrown>(),
         entry::<auto_tuned::AutoTuned>(),
+        entry::<bad_parameter_rolled_back::BadParameterRolledBack>(),
     ]
 }
 

@@ -60,6 +60,7 @@ mod level4_symptoms;
 mod level5_autoscaling;
 mod level5_failover;
 mod level5_instances;
+mod level5_self_healing;
 mod level5_storage;
 mod level5_tuning;
 mod operator_binary;
