@@ -35,9 +35,10 @@ use crate::reconcile::{Context, error_chain, error_policy, reconcile};
 /// act on the same databases at once.
 pub const LEASE_NAME: &str = "pgdb-operator";
 
-/// How long the controller may take to stop gracefully after a companion
-/// failed, before it is dropped.
-const COMPANION_FAILURE_GRACE: Duration = Duration::from_secs(5);
+/// How long the controller may take to stop gracefully once a shutdown
+/// began (asked for, leadership lost, or a companion failed), before it is
+/// dropped: the reconciles in flight finish within it.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Leader election settings.
 #[derive(Clone, Debug)]
@@ -264,16 +265,22 @@ pub async fn run(
                 Err(error) => tracing::warn!(error = %error_chain(&error), "controller"),
             }
         });
-    // A graceful shutdown waits for the controller's cache to be filled
-    // first; a companion failing at once can come before that, so the
-    // controller is dropped if it has not stopped shortly after.
-    let failed = companion_failed.clone();
+    // A graceful shutdown waits for the controller's cache of databases to
+    // be filled first, and a watch stopped by the shutdown never fills it:
+    // a stop (or a companion failing) that comes before it would wait for
+    // ever. So the controller is dropped if it has not stopped shortly after
+    // a shutdown began; a reconcile cut short is one a restart repeats.
+    let (stopped, lost_lease, failed) = (stop.clone(), lost.clone(), companion_failed.clone());
     tokio::select! {
         () = running => {}
         () = async move {
-            failed.cancelled().await;
-            tokio::time::sleep(COMPANION_FAILURE_GRACE).await;
-        } => tracing::warn!("the controller did not stop after a companion failed; dropped it"),
+            tokio::select! {
+                () = stopped.cancelled() => {}
+                () = lost_lease.cancelled() => {}
+                () = failed.cancelled() => {}
+            }
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => tracing::warn!("the controller did not stop within {SHUTDOWN_GRACE:?} of the shutdown; dropped it"),
     }
     options.readiness.set(false);
     companions_stop.cancel();

@@ -297,3 +297,26 @@ async fn with_leader_election_a_second_replica_stands_by() -> Result<(), Failed>
     cluster.finish().await;
     Ok(())
 }
+
+/// Asked to stop at once, before the controller's cache of databases is
+/// filled, the operator still returns: a graceful shutdown waits for that
+/// cache, which a stopped watch never fills (the Level 4 chapter's test
+/// hung for good when its first block failed and it stopped the operator
+/// at once).
+#[tokio::test]
+async fn an_operator_stopped_before_its_cache_is_filled_still_stops() -> Result<(), Failed> {
+    let cluster = cluster().await;
+    let client = shared::cli::connect(Some(cluster.kubeconfig()), "stopped-at-once/0")
+        .await
+        .or_fail("connect to the cluster")?;
+    let options = RunOptions {
+        namespace: Some(cluster.namespace().to_string()),
+        ..Default::default()
+    };
+    let run = runner::run(LevelId::Four.build(), client, options, async {});
+    let outcome = tokio::time::timeout(Duration::from_secs(60), run).await;
+    ensure(outcome.is_ok(), || {
+        "the operator did not return within 60 s of being asked to stop".into()
+    })?;
+    Ok(())
+}
