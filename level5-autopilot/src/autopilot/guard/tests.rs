@@ -603,6 +603,25 @@ fn the_rejected_parameter_is_the_changed_one_the_server_names() {
         rejected_parameter(&memory, &["shared_buffers".to_string()]).as_deref(),
         Some("shared_buffers")
     );
+    // A name ending the sentence is named; one inside another is not.
+    assert_eq!(
+        rejected_parameter(&memory, &["max_connections".to_string()]).as_deref(),
+        Some("max_connections")
+    );
+    let statements = Rejection {
+        said: Some("FATAL: pg_stat_statements.max must be at least 100".into()),
+        ..rejection()
+    };
+    assert_eq!(rejected_parameter(&statements, &["max".to_string()]), None);
+    // Both changed (auto-tuning derives both): the one it names first.
+    assert_eq!(
+        rejected_parameter(
+            &memory,
+            &["max_connections".to_string(), "shared_buffers".to_string()]
+        )
+        .as_deref(),
+        Some("shared_buffers")
+    );
     // Not named at all (a word that merely contains it does not count).
     assert_eq!(
         rejected_parameter(
