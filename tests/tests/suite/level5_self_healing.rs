@@ -416,3 +416,83 @@ async fn a_replica_that_will_not_start_with_a_parameter_rolls_it_back_and_the_pr
     operator.stop().await;
     cluster.finish().await;
 }
+
+#[tokio::test]
+async fn derived_parameters_the_server_cannot_run_are_rolled_back_until_the_resources_change() {
+    let cluster = cluster().await;
+    let operator = level5(&cluster);
+    let mut db = DbBuilder::manifest(NAME).version("15").build();
+    db.spec.tuning = Some(shared::autopilot::tuning::Tuning::Auto);
+    cluster
+        .create(&db)
+        .await
+        .expect("the PostgresDB is accepted");
+    // The default limit, 512Mi: shared_buffers 128MB.
+    wait(
+        &cluster,
+        "Ready, the tuned configuration recorded as good",
+        |db| {
+            condition(db, "Ready").is_some_and(|(status, _, _)| status == "True")
+                && guard(db).is_some_and(|g| {
+                    g.last_good.get("shared_buffers").map(String::as_str) == Some("128MB")
+                })
+        },
+    )
+    .await;
+    assert_eq!(show(&cluster, "shared_buffers").await, "128MB");
+
+    // A memory limit far beyond the machine's: a quarter of it is more
+    // shared memory than the kernel will map.
+    cluster
+        .patch_spec(
+            NAME,
+            serde_json::json!({"resources": {"limits": {"memory": "400Gi"}}}),
+        )
+        .await
+        .expect("the patch is accepted");
+    wait_event(
+        &cluster,
+        "a Warning naming shared_buffers and quoting the server",
+        |e| {
+            e.starts_with("Warning ConfigurationRejected:")
+                && e.contains("shared_buffers = '")
+                && e.contains("FATAL: could not map anonymous shared memory")
+        },
+    )
+    .await;
+    let recovered = wait(&cluster, "Ready again, Recovered", |db| {
+        condition(db, "Ready").is_some_and(|(status, _, _)| status == "True")
+            && condition(db, "Degraded")
+                .is_some_and(|(status, reason, _)| status == "False" && reason == "Recovered")
+    })
+    .await;
+    let held = guard(&recovered)
+        .and_then(|g| g.held_back.clone())
+        .expect("held back");
+    assert_eq!(held.rejected_parameter.as_deref(), Some("shared_buffers"));
+    assert!(
+        recovered.spec.parameters.is_empty(),
+        "the spec is never edited"
+    );
+    assert_eq!(show(&cluster, "shared_buffers").await, "128MB");
+
+    // Other resources derive other parameters: tried, and they run.
+    cluster
+        .patch_spec(
+            NAME,
+            serde_json::json!({"resources": {"limits": {"memory": "1Gi"}}}),
+        )
+        .await
+        .expect("the patch is accepted");
+    wait(&cluster, "running the parameters derived from 1Gi", |db| {
+        condition(db, "Ready").is_some_and(|(status, _, _)| status == "True")
+            && guard(db).is_some_and(|g| {
+                g.held_back.is_none()
+                    && g.last_good.get("shared_buffers").map(String::as_str) == Some("256MB")
+            })
+    })
+    .await;
+    assert_eq!(show(&cluster, "shared_buffers").await, "256MB");
+    operator.stop().await;
+    cluster.finish().await;
+}

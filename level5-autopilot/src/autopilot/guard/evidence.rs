@@ -267,14 +267,22 @@ fn refused_values(
 }
 
 /// The parameter a rejection is about: the one it names directly, else
-/// the first of `changed` (the parameters that differ from the last
-/// configuration that ran) that the server's words name, else the first
-/// its whole log names. `None` when the server names none of them.
+/// the one of `changed` (the parameters that differ from the last
+/// configuration that ran) that the server's words name first, else the
+/// one its whole log names first (a HINT: "perhaps by reducing
+/// shared_buffers or max_connections"). `None` when the server names none
+/// of them.
 pub fn rejected_parameter(rejection: &Rejection, changed: &[String]) -> Option<String> {
     if let Some(name) = &rejection.parameter {
         return Some(name.clone());
     }
-    let named_in = |text: &str| changed.iter().find(|name| names(text, name)).cloned();
+    let named_in = |text: &str| {
+        changed
+            .iter()
+            .filter_map(|name| Some((named_at(text, name)?, name)))
+            .min()
+            .map(|(_, name)| name.clone())
+    };
     rejection
         .said
         .as_deref()
@@ -282,12 +290,22 @@ pub fn rejected_parameter(rejection: &Rejection, changed: &[String]) -> Option<S
         .or_else(|| named_in(&rejection.text))
 }
 
-/// Whether `text` names the parameter `name` as a word of its own.
-fn names(text: &str, name: &str) -> bool {
-    let is_part = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '.';
-    text.match_indices(name).any(|(at, _)| {
-        let before = text[..at].chars().next_back();
-        let after = text[at + name.len()..].chars().next();
-        !before.is_some_and(is_part) && !after.is_some_and(is_part)
-    })
+/// Where `text` first names the parameter `name` as a word of its own: not
+/// inside a longer name (`max_connections` in `superuser_reserved_connections`
+/// does not count, nor `max` in `pg_stat_statements.max`), while a full
+/// stop ending a sentence is no part of it.
+fn named_at(text: &str, name: &str) -> Option<usize> {
+    let is_word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let joins = |outer: Option<char>, beyond: Option<char>| match outer {
+        Some('.') => beyond.is_some_and(is_word),
+        Some(c) => is_word(c),
+        None => false,
+    };
+    text.match_indices(name)
+        .find(|(at, _)| {
+            let mut before = text[..*at].chars().rev();
+            let mut after = text[at + name.len()..].chars();
+            !joins(before.next(), before.next()) && !joins(after.next(), after.next())
+        })
+        .map(|(at, _)| at)
 }

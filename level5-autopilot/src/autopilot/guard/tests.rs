@@ -603,6 +603,25 @@ fn the_rejected_parameter_is_the_changed_one_the_server_names() {
         rejected_parameter(&memory, &["shared_buffers".to_string()]).as_deref(),
         Some("shared_buffers")
     );
+    // A name ending the sentence is named; one inside another is not.
+    assert_eq!(
+        rejected_parameter(&memory, &["max_connections".to_string()]).as_deref(),
+        Some("max_connections")
+    );
+    let statements = Rejection {
+        said: Some("FATAL: pg_stat_statements.max must be at least 100".into()),
+        ..rejection()
+    };
+    assert_eq!(rejected_parameter(&statements, &["max".to_string()]), None);
+    // Both changed (auto-tuning derives both): the one it names first.
+    assert_eq!(
+        rejected_parameter(
+            &memory,
+            &["max_connections".to_string(), "shared_buffers".to_string()]
+        )
+        .as_deref(),
+        Some("shared_buffers")
+    );
     // Not named at all (a word that merely contains it does not count).
     assert_eq!(
         rejected_parameter(
@@ -908,4 +927,60 @@ fn a_template_left_with_the_rejected_configurations_hash_gets_the_hash_of_what_i
         )
         .expect("desires");
     assert_eq!(template_hash(&desired).as_deref(), Some("older"));
+}
+
+// With auto-tuning.
+
+fn tuned(memory: &str) -> PostgresDB {
+    let mut db = DbBuilder::named("orders")
+        .version("15")
+        .parameter("work_mem", "8MB")
+        .tuning(shared::autopilot::tuning::Tuning::Auto)
+        .build();
+    db.spec.resources.limits = Some(shared::api::ComputeResources {
+        cpu: None,
+        memory: Some(memory.into()),
+    });
+    db
+}
+
+#[test]
+fn derived_parameters_that_do_not_run_are_held_back_until_the_resources_or_parameters_change() {
+    let mut db = tuned("1Gi");
+    let wanted = crate::autopilot::tuning::effective_parameters(&db);
+    assert!(wanted.len() > 1, "tuning derives parameters: {wanted:?}");
+    // What the guard sees as wanted: the spec as written, with the derived
+    // parameters, although the effective spec it is given already has them.
+    let effective = crate::autopilot::effective::effective_spec(&db);
+    let observed = ObservedBuilder::new().written_spec(db.spec.clone()).build();
+    assert_eq!(wanted_parameters(&effective, &observed), wanted);
+
+    db.status.get_or_insert_default().autopilot = Some(AutopilotStatus {
+        configuration: Some(ConfigurationGuardStatus {
+            held_back: Some(HeldBack {
+                parameters: wanted.clone(),
+                rejected_parameter: Some("shared_buffers".into()),
+                message: "pod orders-0: its container exited with code 137 (OOMKilled)".into(),
+                since: status_time(at(100)),
+                recovered_at: None,
+            }),
+            ..recorded_good()
+        }),
+        ..Default::default()
+    });
+    assert_eq!(
+        crate::autopilot::effective::effective_spec(&db)
+            .spec
+            .parameters,
+        good()
+    );
+    // Another memory limit derives other parameters: a new trial.
+    let mut resized = db.clone();
+    resized.spec.resources = tuned("2Gi").spec.resources;
+    assert_eq!(
+        crate::autopilot::effective::effective_spec(&resized)
+            .spec
+            .parameters,
+        crate::autopilot::tuning::effective_parameters(&resized)
+    );
 }
