@@ -22,6 +22,7 @@ use sandbox::SandboxConfig;
 use crate::harness::{Failed, TestCluster, WAIT};
 use crate::levels::LevelId;
 
+pub mod anomaly_detected;
 mod at_rest;
 mod backup_restored;
 mod connections_near_limit;
@@ -208,6 +209,7 @@ pub fn all() -> Vec<Entry> {
         entry::<connections_near_limit::ConnectionsNearLimit>(),
         entry::<primary_pod_deleted::PrimaryPodDeleted>(),
         entry::<switchover::Switchover>(),
+        entry::<anomaly_detected::AnomalyDetected>(),
     ]
 }
 

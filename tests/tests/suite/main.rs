@@ -28,6 +28,9 @@
 //! - [`scale`]: a few hundred databases at once.
 //! - [`level5_instances`]: Level 5's replicas, Services by role, scaling,
 //!   the Level 4 → 5 swap and synchronous commits, on real servers.
+//! - [`level5_anomaly`]: Level 5's anomaly detection on a real server: a
+//!   baseline warmed up at rest, a pgbench load setting the `Anomaly`
+//!   condition and `pgdb_database_anomaly`, its end clearing them.
 //! - [`level4_prometheus`]: Level 4 against a real Prometheus: discovery,
 //!   scrapes, the operator's alerts firing, the dashboard's queries.
 //!
@@ -51,6 +54,7 @@ mod level4_collector;
 mod level4_metrics;
 mod level4_prometheus;
 mod level4_symptoms;
+mod level5_anomaly;
 mod level5_failover;
 mod level5_instances;
 mod operator_binary;

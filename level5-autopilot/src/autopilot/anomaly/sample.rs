@@ -4,7 +4,14 @@
 //! the next, and the rates are their differences over the time between
 //! the two readings; active connections are read as they are.
 //!
-//! Where it stops: counters that went backwards (statistics reset, a
+//! Where it stops: the counters are PostgreSQL's cumulative statistics,
+//! which a backend publishes when it flushes them, not at each commit: a
+//! busy backend of PostgreSQL 15 was seen to publish its transactions
+//! about a minute apart under a steady load (and every one of them when it
+//! exits), so transactions per second follow a load arriving on
+//! long-lived connections late and in steps; active connections, read
+//! from `pg_stat_activity` as they are, follow it at once. Counters that
+//! went backwards (statistics reset, a
 //! restarted server, another pod measured after a failover) give no rates
 //! for that sample, only new counters to start from; a server that did not
 //! answer gives no sample.

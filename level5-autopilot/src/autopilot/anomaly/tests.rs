@@ -769,3 +769,74 @@ fn the_baseline_it_writes_is_the_one_it_reads() {
         Timestamp::from_second(1_001).expect("an instant"),
     );
 }
+
+/// Readings every second and reconciles when woken, the ConfigMap and the
+/// status fed back as the cluster would: the loop as the operator runs it.
+#[test]
+fn the_reconcile_loop_learns_at_rest_and_reports_a_load() {
+    let spec = AnomalyDetectionSpec {
+        interval_seconds: 5,
+        warm_up_samples: 12,
+        threshold_sigmas: 4,
+        sustain_samples: 2,
+    };
+    let mut db = DbBuilder::named("orders").anomaly_detection(spec).build();
+    let mut map: Option<ConfigMap> = None;
+    let mut commits = 0;
+    let mut wake = 1_000;
+    let mut conditions = Vec::new();
+    for second in 1_000..1_200 {
+        let load = (1_120..1_160).contains(&second);
+        commits += if load { 40_000 } else { 2 };
+        let reading = reading(second, commits, 0, if load { 4 } else { 0 });
+        if second < wake {
+            continue;
+        }
+        let mut observed = ObservedBuilder::new().reading(reading);
+        if let Some(map) = &map {
+            observed = observed.with(map);
+        }
+        let outcome = reconcile(&db, &observed.build(), second);
+        let desired: ConfigMap = serde_json::from_value(outcome.desired.objects()[0].value.clone())
+            .expect("a ConfigMap");
+        map = Some(desired);
+        let anomaly = anomaly_status(&outcome.status);
+        let condition = outcome
+            .status
+            .conditions
+            .get(ANOMALY)
+            .expect("assessed")
+            .clone();
+        conditions.push((second, condition.status, condition.reason.clone()));
+        db = database_with(db, anomaly);
+        wake = outcome
+            .status
+            .wake_at
+            .map(|t| t.as_second())
+            .unwrap_or(second + 1);
+    }
+    let reasons: Vec<_> = conditions
+        .iter()
+        .map(|(s, _, r)| format!("{s} {r}"))
+        .collect();
+    assert!(
+        conditions
+            .iter()
+            .any(|(s, status, _)| *s > 1_120 && *s < 1_160 && *status == ConditionStatus::True),
+        "{reasons:?}"
+    );
+    assert_eq!(
+        conditions.last().map(|(_, s, _)| *s),
+        Some(ConditionStatus::False),
+        "{reasons:?}"
+    );
+}
+
+fn database_with(mut db: PostgresDB, anomaly: AnomalyStatus) -> PostgresDB {
+    db.status
+        .get_or_insert_with(Default::default)
+        .autopilot
+        .get_or_insert_with(Default::default)
+        .anomaly = Some(anomaly);
+    db
+}
