@@ -147,6 +147,7 @@ async fn a_load_far_above_the_learned_baseline_sets_the_anomaly_condition_and_it
     // its statistics, which PostgreSQL 15 was seen to do a minute apart
     // under a steady load: the transactions per second deviate late, when
     // they do.)
+    let started = std::time::Instant::now();
     let mut load = match Pgbench::start(&cluster, NAME, 4, LOAD.as_secs() as u32).await {
         Ok(load) => load,
         Err(failed) => panic!("{failed}"),
@@ -168,6 +169,7 @@ async fn a_load_far_above_the_learned_baseline_sets_the_anomaly_condition_and_it
             diagnosis(&cluster, &metrics).await
         ),
     };
+    let detected_after = started.elapsed();
     let (_, _, message) = anomaly(&during).expect("the condition");
     assert!(
         message.contains("activeConnections was") && message.contains("expected"),
@@ -182,7 +184,10 @@ async fn a_load_far_above_the_learned_baseline_sets_the_anomaly_condition_and_it
         Ok(event) => event,
         Err(failed) => panic!("{failed}"),
     };
-    eprintln!("under the load: {message}\n{detected}");
+    eprintln!(
+        "under the load, {:.1} s after it started: {message}\n{detected}",
+        detected_after.as_secs_f64()
+    );
     assert!(detected.starts_with("Warning"), "{detected}");
     assert!(detected.contains("outside the expected"), "{detected}");
     // The collector passes the status on to /metrics with its next reading.
