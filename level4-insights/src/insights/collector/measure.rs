@@ -138,18 +138,19 @@ pub fn plan(
 }
 
 /// The metrics `status.autopilot.anomaly` reports deviating, when
-/// `spec.anomalyDetection` is set (Level 5 writes the status; the
-/// collector only passes it on to `/metrics`, so a scrape never reads the
-/// API server).
+/// `spec.anomalyDetection` is set and a level that implements it wrote
+/// that status (Level 5; a lower level reports the section as not
+/// implemented and writes none). The collector only passes the status on
+/// to `/metrics`, so a scrape never reads the API server.
 pub fn anomalies(db: &PostgresDB) -> Option<Vec<String>> {
     db.spec.anomaly_detection.as_ref()?;
+    let anomaly = db.status.as_ref()?.autopilot.as_ref()?.anomaly.as_ref()?;
     Some(
-        db.status
-            .as_ref()
-            .and_then(|s| s.autopilot.as_ref())
-            .and_then(|a| a.anomaly.as_ref())
-            .map(|a| a.deviations.iter().map(|d| d.metric.clone()).collect())
-            .unwrap_or_default(),
+        anomaly
+            .deviations
+            .iter()
+            .map(|d| d.metric.clone())
+            .collect(),
     )
 }
 
@@ -434,6 +435,40 @@ mod tests {
             ..Default::default()
         });
         backup
+    }
+
+    #[test]
+    fn the_anomalies_are_passed_on_only_where_level_5_reported_them() {
+        use shared::autopilot::AutopilotStatus;
+        use shared::autopilot::anomaly::{AnomalyDetectionSpec, AnomalyStatus, Deviation};
+        let spec: AnomalyDetectionSpec = serde_json::from_str("{}").expect("the defaults");
+        let deviating = AnomalyStatus {
+            warm: true,
+            by_hour_of_week: false,
+            deviations: vec![Deviation {
+                metric: "activeConnections".into(),
+                observed: "4 active connections".into(),
+                expected: "0 to 2".into(),
+                since: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    jiff::Timestamp::UNIX_EPOCH,
+                ),
+            }],
+        };
+        let reported = DbBuilder::named("orders")
+            .anomaly_detection(spec.clone())
+            .autopilot_status(AutopilotStatus {
+                anomaly: Some(deviating),
+                ..Default::default()
+            })
+            .build();
+        assert_eq!(
+            anomalies(&reported),
+            Some(vec!["activeConnections".to_string()])
+        );
+        // Level 4 serving the spec writes no such status: no series.
+        let unimplemented = DbBuilder::named("orders").anomaly_detection(spec).build();
+        assert_eq!(anomalies(&unimplemented), None);
+        assert_eq!(anomalies(&database()), None);
     }
 
     #[test]
