@@ -134,6 +134,7 @@ pub fn progress(
     let current = observed
         .reading()
         .and_then(|reading| Counters::of(reading).map(|counters| (reading, counters)));
+    let measured = current.is_some();
     if let Some((reading, counters)) = current {
         match &baseline.last {
             None => {
@@ -156,7 +157,15 @@ pub fn progress(
         .last
         .as_ref()
         .map_or(now.as_millisecond(), |last| last.at + interval);
-    let earliest = now.as_millisecond() + POLL_MILLISECONDS.min(interval);
+    // A reading due but not in yet is polled for; a database without one
+    // (not measured yet, or its server did not answer) is looked at again
+    // an interval later, not every few seconds.
+    let wait = if measured {
+        POLL_MILLISECONDS.min(interval)
+    } else {
+        interval
+    };
+    let earliest = now.as_millisecond() + wait;
     let next_sample = Timestamp::from_millisecond(due.max(earliest)).unwrap_or(now);
     Progress {
         baseline,

@@ -530,6 +530,31 @@ fn a_due_sample_whose_reading_has_not_come_yet_is_polled_for_not_spun_on() {
 }
 
 #[test]
+fn a_database_whose_server_does_not_answer_is_looked_at_again_an_interval_later() {
+    let db = database(None);
+    let (baseline, _) = warm_baseline(10_000);
+    let down = DatabaseReading::down(
+        Timestamp::from_second(10_070).expect("an instant"),
+        "orders-0",
+        "connection refused",
+    );
+    let observed = ObservedBuilder::new()
+        .with(&stored_map(&db, &baseline))
+        .reading(down)
+        .build();
+    let outcome = reconcile(&db, &observed, 10_071);
+    assert_eq!(
+        outcome.status.wake_at,
+        Some(Timestamp::from_second(10_131).expect("an instant"))
+    );
+    let unmeasured = reconcile(&db, &ObservedBuilder::new().build(), 10_071);
+    assert_eq!(
+        unmeasured.status.wake_at,
+        Some(Timestamp::from_second(10_131).expect("an instant"))
+    );
+}
+
+#[test]
 fn a_sustained_spike_sets_the_anomaly_condition_naming_the_metric_the_value_and_the_range() {
     let db = database(Some(AnomalyStatus {
         warm: true,
