@@ -4,7 +4,8 @@
 //! value and the range with a Warning Event, `/metrics` says
 //! `pgdb_database_anomaly 1`, and once the load stops the condition
 //! clears with a Normal Event; the baseline is kept in the ConfigMap
-//! `<name>-baseline`.
+//! `<name>-baseline`, and a restarted operator carries on from it without
+//! a new warm-up.
 //!
 //! Level 5 runs in-process with the collector measuring every second, and
 //! reaches the server directly; pgbench runs `SELECT pg_sleep(0.05)`
@@ -228,6 +229,66 @@ async fn a_load_far_above_the_learned_baseline_sets_the_anomaly_condition_and_it
     if let Err(failed) = cleared {
         panic!("{failed}");
     }
+
+    // A restarted operator carries on from the ConfigMap: it learns more
+    // samples without a new warm-up.
     operator.stop().await;
+    let before = samples(&cluster).await;
+    let restarted = cluster.run_operator_with(
+        LevelId::Five,
+        RunOptions {
+            database_access: DatabaseAccess::Direct,
+            metrics_interval: Some(Duration::from_secs(1)),
+            ..Default::default()
+        },
+    );
+    let carried_on = cluster
+        .eventually(
+            WAIT,
+            "the restarted operator learns more samples",
+            || async { Ok((samples(&cluster).await > before + 2).then_some(())) },
+        )
+        .await;
+    if let Err(failed) = carried_on {
+        panic!("{failed}\nsamples {before} before the restart");
+    }
+    let db = cluster
+        .database(NAME)
+        .await
+        .ok()
+        .flatten()
+        .expect("the database exists");
+    assert!(
+        anomaly_is(&db, "False", "WithinBaseline"),
+        "{:?}",
+        anomaly(&db)
+    );
+    let learned = cluster
+        .events(NAME)
+        .await
+        .unwrap_or_default()
+        .iter()
+        .filter(|e| e.contains("BaselineLearned"))
+        .count();
+    assert_eq!(
+        learned, 1,
+        "the warm-up was announced again after the restart"
+    );
+    restarted.stop().await;
     cluster.finish().await;
+}
+
+/// The samples the baseline in the ConfigMap learned.
+async fn samples(cluster: &TestCluster) -> u64 {
+    cluster
+        .api::<ConfigMap>()
+        .get_opt(&format!("{NAME}-baseline"))
+        .await
+        .ok()
+        .flatten()
+        .and_then(|map| map.data)
+        .and_then(|data| data.get("baseline.json").cloned())
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .and_then(|baseline| baseline["samples"].as_u64())
+        .unwrap_or(0)
 }
