@@ -74,6 +74,12 @@ impl Quantity {
     pub fn is_zero(self) -> bool {
         self.millis == 0
     }
+
+    /// The quantity in thousandths of its unit: bytes × 1000 of a size,
+    /// millicores of a CPU amount (`"500m"` is 500).
+    pub fn millis(self) -> i128 {
+        self.millis
+    }
 }
 
 /// Compares two quantity strings by value; `None` when either does not parse.

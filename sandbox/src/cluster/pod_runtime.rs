@@ -98,6 +98,11 @@ pub trait PodRuntime: Send + Sync + 'static {
     fn volume_usage(&self, _volume: &str) -> Option<VolumeUsage> {
         None
     }
+    /// Persistent volume `volume` (a PersistentVolume's name) was expanded
+    /// to `capacity_bytes` (its claim's request grew): a runtime that
+    /// enforces a quota on the volume raises it to at least that, so a
+    /// volume that was full has room again. The default does nothing.
+    fn volume_resized(&self, _volume: &str, _capacity_bytes: u64) {}
     /// Called once the control plane exists, for runtimes that read
     /// objects (Secrets, claims, Services) or follow changes.
     fn attach(&self, _cluster: &Arc<super::Cluster>) {}

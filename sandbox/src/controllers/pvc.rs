@@ -4,7 +4,9 @@
 //! PersistentVolume `pvc-<claim uid>` (dynamic provisioning with one
 //! imaginary storage class), and becomes `Bound` with `status.capacity`
 //! equal to its request. Raising a bound claim's request expands it:
-//! the volume and `status.capacity` follow. A volume whose claim is gone is
+//! the volume and `status.capacity` follow, and the pod runtime raises the
+//! volume's quota with it (`PodRuntime::volume_resized`: a volume the
+//! volume-fill fault made full has room again). A volume whose claim is gone is
 //! deleted (reclaim policy `Delete`).
 
 use serde_json::{Value, json};
@@ -146,6 +148,11 @@ fn sync_claim(c: &Cluster, ns: &str, name: &str) {
                 q(Some(&request)) > q(o.pointer("/status/capacity/storage"))
             };
             if grow(pvc) {
+                // The volume itself grows: a runtime enforcing a quota
+                // raises it before the claim's new capacity is reported.
+                if let Some(bytes) = request.as_str().and_then(crate::builtin::parse_quantity) {
+                    c.runtime.volume_resized(&pv_name, bytes.max(0.0) as u64);
+                }
                 let req = request.clone();
                 let _ = c.modify(&pv_rt, "", &pv_name, Sub::Main, MANAGER, &move |o| {
                     o["spec"]["capacity"]["storage"] = req.clone();

@@ -4,7 +4,7 @@
 //! the way the fault would; what follows (restarts, failed probes, failed
 //! writes) is the runtime's ordinary behaviour.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use nix::sys::signal::Signal;
 
@@ -112,16 +112,7 @@ impl PostgresRuntime {
             source: std::io::Error::from(std::io::ErrorKind::NotFound),
         })?;
         lock(&self.inner.walked).remove(&dir);
-        for e in std::fs::read_dir(&dir).map_err(io_err(&dir))?.flatten() {
-            let p = e.path();
-            let r = if e.file_type().is_ok_and(|t| t.is_dir()) {
-                std::fs::remove_dir_all(&p)
-            } else {
-                std::fs::remove_file(&p)
-            };
-            r.map_err(io_err(&p))?;
-        }
-        Ok(())
+        empty_directory(&dir)
     }
 
     /// Makes a claim's volume full, or no longer full (see [`volume`]).
@@ -138,6 +129,25 @@ impl PostgresRuntime {
         })?;
         lock(&self.inner.walked).remove(&dir);
         volume::fill(&dir, full).map_err(io_err(&dir))
+    }
+
+    /// A persistent volume (by the PersistentVolume's name) was expanded
+    /// to `capacity_bytes`: its quota grows with it ([`volume::grow`]), so
+    /// a volume [`Self::fill_volume`] made full has room again, as a full
+    /// disk does once its claim is grown. False when there was no quota to
+    /// raise (no such volume, or one already larger).
+    pub fn volume_resized(&self, volume: &str, capacity_bytes: u64) -> bool {
+        let dir = self.inner.work.join("volumes").join(volume);
+        lock(&self.inner.walked).remove(&dir);
+        let grown = volume::grow(&dir, capacity_bytes);
+        if grown {
+            tracing::debug!(
+                volume,
+                capacity_bytes,
+                "the volume's quota grew with its claim"
+            );
+        }
+        grown
     }
 
     /// What a persistent volume (by the PersistentVolume's name) uses, for
@@ -164,5 +174,83 @@ impl PostgresRuntime {
             }
         };
         Some(crate::cluster::VolumeUsage { full, ..usage })
+    }
+}
+
+/// How many times [`empty_directory`] lists the directory again when a
+/// process running on the volume wrote a file after it was listed.
+const WIPE_ATTEMPTS: u32 = 20;
+
+/// Removes everything in `dir`, keeping `dir`. A server still running on
+/// the volume may create a file (a WAL segment, a temporary file) in a
+/// directory between its listing and its removal, which then fails with
+/// "directory not empty"; a wiped disk has no such window, so the listing
+/// is taken again, a bounded number of times. A file that vanished in the
+/// meantime (removed by its writer) is already gone.
+fn empty_directory(dir: &Path) -> Result<()> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut raced = None;
+        for e in std::fs::read_dir(dir).map_err(io_err(dir))?.flatten() {
+            let p = e.path();
+            let r = if e.file_type().is_ok_and(|t| t.is_dir()) {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+            match r {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::DirectoryNotEmpty
+                        && attempt < WIPE_ATTEMPTS =>
+                {
+                    raced = Some(p);
+                }
+                Err(e) => return Err(io_err(&p)(e)),
+            }
+        }
+        if raced.is_none() {
+            return Ok(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod wipe_tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    #[test]
+    fn wiping_a_volume_succeeds_while_a_process_keeps_writing_files_into_it() {
+        let volume = std::env::temp_dir().join(format!("pgdb-wipe-{}", std::process::id()));
+        let data = volume.join("pgdata").join("pg_wal");
+        std::fs::create_dir_all(&data).expect("creates the data directory");
+        for k in 0..200 {
+            std::fs::write(data.join(format!("old-{k}")), b"x").expect("writes");
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let stop = stop.clone();
+            let data = data.clone();
+            std::thread::spawn(move || {
+                let mut k = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    // Fails once the directory itself is gone, as a
+                    // server's writes fail on a wiped disk.
+                    let _ = std::fs::write(data.join(format!("new-{k}")), b"x");
+                    k += 1;
+                }
+            })
+        };
+        for _ in 0..100 {
+            std::fs::create_dir_all(&data).expect("recreates the data directory");
+            empty_directory(&volume).expect("wipes the volume");
+        }
+        stop.store(true, Ordering::Relaxed);
+        writer.join().expect("the writer stops");
+        let _ = std::fs::remove_dir_all(&volume);
     }
 }

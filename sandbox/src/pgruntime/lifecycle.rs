@@ -218,6 +218,10 @@ impl PodRuntime for PostgresRuntime {
         PostgresRuntime::volume_usage(self, volume)
     }
 
+    fn volume_resized(&self, volume: &str, capacity_bytes: u64) {
+        PostgresRuntime::volume_resized(self, volume, capacity_bytes);
+    }
+
     fn attach(&self, cluster: &Arc<Cluster>) {
         let _ = self.inner.cluster.set(Arc::downgrade(cluster));
         let Ok(h) = tokio::runtime::Handle::try_current() else {

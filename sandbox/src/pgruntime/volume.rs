@@ -13,6 +13,12 @@
 //! Without root (or when `mount` fails) the directory is a plain directory
 //! and a full disk is approximated by permissions.
 //!
+//! Growing a claim raises its volume's quota with it ([`grow`]): a tmpfs
+//! smaller than the claim's new capacity (one a fill shrank) is remounted
+//! with that size, and a directory filled by permissions is given its
+//! write permission back, so a full volume is relieved the way growing a
+//! full disk relieves it.
+//!
 //! What a volume uses (the kubelet's volume stats, `stats/summary`) is
 //! `statvfs` of its tmpfs, or, for a plain directory, a walk of its files
 //! reused for [`WALK_PERIOD`]; a full volume says so.
@@ -180,6 +186,26 @@ pub fn fill(dir: &Path, full: bool) -> std::io::Result<VolumeFull> {
     Ok(VolumeFull::NoWritePermission)
 }
 
+/// Raises the quota of the volume at `dir` to at least `capacity_bytes`,
+/// its claim's new capacity: a tmpfs smaller than that (one the fill
+/// shrank to what it held) is remounted with that size, and a plain
+/// directory filled by permissions is made writable again. A tmpfs
+/// already larger (tmpfs's default) is left as it is: the claim's size is
+/// not enforced until a fill shrank the volume. True when the quota grew.
+pub fn grow(dir: &Path, capacity_bytes: u64) -> bool {
+    if is_mount_point(dir) {
+        let Ok(st) = nix::sys::statvfs::statvfs(dir) else {
+            return false;
+        };
+        let size = st.blocks().saturating_mul(st.fragment_size());
+        return size < capacity_bytes && remount(dir, &format!("size={capacity_bytes}"));
+    }
+    if filled_by_permissions(dir) {
+        return permissions(dir, false).is_ok();
+    }
+    false
+}
+
 /// How long a plain directory's measured size is reused: measuring it walks
 /// every file, so, like the kubelet (which runs `du` on volumes about once
 /// a minute), the walk is not repeated for every stats request. A tmpfs
@@ -273,6 +299,57 @@ mod tests {
         fill(&dir, true).expect("filled");
         assert!(filled_by_permissions(&dir));
         release(&dir);
+        std::fs::remove_dir_all(&dir).expect("removed");
+    }
+
+    #[test]
+    fn a_full_tmpfs_has_room_again_once_its_claim_grows() {
+        if !nix::unistd::geteuid().is_root() {
+            return; // Mounting needs root; the plain directory case is below.
+        }
+        /// Unmounts and removes the directory however the test ends.
+        struct Cleanup(std::path::PathBuf);
+        impl Drop for Cleanup {
+            fn drop(&mut self) {
+                release(&self.0);
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+        let dir = std::env::temp_dir().join(format!("pgdb-volume-grow-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a directory");
+        let _cleanup = Cleanup(dir.clone());
+        assert!(mount(&dir), "a tmpfs is mounted as root");
+        std::fs::write(dir.join("data"), vec![7u8; 256 * 1024]).expect("a file");
+        assert_eq!(fill(&dir, true).expect("filled"), VolumeFull::NoSpace);
+        let write = || std::fs::write(dir.join("more"), vec![1u8; 1024 * 1024]);
+        let refused = write().expect_err("a full volume refuses a write");
+        assert_eq!(refused.raw_os_error(), Some(nix::libc::ENOSPC), "{refused}");
+        assert!(usage_of_mount(&dir).expect("measured").full);
+
+        assert!(grow(&dir, 64 << 20), "the quota grows to the claim's 64Mi");
+        write().expect("a write fits again");
+        let usage = usage_of_mount(&dir).expect("measured");
+        assert!(!usage.full, "{usage:?}");
+        let (block, total, _) = usage_of(&dir);
+        assert_eq!(block * total, 64 << 20, "the tmpfs is the claim's size");
+        assert!(!grow(&dir, 32 << 20), "a smaller claim changes nothing");
+    }
+
+    fn usage_of(dir: &Path) -> (u64, u64, u64) {
+        usage(dir).expect("statfs answers")
+    }
+
+    #[test]
+    fn a_directory_filled_by_permissions_is_writable_again_once_its_claim_grows() {
+        let dir = std::env::temp_dir().join(format!("pgdb-volume-regrow-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("sub")).expect("a directory");
+        fill(&dir, true).expect("filled");
+        assert!(grow(&dir, 1 << 30), "the permission comes back");
+        assert!(!filled_by_permissions(&dir));
+        assert!(
+            !grow(&dir, 1 << 30),
+            "nothing to raise on a plain directory"
+        );
         std::fs::remove_dir_all(&dir).expect("removed");
     }
 

@@ -24,7 +24,9 @@ use crate::levels::LevelId;
 
 pub mod anomaly_detected;
 mod at_rest;
+mod auto_tuned;
 mod backup_restored;
+mod bad_parameter_rolled_back;
 mod connections_near_limit;
 mod deleted_backup_then_delete;
 mod deleted_statefulset;
@@ -43,12 +45,14 @@ mod operator_swap;
 mod parameter_changed;
 mod pause;
 mod primary_pod_deleted;
+pub mod read_load_scaled;
 mod restart_mid_backup;
 mod restart_mid_reconcile;
 mod restart_mid_upgrade;
 mod restore_into_non_empty;
 mod retention_series;
 pub mod steps;
+mod storage_auto_grown;
 mod switchover;
 mod unimplemented_section;
 mod version_change;
@@ -209,6 +213,10 @@ pub fn all() -> Vec<Entry> {
         entry::<connections_near_limit::ConnectionsNearLimit>(),
         entry::<primary_pod_deleted::PrimaryPodDeleted>(),
         entry::<switchover::Switchover>(),
+        entry::<read_load_scaled::ReadLoadScaled>(),
+        entry::<storage_auto_grown::StorageAutoGrown>(),
+        entry::<auto_tuned::AutoTuned>(),
+        entry::<bad_parameter_rolled_back::BadParameterRolledBack>(),
         entry::<anomaly_detected::AnomalyDetected>(),
     ]
 }

@@ -26,8 +26,14 @@
 //!   instances on real servers, with a client writing throughout.
 //! - [`rbac`]: what the deployed RBAC grants, against a whole life of Level 2.
 //! - [`scale`]: a few hundred databases at once.
+//! - [`level5_autoscaling`]: Level 5's replicas scaled on a pgbench read
+//!   load and back after it, on real servers.
 //! - [`level5_instances`]: Level 5's replicas, Services by role, scaling,
 //!   the Level 4 → 5 swap and synchronous commits, on real servers.
+//! - [`level5_storage`]: Level 5's storage auto-grow on a volume filled
+//!   for real, its quota grown with the claims.
+//! - [`level5_tuning`]: Level 5's auto-tuning: the parameters derived from
+//!   the limits running on a real server.
 //! - [`level5_anomaly`]: Level 5's anomaly detection on a real server: a
 //!   baseline warmed up at rest, a pgbench load setting the `Anomaly`
 //!   condition and `pgdb_database_anomaly`, its end clearing them.
@@ -55,8 +61,12 @@ mod level4_metrics;
 mod level4_prometheus;
 mod level4_symptoms;
 mod level5_anomaly;
+mod level5_autoscaling;
 mod level5_failover;
 mod level5_instances;
+mod level5_self_healing;
+mod level5_storage;
+mod level5_tuning;
 mod operator_binary;
 mod passwords;
 mod pruning;

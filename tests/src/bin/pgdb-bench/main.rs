@@ -23,7 +23,8 @@
 //!
 //! `--backup-bench` measures Level 3's backups instead ([`backup`]);
 //! `--metrics-bench` measures Level 4's `/metrics` and collector with N
-//! databases instead ([`metrics`]).
+//! databases instead ([`metrics`]); `--autoscaling-bench` measures Level
+//! 5's time from a read load to a replica serving it ([`autoscaling`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -46,6 +47,7 @@ use tests::levels::LevelId;
 use tests::scenarios::is_settled;
 use tokio::process::{Child, Command};
 
+mod autoscaling;
 mod backup;
 mod metrics;
 
@@ -98,6 +100,13 @@ struct Args {
     /// With --metrics-bench: how many `/metrics` answers to time.
     #[arg(long, default_value_t = 100)]
     scrapes: usize,
+    /// Measure Level 5's autoscaling on real PostgreSQL 15: the time from
+    /// a read-only pgbench load arriving to a replica serving it, and back.
+    #[arg(long)]
+    autoscaling_bench: bool,
+    /// With --autoscaling-bench: how many load / no-load cycles.
+    #[arg(long, default_value_t = 2)]
+    runs: usize,
 }
 
 /// One level's figures.
@@ -162,6 +171,13 @@ async fn run(args: Args) -> Result<(), Failure> {
             size_mb: args.size_mb,
             slots: args.slots,
             every_seconds: args.every_seconds,
+            json: args.json,
+        })
+        .await;
+    }
+    if args.autoscaling_bench {
+        return autoscaling::run(autoscaling::AutoscalingArgs {
+            runs: args.runs,
             json: args.json,
         })
         .await;
