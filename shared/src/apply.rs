@@ -191,6 +191,7 @@ mod tests {
             name: "db-config".into(),
             value: json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "db-config"}, "data": data}),
             owned: true,
+            record: false,
         };
         let hash = content_hash(&object.value);
         object.value["metadata"]["annotations"] = json!({ APPLIED_HASH_ANNOTATION: hash });

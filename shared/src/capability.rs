@@ -267,6 +267,10 @@ pub struct DesiredObject {
     /// Whether the `PostgresDB` owns it (garbage-collected with it). Data
     /// volumes are not owned, so deleting a database keeps its data.
     pub owned: bool,
+    /// Whether it is the operator's record of what it learned (Level 5's
+    /// baseline), not something the spec asks for: writing it is neither
+    /// progress (Progressing) nor news (an Event), see [`Desired::add_record`].
+    pub record: bool,
 }
 
 impl DesiredObject {
@@ -367,7 +371,7 @@ impl Desired {
     where
         K: Resource<DynamicType = ()> + Serialize,
     {
-        self.push(object, true)
+        self.push(object, true, false)
     }
 
     /// Adds an object that must outlive the database (a data volume).
@@ -375,10 +379,22 @@ impl Desired {
     where
         K: Resource<DynamicType = ()> + Serialize,
     {
-        self.push(object, false)
+        self.push(object, false, false)
     }
 
-    fn push<K>(&mut self, object: &K, owned: bool) -> Result<(), Error>
+    /// Adds an object owned by the database that records what the operator
+    /// learned of it (Level 5's anomaly baseline, rewritten at every
+    /// sample): applied like any other, but its writes are reported in
+    /// [`ApplyReport::recorded`], so they neither make the database
+    /// Progressing nor publish an Event.
+    pub fn add_record<K>(&mut self, object: &K) -> Result<(), Error>
+    where
+        K: Resource<DynamicType = ()> + Serialize,
+    {
+        self.push(object, true, true)
+    }
+
+    fn push<K>(&mut self, object: &K, owned: bool, record: bool) -> Result<(), Error>
     where
         K: Resource<DynamicType = ()> + Serialize,
     {
@@ -398,6 +414,7 @@ impl Desired {
             name,
             value,
             owned,
+            record,
         });
         Ok(())
     }
@@ -591,6 +608,8 @@ pub struct ApplyReport {
     /// Orphans the core pruned. Reported by their `Pruned` Events; removing
     /// an orphan does not make the database Progressing.
     pub pruned: Vec<ObjectReference>,
+    /// Records written ([`DesiredObject::record`]): not progress, no Event.
+    pub recorded: Vec<ObjectReference>,
     /// Reasons of the SQL actions that ran.
     pub sql_ran: Vec<String>,
     /// Reasons of the SQL actions that failed.

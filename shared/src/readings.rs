@@ -73,6 +73,23 @@ pub struct DatabaseReading {
     /// are overdue (None without a schedule): the same instant the
     /// BackupOverdue condition uses.
     pub backup_deadline: Option<jiff::Timestamp>,
+    /// `pg_stat_statements`' cumulative calls and execution time, when the
+    /// extension is installed in the database the operator connects to and
+    /// loaded (`shared_preload_libraries`); `None` otherwise.
+    pub statements: Option<StatementStats>,
+    /// The metrics Level 5's anomaly detection reports deviating (from
+    /// `status.autopilot.anomaly`, as the collector last saw the status):
+    /// `None` when the database has no `spec.anomalyDetection`.
+    pub anomalies: Option<Vec<String>>,
+}
+
+/// `pg_stat_statements`' totals over every statement it tracks.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StatementStats {
+    /// `sum(calls)`.
+    pub calls: u64,
+    /// `sum(total_exec_time)`, in milliseconds.
+    pub total_execution_milliseconds: f64,
 }
 
 /// Counters and size of one database in the server.

@@ -618,13 +618,28 @@ async fn apply_changes(
                 .operator
                 .applied(&object.resource.kind, change_label(change));
         }
-        match change {
-            Change::Create => report.created.push(reference),
-            Change::Update => report.updated.push(reference),
-            Change::Repair => report.repaired.push(reference),
-        }
+        report_applied(report, object, change, reference);
     }
     Ok(())
+}
+
+/// Records in `report` that `object` was applied as `change`: a record
+/// ([`DesiredObject::record`]) apart, so writing it is not progress.
+fn report_applied(
+    report: &mut ApplyReport,
+    object: &DesiredObject,
+    change: &Change,
+    reference: ObjectReference,
+) {
+    if object.record {
+        report.recorded.push(reference);
+        return;
+    }
+    match change {
+        Change::Create => report.created.push(reference),
+        Change::Update => report.updated.push(reference),
+        Change::Repair => report.repaired.push(reference),
+    }
 }
 
 /// Deletes what the capabilities asked for and the orphans, recording what
@@ -917,6 +932,50 @@ mod tests {
             .map(change_label)
             .collect();
         assert_eq!(labels, ["create", "update", "repair"]);
+    }
+
+    #[test]
+    fn writing_a_record_is_neither_progress_nor_an_event() {
+        let mut desired = crate::capability::Desired::default();
+        let baseline = k8s_openapi::api::core::v1::ConfigMap {
+            metadata: kube::api::ObjectMeta {
+                name: Some("orders-baseline".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        desired.add_record(&baseline).expect("serialises");
+        let object = &desired.objects()[0];
+        let mut report = ApplyReport::default();
+        for change in [Change::Create, Change::Update, Change::Repair] {
+            report_applied(&mut report, object, &change, object.reference());
+        }
+        assert_eq!(report.recorded.len(), 3);
+        assert!(!report.wrote_anything());
+        assert!(events(&report).is_empty());
+        let level = Level {
+            number: 5,
+            name: "level5-autopilot",
+            capabilities: vec![],
+            companions: vec![],
+            insights: None,
+            effective_spec: crate::capability::as_written,
+        };
+        let decision = Decision::Apply {
+            changes: vec![],
+            deletions: vec![],
+            sql: vec![],
+            notes: vec![],
+        };
+        let draft = assess(
+            &level,
+            &database(),
+            &Observed::default(),
+            &decision,
+            &report,
+            crate::testing::at(0),
+        );
+        assert!(!draft.conditions.is_true(PROGRESSING));
     }
 
     #[test]

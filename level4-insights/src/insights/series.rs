@@ -28,6 +28,7 @@
 //! | `pgdb_database_last_backup_failed` | gauge 1/0 | |
 //! | `pgdb_database_backup_deadline_timestamp_seconds` | gauge | |
 //! | `pgdb_database_replication_lag_seconds` | gauge | `replica` |
+//! | `pgdb_database_anomaly` | gauge 1/0 | `metric` |
 //! | `pgdb_database_last_measurement_timestamp_seconds` | gauge | |
 //!
 //! Names follow Prometheus conventions: the base unit in the name (the
@@ -52,6 +53,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Unit;
+use shared::autopilot::anomaly::Metric;
 use shared::readings::{DatabaseKey, DatabaseReading, Readings};
 
 /// Encodes every database's latest reading on each scrape.
@@ -317,6 +319,28 @@ const FAMILIES: &[Family] = &[
         },
     },
     Family {
+        name: "pgdb_database_anomaly",
+        presence: Presence::WhenDescribed,
+        help: "Whether the metric deviates from the database's learned baseline (1) or not (0), as status.autopilot.anomaly last said (Level 5, with spec.anomalyDetection)",
+        unit: None,
+        kind: MetricType::Gauge,
+        samples: |r| {
+            let Some(deviating) = &r.anomalies else {
+                return Vec::new();
+            };
+            Metric::ALL
+                .iter()
+                .map(|metric| {
+                    let anomalous = deviating.iter().any(|d| d == metric.name());
+                    (
+                        vec![("metric", metric.name().to_string())],
+                        Value::Gauge(flag(anomalous)),
+                    )
+                })
+                .collect()
+        },
+    },
+    Family {
         name: "pgdb_database_last_measurement_timestamp",
         presence: Presence::Always,
         help: "When the database was last measured, in Unix seconds",
@@ -418,6 +442,8 @@ mod tests {
             last_backup_time: Some(at(1_700_000_000)),
             last_backup_failed: Some(false),
             backup_deadline: Some(at(1_700_090_000)),
+            statements: None,
+            anomalies: Some(vec!["transactionsPerSecond".into()]),
         }
     }
 
@@ -457,6 +483,8 @@ mod tests {
             format!("pgdb_database_last_backup_failed{{{LABELS}}} 0"),
             format!("pgdb_database_backup_deadline_timestamp_seconds{{{LABELS}}} 1700090000"),
             format!("pgdb_database_replication_lag_seconds{{{LABELS},replica=\"orders-1\"}} 0.5"),
+            format!("pgdb_database_anomaly{{{LABELS},metric=\"transactionsPerSecond\"}} 1"),
+            format!("pgdb_database_anomaly{{{LABELS},metric=\"rollbackRatio\"}} 0"),
             format!("pgdb_database_last_measurement_timestamp_seconds{{{LABELS}}} 1700000030"),
         ] {
             assert!(text.contains(&line), "missing {line:?} in\n{text}");
@@ -487,6 +515,7 @@ mod tests {
             last_backup_time: None,
             last_backup_failed: None,
             backup_deadline: None,
+            anomalies: None,
             ..measured()
         };
         let mut present = sample_names_in(&encoded(&[("shop", "orders", bare)]));

@@ -22,6 +22,7 @@ use sandbox::SandboxConfig;
 use crate::harness::{Failed, TestCluster, WAIT};
 use crate::levels::LevelId;
 
+pub mod anomaly_detected;
 mod at_rest;
 mod auto_tuned;
 mod backup_restored;
@@ -216,6 +217,7 @@ pub fn all() -> Vec<Entry> {
         entry::<storage_auto_grown::StorageAutoGrown>(),
         entry::<auto_tuned::AutoTuned>(),
         entry::<bad_parameter_rolled_back::BadParameterRolledBack>(),
+        entry::<anomaly_detected::AnomalyDetected>(),
     ]
 }
 

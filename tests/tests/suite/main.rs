@@ -34,6 +34,9 @@
 //!   for real, its quota grown with the claims.
 //! - [`level5_tuning`]: Level 5's auto-tuning: the parameters derived from
 //!   the limits running on a real server.
+//! - [`level5_anomaly`]: Level 5's anomaly detection on a real server: a
+//!   baseline warmed up at rest, a pgbench load setting the `Anomaly`
+//!   condition and `pgdb_database_anomaly`, its end clearing them.
 //! - [`level4_prometheus`]: Level 4 against a real Prometheus: discovery,
 //!   scrapes, the operator's alerts firing, the dashboard's queries.
 //!
@@ -57,6 +60,7 @@ mod level4_collector;
 mod level4_metrics;
 mod level4_prometheus;
 mod level4_symptoms;
+mod level5_anomaly;
 mod level5_autoscaling;
 mod level5_failover;
 mod level5_instances;

@@ -8,6 +8,11 @@
 -- (PostgreSQL reports NULL when no WAL is waiting).
 -- The operator's own sessions (application_name pgdb-operator, this one
 -- included) are left out of the connections and the oldest transaction.
+-- pg_stat_statements' totals (calls, execution time in ms) come in a
+-- 'statements' row only when the extension is installed in this database
+-- and loaded: the view is read through query_to_xml, which runs its query
+-- only when the one-time condition holds, so a server without the extension
+-- answers the rest of the statement all the same.
 SELECT 'server' AS kind,
        NULL::text AS name,
        current_setting('server_version') AS a,
@@ -48,3 +53,14 @@ SELECT 'replication', application_name,
   FROM pg_stat_replication
  WHERE application_name IS NOT NULL
    AND application_name <> 'pg_basebackup'
+UNION ALL
+SELECT 'statements', NULL,
+       (xpath('/row/c/text()', x))[1]::text,
+       (xpath('/row/t/text()', x))[1]::text, NULL, NULL
+  FROM (SELECT query_to_xml(
+                 'SELECT sum(calls) AS c, sum(total_exec_time) AS t FROM pg_stat_statements',
+                 false, true, '') AS x
+         WHERE current_setting('server_version_num')::int >= 130000
+           AND current_setting('shared_preload_libraries') ~ 'pg_stat_statements'
+           AND EXISTS (SELECT 1 FROM pg_extension
+                        WHERE extname = 'pg_stat_statements')) AS statements

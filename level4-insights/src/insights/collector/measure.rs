@@ -11,7 +11,7 @@ use level1_install::api::{Names, PORT};
 use shared::api::PostgresDB;
 use shared::backup::{BackupPhase, PostgresDBBackup};
 use shared::ext::PodExt;
-use shared::readings::{DatabaseKey, DatabaseReading, DatabaseStats};
+use shared::readings::{DatabaseKey, DatabaseReading, DatabaseStats, StatementStats};
 use shared::sql::{SqlAnswer, SqlTarget};
 
 use super::stats::NodesStats;
@@ -54,6 +54,9 @@ pub struct Plan {
     pub last_backup_failed: Option<bool>,
     /// When backups become overdue.
     pub backup_deadline: Option<jiff::Timestamp>,
+    /// The metrics Level 5's anomaly detection reports deviating in the
+    /// database's status, or `None` without `spec.anomalyDetection`.
+    pub anomalies: Option<Vec<String>>,
 }
 
 /// The superuser's login to `pod` (Level 1's Secret), or why there is none.
@@ -130,7 +133,25 @@ pub fn plan(
         last_backup_time,
         last_backup_failed: finished.map(|(_, _, phase)| phase == BackupPhase::Failed),
         backup_deadline: thresholds::backup_deadline(db),
+        anomalies: anomalies(db),
     }
+}
+
+/// The metrics `status.autopilot.anomaly` reports deviating, when
+/// `spec.anomalyDetection` is set and a level that implements it wrote
+/// that status (Level 5; a lower level reports the section as not
+/// implemented and writes none). The collector only passes the status on
+/// to `/metrics`, so a scrape never reads the API server.
+pub fn anomalies(db: &PostgresDB) -> Option<Vec<String>> {
+    db.spec.anomaly_detection.as_ref()?;
+    let anomaly = db.status.as_ref()?.autopilot.as_ref()?.anomaly.as_ref()?;
+    Some(
+        anomaly
+            .deviations
+            .iter()
+            .map(|d| d.metric.clone())
+            .collect(),
+    )
 }
 
 fn number<T: std::str::FromStr>(value: Option<&Option<String>>) -> Option<T> {
@@ -166,6 +187,7 @@ pub fn reading(
     reading.last_backup_time = plan.last_backup_time;
     reading.last_backup_failed = plan.last_backup_failed;
     reading.backup_deadline = plan.backup_deadline;
+    reading.anomalies = plan.anomalies.clone();
     reading
 }
 
@@ -216,6 +238,13 @@ pub fn parse(rows: &[Vec<Option<String>>]) -> DatabaseReading {
                 if let (Some(replica), Some(lag)) = (name, number(a)) {
                     reading.replication_lag_seconds.insert(replica, lag);
                 }
+            }
+            // Sums are NULL while the extension has tracked no statement.
+            Some("statements") => {
+                reading.statements = Some(StatementStats {
+                    calls: number(a).unwrap_or(0),
+                    total_execution_milliseconds: number(b).unwrap_or(0.0),
+                });
             }
             _ => {}
         }
@@ -324,6 +353,33 @@ mod tests {
         assert_eq!(reading.wal_bytes, Some(16_777_216));
         assert_eq!(reading.replication_lag_seconds.get("orders-1"), Some(&0.25));
         assert!(reading.is_up());
+        assert_eq!(reading.statements, None, "no pg_stat_statements, no row");
+    }
+
+    #[test]
+    fn pg_stat_statements_totals_are_read_when_the_server_has_them() {
+        let mut rows = rows();
+        rows.push(row(&[
+            Some("statements"),
+            None,
+            Some("1234"),
+            Some("5678.5"),
+            None,
+            None,
+        ]));
+        assert_eq!(
+            parse(&rows).statements,
+            Some(StatementStats {
+                calls: 1234,
+                total_execution_milliseconds: 5678.5
+            })
+        );
+        let mut untracked = super::tests::rows();
+        untracked.push(row(&[Some("statements"), None, None, None, None, None]));
+        assert_eq!(
+            parse(&untracked).statements,
+            Some(StatementStats::default())
+        );
     }
 
     #[test]
@@ -342,6 +398,7 @@ mod tests {
             "'xid_age'",
             "'wal'",
             "'replication'",
+            "'statements'",
         ] {
             assert!(code.contains(kind), "{kind} is not asked");
         }
@@ -378,6 +435,40 @@ mod tests {
             ..Default::default()
         });
         backup
+    }
+
+    #[test]
+    fn the_anomalies_are_passed_on_only_where_level_5_reported_them() {
+        use shared::autopilot::AutopilotStatus;
+        use shared::autopilot::anomaly::{AnomalyDetectionSpec, AnomalyStatus, Deviation};
+        let spec: AnomalyDetectionSpec = serde_json::from_str("{}").expect("the defaults");
+        let deviating = AnomalyStatus {
+            warm: true,
+            by_hour_of_week: false,
+            deviations: vec![Deviation {
+                metric: "activeConnections".into(),
+                observed: "4 active connections".into(),
+                expected: "0 to 2".into(),
+                since: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    jiff::Timestamp::UNIX_EPOCH,
+                ),
+            }],
+        };
+        let reported = DbBuilder::named("orders")
+            .anomaly_detection(spec.clone())
+            .autopilot_status(AutopilotStatus {
+                anomaly: Some(deviating),
+                ..Default::default()
+            })
+            .build();
+        assert_eq!(
+            anomalies(&reported),
+            Some(vec!["activeConnections".to_string()])
+        );
+        // Level 4 serving the spec writes no such status: no series.
+        let unimplemented = DbBuilder::named("orders").anomaly_detection(spec).build();
+        assert_eq!(anomalies(&unimplemented), None);
+        assert_eq!(anomalies(&database()), None);
     }
 
     #[test]

@@ -92,6 +92,7 @@ fn with_hash(resource: ApiResource, name: &str, mut value: Value) -> DesiredObje
         name: name.to_string(),
         value,
         owned: false,
+        record: false,
     }
 }
 
