@@ -234,4 +234,54 @@ mod tests {
         assert!(found.ends_with("examples/basic.yaml"));
         assert!(find_example_from(Path::new("/"), "basic.yaml").is_none());
     }
+
+    /// Every PostgresDB in examples/ reads back field for field: a field
+    /// the API does not have (a misspelt `autoGrow`, say) would be dropped
+    /// by the schema's pruning and silently do nothing.
+    #[test]
+    fn every_example_database_has_only_fields_the_api_knows() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&root).expect("examples/ is readable") {
+            let path = entry.expect("an entry").path();
+            if path.extension().is_none_or(|e| e != "yaml") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).expect("readable");
+            for document in serde_yaml::Deserializer::from_str(&text) {
+                let written: serde_json::Value =
+                    serde::Deserialize::deserialize(document).expect("YAML");
+                if written["kind"] != "PostgresDB" {
+                    continue;
+                }
+                let db: shared::api::PostgresDB = serde_json::from_value(written.clone())
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                let read_back = serde_json::to_value(&db.spec).expect("serialises");
+                let mut known = read_back.clone();
+                merge_defaults(&mut known, &written["spec"]);
+                assert_eq!(
+                    known,
+                    read_back,
+                    "{}: a field of spec is not in the API",
+                    path.display()
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked >= 8, "only {checked} example databases found");
+    }
+
+    /// Lays `written` over `defaults`: the result differs from `defaults`
+    /// only where `written` has a field `defaults` lacks or a different
+    /// value.
+    fn merge_defaults(defaults: &mut serde_json::Value, written: &serde_json::Value) {
+        match (defaults, written) {
+            (serde_json::Value::Object(d), serde_json::Value::Object(w)) => {
+                for (key, value) in w {
+                    merge_defaults(d.entry(key.clone()).or_insert(serde_json::Value::Null), value);
+                }
+            }
+            (d, w) => *d = w.clone(),
+        }
+    }
 }
