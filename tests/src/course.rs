@@ -278,7 +278,10 @@ mod tests {
         match (defaults, written) {
             (serde_json::Value::Object(d), serde_json::Value::Object(w)) => {
                 for (key, value) in w {
-                    merge_defaults(d.entry(key.clone()).or_insert(serde_json::Value::Null), value);
+                    merge_defaults(
+                        d.entry(key.clone()).or_insert(serde_json::Value::Null),
+                        value,
+                    );
                 }
             }
             (d, w) => *d = w.clone(),
