@@ -242,6 +242,11 @@ mod wipe_tests {
                     // server's writes fail on a wiped disk.
                     let _ = std::fs::write(data.join(format!("new-{k}")), b"x");
                     k += 1;
+                    // Ten thousand files a second: far more than a WAL
+                    // receiver writes, still slower than unlinking them
+                    // (a writer faster than deletion would never let any
+                    // disk be emptied).
+                    std::thread::sleep(std::time::Duration::from_micros(100));
                 }
             })
         };
