@@ -402,16 +402,18 @@ async fn a_failing_backup_says_what_pg_dump_said_and_a_killed_one_is_failed_not_
         !folder.exists(),
         "a failed backup leaves no half-written folder"
     );
-    assert!(
-        fixture
-            .cluster
-            .events("locked-out")
-            .await
-            .expect("Events")
-            .iter()
-            .any(|e| e.contains("BackupFailed")),
-        "a BackupFailed Event"
-    );
+    // The Event follows the status write that said Failed.
+    fixture
+        .cluster
+        .eventually(WAIT, "a BackupFailed Event", || async {
+            let events = fixture.cluster.events("locked-out").await?;
+            Ok(events
+                .iter()
+                .any(|e| e.contains("BackupFailed"))
+                .then_some(()))
+        })
+        .await
+        .unwrap_or_else(|f| panic!("{f}"));
 
     // The next backup waits on the same lock; its container is killed.
     fixture.backup("killed").await;
