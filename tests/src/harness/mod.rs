@@ -220,6 +220,16 @@ impl TestCluster {
         })
     }
 
+    /// A sandbox whose pods run real PostgreSQL 15, with `budget` for its
+    /// waits: the fixture of the real-server suite tests. Panics with the
+    /// error's chain when the sandbox does not start.
+    pub async fn real_postgres_15(budget: Duration) -> Self {
+        match Self::sandbox(real_postgres(&[15])).await {
+            Ok(cluster) => cluster.with_budget(budget),
+            Err(error) => panic!("{}", shared::reconcile::error_chain(&error)),
+        }
+    }
+
     /// The same cluster, whose waits last `budget` (sized to the test's work).
     pub fn with_budget(mut self, budget: Duration) -> Self {
         self.budget = budget;

@@ -18,7 +18,7 @@ use k8s_openapi::api::core::v1::Pod;
 use shared::runner::RunOptions;
 use shared::sql::DatabaseAccess;
 use tests::connect::{Role, login};
-use tests::harness::{TestCluster, real_postgres};
+use tests::harness::TestCluster;
 use tests::levels::LevelId;
 use tests::scenarios::is_settled;
 use tests::scenarios::read_load_scaled::{
@@ -29,10 +29,7 @@ use tests::scenarios::read_load_scaled::{
 const WAIT: Duration = Duration::from_secs(240);
 
 async fn cluster() -> TestCluster {
-    match TestCluster::sandbox(real_postgres(&[15])).await {
-        Ok(cluster) => cluster.with_budget(WAIT),
-        Err(error) => panic!("{}", shared::reconcile::error_chain(&error)),
-    }
+    TestCluster::real_postgres_15(WAIT).await
 }
 
 /// The number of rows of `pgbench_accounts` on the server of pod `pod`.

@@ -19,17 +19,14 @@ use shared::runner::RunOptions;
 use shared::sql::DatabaseAccess;
 use tests::builders::DbBuilder;
 use tests::connect::{Role, connect, login};
-use tests::harness::{Operator, TestCluster, real_postgres};
+use tests::harness::{Operator, TestCluster};
 use tests::levels::LevelId;
 
 /// First starts and clones of real servers on a busy two-core machine.
 const WAIT: Duration = Duration::from_secs(240);
 
 async fn cluster() -> TestCluster {
-    match TestCluster::sandbox(real_postgres(&[15])).await {
-        Ok(cluster) => cluster.with_budget(WAIT),
-        Err(error) => panic!("{}", shared::reconcile::error_chain(&error)),
-    }
+    TestCluster::real_postgres_15(WAIT).await
 }
 
 fn level(cluster: &TestCluster, level: LevelId) -> Operator {

@@ -17,7 +17,7 @@ use shared::runner::RunOptions;
 use shared::sql::DatabaseAccess;
 use tests::builders::DbBuilder;
 use tests::connect::{Role, connect_to};
-use tests::harness::{Operator, TestCluster, real_postgres};
+use tests::harness::{Operator, TestCluster};
 use tests::levels::LevelId;
 
 /// First starts and restarts of a real server on a busy two-core machine.
@@ -31,10 +31,7 @@ const FATAL: &str =
     "FATAL: WAL streaming (max_wal_senders > 0) requires wal_level \"replica\" or \"logical\"";
 
 async fn cluster() -> TestCluster {
-    match TestCluster::sandbox(real_postgres(&[15])).await {
-        Ok(cluster) => cluster.with_budget(WAIT),
-        Err(error) => panic!("{}", shared::reconcile::error_chain(&error)),
-    }
+    TestCluster::real_postgres_15(WAIT).await
 }
 
 fn level5(cluster: &TestCluster) -> Operator {
