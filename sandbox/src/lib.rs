@@ -15,6 +15,7 @@
 //! [`controllers`] plus [`runtime`] acting on them.
 
 pub mod apply;
+pub mod auth;
 pub mod backoff;
 pub mod builtin;
 pub mod cluster;

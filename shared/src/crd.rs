@@ -1,6 +1,6 @@
 //! The CustomResourceDefinition, generated from the Rust types.
 //!
-//! `deploy/crd.yaml` is this function's output, committed so it can be
+//! `deploy/base/crd.yaml` is this function's output, committed so it can be
 //! applied with kubectl; a test fails when the two differ. The API server
 //! only accepts *structural* schemas (every node typed, no references), and
 //! [`structural_violations`] checks the generated one the same way.
@@ -219,7 +219,7 @@ mod tests {
 
     #[test]
     fn the_committed_crd_yaml_holds_both_resources() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/crd.yaml");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/base/crd.yaml");
         let committed = std::fs::read_to_string(path).unwrap_or_default();
         assert!(committed.contains("name: postgresdbs.pgdb.example.com"));
         assert!(committed.contains("name: postgresdbbackups.pgdb.example.com"));
@@ -227,12 +227,12 @@ mod tests {
 
     #[test]
     fn the_committed_crd_yaml_matches_the_rust_types() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/crd.yaml");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/base/crd.yaml");
         let committed = std::fs::read_to_string(path).unwrap_or_default();
         let generated = crd_yaml().expect("the CRD renders");
         assert!(
             committed == generated,
-            "deploy/crd.yaml is out of date; regenerate it with `cargo run -p level1-install -- crd > deploy/crd.yaml`"
+            "deploy/base/crd.yaml is out of date; regenerate it with `cargo run -p level1-install -- crd > deploy/base/crd.yaml`"
         );
     }
 }

@@ -10,7 +10,7 @@
 //! - [`connect`]: logging in to a database the operator made.
 //! - [`matrix`]: the observations as `docs/behaviour-matrix.md`.
 //! - [`leaks`]: generated passwords looked for in logs.
-//! - [`rbac`]: whether `deploy/rbac.yaml` grants what a level did.
+//! - [`rbac`]: whether `deploy/base/rbac.yaml` grants what a level did.
 //! - [`course`]: what the chapters and the tour share: the clone's own
 //!   files, and the chapters' runnable blocks.
 

@@ -1,4 +1,4 @@
-//! The RBAC the operators are deployed with (`deploy/rbac.yaml`), and
+//! The RBAC the operators are deployed with (`deploy/base/rbac.yaml`), and
 //! whether it grants what a level did.
 //!
 //! The sandbox does not enforce RBAC, but it notes every kind of request
@@ -36,10 +36,10 @@ impl Rule {
     }
 }
 
-/// The rules of every Role and ClusterRole in `deploy/rbac.yaml`.
+/// The rules of every Role and ClusterRole in `deploy/base/rbac.yaml`.
 pub fn deployed_rules() -> Vec<Rule> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/rbac.yaml");
-    let text = std::fs::read_to_string(path).expect("deploy/rbac.yaml is readable");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/base/rbac.yaml");
+    let text = std::fs::read_to_string(path).expect("deploy/base/rbac.yaml is readable");
     serde_yaml::Deserializer::from_str(&text)
         .map(|document| serde_yaml::Value::deserialize(document).expect("valid YAML"))
         .filter(|doc| {
@@ -77,7 +77,7 @@ pub fn requests_of(cluster: &TestCluster, level: LevelId) -> Option<BTreeSet<Req
 /// directly, so its RBAC needs no `pods/portforward`.
 const ONLY_OUT_OF_CLUSTER: &str = "pods/portforward";
 
-/// The requests `level` made on this sandbox that `deploy/rbac.yaml` does
+/// The requests `level` made on this sandbox that `deploy/base/rbac.yaml` does
 /// not grant (a port-forward aside); empty on a cluster the tests do not
 /// embed.
 pub fn ungranted(cluster: &TestCluster, level: LevelId) -> BTreeSet<String> {
@@ -141,7 +141,7 @@ mod tests {
             };
             assert!(
                 rules.iter().any(|r| r.allows(&request)),
-                "deploy/rbac.yaml does not grant {}",
+                "deploy/base/rbac.yaml does not grant {}",
                 describe(&request)
             );
         }

@@ -50,6 +50,8 @@ pub struct Cluster {
     pub runtime: Arc<dyn PodRuntime>,
     /// Pods the kubelet has handed to the runtime (by uid).
     pub kubelet_started: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Credentials and the in-cluster endpoint ([`crate::auth`]).
+    pub auth: crate::auth::Authority,
 }
 
 fn store_err(rt: &ResourceType, name: &str, e: StoreError) -> Error {
@@ -67,6 +69,7 @@ impl Cluster {
             registry: Registry::new(),
             runtime,
             kubelet_started: Default::default(),
+            auth: crate::auth::Authority::new(),
         }
     }
 

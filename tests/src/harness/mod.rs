@@ -463,7 +463,7 @@ async fn take_permit() -> SemaphorePermit<'static> {
     }
 }
 
-/// Installs (or updates) the CRDs of deploy/crd.yaml (`PostgresDB` and
+/// Installs (or updates) the CRDs of deploy/base/crd.yaml (`PostgresDB` and
 /// `PostgresDBBackup`) with server-side apply and waits until both are served.
 pub async fn install_crd(client: &Client) -> Result<(), HarnessError> {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());

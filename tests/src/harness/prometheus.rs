@@ -39,7 +39,7 @@ use serde_json::{Value, json};
 
 use super::{Failed, OrFail, TestCluster, eventually};
 
-/// The operator's metrics Service, as deploy/operator.yaml names it.
+/// The operator's metrics Service, as deploy/base/operator.yaml names it.
 pub const METRICS_SERVICE: &str = "pgdb-operator-metrics";
 /// The PrometheusRule the operator applies in its namespace.
 pub const RULE_NAME: &str = "pgdb-operator-alerts";

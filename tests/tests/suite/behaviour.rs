@@ -79,7 +79,7 @@ async fn observe(scenario: &Entry, level: LevelId) -> (Result<Outcome, String>, 
         (Ok(outcome), Ok(traces)) => (Ok(outcome), traces),
     };
     if !denied.is_empty() && outcome.is_ok() {
-        let why = format!("deploy/rbac.yaml does not grant {denied:?}");
+        let why = format!("deploy/base/rbac.yaml does not grant {denied:?}");
         return (Err(why), traces);
     }
     (outcome, traces)

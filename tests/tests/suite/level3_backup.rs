@@ -182,7 +182,7 @@ impl Fixture {
             .expect("the backup volume is bound")
     }
 
-    /// Stops the operator, checks that deploy/rbac.yaml grants every kind
+    /// Stops the operator, checks that deploy/base/rbac.yaml grants every kind
     /// of request it made, and removes the cluster.
     async fn stop(mut self) {
         if let Some(operator) = self.operator.take() {
@@ -202,7 +202,7 @@ impl Fixture {
             .collect();
         assert!(
             denied.is_empty(),
-            "deploy/rbac.yaml does not grant what Level 3 did: {denied:?}"
+            "deploy/base/rbac.yaml does not grant what Level 3 did: {denied:?}"
         );
         self.cluster.finish().await;
     }

@@ -369,7 +369,7 @@ async fn retention_deletes_the_oldest_completed_backups_and_keeps_the_newest() {
             .collect();
         assert!(
             denied.is_empty(),
-            "deploy/rbac.yaml does not grant: {denied:?}"
+            "deploy/base/rbac.yaml does not grant: {denied:?}"
         );
     }
     cluster.finish().await;

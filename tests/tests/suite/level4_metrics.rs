@@ -407,7 +407,7 @@ fn of_kind<'a>(documents: &'a [serde_yaml::Value], kind: &str) -> Vec<&'a serde_
 
 #[test]
 fn the_deployed_metrics_service_and_servicemonitor_reach_the_operator_s_health_port() {
-    let operator = deployed("operator.yaml");
+    let operator = deployed("base/operator.yaml");
     let deployment = of_kind(&operator, "Deployment")[0];
     let pod_labels = &deployment["spec"]["template"]["metadata"]["labels"];
     let container = &deployment["spec"]["template"]["spec"]["containers"][0];
@@ -422,7 +422,7 @@ fn the_deployed_metrics_service_and_servicemonitor_reach_the_operator_s_health_p
     let service = services
         .iter()
         .find(|s| s["metadata"]["name"].as_str() == Some("pgdb-operator-metrics"))
-        .expect("the Service pgdb-operator-metrics in deploy/operator.yaml");
+        .expect("the Service pgdb-operator-metrics in deploy/base/operator.yaml");
     assert_eq!(
         service["metadata"]["labels"]["app.kubernetes.io/name"].as_str(),
         Some("pgdb-operator")

@@ -240,7 +240,7 @@ async fn a_child_no_capability_desires_is_pruned_with_an_event_and_look_alikes_s
     let denied = tests::rbac::ungranted(&cluster, LevelId::One);
     assert!(
         denied.is_empty(),
-        "deploy/rbac.yaml does not grant: {denied:?}"
+        "deploy/base/rbac.yaml does not grant: {denied:?}"
     );
     cluster.finish().await;
 }
@@ -374,7 +374,7 @@ async fn level1_taking_over_from_level2_after_a_major_upgrade_deletes_no_volume_
         let denied = tests::rbac::ungranted(&cluster, level);
         assert!(
             denied.is_empty(),
-            "deploy/rbac.yaml does not grant {}: {denied:?}",
+            "deploy/base/rbac.yaml does not grant {}: {denied:?}",
             level.name()
         );
     }

@@ -1,4 +1,4 @@
-//! The RBAC in `deploy/rbac.yaml` grants what the operator does, no less.
+//! The RBAC in `deploy/base/rbac.yaml` grants what the operator does, no less.
 //!
 //! The sandbox does not enforce RBAC, but it notes every kind of request
 //! each client makes (by its User-Agent). Level 2's binary, the most
@@ -26,7 +26,7 @@ async fn level2_uses_only_what_the_deployed_rbac_grants() {
         Err(error) => panic!("{}", shared::reconcile::error_chain(&error)),
     };
     let namespace = cluster.namespace().to_string();
-    // As deploy/operator.yaml runs it: with leader election. Inside a
+    // As deploy/base/operator.yaml runs it: with leader election. Inside a
     // cluster it reaches the databases directly, as here.
     let operator = cluster
         .run_binary_with(
@@ -141,7 +141,7 @@ async fn level2_uses_only_what_the_deployed_rbac_grants() {
     let denied = tests::rbac::ungranted(&cluster, LevelId::Two);
     assert!(
         denied.is_empty(),
-        "deploy/rbac.yaml does not grant: {denied:?}"
+        "deploy/base/rbac.yaml does not grant: {denied:?}"
     );
     cluster.finish().await;
 }

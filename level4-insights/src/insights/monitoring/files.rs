@@ -5,7 +5,7 @@
 //! (`prometheus-rule.yaml`, for `kubectl apply`).
 //!
 //! They are committed, and a test fails when they differ from what this
-//! module renders (like `deploy/crd.yaml`); regenerate them with
+//! module renders (like `deploy/base/crd.yaml`); regenerate them with
 //! [`REGENERATE`]. The dashboard is the other way round: its committed JSON
 //! is the source, included by [`super::dashboard`].
 
@@ -15,7 +15,7 @@ use super::{RULE_NAME, alerts, prometheus_rule};
 pub const REGENERATE: &str =
     "PGDB_UPDATE_MONITORING=1 cargo test -p level4-insights the_committed_monitoring_files";
 
-/// The namespace of `deploy/operator.yaml`, where the committed
+/// The namespace of `deploy/base/operator.yaml`, where the committed
 /// PrometheusRule goes.
 pub const DEPLOY_NAMESPACE: &str = "pgdb-system";
 

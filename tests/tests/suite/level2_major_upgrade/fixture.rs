@@ -185,7 +185,7 @@ impl Cluster {
         let denied = tests::rbac::ungranted(&self.inner, LevelId::Two);
         assert!(
             denied.is_empty(),
-            "deploy/rbac.yaml does not grant what Level 2 did: {denied:?}"
+            "deploy/base/rbac.yaml does not grant what Level 2 did: {denied:?}"
         );
         self.inner.finish().await;
     }
