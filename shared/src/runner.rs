@@ -100,7 +100,7 @@ pub async fn run(
     });
 
     let lease = match &options.leader_election {
-        Some(election) => match acquire(&client, election, &stop).await? {
+        Some(election) => match acquire(&client, election, &options.readiness, &stop).await? {
             Some(lock) => Some(lock),
             None => return Ok(()),
         },
@@ -361,10 +361,15 @@ async fn ensure_crd_served(client: &Client, binary: &str) -> Result<(), Error> {
     }
 }
 
-/// Waits for the Lease; `None` when shutdown came first.
+/// Waits for the Lease; `None` when shutdown came first. A replica that
+/// finds another one leading is ready while it stands by, as
+/// controller-runtime's managers are: readiness says the replica can take
+/// over, and a Deployment of two replicas could never finish a rollout if
+/// only its leader were ready.
 async fn acquire(
     client: &Client,
     election: &LeaderElection,
+    readiness: &Readiness,
     stop: &CancellationToken,
 ) -> Result<Option<std::sync::Arc<LeaseLock>>, Error> {
     let lock = std::sync::Arc::new(LeaseLock::new(
@@ -394,6 +399,7 @@ async fn acquire(
                 return Ok(Some(lock));
             }
             LeaseLockResult::NotAcquired(lease) => {
+                readiness.set(true);
                 if !announced {
                     let holder = lease
                         .spec
@@ -405,7 +411,10 @@ async fn acquire(
             }
         }
         tokio::select! {
-            () = stop.cancelled() => return Ok(None),
+            () = stop.cancelled() => {
+                readiness.set(false);
+                return Ok(None);
+            }
             () = tokio::time::sleep(election.ttl / 3) => {}
         }
     }
