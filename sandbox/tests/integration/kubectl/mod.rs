@@ -8,6 +8,7 @@
 //! in [`exec`], [`logs`] and [`portforward`]; `get events --sort-by` is
 //! in [`events`].
 
+mod auth;
 mod events;
 mod exec;
 mod logs;
