@@ -230,6 +230,18 @@ async fn resource_names_and_cluster_roles_grant_as_upstream() {
             .get("s")
             .await,
     );
+    create(&Api::<Pod>::default_namespaced(sb.client()), &pod("d")).await;
+    assert_eq!(
+        forbidden_message(
+            Api::<Pod>::default_namespaced(app.clone())
+                .get_status("d")
+                .await
+        ),
+        format!(
+            r#"pods "d" is forbidden: User "{SA_USER}" cannot get resource "pods/status" in API group "" in the namespace "default""#
+        ),
+        "a RoleBinding grants in its own namespace only"
+    );
     create(
         &Api::<ClusterRoleBinding>::all(sb.client()),
         &binding("everywhere", "ClusterRole", "node-and-status-reader"),
