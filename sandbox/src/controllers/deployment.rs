@@ -235,8 +235,8 @@ fn max_unavailable(d: &Value) -> i64 {
     }
 }
 
-/// The pod-template-hash of a template: FNV-32a over its JSON (and the
-/// collision count), encoded as upstream's `rand.SafeEncodeString` does.
+/// The pod-template-hash of a template: FNV-32a over its JSON without
+/// empty fields (and the collision count), encoded as upstream's `rand.SafeEncodeString` does.
 pub fn template_hash(template: &Value, collision_count: i64) -> String {
     let mut h: u32 = 0x811c_9dc5;
     let mut write = |bytes: &[u8]| {
@@ -245,7 +245,7 @@ pub fn template_hash(template: &Value, collision_count: i64) -> String {
             h = h.wrapping_mul(0x0100_0193);
         }
     };
-    write(template.to_string().as_bytes());
+    write(normalized(template).to_string().as_bytes());
     if collision_count > 0 {
         let mut buf = [0u8; 8];
         buf[..4].copy_from_slice(&(collision_count as u32).to_le_bytes());
@@ -258,10 +258,14 @@ pub fn template_hash(template: &Value, collision_count: i64) -> String {
         .collect()
 }
 
-/// Whether two pod templates are equal but for the pod-template-hash label.
+/// Whether two pod templates are equal but for the pod-template-hash
+/// label, as upstream's `EqualIgnoreHash` compares them: semantically, so
+/// a field that is null, empty or absent is the same (a template read back
+/// from a set by kubectl carries `creationTimestamp: null` and
+/// `resources: {}` where the Deployment's had nothing).
 pub fn equal_ignoring_hash(a: &Value, b: &Value) -> bool {
     let strip = |t: &Value| {
-        let mut t = t.clone();
+        let mut t = normalized(t);
         if let Some(labels) = t
             .pointer_mut("/metadata/labels")
             .and_then(Value::as_object_mut)
@@ -273,6 +277,28 @@ pub fn equal_ignoring_hash(a: &Value, b: &Value) -> bool {
     strip(a) == strip(b)
 }
 
+/// A value without its null, empty-string, empty-list and empty-object
+/// fields (what Go's zero values and `omitempty` make equal).
+fn normalized(v: &Value) -> Value {
+    let empty = |v: &Value| match v {
+        Value::Null => true,
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        _ => false,
+    };
+    match v {
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, v)| (k.clone(), normalized(v)))
+                .filter(|(_, v)| !empty(v))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(normalized).collect()),
+        other => other.clone(),
+    }
+}
+
 fn set_condition(status: &mut Value, cond: Value) {
     let list = status
         .as_object_mut()
@@ -280,10 +306,11 @@ fn set_condition(status: &mut Value, cond: Value) {
     let Some(list) = list.and_then(Value::as_array_mut) else {
         return;
     };
-    if let Some(cur) = list.iter().find(|c| c["type"] == cond["type"]) {
-        if cur["status"] == cond["status"] && cur["reason"] == cond["reason"] {
-            return;
-        }
+    if let Some(cur) = list.iter().find(|c| c["type"] == cond["type"])
+        && cur["status"] == cond["status"]
+        && cur["reason"] == cond["reason"]
+    {
+        return;
     }
     let mut cond = cond;
     let mut old = Value::Null;
@@ -1263,13 +1290,23 @@ mod tests {
     }
 
     #[test]
-    fn the_template_hash_ignores_nothing_but_is_stable() {
+    fn the_template_hash_is_stable_and_ignores_only_empty_fields() {
         let t = json!({"metadata": {"labels": {"app": "a"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}});
         assert_eq!(template_hash(&t, 0), template_hash(&t.clone(), 0));
         assert_ne!(template_hash(&t, 0), template_hash(&t, 1));
         let mut labelled = t.clone();
         labelled["metadata"]["labels"][HASH_LABEL] = json!("x");
         assert!(equal_ignoring_hash(&t, &labelled));
+        let mut read_back = labelled.clone();
+        read_back["metadata"]["creationTimestamp"] = Value::Null;
+        read_back["spec"]["containers"][0]["resources"] = json!({});
+        assert!(equal_ignoring_hash(&t, &read_back));
+        let mut sparse = t.clone();
+        sparse["metadata"]["creationTimestamp"] = Value::Null;
+        assert_eq!(template_hash(&t, 0), template_hash(&sparse, 0));
+        let mut other = t.clone();
+        other["spec"]["containers"][0]["image"] = json!("j");
+        assert!(!equal_ignoring_hash(&t, &other));
         assert!(
             template_hash(&t, 0)
                 .bytes()
