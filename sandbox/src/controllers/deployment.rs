@@ -28,7 +28,11 @@
 //! `Progressing` conditions with upstream's reasons, so `kubectl rollout
 //! status|history|undo|pause|resume` work.
 //!
-//! Where it stops: no Events (`ScalingReplicaSet`), no `ReplicaFailure`
+//! Every resize of a set is a Normal `ScalingReplicaSet` Event on the
+//! Deployment (`Scaled up replica set web-6d4c… to 3 from 1`), as
+//! `kubectl describe deployment` shows.
+//!
+//! Where it stops: no `ReplicaFailure`
 //! condition, no truncation of long set names, and the pod-template-hash
 //! is an FNV-32a over the template's JSON (upstream hashes the Go struct's
 //! printout, so the values differ from a real cluster's).
@@ -38,7 +42,7 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 
 use super::queue::{Controller, Outcome};
-use super::replicaset::{RS_KEY, claim, controller_of, selecting};
+use super::replicaset::{RS_KEY, claim, controller_of, record_event, selecting};
 use super::{MANAGER, controller_keys, controller_ref, event_key, keep_transition_times};
 use crate::cluster::{Cluster, DeleteOptions, Sub, WriteOptions};
 use crate::meta::{is_deleting, name_of, namespace_of, now, uid_of};
@@ -72,6 +76,8 @@ const NEW_RS_AVAILABLE: &str = "NewReplicaSetAvailable";
 const TIMED_OUT: &str = "ProgressDeadlineExceeded";
 const PAUSED: &str = "DeploymentPaused";
 const POD_KEY: &str = "/pods";
+/// The component the Deployment controller reports Events as.
+const COMPONENT: &str = "deployment-controller";
 
 /// Keyed by Deployment; its sets lead back to it through their controller
 /// reference, orphan sets to the Deployments whose selector matches them,
@@ -566,6 +572,15 @@ impl Sync<'_> {
             .create(self.rs_rt, &ns, rs, &WriteOptions::manager(MANAGER))
         {
             Ok(rs) => {
+                if replicas > 0 {
+                    record_event(
+                        self.c,
+                        &self.d,
+                        "ScalingReplicaSet",
+                        &format!("Scaled up replica set {rs_name} to {replicas}"),
+                        COMPONENT,
+                    );
+                }
                 let cond = new_condition(
                     PROGRESSING,
                     "True",
@@ -672,6 +687,17 @@ impl Sync<'_> {
                 a[MAX_REPLICAS] = json!(max);
             }) {
             Ok(updated) => {
+                if size_changes {
+                    let (from, to) = (spec_replicas(rs), replicas);
+                    let way = if to > from { "up" } else { "down" };
+                    let name = name_of(rs);
+                    let message = if from == 0 {
+                        format!("Scaled {way} replica set {name} to {to}")
+                    } else {
+                        format!("Scaled {way} replica set {name} to {to} from {from}")
+                    };
+                    record_event(self.c, &self.d, "ScalingReplicaSet", &message, COMPONENT);
+                }
                 *rs = updated;
                 size_changes
             }

@@ -16,6 +16,9 @@
 //! at least `minReadySeconds`), `observedGeneration`. While a pod is Ready
 //! but not yet available, the set is looked at again when it becomes so.
 //!
+//! Each pod created or deleted is a Normal Event on the set
+//! (`SuccessfulCreate` / `SuccessfulDelete`, from `replicaset-controller`).
+//!
 //! Where it stops: no slow-start batches (pods are created in one pass),
 //! no `ReplicaFailure` condition, no pod-deletion-cost annotation.
 
@@ -70,6 +73,39 @@ impl Controller for ReplicaSetController {
     fn reconcile(&self, c: &Cluster, key: &ObjectKey) -> Outcome {
         sync(c, &key.0, &key.1)
     }
+}
+
+/// The component the ReplicaSet controller reports Events as.
+const COMPONENT: &str = "replicaset-controller";
+
+/// Records a Normal Event about `obj` from `component`, as upstream's
+/// controllers' recorders do. Best effort: a failed write is dropped.
+pub fn record_event(c: &Cluster, obj: &Value, reason: &str, message: &str, component: &str) {
+    let Ok(rt) = c.rt("", "events") else {
+        return;
+    };
+    let (ns, name) = (namespace_of(obj), name_of(obj));
+    let now = crate::meta::now();
+    let event = json!({
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": format!("{name}."), "namespace": ns},
+        "involvedObject": {
+            "apiVersion": obj["apiVersion"], "kind": obj["kind"],
+            "name": name, "namespace": ns, "uid": uid_of(obj),
+            "resourceVersion": obj.pointer("/metadata/resourceVersion"),
+        },
+        "reason": reason,
+        "message": message,
+        "type": "Normal",
+        "source": {"component": component},
+        "reportingComponent": component,
+        "reportingInstance": component,
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    });
+    let _ = c.create(&rt, ns, event, &WriteOptions::manager(component));
 }
 
 /// The uid of the object's controller, if it has one.
@@ -302,22 +338,37 @@ fn sync(c: &Cluster, ns: &str, name: &str) -> Outcome {
     if !is_deleting(&rs) {
         if diff < 0 {
             for _ in 0..(-diff).min(BURST) {
-                if c.create(&pod_rt, ns, new_pod(&rs), &WriteOptions::manager(MANAGER))
-                    .is_err()
-                {
-                    outcome = Outcome::Retry;
-                    break;
+                match c.create(&pod_rt, ns, new_pod(&rs), &WriteOptions::manager(MANAGER)) {
+                    Ok(p) => record_event(
+                        c,
+                        &rs,
+                        "SuccessfulCreate",
+                        &format!("Created pod: {}", name_of(&p)),
+                        COMPONENT,
+                    ),
+                    Err(_) => {
+                        outcome = Outcome::Retry;
+                        break;
+                    }
                 }
             }
         } else if diff > 0 {
             pods.sort_by_key(deletion_rank);
             let condemned: Vec<Value> = pods.drain(..diff.min(BURST) as usize).collect();
             for p in &condemned {
-                if let Err(e) = c.delete(&pod_rt, ns, name_of(p), &DeleteOptions::default())
-                    && e.code() != 404
-                {
-                    outcome = Outcome::Retry;
-                    pods.push(p.clone());
+                match c.delete(&pod_rt, ns, name_of(p), &DeleteOptions::default()) {
+                    Ok(_) => record_event(
+                        c,
+                        &rs,
+                        "SuccessfulDelete",
+                        &format!("Deleted pod: {}", name_of(p)),
+                        COMPONENT,
+                    ),
+                    Err(e) if e.code() != 404 => {
+                        outcome = Outcome::Retry;
+                        pods.push(p.clone());
+                    }
+                    Err(_) => {}
                 }
             }
         }

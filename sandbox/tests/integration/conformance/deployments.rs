@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::Resource;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use sandbox::{Sandbox, SandboxConfig, SimulatedConfig};
@@ -121,6 +121,22 @@ fn annotation(meta: &kube::api::ObjectMeta, key: &str) -> Option<String> {
     meta.annotations.as_ref()?.get(key).cloned()
 }
 
+/// The `(reason, message)` of the Events about an object, from `component`.
+async fn events_about(sb: &Sandbox, name: &str, component: &str) -> Vec<(String, String)> {
+    Api::<Event>::default_namespaced(sb.client())
+        .list(&ListParams::default())
+        .await
+        .expect("events list")
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.involved_object.name.as_deref() == Some(name)
+                && e.source.as_ref().and_then(|s| s.component.as_deref()) == Some(component)
+        })
+        .map(|e| (e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
+        .collect()
+}
+
 async fn pods_of(api: &Api<Pod>, app: &str) -> Vec<Pod> {
     api.list(&ListParams::default().labels(&format!("app={app}")))
         .await
@@ -163,6 +179,17 @@ async fn a_replica_set_keeps_its_replicas_running_and_reports_them() {
             (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
             ("ReplicaSet", uid.as_str(), Some(true))
         );
+    }
+    let events = events_about(&sb, "web", "replicaset-controller").await;
+    for p in &owned {
+        let created = (
+            "SuccessfulCreate".to_string(),
+            format!(
+                "Created pod: {}",
+                p.metadata.name.as_deref().unwrap_or_default()
+            ),
+        );
+        assert!(events.contains(&created), "{events:?}");
     }
     let victim = owned[0].metadata.name.clone().expect("a name");
     pods.delete(&victim, &Default::default())
@@ -628,6 +655,22 @@ async fn scaling_a_deployment_resizes_its_replica_set() {
         )
         .as_deref(),
         Some("5")
+    );
+    let rs = all[0].metadata.name.clone().expect("a name");
+    let mut events = events_about(&sb, "web", "deployment-controller").await;
+    events.sort();
+    assert_eq!(
+        events,
+        [
+            (
+                "ScalingReplicaSet".into(),
+                format!("Scaled up replica set {rs} to 2")
+            ),
+            (
+                "ScalingReplicaSet".into(),
+                format!("Scaled up replica set {rs} to 5 from 2")
+            ),
+        ]
     );
     let pods: Api<Pod> = Api::default_namespaced(sb.client());
     assert_eq!(pods_of(&pods, "web").await.len(), 5);
