@@ -734,3 +734,178 @@ async fn deployments_are_defaulted_and_bad_strategies_are_refused() {
         e.message
     );
 }
+
+/// Upstream: a rollout that makes no progress for `progressDeadlineSeconds`
+/// gets Progressing=False, reason ProgressDeadlineExceeded (what `kubectl
+/// rollout status` fails on), and is not rolled back.
+#[tokio::test]
+async fn a_rollout_without_progress_exceeds_its_deadline() {
+    let sb = sandbox_with_ready_delay(Duration::from_secs(600)).await;
+    let deploys: Api<Deployment> = Api::default_namespaced(sb.client());
+    let mut d = deployment("web", 1, "nginx:1", json!({}));
+    d.spec.as_mut().expect("a spec").progress_deadline_seconds = Some(1);
+    deploys
+        .create(&PostParams::default(), &d)
+        .await
+        .expect("the Deployment is created");
+    let stuck = wait_for(&deploys, "web", "to exceed its progress deadline", |d| {
+        condition(d, "Progressing") == Some(("False".into(), "ProgressDeadlineExceeded".into()))
+    })
+    .await;
+    let message = stuck
+        .status
+        .clone()
+        .and_then(|s| s.conditions)
+        .and_then(|cs| cs.into_iter().find(|c| c.type_ == "Progressing"))
+        .and_then(|c| c.message)
+        .unwrap_or_default();
+    assert!(
+        message.starts_with("ReplicaSet \"web-")
+            && message.ends_with("\" has timed out progressing."),
+        "{message}"
+    );
+    assert_eq!(
+        condition(&stuck, "Available").map(|(s, _)| s).as_deref(),
+        Some("False")
+    );
+}
+
+/// Upstream: a ReplicaSet counts a Ready pod as available only once it has
+/// been Ready for `minReadySeconds`, and updates its status then without
+/// any other change.
+#[tokio::test]
+async fn a_replica_set_counts_pods_available_after_min_ready_seconds() {
+    let sb = sandbox().await;
+    let sets: Api<ReplicaSet> = Api::default_namespaced(sb.client());
+    let mut rs = replica_set("web", 2, "nginx:1");
+    rs.spec.as_mut().expect("a spec").min_ready_seconds = Some(3);
+    sets.create(&PostParams::default(), &rs)
+        .await
+        .expect("the ReplicaSet is created");
+    let ready = wait_for(&sets, "web", "to have 2 ready replicas", |rs| {
+        rs.status
+            .as_ref()
+            .is_some_and(|s| s.ready_replicas == Some(2))
+    })
+    .await;
+    assert_eq!(
+        ready.status.and_then(|s| s.available_replicas),
+        None,
+        "Ready for less than minReadySeconds is not available"
+    );
+    wait_for(&sets, "web", "to have 2 available replicas", |rs| {
+        rs.status
+            .as_ref()
+            .is_some_and(|s| s.available_replicas == Some(2))
+    })
+    .await;
+}
+
+/// Upstream: a paused Deployment does not roll out a changed template (no
+/// new ReplicaSet; Progressing Unknown, DeploymentPaused); resuming it
+/// rolls it out.
+#[tokio::test]
+async fn a_paused_deployment_rolls_out_only_when_resumed() {
+    let sb = sandbox().await;
+    let deploys: Api<Deployment> = Api::default_namespaced(sb.client());
+    deploys
+        .create(
+            &PostParams::default(),
+            &deployment("web", 2, "nginx:1", json!({})),
+        )
+        .await
+        .expect("the Deployment is created");
+    wait_for(&deploys, "web", "to roll out", rolled_out).await;
+    deploys
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"paused": true}})),
+        )
+        .await
+        .expect("the Deployment is paused");
+    let changed = deploys
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": "nginx:2"}]}}}})),
+        )
+        .await
+        .expect("the template is changed");
+    let generation = changed.metadata.generation;
+    wait_for(&deploys, "web", "to show it is paused", |d| {
+        d.status
+            .as_ref()
+            .is_some_and(|s| s.observed_generation == generation)
+            && condition(d, "Progressing") == Some(("Unknown".into(), "DeploymentPaused".into()))
+    })
+    .await;
+    let sets: Api<ReplicaSet> = Api::default_namespaced(sb.client());
+    assert_eq!(
+        sets.list(&ListParams::default())
+            .await
+            .expect("sets list")
+            .items
+            .len(),
+        1,
+        "no new set while paused"
+    );
+    deploys
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"paused": false}})),
+        )
+        .await
+        .expect("the Deployment is resumed");
+    wait_for(&deploys, "web", "to roll out the new template", |d| {
+        rolled_out(d)
+            && condition(d, "Progressing") == Some(("True".into(), "NewReplicaSetAvailable".into()))
+    })
+    .await;
+    let pods: Api<Pod> = Api::default_namespaced(sb.client());
+    let images: Vec<String> = pods_of(&pods, "web")
+        .await
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .map(|p| image(p).to_string())
+        .collect();
+    assert_eq!(images, ["nginx:2", "nginx:2"]);
+}
+
+/// The sandbox's rule for controllers: once a rollout is done, syncing
+/// the Deployment and its ReplicaSet again writes nothing.
+#[tokio::test]
+async fn a_rolled_out_deployment_at_rest_writes_nothing() {
+    use sandbox::controllers::deployment::DeploymentController;
+    use sandbox::controllers::queue::Controller;
+    use sandbox::controllers::replicaset::ReplicaSetController;
+    let sb = sandbox().await;
+    let deploys: Api<Deployment> = Api::default_namespaced(sb.client());
+    deploys
+        .create(
+            &PostParams::default(),
+            &deployment("web", 2, "nginx:1", json!({})),
+        )
+        .await
+        .expect("the Deployment is created");
+    wait_for(&deploys, "web", "to roll out", rolled_out).await;
+    let c = sb.cluster().clone();
+    let sets: Vec<(String, String)> = c.store.keys("apps/replicasets", Some("default"));
+    eventually(
+        "a sync of the settled Deployment and set that writes nothing",
+        || {
+            let c = c.clone();
+            let sets = sets.clone();
+            async move {
+                let before = c.store.current_rv();
+                DeploymentController.reconcile(&c, &("default".into(), "web".into()));
+                for key in &sets {
+                    ReplicaSetController.reconcile(&c, key);
+                }
+                (c.store.current_rv() == before).then_some(())
+            }
+        },
+    )
+    .await;
+}
