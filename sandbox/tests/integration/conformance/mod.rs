@@ -3,6 +3,8 @@
 //! are in `common`.
 
 mod admission;
+mod auth;
+mod auth_rbac;
 mod bad_input;
 mod controllers;
 mod crd;
