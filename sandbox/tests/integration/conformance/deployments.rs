@@ -909,3 +909,77 @@ async fn a_rolled_out_deployment_at_rest_writes_nothing() {
     )
     .await;
 }
+
+/// Upstream: when the API refuses a set's pods (here the ServiceAccount
+/// admission: the pods' ServiceAccount does not exist), the ReplicaSet gets
+/// ReplicaFailure (FailedCreate, the API's message) with a Warning Event,
+/// the Deployment shows the same condition, and once the ServiceAccount
+/// exists the retries create the pods and the condition goes.
+#[tokio::test]
+async fn pods_the_api_refuses_show_as_replica_failure_until_they_can_be_created() {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let sb = sandbox().await;
+    let deploys: Api<Deployment> = Api::default_namespaced(sb.client());
+    let mut d = deployment("web", 1, "nginx:1", json!({}));
+    let template = d
+        .spec
+        .as_mut()
+        .expect("a spec")
+        .template
+        .spec
+        .as_mut()
+        .expect("a pod spec");
+    template.service_account_name = Some("operator".into());
+    deploys
+        .create(&PostParams::default(), &d)
+        .await
+        .expect("the Deployment is created");
+    let failing = wait_for(&deploys, "web", "to show ReplicaFailure", |d| {
+        condition(d, "ReplicaFailure").is_some()
+    })
+    .await;
+    let cond = failing
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "ReplicaFailure"))
+        .cloned()
+        .expect("the condition");
+    assert_eq!(
+        (cond.status.as_str(), cond.reason.as_deref()),
+        ("True", Some("FailedCreate"))
+    );
+    let message = cond.message.unwrap_or_default();
+    assert!(
+        message.contains(
+            "is forbidden: error looking up service account default/operator: serviceaccount \"operator\" not found"
+        ),
+        "{message}"
+    );
+    let sets: Api<ReplicaSet> = Api::default_namespaced(sb.client());
+    let rs = sets
+        .list(&ListParams::default())
+        .await
+        .expect("sets list")
+        .items
+        .remove(0);
+    let rs_name = rs.metadata.name.clone().expect("a name");
+    let events = events_about(&sb, &rs_name, "replicaset-controller").await;
+    assert!(
+        events
+            .iter()
+            .any(|(r, m)| r == "FailedCreate" && m.starts_with("Error creating: pods ")),
+        "{events:?}"
+    );
+
+    let sa: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "operator"}})).expect("an SA");
+    Api::<ServiceAccount>::default_namespaced(sb.client())
+        .create(&PostParams::default(), &sa)
+        .await
+        .expect("the ServiceAccount is created");
+    wait_for(&deploys, "web", "to roll out without ReplicaFailure", |d| {
+        rolled_out(d) && condition(d, "ReplicaFailure").is_none()
+    })
+    .await;
+}
