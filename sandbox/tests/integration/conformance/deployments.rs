@@ -983,3 +983,88 @@ async fn pods_the_api_refuses_show_as_replica_failure_until_they_can_be_created(
     })
     .await;
 }
+
+/// The sizes of a Deployment's sets, by image.
+async fn sizes_by_image(sb: &Sandbox) -> BTreeMap<String, i32> {
+    Api::<ReplicaSet>::default_namespaced(sb.client())
+        .list(&ListParams::default())
+        .await
+        .expect("sets list")
+        .items
+        .into_iter()
+        .map(|rs| {
+            let spec = rs.spec.expect("a spec");
+            let image = spec
+                .template
+                .and_then(|t| t.spec)
+                .and_then(|s| s.containers[0].image.clone())
+                .unwrap_or_default();
+            (image, spec.replicas.unwrap_or(0))
+        })
+        .collect()
+}
+
+/// Upstream's proportional scaling: a Deployment scaled while a rollout is
+/// stuck (the new pods crash) grows each active set in proportion to its
+/// size, within the new `replicas + maxSurge`. With 10 replicas, maxSurge
+/// 25% (3) and maxUnavailable 20% (2) the rollout stops at 8 old and 5 new
+/// pods; scaled to 20 (surge 5), the 12 pods to add split as
+/// round(8 * 25 / 13) - 8 = 7 and 5: 15 old and 10 new.
+#[tokio::test]
+async fn scaling_a_deployment_during_a_rollout_grows_its_sets_in_proportion() {
+    let sb = sandbox().await;
+    sb.simulated_runtime()
+        .expect("the simulated runtime")
+        .add_exit_rule(sandbox::ExitRule {
+            image_contains: Some("crashy".into()),
+            pod_label: None,
+            exit_code: 1,
+            after: Duration::ZERO,
+        });
+    let deploys: Api<Deployment> = Api::default_namespaced(sb.client());
+    let strategy = json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "20%"}});
+    deploys
+        .create(
+            &PostParams::default(),
+            &deployment("web", 10, "nginx:1", strategy),
+        )
+        .await
+        .expect("the Deployment is created");
+    wait_for(&deploys, "web", "to roll out", rolled_out).await;
+    deploys
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": "crashy:2"}]}}}})),
+        )
+        .await
+        .expect("the template is changed");
+    let stuck: BTreeMap<String, i32> =
+        [("crashy:2".to_string(), 5), ("nginx:1".to_string(), 8)].into();
+    eventually("the rollout to stop at 8 old and 5 new pods", || {
+        let sb = &sb;
+        let stuck = stuck.clone();
+        async move { (sizes_by_image(sb).await == stuck).then_some(()) }
+    })
+    .await;
+    deploys
+        .patch_scale(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 20}})),
+        )
+        .await
+        .expect("the Deployment is scaled");
+    let grown: BTreeMap<String, i32> =
+        [("crashy:2".to_string(), 10), ("nginx:1".to_string(), 15)].into();
+    eventually("the sets to grow to 15 old and 10 new", || {
+        let sb = &sb;
+        let grown = grown.clone();
+        async move { (sizes_by_image(sb).await == grown).then_some(()) }
+    })
+    .await;
+    wait_for(&deploys, "web", "to observe its new size", |d| {
+        d.status.as_ref().and_then(|s| s.observed_generation) == d.metadata.generation
+    })
+    .await;
+}
