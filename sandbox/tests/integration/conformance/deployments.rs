@@ -779,26 +779,35 @@ async fn a_replica_set_counts_pods_available_after_min_ready_seconds() {
     let sets: Api<ReplicaSet> = Api::default_namespaced(sb.client());
     let mut rs = replica_set("web", 2, "nginx:1");
     rs.spec.as_mut().expect("a spec").min_ready_seconds = Some(3);
+    let mut stream = sets
+        .watch(&WatchParams::default(), "0")
+        .await
+        .expect("the watch starts")
+        .boxed();
     sets.create(&PostParams::default(), &rs)
         .await
         .expect("the ReplicaSet is created");
-    let ready = wait_for(&sets, "web", "to have 2 ready replicas", |rs| {
-        rs.status
-            .as_ref()
-            .is_some_and(|s| s.ready_replicas == Some(2))
+    // Every status the set had, in order, as (ready, available).
+    let mut seen = vec![];
+    let watched = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(ev) = stream.try_next().await.expect("the watch streams") {
+            let (WatchEvent::Added(rs) | WatchEvent::Modified(rs)) = ev else {
+                continue;
+            };
+            let s = rs.status.unwrap_or_default();
+            seen.push((s.ready_replicas, s.available_replicas));
+            if s.available_replicas == Some(2) {
+                return;
+            }
+        }
     })
     .await;
-    assert_eq!(
-        ready.status.and_then(|s| s.available_replicas),
-        None,
-        "Ready for less than minReadySeconds is not available"
+    assert!(watched.is_ok(), "never 2 available replicas: {seen:?}");
+    let ready_only = seen.iter().position(|s| *s == (Some(2), None));
+    assert!(
+        ready_only.is_some_and(|i| i + 1 < seen.len()),
+        "2 ready pods should count as available only after minReadySeconds: {seen:?}"
     );
-    wait_for(&sets, "web", "to have 2 available replicas", |rs| {
-        rs.status
-            .as_ref()
-            .is_some_and(|s| s.available_replicas == Some(2))
-    })
-    .await;
 }
 
 /// Upstream: a paused Deployment does not roll out a changed template (no
