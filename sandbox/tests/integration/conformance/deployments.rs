@@ -59,7 +59,8 @@ async fn sandbox_with_ready_delay(ready: Duration) -> Sandbox {
 }
 
 /// Waits (30 s at most) until `check` accepts the object; the failure
-/// shows the object as it last was, status included.
+/// shows the object as it last was, status included, and the Events about
+/// it.
 async fn wait_for<K>(api: &Api<K>, name: &str, what: &str, check: impl Fn(&K) -> bool) -> K
 where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + serde::Serialize,
@@ -76,7 +77,26 @@ where
             let shown = obj
                 .map(|o| serde_json::to_string_pretty(&o).unwrap_or_default())
                 .unwrap_or_else(|| "(not found)".into());
-            panic!("timed out after 30s waiting for {name} {what}; it is:\n{shown}");
+            let events: Vec<String> = Api::<Event>::default_namespaced(api.clone().into_client())
+                .list(&ListParams::default())
+                .await
+                .map(|l| l.items)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|e| e.involved_object.name.as_deref() == Some(name))
+                .map(|e| {
+                    format!(
+                        "{} {}: {}",
+                        e.type_.unwrap_or_default(),
+                        e.reason.unwrap_or_default(),
+                        e.message.unwrap_or_default()
+                    )
+                })
+                .collect();
+            panic!(
+                "timed out after 30s waiting for {name} {what}; it is:\n{shown}\nits Events:\n{}",
+                events.join("\n")
+            );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
