@@ -98,6 +98,15 @@ impl ResourceType {
     pub fn list_kind(&self) -> String {
         format!("{}List", self.kind)
     }
+    /// Kinds that only answer a `create` and store nothing (the access
+    /// and identity reviews).
+    pub fn create_only(&self) -> bool {
+        !self.crd
+            && matches!(
+                self.group.as_str(),
+                "authorization.k8s.io" | "authentication.k8s.io"
+            )
+    }
 }
 
 fn builtin(group: &str, version: &str, plural: &str, kind: &str, namespaced: bool) -> ResourceType {
@@ -154,6 +163,13 @@ fn builtins() -> Vec<ResourceType> {
         &["deploy"],
     );
     deploy.scale = replicas_scale();
+    deploy.categories = vec!["all".into()];
+    let mut rs = short(
+        with_status(builtin("apps", "v1", "replicasets", "ReplicaSet", true)),
+        &["rs"],
+    );
+    rs.scale = replicas_scale();
+    rs.categories = vec!["all".into()];
     let mut svc = short(
         with_status(builtin("", "v1", "services", "Service", true)),
         &["svc"],
@@ -202,6 +218,7 @@ fn builtins() -> Vec<ResourceType> {
         ),
         sts,
         deploy,
+        rs,
         builtin(
             "apps",
             "v1",
@@ -253,6 +270,43 @@ fn builtins() -> Vec<ResourceType> {
             "v1",
             "clusterrolebindings",
             "ClusterRoleBinding",
+            false,
+        ),
+        // The access reviews ([`crate::auth::review`]): create-only,
+        // never stored.
+        builtin(
+            "authorization.k8s.io",
+            "v1",
+            "subjectaccessreviews",
+            "SubjectAccessReview",
+            false,
+        ),
+        builtin(
+            "authorization.k8s.io",
+            "v1",
+            "localsubjectaccessreviews",
+            "LocalSubjectAccessReview",
+            true,
+        ),
+        builtin(
+            "authorization.k8s.io",
+            "v1",
+            "selfsubjectaccessreviews",
+            "SelfSubjectAccessReview",
+            false,
+        ),
+        builtin(
+            "authorization.k8s.io",
+            "v1",
+            "selfsubjectrulesreviews",
+            "SelfSubjectRulesReview",
+            false,
+        ),
+        builtin(
+            "authentication.k8s.io",
+            "v1",
+            "selfsubjectreviews",
+            "SelfSubjectReview",
             false,
         ),
         builtin(
@@ -388,6 +442,9 @@ impl Registry {
                 "watch",
             ];
             verbs.sort();
+            if rt.create_only() {
+                verbs = vec!["create"];
+            }
             let mut r = json!({
                 "name": rt.plural,
                 "singularName": rt.singular,
@@ -407,6 +464,9 @@ impl Registry {
             }
             if rt.scale.is_some() {
                 resources.push(json!({"name": format!("{}/scale", rt.plural), "singularName": "", "namespaced": rt.namespaced, "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]}));
+            }
+            if rt.group.is_empty() && rt.plural == "serviceaccounts" {
+                resources.push(json!({"name": "serviceaccounts/token", "singularName": "", "namespaced": true, "group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest", "verbs": ["create"]}));
             }
             if rt.log {
                 resources.push(json!({"name": format!("{}/log", rt.plural), "singularName": "", "namespaced": rt.namespaced, "kind": "Pod", "verbs": ["get"]}));

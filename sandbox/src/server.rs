@@ -27,6 +27,8 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use crate::auth::Identity;
+use crate::auth::rbac::{Action, Decision};
 use crate::cluster::{
     Cluster, DeleteOptions, ListOptions, PatchKind, Sub, WriteOptions, manager_from_user_agent,
 };
@@ -92,9 +94,16 @@ async fn handle(State(st): State<Arc<AppState>>, req: Request) -> Response {
         (req.method().clone(), req.uri().clone(), accept)
     });
     let mut labels = None;
-    let response = match route(&st, req, &mut labels).await {
-        Ok(r) => r,
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok());
+    let response = match crate::auth::authenticate(&st.cluster, authorization) {
         Err(e) => error_response(&e),
+        Ok(identity) => match route(&st, req, identity, &mut labels).await {
+            Ok(r) => r,
+            Err(e) => error_response(&e),
+        },
     };
     if let Some((method, uri, accept)) = logged {
         tracing::debug!(
@@ -216,6 +225,7 @@ fn parse_target(st: &AppState, segs: &[&str]) -> Result<(Target, bool)> {
             "portforward" | "exec" => target.rt.plural == "pods" && target.rt.group.is_empty(),
             "finalize" => target.rt.plural == "namespaces" && target.rt.group.is_empty(),
             "proxy" => target.rt.plural == "nodes" && target.rt.group.is_empty(),
+            "token" => target.rt.plural == "serviceaccounts" && target.rt.group.is_empty(),
             _ => false,
         };
         if !ok {
@@ -354,6 +364,7 @@ fn delete_options(q: &HashMap<String, String>, body: &[u8]) -> Result<DeleteOpti
 async fn route(
     st: &AppState,
     req: Request,
+    identity: Option<Identity>,
     labels: &mut Option<crate::metrics::RequestLabels>,
 ) -> Result<Response> {
     let (mut parts, body) = req.into_parts();
@@ -367,6 +378,26 @@ async fn route(
         .unwrap_or("127.0.0.1")
         .to_string();
 
+    // Upstream's system:public-info-viewer: health and version are open to
+    // anyone, even without credentials; everything else needs a token.
+    let public = matches!(
+        segs.as_slice(),
+        ["healthz" | "readyz" | "livez" | "version", ..]
+    );
+    let Some(identity) = identity.or_else(|| public.then(Identity::anonymous)) else {
+        return Err(crate::auth::unauthorized());
+    };
+    let identity = crate::auth::impersonation::apply(&st.cluster, identity, &parts.headers)?;
+    // Paths that name no resource (discovery, OpenAPI, metrics) are
+    // authorized by path, with the HTTP method as the verb.
+    let resource_request = matches!(segs.as_slice(), ["api", _, _, ..] | ["apis", _, _, _, ..]);
+    if !public && !resource_request {
+        let action = Action::NonResource {
+            verb: parts.method.as_str().to_ascii_lowercase(),
+            path: parts.uri.path().to_string(),
+        };
+        authorize(st, &identity, &action)?;
+    }
     if matches!(segs.as_slice(), ["healthz"] | ["readyz"] | ["livez"]) {
         return Ok((StatusCode::OK, "ok").into_response());
     }
@@ -410,6 +441,8 @@ async fn route(
         (&Method::POST, false) => "create",
         // Connect subresources: kube-rs upgrades a GET, kubectl a POST.
         (&Method::POST, true) if target.sub.as_deref() == Some("portforward") => "create",
+        // TokenRequest: `create` on serviceaccounts/token.
+        (&Method::POST, true) if target.sub.as_deref() == Some("token") => "create",
         (&Method::PUT, true) => "update",
         (&Method::PATCH, true) => "patch",
         (&Method::DELETE, true) => "delete",
@@ -420,6 +453,22 @@ async fn route(
         Some(s) => format!("{}/{s}", rt.plural),
         None => rt.plural.clone(),
     };
+    authorize(
+        st,
+        &identity,
+        &Action::Resource {
+            verb: verb.into(),
+            namespace: target.namespace.clone().unwrap_or_default(),
+            api_group: rt.group.clone(),
+            resource: rt.plural.clone(),
+            subresource: target.sub.clone().unwrap_or_default(),
+            name: target
+                .name
+                .clone()
+                .or_else(|| named_by_field_selector(&q))
+                .unwrap_or_default(),
+        },
+    )?;
     st.counters.record(verb, &resource);
     *labels = Some(crate::metrics::RequestLabels {
         verb: verb.to_string(),
@@ -508,6 +557,9 @@ async fn route(
             .and_then(|v| v.to_str().ok()),
         q.get("includeObject").map(String::as_str),
     );
+    if rt.create_only() && verb != "create" {
+        return Err(Error::method_not_allowed());
+    }
     let out = match verb {
         "list" => {
             let list = c.list(&rt, target.namespace.as_deref(), &list_options(&q, &rt)?)?;
@@ -537,6 +589,16 @@ async fn route(
                 return Ok(json_response(StatusCode::OK, &render.object(&rt, obj)));
             }
         },
+        "create" if let Some(review) = crate::auth::review::review_of(&rt) => {
+            let obj = parse_body(&parts.headers, &body)?;
+            let answer = crate::auth::review::create(c, &rt, review, &identity, &ns, obj)?;
+            return Ok(json_response(StatusCode::CREATED, &answer));
+        }
+        "create" if target.sub.as_deref() == Some("token") => {
+            let request = parse_body(&parts.headers, &body)?;
+            let answer = crate::auth::token_request::create(c, &ns, &name, request)?;
+            return Ok(json_response(StatusCode::CREATED, &answer));
+        }
         "create" => {
             let obj = parse_body(&parts.headers, &body)?;
             warnings = fieldvalidation::check(&rt, &obj, directive()?, false)?;
@@ -628,6 +690,30 @@ async fn route(
         json_response(StatusCode::OK, &with_version(&rt, out)),
         &warnings,
     ))
+}
+
+/// RBAC's verdict on a request, as a 403 when it is refused.
+fn authorize(st: &AppState, identity: &Identity, action: &Action) -> Result<()> {
+    match crate::auth::rbac::authorize(&st.cluster, identity, action) {
+        Decision::Allow(_) => Ok(()),
+        Decision::Deny(reason) => Err(crate::auth::rbac::forbidden(identity, action, &reason)),
+    }
+}
+
+/// The name a list or watch is narrowed to by `fieldSelector=metadata.name=X`
+/// (upstream's RequestInfo takes it as the request's name, so RBAC
+/// resourceNames apply to it).
+fn named_by_field_selector(q: &HashMap<String, String>) -> Option<String> {
+    let selector = q.get("fieldSelector")?;
+    let mut parts = selector.split(',');
+    let one = parts.next()?;
+    if parts.next().is_some() {
+        return None;
+    }
+    let name = one
+        .strip_prefix("metadata.name==")
+        .or_else(|| one.strip_prefix("metadata.name="))?;
+    Some(name.to_string())
 }
 
 /// Adds one `Warning: 299 - "..."` header per warning, as the real server

@@ -3,10 +3,13 @@
 //! are in `common`.
 
 mod admission;
+mod auth;
+mod auth_rbac;
 mod bad_input;
 mod controllers;
 mod crd;
 mod deletion;
+mod deployments;
 mod dry_run;
 mod endpoints;
 mod faults;
