@@ -97,7 +97,8 @@ impl TestCluster {
 
     /// Waits until the operator's Lease names a holder that is one of its
     /// running pods (other than `not`, the leader that was deleted), within
-    /// `budget`, and returns that pod's name.
+    /// `budget`, and returns that pod's name. The holder's identity is the
+    /// pod's name and the process id (`<pod>-<pid>`, see `shared::cli`).
     pub async fn wait_operator_leader(
         &self,
         not: Option<&str>,
@@ -113,24 +114,27 @@ impl TestCluster {
                 not.map(|n| format!(" other than {n}")).unwrap_or_default()
             ),
             || async {
-                let holder = leases
+                let Some(holder) = leases
                     .get_opt(shared::runner::LEASE_NAME)
                     .await
                     .or_fail("read the operator's Lease")?
                     .and_then(|l| l.spec)
                     .and_then(|s| s.holder_identity)
-                    .filter(|h| Some(h.as_str()) != not);
-                let Some(holder) = holder else {
+                else {
                     return Ok(None);
                 };
                 let running = pods
-                    .get_opt(&holder)
+                    .list(&ListParams::default().labels(POD_SELECTOR))
                     .await
-                    .or_fail(format!("read pod {holder}"))?
-                    .and_then(|p| p.status)
-                    .and_then(|s| s.phase)
-                    .is_some_and(|phase| phase == "Running");
-                Ok(running.then_some(holder))
+                    .or_fail("list the operator's pods")?
+                    .items
+                    .into_iter()
+                    .filter(|p| {
+                        p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+                    })
+                    .filter_map(|p| p.metadata.name)
+                    .find(|name| holds(&holder, name) && Some(name.as_str()) != not);
+                Ok(running)
             },
         )
         .await
@@ -205,6 +209,15 @@ impl TestCluster {
     }
 }
 
+/// Whether the Lease holder identity `holder` is pod `pod`'s process
+/// (`<pod>-<pid>`).
+fn holds(holder: &str, pod: &str) -> bool {
+    holder
+        .strip_prefix(pod)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// Whether a Deployment has rolled out its spec, as `kubectl rollout
 /// status` decides: the controller has seen this generation, and every
 /// replica is updated and available with none of an older template left.
@@ -221,4 +234,29 @@ pub fn rolled_out(deployment: &Deployment) -> bool {
             && s.replicas.unwrap_or(0) <= s.updated_replicas.unwrap_or(0)
             && s.available_replicas.unwrap_or(0) >= s.updated_replicas.unwrap_or(0)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::holds;
+
+    #[test]
+    fn a_lease_holder_is_the_pod_whose_name_and_process_id_it_names() {
+        assert!(holds(
+            "pgdb-operator-884996c7b-llgcx-19368",
+            "pgdb-operator-884996c7b-llgcx"
+        ));
+        assert!(!holds(
+            "pgdb-operator-884996c7b-llgcx-19368",
+            "pgdb-operator-884996c7b-llgc"
+        ));
+        assert!(!holds(
+            "pgdb-operator-884996c7b-llgcx",
+            "pgdb-operator-884996c7b-llgcx"
+        ));
+        assert!(!holds(
+            "pgdb-operator-884996c7b-llgcx-x1",
+            "pgdb-operator-884996c7b-llgcx"
+        ));
+    }
 }

@@ -25,6 +25,9 @@
 //! - [`level5_failover`]: Level 5's failover, switchover and rebuilt
 //!   instances on real servers, with a client writing throughout.
 //! - [`rbac`]: what the deployed RBAC grants, against a whole life of Level 2.
+//! - [`in_cluster`]: the operator deployed with `kubectl apply -k`, its
+//!   RBAC enforced: two replicas, one leader, handover, the operator
+//!   upgrade, and the install, drift, upgrade and backup scenarios.
 //! - [`scale`]: a few hundred databases at once.
 //! - [`level5_autoscaling`]: Level 5's replicas scaled on a pgbench read
 //!   load and back after it, on real servers.
@@ -47,6 +50,7 @@ mod chapters;
 mod companions;
 mod core_on_sandbox;
 mod documented;
+mod in_cluster;
 mod leader;
 mod level1_on_real_postgres;
 mod level2_major_upgrade;
