@@ -1,0 +1,372 @@
+//! The operator's own image on the real runtime: `pgdb-operator:<level
+//! crate>` runs that level's workspace binary as a node runs the image
+//! deploy/ names, with the pod template of deploy/base/operator.yaml (its
+//! arguments, POD_NAME and POD_NAMESPACE from the downward API, probes on
+//! the named health port, security context), its ServiceAccount's token at
+//! `/var/run/secrets/kubernetes.io/serviceaccount` and the API server's
+//! HTTPS listener in `KUBERNETES_SERVICE_HOST`/`_PORT`, under the RBAC of
+//! deploy/base/rbac.yaml.
+//!
+//! The operator tests need the level's binary: `cargo build -p
+//! level1-install` (they fail saying so without it).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Event, Pod};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
+use kube::core::GroupVersionKind;
+use kube::discovery::{Scope, pinned_kind};
+use serde_json::{Value, json};
+
+use super::{create, start, wait_pod, waiting_reason};
+
+/// How long an operator pod, or a database through it, may take.
+const OPERATOR_WAIT: Duration = Duration::from_secs(120);
+const OPERATOR_NAMESPACE: &str = "pgdb-system";
+const LEVEL: &str = "level1-install";
+
+/// The repository's root (the sandbox crate's parent).
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace root")
+        .to_path_buf()
+}
+
+/// The YAML documents of a file under the repository, as JSON.
+fn documents(path: &str) -> Vec<Value> {
+    use serde::Deserialize;
+    let text = std::fs::read_to_string(repo().join(path)).expect("a file of the repository");
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|doc| Value::deserialize(doc).expect("a YAML document"))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// Fails, saying how to build it, unless the level's binary is where the
+/// runtime looks (the test binary's directory's parent: `target/debug`).
+fn require_binary(krate: &str) {
+    let exe = std::env::current_exe().expect("the test binary");
+    let built = exe
+        .ancestors()
+        .skip(1)
+        .take(2)
+        .any(|d| d.join(krate).is_file());
+    assert!(
+        built,
+        "the operator image runs the workspace binary {krate}: build it with `cargo build -p {krate}`"
+    );
+}
+
+/// Creates an object of any kind the API serves (found by discovery, so a
+/// kind a CRD just added is retried until it is served).
+async fn create_object(sb: &sandbox::Sandbox, obj: &Value) {
+    let api_version = obj["apiVersion"].as_str().expect("an apiVersion");
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let gvk = GroupVersionKind::gvk(group, version, obj["kind"].as_str().expect("a kind"));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let (resource, caps) = loop {
+        match pinned_kind(&sb.client(), &gvk).await {
+            Ok(found) => break found,
+            Err(e) if tokio::time::Instant::now() > deadline => {
+                panic!("{gvk:?} is not served: {e}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    let api: Api<DynamicObject> = match caps.scope {
+        Scope::Cluster => Api::all_with(sb.client(), &resource),
+        Scope::Namespaced => Api::namespaced_with(
+            sb.client(),
+            obj.pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or("default"),
+            &resource,
+        ),
+    };
+    let object: DynamicObject = serde_json::from_value(obj.clone()).expect("an object");
+    api.create(&PostParams::default(), &object)
+        .await
+        .unwrap_or_else(|e| panic!("{} {:?} is refused: {e}", gvk.kind, object.metadata.name));
+}
+
+/// Installs what deploy/ installs besides the Deployment: the CRDs, the
+/// namespace, the ServiceAccount and its RBAC.
+async fn install_crds_and_rbac(sb: &sandbox::Sandbox) {
+    for doc in documents("deploy/base/crd.yaml")
+        .iter()
+        .chain(documents("deploy/base/rbac.yaml").iter())
+    {
+        create_object(sb, doc).await;
+    }
+}
+
+/// An operator pod: deploy/base/operator.yaml's pod template, with
+/// `image`, named `name`.
+fn operator_pod(name: &str, image: &str) -> Pod {
+    let deployment = documents("deploy/base/operator.yaml")
+        .into_iter()
+        .find(|d| d["kind"] == "Deployment")
+        .expect("deploy/base/operator.yaml holds the Deployment");
+    let mut template = deployment["spec"]["template"].clone();
+    template["metadata"]["name"] = json!(name);
+    template["metadata"]["namespace"] = json!(OPERATOR_NAMESPACE);
+    template["spec"]["containers"][0]["image"] = json!(image);
+    template["spec"]["terminationGracePeriodSeconds"] = json!(2);
+    serde_json::from_value(template).expect("a pod")
+}
+
+fn operator_pods(sb: &sandbox::Sandbox) -> Api<Pod> {
+    Api::namespaced(sb.client(), OPERATOR_NAMESPACE)
+}
+
+/// The pod's status, its Events and its log, for a failure message.
+async fn describe(api: &Api<Pod>, name: &str) -> String {
+    let pod = api.get_opt(name).await.ok().flatten();
+    let namespace = pod
+        .as_ref()
+        .and_then(|p| p.metadata.namespace.clone())
+        .unwrap_or_default();
+    let events: Api<Event> = Api::namespaced(api.clone().into_client(), &namespace);
+    let events = events
+        .list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
+        .await
+        .map(|l| {
+            l.items
+                .iter()
+                .map(|e| {
+                    format!(
+                        "{} {}: {}",
+                        e.type_.as_deref().unwrap_or_default(),
+                        e.reason.as_deref().unwrap_or_default(),
+                        e.message.as_deref().unwrap_or_default()
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default();
+    let log = api
+        .logs(name, &Default::default())
+        .await
+        .unwrap_or_default();
+    format!(
+        "status: {}\nevents:\n{events}\nlog:\n{log}",
+        serde_json::to_string_pretty(&pod.and_then(|p| p.status)).unwrap_or_default()
+    )
+}
+
+/// Waits (at most [`OPERATOR_WAIT`]) until `check` holds for what `read`
+/// gives, failing with `what` and the description of pod `pod`.
+async fn wait_for<T>(
+    api: &Api<Pod>,
+    pod: &str,
+    what: &str,
+    read: impl AsyncFn() -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + OPERATOR_WAIT;
+    loop {
+        if let Some(found) = read().await {
+            return found;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!(
+                "timed out after {OPERATOR_WAIT:?} waiting until {what}\npod {pod}: {}",
+                describe(api, pod).await
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn is_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// The holder the operator's Lease names, if any.
+async fn lease_holder(sb: &sandbox::Sandbox) -> Option<String> {
+    let leases: Api<Lease> = Api::namespaced(sb.client(), OPERATOR_NAMESPACE);
+    leases
+        .get_opt("pgdb-operator")
+        .await
+        .ok()
+        .flatten()?
+        .spec?
+        .holder_identity
+}
+
+/// Whether a holder identity (`<POD_NAME>-<pid>`) is pod `pod`'s.
+fn held_by(holder: &str, pod: &str) -> bool {
+    holder
+        .strip_prefix(pod)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .is_some_and(|pid| pid.chars().all(|c| c.is_ascii_digit()))
+}
+
+#[tokio::test]
+async fn two_operator_pods_of_deploy_s_template_elect_one_leader_that_makes_a_postgresdb_ready_and_hands_over_when_deleted()
+ {
+    require_binary(LEVEL);
+    let sb = start().await;
+    install_crds_and_rbac(&sb).await;
+    let api = operator_pods(&sb);
+    let image = format!("pgdb-operator:{LEVEL}");
+    for name in ["operator-a", "operator-b"] {
+        api.create(&PostParams::default(), &operator_pod(name, &image))
+            .await
+            .expect("the operator pod is accepted");
+    }
+    // Both listen on the health port 8080 (each on its own pod address);
+    // the leader is ready, the other one alive and standing by.
+    let leader = wait_for(&api, "operator-a", "one operator pod leads", async || {
+        let holder = lease_holder(&sb).await?;
+        ["operator-a", "operator-b"]
+            .into_iter()
+            .find(|p| held_by(&holder, p))
+    })
+    .await;
+    let standby = if leader == "operator-a" {
+        "operator-b"
+    } else {
+        "operator-a"
+    };
+    wait_for(&api, leader, "the leader is ready", async || {
+        api.get(leader).await.ok().filter(is_ready)
+    })
+    .await;
+    wait_for(&api, standby, "the other pod stands by", async || {
+        let log = api.logs(standby, &Default::default()).await.ok()?;
+        log.contains("another replica leads; standing by")
+            .then_some(())
+    })
+    .await;
+    let log = api
+        .logs(leader, &Default::default())
+        .await
+        .expect("the leader's log");
+    assert!(
+        log.contains("acquired the leader lease"),
+        "the log shows the operator acting:\n{log}"
+    );
+
+    create_object(
+        &sb,
+        &json!({"apiVersion": "pgdb.example.com/v1", "kind": "PostgresDB",
+                "metadata": {"name": "orders", "namespace": "default"},
+                "spec": {"version": "15", "storage": {"size": "1Gi"}}}),
+    )
+    .await;
+    let dbs: Api<DynamicObject> = Api::namespaced_with(
+        sb.client(),
+        "default",
+        &kube::core::ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("pgdb.example.com", "v1", "PostgresDB"),
+            "postgresdbs",
+        ),
+    );
+    wait_for(&api, leader, "PostgresDB orders is Ready", async || {
+        let db = dbs.get("orders").await.ok()?;
+        let conditions = db.data.pointer("/status/conditions")?.as_array()?.clone();
+        conditions
+            .iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            .then_some(())
+    })
+    .await;
+    let restarts = |p: &Pod| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .map_or(0, |cs| cs[0].restart_count)
+    };
+    for name in [leader, standby] {
+        let pod = api.get(name).await.expect("the operator pod");
+        assert_eq!(
+            restarts(&pod),
+            0,
+            "pod {name} never restarted (its liveness probe reached it)\n{}",
+            describe(&api, name).await
+        );
+    }
+
+    // The leader goes: the other pod takes the Lease within its 15 s.
+    api.delete(leader, &DeleteParams::default())
+        .await
+        .expect("the leader pod is deleted");
+    wait_for(&api, standby, "the other pod takes over", async || {
+        let holder = lease_holder(&sb).await?;
+        held_by(&holder, standby).then_some(())
+    })
+    .await;
+    wait_for(&api, standby, "the new leader is ready", async || {
+        api.get(standby).await.ok().filter(is_ready)
+    })
+    .await;
+    sb.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_operator_image_whose_binary_is_not_built_cannot_be_pulled_and_the_message_says_how_to_build_it()
+ {
+    let sb = start().await;
+    create(
+        &sb,
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "unbuilt"},
+               "spec": {"containers": [{"name": "operator", "image": "pgdb-operator:level9-unbuilt"}]}}),
+    )
+    .await;
+    let pod = wait_pod(&sb, "unbuilt", "refused an image pull", |p| {
+        matches!(
+            waiting_reason(p).as_deref(),
+            Some("ErrImagePull" | "ImagePullBackOff")
+        )
+    })
+    .await;
+    let message = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|cs| cs[0].state.as_ref()?.waiting.as_ref()?.message.clone())
+        .unwrap_or_default();
+    assert!(
+        message.contains("cargo build -p level9-unbuilt"),
+        "the message says how to build the binary: {message}"
+    );
+    sb.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_container_with_run_as_non_root_and_run_as_user_zero_is_not_created_with_the_kubelet_s_message()
+ {
+    require_binary(LEVEL);
+    let sb = start().await;
+    create(
+        &sb,
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "root"},
+               "spec": {"securityContext": {"runAsNonRoot": true},
+                   "containers": [{"name": "operator", "image": format!("pgdb-operator:{LEVEL}"),
+                       "securityContext": {"runAsUser": 0}}]}}),
+    )
+    .await;
+    let pod = wait_pod(&sb, "root", "refused", |p| {
+        waiting_reason(p).as_deref() == Some("CreateContainerConfigError")
+    })
+    .await;
+    let message = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|cs| cs[0].state.as_ref()?.waiting.as_ref()?.message.clone())
+        .unwrap_or_default();
+    assert!(
+        message.starts_with("container's runAsUser breaks non-root policy (pod: \"root_default("),
+        "{message}"
+    );
+    assert!(message.ends_with("container: operator)"), "{message}");
+    sb.shutdown().await;
+}
