@@ -370,3 +370,55 @@ async fn a_container_with_run_as_non_root_and_run_as_user_zero_is_not_created_wi
     assert!(message.ends_with("container: operator)"), "{message}");
     sb.shutdown().await;
 }
+
+/// Waits until the pod's last log line is `line`, failing with its log.
+async fn wait_last_line(sb: &sandbox::Sandbox, name: &str, line: &str) {
+    let api: Api<Pod> = Api::namespaced(sb.client(), "default");
+    wait_for(
+        &api,
+        name,
+        &format!("its last log line is {line:?}"),
+        async || {
+            let log = api.logs(name, &Default::default()).await.ok()?;
+            (log.lines().last() == Some(line)).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_projected_volume_shows_a_config_map_s_keys_and_the_pod_s_fields_and_follows_the_config_map()
+ {
+    let sb = start().await;
+    create(
+        &sb,
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"},
+               "data": {"greeting": "hello"}}),
+    )
+    .await;
+    create(
+        &sb,
+        json!({"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": "reader", "labels": {"app": "reader", "tier": "db"}},
+               "spec": {"containers": [{"name": "main", "image": "postgres:15",
+                   "command": ["sh", "-c", "while true; do echo \"$(cat /etc/podinfo/greeting.txt) $(cat /etc/podinfo/namespace) $(cat /etc/podinfo/labels | tr '\\n' ,)\"; sleep 0.2; done"],
+                   "volumeMounts": [{"name": "podinfo", "mountPath": "/etc/podinfo", "readOnly": true}]}],
+                   "volumes": [{"name": "podinfo", "projected": {"sources": [
+                       {"configMap": {"name": "settings", "items": [{"key": "greeting", "path": "greeting.txt"}]}},
+                       {"downwardAPI": {"items": [
+                           {"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}},
+                           {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}}]}}]}}),
+    )
+    .await;
+    wait_last_line(&sb, "reader", "hello default app=\"reader\",tier=\"db\"").await;
+    Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(sb.client(), "default")
+        .patch(
+            "settings",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"data": {"greeting": "bonjour"}})),
+        )
+        .await
+        .expect("the configmap is patched");
+    wait_last_line(&sb, "reader", "bonjour default app=\"reader\",tier=\"db\"").await;
+    sb.shutdown().await;
+}
