@@ -128,6 +128,8 @@ pub struct Sandbox {
     client: kube::Client,
     shutdown: tokio_watch::Sender<bool>,
     server: Option<JoinHandle<()>>,
+    https_addr: SocketAddr,
+    https_server: Option<JoinHandle<()>>,
     controllers: controllers::Controllers,
 }
 
@@ -187,6 +189,27 @@ impl Sandbox {
         let (shutdown, rx) = tokio_watch::channel(false);
         let mut server_rx = rx.clone();
         let app = server::router(state);
+        // The HTTPS listener in-cluster clients use ([`auth::https`]).
+        let https_bind = "127.0.0.1:0".to_string();
+        let https_listener =
+            tokio::net::TcpListener::bind(&https_bind)
+                .await
+                .map_err(|source| Error::Bind {
+                    addr: https_bind.clone(),
+                    source,
+                })?;
+        let https_addr = https_listener.local_addr().map_err(|source| Error::Bind {
+            addr: https_bind,
+            source,
+        })?;
+        cluster.auth.set_in_cluster_endpoint(https_addr);
+        let tls = auth::https::server_config(&cluster.auth)?;
+        let https_server = tokio::spawn(auth::https::serve(
+            https_listener,
+            tls,
+            app.clone(),
+            rx.clone(),
+        ));
         let server = tokio::spawn(async move {
             let stop = async move {
                 let _ = server_rx.wait_for(|s| *s).await;
@@ -205,6 +228,7 @@ impl Sandbox {
                 .map_err(|_| Error::internal("bad server URL"))?,
         );
         kc.default_namespace = "default".into();
+        kc.auth_info.token = Some(cluster.auth.admin_token().to_string().into());
         let client = kube::Client::try_from(kc).map_err(Error::Client)?;
         Ok(Sandbox {
             addr,
@@ -217,6 +241,8 @@ impl Sandbox {
             client,
             shutdown,
             server: Some(server),
+            https_addr,
+            https_server: Some(https_server),
             controllers,
         })
     }
@@ -230,18 +256,41 @@ impl Sandbox {
         self.addr
     }
 
-    /// A kube-rs client for this sandbox (default namespace `default`).
+    /// `https://127.0.0.1:<port>`: the listener pods use, serving the
+    /// certificate [`Sandbox::ca_pem`] signed.
+    pub fn https_url(&self) -> String {
+        format!("https://{}", self.https_addr)
+    }
+
+    /// The CA certificate (PEM) the HTTPS listener's certificate chains to.
+    pub fn ca_pem(&self) -> &str {
+        self.cluster.auth.ca_pem()
+    }
+
+    /// The admin user's bearer token (`kubernetes-admin`, in
+    /// `system:masters`): what the kubeconfig and [`Sandbox::client`] send.
+    pub fn admin_token(&self) -> &str {
+        self.cluster.auth.admin_token()
+    }
+
+    /// A kube-rs client for this sandbox (default namespace `default`),
+    /// authenticated as the admin user.
     pub fn client(&self) -> kube::Client {
         self.client.clone()
     }
 
-    /// A kubeconfig pointing at this sandbox (context `sandbox`).
+    /// A kubeconfig pointing at this sandbox (context `sandbox`): the
+    /// HTTPS listener, its CA, and the admin user's token. (client-go, so
+    /// kubectl, sends credentials only over TLS: a kubeconfig naming the
+    /// plain listener would make kubectl anonymous.)
     pub fn kubeconfig_yaml(&self) -> String {
+        use base64::Engine;
+        let ca = base64::engine::general_purpose::STANDARD.encode(self.ca_pem());
         let cfg = json!({
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": "sandbox", "cluster": {"server": self.url()}}],
-            "users": [{"name": "sandbox", "user": {}}],
+            "clusters": [{"name": "sandbox", "cluster": {"server": self.https_url(), "certificate-authority-data": ca}}],
+            "users": [{"name": "sandbox", "user": {"token": self.admin_token()}}],
             "contexts": [{"name": "sandbox", "context": {"cluster": "sandbox", "user": "sandbox", "namespace": "default"}}],
             "current-context": "sandbox",
         });
@@ -306,6 +355,9 @@ impl Sandbox {
     /// Stops the server and controllers and waits for the server to exit.
     pub async fn shutdown(mut self) {
         self.stop();
+        if let Some(https) = self.https_server.take() {
+            https.abort();
+        }
         if let Some(server) = self.server.take() {
             // Open keep-alive connections can hold graceful shutdown; do not wait forever.
             let abort = server.abort_handle();
@@ -331,7 +383,10 @@ impl Sandbox {
 impl Drop for Sandbox {
     fn drop(&mut self) {
         self.stop();
-        if let Some(s) = self.server.take() {
+        for s in [self.server.take(), self.https_server.take()]
+            .into_iter()
+            .flatten()
+        {
             s.abort();
         }
     }

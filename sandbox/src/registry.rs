@@ -408,6 +408,9 @@ impl Registry {
             if rt.scale.is_some() {
                 resources.push(json!({"name": format!("{}/scale", rt.plural), "singularName": "", "namespaced": rt.namespaced, "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]}));
             }
+            if rt.group.is_empty() && rt.plural == "serviceaccounts" {
+                resources.push(json!({"name": "serviceaccounts/token", "singularName": "", "namespaced": true, "group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest", "verbs": ["create"]}));
+            }
             if rt.log {
                 resources.push(json!({"name": format!("{}/log", rt.plural), "singularName": "", "namespaced": rt.namespaced, "kind": "Pod", "verbs": ["get"]}));
                 resources.push(json!({"name": format!("{}/exec", rt.plural), "singularName": "", "namespaced": rt.namespaced, "kind": "PodExecOptions", "verbs": ["create", "get"]}));

@@ -27,6 +27,7 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use crate::auth::Identity;
 use crate::cluster::{
     Cluster, DeleteOptions, ListOptions, PatchKind, Sub, WriteOptions, manager_from_user_agent,
 };
@@ -92,9 +93,16 @@ async fn handle(State(st): State<Arc<AppState>>, req: Request) -> Response {
         (req.method().clone(), req.uri().clone(), accept)
     });
     let mut labels = None;
-    let response = match route(&st, req, &mut labels).await {
-        Ok(r) => r,
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok());
+    let response = match crate::auth::authenticate(&st.cluster, authorization) {
         Err(e) => error_response(&e),
+        Ok(identity) => match route(&st, req, identity, &mut labels).await {
+            Ok(r) => r,
+            Err(e) => error_response(&e),
+        },
     };
     if let Some((method, uri, accept)) = logged {
         tracing::debug!(
@@ -216,6 +224,7 @@ fn parse_target(st: &AppState, segs: &[&str]) -> Result<(Target, bool)> {
             "portforward" | "exec" => target.rt.plural == "pods" && target.rt.group.is_empty(),
             "finalize" => target.rt.plural == "namespaces" && target.rt.group.is_empty(),
             "proxy" => target.rt.plural == "nodes" && target.rt.group.is_empty(),
+            "token" => target.rt.plural == "serviceaccounts" && target.rt.group.is_empty(),
             _ => false,
         };
         if !ok {
@@ -354,6 +363,7 @@ fn delete_options(q: &HashMap<String, String>, body: &[u8]) -> Result<DeleteOpti
 async fn route(
     st: &AppState,
     req: Request,
+    identity: Option<Identity>,
     labels: &mut Option<crate::metrics::RequestLabels>,
 ) -> Result<Response> {
     let (mut parts, body) = req.into_parts();
@@ -367,6 +377,16 @@ async fn route(
         .unwrap_or("127.0.0.1")
         .to_string();
 
+    // Upstream's system:public-info-viewer: health and version are open to
+    // anyone, even without credentials; everything else needs a token.
+    let public = matches!(
+        segs.as_slice(),
+        ["healthz" | "readyz" | "livez" | "version", ..]
+    );
+    let Some(identity) = identity.or_else(|| public.then(Identity::anonymous)) else {
+        return Err(crate::auth::unauthorized());
+    };
+    let _ = &identity;
     if matches!(segs.as_slice(), ["healthz"] | ["readyz"] | ["livez"]) {
         return Ok((StatusCode::OK, "ok").into_response());
     }
@@ -410,6 +430,8 @@ async fn route(
         (&Method::POST, false) => "create",
         // Connect subresources: kube-rs upgrades a GET, kubectl a POST.
         (&Method::POST, true) if target.sub.as_deref() == Some("portforward") => "create",
+        // TokenRequest: `create` on serviceaccounts/token.
+        (&Method::POST, true) if target.sub.as_deref() == Some("token") => "create",
         (&Method::PUT, true) => "update",
         (&Method::PATCH, true) => "patch",
         (&Method::DELETE, true) => "delete",
@@ -537,6 +559,11 @@ async fn route(
                 return Ok(json_response(StatusCode::OK, &render.object(&rt, obj)));
             }
         },
+        "create" if target.sub.as_deref() == Some("token") => {
+            let request = parse_body(&parts.headers, &body)?;
+            let answer = crate::auth::token_request::create(c, &ns, &name, request)?;
+            return Ok(json_response(StatusCode::CREATED, &answer));
+        }
         "create" => {
             let obj = parse_body(&parts.headers, &body)?;
             warnings = fieldvalidation::check(&rt, &obj, directive()?, false)?;

@@ -1,7 +1,9 @@
 //! Creates: a new object's server-set metadata (name from
 //! `generateName`, uid, creation time, generation), the namespace it goes
-//! in, admission (defaults and validation, shared with updates) and the
-//! creator's field ownership.
+//! in, admission (defaults and validation, shared with updates; a pod's
+//! ServiceAccount, [`crate::auth::admission`]) and the creator's field
+//! ownership. A new namespace gets its `default` ServiceAccount and
+//! `kube-root-ca.crt` ConfigMap in the same create.
 
 use serde_json::{Value, json};
 
@@ -131,6 +133,9 @@ impl Cluster {
             meta.remove(k);
         }
         self.check_namespace(rt, ns)?;
+        if is_core(rt, "pods") {
+            crate::auth::admission::admit_pod(self, ns, &mut obj)?;
+        }
         builtin::initial_status(rt, &mut obj);
         kinds::rules(rt).on_create(self, &mut obj)?;
         self.admit(rt, &mut obj, None)?;
@@ -166,6 +171,13 @@ impl Cluster {
             .create(&rt.key(), ns, &name, rt.to_storage(obj))
             .map_err(|e| store_err(rt, &name, e))?;
         kinds::rules(rt).after_write(self, &created);
+        if is_core(rt, "namespaces") {
+            crate::auth::admission::namespace_created(self, &name);
+        }
         Ok(rt.to_view(created))
     }
+}
+
+fn is_core(rt: &ResourceType, plural: &str) -> bool {
+    rt.group.is_empty() && rt.plural == plural
 }

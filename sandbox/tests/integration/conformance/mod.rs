@@ -3,6 +3,7 @@
 //! are in `common`.
 
 mod admission;
+mod auth;
 mod bad_input;
 mod controllers;
 mod crd;

@@ -292,7 +292,12 @@ async fn the_legacy_watch_prefix_watches_a_collection_or_one_object() {
     names.sort();
     assert_eq!(
         names,
-        [("ADDED".into(), "a".into()), ("ADDED".into(), "b".into())],
+        [
+            ("ADDED".into(), "a".into()),
+            ("ADDED".into(), "b".into()),
+            // Every namespace holds it.
+            ("ADDED".into(), "kube-root-ca.crt".into())
+        ],
         "{all}"
     );
     let one = get_text(

@@ -5,6 +5,7 @@
 //! close stdin.
 
 use futures::{SinkExt, StreamExt};
+use sandbox::Sandbox;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
 
@@ -22,7 +23,8 @@ struct Exec {
 
 /// Runs `command` in pod `db` over the websocket `protocol`, sending
 /// `stdin` (then, with v5, closing it).
-async fn exec(url: &str, protocol: &str, command: &[&str], stdin: Option<&str>) -> Exec {
+async fn exec(sb: &Sandbox, protocol: &str, command: &[&str], stdin: Option<&str>) -> Exec {
+    let url = sb.url();
     let mut query: Vec<String> = command
         .iter()
         .map(|c| format!("command={}", form(c)))
@@ -40,6 +42,12 @@ async fn exec(url: &str, protocol: &str, command: &[&str], stdin: Option<&str>) 
     request.headers_mut().insert(
         "Sec-WebSocket-Protocol",
         protocol.parse().expect("a header value"),
+    );
+    request.headers_mut().insert(
+        "Authorization",
+        format!("Bearer {}", sb.admin_token())
+            .parse()
+            .expect("a header value"),
     );
     let (mut ws, response) = tokio_tungstenite::connect_async(request)
         .await
@@ -91,10 +99,9 @@ async fn exec_speaks_v5_and_falls_back_to_v4_with_the_exit_code_on_channel_3() {
     let sb = start().await;
     create(&sb, postgres_pod("db", None)).await;
     wait_pod(&sb, "db", "ready", ready).await;
-    let url = sb.url();
 
     let v4 = exec(
-        &url,
+        &sb,
         "v4.channel.k8s.io",
         &["sh", "-c", "echo out; echo err >&2; exit 2"],
         None,
@@ -108,7 +115,7 @@ async fn exec_speaks_v5_and_falls_back_to_v4_with_the_exit_code_on_channel_3() {
     assert_eq!(v4.status["details"]["causes"][0]["message"], "2");
 
     let v5 = exec(
-        &url,
+        &sb,
         "v5.channel.k8s.io, v4.channel.k8s.io",
         &["psql", "-U", "postgres", "-tA"],
         Some("select 'via stdin';\n"),

@@ -1,0 +1,184 @@
+//! ServiceAccount tokens: what the TokenRequest API issues and what the
+//! authenticator accepts.
+//!
+//! Upstream issues JWTs signed with the service-account key, with the
+//! claims `iss`, `sub` (`system:serviceaccount:<ns>:<name>`), `aud`,
+//! `exp`, `iat`, `nbf` and `kubernetes.io` (the namespace, the
+//! ServiceAccount's name and uid, and the pod's when the token is bound to
+//! one). The sandbox issues the same claims, signed with HMAC-SHA256 under
+//! a key made for each sandbox: clients treat the token as opaque, and the
+//! sandbox is the only verifier. A token is valid while its signature
+//! checks, it has not expired, and the objects it names still exist with
+//! the uids it names: a ServiceAccount deleted (or deleted and recreated)
+//! since, or the pod it is bound to gone, makes it invalid, as upstream's
+//! validator decides.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ring::hmac;
+use serde_json::{Value, json};
+
+/// The issuer and audience upstream uses by default.
+pub const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+
+/// What a valid token names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claims {
+    pub namespace: String,
+    pub service_account: String,
+    pub service_account_uid: String,
+    /// The pod (name, uid) the token is bound to.
+    pub pod: Option<(String, String)>,
+    pub expires: i64,
+}
+
+/// Why a token is not accepted (the client only ever sees 401).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// Not a JWT, or one this sandbox did not sign.
+    Malformed,
+    Expired,
+}
+
+/// Signs and verifies tokens with one sandbox's key.
+pub struct Signer {
+    key: hmac::Key,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Signer")
+    }
+}
+
+fn now() -> i64 {
+    jiff::Timestamp::now().as_second()
+}
+
+impl Signer {
+    pub fn new(secret: &[u8]) -> Signer {
+        Signer {
+            key: hmac::Key::new(hmac::HMAC_SHA256, secret),
+        }
+    }
+
+    /// A token for `claims`, valid from now until `claims.expires`.
+    pub fn issue(&self, claims: &Claims) -> String {
+        let issued = now();
+        let mut k8s = json!({
+            "namespace": claims.namespace,
+            "serviceaccount": {"name": claims.service_account, "uid": claims.service_account_uid},
+        });
+        if let Some((name, uid)) = &claims.pod {
+            k8s["pod"] = json!({"name": name, "uid": uid});
+        }
+        let payload = json!({
+            "aud": [ISSUER],
+            "exp": claims.expires,
+            "iat": issued,
+            "nbf": issued,
+            "iss": ISSUER,
+            "jti": crate::meta::uid(),
+            "sub": format!("system:serviceaccount:{}:{}", claims.namespace, claims.service_account),
+            "kubernetes.io": k8s,
+        });
+        let header = json!({"alg": "HS256", "kid": "sandbox", "typ": "JWT"});
+        let signing_input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(payload.to_string())
+        );
+        let signature = hmac::sign(&self.key, signing_input.as_bytes());
+        format!(
+            "{signing_input}.{}",
+            URL_SAFE_NO_PAD.encode(signature.as_ref())
+        )
+    }
+
+    /// The claims of a token this signer issued and that has not expired;
+    /// whether the objects it names still exist is the caller's question.
+    pub fn verify(&self, token: &str) -> Result<Claims, Rejection> {
+        let (signing_input, signature) = token.rsplit_once('.').ok_or(Rejection::Malformed)?;
+        let signature = URL_SAFE_NO_PAD
+            .decode(signature)
+            .map_err(|_| Rejection::Malformed)?;
+        hmac::verify(&self.key, signing_input.as_bytes(), &signature)
+            .map_err(|_| Rejection::Malformed)?;
+        let (_, payload) = signing_input.split_once('.').ok_or(Rejection::Malformed)?;
+        let payload: Value = URL_SAFE_NO_PAD
+            .decode(payload)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or(Rejection::Malformed)?;
+        let text = |p: &str| {
+            payload
+                .pointer(p)
+                .and_then(Value::as_str)
+                .map(String::from)
+                .ok_or(Rejection::Malformed)
+        };
+        let expires = payload
+            .get("exp")
+            .and_then(Value::as_i64)
+            .ok_or(Rejection::Malformed)?;
+        if expires <= now() {
+            return Err(Rejection::Expired);
+        }
+        let pod = match payload.pointer("/kubernetes.io/pod") {
+            Some(_) => Some((
+                text("/kubernetes.io/pod/name")?,
+                text("/kubernetes.io/pod/uid")?,
+            )),
+            None => None,
+        };
+        Ok(Claims {
+            namespace: text("/kubernetes.io/namespace")?,
+            service_account: text("/kubernetes.io/serviceaccount/name")?,
+            service_account_uid: text("/kubernetes.io/serviceaccount/uid")?,
+            pod,
+            expires,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(expires: i64) -> Claims {
+        Claims {
+            namespace: "ns".into(),
+            service_account: "sa".into(),
+            service_account_uid: "u1".into(),
+            pod: Some(("p".into(), "u2".into())),
+            expires,
+        }
+    }
+
+    #[test]
+    fn a_token_verifies_with_its_claims_under_the_key_that_signed_it() {
+        let s = Signer::new(b"key");
+        let c = claims(now() + 60);
+        assert_eq!(s.verify(&s.issue(&c)), Ok(c));
+    }
+
+    #[test]
+    fn a_token_signed_under_another_key_or_altered_is_malformed() {
+        let (a, b) = (Signer::new(b"a"), Signer::new(b"b"));
+        let t = a.issue(&claims(now() + 60));
+        assert_eq!(b.verify(&t), Err(Rejection::Malformed));
+        let mut altered = t.clone();
+        altered.insert(t.len() / 2, 'x');
+        assert_eq!(a.verify(&altered), Err(Rejection::Malformed));
+        assert_eq!(a.verify("not-a-jwt"), Err(Rejection::Malformed));
+    }
+
+    #[test]
+    fn an_expired_token_is_refused() {
+        let s = Signer::new(b"key");
+        assert_eq!(
+            s.verify(&s.issue(&claims(now() - 1))),
+            Err(Rejection::Expired)
+        );
+    }
+}
