@@ -16,8 +16,8 @@ use std::time::Duration;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
-use kube::core::GroupVersionKind;
-use kube::discovery::{Scope, pinned_kind};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::discovery::{ApiCapabilities, Scope, pinned_kind};
 use serde_json::{Value, json};
 
 use super::{create, start, wait_pod, waiting_reason};
@@ -66,16 +66,7 @@ async fn create_object(sb: &sandbox::Sandbox, obj: &Value) {
     let api_version = obj["apiVersion"].as_str().expect("an apiVersion");
     let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
     let gvk = GroupVersionKind::gvk(group, version, obj["kind"].as_str().expect("a kind"));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let (resource, caps) = loop {
-        match pinned_kind(&sb.client(), &gvk).await {
-            Ok(found) => break found,
-            Err(e) if tokio::time::Instant::now() > deadline => {
-                panic!("{gvk:?} is not served: {e}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    };
+    let (resource, caps) = served(sb, &gvk).await;
     let api: Api<DynamicObject> = match caps.scope {
         Scope::Cluster => Api::all_with(sb.client(), &resource),
         Scope::Namespaced => Api::namespaced_with(
@@ -92,8 +83,24 @@ async fn create_object(sb: &sandbox::Sandbox, obj: &Value) {
         .unwrap_or_else(|e| panic!("{} {:?} is refused: {e}", gvk.kind, object.metadata.name));
 }
 
+/// The API of a kind, once discovery serves it (a kind a CRD just added
+/// is waited for).
+async fn served(sb: &sandbox::Sandbox, gvk: &GroupVersionKind) -> (ApiResource, ApiCapabilities) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match pinned_kind(&sb.client(), gvk).await {
+            Ok(found) => return found,
+            Err(e) if tokio::time::Instant::now() > deadline => {
+                panic!("{gvk:?} is not served: {e}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
 /// Installs what deploy/ installs besides the Deployment: the CRDs, the
-/// namespace, the ServiceAccount and its RBAC.
+/// namespace, the ServiceAccount and its RBAC; returns once PostgresDB is
+/// served (an operator started before exits, saying its CRD is missing).
 async fn install_crds_and_rbac(sb: &sandbox::Sandbox) {
     for doc in documents("deploy/base/crd.yaml")
         .iter()
@@ -101,6 +108,11 @@ async fn install_crds_and_rbac(sb: &sandbox::Sandbox) {
     {
         create_object(sb, doc).await;
     }
+    served(sb, &postgresdb()).await;
+}
+
+fn postgresdb() -> GroupVersionKind {
+    GroupVersionKind::gvk("pgdb.example.com", "v1", "PostgresDB")
 }
 
 /// An operator pod: deploy/base/operator.yaml's pod template, with
@@ -152,10 +164,42 @@ async fn describe(api: &Api<Pod>, name: &str) -> String {
         .logs(name, &Default::default())
         .await
         .unwrap_or_default();
+    let previous = kube::api::LogParams {
+        previous: true,
+        ..Default::default()
+    };
+    let previous = api.logs(name, &previous).await.unwrap_or_default();
     format!(
-        "status: {}\nevents:\n{events}\nlog:\n{log}",
+        "status: {}\nevents:\n{events}\nlog:\n{log}\nprevious log:\n{previous}",
         serde_json::to_string_pretty(&pod.and_then(|p| p.status)).unwrap_or_default()
     )
+}
+
+/// The logs of every container's previous run, from the runtime's work
+/// directory (the API does not serve `previous`).
+fn previous_logs(sb: &sandbox::Sandbox) -> String {
+    let Some(rt) = sb.postgres_runtime() else {
+        return String::new();
+    };
+    let mut out = String::new();
+    for pod in std::fs::read_dir(rt.work_dir().join("pods"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        for log in std::fs::read_dir(pod.path().join("logs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let path = log.path();
+            if path.to_string_lossy().ends_with(".previous.log") {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                out.push_str(&format!("{}:\n{text}\n", path.display()));
+            }
+        }
+    }
+    out
 }
 
 /// Waits (at most [`OPERATOR_WAIT`]) until `check` holds for what `read`
@@ -264,10 +308,7 @@ async fn two_operator_pods_of_deploy_s_template_elect_one_leader_that_makes_a_po
     let dbs: Api<DynamicObject> = Api::namespaced_with(
         sb.client(),
         "default",
-        &kube::core::ApiResource::from_gvk_with_plural(
-            &GroupVersionKind::gvk("pgdb.example.com", "v1", "PostgresDB"),
-            "postgresdbs",
-        ),
+        &ApiResource::from_gvk_with_plural(&postgresdb(), "postgresdbs"),
     );
     wait_for(&api, leader, "PostgresDB orders is Ready", async || {
         let db = dbs.get("orders").await.ok()?;
@@ -289,8 +330,9 @@ async fn two_operator_pods_of_deploy_s_template_elect_one_leader_that_makes_a_po
         assert_eq!(
             restarts(&pod),
             0,
-            "pod {name} never restarted (its liveness probe reached it)\n{}",
-            describe(&api, name).await
+            "pod {name} never restarted (its liveness probe reached it)\n{}\nprevious runs' logs:\n{}",
+            describe(&api, name).await,
+            previous_logs(&sb)
         );
     }
 
