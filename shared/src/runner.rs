@@ -397,21 +397,19 @@ async fn acquire(
             Ok(attempt) => Some(attempt),
         };
         match attempt {
-            None => {}
             Some(LeaseLockResult::Acquired(_)) => {
                 tracing::info!(holder = election.holder, "acquired the leader lease");
                 return Ok(Some(lock));
             }
-            Some(LeaseLockResult::NotAcquired(lease)) => {
-                if !announced {
-                    let holder = lease
-                        .spec
-                        .and_then(|s| s.holder_identity)
-                        .unwrap_or_default();
-                    tracing::info!(%holder, "another replica leads; standing by");
-                    announced = true;
-                }
+            Some(LeaseLockResult::NotAcquired(lease)) if !announced => {
+                let holder = lease
+                    .spec
+                    .and_then(|s| s.holder_identity)
+                    .unwrap_or_default();
+                tracing::info!(%holder, "another replica leads; standing by");
+                announced = true;
             }
+            Some(LeaseLockResult::NotAcquired(_)) | None => {}
         }
         tokio::select! {
             () = stop.cancelled() => return Ok(None),
