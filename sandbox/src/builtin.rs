@@ -183,6 +183,30 @@ pub fn apply_defaults(rt: &ResourceType, obj: &mut Value) {
         ("apps", "deployments") => {
             if let Some(spec) = obj_at(obj, &["spec"]) {
                 set_default(spec, "replicas", json!(1));
+                set_default(spec, "strategy", json!({}));
+                set_default(spec, "revisionHistoryLimit", json!(10));
+                set_default(spec, "progressDeadlineSeconds", json!(600));
+            }
+            if let Some(strategy) = obj_at(obj, &["spec", "strategy"]) {
+                set_default(strategy, "type", json!("RollingUpdate"));
+                if strategy.get("type") == Some(&json!("RollingUpdate")) {
+                    set_default(strategy, "rollingUpdate", json!({}));
+                    if let Some(ru) = strategy
+                        .get_mut("rollingUpdate")
+                        .and_then(Value::as_object_mut)
+                    {
+                        set_default(ru, "maxUnavailable", json!("25%"));
+                        set_default(ru, "maxSurge", json!("25%"));
+                    }
+                }
+            }
+            if let Some(spec) = obj_at(obj, &["spec", "template", "spec"]) {
+                default_pod_spec(spec);
+            }
+        }
+        ("apps", "replicasets") => {
+            if let Some(spec) = obj_at(obj, &["spec"]) {
+                set_default(spec, "replicas", json!(1));
             }
             if let Some(spec) = obj_at(obj, &["spec", "template", "spec"]) {
                 default_pod_spec(spec);
@@ -238,28 +262,39 @@ pub fn validate(rt: &ResourceType, obj: &Value, old: Option<&Value>) -> Vec<Caus
     let mut causes = vec![];
     match (rt.group.as_str(), rt.plural.as_str()) {
         ("", "pods") => validate_pod_spec(obj.get("spec"), "spec", &mut causes),
-        ("apps", "statefulsets") => {
-            let selector = obj.pointer("/spec/selector");
-            if selector.is_none_or(Value::is_null) {
-                causes.push(Cause::required("spec.selector", ""));
-            } else if let Some(sel) = selector {
-                let s = crate::selector::LabelSelector::from_label_selector(sel);
-                let tmpl = obj
-                    .pointer("/spec/template")
-                    .cloned()
-                    .unwrap_or(Value::Null);
-                if s.is_empty() || !s.matches(&tmpl) {
-                    let labels = tmpl
-                        .pointer("/metadata/labels")
-                        .cloned()
-                        .unwrap_or(json!({}));
-                    causes.push(Cause::invalid(
-                        "spec.template.metadata.labels",
-                        &Value::String(labels.to_string()),
-                        "`selector` does not match template `labels`",
-                    ));
-                }
+        ("apps", "deployments" | "replicasets") => {
+            validate_selector(obj, &mut causes);
+            validate_pod_spec(
+                obj.pointer("/spec/template/spec"),
+                "spec.template.spec",
+                &mut causes,
+            );
+            if let Some(policy) = obj
+                .pointer("/spec/template/spec/restartPolicy")
+                .and_then(Value::as_str)
+                .filter(|p| *p != "Always")
+            {
+                causes.push(Cause::not_supported(
+                    "spec.template.spec.restartPolicy",
+                    &json!(policy),
+                    &[json!("Always")],
+                ));
             }
+            if rt.plural == "deployments" {
+                validate_strategy(obj, &mut causes);
+            }
+            if let Some(old) = old
+                && obj.pointer("/spec/selector") != old.pointer("/spec/selector")
+            {
+                causes.push(Cause::invalid(
+                    "spec.selector",
+                    obj.pointer("/spec/selector").unwrap_or(&Value::Null),
+                    "field is immutable",
+                ));
+            }
+        }
+        ("apps", "statefulsets") => {
+            validate_selector(obj, &mut causes);
             validate_pod_spec(
                 obj.pointer("/spec/template/spec"),
                 "spec.template.spec",
@@ -328,6 +363,104 @@ pub fn validate(rt: &ResourceType, obj: &Value, old: Option<&Value>) -> Vec<Caus
         _ => {}
     }
     causes
+}
+
+/// A workload's selector is required, not empty, and selects its template.
+fn validate_selector(obj: &Value, causes: &mut Vec<Cause>) {
+    let selector = obj.pointer("/spec/selector");
+    if selector.is_none_or(Value::is_null) {
+        causes.push(Cause::required("spec.selector", ""));
+    } else if let Some(sel) = selector {
+        let s = crate::selector::LabelSelector::from_label_selector(sel);
+        let tmpl = obj
+            .pointer("/spec/template")
+            .cloned()
+            .unwrap_or(Value::Null);
+        if s.is_empty() || !s.matches(&tmpl) {
+            let labels = tmpl
+                .pointer("/metadata/labels")
+                .cloned()
+                .unwrap_or(json!({}));
+            causes.push(Cause::invalid(
+                "spec.template.metadata.labels",
+                &Value::String(labels.to_string()),
+                "`selector` does not match template `labels`",
+            ));
+        }
+    }
+}
+
+/// A Deployment's strategy as upstream's `ValidateDeploymentStrategy`
+/// checks it: maxSurge and maxUnavailable are non-negative ints or
+/// percentages, not both zero, maxUnavailable at most 100%, and a Recreate
+/// strategy has no rollingUpdate section.
+fn validate_strategy(obj: &Value, causes: &mut Vec<Cause>) {
+    let ty = obj
+        .pointer("/spec/strategy/type")
+        .and_then(Value::as_str)
+        .unwrap_or("RollingUpdate");
+    let ru = obj
+        .pointer("/spec/strategy/rollingUpdate")
+        .filter(|v| !v.is_null());
+    match ty {
+        "Recreate" => {
+            if ru.is_some() {
+                causes.push(Cause::forbidden(
+                    "spec.strategy.rollingUpdate",
+                    "may not be specified when strategy `type` is 'Recreate'",
+                ));
+            }
+            return;
+        }
+        "RollingUpdate" => {}
+        other => {
+            causes.push(Cause::not_supported(
+                "spec.strategy.type",
+                &json!(other),
+                &[json!("Recreate"), json!("RollingUpdate")],
+            ));
+            return;
+        }
+    }
+    let mut zero = [false, false];
+    for (i, field) in ["maxUnavailable", "maxSurge"].into_iter().enumerate() {
+        let Some(v) = ru.and_then(|r| r.get(field)).filter(|v| !v.is_null()) else {
+            continue;
+        };
+        let path = format!("spec.strategy.rollingUpdate.{field}");
+        let n = match (v.as_i64(), v.as_str()) {
+            (Some(n), _) => Some(n),
+            (None, Some(s)) => s.strip_suffix('%').and_then(|p| p.parse::<i64>().ok()),
+            _ => None,
+        };
+        let Some(n) = n else {
+            causes.push(Cause::invalid(
+                path,
+                v,
+                "a valid percent string must be a numeric string followed by an ending '%' (e.g. '1%',  or '93%', regex used for validation is '[0-9]+%')",
+            ));
+            continue;
+        };
+        if n < 0 {
+            causes.push(Cause::invalid(
+                path,
+                v,
+                "must be greater than or equal to 0",
+            ));
+            continue;
+        }
+        if field == "maxUnavailable" && v.is_string() && n > 100 {
+            causes.push(Cause::invalid(path, v, "must not be greater than 100%"));
+        }
+        zero[i] = n == 0;
+    }
+    if zero == [true, true] {
+        causes.push(Cause::invalid(
+            "spec.strategy.rollingUpdate.maxUnavailable",
+            &json!(0),
+            "may not be 0 when `maxSurge` is 0",
+        ));
+    }
 }
 
 fn validate_pod_spec(spec: Option<&Value>, at: &str, causes: &mut Vec<Cause>) {

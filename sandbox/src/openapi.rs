@@ -55,6 +55,7 @@ pub fn visit_builtin<V: KindVisitor>(group: &str, plural: &str, v: V) -> Option<
         ("", "nodes") => v.visit::<core::v1::Node>(),
         ("apps", "statefulsets") => v.visit::<apps::v1::StatefulSet>(),
         ("apps", "deployments") => v.visit::<apps::v1::Deployment>(),
+        ("apps", "replicasets") => v.visit::<apps::v1::ReplicaSet>(),
         ("apps", "controllerrevisions") => v.visit::<apps::v1::ControllerRevision>(),
         ("batch", "jobs") => v.visit::<batch::v1::Job>(),
         ("batch", "cronjobs") => v.visit::<batch::v1::CronJob>(),

@@ -154,6 +154,13 @@ fn builtins() -> Vec<ResourceType> {
         &["deploy"],
     );
     deploy.scale = replicas_scale();
+    deploy.categories = vec!["all".into()];
+    let mut rs = short(
+        with_status(builtin("apps", "v1", "replicasets", "ReplicaSet", true)),
+        &["rs"],
+    );
+    rs.scale = replicas_scale();
+    rs.categories = vec!["all".into()];
     let mut svc = short(
         with_status(builtin("", "v1", "services", "Service", true)),
         &["svc"],
@@ -202,6 +209,7 @@ fn builtins() -> Vec<ResourceType> {
         ),
         sts,
         deploy,
+        rs,
         builtin(
             "apps",
             "v1",

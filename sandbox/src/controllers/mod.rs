@@ -15,6 +15,7 @@
 //! All controllers run on one thread of their own with its own runtime,
 //! so however busy they are, the API server's runtime keeps answering.
 
+pub mod deployment;
 pub mod endpoints;
 pub mod gc;
 pub mod job;
@@ -22,6 +23,7 @@ pub mod kubelet;
 pub mod namespace;
 pub mod pvc;
 pub mod queue;
+pub mod replicaset;
 pub mod scheduler;
 pub mod statefulset;
 
@@ -96,6 +98,20 @@ pub fn spawn_all(cluster: Arc<Cluster>) -> std::io::Result<Controllers> {
                     tokio::spawn(queue::run(
                         c.clone(),
                         statefulset::StatefulSetController,
+                        rx.clone(),
+                        None,
+                        RESYNC,
+                    )),
+                    tokio::spawn(queue::run(
+                        c.clone(),
+                        replicaset::ReplicaSetController,
+                        rx.clone(),
+                        None,
+                        RESYNC,
+                    )),
+                    tokio::spawn(queue::run(
+                        c.clone(),
+                        deployment::DeploymentController,
                         rx.clone(),
                         None,
                         RESYNC,

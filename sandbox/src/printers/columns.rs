@@ -82,8 +82,8 @@ pub(super) fn printer(rt: &ResourceType) -> (Vec<Col>, Cells) {
             [
                 col("Name", "string", 0),
                 col("Ready", "string", 0),
-                col("Up-to-date", "string", 0),
-                col("Available", "string", 0),
+                col("Up-to-date", "integer", 0),
+                col("Available", "integer", 0),
                 col("Age", "string", 0),
                 col("Containers", "string", 1),
                 col("Images", "string", 1),
@@ -100,6 +100,32 @@ pub(super) fn printer(rt: &ResourceType) -> (Vec<Col>, Cells) {
                 )),
                 json!(int_at(o, "/status/updatedReplicas")),
                 json!(int_at(o, "/status/availableReplicas")),
+                age_of(o, now),
+                json!(containers(o, "/spec/template/spec/containers", "name")),
+                json!(containers(o, "/spec/template/spec/containers", "image")),
+                json!(selector(o.pointer("/spec/selector"))),
+            ]
+        ),
+        ("apps", "replicasets") => printer!(
+            [
+                col("Name", "string", 0),
+                col("Desired", "integer", 0),
+                col("Current", "integer", 0),
+                col("Ready", "integer", 0),
+                col("Age", "string", 0),
+                col("Containers", "string", 1),
+                col("Images", "string", 1),
+                col("Selector", "string", 1),
+            ],
+            |o, now| [
+                name(o),
+                json!(
+                    o.pointer("/spec/replicas")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(1)
+                ),
+                json!(int_at(o, "/status/replicas")),
+                json!(int_at(o, "/status/readyReplicas")),
                 age_of(o, now),
                 json!(containers(o, "/spec/template/spec/containers", "name")),
                 json!(containers(o, "/spec/template/spec/containers", "image")),

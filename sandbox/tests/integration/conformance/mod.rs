@@ -8,6 +8,7 @@ mod bad_input;
 mod controllers;
 mod crd;
 mod deletion;
+mod deployments;
 mod dry_run;
 mod endpoints;
 mod faults;

@@ -1,4 +1,4 @@
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -39,12 +39,13 @@ async fn server_side_apply_creates_the_object_and_records_managed_fields() {
 /// resourceVersion, no watch event.
 #[tokio::test]
 async fn a_repeated_identical_apply_does_not_bump_resource_version() {
-    // A Deployment: no built-in controller writes to it behind the test's back.
+    // A CronJob: no built-in controller writes to it behind the test's back
+    // (the Deployment controller writes a Deployment's revision and status).
     let sb = sandbox().await;
-    let api: Api<Deployment> = Api::default_namespaced(sb.client());
-    let cfg = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "s", "labels": {"a": "b"}},
-        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "s"}},
-                 "template": {"metadata": {"labels": {"app": "s"}}, "spec": {"containers": [{"name": "db", "image": "postgres:16", "ports": [{"containerPort": 5432}]}]}}}});
+    let api: Api<CronJob> = Api::default_namespaced(sb.client());
+    let cfg = json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "s", "labels": {"a": "b"}},
+        "spec": {"schedule": "0 3 * * *", "jobTemplate": {"spec": {
+                 "template": {"metadata": {"labels": {"app": "s"}}, "spec": {"restartPolicy": "Never", "containers": [{"name": "db", "image": "postgres:16", "ports": [{"containerPort": 5432}]}]}}}}}});
     let first = api
         .patch("s", &PatchParams::apply("op"), &Patch::Apply(&cfg))
         .await

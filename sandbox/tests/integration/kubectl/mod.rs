@@ -6,12 +6,13 @@
 //!
 //! The commands that stream (`exec`, `logs`, `cp`, `port-forward`) are
 //! in [`exec`], [`logs`] and [`portforward`]; `get events --sort-by` is
-//! in [`events`].
+//! in [`events`]; `rollout`, `scale` and `get deploy,rs` in [`rollout`].
 
 mod events;
 mod exec;
 mod logs;
 mod portforward;
+mod rollout;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
