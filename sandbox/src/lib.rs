@@ -157,6 +157,7 @@ fn bootstrap(c: &Cluster) -> Result<()> {
     let svc = json!({"metadata": {"name": "kubernetes", "namespace": "default", "labels": {"component": "apiserver", "provider": "kubernetes"}},
                      "spec": {"clusterIP": "10.96.0.1", "ports": [{"name": "https", "port": 443, "targetPort": 6443}]}});
     c.create(&svc_rt, "default", svc, &w)?;
+    auth::policy::bootstrap(c)?;
     Ok(())
 }
 

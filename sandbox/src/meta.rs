@@ -60,6 +60,12 @@ pub fn validate_name(plural: &str, name: &str) -> Option<Cause> {
     let v = Value::String(name.to_string());
     let (ok, msg) = match plural {
         "namespaces" => (is_label(name), LABEL_MSG),
+        // RBAC objects' names are path segments (`system:discovery`),
+        // upstream's ValidatePathSegmentName.
+        "roles" | "clusterroles" | "rolebindings" | "clusterrolebindings" => (
+            !matches!(name, "." | "..") && !name.contains(['/', '%']),
+            "may not be '.' or '..' and may not contain '/' or '%'",
+        ),
         "services" => (
             is_label(name) && name.as_bytes()[0].is_ascii_lowercase(),
             DNS1035_MSG,

@@ -98,6 +98,15 @@ impl ResourceType {
     pub fn list_kind(&self) -> String {
         format!("{}List", self.kind)
     }
+    /// Kinds that only answer a `create` and store nothing (the access
+    /// and identity reviews).
+    pub fn create_only(&self) -> bool {
+        !self.crd
+            && matches!(
+                self.group.as_str(),
+                "authorization.k8s.io" | "authentication.k8s.io"
+            )
+    }
 }
 
 fn builtin(group: &str, version: &str, plural: &str, kind: &str, namespaced: bool) -> ResourceType {
@@ -263,6 +272,36 @@ fn builtins() -> Vec<ResourceType> {
             "ClusterRoleBinding",
             false,
         ),
+        // The access reviews ([`crate::auth::review`]): create-only,
+        // never stored.
+        builtin(
+            "authorization.k8s.io",
+            "v1",
+            "subjectaccessreviews",
+            "SubjectAccessReview",
+            false,
+        ),
+        builtin(
+            "authorization.k8s.io",
+            "v1",
+            "localsubjectaccessreviews",
+            "LocalSubjectAccessReview",
+            true,
+        ),
+        builtin(
+            "authorization.k8s.io",
+            "v1",
+            "selfsubjectaccessreviews",
+            "SelfSubjectAccessReview",
+            false,
+        ),
+        builtin(
+            "authentication.k8s.io",
+            "v1",
+            "selfsubjectreviews",
+            "SelfSubjectReview",
+            false,
+        ),
         builtin(
             "discovery.k8s.io",
             "v1",
@@ -396,6 +435,9 @@ impl Registry {
                 "watch",
             ];
             verbs.sort();
+            if rt.create_only() {
+                verbs = vec!["create"];
+            }
             let mut r = json!({
                 "name": rt.plural,
                 "singularName": rt.singular,

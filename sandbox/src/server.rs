@@ -28,6 +28,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::auth::Identity;
+use crate::auth::rbac::{Action, Decision};
 use crate::cluster::{
     Cluster, DeleteOptions, ListOptions, PatchKind, Sub, WriteOptions, manager_from_user_agent,
 };
@@ -386,7 +387,17 @@ async fn route(
     let Some(identity) = identity.or_else(|| public.then(Identity::anonymous)) else {
         return Err(crate::auth::unauthorized());
     };
-    let _ = &identity;
+    let identity = crate::auth::impersonation::apply(&st.cluster, identity, &parts.headers)?;
+    // Paths that name no resource (discovery, OpenAPI, metrics) are
+    // authorized by path, with the HTTP method as the verb.
+    let resource_request = matches!(segs.as_slice(), ["api", _, _, ..] | ["apis", _, _, _, ..]);
+    if !public && !resource_request {
+        let action = Action::NonResource {
+            verb: parts.method.as_str().to_ascii_lowercase(),
+            path: parts.uri.path().to_string(),
+        };
+        authorize(st, &identity, &action)?;
+    }
     if matches!(segs.as_slice(), ["healthz"] | ["readyz"] | ["livez"]) {
         return Ok((StatusCode::OK, "ok").into_response());
     }
@@ -442,6 +453,22 @@ async fn route(
         Some(s) => format!("{}/{s}", rt.plural),
         None => rt.plural.clone(),
     };
+    authorize(
+        st,
+        &identity,
+        &Action::Resource {
+            verb: verb.into(),
+            namespace: target.namespace.clone().unwrap_or_default(),
+            api_group: rt.group.clone(),
+            resource: rt.plural.clone(),
+            subresource: target.sub.clone().unwrap_or_default(),
+            name: target
+                .name
+                .clone()
+                .or_else(|| named_by_field_selector(&q))
+                .unwrap_or_default(),
+        },
+    )?;
     st.counters.record(verb, &resource);
     *labels = Some(crate::metrics::RequestLabels {
         verb: verb.to_string(),
@@ -530,6 +557,9 @@ async fn route(
             .and_then(|v| v.to_str().ok()),
         q.get("includeObject").map(String::as_str),
     );
+    if rt.create_only() && verb != "create" {
+        return Err(Error::method_not_allowed());
+    }
     let out = match verb {
         "list" => {
             let list = c.list(&rt, target.namespace.as_deref(), &list_options(&q, &rt)?)?;
@@ -559,6 +589,11 @@ async fn route(
                 return Ok(json_response(StatusCode::OK, &render.object(&rt, obj)));
             }
         },
+        "create" if let Some(review) = crate::auth::review::review_of(&rt) => {
+            let obj = parse_body(&parts.headers, &body)?;
+            let answer = crate::auth::review::create(c, &rt, review, &identity, &ns, obj)?;
+            return Ok(json_response(StatusCode::CREATED, &answer));
+        }
         "create" if target.sub.as_deref() == Some("token") => {
             let request = parse_body(&parts.headers, &body)?;
             let answer = crate::auth::token_request::create(c, &ns, &name, request)?;
@@ -655,6 +690,30 @@ async fn route(
         json_response(StatusCode::OK, &with_version(&rt, out)),
         &warnings,
     ))
+}
+
+/// RBAC's verdict on a request, as a 403 when it is refused.
+fn authorize(st: &AppState, identity: &Identity, action: &Action) -> Result<()> {
+    match crate::auth::rbac::authorize(&st.cluster, identity, action) {
+        Decision::Allow(_) => Ok(()),
+        Decision::Deny(reason) => Err(crate::auth::rbac::forbidden(identity, action, &reason)),
+    }
+}
+
+/// The name a list or watch is narrowed to by `fieldSelector=metadata.name=X`
+/// (upstream's RequestInfo takes it as the request's name, so RBAC
+/// resourceNames apply to it).
+fn named_by_field_selector(q: &HashMap<String, String>) -> Option<String> {
+    let selector = q.get("fieldSelector")?;
+    let mut parts = selector.split(',');
+    let one = parts.next()?;
+    if parts.next().is_some() {
+        return None;
+    }
+    let name = one
+        .strip_prefix("metadata.name==")
+        .or_else(|| one.strip_prefix("metadata.name="))?;
+    Some(name.to_string())
 }
 
 /// Adds one `Warning: 299 - "..."` header per warning, as the real server

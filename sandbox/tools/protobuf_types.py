@@ -28,6 +28,11 @@ ROOTS = [CORE + k for k in [
     "k8s.io.api.discovery.v1.EndpointSlice",
     "k8s.io.apimachinery.pkg.apis.meta.v1.DeleteOptions",
     "k8s.io.api.autoscaling.v1.Scale",
+    "k8s.io.api.authorization.v1.SubjectAccessReview",
+    "k8s.io.api.authorization.v1.LocalSubjectAccessReview",
+    "k8s.io.api.authorization.v1.SelfSubjectAccessReview",
+    "k8s.io.api.authentication.v1.SelfSubjectReview",
+    "k8s.io.api.authentication.v1.TokenRequest",
 ]
 # Decoded by hand in protobuf.rs (their JSON form is not their message form).
 SPECIAL = {

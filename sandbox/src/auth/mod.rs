@@ -26,6 +26,10 @@
 pub mod admission;
 pub mod certs;
 pub mod https;
+pub mod impersonation;
+pub mod policy;
+pub mod rbac;
+pub mod review;
 pub mod token_request;
 pub mod tokens;
 

@@ -57,7 +57,12 @@ pub fn create(cluster: &Cluster, ns: &str, name: &str, mut request: Value) -> Re
                 )));
             }
             let pod = text("name").to_string();
-            let uid = match text("uid") {
+            // `uID` is the field's name in the protobuf form kubectl sends.
+            let uid = match [text("uid"), text("uID")]
+                .into_iter()
+                .find(|u| !u.is_empty())
+                .unwrap_or_default()
+            {
                 "" => {
                     let rt = cluster.rt("", "pods")?;
                     crate::meta::uid_of(&cluster.get(&rt, ns, &pod)?).to_string()

@@ -4,6 +4,7 @@
 
 mod admission;
 mod auth;
+mod auth_rbac;
 mod bad_input;
 mod controllers;
 mod crd;

@@ -8,6 +8,7 @@
 //! in [`exec`], [`logs`] and [`portforward`]; `get events --sort-by` is
 //! in [`events`]; `rollout`, `scale` and `get deploy,rs` in [`rollout`].
 
+mod auth;
 mod events;
 mod exec;
 mod logs;

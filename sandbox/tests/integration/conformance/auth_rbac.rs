@@ -1,0 +1,375 @@
+//! Authorization as kube-apiserver's RBAC authorizer does it, seen by a
+//! ServiceAccount's client: what its Role and ClusterRole bindings allow,
+//! upstream's exact 403 for the rest, resourceNames, a binding to a missing
+//! role (grants nothing), the default discovery and self-review roles,
+//! impersonation and SubjectAccessReview.
+
+use k8s_openapi::api::authorization::v1::SubjectAccessReview;
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use kube::api::{Api, ListParams, PostParams};
+use sandbox::Sandbox;
+use serde_json::{Value, json};
+
+use crate::common::{api_err, sandbox};
+
+const SA_USER: &str = "system:serviceaccount:default:app";
+
+/// A Role (in `default`) or ClusterRole named `name` with `rules`.
+fn role<K: serde::de::DeserializeOwned>(name: &str, rules: Value) -> K {
+    serde_json::from_value(json!({"metadata": {"name": name}, "rules": rules})).expect("a role")
+}
+
+/// A (Cluster)RoleBinding of the ServiceAccount `default/app` to `role_kind`
+/// `role_name`.
+fn binding<K: serde::de::DeserializeOwned>(name: &str, role_kind: &str, role_name: &str) -> K {
+    serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": role_name},
+        "subjects": [{"kind": "ServiceAccount", "name": "app", "namespace": "default"}],
+    }))
+    .expect("a binding")
+}
+
+async fn create<K>(api: &Api<K>, obj: &K)
+where
+    K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.create(&PostParams::default(), obj)
+        .await
+        .expect("created");
+}
+
+/// The ServiceAccount `default/app` and a client with its token.
+async fn app_client(sb: &Sandbox) -> kube::Client {
+    let sa: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "app"}})).expect("a ServiceAccount");
+    create(&Api::default_namespaced(sb.client()), &sa).await;
+    let token = sandbox::auth::service_account_token(sb.cluster(), "default", "app", None, 3600)
+        .expect("a token");
+    client_with_token(sb, &token)
+}
+
+fn client_with_token(sb: &Sandbox, token: &str) -> kube::Client {
+    let mut config = kube::Config::new(sb.url().parse().expect("a URL"));
+    config.auth_info.token = Some(token.to_string().into());
+    kube::Client::try_from(config).expect("a client")
+}
+
+fn pod(name: &str) -> Pod {
+    serde_json::from_value(json!({"metadata": {"name": name},
+        "spec": {"containers": [{"name": "app", "image": "busybox"}]}}))
+    .expect("a Pod")
+}
+
+fn forbidden_message<T: std::fmt::Debug>(r: Result<T, kube::Error>) -> String {
+    let s = api_err(r);
+    assert_eq!(
+        (s.code, s.reason.as_str()),
+        (403, "Forbidden"),
+        "{}",
+        s.message
+    );
+    s.message
+}
+
+/// Upstream: a RoleBinding grants its Role's rules in its namespace only;
+/// anything else is 403 with the message naming the user, verb, resource
+/// (with its subresource), API group and namespace or cluster scope; every
+/// authenticated identity may use discovery (system:discovery) but not
+/// other paths.
+#[tokio::test]
+async fn a_service_account_does_what_its_role_allows_and_gets_upstreams_403_for_the_rest() {
+    let sb = sandbox().await;
+    let app = app_client(&sb).await;
+    create(
+        &Api::<Role>::default_namespaced(sb.client()),
+        &role(
+            "pod-reader",
+            json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]),
+        ),
+    )
+    .await;
+    create(
+        &Api::<RoleBinding>::default_namespaced(sb.client()),
+        &binding("app-reads-pods", "Role", "pod-reader"),
+    )
+    .await;
+    create(&Api::<Pod>::default_namespaced(sb.client()), &pod("p")).await;
+
+    let pods = Api::<Pod>::default_namespaced(app.clone());
+    assert_eq!(
+        pods.list(&ListParams::default())
+            .await
+            .expect("listed")
+            .items
+            .len(),
+        1
+    );
+    pods.get("p").await.expect("got");
+    assert_eq!(
+        forbidden_message(
+            Api::<Pod>::namespaced(app.clone(), "kube-system")
+                .list(&ListParams::default())
+                .await
+        ),
+        format!(
+            r#"pods is forbidden: User "{SA_USER}" cannot list resource "pods" in API group "" in the namespace "kube-system""#
+        )
+    );
+    assert_eq!(
+        forbidden_message(pods.create(&PostParams::default(), &pod("q")).await),
+        format!(
+            r#"pods is forbidden: User "{SA_USER}" cannot create resource "pods" in API group "" in the namespace "default""#
+        )
+    );
+    assert_eq!(
+        forbidden_message(pods.logs("p", &Default::default()).await),
+        format!(
+            r#"pods "p" is forbidden: User "{SA_USER}" cannot get resource "pods/log" in API group "" in the namespace "default""#
+        )
+    );
+    assert_eq!(
+        forbidden_message(
+            Api::<Node>::all(app.clone())
+                .list(&ListParams::default())
+                .await
+        ),
+        format!(
+            r#"nodes is forbidden: User "{SA_USER}" cannot list resource "nodes" in API group "" at the cluster scope"#
+        )
+    );
+    app.list_api_groups().await.expect("discovery is allowed");
+    app.list_core_api_resources("v1")
+        .await
+        .expect("discovery is allowed");
+    let metrics = http::Request::get("/metrics")
+        .body(vec![])
+        .expect("a request");
+    assert_eq!(
+        forbidden_message(app.request_text(metrics).await),
+        format!(r#"forbidden: User "{SA_USER}" cannot get path "/metrics""#)
+    );
+}
+
+/// Upstream: resourceNames limit a rule to the named objects (a list
+/// narrowed by `metadata.name` counts as that name); a ClusterRole grants
+/// in one namespace through a RoleBinding and everywhere through a
+/// ClusterRoleBinding; `*/sub` matches the subresource of any resource.
+#[tokio::test]
+async fn resource_names_and_cluster_roles_grant_as_upstream() {
+    let sb = sandbox().await;
+    let app = app_client(&sb).await;
+    create(
+        &Api::<Role>::default_namespaced(sb.client()),
+        &role("one-config", json!([{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["allowed"], "verbs": ["get", "list"]}])),
+    )
+    .await;
+    create(
+        &Api::<RoleBinding>::default_namespaced(sb.client()),
+        &binding("one-config", "Role", "one-config"),
+    )
+    .await;
+    let configmaps = Api::<ConfigMap>::default_namespaced(sb.client());
+    for name in ["allowed", "other"] {
+        let cm: ConfigMap =
+            serde_json::from_value(json!({"metadata": {"name": name}})).expect("a ConfigMap");
+        create(&configmaps, &cm).await;
+    }
+    let as_app = Api::<ConfigMap>::default_namespaced(app.clone());
+    as_app.get("allowed").await.expect("the named ConfigMap");
+    assert_eq!(
+        forbidden_message(as_app.get("other").await),
+        format!(
+            r#"configmaps "other" is forbidden: User "{SA_USER}" cannot get resource "configmaps" in API group "" in the namespace "default""#
+        )
+    );
+    as_app
+        .list(&ListParams::default().fields("metadata.name=allowed"))
+        .await
+        .expect("a list narrowed to the named ConfigMap");
+    forbidden_message(as_app.list(&ListParams::default()).await);
+
+    create(
+        &Api::<ClusterRole>::all(sb.client()),
+        &role(
+            "node-and-status-reader",
+            json!([
+                {"apiGroups": [""], "resources": ["nodes"], "verbs": ["list"]},
+                {"apiGroups": ["*"], "resources": ["*/status"], "verbs": ["get"]},
+            ]),
+        ),
+    )
+    .await;
+    forbidden_message(
+        Api::<Node>::all(app.clone())
+            .list(&ListParams::default())
+            .await,
+    );
+    create(
+        &Api::<RoleBinding>::namespaced(sb.client(), "kube-system"),
+        &binding("in-kube-system", "ClusterRole", "node-and-status-reader"),
+    )
+    .await;
+    forbidden_message(
+        Api::<Node>::all(app.clone())
+            .list(&ListParams::default())
+            .await,
+    );
+    create(
+        &Api::<Pod>::namespaced(sb.client(), "kube-system"),
+        &pod("s"),
+    )
+    .await;
+    Api::<Pod>::namespaced(app.clone(), "kube-system")
+        .get_status("s")
+        .await
+        .expect("a ClusterRole bound in kube-system grants pods/status there");
+    forbidden_message(
+        Api::<Pod>::namespaced(app.clone(), "kube-system")
+            .get("s")
+            .await,
+    );
+    create(&Api::<Pod>::default_namespaced(sb.client()), &pod("d")).await;
+    assert_eq!(
+        forbidden_message(
+            Api::<Pod>::default_namespaced(app.clone())
+                .get_status("d")
+                .await
+        ),
+        format!(
+            r#"pods "d" is forbidden: User "{SA_USER}" cannot get resource "pods/status" in API group "" in the namespace "default""#
+        ),
+        "a RoleBinding grants in its own namespace only"
+    );
+    create(
+        &Api::<ClusterRoleBinding>::all(sb.client()),
+        &binding("everywhere", "ClusterRole", "node-and-status-reader"),
+    )
+    .await;
+    Api::<Node>::all(app)
+        .list(&ListParams::default())
+        .await
+        .expect("a ClusterRoleBinding grants cluster-scoped lists");
+}
+
+/// Upstream: a binding whose role does not exist grants nothing, and the
+/// refusal says so; once the role exists the same binding grants it.
+#[tokio::test]
+async fn a_binding_to_a_missing_role_grants_nothing_until_the_role_exists() {
+    let sb = sandbox().await;
+    let app = app_client(&sb).await;
+    create(
+        &Api::<RoleBinding>::default_namespaced(sb.client()),
+        &binding("dangling", "Role", "later"),
+    )
+    .await;
+    let pods = Api::<Pod>::default_namespaced(app);
+    assert_eq!(
+        forbidden_message(pods.list(&ListParams::default()).await),
+        format!(
+            r#"pods is forbidden: User "{SA_USER}" cannot list resource "pods" in API group "" in the namespace "default": RBAC: role.rbac.authorization.k8s.io "later" not found"#
+        )
+    );
+    create(
+        &Api::<Role>::default_namespaced(sb.client()),
+        &role(
+            "later",
+            json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]),
+        ),
+    )
+    .await;
+    pods.list(&ListParams::default())
+        .await
+        .expect("the role now exists");
+}
+
+/// Upstream: impersonating needs the `impersonate` verb on users (or the
+/// ServiceAccount) and groups, which the admin has; an impersonated
+/// ServiceAccount acts with exactly its own rights.
+#[tokio::test]
+async fn only_those_allowed_to_impersonate_may_act_as_someone_else() {
+    let sb = sandbox().await;
+    let _app = app_client(&sb).await;
+    let admin_as_app = impersonating(&sb, sb.admin_token(), SA_USER);
+    assert_eq!(
+        forbidden_message(
+            Api::<Pod>::default_namespaced(admin_as_app)
+                .list(&ListParams::default())
+                .await
+        ),
+        format!(
+            r#"pods is forbidden: User "{SA_USER}" cannot list resource "pods" in API group "" in the namespace "default""#
+        )
+    );
+    let token = sandbox::auth::service_account_token(sb.cluster(), "default", "app", None, 3600)
+        .expect("a token");
+    let app_as_admin = impersonating(&sb, &token, "kubernetes-admin");
+    assert_eq!(
+        forbidden_message(
+            Api::<Pod>::default_namespaced(app_as_admin)
+                .list(&ListParams::default())
+                .await
+        ),
+        format!(
+            r#"users "kubernetes-admin" is forbidden: User "{SA_USER}" cannot impersonate resource "users" in API group "" at the cluster scope"#
+        )
+    );
+}
+
+/// A client sending `token` and `Impersonate-User: user`.
+fn impersonating(sb: &Sandbox, token: &str, user: &str) -> kube::Client {
+    let mut config = kube::Config::new(sb.url().parse().expect("a URL"));
+    config.auth_info.token = Some(token.to_string().into());
+    config.auth_info.impersonate = Some(user.into());
+    kube::Client::try_from(config).expect("a client")
+}
+
+/// Upstream's SubjectAccessReview: the admin asks whether another identity
+/// may do something, and gets RBAC's answer without acting.
+#[tokio::test]
+async fn a_subject_access_review_answers_for_the_identity_it_names() {
+    let sb = sandbox().await;
+    let _app = app_client(&sb).await;
+    create(
+        &Api::<Role>::default_namespaced(sb.client()),
+        &role(
+            "pod-reader",
+            json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]),
+        ),
+    )
+    .await;
+    create(
+        &Api::<RoleBinding>::default_namespaced(sb.client()),
+        &binding("app-reads-pods", "Role", "pod-reader"),
+    )
+    .await;
+    let reviews = Api::<SubjectAccessReview>::all(sb.client());
+    let ask = |verb: &str| -> SubjectAccessReview {
+        serde_json::from_value(json!({"spec": {
+            "user": SA_USER,
+            "groups": ["system:serviceaccounts", "system:serviceaccounts:default", "system:authenticated"],
+            "resourceAttributes": {"namespace": "default", "verb": verb, "resource": "pods"},
+        }}))
+        .expect("a SubjectAccessReview")
+    };
+    let yes = reviews
+        .create(&PostParams::default(), &ask("list"))
+        .await
+        .expect("answered");
+    let status = yes.status.expect("a status");
+    assert!(status.allowed);
+    assert_eq!(
+        status.reason.as_deref(),
+        Some(
+            r#"RBAC: allowed by RoleBinding "app-reads-pods/default" of Role "pod-reader" to ServiceAccount "app/default""#
+        )
+    );
+    let no = reviews
+        .create(&PostParams::default(), &ask("delete"))
+        .await
+        .expect("answered");
+    assert!(!no.status.expect("a status").allowed);
+    let status = api_err(reviews.list(&ListParams::default()).await);
+    assert_eq!(status.code, 405, "reviews are create-only");
+}
