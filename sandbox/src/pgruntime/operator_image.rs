@@ -170,4 +170,28 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn a_binary_the_run_as_user_cannot_reach_is_staged_once_per_build() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = std::env::temp_dir().join(format!("pgdb-operator-stage-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let private = root.join("private");
+        std::fs::create_dir_all(&private).expect("a temporary directory");
+        let binary = private.join("level1-install");
+        std::fs::write(&binary, "#!/bin/sh\n").expect("a temporary file");
+        std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755))
+            .expect("a temporary file");
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700))
+            .expect("a temporary directory");
+        let staged = stage(&binary, &root.join("stage")).expect("staged");
+        assert_ne!(staged, binary);
+        assert!(super::super::binaries::reachable_by_others(&staged));
+        assert_eq!(
+            std::fs::read(&staged).expect("the staged binary"),
+            b"#!/bin/sh\n"
+        );
+        assert_eq!(stage(&binary, &root.join("stage")), Ok(staged));
+        let _ = std::fs::remove_dir_all(&root);
+    }
 }
