@@ -658,3 +658,33 @@ fn restarts_of(p: &Pod) -> i32 {
         .and_then(|s| s.container_statuses.as_ref())
         .map_or(0, |cs| cs.iter().map(|c| c.restart_count).sum())
 }
+
+#[tokio::test]
+async fn a_slow_starter_is_not_killed_by_its_liveness_probe_sooner_than_a_kubelet_would_kill_it() {
+    let sb = start().await;
+    // Up after 4 s; a kubelet probing every 10 s kills it no sooner than
+    // 20 s after it started (three failures), the capped period alone
+    // would after 2 s.
+    let up = json!({"exec": {"command": ["sh", "-c", "test -e \"$HOME/up\""]},
+                    "periodSeconds": 10, "failureThreshold": 3});
+    create(
+        &sb,
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "slow"},
+               "spec": {"containers": [{"name": "main", "image": "postgres:15",
+                   "command": ["sh", "-c", "sleep 4; touch \"$HOME/up\"; echo up; exec sleep 3600"],
+                   "livenessProbe": up, "readinessProbe": up}]}}),
+    )
+    .await;
+    let api: Api<Pod> = Api::namespaced(sb.client(), "default");
+    let pod = wait_for(&api, "slow", "it is ready", async || {
+        api.get("slow").await.ok().filter(is_ready)
+    })
+    .await;
+    assert_eq!(
+        restarts_of(&pod),
+        0,
+        "the liveness probe let it start\n{}",
+        describe(&api, "slow").await
+    );
+    sb.shutdown().await;
+}
