@@ -34,6 +34,14 @@ pub enum Error {
     Controllers(#[source] std::io::Error),
     #[error("could not build a kube client for the sandbox")]
     Client(#[source] kube::Error),
+    /// The sandbox's credentials (CA, serving certificate, TLS, the
+    /// default RBAC policy) could not be made.
+    #[error("failed to {action}")]
+    Credentials {
+        action: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The real-PostgreSQL runtime could not set up (work directory, processes).
     #[error("PostgreSQL runtime: {what}")]
     Runtime {

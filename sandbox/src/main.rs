@@ -1,6 +1,7 @@
 //! `pgdb-sandbox`: run the embedded control plane as a standalone server.
 //!
-//! It writes a kubeconfig for kubectl and the operators and serves until
+//! It writes a kubeconfig for kubectl and the operators (the HTTPS
+//! listener, its CA and the admin user's token) and serves until
 //! interrupted.
 
 use std::path::PathBuf;
@@ -60,7 +61,11 @@ async fn main() -> std::process::ExitCode {
         );
     }
     let p = path.display();
-    println!("Sandbox control plane serving at {}", sandbox.url());
+    println!(
+        "Sandbox control plane serving at {} (the kubeconfig's, with its CA and the admin token) and {}",
+        sandbox.https_url(),
+        sandbox.url()
+    );
     println!("{}", sandbox.runtime_description());
     println!("Kubeconfig: {p}");
     println!();

@@ -296,6 +296,13 @@ fn builtins() -> Vec<ResourceType> {
             false,
         ),
         builtin(
+            "authorization.k8s.io",
+            "v1",
+            "selfsubjectrulesreviews",
+            "SelfSubjectRulesReview",
+            false,
+        ),
+        builtin(
             "authentication.k8s.io",
             "v1",
             "selfsubjectreviews",

@@ -31,6 +31,7 @@ ROOTS = [CORE + k for k in [
     "k8s.io.api.authorization.v1.SubjectAccessReview",
     "k8s.io.api.authorization.v1.LocalSubjectAccessReview",
     "k8s.io.api.authorization.v1.SelfSubjectAccessReview",
+    "k8s.io.api.authorization.v1.SelfSubjectRulesReview",
     "k8s.io.api.authentication.v1.SelfSubjectReview",
     "k8s.io.api.authentication.v1.TokenRequest",
 ]

@@ -553,6 +553,11 @@ pub struct SpecProblem {
     pub reason: String,
     /// What is wrong and what would be accepted.
     pub message: String,
+    /// The refusal rests on what was observed (a replica that does not
+    /// stream), which can change without an edit of the spec: the database
+    /// is looked at again soon ([`crate::reconcile::RECHECK`]) instead of
+    /// at the periodic resync.
+    pub observed: bool,
 }
 
 impl SpecProblem {
@@ -562,7 +567,14 @@ impl SpecProblem {
             field: field.into(),
             reason: reason.to_string(),
             message: message.into(),
+            observed: false,
         }
+    }
+
+    /// The same problem, resting on what was observed ([`SpecProblem::observed`]).
+    pub fn from_observation(mut self) -> Self {
+        self.observed = true;
+        self
     }
 }
 

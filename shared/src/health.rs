@@ -1,9 +1,12 @@
 //! `/healthz` and `/readyz`, the probes a Deployment points at, and
 //! `/metrics` for a level that serves metrics (Level 4 and above).
 //!
-//! Liveness says the process is serving; readiness says the controller is
-//! running (connected, and leading when leader election is on). A replica
-//! waiting for the lease is alive but not ready. `/metrics` answers on
+//! Liveness says the process is serving; readiness says the replica can
+//! do its part: the controller is running, or, with leader election, the
+//! replica has reached the API server and stands by for the Lease (as
+//! controller-runtime's readiness does not depend on leadership: a
+//! Deployment whose standby were never ready could not finish a rolling
+//! update). `/metrics` answers on
 //! every replica, leader or not: a standby's process series and zero
 //! counters say it is there. It encodes what is in memory
 //! ([`crate::metrics`]); it never calls the API server or a database.

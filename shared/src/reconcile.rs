@@ -579,12 +579,31 @@ async fn reconcile_in_span(cached: &PostgresDB, ctx: &Context) -> Result<Action,
         write_status(ctx, db, &status).await?;
     }
     ctx.record_outcome(&object_key(db), false);
-    let delay = match decision {
-        Decision::Apply { .. } if status_changed => AFTER_STATUS_CHANGE,
-        Decision::Apply { .. } if !settled || !report.sql_failed.is_empty() => RECHECK,
-        _ => RESYNC,
-    };
+    let delay = next_delay(
+        &decision,
+        status_changed,
+        settled,
+        !report.sql_failed.is_empty(),
+    );
     Ok(Action::requeue(requeue_delay(delay, wake_at, now)))
+}
+
+/// The core's own wait before the next reconcile: soon after a status
+/// change or while not settled, soon while a refusal rests on what was
+/// observed, else the periodic resync (an invalid spec waits for its edit,
+/// which triggers a reconcile itself).
+pub fn next_delay(
+    decision: &Decision,
+    status_changed: bool,
+    settled: bool,
+    sql_failed: bool,
+) -> Duration {
+    match decision {
+        Decision::Apply { .. } if status_changed => AFTER_STATUS_CHANGE,
+        Decision::Apply { .. } if !settled || sql_failed => RECHECK,
+        Decision::Invalid(problems) if problems.iter().any(|p| p.observed) => RECHECK,
+        _ => RESYNC,
+    }
 }
 
 /// How long to wait before the next reconcile: the core's own `delay`, or
@@ -905,6 +924,32 @@ mod tests {
         };
         let notes = events_for(&database(), &decision, &failed, &StatusDraft::default());
         assert!(notes.iter().all(|n| !n.message.contains("secret")));
+    }
+
+    #[test]
+    fn a_refusal_resting_on_what_was_observed_is_looked_at_again_soon_and_a_spec_refusal_at_the_resync()
+     {
+        let spec = SpecProblem::new("spec.version", "InvalidVersion", "no such version");
+        let observed = SpecProblem::new(
+            "spec.primary",
+            "RefusedSwitchoverTargetNotStreaming",
+            "it does not stream",
+        )
+        .from_observation();
+        assert_eq!(
+            next_delay(&Decision::Invalid(vec![spec.clone()]), true, false, false),
+            RESYNC
+        );
+        assert_eq!(
+            next_delay(
+                &Decision::Invalid(vec![spec, observed]),
+                false,
+                false,
+                false
+            ),
+            RECHECK
+        );
+        assert_eq!(next_delay(&Decision::Paused, true, false, false), RESYNC);
     }
 
     #[test]

@@ -100,7 +100,7 @@ pub async fn run(
     });
 
     let lease = match &options.leader_election {
-        Some(election) => match acquire(&client, election, &stop).await? {
+        Some(election) => match acquire(&client, election, &options.readiness, &stop).await? {
             Some(lock) => Some(lock),
             None => return Ok(()),
         },
@@ -361,10 +361,15 @@ async fn ensure_crd_served(client: &Client, binary: &str) -> Result<(), Error> {
     }
 }
 
-/// Waits for the Lease; `None` when shutdown came first.
+/// Waits for the Lease; `None` when shutdown came first. A replica that
+/// finds another one leading is ready while it stands by, as
+/// controller-runtime's managers are: readiness says the replica can take
+/// over, and a Deployment of two replicas could never finish a rollout if
+/// only its leader were ready.
 async fn acquire(
     client: &Client,
     election: &LeaderElection,
+    readiness: &Readiness,
     stop: &CancellationToken,
 ) -> Result<Option<std::sync::Arc<LeaseLock>>, Error> {
     let lock = std::sync::Arc::new(LeaseLock::new(
@@ -401,18 +406,24 @@ async fn acquire(
                 tracing::info!(holder = election.holder, "acquired the leader lease");
                 return Ok(Some(lock));
             }
-            Some(LeaseLockResult::NotAcquired(lease)) if !announced => {
-                let holder = lease
-                    .spec
-                    .and_then(|s| s.holder_identity)
-                    .unwrap_or_default();
-                tracing::info!(%holder, "another replica leads; standing by");
-                announced = true;
+            Some(LeaseLockResult::NotAcquired(lease)) => {
+                readiness.set(true);
+                if !announced {
+                    let holder = lease
+                        .spec
+                        .and_then(|s| s.holder_identity)
+                        .unwrap_or_default();
+                    tracing::info!(%holder, "another replica leads; standing by");
+                    announced = true;
+                }
             }
-            Some(LeaseLockResult::NotAcquired(_)) | None => {}
+            None => {}
         }
         tokio::select! {
-            () = stop.cancelled() => return Ok(None),
+            () = stop.cancelled() => {
+                readiness.set(false);
+                return Ok(None);
+            }
             () = tokio::time::sleep(election.ttl / 3) => {}
         }
     }

@@ -11,15 +11,19 @@
 //! - [`matrix`]: the observations as `docs/behaviour-matrix.md`.
 //! - [`leaks`]: generated passwords looked for in logs.
 //! - [`rbac`]: whether `deploy/base/rbac.yaml` grants what a level did.
+//! - [`deploy`]: `deploy/` rendered as `kubectl apply -k` applies it.
+//! - [`tools`]: kubectl and the other programs the tests drive.
 //! - [`course`]: what the chapters and the tour share: the clone's own
 //!   files, and the chapters' runnable blocks.
 
 pub mod builders;
 pub mod connect;
 pub mod course;
+pub mod deploy;
 pub mod harness;
 pub mod leaks;
 pub mod levels;
 pub mod matrix;
 pub mod rbac;
 pub mod scenarios;
+pub mod tools;

@@ -36,8 +36,11 @@ pub struct Certificates {
     pub serving_key_der: Vec<u8>,
 }
 
-fn failed(what: &str, e: rcgen::Error) -> Error {
-    Error::internal(format!("failed to {what}: {e}"))
+fn failed(action: &'static str, e: rcgen::Error) -> Error {
+    Error::Credentials {
+        action,
+        source: Box::new(e),
+    }
 }
 
 /// Makes a new CA (`CN=sandbox-ca`) and a serving certificate for

@@ -34,10 +34,16 @@ pub fn server_config(authority: &Authority) -> Result<rustls::ServerConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| Error::internal(format!("failed to choose TLS versions: {e}")))?
+        .map_err(|e| Error::Credentials {
+            action: "choose TLS versions",
+            source: Box::new(e),
+        })?
         .with_no_client_auth()
         .with_single_cert(chain, key)
-        .map_err(|e| Error::internal(format!("failed to load the serving certificate: {e}")))?;
+        .map_err(|e| Error::Credentials {
+            action: "load the serving certificate",
+            source: Box::new(e),
+        })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }

@@ -13,11 +13,14 @@
 //!   ClusterRoleBinding objects in the store, whether an identity may do a
 //!   request; `system:masters` (the admin user) is never checked, as
 //!   upstream's privileged-group authorizer allows it first.
-//! - [`impersonation`], [`review`] (SubjectAccessReview and
-//!   SelfSubjectAccessReview, what `kubectl auth can-i` asks) and
-//!   [`admission`] (the ServiceAccount admission plugin and each
-//!   namespace's `default` ServiceAccount and `kube-root-ca.crt`) complete
-//!   what the deploy path needs.
+//! - [`policy`] creates upstream's default ClusterRoles and bindings
+//!   (discovery and self-reviews for every authenticated identity).
+//! - [`token_request`] (`kubectl create token`), [`impersonation`],
+//!   [`review`] (SubjectAccessReview, SelfSubjectAccessReview and
+//!   SelfSubjectRulesReview, what `kubectl auth can-i` asks, and
+//!   SelfSubjectReview) and [`admission`] (the ServiceAccount admission
+//!   plugin and each namespace's `default` ServiceAccount and
+//!   `kube-root-ca.crt`) complete what the deploy path needs.
 //!
 //! Where it stops: no client certificates, no OIDC or webhook
 //! authenticators, no ABAC or Node authorizer; the only users are the

@@ -20,8 +20,9 @@ const POLICY: &str = include_str!("bootstrap-policy.yaml");
 pub fn bootstrap(cluster: &Cluster) -> Result<()> {
     let w = WriteOptions::manager("kube-apiserver");
     for doc in serde_yaml::Deserializer::from_str(POLICY) {
-        let mut obj = Value::deserialize(doc).map_err(|e| {
-            Error::internal(format!("failed to read the bootstrap RBAC policy: {e}"))
+        let mut obj = Value::deserialize(doc).map_err(|e| Error::Credentials {
+            action: "read the bootstrap RBAC policy",
+            source: Box::new(e),
         })?;
         let plural = match obj.get("kind").and_then(Value::as_str) {
             Some("ClusterRole") => "clusterroles",

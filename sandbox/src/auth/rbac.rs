@@ -84,15 +84,50 @@ pub fn authorize(cluster: &Cluster, user: &Identity, action: &Action) -> Decisio
     if user.is_master() {
         return Decision::Allow(String::new());
     }
-    let mut errors: Vec<String> = vec![];
-    let visit = |source: String, rules: &Value| -> Option<Decision> {
-        let allowed = rules
+    let mut allowed_by = None;
+    let errors = visit_rules(cluster, user, action.namespace(), &mut |source, rules| {
+        let allows = rules
             .as_array()
             .into_iter()
             .flatten()
             .any(|rule| rule_allows(action, rule));
-        allowed.then(|| Decision::Allow(format!("RBAC: allowed by {source}")))
-    };
+        if allows {
+            allowed_by = Some(source.to_string());
+        }
+        allows
+    });
+    match allowed_by {
+        Some(source) => Decision::Allow(format!("RBAC: allowed by {source}")),
+        None => Decision::Deny(match errors.as_slice() {
+            [] => String::new(),
+            [one] => format!("RBAC: {one}"),
+            many => format!("RBAC: [{}]", many.join(", ")),
+        }),
+    }
+}
+
+/// Every rule bound to `user` in `namespace` (and cluster-wide), and the
+/// bindings whose role is missing: what a SelfSubjectRulesReview lists.
+pub fn rules_for(cluster: &Cluster, user: &Identity, namespace: &str) -> (Vec<Value>, Vec<String>) {
+    let mut all = vec![];
+    let errors = visit_rules(cluster, user, namespace, &mut |_, rules| {
+        all.extend(rules.as_array().into_iter().flatten().cloned());
+        false
+    });
+    (all, errors)
+}
+
+/// Upstream's `VisitRulesFor`: the rules of the roles bound to `user` by
+/// ClusterRoleBindings, then by `namespace`'s RoleBindings, each with a
+/// description of the binding, until `visit` returns true. Returns what
+/// could not be resolved (bindings to missing roles).
+fn visit_rules(
+    cluster: &Cluster,
+    user: &Identity,
+    ns: &str,
+    visit: &mut dyn FnMut(&str, &Value) -> bool,
+) -> Vec<String> {
+    let mut errors: Vec<String> = vec![];
     if let Some(rt) = cluster.registry.by_key(GROUP, "clusterrolebindings") {
         let bindings = cluster.store.list(&rt.key(), None, None, None, &|b| {
             applying_subject(b, user, "").is_some()
@@ -111,15 +146,14 @@ pub fn authorize(cluster: &Cluster, user: &Identity, action: &Action) -> Decisio
             );
             match rules_of(cluster, "clusterroles", "", &role.name) {
                 Some(rules) => {
-                    if let Some(d) = visit(source, &rules) {
-                        return d;
+                    if visit(&source, &rules) {
+                        return errors;
                     }
                 }
                 None => errors.push(format!("clusterrole.{GROUP} {:?} not found", role.name)),
             }
         }
     }
-    let ns = action.namespace();
     if !ns.is_empty()
         && let Some(rt) = cluster.registry.by_key(GROUP, "rolebindings")
     {
@@ -144,20 +178,15 @@ pub fn authorize(cluster: &Cluster, user: &Identity, action: &Action) -> Decisio
             };
             match rules_of(cluster, plural, role_ns, &role.name) {
                 Some(rules) => {
-                    if let Some(d) = visit(source, &rules) {
-                        return d;
+                    if visit(&source, &rules) {
+                        return errors;
                     }
                 }
                 None => errors.push(format!("{kind}.{GROUP} {:?} not found", role.name)),
             }
         }
     }
-    let reason = match errors.as_slice() {
-        [] => String::new(),
-        [one] => format!("RBAC: {one}"),
-        many => format!("RBAC: [{}]", many.join(", ")),
-    };
-    Decision::Deny(reason)
+    errors
 }
 
 struct RoleRef {

@@ -25,6 +25,7 @@ pub enum Review {
     Subject,
     LocalSubject,
     SelfSubject,
+    SelfRules,
     WhoAmI,
 }
 
@@ -34,6 +35,7 @@ pub fn review_of(rt: &ResourceType) -> Option<Review> {
         (AUTHORIZATION_GROUP, "subjectaccessreviews") => Some(Review::Subject),
         (AUTHORIZATION_GROUP, "localsubjectaccessreviews") => Some(Review::LocalSubject),
         (AUTHORIZATION_GROUP, "selfsubjectaccessreviews") => Some(Review::SelfSubject),
+        (AUTHORIZATION_GROUP, "selfsubjectrulesreviews") => Some(Review::SelfRules),
         (AUTHENTICATION_GROUP, "selfsubjectreviews") => Some(Review::WhoAmI),
         _ => None,
     }
@@ -59,6 +61,15 @@ pub fn create(
     obj["metadata"] = metadata;
     if review == Review::WhoAmI {
         obj["status"] = json!({"userInfo": {"username": requester.name, "uid": requester.uid, "groups": requester.groups}});
+        return Ok(obj);
+    }
+    if review == Review::SelfRules {
+        let namespace = obj
+            .pointer("/spec/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        obj["status"] = rules_status(cluster, requester, &namespace);
         return Ok(obj);
     }
     let invalid = |cause: Cause| Error::invalid(&rt.group, &rt.kind, "", vec![cause]);
@@ -154,4 +165,45 @@ pub fn create(
     }
     obj["status"] = status;
     Ok(obj)
+}
+
+/// A SelfSubjectRulesReview's status: the rules bound to `user` in
+/// `namespace`, split as upstream splits them (resource rules, then
+/// non-resource rules); `incomplete` when a binding's role is missing.
+fn rules_status(cluster: &Cluster, user: &Identity, namespace: &str) -> Value {
+    let (rules, errors) = rbac::rules_for(cluster, user, namespace);
+    let list = |rule: &Value, key: &str| rule.get(key).cloned().unwrap_or_else(|| json!([]));
+    let mut resource_rules = vec![];
+    let mut non_resource_rules = vec![];
+    for rule in &rules {
+        if rule
+            .get("resources")
+            .and_then(Value::as_array)
+            .is_some_and(|r| !r.is_empty())
+        {
+            let mut r = json!({"verbs": list(rule, "verbs"), "apiGroups": list(rule, "apiGroups"), "resources": list(rule, "resources")});
+            if let Some(names) = rule
+                .get("resourceNames")
+                .filter(|n| n.as_array().is_some_and(|a| !a.is_empty()))
+            {
+                r["resourceNames"] = names.clone();
+            }
+            resource_rules.push(r);
+        }
+        if rule
+            .get("nonResourceURLs")
+            .and_then(Value::as_array)
+            .is_some_and(|r| !r.is_empty())
+        {
+            non_resource_rules.push(json!({"verbs": list(rule, "verbs"), "nonResourceURLs": list(rule, "nonResourceURLs")}));
+        }
+    }
+    let mut status = json!({"resourceRules": resource_rules, "nonResourceRules": non_resource_rules, "incomplete": !errors.is_empty()});
+    if !errors.is_empty() {
+        status["evaluationError"] = json!(match errors.as_slice() {
+            [one] => one.clone(),
+            many => format!("[{}]", many.join(", ")),
+        });
+    }
+    status
 }

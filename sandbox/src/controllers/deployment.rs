@@ -32,8 +32,10 @@
 //! Deployment (`Scaled up replica set web-6d4c… to 3 from 1`), as
 //! `kubectl describe deployment` shows.
 //!
-//! Where it stops: no `ReplicaFailure`
-//! condition, no truncation of long set names, and the pod-template-hash
+//! A set's `ReplicaFailure` condition (pods the API refuses) is copied to
+//! the Deployment.
+//!
+//! Where it stops: no truncation of long set names, and the pod-template-hash
 //! is an FNV-32a over the template's JSON (upstream hashes the Go struct's
 //! printout, so the values differ from a real cluster's).
 
@@ -42,7 +44,7 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 
 use super::queue::{Controller, Outcome};
-use super::replicaset::{RS_KEY, claim, controller_of, record_event, selecting};
+use super::replicaset::{REPLICA_FAILURE, RS_KEY, claim, controller_of, record_event, selecting};
 use super::{MANAGER, controller_keys, controller_ref, event_key, keep_transition_times};
 use crate::cluster::{Cluster, DeleteOptions, Sub, WriteOptions};
 use crate::meta::{is_deleting, name_of, namespace_of, now, uid_of};
@@ -1159,6 +1161,29 @@ impl Sync<'_> {
                     ),
                 );
             }
+        }
+        // A set's failure to create or delete pods shows on the Deployment
+        // (the new set's first, as upstream's `getReplicaFailures`).
+        let failure = sets
+            .new
+            .iter()
+            .chain(sets.old.iter())
+            .find_map(|rs| condition(&rs["status"], REPLICA_FAILURE).cloned());
+        match failure {
+            Some(f) => {
+                let mut cond = new_condition(
+                    REPLICA_FAILURE,
+                    f["status"].as_str().unwrap_or("True"),
+                    f["reason"].as_str().unwrap_or_default(),
+                    f["message"].as_str().unwrap_or_default().to_string(),
+                );
+                if let Some(t) = f.get("lastTransitionTime") {
+                    cond["lastTransitionTime"] = t.clone();
+                    cond["lastUpdateTime"] = t.clone();
+                }
+                set_condition(&mut status, cond);
+            }
+            None => remove_condition(&mut status, REPLICA_FAILURE),
         }
         // A rollout still under way is looked at again when its deadline
         // passes, even if nothing else changes.

@@ -18,9 +18,15 @@
 //!
 //! Each pod created or deleted is a Normal Event on the set
 //! (`SuccessfulCreate` / `SuccessfulDelete`, from `replicaset-controller`).
+//! A pod the API refuses (a missing ServiceAccount, say) sets the
+//! `ReplicaFailure` condition (reason `FailedCreate` or `FailedDelete`, the
+//! API's message) with a Warning Event `Error creating: ...`, and the set
+//! retries with back-off; the condition goes once it manages its pods.
 //!
 //! Where it stops: no slow-start batches (pods are created in one pass),
-//! no `ReplicaFailure` condition, no pod-deletion-cost annotation.
+//! no pod-deletion-cost annotation; the Warning Event is recorded when the
+//! condition is set, not at every retry (so a failing set at rest writes
+//! nothing).
 
 use std::cmp::Reverse;
 use std::time::Duration;
@@ -38,6 +44,8 @@ use crate::store::{Event, ObjectKey};
 /// The storage key of ReplicaSets.
 pub const RS_KEY: &str = "apps/replicasets";
 const POD_KEY: &str = "/pods";
+/// The condition a set carries while it cannot create or delete pods.
+pub const REPLICA_FAILURE: &str = "ReplicaFailure";
 /// How many pods one sync creates at most (upstream's `burstReplicas`).
 const BURST: i64 = 500;
 
@@ -78,9 +86,28 @@ impl Controller for ReplicaSetController {
 /// The component the ReplicaSet controller reports Events as.
 const COMPONENT: &str = "replicaset-controller";
 
+/// The type of an Event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    Normal,
+    Warning,
+}
+
 /// Records a Normal Event about `obj` from `component`, as upstream's
 /// controllers' recorders do. Best effort: a failed write is dropped.
 pub fn record_event(c: &Cluster, obj: &Value, reason: &str, message: &str, component: &str) {
+    record(c, obj, EventType::Normal, reason, message, component);
+}
+
+/// Records an Event of type `ty` about `obj` from `component`.
+pub fn record(
+    c: &Cluster,
+    obj: &Value,
+    ty: EventType,
+    reason: &str,
+    message: &str,
+    component: &str,
+) {
     let Ok(rt) = c.rt("", "events") else {
         return;
     };
@@ -97,7 +124,7 @@ pub fn record_event(c: &Cluster, obj: &Value, reason: &str, message: &str, compo
         },
         "reason": reason,
         "message": message,
-        "type": "Normal",
+        "type": format!("{ty:?}"),
         "source": {"component": component},
         "reportingComponent": component,
         "reportingInstance": component,
@@ -326,6 +353,7 @@ fn sync(c: &Cluster, ns: &str, name: &str) -> Outcome {
         return Outcome::Done;
     };
     let mut outcome = Outcome::Done;
+    let mut failure = None;
     let mut pods: Vec<Value> = claim(c, &pod_rt, &rs)
         .into_iter()
         .filter(is_active)
@@ -346,7 +374,8 @@ fn sync(c: &Cluster, ns: &str, name: &str) -> Outcome {
                         &format!("Created pod: {}", name_of(&p)),
                         COMPONENT,
                     ),
-                    Err(_) => {
+                    Err(e) => {
+                        failure = Some(("FailedCreate", "Error creating", e.status().message));
                         outcome = Outcome::Retry;
                         break;
                     }
@@ -365,6 +394,7 @@ fn sync(c: &Cluster, ns: &str, name: &str) -> Outcome {
                         COMPONENT,
                     ),
                     Err(e) if e.code() != 404 => {
+                        failure = Some(("FailedDelete", "Error deleting", e.status().message));
                         outcome = Outcome::Retry;
                         pods.push(p.clone());
                     }
@@ -427,8 +457,34 @@ fn sync(c: &Cluster, ns: &str, name: &str) -> Outcome {
     if let Some(g) = rs.pointer("/metadata/generation") {
         status["observedGeneration"] = g.clone();
     }
-    if let Some(conds) = rs.pointer("/status/conditions") {
-        status["conditions"] = conds.clone();
+    let mut conditions: Vec<Value> = rs
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let shown = conditions.iter().position(|c| c["type"] == REPLICA_FAILURE);
+    match (failure, shown) {
+        // Upstream keeps the first failure's condition until the set
+        // manages its pods again; the Event is recorded when it is set.
+        (Some((reason, verb, message)), None) => {
+            record(
+                c,
+                &rs,
+                EventType::Warning,
+                reason,
+                &format!("{verb}: {message}"),
+                COMPONENT,
+            );
+            conditions.push(json!({"type": REPLICA_FAILURE, "status": "True",
+                "lastTransitionTime": crate::meta::now(), "reason": reason, "message": message}));
+        }
+        (None, Some(i)) => {
+            conditions.remove(i);
+        }
+        _ => {}
+    }
+    if !conditions.is_empty() {
+        status["conditions"] = json!(conditions);
     }
     if rs.get("status") != Some(&status)
         && let Err(e) = c.modify(&rs_rt, ns, name, Sub::Status, MANAGER, &move |s| {

@@ -12,6 +12,7 @@
 //! a test process, so that a wait's budget, which starts once its cluster
 //! exists, holds on a two-core machine however many tests run.
 
+pub mod in_cluster;
 pub mod logs;
 mod operator;
 pub mod prometheus;
@@ -129,6 +130,9 @@ pub struct TestCluster {
     namespace: String,
     kubeconfig: PathBuf,
     budget: Duration,
+    /// Whether [`TestCluster::run_operator`] deploys the level in the
+    /// cluster ([`in_cluster`]) instead of running it in-process.
+    in_cluster: bool,
     _permit: SemaphorePermit<'static>,
 }
 
@@ -216,6 +220,7 @@ impl TestCluster {
             namespace,
             kubeconfig,
             budget: WAIT,
+            in_cluster: false,
             _permit: permit,
         })
     }
@@ -234,6 +239,20 @@ impl TestCluster {
     pub fn with_budget(mut self, budget: Duration) -> Self {
         self.budget = budget;
         self
+    }
+
+    /// The same cluster, on which [`TestCluster::run_operator`] deploys
+    /// the level as users do (`kubectl apply -k deploy/overlays/<crate>`):
+    /// two replicas under their ServiceAccount, RBAC enforced. The
+    /// sandbox's pods must run real processes (the real runtime).
+    pub fn operators_in_cluster(mut self) -> Self {
+        self.in_cluster = true;
+        self
+    }
+
+    /// Whether operators run in the cluster ([`TestCluster::operators_in_cluster`]).
+    pub fn runs_operators_in_cluster(&self) -> bool {
+        self.in_cluster
     }
 
     /// How long a wait on this cluster lasts before the test fails.
@@ -320,7 +339,8 @@ impl TestCluster {
             .map_err(kube_error(format!("patch PostgresDB {name}")))
     }
 
-    /// Starts `level` in-process, watching only the test's namespace. It
+    /// Starts `level` in-process, watching only the test's namespace (or,
+    /// on a cluster whose operators run in it, deploys it there). It
     /// connects as its binary does, with its own client and User-Agent,
     /// and signs its Events with an instance name of its own
     /// ([`Operator::instance`]), so a test can tell two operators' Events apart.
@@ -331,6 +351,15 @@ impl TestCluster {
     /// [`TestCluster::run_operator`], with `options` (metrics, a shorter
     /// `metrics_interval`); their namespace and instance are the harness's.
     pub fn run_operator_with(&self, level: LevelId, options: RunOptions) -> Operator {
+        if self.in_cluster {
+            let kubeconfig = self.kubeconfig.clone();
+            return Operator::InCluster {
+                applied: tokio::spawn(async move {
+                    in_cluster::apply_overlay(&kubeconfig, level).await
+                }),
+                client: self.client.clone(),
+            };
+        }
         let (stop, stopped) = oneshot::channel::<()>();
         let instance = format!("{}-{}", level.name(), unique_suffix());
         let options = RunOptions {

@@ -1,12 +1,13 @@
-//! An operator the harness started: in-process or as its binary, stopped
-//! gracefully (checking that it exited cleanly) or killed. A binary's
-//! output is kept for [`super::logs`] when capture is on.
+//! An operator the harness started: in-process, as its binary, or in the
+//! cluster as a Deployment ([`super::in_cluster`]); stopped gracefully
+//! (checking that it exited cleanly) or killed. A binary's output is kept
+//! for [`super::logs`] when capture is on.
 
 use std::path::PathBuf;
 
 use tokio::sync::oneshot;
 
-use super::{WAIT, logs};
+use super::{Failed, OrFail, WAIT, logs};
 
 /// An operator the harness started.
 pub enum Operator {
@@ -26,6 +27,13 @@ pub enum Operator {
         /// Where its output goes.
         log: PathBuf,
     },
+    /// Deployed in the cluster with `kubectl apply -k` of its overlay.
+    InCluster {
+        /// The `kubectl apply -k` under way.
+        applied: tokio::task::JoinHandle<Result<(), Failed>>,
+        /// A client for the cluster.
+        client: kube::Client,
+    },
 }
 
 impl Operator {
@@ -33,7 +41,7 @@ impl Operator {
     pub fn instance(&self) -> Option<&str> {
         match self {
             Operator::InProcess { instance, .. } => Some(instance),
-            Operator::Process { .. } => None,
+            Operator::Process { .. } | Operator::InCluster { .. } => None,
         }
     }
 
@@ -42,6 +50,7 @@ impl Operator {
         match self {
             Operator::InProcess { .. } => None,
             Operator::Process { log, .. } => Some(std::fs::read_to_string(log)),
+            Operator::InCluster { .. } => None,
         }
     }
 
@@ -75,6 +84,12 @@ impl Operator {
                 );
                 let _ = std::fs::remove_file(&log);
             }
+            Operator::InCluster { applied, client } => {
+                deployed(applied).await;
+                if let Err(failed) = remove_in_cluster(&client, None).await {
+                    panic!("the in-cluster operator did not stop: {failed}");
+                }
+            }
         }
     }
 
@@ -93,6 +108,57 @@ impl Operator {
                 }
                 let _ = std::fs::remove_file(&log);
             }
+            Operator::InCluster { applied, client } => {
+                deployed(applied).await;
+                if let Err(failed) = remove_in_cluster(&client, Some(0)).await {
+                    panic!("the in-cluster operator was not killed: {failed}");
+                }
+            }
         }
     }
+}
+
+/// Waits for an in-cluster operator's `kubectl apply -k`, panicking with
+/// its failure.
+async fn deployed(applied: tokio::task::JoinHandle<Result<(), Failed>>) {
+    match applied.await {
+        Ok(Ok(())) => {}
+        Ok(Err(failed)) => panic!("the operator was not deployed: {failed}"),
+        Err(join) => panic!("deploying the operator panicked: {join}"),
+    }
+}
+
+/// Scales the operator's Deployment to zero (its pods deleted with
+/// `grace_period`, or their own) and waits until its pods are gone.
+async fn remove_in_cluster(client: &kube::Client, grace_period: Option<u32>) -> Result<(), Failed> {
+    use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+
+    use crate::deploy::{DEPLOYMENT, NAMESPACE};
+
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(client.clone(), NAMESPACE);
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), NAMESPACE);
+    let patch = serde_json::json!({"spec": {"replicas": 0}});
+    deployments
+        .patch(DEPLOYMENT, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .or_fail(format!("scale Deployment {NAMESPACE}/{DEPLOYMENT} to 0"))?;
+    let selector = ListParams::default().labels("app.kubernetes.io/name=pgdb-operator");
+    if let Some(seconds) = grace_period {
+        let params = DeleteParams {
+            grace_period_seconds: Some(seconds),
+            ..Default::default()
+        };
+        pods.delete_collection(&params, &selector)
+            .await
+            .or_fail("delete the operator's pods")?;
+    }
+    super::eventually(WAIT, "the operator's pods are gone", || async {
+        let left = pods
+            .list(&selector)
+            .await
+            .or_fail("list the operator's pods")?;
+        Ok(left.items.is_empty().then_some(()))
+    })
+    .await
 }

@@ -116,17 +116,7 @@ fn find_binary(name: &str) -> Option<PathBuf> {
     {
         return Some(PathBuf::from(p));
     }
-    let tools = std::env::var("PGDB_TOOLS_DIR").unwrap_or_else(|_| {
-        format!(
-            "{}/.cache/pgdb-operator/tools",
-            std::env::var("HOME").unwrap_or_default()
-        )
-    });
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(std::iter::once(PathBuf::from(tools).join("bin")))
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
+    crate::tools::find(name)
 }
 
 fn unique_dir() -> PathBuf {

@@ -14,7 +14,6 @@
 //! the pod's own address, so a bucket at `127.0.0.2` is reached by pods
 //! and by the test alike.
 
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -55,25 +54,6 @@ fn xml_field(xml: &str, tag: &str) -> Option<String> {
     Some(xml[start..end].to_string())
 }
 
-fn tools_bin() -> PathBuf {
-    let tools = std::env::var("PGDB_TOOLS_DIR").unwrap_or_else(|_| {
-        format!(
-            "{}/.cache/pgdb-operator/tools",
-            std::env::var("HOME").unwrap_or_default()
-        )
-    });
-    PathBuf::from(tools).join("bin")
-}
-
-/// `program` on PATH, else in the tools directory install-tools.sh fills.
-fn find(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(std::iter::once(tools_bin()))
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file())
-}
-
 impl S3Server {
     /// Starts moto on a free port, accepting any keys; panics, saying how
     /// to install it, when moto_server or rclone is missing.
@@ -88,11 +68,11 @@ impl S3Server {
     }
 
     async fn launch(check_keys: bool) -> Self {
-        let moto = find("moto_server").unwrap_or_else(|| {
+        let moto = crate::tools::find("moto_server").unwrap_or_else(|| {
             panic!("this test needs moto's S3 server (moto_server) and rclone: run scripts/install-tools.sh")
         });
         assert!(
-            find("rclone").is_some(),
+            crate::tools::find("rclone").is_some(),
             "this test needs rclone: run scripts/install-tools.sh (Debian: apt-get install rclone)"
         );
         let port = std::net::TcpListener::bind((HOST, 0))
@@ -203,22 +183,23 @@ impl S3Server {
     /// Runs rclone against the server with the test keys; its stdout, or
     /// what it said when it failed.
     pub async fn rclone(&self, args: &[&str]) -> Result<String, Failed> {
-        let output =
-            tokio::process::Command::new(find("rclone").unwrap_or_else(|| "rclone".into()))
-                .args(args)
-                // A CA bundle of the machine's (for a proxy) would be applied to
-                // moto's plain HTTP and fail; the Jobs run without it.
-                .env_remove("AWS_CA_BUNDLE")
-                .env("RCLONE_CONFIG_S3_TYPE", "s3")
-                .env("RCLONE_CONFIG_S3_PROVIDER", "Other")
-                .env("RCLONE_CONFIG_S3_ENDPOINT", &self.endpoint)
-                .env("RCLONE_CONFIG_S3_REGION", "us-east-1")
-                .env("RCLONE_CONFIG_S3_FORCE_PATH_STYLE", "true")
-                .env("RCLONE_CONFIG_S3_ACCESS_KEY_ID", &self.access_key)
-                .env("RCLONE_CONFIG_S3_SECRET_ACCESS_KEY", &self.secret_key)
-                .output()
-                .await
-                .map_err(|e| Failed::new(format!("cannot run rclone: {e}")))?;
+        let output = tokio::process::Command::new(
+            crate::tools::find("rclone").unwrap_or_else(|| "rclone".into()),
+        )
+        .args(args)
+        // A CA bundle of the machine's (for a proxy) would be applied to
+        // moto's plain HTTP and fail; the Jobs run without it.
+        .env_remove("AWS_CA_BUNDLE")
+        .env("RCLONE_CONFIG_S3_TYPE", "s3")
+        .env("RCLONE_CONFIG_S3_PROVIDER", "Other")
+        .env("RCLONE_CONFIG_S3_ENDPOINT", &self.endpoint)
+        .env("RCLONE_CONFIG_S3_REGION", "us-east-1")
+        .env("RCLONE_CONFIG_S3_FORCE_PATH_STYLE", "true")
+        .env("RCLONE_CONFIG_S3_ACCESS_KEY_ID", &self.access_key)
+        .env("RCLONE_CONFIG_S3_SECRET_ACCESS_KEY", &self.secret_key)
+        .output()
+        .await
+        .map_err(|e| Failed::new(format!("cannot run rclone: {e}")))?;
         if output.status.success() {
             Ok(String::from_utf8_lossy(&output.stdout).into_owned())
         } else {

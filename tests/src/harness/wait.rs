@@ -252,6 +252,9 @@ impl TestCluster {
             Err(error) => text += &format!("cannot list PostgresDBs: {error}\n"),
         }
         text += &self.restarted_containers().await;
+        if self.runs_operators_in_cluster() {
+            text += &self.operator_log_diagnosis().await;
+        }
         match self.event_list().await {
             Ok(events) => {
                 let skipped = events.len().saturating_sub(RECENT_EVENTS);

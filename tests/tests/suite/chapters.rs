@@ -39,18 +39,6 @@ const CHAPTERS: [(&str, LevelId); 6] = [
 /// not a timing: a run under heavy load took over 180 s for that block.
 const BLOCK_TIMEOUT: Duration = Duration::from_secs(420);
 
-/// PATH with the directory scripts/install-tools.sh links kubectl into
-/// when the machine has none.
-fn search_path() -> String {
-    let tools = std::env::var("PGDB_TOOLS_DIR").unwrap_or_else(|_| {
-        format!(
-            "{}/.cache/pgdb-operator/tools",
-            std::env::var("HOME").unwrap_or_default()
-        )
-    });
-    format!("{}:{tools}/bin", std::env::var("PATH").unwrap_or_default())
-}
-
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -143,7 +131,7 @@ async fn run_block(
         .current_dir(root)
         .env("KUBECONFIG", kubeconfig)
         .envs(metrics.map(|address| (METRICS_VARIABLE, address)))
-        .env("PATH", search_path())
+        .env("PATH", tests::tools::search_path())
         .stdout(std::process::Stdio::from(file))
         .process_group(0)
         .kill_on_drop(true)
@@ -200,7 +188,7 @@ fn kubectl_get_pgdb_shows_the_requested_and_the_running_version() {
 async fn every_runnable_block_of_the_chapters_prints_what_the_chapter_shows() {
     let kubectl = std::process::Command::new("sh")
         .args(["-c", "kubectl version --client"])
-        .env("PATH", search_path())
+        .env("PATH", tests::tools::search_path())
         .output();
     assert!(
         kubectl.is_ok_and(|o| o.status.success()),

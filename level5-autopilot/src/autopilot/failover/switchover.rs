@@ -101,6 +101,9 @@ pub fn refusal(db: &PostgresDB, topology: &Topology) -> Option<SpecProblem> {
         Server::Unreachable(_) => "its server does not answer",
         _ => return None,
     };
+    // A replica that has just started (a rejoined old primary, say) may
+    // not stream yet: the refusal rests on what was observed, and the
+    // database is looked at again soon, starting the switchover once it does.
     ready.then(|| {
         SpecProblem::new(
             "spec.primary",
@@ -109,5 +112,6 @@ pub fn refusal(db: &PostgresDB, topology: &Topology) -> Option<SpecProblem> {
                 "spec.primary names {target}, but {why}; a switchover moves the primary only to a replica that streams (the primary stays {current})"
             ),
         )
+        .from_observation()
     })
 }

@@ -515,6 +515,10 @@ fn a_switchover_waits_for_a_target_that_does_not_stream_and_refuses_a_ready_one(
     let problem = switchover::refusal(&db, &t).expect("refused");
     assert_eq!(problem.field, "spec.primary");
     assert!(problem.reason.starts_with("Refused"));
+    assert!(
+        problem.observed,
+        "a replica may stream a moment later: looked at again soon"
+    );
     t.members[1].pod = not_ready(1);
     assert_eq!(
         switchover::refusal(&db, &t),

@@ -286,7 +286,8 @@ async fn a_binding_to_a_missing_role_grants_nothing_until_the_role_exists() {
 
 /// Upstream: impersonating needs the `impersonate` verb on users (or the
 /// ServiceAccount) and groups, which the admin has; an impersonated
-/// ServiceAccount acts with exactly its own rights.
+/// ServiceAccount acts with exactly its own rights, its ServiceAccount
+/// groups included.
 #[tokio::test]
 async fn only_those_allowed_to_impersonate_may_act_as_someone_else() {
     let sb = sandbox().await;
@@ -304,6 +305,31 @@ async fn only_those_allowed_to_impersonate_may_act_as_someone_else() {
     );
     let token = sandbox::auth::service_account_token(sb.cluster(), "default", "app", None, 3600)
         .expect("a token");
+    // An impersonated ServiceAccount has its ServiceAccount groups, so
+    // bindings to them apply.
+    create(
+        &Api::<Role>::default_namespaced(sb.client()),
+        &role(
+            "config-reader",
+            json!([{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list"]}]),
+        ),
+    )
+    .await;
+    let to_group: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "namespace-accounts-read-config"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "config-reader"},
+        "subjects": [{"kind": "Group", "name": "system:serviceaccounts:default", "apiGroup": "rbac.authorization.k8s.io"}],
+    }))
+    .expect("a RoleBinding");
+    create(
+        &Api::<RoleBinding>::default_namespaced(sb.client()),
+        &to_group,
+    )
+    .await;
+    Api::<ConfigMap>::default_namespaced(impersonating(&sb, sb.admin_token(), SA_USER))
+        .list(&ListParams::default())
+        .await
+        .expect("the impersonated ServiceAccount is in system:serviceaccounts:default");
     let app_as_admin = impersonating(&sb, &token, "kubernetes-admin");
     assert_eq!(
         forbidden_message(

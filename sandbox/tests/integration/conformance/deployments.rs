@@ -59,7 +59,8 @@ async fn sandbox_with_ready_delay(ready: Duration) -> Sandbox {
 }
 
 /// Waits (30 s at most) until `check` accepts the object; the failure
-/// shows the object as it last was, status included.
+/// shows the object as it last was, status included, and the Events about
+/// it.
 async fn wait_for<K>(api: &Api<K>, name: &str, what: &str, check: impl Fn(&K) -> bool) -> K
 where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + serde::Serialize,
@@ -76,7 +77,26 @@ where
             let shown = obj
                 .map(|o| serde_json::to_string_pretty(&o).unwrap_or_default())
                 .unwrap_or_else(|| "(not found)".into());
-            panic!("timed out after 30s waiting for {name} {what}; it is:\n{shown}");
+            let events: Vec<String> = Api::<Event>::default_namespaced(api.clone().into_client())
+                .list(&ListParams::default())
+                .await
+                .map(|l| l.items)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|e| e.involved_object.name.as_deref() == Some(name))
+                .map(|e| {
+                    format!(
+                        "{} {}: {}",
+                        e.type_.unwrap_or_default(),
+                        e.reason.unwrap_or_default(),
+                        e.message.unwrap_or_default()
+                    )
+                })
+                .collect();
+            panic!(
+                "timed out after 30s waiting for {name} {what}; it is:\n{shown}\nits Events:\n{}",
+                events.join("\n")
+            );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -733,4 +753,347 @@ async fn deployments_are_defaulted_and_bad_strategies_are_refused() {
         "{}",
         e.message
     );
+}
+
+/// Upstream: a rollout that makes no progress for `progressDeadlineSeconds`
+/// gets Progressing=False, reason ProgressDeadlineExceeded (what `kubectl
+/// rollout status` fails on), and is not rolled back.
+#[tokio::test]
+async fn a_rollout_without_progress_exceeds_its_deadline() {
+    let sb = sandbox_with_ready_delay(Duration::from_secs(600)).await;
+    let deploys: Api<Deployment> = Api::default_namespaced(sb.client());
+    let mut d = deployment("web", 1, "nginx:1", json!({}));
+    d.spec.as_mut().expect("a spec").progress_deadline_seconds = Some(1);
+    deploys
+        .create(&PostParams::default(), &d)
+        .await
+        .expect("the Deployment is created");
+    let stuck = wait_for(&deploys, "web", "to exceed its progress deadline", |d| {
+        condition(d, "Progressing") == Some(("False".into(), "ProgressDeadlineExceeded".into()))
+    })
+    .await;
+    let message = stuck
+        .status
+        .clone()
+        .and_then(|s| s.conditions)
+        .and_then(|cs| cs.into_iter().find(|c| c.type_ == "Progressing"))
+        .and_then(|c| c.message)
+        .unwrap_or_default();
+    assert!(
+        message.starts_with("ReplicaSet \"web-")
+            && message.ends_with("\" has timed out progressing."),
+        "{message}"
+    );
+    assert_eq!(
+        condition(&stuck, "Available").map(|(s, _)| s).as_deref(),
+        Some("False")
+    );
+}
+
+/// Upstream: a ReplicaSet counts a Ready pod as available only once it has
+/// been Ready for `minReadySeconds`, and updates its status then without
+/// any other change.
+#[tokio::test]
+async fn a_replica_set_counts_pods_available_after_min_ready_seconds() {
+    let sb = sandbox().await;
+    let sets: Api<ReplicaSet> = Api::default_namespaced(sb.client());
+    let mut rs = replica_set("web", 2, "nginx:1");
+    rs.spec.as_mut().expect("a spec").min_ready_seconds = Some(3);
+    let mut stream = sets
+        .watch(&WatchParams::default(), "0")
+        .await
+        .expect("the watch starts")
+        .boxed();
+    sets.create(&PostParams::default(), &rs)
+        .await
+        .expect("the ReplicaSet is created");
+    // Every status the set had, in order, as (ready, available).
+    let mut seen = vec![];
+    let watched = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(ev) = stream.try_next().await.expect("the watch streams") {
+            let (WatchEvent::Added(rs) | WatchEvent::Modified(rs)) = ev else {
+                continue;
+            };
+            let s = rs.status.unwrap_or_default();
+            seen.push((s.ready_replicas, s.available_replicas));
+            if s.available_replicas == Some(2) {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(watched.is_ok(), "never 2 available replicas: {seen:?}");
+    let ready_only = seen.iter().position(|s| *s == (Some(2), None));
+    assert!(
+        ready_only.is_some_and(|i| i + 1 < seen.len()),
+        "2 ready pods should count as available only after minReadySeconds: {seen:?}"
+    );
+}
+
+/// Upstream: a paused Deployment does not roll out a changed template (no
+/// new ReplicaSet; Progressing Unknown, DeploymentPaused); resuming it
+/// rolls it out.
+#[tokio::test]
+async fn a_paused_deployment_rolls_out_only_when_resumed() {
+    let sb = sandbox().await;
+    let deploys: Api<Deployment> = Api::default_namespaced(sb.client());
+    deploys
+        .create(
+            &PostParams::default(),
+            &deployment("web", 2, "nginx:1", json!({})),
+        )
+        .await
+        .expect("the Deployment is created");
+    wait_for(&deploys, "web", "to roll out", rolled_out).await;
+    deploys
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"paused": true}})),
+        )
+        .await
+        .expect("the Deployment is paused");
+    let changed = deploys
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": "nginx:2"}]}}}})),
+        )
+        .await
+        .expect("the template is changed");
+    let generation = changed.metadata.generation;
+    wait_for(&deploys, "web", "to show it is paused", |d| {
+        d.status
+            .as_ref()
+            .is_some_and(|s| s.observed_generation == generation)
+            && condition(d, "Progressing") == Some(("Unknown".into(), "DeploymentPaused".into()))
+    })
+    .await;
+    let sets: Api<ReplicaSet> = Api::default_namespaced(sb.client());
+    assert_eq!(
+        sets.list(&ListParams::default())
+            .await
+            .expect("sets list")
+            .items
+            .len(),
+        1,
+        "no new set while paused"
+    );
+    deploys
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"paused": false}})),
+        )
+        .await
+        .expect("the Deployment is resumed");
+    wait_for(&deploys, "web", "to roll out the new template", |d| {
+        rolled_out(d)
+            && condition(d, "Progressing") == Some(("True".into(), "NewReplicaSetAvailable".into()))
+    })
+    .await;
+    let pods: Api<Pod> = Api::default_namespaced(sb.client());
+    let images: Vec<String> = pods_of(&pods, "web")
+        .await
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .map(|p| image(p).to_string())
+        .collect();
+    assert_eq!(images, ["nginx:2", "nginx:2"]);
+}
+
+/// The sandbox's rule for controllers: once a rollout is done, syncing
+/// the Deployment and its ReplicaSet again writes nothing.
+#[tokio::test]
+async fn a_rolled_out_deployment_at_rest_writes_nothing() {
+    use sandbox::controllers::deployment::DeploymentController;
+    use sandbox::controllers::queue::Controller;
+    use sandbox::controllers::replicaset::ReplicaSetController;
+    let sb = sandbox().await;
+    let deploys: Api<Deployment> = Api::default_namespaced(sb.client());
+    deploys
+        .create(
+            &PostParams::default(),
+            &deployment("web", 2, "nginx:1", json!({})),
+        )
+        .await
+        .expect("the Deployment is created");
+    wait_for(&deploys, "web", "to roll out", rolled_out).await;
+    let c = sb.cluster().clone();
+    let sets: Vec<(String, String)> = c.store.keys("apps/replicasets", Some("default"));
+    eventually(
+        "a sync of the settled Deployment and set that writes nothing",
+        || {
+            let c = c.clone();
+            let sets = sets.clone();
+            async move {
+                let before = c.store.current_rv();
+                DeploymentController.reconcile(&c, &("default".into(), "web".into()));
+                for key in &sets {
+                    ReplicaSetController.reconcile(&c, key);
+                }
+                (c.store.current_rv() == before).then_some(())
+            }
+        },
+    )
+    .await;
+}
+
+/// Upstream: when the API refuses a set's pods (here the ServiceAccount
+/// admission: the pods' ServiceAccount does not exist), the ReplicaSet gets
+/// ReplicaFailure (FailedCreate, the API's message) with a Warning Event,
+/// the Deployment shows the same condition, and once the ServiceAccount
+/// exists the retries create the pods and the condition goes.
+#[tokio::test]
+async fn pods_the_api_refuses_show_as_replica_failure_until_they_can_be_created() {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let sb = sandbox().await;
+    let deploys: Api<Deployment> = Api::default_namespaced(sb.client());
+    let mut d = deployment("web", 1, "nginx:1", json!({}));
+    let template = d
+        .spec
+        .as_mut()
+        .expect("a spec")
+        .template
+        .spec
+        .as_mut()
+        .expect("a pod spec");
+    template.service_account_name = Some("operator".into());
+    deploys
+        .create(&PostParams::default(), &d)
+        .await
+        .expect("the Deployment is created");
+    let failing = wait_for(&deploys, "web", "to show ReplicaFailure", |d| {
+        condition(d, "ReplicaFailure").is_some()
+    })
+    .await;
+    let cond = failing
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "ReplicaFailure"))
+        .cloned()
+        .expect("the condition");
+    assert_eq!(
+        (cond.status.as_str(), cond.reason.as_deref()),
+        ("True", Some("FailedCreate"))
+    );
+    let message = cond.message.unwrap_or_default();
+    assert!(
+        message.contains(
+            "is forbidden: error looking up service account default/operator: serviceaccount \"operator\" not found"
+        ),
+        "{message}"
+    );
+    let sets: Api<ReplicaSet> = Api::default_namespaced(sb.client());
+    let rs = sets
+        .list(&ListParams::default())
+        .await
+        .expect("sets list")
+        .items
+        .remove(0);
+    let rs_name = rs.metadata.name.clone().expect("a name");
+    let events = events_about(&sb, &rs_name, "replicaset-controller").await;
+    assert!(
+        events
+            .iter()
+            .any(|(r, m)| r == "FailedCreate" && m.starts_with("Error creating: pods ")),
+        "{events:?}"
+    );
+
+    let sa: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "operator"}})).expect("an SA");
+    Api::<ServiceAccount>::default_namespaced(sb.client())
+        .create(&PostParams::default(), &sa)
+        .await
+        .expect("the ServiceAccount is created");
+    wait_for(&deploys, "web", "to roll out without ReplicaFailure", |d| {
+        rolled_out(d) && condition(d, "ReplicaFailure").is_none()
+    })
+    .await;
+}
+
+/// The sizes of a Deployment's sets, by image.
+async fn sizes_by_image(sb: &Sandbox) -> BTreeMap<String, i32> {
+    Api::<ReplicaSet>::default_namespaced(sb.client())
+        .list(&ListParams::default())
+        .await
+        .expect("sets list")
+        .items
+        .into_iter()
+        .map(|rs| {
+            let spec = rs.spec.expect("a spec");
+            let image = spec
+                .template
+                .and_then(|t| t.spec)
+                .and_then(|s| s.containers[0].image.clone())
+                .unwrap_or_default();
+            (image, spec.replicas.unwrap_or(0))
+        })
+        .collect()
+}
+
+/// Upstream's proportional scaling: a Deployment scaled while a rollout is
+/// stuck (the new pods crash) grows each active set in proportion to its
+/// size, within the new `replicas + maxSurge`. With 10 replicas, maxSurge
+/// 25% (3) and maxUnavailable 20% (2) the rollout stops at 8 old and 5 new
+/// pods; scaled to 20 (surge 5), the 12 pods to add split as
+/// round(8 * 25 / 13) - 8 = 7 and 5: 15 old and 10 new.
+#[tokio::test]
+async fn scaling_a_deployment_during_a_rollout_grows_its_sets_in_proportion() {
+    let sb = sandbox().await;
+    sb.simulated_runtime()
+        .expect("the simulated runtime")
+        .add_exit_rule(sandbox::ExitRule {
+            image_contains: Some("crashy".into()),
+            pod_label: None,
+            exit_code: 1,
+            after: Duration::ZERO,
+        });
+    let deploys: Api<Deployment> = Api::default_namespaced(sb.client());
+    let strategy = json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "20%"}});
+    deploys
+        .create(
+            &PostParams::default(),
+            &deployment("web", 10, "nginx:1", strategy),
+        )
+        .await
+        .expect("the Deployment is created");
+    wait_for(&deploys, "web", "to roll out", rolled_out).await;
+    deploys
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": "crashy:2"}]}}}})),
+        )
+        .await
+        .expect("the template is changed");
+    let stuck: BTreeMap<String, i32> =
+        [("crashy:2".to_string(), 5), ("nginx:1".to_string(), 8)].into();
+    eventually("the rollout to stop at 8 old and 5 new pods", || {
+        let sb = &sb;
+        let stuck = stuck.clone();
+        async move { (sizes_by_image(sb).await == stuck).then_some(()) }
+    })
+    .await;
+    deploys
+        .patch_scale(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 20}})),
+        )
+        .await
+        .expect("the Deployment is scaled");
+    let grown: BTreeMap<String, i32> =
+        [("crashy:2".to_string(), 10), ("nginx:1".to_string(), 15)].into();
+    eventually("the sets to grow to 15 old and 10 new", || {
+        let sb = &sb;
+        let grown = grown.clone();
+        async move { (sizes_by_image(sb).await == grown).then_some(()) }
+    })
+    .await;
+    wait_for(&deploys, "web", "to observe its new size", |d| {
+        d.status.as_ref().and_then(|s| s.observed_generation) == d.metadata.generation
+    })
+    .await;
 }

@@ -40,8 +40,10 @@ const AS_APP: &str = "--as=system:serviceaccount:default:app";
 
 /// Upstream: `kubectl auth can-i VERB RESOURCE --as USER` prints `yes`
 /// (exit 0) or `no` (exit 1) from a SelfSubjectAccessReview sent while
-/// impersonating; a command run `--as` a ServiceAccount gets the 403 its
-/// rights give; `kubectl auth whoami` and `kubectl create token` work.
+/// impersonating; `can-i --list` lists the rules bound to it
+/// (SelfSubjectRulesReview); a command run `--as` a ServiceAccount gets the
+/// 403 its rights give; `kubectl auth whoami` and `kubectl create token`
+/// work.
 #[tokio::test]
 async fn auth_can_i_as_a_service_account_answers_from_its_role_bindings() {
     let k = cluster().await;
@@ -82,6 +84,20 @@ async fn auth_can_i_as_a_service_account_answers_from_its_role_bindings() {
         ),
         "{}",
         refused.stderr
+    );
+
+    let list = k
+        .ok(&["auth", "can-i", "--list", AS_APP, "-n", "default"])
+        .await;
+    let pods_row = list
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("pods"))
+        .unwrap_or_else(|| panic!("no pods row in:\n{list}"));
+    assert!(pods_row.ends_with("[get list]"), "{list}");
+    assert!(
+        list.lines()
+            .any(|l| l.contains("selfsubjectaccessreviews.authorization.k8s.io")),
+        "system:basic-user's rules are listed too:\n{list}"
     );
 
     let whoami = k

@@ -220,3 +220,35 @@ async fn get_deploy_rs_shows_the_rollout_and_scale_resizes_it() {
         "{all}"
     );
 }
+
+/// Upstream: `kubectl rollout status` fails once the Deployment's
+/// Progressing condition says its progress deadline was exceeded.
+#[tokio::test]
+async fn rollout_status_fails_when_the_progress_deadline_is_exceeded() {
+    let k = cluster_on(SandboxConfig {
+        simulated: SimulatedConfig {
+            ready_delay: Duration::from_secs(600),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    create_web(&k, "nginx:1", 1).await;
+    k.ok(&[
+        "patch",
+        "deployment/web",
+        "-p",
+        r#"{"spec":{"progressDeadlineSeconds":1}}"#,
+    ])
+    .await;
+    let r = k
+        .run(&["rollout", "status", "deployment/web", "--timeout=20s"])
+        .await;
+    assert!(!r.ok, "{}", r.stdout);
+    assert!(
+        r.stderr
+            .contains("deployment \"web\" exceeded its progress deadline"),
+        "{}",
+        r.stderr
+    );
+}

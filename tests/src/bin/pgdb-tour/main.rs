@@ -64,6 +64,12 @@ struct Args {
     /// kubeconfig (or type `start` later).
     #[arg(long)]
     no_operator: bool,
+    /// Deploy the operator in the cluster as users do (`kubectl apply -k
+    /// deploy/overlays/<level crate>`: two replicas under their
+    /// ServiceAccount, one leader) instead of running it in this process.
+    /// Needs the real pod runtime, which runs the image as the level's binary.
+    #[arg(long, conflicts_with = "no_operator")]
+    in_cluster: bool,
     /// Run this behaviour scenario (as `PGDB_SCENARIOS` names it) against
     /// `--level` on a sandbox of its own, print what it observed, and exit.
     /// `--scenario list` lists them.
@@ -148,7 +154,30 @@ async fn tour(args: Args) -> Result<(), String> {
         kubeconfig.display()
     );
     println!("                      kubectl get pgdb,pgbackup,sts,pods,svc,pvc -o wide");
-    if args.no_operator {
+    if args.in_cluster {
+        if sandbox.postgres_runtime().is_none() {
+            return Err(
+                "--in-cluster runs the operator's image as a pod, which needs the real pod runtime: install PostgreSQL with scripts/install-postgres.sh (and build the levels with `cargo build --workspace --bins`)".into(),
+            );
+        }
+        println!(
+            "Deploying {} in-cluster: kubectl apply -k {}",
+            level.name(),
+            tests::deploy::overlay(level).display()
+        );
+        tests::harness::in_cluster::apply_overlay(&kubeconfig, level)
+            .await
+            .map_err(|failed| failed.to_string())?;
+        println!(
+            "The operator runs as the Deployment {ns}/{deploy} (two pods, one leader):
+  kubectl -n {ns} get deploy,pods,lease
+  kubectl -n {ns} logs deploy/{deploy}
+Swap levels by setting its image, as an operator upgrade:
+  kubectl -n {ns} set image deployment/{deploy} operator=pgdb-operator:level2-upgrade",
+            ns = tests::deploy::NAMESPACE,
+            deploy = tests::deploy::DEPLOYMENT,
+        );
+    } else if args.no_operator {
         println!(
             "No operator runs. Start one as its own process:\n  cargo run -p {} -- --kubeconfig {} --health-addr 127.0.0.1:0",
             level.name(),
@@ -160,12 +189,16 @@ async fn tour(args: Args) -> Result<(), String> {
     if let Some((path, _)) = &example {
         println!("Applying {}.", path.display());
     }
-    println!(
-        "Type `help` and Enter for the operator's controls (stop, kill, start, level N); Ctrl-C stops everything.\n"
-    );
+    if args.in_cluster {
+        println!("Ctrl-C stops everything.\n");
+    } else {
+        println!(
+            "Type `help` and Enter for the operator's controls (stop, kill, start, level N); Ctrl-C stops everything.\n"
+        );
+    }
 
     let mut operator = control::Control::new(client.clone());
-    if !args.no_operator {
+    if !args.no_operator && !args.in_cluster {
         operator.start(level).await;
     }
 
@@ -206,7 +239,11 @@ async fn tour(args: Args) -> Result<(), String> {
         )));
     }
 
-    operator.serve_until(shared::cli::shutdown_signal()).await;
+    if args.in_cluster {
+        shared::cli::shutdown_signal().await;
+    } else {
+        operator.serve_until(shared::cli::shutdown_signal()).await;
+    }
     println!("\nStopping the operator and the sandbox.");
     operator.stop().await;
     if let Some(hint) = hint {
