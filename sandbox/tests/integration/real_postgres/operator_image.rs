@@ -593,12 +593,7 @@ async fn deploy_s_deployment_runs_two_operator_pods_one_of_which_leads_and_makes
     sb.shutdown().await;
 }
 
-// The rollout cannot finish while only the Lease's holder is Ready
-// (shared/src/health.rs): with two replicas, maxUnavailable 25% is 0, so
-// the Deployment controller (upstream's arithmetic) keeps both old pods
-// until a new one is available, and a new one stands by, never Ready.
 #[tokio::test]
-#[ignore = "the rollout stalls: only the leader is Ready, so the Deployment never scales the old ReplicaSet down"]
 async fn deploy_s_deployment_set_to_a_higher_level_s_image_upgrades_the_operator_without_restarting_the_database()
  {
     require_binary(LEVEL);
