@@ -287,7 +287,15 @@ impl Inner {
             .map_err(|e| {
                 let why = match &e {
                     crate::error::Error::Api(status) => status.message.clone(),
-                    other => other.to_string(),
+                    other => {
+                        let mut text = other.to_string();
+                        let mut source = std::error::Error::source(other);
+                        while let Some(s) = source {
+                            text.push_str(&format!(": {s}"));
+                            source = s.source();
+                        }
+                        text
+                    }
                 };
                 wait(
                     "ContainerCreating",
