@@ -383,22 +383,30 @@ async fn acquire(
     ));
     let mut announced = false;
     loop {
-        let attempt =
-            lock.try_acquire_or_renew()
-                .await
-                .map_err(|source| Error::LeaderElection {
+        let attempt = match lock.try_acquire_or_renew().await {
+            // Another replica wrote the Lease first: try again next round,
+            // as client-go's leader election does.
+            Err(error) if lost_race(&error) => {
+                tracing::debug!(%error, "another replica wrote the leader lease first");
+                None
+            }
+            Err(source) => {
+                return Err(Error::LeaderElection {
                     what: format!(
                         "acquire Lease {}/{}",
                         election.namespace, election.lease_name
                     ),
                     source: Box::new(source),
-                })?;
+                });
+            }
+            Ok(attempt) => Some(attempt),
+        };
         match attempt {
-            LeaseLockResult::Acquired(_) => {
+            Some(LeaseLockResult::Acquired(_)) => {
                 tracing::info!(holder = election.holder, "acquired the leader lease");
                 return Ok(Some(lock));
             }
-            LeaseLockResult::NotAcquired(lease) => {
+            Some(LeaseLockResult::NotAcquired(lease)) => {
                 readiness.set(true);
                 if !announced {
                     let holder = lease
@@ -409,6 +417,7 @@ async fn acquire(
                     announced = true;
                 }
             }
+            None => {}
         }
         tokio::select! {
             () = stop.cancelled() => {
@@ -417,6 +426,19 @@ async fn acquire(
             }
             () = tokio::time::sleep(election.ttl / 3) => {}
         }
+    }
+}
+
+/// Whether a Lease write failed only because another replica wrote it
+/// between this replica's read and write (409: it created the Lease, or
+/// changed it): replicas starting together race so.
+fn lost_race(error: &kube_leader_election::Error) -> bool {
+    use kube_leader_election::Error as Lease;
+    match error {
+        Lease::CreateLease(kube::Error::Api(status))
+        | Lease::AcquireLease(kube::Error::Api(status))
+        | Lease::RenewLease(kube::Error::Api(status)) => status.code == 409,
+        _ => false,
     }
 }
 
@@ -482,5 +504,22 @@ mod tests {
             .get_or_insert_default()
             .remove(INSTANCE_LABEL);
         assert_eq!(database_of(&unlabelled), None);
+    }
+
+    fn api_error(code: u16) -> kube::Error {
+        kube::Error::Api(Box::new(kube::core::Status {
+            code,
+            message: "leases.coordination.k8s.io \"pgdb-operator\" already exists".into(),
+            ..Default::default()
+        }))
+    }
+
+    #[test]
+    fn a_replica_that_loses_the_race_to_create_or_take_the_lease_tries_again() {
+        use kube_leader_election::Error as Lease;
+        assert!(lost_race(&Lease::CreateLease(api_error(409))));
+        assert!(lost_race(&Lease::AcquireLease(api_error(409))));
+        assert!(!lost_race(&Lease::CreateLease(api_error(403))));
+        assert!(!lost_race(&Lease::GetLease(api_error(409))));
     }
 }

@@ -16,6 +16,12 @@ pub struct PostgresConfig {
     pub work_root: Option<PathBuf>,
     /// Where binaries are looked for.
     pub binaries: Binaries,
+    /// Where the operator image's binaries are (`pgdb-operator:<crate>`
+    /// runs `<dir>/<crate>`, see [`super::operator_image`]); `None`: the
+    /// directory `PGDB_OPERATOR_BIN_DIR` names, else the current
+    /// executable's directory or its parent (a test binary in
+    /// `target/debug/deps` finds `target/debug`).
+    pub operator_bin_dir: Option<PathBuf>,
     /// The crash-loop and image-pull back-offs (the kubelet's: 10 s
     /// doubling to five minutes).
     pub backoff: BackOffConfig,
@@ -36,6 +42,7 @@ impl Default for PostgresConfig {
         PostgresConfig {
             work_root: None,
             binaries: Binaries::default(),
+            operator_bin_dir: None,
             backoff: BackOffConfig::default(),
             max_probe_period: Some(Duration::from_secs(1)),
             max_grace: Duration::from_secs(10),

@@ -96,6 +96,26 @@ pub(super) fn expand(text: &str, env: &[(String, String)]) -> String {
     out
 }
 
+/// The variables the kubelet gives every container for the API server's
+/// Service (`kubernetes` in `default`), here its HTTPS listener in host
+/// terms: `KUBERNETES_SERVICE_HOST`/`_PORT`/`_PORT_HTTPS` and the
+/// Docker-link style `KUBERNETES_PORT*`.
+pub(super) fn kubernetes_service_env(addr: std::net::SocketAddr) -> Vec<(String, String)> {
+    let (ip, port) = (addr.ip().to_string(), addr.port());
+    let url = format!("tcp://{addr}");
+    let prefix = format!("KUBERNETES_PORT_{port}_TCP");
+    vec![
+        ("KUBERNETES_SERVICE_HOST".into(), ip.clone()),
+        ("KUBERNETES_SERVICE_PORT".into(), port.to_string()),
+        ("KUBERNETES_SERVICE_PORT_HTTPS".into(), port.to_string()),
+        ("KUBERNETES_PORT".into(), url.clone()),
+        (prefix.clone(), url),
+        (format!("{prefix}_PROTO"), "tcp".into()),
+        (format!("{prefix}_PORT"), port.to_string()),
+        (format!("{prefix}_ADDR"), ip),
+    ]
+}
+
 /// The container's environment, with Secret and ConfigMap references read.
 pub(super) fn resolve_env(
     c: &Cluster,
@@ -186,6 +206,16 @@ pub(super) fn resolve_env(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_api_server_s_service_variables_name_its_https_listener() {
+        let env = kubernetes_service_env("127.0.0.1:40123".parse().expect("an address"));
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("KUBERNETES_SERVICE_HOST"), Some("127.0.0.1"));
+        assert_eq!(get("KUBERNETES_SERVICE_PORT"), Some("40123"));
+        assert_eq!(get("KUBERNETES_PORT"), Some("tcp://127.0.0.1:40123"));
+        assert_eq!(get("KUBERNETES_PORT_40123_TCP_ADDR"), Some("127.0.0.1"));
+    }
 
     #[test]
     fn kubelet_style_references_are_expanded() {

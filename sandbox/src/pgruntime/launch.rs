@@ -3,7 +3,10 @@
 //! paths translated into host terms, or a simulation for images the
 //! sandbox cannot run), then running that process until it exits or its
 //! pod stops, with its log, termination message and probes. Restarts are
-//! `lifecycle`'s; the environment is `env`'s.
+//! `lifecycle`'s; the environment is `env`'s. The operator's image runs its
+//! workspace binary ([`super::operator_image`]) in a mount namespace of its
+//! own ([`super::mount_ns`]); the security context is checked first
+//! ([`super::security`]).
 
 use std::collections::HashMap;
 use std::os::unix::process::ExitStatusExt;
@@ -14,11 +17,14 @@ use k8s_openapi::api::core::v1::Container;
 use nix::sys::signal::Signal;
 
 use super::binaries;
-use super::env::{expand, resolve_env};
+use super::env::{expand, kubernetes_service_env, resolve_env};
+use super::mount_ns;
+use super::operator_image;
 use super::probes::run_probes;
 use super::process::{self, RunAs};
 use super::projection;
 use super::rewrite::{self, Mounts};
+use super::security;
 use super::state::{Cell, Inner, PodCtx, Wait, grace, lock, until_stopped, wait};
 use super::termination;
 use crate::runtime::ContainerState;
@@ -66,6 +72,9 @@ pub(super) struct Process {
     mounts: Mounts,
     /// The host file behind the termination message path.
     termination: PathBuf,
+    /// Whether it runs in a mount namespace of its own, started as root
+    /// (when the sandbox is) and dropping to the run-as user inside.
+    own_namespace: bool,
 }
 impl Inner {
     /// The server binaries of a version (exactly the minor when the tag
@@ -108,6 +117,30 @@ impl Inner {
         Ok(bin)
     }
 
+    /// The binary of an operator image (`pgdb-operator:<crate>`), staged
+    /// where the run-as user can run it, or the message of an image that
+    /// cannot be pulled.
+    pub(super) fn operator_bin(
+        &self,
+        image: &str,
+        krate: &str,
+    ) -> std::result::Result<PathBuf, String> {
+        let dirs = operator_image::bin_dirs(self.config.operator_bin_dir.as_deref());
+        let found = operator_image::find(image, krate, &dirs)?;
+        match &self.run_as {
+            Ok(RunAs { ids: Some(_), .. }) => operator_image::stage(&found, &self.stage),
+            _ => Ok(found),
+        }
+    }
+
+    /// The `unshare` that gives a container a mount namespace of its own,
+    /// shown to work the first time one is needed, or why there is none.
+    fn mount_namespaces(&self, run_as: &RunAs) -> std::result::Result<PathBuf, String> {
+        self.mount_ns
+            .get_or_init(|| mount_ns::probe(run_as))
+            .clone()
+    }
+
     /// Works out what a container runs, with everything translated.
     pub(super) fn plan(
         &self,
@@ -134,10 +167,33 @@ impl Inner {
         } else {
             None
         };
+        let operator_bin = match operator_image::crate_of(&image) {
+            Some(krate) => Some(
+                self.operator_bin(&image, krate)
+                    .map_err(|m| wait("ErrImagePull", m))?,
+            ),
+            None => None,
+        };
+        // The kubelet checks the user once the image is there, before it
+        // creates the container.
+        let image_uid = if operator_bin.is_some() {
+            Some(operator_image::IMAGE_UID)
+        } else if postgres_image {
+            Some(0)
+        } else {
+            None
+        };
+        security::verify_run_as_non_root(&ctx.pod, spec, image_uid)
+            .map_err(|m| wait("CreateContainerConfigError", m))?;
         let env = resolve_env(&c, ctx, spec)?;
         let mut argv: Vec<String> = match (&spec.command, &spec.args) {
             (Some(cmd), args) if !cmd.is_empty() => {
                 cmd.iter().chain(args.iter().flatten()).cloned().collect()
+            }
+            (_, args) if operator_bin.is_some() => {
+                std::iter::once(operator_image::ENTRYPOINT.to_string())
+                    .chain(args.iter().flatten().cloned())
+                    .collect()
             }
             (_, args) if postgres_image => {
                 let args = args
@@ -160,7 +216,18 @@ impl Inner {
             .and_then(|s| s.to_str())
             .unwrap_or_default()
             .to_string();
-        if !REAL_COMMANDS.contains(&program_name.as_str()) {
+        // The operator's image holds its binary and nothing else (distroless).
+        if operator_bin.is_some() && argv[0] != operator_image::ENTRYPOINT {
+            return Err(wait(
+                "CreateContainerError",
+                format!(
+                    "exec: {:?}: executable file not found in $PATH (image {image:?} holds only {})",
+                    argv[0],
+                    operator_image::ENTRYPOINT
+                ),
+            ));
+        }
+        if operator_bin.is_none() && !REAL_COMMANDS.contains(&program_name.as_str()) {
             return Ok(Launch::Simulated {
                 why: format!(
                     "command {:?} has no real counterpart in the sandbox; simulated",
@@ -215,8 +282,10 @@ impl Inner {
         mount_list.push((termination_path, termination.clone()));
         let mounts = Mounts::new(mount_list);
         let lookup = |name: &str| self.lookup(&c, ctx, name);
+        let pod_ip = ctx.ip.to_string();
         let translate = |s: &str, whole_is_host: bool| {
-            rewrite::rewrite_paths(&rewrite::rewrite_hosts(s, whole_is_host, &lookup), &mounts)
+            let hosts = rewrite::rewrite_hosts(s, whole_is_host, &lookup);
+            rewrite::rewrite_paths(&rewrite::rewrite_wildcards(&hosts, &pod_ip), &mounts)
         };
         let mut args = vec![];
         for (i, a) in argv.iter().enumerate().skip(1) {
@@ -267,6 +336,16 @@ impl Inner {
                 pgdata = Some(PathBuf::from(v.clone()));
             }
         }
+        // The API server's Service, after the translation (its address is
+        // the host's, not the pod's `localhost`); the container's own
+        // variables win, as on a node.
+        if let Some(addr) = c.auth.in_cluster_endpoint() {
+            for (k, v) in kubernetes_service_env(addr) {
+                if !full_env.iter().any(|(name, _)| *name == k) {
+                    full_env.push((k, v));
+                }
+            }
+        }
         let initdb_dir = mounts
             .map("/docker-entrypoint-initdb.d")
             .unwrap_or_else(|| rootfs.join("docker-entrypoint-initdb.d"));
@@ -281,7 +360,9 @@ impl Inner {
                 initdb_dir.to_string_lossy().into_owned(),
             ),
         ]);
-        let (program, args) = if program_name == "docker-entrypoint.sh" {
+        let (program, args) = if let Some(bin) = &operator_bin {
+            (bin.clone(), args)
+        } else if program_name == "docker-entrypoint.sh" {
             let mut a = vec![self.entrypoint.to_string_lossy().into_owned()];
             a.extend(args);
             (PathBuf::from("bash"), a)
@@ -311,6 +392,39 @@ impl Inner {
                     .unwrap_or_else(|| rootfs.join(w.trim_start_matches('/')))
             })
             .unwrap_or_else(|| rootfs.clone());
+        // A program that reads its mount paths literally gets them at those
+        // paths, in a mount namespace of its own.
+        let own_namespace = operator_bin.is_some();
+        let (program, args) = if own_namespace {
+            let unshare = self
+                .mount_namespaces(run_as)
+                .map_err(|m| wait("CreateContainerError", m))?;
+            let literal: Vec<(String, PathBuf, bool)> = spec
+                .volume_mounts
+                .iter()
+                .flatten()
+                .enumerate()
+                .filter_map(|(i, m)| {
+                    let host = ctx.mount_host(volumes, &spec.name, i, m)?;
+                    Some((m.mount_path.clone(), host, m.read_only == Some(true)))
+                })
+                .collect();
+            let layout = mount_ns::layout(&literal, &mount_ns::resolve_on_host, &|p| {
+                Path::new(p).exists()
+            })
+            .map_err(|m| wait("CreateContainerError", m))?;
+            mount_ns::command(
+                &unshare,
+                run_as,
+                security::no_new_privileges(spec),
+                &ctx.dir.join("mountns").join(&spec.name),
+                &layout,
+                &program,
+                &args,
+            )
+        } else {
+            (program, args)
+        };
         let stop_signal = if postgres_image && program_name == "docker-entrypoint.sh" {
             Signal::SIGINT
         } else {
@@ -326,6 +440,7 @@ impl Inner {
             pgdata,
             mounts,
             termination,
+            own_namespace,
         }))
     }
 }
@@ -349,6 +464,7 @@ pub(super) async fn run_process(
         pgdata,
         mounts,
         termination,
+        own_namespace,
     } = process;
     let run_as = inner
         .run_as
@@ -375,7 +491,12 @@ pub(super) async fn run_process(
         .stdin(std::process::Stdio::null())
         .stdout(log)
         .stderr(log2);
-    run_as.apply(&mut cmd);
+    if own_namespace {
+        // The namespace's script drops to the run-as user itself.
+        cmd.process_group(0);
+    } else {
+        run_as.apply(&mut cmd);
+    }
     let mut child = cmd.spawn().map_err(|e| {
         wait(
             "CreateContainerError",

@@ -1,9 +1,12 @@
 //! The host directories behind a pod's volumes: claims bound to a
 //! PersistentVolume (one directory per volume, kept until the volume is
-//! deleted), `emptyDir`s, and ConfigMap and Secret volumes whose files are
-//! written before the containers start and kept current while the pod runs
-//! ([`super::projection`] decides the files). Full or wiped volumes are
-//! `faults`'; mount paths inside containers are [`super::rewrite`]'s.
+//! deleted), `emptyDir`s, and ConfigMap, Secret, projected and downward API
+//! volumes whose files are written before the containers start and kept
+//! current while the pod runs ([`super::projection`] and
+//! [`super::projected`] decide the files; a projected volume's
+//! ServiceAccount token is issued here, once, bound to the pod). Full or
+//! wiped volumes are `faults`'; mount paths inside containers are
+//! [`super::rewrite`]'s.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -13,7 +16,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::env::object_data;
-use super::projection;
+use super::projected::{Part, Projected as ProjectedVolume, field_file};
+use super::projection::{self, Contents, File};
 use super::rewrite::{self, Mounts};
 use super::state::{Inner, PodCtx, Projected, Wait, lock, wait};
 use super::volume;
@@ -77,7 +81,11 @@ impl Inner {
                 claims.push(host.clone());
                 out.insert(v.name.clone(), host);
             } else if let Some(source) = projection::Source::of(v) {
-                pending_files.push((v.name.clone(), source));
+                pending_files.push((v.name.clone(), Contents::Object(source)));
+                out.insert(v.name.clone(), dir);
+            } else if let Some(volume) = ProjectedVolume::of(v) {
+                let tokens = vec![];
+                pending_files.push((v.name.clone(), Contents::Projected { volume, tokens }));
                 out.insert(v.name.clone(), dir);
             } else {
                 // emptyDir, and anything else, is an empty directory of the pod.
@@ -99,20 +107,26 @@ impl Inner {
         );
         let rewrite_text = |t: &str| rewrite::rewrite_paths(t, &mounts);
         let mut projections = vec![];
-        for (volume, source) in pending_files {
-            // A ConfigMap or Secret volume: its keys become files.
+        // Tokens last: none is issued for a pod still waiting for an object.
+        pending_files.sort_by_key(|(_, contents)| {
+            matches!(contents, Contents::Projected { volume, .. } if volume.has_token())
+        });
+        for (volume, mut contents) in pending_files {
+            // Files that follow objects: written now, kept current.
             let dir = &out[&volume];
-            let files = match object_data(&c, source.plural, &ctx.ns, &source.name) {
-                Some(data) => projection::files(&source, &data, &rewrite_text)
-                    .map_err(|m| wait("CreateContainerConfigError", m))?,
-                None if source.optional => vec![],
-                None => {
-                    return Err(wait(
-                        "ContainerCreating",
-                        format!("{} \"{}\" not found", source.kind, source.name),
-                    ));
-                }
-            };
+            if let Contents::Projected {
+                volume: projected,
+                tokens,
+            } = &mut contents
+            {
+                *tokens = self.issue_tokens(&c, ctx, &volume, projected)?;
+            }
+            let files = self
+                .volume_files(&c, ctx, &contents, &rewrite_text)
+                .map_err(|u| match u {
+                    Unmade::Missing(m) => wait("ContainerCreating", m),
+                    Unmade::Invalid(m) => wait("CreateContainerConfigError", m),
+                })?;
             projection::write(dir, &files, run_as).map_err(|e| {
                 wait(
                     "CreateContainerConfigError",
@@ -121,7 +135,7 @@ impl Inner {
             })?;
             projections.push(projection::Projection {
                 dir: dir.clone(),
-                source,
+                contents,
                 files: files.into_iter().map(|f| f.rel).collect(),
             });
         }
@@ -132,8 +146,8 @@ impl Inner {
         Ok(out)
     }
 
-    /// Brings the files of a running pod's ConfigMap and Secret volumes
-    /// up to date with their objects (see [`projection`]). An object that
+    /// Brings the files of a running pod's ConfigMap, Secret and projected
+    /// volumes up to date with their objects (see [`projection`]). An object that
     /// is gone, or lacks a key an item names, leaves the files as they
     /// are (the kubelet keeps the last good content); an optional one that
     /// is gone empties its volume.
@@ -146,16 +160,13 @@ impl Inner {
             if ctx.stopping() {
                 return;
             }
-            let files = match object_data(c, p.source.plural, &ctx.ns, &p.source.name) {
-                Some(data) => match projection::files(&p.source, &data, &rewrite_text) {
-                    Ok(files) => files,
-                    Err(why) => {
-                        tracing::warn!(pod = %ctx.name, "{why}; volume not updated");
-                        continue;
-                    }
-                },
-                None if p.source.optional => vec![],
-                None => continue,
+            let files = match self.volume_files(c, ctx, &p.contents, &rewrite_text) {
+                Ok(files) => files,
+                Err(Unmade::Missing(_)) => continue,
+                Err(Unmade::Invalid(why)) => {
+                    tracing::warn!(pod = %ctx.name, "{why}; volume not updated");
+                    continue;
+                }
             };
             match projection::update(&p.dir, &p.files, &files, run_as) {
                 Ok(changed) => {
@@ -170,6 +181,146 @@ impl Inner {
             }
         }
     }
+
+    /// The files of a volume that follows objects, as they are now: a
+    /// ConfigMap's or Secret's keys, or a projected volume's sources in
+    /// order (its tokens as issued when the pod started). An optional
+    /// object that is missing contributes nothing.
+    pub(super) fn volume_files(
+        &self,
+        c: &Cluster,
+        ctx: &PodCtx,
+        contents: &Contents,
+        rewrite_text: &dyn Fn(&str) -> String,
+    ) -> std::result::Result<Vec<File>, Unmade> {
+        let object = |source: &projection::Source| match object_data(
+            c,
+            source.plural,
+            &ctx.ns,
+            &source.name,
+        ) {
+            Some(data) => projection::files(source, &data, rewrite_text).map_err(Unmade::Invalid),
+            None if source.optional => Ok(vec![]),
+            None => Err(Unmade::Missing(format!(
+                "{} \"{}\" not found",
+                source.kind, source.name
+            ))),
+        };
+        let (volume, tokens) = match contents {
+            Contents::Object(source) => return object(source),
+            Contents::Projected { volume, tokens } => (volume, tokens),
+        };
+        let mut files = vec![];
+        for part in &volume.parts {
+            match part {
+                Part::Object(source) => files.extend(object(source)?),
+                Part::Fields {
+                    items,
+                    default_mode,
+                } => {
+                    for item in items {
+                        let text = field_file(&ctx.pod, item).map_err(Unmade::Invalid)?;
+                        let Some(rel) = projection::safe_rel(&item.path) else {
+                            continue;
+                        };
+                        files.push(File {
+                            rel,
+                            content: text.into_bytes(),
+                            mode: item.mode.unwrap_or(*default_mode) as u32 & 0o7777,
+                        });
+                    }
+                }
+                Part::Token { path, .. } => {
+                    files.extend(
+                        tokens
+                            .iter()
+                            .filter(|t| t.rel.as_os_str() == path.as_str())
+                            .cloned(),
+                    );
+                }
+                Part::Unsupported(what) => {
+                    return Err(Unmade::Invalid(format!(
+                        "projected volume source {what} is not supported by the sandbox"
+                    )));
+                }
+            }
+        }
+        Ok(files)
+    }
+
+    /// Issues the tokens a projected volume's `serviceAccountToken`
+    /// sources ask for, as the kubelet requests them (TokenRequest for the
+    /// pod's ServiceAccount, bound to the pod); until one can be issued the
+    /// pod waits in `ContainerCreating` with the kubelet's message.
+    fn issue_tokens(
+        &self,
+        c: &Cluster,
+        ctx: &PodCtx,
+        volume: &str,
+        projected: &ProjectedVolume,
+    ) -> std::result::Result<Vec<File>, Wait> {
+        let spec = ctx.pod.spec.as_ref();
+        let account = spec
+            .and_then(|s| s.service_account_name.clone().or(s.service_account.clone()))
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "default".to_string());
+        let mut files = vec![];
+        for part in &projected.parts {
+            let Part::Token {
+                path,
+                expiration_seconds,
+                mode,
+            } = part
+            else {
+                continue;
+            };
+            let Some(rel) = projection::safe_rel(path) else {
+                continue;
+            };
+            let token = crate::auth::service_account_token(
+                c,
+                &ctx.ns,
+                &account,
+                Some((&ctx.name, &ctx.uid)),
+                *expiration_seconds,
+            )
+            .map_err(|e| {
+                let why = match &e {
+                    crate::error::Error::Api(status) => status.message.clone(),
+                    other => {
+                        let mut text = other.to_string();
+                        let mut source = std::error::Error::source(other);
+                        while let Some(s) = source {
+                            text.push_str(&format!(": {s}"));
+                            source = s.source();
+                        }
+                        text
+                    }
+                };
+                wait(
+                    "ContainerCreating",
+                    format!(
+                        "MountVolume.SetUp failed for volume \"{volume}\" : failed to fetch token: {why}"
+                    ),
+                )
+            })?;
+            files.push(File {
+                rel,
+                content: token.into_bytes(),
+                mode: *mode as u32 & 0o7777,
+            });
+        }
+        Ok(files)
+    }
+}
+
+/// Why a volume's files cannot be made.
+pub(super) enum Unmade {
+    /// An object it needs is missing: the pod waits for it.
+    Missing(String),
+    /// Its spec cannot be met (an item naming a missing key, a source the
+    /// sandbox does not project).
+    Invalid(String),
 }
 
 /// Keeps the ConfigMap and Secret volumes of running pods current (see

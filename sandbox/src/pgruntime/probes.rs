@@ -4,6 +4,14 @@
 //! [`super::PostgresConfig::max_probe_period`]). Readiness sets the
 //! container's `ready`; a failed startup or liveness probe kills it, and
 //! `lifecycle` restarts it.
+//!
+//! The cap makes probes follow a container promptly, but it must not kill
+//! a slow starter a node would have let start: until a container first
+//! passes its liveness probe, that probe kills it no sooner after liveness
+//! probing began than the kubelet could, `initialDelaySeconds +
+//! (failureThreshold - 1) * periodSeconds` as written (20 s for a 10 s
+//! period and three failures, where the capped period alone would allow
+//! 2 s). Once it has passed, failures are counted at the capped pace.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,6 +30,8 @@ pub(super) struct ProbeRun {
     period: Duration,
     failures: i32,
     successes: i32,
+    /// Whether the probe has succeeded once.
+    passed: bool,
 }
 
 impl ProbeRun {
@@ -32,7 +42,15 @@ impl ProbeRun {
             probe,
             failures: 0,
             successes: 0,
+            passed: false,
         }
+    }
+    /// The soonest after probing began that the kubelet, probing at the
+    /// written period, could see the failure threshold reached.
+    pub(super) fn soonest_failure(&self) -> Duration {
+        let period = self.probe.period_seconds.unwrap_or(10).max(1) as u64;
+        let delay = self.probe.initial_delay_seconds.unwrap_or(0).max(0) as u64;
+        Duration::from_secs(delay + (self.failure_threshold() as u64 - 1) * period)
     }
     pub(super) fn failure_threshold(&self) -> i32 {
         self.probe.failure_threshold.unwrap_or(3).max(1)
@@ -67,6 +85,8 @@ pub(super) async fn run_probes(
     };
     let begin = Instant::now();
     let mut started = startup.is_none();
+    // When liveness probing began (with the container, or once started).
+    let mut live_since = begin;
     let mut next = [
         Instant::now() + initial(&startup),
         Instant::now() + initial(&readiness),
@@ -106,6 +126,7 @@ pub(super) async fn run_probes(
             }
             if started {
                 // Readiness and liveness begin as soon as startup succeeds.
+                live_since = Instant::now();
                 next[1] = Instant::now();
                 next[2] = Instant::now() + initial(&liveness).saturating_sub(begin.elapsed());
             }
@@ -145,9 +166,11 @@ pub(super) async fn run_probes(
                 next[2] = now + p.period;
                 if probe_once(&inner, &ctx, &p.probe, &env, &mounts).await {
                     p.failures = 0;
+                    p.passed = true;
                 } else {
                     p.failures += 1;
-                    if p.failures >= p.failure_threshold() {
+                    let too_soon = !p.passed && live_since.elapsed() < p.soonest_failure();
+                    if p.failures >= p.failure_threshold() && !too_soon {
                         kill(format!("liveness probe failed {} times", p.failures));
                         return;
                     }

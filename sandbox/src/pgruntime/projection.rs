@@ -80,12 +80,26 @@ pub struct File {
     pub mode: u32,
 }
 
-/// A ConfigMap or Secret volume of a running pod, kept current.
+/// What a volume whose files follow objects holds.
+#[derive(Debug, Clone)]
+pub enum Contents {
+    /// A ConfigMap or Secret volume.
+    Object(Source),
+    /// A projected or downward API volume (see [`super::projected`]), with
+    /// the files of its tokens, issued once when the pod started.
+    Projected {
+        volume: super::projected::Projected,
+        tokens: Vec<File>,
+    },
+}
+
+/// A ConfigMap, Secret, projected or downward API volume of a running pod,
+/// kept current.
 #[derive(Debug, Clone)]
 pub struct Projection {
     /// The volume's host directory.
     pub dir: PathBuf,
-    pub source: Source,
+    pub contents: Contents,
     /// The files written last, relative to `dir`.
     pub files: Vec<PathBuf>,
 }

@@ -14,8 +14,12 @@
 //!   an environment variable named `*HOST`, the argument after `-h` or
 //!   `--host`, or after `-h `, `--host=`, `host=`, `@` or `://` inside a
 //!   text), since a bare word like `orders` is as likely a database name.
+//! * Wildcard addresses: `0.0.0.0:<port>` and `[::]:<port>` (listen on
+//!   every address) become `<pod IP>:<port>`, since a pod's every address is
+//!   its own one: two pods can then both listen on port 8080.
 //!
-//! Names or paths built at run time (by a script from pieces) are not seen.
+//! Names or paths built at run time (by a script from pieces), and defaults
+//! compiled into a program, are not seen.
 
 use std::path::PathBuf;
 
@@ -136,6 +140,36 @@ pub fn rewrite_hosts(
     out
 }
 
+/// Replaces `0.0.0.0:<port>` and `[::]:<port>` by `<pod_ip>:<port>`.
+pub fn rewrite_wildcards(text: &str, pod_ip: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < text.len() {
+        let rest = &text[i..];
+        let prev_ok = i == 0
+            || !text[..i]
+                .chars()
+                .next_back()
+                .is_some_and(|c| is_host_char(c) || c == ':' || c == '[');
+        let wildcard = ["0.0.0.0:", "[::]:"].into_iter().find(|w| {
+            rest.starts_with(w) && rest[w.len()..].starts_with(|c: char| c.is_ascii_digit())
+        });
+        match wildcard {
+            Some(w) if prev_ok => {
+                out.push_str(pod_ip);
+                out.push(':');
+                i += w.len();
+            }
+            _ => {
+                let c = rest.chars().next().unwrap_or(' ');
+                out.push(c);
+                i += c.len_utf8();
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,5 +241,16 @@ mod tests {
             "pg_isready -h 127.9.1.1 -p 5432"
         );
         assert_eq!(r("the orders table"), "the orders table");
+    }
+
+    #[test]
+    fn listening_on_every_address_means_the_pod_s_own() {
+        let r = |s: &str| rewrite_wildcards(s, "127.9.1.4");
+        assert_eq!(r("0.0.0.0:8080"), "127.9.1.4:8080");
+        assert_eq!(r("--health-addr=[::]:8080"), "--health-addr=127.9.1.4:8080");
+        assert_eq!(r("http://0.0.0.0:80/x"), "http://127.9.1.4:80/x");
+        assert_eq!(r("10.0.0.0:80"), "10.0.0.0:80");
+        assert_eq!(r("0.0.0.0"), "0.0.0.0");
+        assert_eq!(r("0.0.0.0:"), "0.0.0.0:");
     }
 }

@@ -69,7 +69,8 @@ pub(super) struct PodCtx {
     pub(super) init_cells: Vec<Arc<Cell>>,
     /// Host directories of the pod's claims, once known.
     pub(super) claims: Mutex<Vec<PathBuf>>,
-    /// The pod's ConfigMap and Secret volumes, once written, kept current.
+    /// The pod's ConfigMap, Secret and projected volumes, once written,
+    /// kept current.
     pub(super) projected: Mutex<Projected>,
     /// Whether its processes are all gone (guarded by `Inner::releasing`'s
     /// lock, with `holds_claims`): a pod deleted after it finished (a
@@ -102,13 +103,20 @@ impl PodCtx {
         // Replaced in single steps.
         self.projected.lock().unwrap_or_else(|e| e.into_inner())
     }
-    /// Whether a volume of the pod is a ConfigMap or Secret volume.
+    /// Whether a volume of the pod has files that follow objects: a
+    /// ConfigMap, Secret, projected or downward API volume.
     pub(super) fn is_projected(&self, volume: &str) -> bool {
         self.pod
             .spec
             .iter()
             .flat_map(|s| s.volumes.iter().flatten())
-            .any(|v| v.name == volume && (v.config_map.is_some() || v.secret.is_some()))
+            .any(|v| {
+                v.name == volume
+                    && (v.config_map.is_some()
+                        || v.secret.is_some()
+                        || v.projected.is_some()
+                        || v.downward_api.is_some())
+            })
     }
     /// The host path container `container`'s mount number `index` shows:
     /// the volume's directory, or the `subPath` inside it; for a
@@ -185,6 +193,9 @@ pub(super) struct Inner {
     pub(super) walked: Mutex<HashMap<PathBuf, (std::time::Instant, crate::cluster::VolumeUsage)>>,
     pub(super) counter: AtomicU32,
     pub(super) closed: AtomicBool,
+    /// The `unshare` that gives containers mount namespaces, or why there
+    /// is none, found once (see [`super::mount_ns`]).
+    pub(super) mount_ns: OnceLock<std::result::Result<PathBuf, String>>,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -91,6 +91,7 @@ impl PostgresRuntime {
                 walked: Default::default(),
                 counter: AtomicU32::new(0),
                 closed: AtomicBool::new(false),
+                mount_ns: OnceLock::new(),
             }),
         })
     }

@@ -6,8 +6,8 @@
 //!
 //! The tests are grouped by what they exercise: [`images`], [`processes`],
 //! [`exec`],
-//! [`faults`], [`volumes`], [`stats`], [`termination`], [`portforward`] and
-//! [`sandbox_process`]; the
+//! [`faults`], [`volumes`], [`stats`], [`termination`], [`portforward`],
+//! [`operator_image`] and [`sandbox_process`]; the
 //! helpers they share (starting a sandbox on the real runtime, fixtures
 //! for pods and claims, bounded waits, psql) are here.
 
@@ -15,6 +15,7 @@ mod exec;
 mod faults;
 mod images;
 mod init_containers;
+mod operator_image;
 mod portforward;
 mod processes;
 mod sandbox_process;

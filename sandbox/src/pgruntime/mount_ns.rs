@@ -1,0 +1,312 @@
+//! Mounts at their literal paths, for a program whose paths the runtime
+//! cannot rewrite.
+//!
+//! Containers run on the host's filesystem, and the runtime translates the
+//! mount paths it can see (arguments, environment, files of ConfigMaps; see
+//! [`super::rewrite`]). A compiled program that opens a constant path
+//! (the operator reads `/var/run/secrets/kubernetes.io/serviceaccount/token`
+//! as every Kubernetes client library does) is out of its reach, so such a
+//! container runs, as a container runtime runs every container, in a mount
+//! namespace of its own: `unshare --mount --propagation private` (as root;
+//! otherwise `unshare --user --map-root-user --mount`) runs
+//! `container-mounts.sh`, which
+//!
+//! * replaces `/run` (so `/var/run`) by a tmpfs of the namespace that still
+//!   shows the host's entries as links (DNS configuration, sockets), so
+//!   that paths can be created there without writing to the host's `/run`;
+//! * bind-mounts each volume's host directory at its mount path (read-only
+//!   when the mount says so); a mount elsewhere goes over a path the host
+//!   has, as a container's mount hides what the image has there;
+//! * drops to the run-as user (`setpriv --reuid --regid --init-groups`,
+//!   with `--no-new-privs` for `allowPrivilegeEscalation: false`) and
+//!   `exec`s the program, which keeps the process id, so signals, process
+//!   groups and logs work as for every other container.
+//!
+//! Where it stops: a mount path outside `/run` that the host lacks cannot be
+//! created without writing to the host, so such a container does not start
+//! (`CreateContainerError`, naming the path). Without namespaces (no
+//! `unshare`, or a kernel or sandbox that refuses them) the container does
+//! not start either, with the reason. The termination message file is
+//! translated as for other containers, not mounted. PostgreSQL images and
+//! shells keep running without a namespace: their paths are rewritten.
+
+use std::path::{Path, PathBuf};
+
+use super::process::RunAs;
+
+/// The script run inside the new namespace.
+const SCRIPT: &str = include_str!("container-mounts.sh");
+
+/// Directories replaced by a tmpfs of the namespace when a mount is under
+/// them (`/var/run` is a link to `/run` on most systems).
+const NAMESPACE_ROOTS: [&str; 2] = ["/run", "/var/run"];
+
+/// One mount at its literal path.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Literal {
+    /// The host directory (or file) behind the volume.
+    pub host: PathBuf,
+    /// Where the process sees it, with `/var/run` resolved as the host
+    /// resolves it.
+    pub target: String,
+    pub read_only: bool,
+}
+
+/// What the namespace needs: the roots to replace and the mounts.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Layout {
+    pub roots: Vec<String>,
+    pub mounts: Vec<Literal>,
+}
+
+/// Resolves a path's leading `/var/run` (or `/run`) as the host's links do.
+fn resolve_root(path: &str, resolve: &dyn Fn(&str) -> String) -> Option<(String, String)> {
+    NAMESPACE_ROOTS.iter().find_map(|root| {
+        let rest = path.strip_prefix(root)?;
+        if !(rest.is_empty() || rest.starts_with('/')) {
+            return None;
+        }
+        let real = resolve(root);
+        Some((real.clone(), format!("{real}{rest}")))
+    })
+}
+
+/// The layout for a container's mounts (container path, host path,
+/// read-only): mounts under `/run` or `/var/run` go on the namespace's
+/// tmpfs, others over a path `exists` says the host has; any other is an
+/// error naming it. `resolve` canonicalises a root (`/var/run` → `/run`).
+pub fn layout(
+    mounts: &[(String, PathBuf, bool)],
+    resolve: &dyn Fn(&str) -> String,
+    exists: &dyn Fn(&str) -> bool,
+) -> Result<Layout, String> {
+    let mut out = Layout::default();
+    for (path, host, read_only) in mounts {
+        let path = path.trim_end_matches('/');
+        let path = if path.is_empty() { "/" } else { path };
+        let target = match resolve_root(path, resolve) {
+            Some((root, target)) => {
+                if target == root {
+                    return Err(format!(
+                        "cannot mount a volume at {path}: the sandbox keeps the host's {root} under it"
+                    ));
+                }
+                if !out.roots.contains(&root) {
+                    out.roots.push(root);
+                }
+                target
+            }
+            None if path != "/" && exists(path) => path.to_string(),
+            None => {
+                return Err(format!(
+                    "cannot mount a volume at {path}: the sandbox runs containers on the host's filesystem, where it can mount only under /run or /var/run, or over a path the host has"
+                ));
+            }
+        };
+        out.mounts.push(Literal {
+            host: host.clone(),
+            target,
+            read_only: *read_only,
+        });
+    }
+    Ok(out)
+}
+
+/// The host's canonical form of a root (`/var/run` → `/run`).
+pub fn resolve_on_host(root: &str) -> String {
+    std::fs::canonicalize(root)
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| root.to_string())
+}
+
+/// The `unshare` that creates the namespace, or why there is none: found
+/// on the usual paths and shown to work once (`unshare ... true`).
+pub fn probe(run_as: &RunAs) -> Result<PathBuf, String> {
+    let unshare = ["/usr/bin/unshare", "/bin/unshare", "/usr/sbin/unshare"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            "the container needs a mount namespace of its own, and util-linux's unshare is not installed (apt-get install util-linux)".to_string()
+        })?;
+    let out = std::process::Command::new(&unshare)
+        .args(unshare_flags(run_as))
+        .arg("true")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", unshare.display()))?;
+    if out.status.success() {
+        Ok(unshare)
+    } else {
+        Err(format!(
+            "the container needs a mount namespace of its own, and this machine refuses one ({} {}: {}): run the sandbox where namespaces are allowed (as root, or with unprivileged user namespaces enabled)",
+            unshare.display(),
+            unshare_flags(run_as).join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+fn unshare_flags(run_as: &RunAs) -> Vec<&'static str> {
+    match run_as.ids {
+        Some(_) => vec!["--mount", "--propagation", "private"],
+        None => vec![
+            "--user",
+            "--map-root-user",
+            "--mount",
+            "--propagation",
+            "private",
+        ],
+    }
+}
+
+/// The command line that runs `program args` in the namespace: the program
+/// to spawn (as root when dropping to the run-as user, which the script
+/// does) and its arguments. `keep` is a directory of the pod's where the
+/// namespace keeps its view of the host's roots.
+pub fn command(
+    unshare: &Path,
+    run_as: &RunAs,
+    no_new_privs: bool,
+    keep: &Path,
+    layout: &Layout,
+    program: &Path,
+    args: &[String],
+) -> (PathBuf, Vec<String>) {
+    let mut argv: Vec<String> = unshare_flags(run_as)
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    argv.extend(["--", "sh", "-c", SCRIPT, "pgdb-container-mounts"].map(str::to_string));
+    let (uid, gid) = match run_as.ids {
+        Some((uid, gid)) => (uid.to_string(), gid.to_string()),
+        None => ("-".to_string(), "-".to_string()),
+    };
+    argv.extend([
+        uid,
+        gid,
+        if no_new_privs { "yes" } else { "no" }.to_string(),
+        keep.to_string_lossy().into_owned(),
+        layout.roots.len().to_string(),
+    ]);
+    argv.extend(layout.roots.iter().cloned());
+    argv.push(layout.mounts.len().to_string());
+    for m in &layout.mounts {
+        argv.extend([
+            m.host.to_string_lossy().into_owned(),
+            m.target.clone(),
+            if m.read_only { "ro" } else { "rw" }.to_string(),
+        ]);
+    }
+    argv.push("--".to_string());
+    argv.push(program.to_string_lossy().into_owned());
+    argv.extend(args.iter().cloned());
+    (unshare.to_path_buf(), argv)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn var_run_is_run(root: &str) -> String {
+        if root == "/var/run" {
+            "/run".into()
+        } else {
+            root.into()
+        }
+    }
+
+    #[test]
+    fn the_service_account_path_goes_on_the_namespace_s_own_run() {
+        let got = layout(
+            &[(
+                "/var/run/secrets/kubernetes.io/serviceaccount".into(),
+                PathBuf::from("/w/pods/0/volumes/kube-api-access-abcde"),
+                true,
+            )],
+            &var_run_is_run,
+            &|_| false,
+        )
+        .expect("a path under /var/run");
+        assert_eq!(
+            got,
+            Layout {
+                roots: vec!["/run".into()],
+                mounts: vec![Literal {
+                    host: PathBuf::from("/w/pods/0/volumes/kube-api-access-abcde"),
+                    target: "/run/secrets/kubernetes.io/serviceaccount".into(),
+                    read_only: true,
+                }],
+            }
+        );
+    }
+
+    #[test]
+    fn a_mount_path_the_host_lacks_outside_run_is_refused_naming_it() {
+        let mounts = [("/etc/operator".to_string(), PathBuf::from("/w/x"), false)];
+        let message = layout(&mounts, &var_run_is_run, &|_| false).expect_err("no /etc/operator");
+        assert!(message.contains("/etc/operator"), "{message}");
+        let over = layout(&mounts, &var_run_is_run, &|p| p == "/etc/operator")
+            .expect("a path the host has");
+        assert!(over.roots.is_empty());
+        assert_eq!(over.mounts[0].target, "/etc/operator");
+        let message = layout(
+            &[("/var/run".to_string(), PathBuf::from("/w/x"), false)],
+            &var_run_is_run,
+            &|_| true,
+        )
+        .expect_err("not over all of /run");
+        assert!(message.contains("/var/run"), "{message}");
+    }
+
+    #[test]
+    fn the_command_runs_the_script_then_the_program_as_the_run_as_user() {
+        let run_as = RunAs {
+            ids: Some((999, 998)),
+            name: "postgres".into(),
+        };
+        let layout = Layout {
+            roots: vec!["/run".into()],
+            mounts: vec![Literal {
+                host: PathBuf::from("/w/v"),
+                target: "/run/secrets/x".into(),
+                read_only: true,
+            }],
+        };
+        let (program, args) = command(
+            Path::new("/usr/bin/unshare"),
+            &run_as,
+            true,
+            Path::new("/w/keep"),
+            &layout,
+            Path::new("/t/level1-install"),
+            &["--leader-elect".to_string()],
+        );
+        assert_eq!(program, PathBuf::from("/usr/bin/unshare"));
+        let after_script: Vec<&str> = args
+            .iter()
+            .skip_while(|a| *a != "pgdb-container-mounts")
+            .skip(1)
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            after_script,
+            [
+                "999",
+                "998",
+                "yes",
+                "/w/keep",
+                "1",
+                "/run",
+                "1",
+                "/w/v",
+                "/run/secrets/x",
+                "ro",
+                "--",
+                "/t/level1-install",
+                "--leader-elect"
+            ]
+        );
+        assert_eq!(&args[..3], ["--mount", "--propagation", "private"]);
+    }
+}
