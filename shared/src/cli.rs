@@ -149,6 +149,7 @@ async fn run(level: Level, args: RunArgs) -> Result<(), Error> {
             ttl: Duration::from_secs(15),
         }),
         readiness,
+        leading: Default::default(),
         instance,
         database_access: args.database_access,
         metrics,

@@ -24,21 +24,31 @@ use axum::routing::get;
 use crate::error::Error;
 use crate::metrics::Metrics;
 
-/// Whether the controller is running, shared with the health server.
+/// A yes-or-no the runner sets and others read: [`Readiness`] for the
+/// health server, [`Leadership`] for whoever needs to know which replica
+/// acts.
 #[derive(Clone, Debug, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+pub struct Flag(Arc<AtomicBool>);
 
-impl Readiness {
-    /// Marks the controller as running or not.
-    pub fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::SeqCst);
+impl Flag {
+    /// Sets the flag.
+    pub fn set(&self, value: bool) {
+        self.0.store(value, Ordering::SeqCst);
     }
 
-    /// Whether the controller is running.
+    /// Reads the flag.
     pub fn get(&self) -> bool {
         self.0.load(Ordering::SeqCst)
     }
 }
+
+/// Whether the replica is ready: its controller runs, or it stands by for
+/// the Lease (see the module's docs).
+pub type Readiness = Flag;
+
+/// Whether the replica acts: its controller runs (it holds the Lease, or
+/// runs without leader election).
+pub type Leadership = Flag;
 
 /// The routes of the health server; `/metrics` too when the level serves
 /// metrics (see the `metrics` module).

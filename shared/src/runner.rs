@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::PostgresDB;
 use crate::capability::{CompanionContext, Level};
 use crate::error::Error;
-use crate::health::Readiness;
+use crate::health::{Leadership, Readiness};
 use crate::keys::INSTANCE_LABEL;
 use crate::names::managed_selector;
 use crate::reconcile::{Context, error_chain, error_policy, reconcile};
@@ -60,8 +60,10 @@ pub struct RunOptions {
     pub namespace: Option<String>,
     /// Act only while holding a Lease.
     pub leader_election: Option<LeaderElection>,
-    /// Flipped to ready while the controller runs.
+    /// Ready while the controller runs, or while standing by for the Lease.
     pub readiness: Readiness,
+    /// Set while the controller runs: this replica acts.
+    pub leading: Leadership,
     /// The Event reporter's instance (pod name); the level name when absent.
     pub instance: Option<String>,
     /// How the operator reaches databases for SQL.
@@ -252,6 +254,7 @@ pub async fn run(
     });
 
     options.readiness.set(true);
+    options.leading.set(true);
     tracing::info!(
         namespace = options.namespace.as_deref().unwrap_or("(all)"),
         "controller running"
@@ -283,6 +286,7 @@ pub async fn run(
         } => tracing::warn!("the controller did not stop within {SHUTDOWN_GRACE:?} of the shutdown; dropped it"),
     }
     options.readiness.set(false);
+    options.leading.set(false);
     companions_stop.cancel();
     let mut companion_error = None;
     for handle in companions {

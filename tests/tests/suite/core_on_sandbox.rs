@@ -11,7 +11,7 @@ use kube::ResourceExt;
 use kube::api::PostParams;
 use sandbox::{Sandbox, SandboxConfig};
 use shared::api::{Phase, PostgresDB};
-use shared::health::Readiness;
+use shared::health::Leadership;
 use shared::runner::{self, LeaderElection, RunOptions};
 use tests::builders::DbBuilder;
 use tests::harness::{Failed, OrFail, TestCluster, WAIT, ensure};
@@ -212,10 +212,10 @@ async fn with_leader_election_a_second_replica_stands_by() -> Result<(), Failed>
     };
     // Each replica has a client of its own, whose User-Agent the sandbox
     // notes with every kind of request it makes.
-    let run = |holder: &'static str, readiness: Readiness, stopped: oneshot::Receiver<()>| {
+    let run = |holder: &'static str, leading: Leadership, stopped: oneshot::Receiver<()>| {
         let options = RunOptions {
             leader_election: Some(election(holder)),
-            readiness,
+            leading,
             ..Default::default()
         };
         let kubeconfig = cluster.kubeconfig().to_path_buf();
@@ -228,7 +228,7 @@ async fn with_leader_election_a_second_replica_stands_by() -> Result<(), Failed>
             .await
         })
     };
-    let (first, second) = (Readiness::default(), Readiness::default());
+    let (first, second) = (Leadership::default(), Leadership::default());
     let (stop_first, first_stopped) = oneshot::channel::<()>();
     let (stop_second, second_stopped) = oneshot::channel::<()>();
     let one = run("one", first.clone(), first_stopped);

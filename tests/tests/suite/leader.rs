@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Patch, PatchParams};
-use shared::health::Readiness;
+use shared::health::Leadership;
 use shared::runner::{self, LeaderElection, RunOptions};
 use tests::builders::DbBuilder;
 use tests::harness::{Failed, OrFail, TestCluster, ensure};
@@ -29,14 +29,14 @@ const TTL: Duration = Duration::from_secs(6);
 
 /// A replica of Level 1 with leader election on.
 struct Replica {
-    readiness: Readiness,
+    leading: Leadership,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), shared::Error>>,
 }
 
 impl Replica {
     fn start(cluster: &TestCluster, holder: &str) -> Self {
-        let readiness = Readiness::default();
+        let leading = Leadership::default();
         let options = RunOptions {
             namespace: Some(cluster.namespace().to_string()),
             leader_election: Some(LeaderElection {
@@ -45,7 +45,7 @@ impl Replica {
                 holder: holder.into(),
                 ttl: TTL,
             }),
-            readiness: readiness.clone(),
+            leading: leading.clone(),
             ..Default::default()
         };
         let kubeconfig = cluster.kubeconfig().to_path_buf();
@@ -59,7 +59,7 @@ impl Replica {
             .await
         });
         Self {
-            readiness,
+            leading,
             stop: Some(stop),
             task,
         }
@@ -67,7 +67,7 @@ impl Replica {
 
     /// Whether it holds the Lease and runs its controller.
     fn leads(&self) -> bool {
-        self.readiness.get()
+        self.leading.get()
     }
 
     /// Dies as a crashed process does: no step-down, no more renewals.
@@ -223,7 +223,7 @@ async fn a_leader_whose_lease_another_holder_took_stops_acting() -> Result<(), F
         .or_fail("give the Lease to another holder")?;
     let taken = Instant::now();
     let Replica {
-        readiness,
+        leading,
         task,
         stop,
     } = one;
@@ -236,8 +236,8 @@ async fn a_leader_whose_lease_another_holder_took_stops_acting() -> Result<(), F
     ensure(matches!(result, Err(shared::Error::LostLeadership)), || {
         format!("the replica stops with LostLeadership: {result:?}")
     })?;
-    ensure(!readiness.get(), || {
-        "a replica that lost its Lease is not ready".into()
+    ensure(!leading.get(), || {
+        "a replica that lost its Lease no longer acts".into()
     })?;
     ensure(took <= TTL / 3 + Duration::from_secs(2), || {
         format!(
