@@ -280,6 +280,7 @@ pub fn validate(rt: &ResourceType, obj: &Value, old: Option<&Value>) -> Vec<Caus
                     &[json!("Always")],
                 ));
             }
+            validate_seconds(obj, rt.plural == "deployments", &mut causes);
             if rt.plural == "deployments" {
                 validate_strategy(obj, &mut causes);
             }
@@ -394,6 +395,50 @@ fn validate_selector(obj: &Value, causes: &mut Vec<Cause>) {
 /// checks it: maxSurge and maxUnavailable are non-negative ints or
 /// percentages, not both zero, maxUnavailable at most 100%, and a Recreate
 /// strategy has no rollingUpdate section.
+/// `minReadySeconds` (and a Deployment's `progressDeadlineSeconds`): int32
+/// fields upstream, non-negative, and a deadline longer than the wait for
+/// availability (`ValidateDeploymentSpec`).
+fn validate_seconds(obj: &Value, deployment: bool, causes: &mut Vec<Cause>) {
+    let field = |name: &str, causes: &mut Vec<Cause>| -> Option<i64> {
+        let v = obj
+            .pointer(&format!("/spec/{name}"))
+            .filter(|v| !v.is_null())?;
+        let path = format!("spec.{name}");
+        match v.as_i64() {
+            Some(n) if n < 0 => {
+                causes.push(Cause::invalid(
+                    path,
+                    v,
+                    "must be greater than or equal to 0",
+                ));
+                None
+            }
+            Some(n) if n > i64::from(i32::MAX) => {
+                causes.push(Cause::invalid(path, v, "must be a 32-bit integer"));
+                None
+            }
+            Some(n) => Some(n),
+            None => {
+                causes.push(Cause::invalid(path, v, "must be an integer"));
+                None
+            }
+        }
+    };
+    let min_ready = field("minReadySeconds", causes);
+    if !deployment {
+        return;
+    }
+    if let Some(deadline) = field("progressDeadlineSeconds", causes)
+        && deadline <= min_ready.unwrap_or(0)
+    {
+        causes.push(Cause::invalid(
+            "spec.progressDeadlineSeconds",
+            &json!(deadline),
+            "must be greater than minReadySeconds",
+        ));
+    }
+}
+
 fn validate_strategy(obj: &Value, causes: &mut Vec<Cause>) {
     let ty = obj
         .pointer("/spec/strategy/type")
@@ -447,6 +492,10 @@ fn validate_strategy(obj: &Value, causes: &mut Vec<Cause>) {
                 v,
                 "must be greater than or equal to 0",
             ));
+            continue;
+        }
+        if n > i64::from(i32::MAX) {
+            causes.push(Cause::invalid(path, v, "must be a 32-bit integer"));
             continue;
         }
         if field == "maxUnavailable" && v.is_string() && n > 100 {

@@ -157,9 +157,11 @@ pub fn scaled(v: Option<&Value>, total: i64, round_up: bool, default: &str) -> O
         return Some(n);
     }
     let pct: i64 = v.as_str()?.strip_suffix('%')?.parse().ok()?;
-    let n = pct * total;
+    // Validation keeps both to int32; saturating, a stored value beyond
+    // that (written before validation existed) cannot panic the loop.
+    let n = pct.saturating_mul(total);
     Some(if round_up {
-        (n + 99).div_euclid(100)
+        n.saturating_add(99).div_euclid(100)
     } else {
         n.div_euclid(100)
     })
@@ -1195,7 +1197,10 @@ impl Sync<'_> {
                 .as_str()
                 .and_then(|t| t.parse::<jiff::Timestamp>().ok())
         {
-            let due = since + jiff::SignedDuration::from_secs(deadline);
+            // A deadline beyond the calendar is never due.
+            let due = since
+                .checked_add(jiff::SignedDuration::from_secs(deadline))
+                .unwrap_or(jiff::Timestamp::MAX);
             let left: Duration = (due - jiff::Timestamp::now())
                 .try_into()
                 .unwrap_or(Duration::ZERO);
@@ -1274,7 +1279,8 @@ fn timed_out(cond: Option<&Value>, deadline: i64) -> bool {
     else {
         return false;
     };
-    from + jiff::SignedDuration::from_secs(deadline) < jiff::Timestamp::now()
+    from.checked_add(jiff::SignedDuration::from_secs(deadline))
+        .is_ok_and(|due| due < jiff::Timestamp::now())
 }
 
 /// The Deployment controlling a set, as a key.
@@ -1310,6 +1316,49 @@ mod tests {
 
     fn deploy(replicas: i64, strategy: Value) -> Value {
         json!({"spec": {"replicas": replicas, "strategy": strategy}})
+    }
+
+    #[test]
+    fn values_beyond_what_validation_admits_saturate_instead_of_panicking() {
+        let huge = json!("92233720368547758%");
+        assert_eq!(
+            scaled(Some(&huge), 1000, true, "25%"),
+            Some(i64::MAX.saturating_add(99).div_euclid(100))
+        );
+        let cond = json!({"reason": "ReplicaSetUpdated", "lastUpdateTime": "2026-01-01T00:00:00Z"});
+        assert!(!timed_out(Some(&cond), 100_000_000_000_000));
+        assert!(timed_out(Some(&cond), 60));
+        let deployment = |spec: Value| {
+            let rt = crate::registry::Registry::new()
+                .by_key("apps", "deployments")
+                .expect("deployments are served");
+            let mut obj = json!({"metadata": {"name": "d"}, "spec": {
+                "selector": {"matchLabels": {"a": "b"}},
+                "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}},
+            }});
+            for (k, v) in spec.as_object().into_iter().flatten() {
+                obj["spec"][k] = v.clone();
+            }
+            crate::builtin::validate(&rt, &obj, None)
+                .into_iter()
+                .map(|c| c.field)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            deployment(json!({"progressDeadlineSeconds": 100_000_000_000_000_i64})),
+            ["spec.progressDeadlineSeconds"]
+        );
+        assert_eq!(
+            deployment(json!({"minReadySeconds": 30, "progressDeadlineSeconds": 30})),
+            ["spec.progressDeadlineSeconds"]
+        );
+        assert_eq!(
+            deployment(json!({"strategy": {"rollingUpdate": {"maxSurge": "92233720368547758%"}}})),
+            ["spec.strategy.rollingUpdate.maxSurge"]
+        );
+        assert!(
+            deployment(json!({"minReadySeconds": 5, "progressDeadlineSeconds": 600})).is_empty()
+        );
     }
 
     #[test]

@@ -270,7 +270,10 @@ pub fn availability(pod: &Value, min_ready_seconds: i64, now: jiff::Timestamp) -
     let Some(since) = since else {
         return Availability::Available;
     };
-    let due = since + jiff::SignedDuration::from_secs(min_ready_seconds);
+    // A wait beyond the calendar never ends.
+    let due = since
+        .checked_add(jiff::SignedDuration::from_secs(min_ready_seconds))
+        .unwrap_or(jiff::Timestamp::MAX);
     match (due - now).try_into() {
         Ok(left) if due > now => Availability::ReadyFor(left),
         _ => Availability::Available,
