@@ -27,7 +27,8 @@ pub fn image(level: LevelId) -> String {
 
 /// The repository's `deploy/` directory.
 pub fn deploy_dir() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy"))
+    let tests = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    tests.parent().unwrap_or(tests).join("deploy")
 }
 
 /// `deploy/overlays/<level crate>`, what `kubectl apply -k` takes.
