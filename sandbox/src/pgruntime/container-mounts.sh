@@ -10,11 +10,14 @@
 #                                  host's entries, as links
 #   <n mounts> (<host dir> <container path> <ro|rw>)...
 #   -- <program> <arguments>...
+# The script runs with a fixed environment (PATH=/usr/sbin:/usr/bin:/sbin:/bin
+# and nothing else); <program> is `/usr/bin/env -i -- NAME=VALUE... <binary>`,
+# which sets the container's environment only once the privileges are gone.
 # With a uid, the program runs as that user (setpriv); without one the
 # namespace is a user namespace already and the program runs as is.
 set -eu
-container_path=$PATH
 PATH=/usr/sbin:/usr/bin:/sbin:/bin
+export PATH
 fail() {
     echo "pgdb-sandbox: cannot prepare the container's mounts: $*" >&2
     exit 128
@@ -68,8 +71,6 @@ while [ "$n" -gt 0 ]; do
 done
 [ "$1" = -- ] || fail "malformed arguments"
 shift
-PATH=$container_path
-export PATH
 if [ "$uid" != - ]; then
     if [ "$no_new_privs" = yes ]; then
         exec setpriv --reuid="$uid" --regid="$gid" --init-groups --no-new-privs -- "$@"

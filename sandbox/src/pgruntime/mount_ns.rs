@@ -22,6 +22,15 @@
 //!   `exec`s the program, which keeps the process id, so signals, process
 //!   groups and logs work as for every other container.
 //!
+//! Everything before the drop (`unshare`, `/bin/sh`, `mount`, `setpriv`)
+//! runs with a fixed environment (`PATH=/usr/sbin:/usr/bin:/sbin:/bin`,
+//! nothing else), so the pod's `PATH`, `LD_PRELOAD` or `LD_LIBRARY_PATH`
+//! never reach a privileged process; the container's environment is set by
+//! `/usr/bin/env -i`, which the dropped `setpriv` `exec`s and which `exec`s
+//! the program. Its names and values are on that command line until then
+//! (as a runtime's OCI spec holds them), so they show in the process list
+//! for that moment.
+//!
 //! Where it stops: a mount path outside `/run` that the host lacks cannot be
 //! created without writing to the host, so such a container does not start
 //! (`CreateContainerError`, naming the path). Without namespaces (no
@@ -160,10 +169,29 @@ fn unshare_flags(run_as: &RunAs) -> Vec<&'static str> {
     }
 }
 
-/// The command line that runs `program args` in the namespace: the program
-/// to spawn (as root when dropping to the run-as user, which the script
-/// does) and its arguments. `keep` is a directory of the pod's where the
-/// namespace keeps its view of the host's roots.
+/// The environment of everything that runs before the privileges are
+/// dropped (`unshare`, the shell, `mount`, `setpriv`): fixed, so nothing of
+/// the pod's (its `PATH`, `LD_PRELOAD`, `LD_LIBRARY_PATH`) reaches them.
+pub const PREFIX_ENV: [(&str, &str); 1] = [("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")];
+/// The shell that runs the script, by its absolute path.
+const SHELL: &str = "/bin/sh";
+/// What sets the container's environment once the privileges are dropped.
+const ENV: &str = "/usr/bin/env";
+
+/// What to spawn: the program, its arguments and its whole environment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prefixed {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+/// The command line that runs `program args` with the container's `env`
+/// in the namespace. It is spawned with [`PREFIX_ENV`] only (as root when
+/// dropping to the run-as user, which the script does); the container's
+/// environment is set by `env -i` after the drop. `keep` is a directory of
+/// the pod's where the namespace keeps its view of the host's roots.
+#[allow(clippy::too_many_arguments)]
 pub fn command(
     unshare: &Path,
     run_as: &RunAs,
@@ -172,12 +200,13 @@ pub fn command(
     layout: &Layout,
     program: &Path,
     args: &[String],
-) -> (PathBuf, Vec<String>) {
+    env: &[(String, String)],
+) -> Prefixed {
     let mut argv: Vec<String> = unshare_flags(run_as)
         .into_iter()
         .map(str::to_string)
         .collect();
-    argv.extend(["--", "sh", "-c", SCRIPT, "pgdb-container-mounts"].map(str::to_string));
+    argv.extend(["--", SHELL, "-c", SCRIPT, "pgdb-container-mounts"].map(str::to_string));
     let (uid, gid) = match run_as.ids {
         Some((uid, gid)) => (uid.to_string(), gid.to_string()),
         None => ("-".to_string(), "-".to_string()),
@@ -199,9 +228,18 @@ pub fn command(
         ]);
     }
     argv.push("--".to_string());
+    argv.extend([ENV, "-i", "--"].map(str::to_string));
+    argv.extend(env.iter().map(|(k, v)| format!("{k}={v}")));
     argv.push(program.to_string_lossy().into_owned());
     argv.extend(args.iter().cloned());
-    (unshare.to_path_buf(), argv)
+    Prefixed {
+        program: unshare.to_path_buf(),
+        args: argv,
+        env: PREFIX_ENV
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    }
 }
 
 #[cfg(test)]
@@ -273,7 +311,7 @@ mod tests {
                 read_only: true,
             }],
         };
-        let (program, args) = command(
+        let prefixed = command(
             Path::new("/usr/bin/unshare"),
             &run_as,
             true,
@@ -281,8 +319,10 @@ mod tests {
             &layout,
             Path::new("/t/level1-install"),
             &["--leader-elect".to_string()],
+            &[("RUST_LOG".to_string(), "info".to_string())],
         );
-        assert_eq!(program, PathBuf::from("/usr/bin/unshare"));
+        assert_eq!(prefixed.program, PathBuf::from("/usr/bin/unshare"));
+        let args = prefixed.args;
         let after_script: Vec<&str> = args
             .iter()
             .skip_while(|a| *a != "pgdb-container-mounts")
@@ -303,10 +343,99 @@ mod tests {
                 "/run/secrets/x",
                 "ro",
                 "--",
+                "/usr/bin/env",
+                "-i",
+                "--",
+                "RUST_LOG=info",
                 "/t/level1-install",
                 "--leader-elect"
             ]
         );
-        assert_eq!(&args[..3], ["--mount", "--propagation", "private"]);
+        assert_eq!(
+            &args[..5],
+            ["--mount", "--propagation", "private", "--", "/bin/sh"]
+        );
+    }
+
+    /// Runs `command`'s command line as the runtime spawns it, for a
+    /// program whose environment points at a directory holding an `sh`
+    /// (and asks for a library preloaded): the prefix runs with the fixed
+    /// environment, never that `sh`, and the program, once the privileges
+    /// are dropped, gets the container's environment.
+    #[test]
+    fn the_pod_s_environment_reaches_only_the_program_never_the_privileged_prefix() {
+        use std::os::unix::fs::PermissionsExt;
+        let root_ids = nix::unistd::geteuid().is_root().then_some((65534, 65534));
+        let run_as = RunAs {
+            ids: root_ids,
+            name: "nobody".into(),
+        };
+        let unshare = probe(&run_as).expect("mount namespaces work here");
+        let dir = std::env::temp_dir().join(format!("pgdb-mount-ns-env-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
+            .expect("a temporary directory");
+        let marker = dir.join("marker");
+        let fake_sh = dir.join("sh");
+        std::fs::write(
+            &fake_sh,
+            format!(
+                "#!/bin/sh\n/usr/bin/touch {}\nexec /bin/sh \"$@\"\n",
+                marker.display()
+            ),
+        )
+        .expect("a temporary file");
+        std::fs::set_permissions(&fake_sh, std::fs::Permissions::from_mode(0o755))
+            .expect("a temporary file");
+        let env = [
+            ("PATH".to_string(), dir.to_string_lossy().into_owned()),
+            (
+                "LD_PRELOAD".to_string(),
+                "/nonexistent/libpgdb.so".to_string(),
+            ),
+            ("GREETING".to_string(), "hello world".to_string()),
+        ];
+        let prefixed = command(
+            &unshare,
+            &run_as,
+            true,
+            &dir.join("keep"),
+            &Layout::default(),
+            Path::new("/bin/sh"),
+            &[
+                "-c".to_string(),
+                "echo \"$GREETING|$PATH|$LD_PRELOAD|$(/usr/bin/id -u)\"".to_string(),
+            ],
+            &env,
+        );
+        let out = std::process::Command::new(&prefixed.program)
+            .args(&prefixed.args)
+            .env_clear()
+            .envs(prefixed.env.iter().map(|(k, v)| (k, v)))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("the command runs");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let marked = marker.exists();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(out.status.success(), "{stdout}\n{stderr}");
+        assert!(!marked, "the pod's `sh` ran before the drop:\n{stderr}");
+        let uid = root_ids.map_or("0".to_string(), |(u, _)| u.to_string());
+        assert_eq!(
+            stdout.trim_end(),
+            format!(
+                "hello world|{}|/nonexistent/libpgdb.so|{uid}",
+                dir.display()
+            )
+        );
+        assert_eq!(
+            prefixed.env,
+            [(
+                "PATH".to_string(),
+                "/usr/sbin:/usr/bin:/sbin:/bin".to_string()
+            )]
+        );
     }
 }
