@@ -400,6 +400,16 @@ impl Inner {
         // paths, in a mount namespace of its own.
         let own_namespace = operator_bin.is_some();
         let (program, args, spawn_env) = if own_namespace {
+            // Checked before anything runs: the script must not follow a
+            // path out of the place it names.
+            for m in spec.volume_mounts.iter().flatten() {
+                mount_ns::check_mount_path(&m.mount_path).map_err(|e| {
+                    wait(
+                        "CreateContainerConfigError",
+                        format!("volume mount {:?}: {e}", m.name),
+                    )
+                })?;
+            }
             let unshare = self
                 .mount_namespaces(run_as)
                 .map_err(|m| wait("CreateContainerError", m))?;

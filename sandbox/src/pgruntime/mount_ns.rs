@@ -31,6 +31,11 @@
 //! (as a runtime's OCI spec holds them), so they show in the process list
 //! for that moment.
 //!
+//! A mount path that is not absolute or has a `.`, `..` or empty component
+//! (which the script would follow out of its place, to the host's `/etc` or
+//! the host's `/run`) is refused before anything runs
+//! (`CreateContainerConfigError`, naming the mount and the path).
+//!
 //! Where it stops: a mount path outside `/run` that the host lacks cannot be
 //! created without writing to the host, so such a container does not start
 //! (`CreateContainerError`, naming the path). Without namespaces (no
@@ -66,6 +71,27 @@ pub struct Literal {
 pub struct Layout {
     pub roots: Vec<String>,
     pub mounts: Vec<Literal>,
+}
+
+/// Refuses a mount path the namespace's script could follow out of its
+/// place (`/run/../etc/x`, `/run//systemd/x`, `/run/./systemd/x` reach the
+/// host's `/etc` or, through the links to the host's `/run`, its
+/// entries): it must be absolute, with no `.`, `..` or empty component (a
+/// trailing `/` aside), as a runtime's secure join demands.
+pub fn check_mount_path(path: &str) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("invalid volume mount path {path:?}: {why}"));
+    let Some(rest) = path.strip_prefix('/') else {
+        return bad("it is not absolute");
+    };
+    let rest = rest.trim_end_matches('/');
+    if rest.is_empty() {
+        return Ok(());
+    }
+    match rest.split('/').find(|c| matches!(*c, "" | "." | "..")) {
+        Some("") => bad("it has an empty component"),
+        Some(c) => bad(&format!("it has a {c:?} component")),
+        None => Ok(()),
+    }
 }
 
 /// Resolves a path's leading `/var/run` (or `/run`) as the host's links do.
@@ -277,6 +303,31 @@ mod tests {
                 }],
             }
         );
+    }
+
+    #[test]
+    fn a_mount_path_with_dot_dot_dot_or_empty_components_or_not_absolute_is_refused() {
+        for bad in [
+            "/run/../etc/x",
+            "/run//systemd/x",
+            "/run/./systemd/x",
+            "/var/run/secrets/..",
+            "run/secrets",
+            "",
+            "/run/x/../../etc",
+        ] {
+            let message = check_mount_path(bad).expect_err(bad);
+            assert!(message.contains(&format!("{bad:?}")), "{message}");
+        }
+        for good in [
+            "/var/run/secrets/kubernetes.io/serviceaccount",
+            "/run/x/",
+            "/etc/operator",
+            "/run/..x/.y",
+            "/",
+        ] {
+            assert_eq!(check_mount_path(good), Ok(()), "{good}");
+        }
     }
 
     #[test]
