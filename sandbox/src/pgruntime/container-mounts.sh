@@ -14,7 +14,9 @@
 # and nothing else); <program> is `/usr/bin/env -i -- NAME=VALUE... <binary>`,
 # which sets the container's environment only once the privileges are gone.
 # With a uid, the program runs as that user (setpriv); without one the
-# namespace is a user namespace already and the program runs as is.
+# namespace is a user namespace already, where the script is root with every
+# capability: the program runs as that uid 0 with every capability set
+# (bounding, inheritable, ambient) cleared, so it keeps none.
 set -eu
 PATH=/usr/sbin:/usr/bin:/sbin:/bin
 export PATH
@@ -77,7 +79,8 @@ if [ "$uid" != - ]; then
     fi
     exec setpriv --reuid="$uid" --regid="$gid" --init-groups -- "$@"
 fi
+drop="--bounding-set=-all --inh-caps=-all --ambient-caps=-all"
 if [ "$no_new_privs" = yes ]; then
-    exec setpriv --no-new-privs -- "$@"
+    exec setpriv $drop --no-new-privs -- "$@"
 fi
-exec "$@"
+exec setpriv $drop -- "$@"

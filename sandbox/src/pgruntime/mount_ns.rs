@@ -20,7 +20,11 @@
 //! * drops to the run-as user (`setpriv --reuid --regid --init-groups`,
 //!   with `--no-new-privs` for `allowPrivilegeEscalation: false`) and
 //!   `exec`s the program, which keeps the process id, so signals, process
-//!   groups and logs work as for every other container.
+//!   groups and logs work as for every other container. Without root the
+//!   script is uid 0 of the user namespace with every capability in it;
+//!   the program stays that uid (the only one mapped) but `setpriv
+//!   --bounding-set=-all --inh-caps=-all --ambient-caps=-all` clears its
+//!   capability sets, so after the `exec` it has none.
 //!
 //! Everything before the drop (`unshare`, `/bin/sh`, `mount`, `setpriv`)
 //! runs with a fixed environment (`PATH=/usr/sbin:/usr/bin:/sbin:/bin`,
@@ -488,5 +492,62 @@ mod tests {
                 "/usr/sbin:/usr/bin:/sbin:/bin".to_string()
             )]
         );
+    }
+
+    /// The non-root mode (`unshare --user --map-root-user`), run by an
+    /// unprivileged user (`nobody` when the tests run as root): the program
+    /// is uid 0 of its user namespace, with no capability in any set.
+    #[test]
+    fn without_root_the_program_runs_with_every_capability_set_cleared() {
+        let run_as = RunAs {
+            ids: None,
+            name: "nobody".into(),
+        };
+        let unshare = probe(&run_as).expect("user namespaces work here");
+        let prefixed = command(
+            &unshare,
+            &run_as,
+            false,
+            Path::new("/nonexistent/keep"),
+            &Layout::default(),
+            Path::new("/bin/sh"),
+            &[
+                "-c".to_string(),
+                "/usr/bin/id -u; /bin/grep ^Cap /proc/self/status".to_string(),
+            ],
+            &[],
+        );
+        let mut cmd = if nix::unistd::geteuid().is_root() {
+            let mut cmd = std::process::Command::new("/usr/bin/setpriv");
+            cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+                .arg(&prefixed.program);
+            cmd
+        } else {
+            std::process::Command::new(&prefixed.program)
+        };
+        let out = cmd
+            .args(&prefixed.args)
+            .env_clear()
+            .envs(prefixed.env.iter().map(|(k, v)| (k, v)))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("the command runs");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert_eq!(lines.first(), Some(&"0"), "{stdout}");
+        let caps: Vec<(&str, &str)> = lines[1..]
+            .iter()
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k, v.trim()))
+            .collect();
+        assert_eq!(caps.len(), 5, "{stdout}");
+        for (set, value) in caps {
+            assert_eq!(value, "0000000000000000", "{set} is not empty:\n{stdout}");
+        }
     }
 }
