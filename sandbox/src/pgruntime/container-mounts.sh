@@ -10,11 +10,16 @@
 #                                  host's entries, as links
 #   <n mounts> (<host dir> <container path> <ro|rw>)...
 #   -- <program> <arguments>...
+# The script runs with a fixed environment (PATH=/usr/sbin:/usr/bin:/sbin:/bin
+# and nothing else); <program> is `/usr/bin/env -i -- NAME=VALUE... <binary>`,
+# which sets the container's environment only once the privileges are gone.
 # With a uid, the program runs as that user (setpriv); without one the
-# namespace is a user namespace already and the program runs as is.
+# namespace is a user namespace already, where the script is root with every
+# capability: the program runs as that uid 0 with every capability set
+# (bounding, inheritable, ambient) cleared, so it keeps none.
 set -eu
-container_path=$PATH
 PATH=/usr/sbin:/usr/bin:/sbin:/bin
+export PATH
 fail() {
     echo "pgdb-sandbox: cannot prepare the container's mounts: $*" >&2
     exit 128
@@ -68,15 +73,14 @@ while [ "$n" -gt 0 ]; do
 done
 [ "$1" = -- ] || fail "malformed arguments"
 shift
-PATH=$container_path
-export PATH
 if [ "$uid" != - ]; then
     if [ "$no_new_privs" = yes ]; then
         exec setpriv --reuid="$uid" --regid="$gid" --init-groups --no-new-privs -- "$@"
     fi
     exec setpriv --reuid="$uid" --regid="$gid" --init-groups -- "$@"
 fi
+drop="--bounding-set=-all --inh-caps=-all --ambient-caps=-all"
 if [ "$no_new_privs" = yes ]; then
-    exec setpriv --no-new-privs -- "$@"
+    exec setpriv $drop --no-new-privs -- "$@"
 fi
-exec "$@"
+exec setpriv $drop -- "$@"

@@ -75,6 +75,10 @@ pub(super) struct Process {
     /// Whether it runs in a mount namespace of its own, started as root
     /// (when the sandbox is) and dropping to the run-as user inside.
     own_namespace: bool,
+    /// The environment `program` is spawned with, when it is not the
+    /// container's `env`: the namespace's prefix runs with a fixed one and
+    /// hands the container's on only after dropping the privileges.
+    spawn_env: Option<Vec<(String, String)>>,
 }
 impl Inner {
     /// The server binaries of a version (exactly the minor when the tag
@@ -395,7 +399,17 @@ impl Inner {
         // A program that reads its mount paths literally gets them at those
         // paths, in a mount namespace of its own.
         let own_namespace = operator_bin.is_some();
-        let (program, args) = if own_namespace {
+        let (program, args, spawn_env) = if own_namespace {
+            // Checked before anything runs: the script must not follow a
+            // path out of the place it names.
+            for m in spec.volume_mounts.iter().flatten() {
+                mount_ns::check_mount_path(&m.mount_path).map_err(|e| {
+                    wait(
+                        "CreateContainerConfigError",
+                        format!("volume mount {:?}: {e}", m.name),
+                    )
+                })?;
+            }
             let unshare = self
                 .mount_namespaces(run_as)
                 .map_err(|m| wait("CreateContainerError", m))?;
@@ -413,7 +427,7 @@ impl Inner {
                 Path::new(p).exists()
             })
             .map_err(|m| wait("CreateContainerError", m))?;
-            mount_ns::command(
+            let prefixed = mount_ns::command(
                 &unshare,
                 run_as,
                 security::no_new_privileges(spec),
@@ -421,9 +435,11 @@ impl Inner {
                 &layout,
                 &program,
                 &args,
-            )
+                &full_env,
+            );
+            (prefixed.program, prefixed.args, Some(prefixed.env))
         } else {
-            (program, args)
+            (program, args, None)
         };
         let stop_signal = if postgres_image && program_name == "docker-entrypoint.sh" {
             Signal::SIGINT
@@ -441,6 +457,7 @@ impl Inner {
             mounts,
             termination,
             own_namespace,
+            spawn_env,
         }))
     }
 }
@@ -465,6 +482,7 @@ pub(super) async fn run_process(
         mounts,
         termination,
         own_namespace,
+        spawn_env,
     } = process;
     let run_as = inner
         .run_as
@@ -486,7 +504,13 @@ pub(super) async fn run_process(
     let mut cmd = tokio::process::Command::new(&program);
     cmd.args(&args)
         .env_clear()
-        .envs(env.iter().map(|(k, v)| (k, v)))
+        .envs(
+            spawn_env
+                .as_ref()
+                .unwrap_or(&env)
+                .iter()
+                .map(|(k, v)| (k, v)),
+        )
         .current_dir(&cwd)
         .stdin(std::process::Stdio::null())
         .stdout(log)

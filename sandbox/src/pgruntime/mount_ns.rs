@@ -20,7 +20,25 @@
 //! * drops to the run-as user (`setpriv --reuid --regid --init-groups`,
 //!   with `--no-new-privs` for `allowPrivilegeEscalation: false`) and
 //!   `exec`s the program, which keeps the process id, so signals, process
-//!   groups and logs work as for every other container.
+//!   groups and logs work as for every other container. Without root the
+//!   script is uid 0 of the user namespace with every capability in it;
+//!   the program stays that uid (the only one mapped) but `setpriv
+//!   --bounding-set=-all --inh-caps=-all --ambient-caps=-all` clears its
+//!   capability sets, so after the `exec` it has none.
+//!
+//! Everything before the drop (`unshare`, `/bin/sh`, `mount`, `setpriv`)
+//! runs with a fixed environment (`PATH=/usr/sbin:/usr/bin:/sbin:/bin`,
+//! nothing else), so the pod's `PATH`, `LD_PRELOAD` or `LD_LIBRARY_PATH`
+//! never reach a privileged process; the container's environment is set by
+//! `/usr/bin/env -i`, which the dropped `setpriv` `exec`s and which `exec`s
+//! the program. Its names and values are on that command line until then
+//! (as a runtime's OCI spec holds them), so they show in the process list
+//! for that moment.
+//!
+//! A mount path that is not absolute or has a `.`, `..` or empty component
+//! (which the script would follow out of its place, to the host's `/etc` or
+//! the host's `/run`) is refused before anything runs
+//! (`CreateContainerConfigError`, naming the mount and the path).
 //!
 //! Where it stops: a mount path outside `/run` that the host lacks cannot be
 //! created without writing to the host, so such a container does not start
@@ -57,6 +75,27 @@ pub struct Literal {
 pub struct Layout {
     pub roots: Vec<String>,
     pub mounts: Vec<Literal>,
+}
+
+/// Refuses a mount path the namespace's script could follow out of its
+/// place (`/run/../etc/x`, `/run//systemd/x`, `/run/./systemd/x` reach the
+/// host's `/etc` or, through the links to the host's `/run`, its
+/// entries): it must be absolute, with no `.`, `..` or empty component (a
+/// trailing `/` aside), as a runtime's secure join demands.
+pub fn check_mount_path(path: &str) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("invalid volume mount path {path:?}: {why}"));
+    let Some(rest) = path.strip_prefix('/') else {
+        return bad("it is not absolute");
+    };
+    let rest = rest.trim_end_matches('/');
+    if rest.is_empty() {
+        return Ok(());
+    }
+    match rest.split('/').find(|c| matches!(*c, "" | "." | "..")) {
+        Some("") => bad("it has an empty component"),
+        Some(c) => bad(&format!("it has a {c:?} component")),
+        None => Ok(()),
+    }
 }
 
 /// Resolves a path's leading `/var/run` (or `/run`) as the host's links do.
@@ -160,10 +199,29 @@ fn unshare_flags(run_as: &RunAs) -> Vec<&'static str> {
     }
 }
 
-/// The command line that runs `program args` in the namespace: the program
-/// to spawn (as root when dropping to the run-as user, which the script
-/// does) and its arguments. `keep` is a directory of the pod's where the
-/// namespace keeps its view of the host's roots.
+/// The environment of everything that runs before the privileges are
+/// dropped (`unshare`, the shell, `mount`, `setpriv`): fixed, so nothing of
+/// the pod's (its `PATH`, `LD_PRELOAD`, `LD_LIBRARY_PATH`) reaches them.
+pub const PREFIX_ENV: [(&str, &str); 1] = [("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")];
+/// The shell that runs the script, by its absolute path.
+const SHELL: &str = "/bin/sh";
+/// What sets the container's environment once the privileges are dropped.
+const ENV: &str = "/usr/bin/env";
+
+/// What to spawn: the program, its arguments and its whole environment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prefixed {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+/// The command line that runs `program args` with the container's `env`
+/// in the namespace. It is spawned with [`PREFIX_ENV`] only (as root when
+/// dropping to the run-as user, which the script does); the container's
+/// environment is set by `env -i` after the drop. `keep` is a directory of
+/// the pod's where the namespace keeps its view of the host's roots.
+#[allow(clippy::too_many_arguments)]
 pub fn command(
     unshare: &Path,
     run_as: &RunAs,
@@ -172,12 +230,13 @@ pub fn command(
     layout: &Layout,
     program: &Path,
     args: &[String],
-) -> (PathBuf, Vec<String>) {
+    env: &[(String, String)],
+) -> Prefixed {
     let mut argv: Vec<String> = unshare_flags(run_as)
         .into_iter()
         .map(str::to_string)
         .collect();
-    argv.extend(["--", "sh", "-c", SCRIPT, "pgdb-container-mounts"].map(str::to_string));
+    argv.extend(["--", SHELL, "-c", SCRIPT, "pgdb-container-mounts"].map(str::to_string));
     let (uid, gid) = match run_as.ids {
         Some((uid, gid)) => (uid.to_string(), gid.to_string()),
         None => ("-".to_string(), "-".to_string()),
@@ -199,9 +258,18 @@ pub fn command(
         ]);
     }
     argv.push("--".to_string());
+    argv.extend([ENV, "-i", "--"].map(str::to_string));
+    argv.extend(env.iter().map(|(k, v)| format!("{k}={v}")));
     argv.push(program.to_string_lossy().into_owned());
     argv.extend(args.iter().cloned());
-    (unshare.to_path_buf(), argv)
+    Prefixed {
+        program: unshare.to_path_buf(),
+        args: argv,
+        env: PREFIX_ENV
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    }
 }
 
 #[cfg(test)]
@@ -242,6 +310,31 @@ mod tests {
     }
 
     #[test]
+    fn a_mount_path_with_dot_dot_dot_or_empty_components_or_not_absolute_is_refused() {
+        for bad in [
+            "/run/../etc/x",
+            "/run//systemd/x",
+            "/run/./systemd/x",
+            "/var/run/secrets/..",
+            "run/secrets",
+            "",
+            "/run/x/../../etc",
+        ] {
+            let message = check_mount_path(bad).expect_err(bad);
+            assert!(message.contains(&format!("{bad:?}")), "{message}");
+        }
+        for good in [
+            "/var/run/secrets/kubernetes.io/serviceaccount",
+            "/run/x/",
+            "/etc/operator",
+            "/run/..x/.y",
+            "/",
+        ] {
+            assert_eq!(check_mount_path(good), Ok(()), "{good}");
+        }
+    }
+
+    #[test]
     fn a_mount_path_the_host_lacks_outside_run_is_refused_naming_it() {
         let mounts = [("/etc/operator".to_string(), PathBuf::from("/w/x"), false)];
         let message = layout(&mounts, &var_run_is_run, &|_| false).expect_err("no /etc/operator");
@@ -273,7 +366,7 @@ mod tests {
                 read_only: true,
             }],
         };
-        let (program, args) = command(
+        let prefixed = command(
             Path::new("/usr/bin/unshare"),
             &run_as,
             true,
@@ -281,8 +374,10 @@ mod tests {
             &layout,
             Path::new("/t/level1-install"),
             &["--leader-elect".to_string()],
+            &[("RUST_LOG".to_string(), "info".to_string())],
         );
-        assert_eq!(program, PathBuf::from("/usr/bin/unshare"));
+        assert_eq!(prefixed.program, PathBuf::from("/usr/bin/unshare"));
+        let args = prefixed.args;
         let after_script: Vec<&str> = args
             .iter()
             .skip_while(|a| *a != "pgdb-container-mounts")
@@ -303,10 +398,156 @@ mod tests {
                 "/run/secrets/x",
                 "ro",
                 "--",
+                "/usr/bin/env",
+                "-i",
+                "--",
+                "RUST_LOG=info",
                 "/t/level1-install",
                 "--leader-elect"
             ]
         );
-        assert_eq!(&args[..3], ["--mount", "--propagation", "private"]);
+        assert_eq!(
+            &args[..5],
+            ["--mount", "--propagation", "private", "--", "/bin/sh"]
+        );
+    }
+
+    /// Runs `command`'s command line as the runtime spawns it, for a
+    /// program whose environment points at a directory holding an `sh`
+    /// (and asks for a library preloaded): the prefix runs with the fixed
+    /// environment, never that `sh`, and the program, once the privileges
+    /// are dropped, gets the container's environment.
+    #[test]
+    fn the_pod_s_environment_reaches_only_the_program_never_the_privileged_prefix() {
+        use std::os::unix::fs::PermissionsExt;
+        let root_ids = nix::unistd::geteuid().is_root().then_some((65534, 65534));
+        let run_as = RunAs {
+            ids: root_ids,
+            name: "nobody".into(),
+        };
+        let unshare = probe(&run_as).expect("mount namespaces work here");
+        let dir = std::env::temp_dir().join(format!("pgdb-mount-ns-env-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
+            .expect("a temporary directory");
+        let marker = dir.join("marker");
+        let fake_sh = dir.join("sh");
+        std::fs::write(
+            &fake_sh,
+            format!(
+                "#!/bin/sh\n/usr/bin/touch {}\nexec /bin/sh \"$@\"\n",
+                marker.display()
+            ),
+        )
+        .expect("a temporary file");
+        std::fs::set_permissions(&fake_sh, std::fs::Permissions::from_mode(0o755))
+            .expect("a temporary file");
+        let env = [
+            ("PATH".to_string(), dir.to_string_lossy().into_owned()),
+            (
+                "LD_PRELOAD".to_string(),
+                "/nonexistent/libpgdb.so".to_string(),
+            ),
+            ("GREETING".to_string(), "hello world".to_string()),
+        ];
+        let prefixed = command(
+            &unshare,
+            &run_as,
+            true,
+            &dir.join("keep"),
+            &Layout::default(),
+            Path::new("/bin/sh"),
+            &[
+                "-c".to_string(),
+                "echo \"$GREETING|$PATH|$LD_PRELOAD|$(/usr/bin/id -u)\"".to_string(),
+            ],
+            &env,
+        );
+        let out = std::process::Command::new(&prefixed.program)
+            .args(&prefixed.args)
+            .env_clear()
+            .envs(prefixed.env.iter().map(|(k, v)| (k, v)))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("the command runs");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let marked = marker.exists();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(out.status.success(), "{stdout}\n{stderr}");
+        assert!(!marked, "the pod's `sh` ran before the drop:\n{stderr}");
+        let uid = root_ids.map_or("0".to_string(), |(u, _)| u.to_string());
+        assert_eq!(
+            stdout.trim_end(),
+            format!(
+                "hello world|{}|/nonexistent/libpgdb.so|{uid}",
+                dir.display()
+            )
+        );
+        assert_eq!(
+            prefixed.env,
+            [(
+                "PATH".to_string(),
+                "/usr/sbin:/usr/bin:/sbin:/bin".to_string()
+            )]
+        );
+    }
+
+    /// The non-root mode (`unshare --user --map-root-user`), run by an
+    /// unprivileged user (`nobody` when the tests run as root): the program
+    /// is uid 0 of its user namespace, with no capability in any set.
+    #[test]
+    fn without_root_the_program_runs_with_every_capability_set_cleared() {
+        let run_as = RunAs {
+            ids: None,
+            name: "nobody".into(),
+        };
+        let unshare = probe(&run_as).expect("user namespaces work here");
+        let prefixed = command(
+            &unshare,
+            &run_as,
+            false,
+            Path::new("/nonexistent/keep"),
+            &Layout::default(),
+            Path::new("/bin/sh"),
+            &[
+                "-c".to_string(),
+                "/usr/bin/id -u; /bin/grep ^Cap /proc/self/status".to_string(),
+            ],
+            &[],
+        );
+        let mut cmd = if nix::unistd::geteuid().is_root() {
+            let mut cmd = std::process::Command::new("/usr/bin/setpriv");
+            cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+                .arg(&prefixed.program);
+            cmd
+        } else {
+            std::process::Command::new(&prefixed.program)
+        };
+        let out = cmd
+            .args(&prefixed.args)
+            .env_clear()
+            .envs(prefixed.env.iter().map(|(k, v)| (k, v)))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("the command runs");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert_eq!(lines.first(), Some(&"0"), "{stdout}");
+        let caps: Vec<(&str, &str)> = lines[1..]
+            .iter()
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k, v.trim()))
+            .collect();
+        assert_eq!(caps.len(), 5, "{stdout}");
+        for (set, value) in caps {
+            assert_eq!(value, "0000000000000000", "{set} is not empty:\n{stdout}");
+        }
     }
 }

@@ -9,10 +9,14 @@
 //!
 //! Every process runs as the runtime's unprivileged user (`postgres` when
 //! the sandbox is root, else the sandbox's own user), whatever `runAsUser`
-//! says, so it is never root: `readOnlyRootFilesystem` (the process can
-//! write only its volumes, its working directory and what the host lets
-//! any user write) and dropped capabilities (an unprivileged process has
-//! none) are accepted as met. `allowPrivilegeEscalation: false` becomes
+//! says, so it is never root on the host: `readOnlyRootFilesystem` (the
+//! process can write only its volumes, its working directory and what the
+//! host lets any user write) and dropped capabilities (an unprivileged
+//! process has none) are accepted as met. One exception of form: when the
+//! sandbox is not root, a container in a mount namespace of its own runs
+//! as uid 0 of its own user namespace (mapped to the sandbox's user), with
+//! its bounding, inheritable and ambient capability sets cleared before the
+//! program starts, so it has no capability there either. `allowPrivilegeEscalation: false` becomes
 //! `no_new_privs` for a container run in a mount namespace of its own (see
 //! [`super::mount_ns`]); seccomp and AppArmor profiles are not applied.
 

@@ -431,6 +431,41 @@ async fn a_container_with_run_as_non_root_and_run_as_user_zero_is_not_created_wi
     sb.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_container_whose_mount_path_has_a_dot_dot_component_is_not_created_and_nothing_is_made_on_the_host()
+ {
+    require_binary(LEVEL);
+    let escape = Path::new("/etc/pgdb-sandbox-mount-escape");
+    let sb = start().await;
+    create(
+        &sb,
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "escape"},
+               "spec": {"containers": [{"name": "operator", "image": format!("pgdb-operator:{LEVEL}"),
+                   "volumeMounts": [{"name": "scratch", "mountPath": "/run/../etc/pgdb-sandbox-mount-escape"}]}],
+                   "volumes": [{"name": "scratch", "emptyDir": {}}]}}),
+    )
+    .await;
+    let pod = wait_pod(&sb, "escape", "refused", |p| {
+        waiting_reason(p).as_deref() == Some("CreateContainerConfigError")
+    })
+    .await;
+    let message = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|cs| cs[0].state.as_ref()?.waiting.as_ref()?.message.clone())
+        .unwrap_or_default();
+    let created = escape.exists();
+    let _ = std::fs::remove_dir(escape);
+    assert!(!created, "{} was created on the host", escape.display());
+    assert!(
+        message.contains("\"scratch\"")
+            && message.contains("\"/run/../etc/pgdb-sandbox-mount-escape\""),
+        "the message names the mount and its path: {message}"
+    );
+    sb.shutdown().await;
+}
+
 /// Waits until the pod's last log line is `line`, failing with its log.
 async fn wait_last_line(sb: &sandbox::Sandbox, name: &str, line: &str) {
     let api: Api<Pod> = Api::namespaced(sb.client(), "default");
