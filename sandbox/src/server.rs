@@ -465,7 +465,11 @@ async fn route(
             name: target
                 .name
                 .clone()
-                .or_else(|| named_by_field_selector(&q))
+                .or_else(|| {
+                    matches!(verb, "list" | "watch")
+                        .then(|| named_by_field_selector(&q))
+                        .flatten()
+                })
                 .unwrap_or_default(),
         },
     )?;
@@ -701,8 +705,9 @@ fn authorize(st: &AppState, identity: &Identity, action: &Action) -> Result<()> 
 }
 
 /// The name a list or watch is narrowed to by `fieldSelector=metadata.name=X`
-/// (upstream's RequestInfo takes it as the request's name, so RBAC
-/// resourceNames apply to it).
+/// (upstream's RequestInfo takes it as the request's name for list and
+/// watch only, so RBAC resourceNames apply to it; any other verb carrying
+/// a fieldSelector is authorized without a name).
 fn named_by_field_selector(q: &HashMap<String, String>) -> Option<String> {
     let selector = q.get("fieldSelector")?;
     let mut parts = selector.split(',');

@@ -399,3 +399,47 @@ async fn a_subject_access_review_answers_for_the_identity_it_names() {
     let status = api_err(reviews.list(&ListParams::default()).await);
     assert_eq!(status.code, 405, "reviews are create-only");
 }
+
+/// Upstream's RequestInfo takes `fieldSelector=metadata.name=X` as the
+/// request's name for list and watch only: a create or a deletecollection
+/// carrying one is authorized without a name, so a rule limited by
+/// resourceNames does not allow it.
+#[tokio::test]
+async fn a_field_selector_names_only_lists_and_watches_for_resource_names() {
+    let sb = sandbox().await;
+    let app = app_client(&sb).await;
+    create(
+        &Api::<Role>::default_namespaced(sb.client()),
+        &role("x-only", json!([{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["x"], "verbs": ["create", "deletecollection", "list"]}])),
+    )
+    .await;
+    create(
+        &Api::<RoleBinding>::default_namespaced(sb.client()),
+        &binding("x-only", "Role", "x-only"),
+    )
+    .await;
+    let post =
+        http::Request::post("/api/v1/namespaces/default/configmaps?fieldSelector=metadata.name=x")
+            .header("content-type", "application/json")
+            .body(
+                serde_json::to_vec(
+                    &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}),
+                )
+                .expect("JSON"),
+            )
+            .expect("a request");
+    forbidden_message(app.request_text(post).await);
+    let as_app = Api::<ConfigMap>::default_namespaced(app.clone());
+    forbidden_message(
+        as_app
+            .delete_collection(
+                &Default::default(),
+                &ListParams::default().fields("metadata.name=x"),
+            )
+            .await,
+    );
+    as_app
+        .list(&ListParams::default().fields("metadata.name=x"))
+        .await
+        .expect("a list narrowed to x is allowed");
+}
