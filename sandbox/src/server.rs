@@ -458,7 +458,7 @@ async fn route(
         &identity,
         &Action::Resource {
             verb: verb.into(),
-            namespace: target.namespace.clone().unwrap_or_default(),
+            namespace: rbac_namespace(&target),
             api_group: rt.group.clone(),
             resource: rt.plural.clone(),
             subresource: target.sub.clone().unwrap_or_default(),
@@ -701,6 +701,19 @@ fn authorize(st: &AppState, identity: &Identity, action: &Action) -> Result<()> 
     match crate::auth::rbac::authorize(&st.cluster, identity, action) {
         Decision::Allow(_) => Ok(()),
         Decision::Deny(reason) => Err(crate::auth::rbac::forbidden(identity, action, &reason)),
+    }
+}
+
+/// The namespace RBAC sees a request in: the one in its path, or, for a
+/// namespace itself (`/api/v1/namespaces/NAME`, its `status` and
+/// `finalize`), that namespace, as upstream's RequestInfo sets it; so a
+/// RoleBinding in `foo` can grant reading the namespace `foo`.
+fn rbac_namespace(target: &Target) -> String {
+    let namespace_itself = target.rt.group.is_empty() && target.rt.plural == "namespaces";
+    match (&target.namespace, &target.name) {
+        (Some(ns), _) => ns.clone(),
+        (None, Some(name)) if namespace_itself => name.clone(),
+        (None, _) => String::new(),
     }
 }
 

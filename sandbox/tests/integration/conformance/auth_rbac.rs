@@ -5,7 +5,7 @@
 //! impersonation and SubjectAccessReview.
 
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{Api, ListParams, PostParams};
 use sandbox::Sandbox;
@@ -442,4 +442,40 @@ async fn a_field_selector_names_only_lists_and_watches_for_resource_names() {
         .list(&ListParams::default().fields("metadata.name=x"))
         .await
         .expect("a list narrowed to x is allowed");
+}
+
+/// Upstream's RequestInfo: a request for the namespace `foo` itself
+/// (`/api/v1/namespaces/foo`) is in the namespace `foo`, so a RoleBinding
+/// there granting `get namespaces` lets its subject read that namespace,
+/// and no other.
+#[tokio::test]
+async fn a_role_binding_in_a_namespace_grants_reading_that_namespace_itself() {
+    let sb = sandbox().await;
+    let app = app_client(&sb).await;
+    for name in ["foo", "bar"] {
+        let ns: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": name}})).expect("a Namespace");
+        create(&Api::<Namespace>::all(sb.client()), &ns).await;
+    }
+    create(
+        &Api::<Role>::namespaced(sb.client(), "foo"),
+        &role(
+            "ns-reader",
+            json!([{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]}]),
+        ),
+    )
+    .await;
+    create(
+        &Api::<RoleBinding>::namespaced(sb.client(), "foo"),
+        &binding("ns-reader", "Role", "ns-reader"),
+    )
+    .await;
+    let namespaces = Api::<Namespace>::all(app);
+    namespaces.get("foo").await.expect("its own namespace");
+    assert_eq!(
+        forbidden_message(namespaces.get("bar").await),
+        format!(
+            r#"namespaces "bar" is forbidden: User "{SA_USER}" cannot get resource "namespaces" in API group "" in the namespace "bar""#
+        )
+    );
 }
