@@ -172,6 +172,10 @@ fn group_json(g: &str, versions: &[String]) -> Value {
     json!({"name": g, "versions": list, "preferredVersion": list.first().cloned().unwrap_or(json!({}))})
 }
 
+/// The paths upstream's `system:public-info-viewer` ClusterRole opens to
+/// everyone, exactly as it lists them.
+const PUBLIC_INFO_PATHS: [&str; 5] = ["/healthz", "/livez", "/readyz", "/version", "/version/"];
+
 fn parse_target(st: &AppState, segs: &[&str]) -> Result<(Target, bool)> {
     let (group, version, rest) = match segs {
         ["api", v, rest @ ..] => ("", *v, rest),
@@ -379,11 +383,9 @@ async fn route(
         .to_string();
 
     // Upstream's system:public-info-viewer: health and version are open to
-    // anyone, even without credentials; everything else needs a token.
-    let public = matches!(
-        segs.as_slice(),
-        ["healthz" | "readyz" | "livez" | "version", ..]
-    );
+    // anyone, even without credentials; everything else, paths under these
+    // included, needs a token. The role names exact paths.
+    let public = PUBLIC_INFO_PATHS.contains(&path.as_str());
     let Some(identity) = identity.or_else(|| public.then(Identity::anonymous)) else {
         return Err(crate::auth::unauthorized());
     };

@@ -123,6 +123,14 @@ async fn requests_without_a_valid_token_get_401_and_health_and_version_stay_open
         let text = anonymous.request_text(req).await.expect("health is open");
         assert_eq!(text, "ok");
     }
+    // system:public-info-viewer names exact paths: what lies under them
+    // needs credentials.
+    for path in ["/healthz/anything", "/livez/x", "/readyz/x", "/version/x"] {
+        let (code, _) = http_get(&sb, path, "").await;
+        assert_eq!(code, 401, "{path}");
+    }
+    let (code, _) = http_get(&sb, "/version/", "").await;
+    assert_eq!(code, 200, "/version/ is open");
     Api::<Pod>::default_namespaced(sb.client())
         .list(&ListParams::default())
         .await
