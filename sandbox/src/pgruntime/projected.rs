@@ -12,9 +12,11 @@
 //!
 //! The files follow their objects while the pod runs, as ConfigMap and
 //! Secret volumes do. The token is issued once, when the pod starts, for
-//! its `expirationSeconds` (the admission's 3607: an hour and seven
-//! seconds); the kubelet renews it at 80% of its life, the sandbox does not
-//! (a pod that outlives its token gets 401s). Field values are read from
+//! its `expirationSeconds`; the kubelet renews it at 80% of its life, the
+//! sandbox does not. The admission's 3607 seconds is issued, as
+//! kube-apiserver extends it, for a year (see [`crate::auth::tokens`]), so
+//! a long-running pod's client stays authenticated; a pod asking for
+//! another duration gets 401s once it outlives its token. Field values are read from
 //! the pod as the kubelet saw it when it started it: labels and annotations
 //! changed later are not followed. `resourceFieldRef` items (limits and
 //! requests as files) and `clusterTrustBundle` sources are not supported:
