@@ -262,7 +262,7 @@ fn live_object(cluster: &Cluster, plural: &str, ns: &str, name: &str) -> Option<
 /// the kubelet requests one (TokenRequest) for a pod's projected
 /// `serviceAccountToken` source; bound to the pod when one is named.
 /// Valid for `expiration_seconds`, or a year for a pod's 3607 (see
-/// [`tokens::lifetime`]).
+/// [`tokens::lifetime`]), for `audiences` (the API server's when empty).
 /// Fails as upstream's TokenRequest does when the ServiceAccount or the pod
 /// does not exist (404) or the pod's uid is not the one named (409).
 pub fn service_account_token(
@@ -271,6 +271,7 @@ pub fn service_account_token(
     name: &str,
     bound_pod: Option<(&str, &str)>,
     expiration_seconds: i64,
+    audiences: &[String],
 ) -> Result<String> {
     let sa = live_object(cluster, "serviceaccounts", namespace, name)
         .ok_or_else(|| Error::not_found("", "serviceaccounts", name))?;
@@ -292,13 +293,18 @@ pub fn service_account_token(
         }
         None => None,
     };
-    let lifetime = tokens::lifetime(expiration_seconds, pod.is_some());
+    let audiences = match audiences {
+        [] => vec![tokens::API_AUDIENCE.to_string()],
+        some => some.to_vec(),
+    };
+    let lifetime = tokens::lifetime(expiration_seconds, pod.is_some(), &audiences);
     let now = jiff::Timestamp::now().as_second();
     let claims = tokens::Claims {
         namespace: namespace.into(),
         service_account: name.into(),
         service_account_uid: uid_of(&sa).into(),
         pod,
+        audiences,
         expires: now + lifetime.valid_seconds,
         warn_after: lifetime.warn_after_seconds.map(|w| now + w),
     };

@@ -13,6 +13,12 @@
 //! since, or the pod it is bound to gone, makes it invalid, as upstream's
 //! validator decides.
 //!
+//! A token carries the audiences it was requested for (the API server's
+//! when none are named); the API server accepts only tokens whose `aud`
+//! includes [`API_AUDIENCE`], so a token made for another audience
+//! (`kubectl create token --audience=vault`) cannot be replayed against
+//! it, as upstream's authenticator refuses it.
+//!
 //! How long a token is valid is [`lifetime`]'s answer: what was asked,
 //! except that a pod-bound token asked for exactly 3607 seconds (what the
 //! ServiceAccount admission puts in every pod's token volume) is valid for
@@ -29,6 +35,10 @@ use serde_json::{Value, json};
 
 /// The issuer and audience upstream uses by default.
 pub const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+/// The audience the API server identifies itself with (upstream's
+/// `--api-audiences`, which defaults to the issuer): a token is accepted
+/// only when its `aud` includes it.
+pub const API_AUDIENCE: &str = ISSUER;
 
 /// The duration the ServiceAccount admission asks for a pod's token
 /// (upstream's `WarnOnlyBoundTokenExpirationSeconds`).
@@ -52,11 +62,11 @@ pub struct Lifetime {
 /// a token bound to a pod and requested for exactly
 /// [`WARN_ONLY_EXPIRATION_SECONDS`] is valid for
 /// [`EXTENDED_EXPIRATION_SECONDS`], warning after what was requested; any
-/// other is valid for what was requested. (Upstream also requires the
-/// requested audiences to be the API server's; the sandbox's tokens all
-/// are.)
-pub fn lifetime(requested_seconds: i64, bound_to_pod: bool) -> Lifetime {
-    if bound_to_pod && requested_seconds == WARN_ONLY_EXPIRATION_SECONDS {
+/// other, or one for audiences other than the API server's, is valid for
+/// what was requested.
+pub fn lifetime(requested_seconds: i64, bound_to_pod: bool, audiences: &[String]) -> Lifetime {
+    let for_the_api_server = audiences.iter().all(|a| a == API_AUDIENCE);
+    if bound_to_pod && requested_seconds == WARN_ONLY_EXPIRATION_SECONDS && for_the_api_server {
         Lifetime {
             valid_seconds: EXTENDED_EXPIRATION_SECONDS,
             warn_after_seconds: Some(requested_seconds),
@@ -77,6 +87,8 @@ pub struct Claims {
     pub service_account_uid: String,
     /// The pod (name, uid) the token is bound to.
     pub pod: Option<(String, String)>,
+    /// Who the token is for (`aud`).
+    pub audiences: Vec<String>,
     pub expires: i64,
     /// When a client still using it is warned about (`warnafter`).
     pub warn_after: Option<i64>,
@@ -88,6 +100,8 @@ pub enum Rejection {
     /// Not a JWT, or one this sandbox did not sign.
     Malformed,
     Expired,
+    /// Its audiences do not include the API server's.
+    WrongAudience,
 }
 
 /// Signs and verifies tokens with one sandbox's key.
@@ -126,7 +140,7 @@ impl Signer {
             k8s["warnafter"] = json!(warn_after);
         }
         let payload = json!({
-            "aud": [ISSUER],
+            "aud": claims.audiences,
             "exp": claims.expires,
             "iat": issued,
             "nbf": issued,
@@ -182,6 +196,19 @@ impl Signer {
         if expires <= now {
             return Err(Rejection::Expired);
         }
+        // `aud` is a list, or one string (RFC 7519).
+        let audiences: Vec<String> = match payload.get("aud") {
+            Some(Value::String(one)) => vec![one.clone()],
+            Some(Value::Array(many)) => many
+                .iter()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect(),
+            _ => vec![],
+        };
+        if !audiences.iter().any(|a| a == API_AUDIENCE) {
+            return Err(Rejection::WrongAudience);
+        }
         let pod = match payload.pointer("/kubernetes.io/pod") {
             Some(_) => Some((
                 text("/kubernetes.io/pod/name")?,
@@ -194,6 +221,7 @@ impl Signer {
             service_account: text("/kubernetes.io/serviceaccount/name")?,
             service_account_uid: text("/kubernetes.io/serviceaccount/uid")?,
             pod,
+            audiences,
             expires,
             warn_after: payload
                 .pointer("/kubernetes.io/warnafter")
@@ -212,6 +240,7 @@ mod tests {
             service_account: "sa".into(),
             service_account_uid: "u1".into(),
             pod: Some(("p".into(), "u2".into())),
+            audiences: vec![API_AUDIENCE.into()],
             expires,
             warn_after: None,
         }
@@ -238,8 +267,9 @@ mod tests {
     #[test]
     fn a_pod_bound_token_asked_for_3607_seconds_stays_valid_past_the_hour_and_others_do_not() {
         let s = Signer::new(b"key");
+        let api = [API_AUDIENCE.to_string()];
         let issued = |requested: i64, bound_to_pod: bool| {
-            let l = lifetime(requested, bound_to_pod);
+            let l = lifetime(requested, bound_to_pod, &api);
             let mut c = claims(now() + l.valid_seconds);
             c.warn_after = l.warn_after_seconds.map(|w| now() + w);
             s.issue(&c)
@@ -262,6 +292,21 @@ mod tests {
             s.verify_at(&issued(3607, false), two_hours_on),
             Err(Rejection::Expired),
             "only a token bound to a pod is extended"
+        );
+    }
+
+    #[test]
+    fn a_token_whose_audiences_do_not_include_the_api_server_is_refused_and_not_extended() {
+        let s = Signer::new(b"key");
+        let mut c = claims(now() + 60);
+        c.audiences = vec!["vault".into()];
+        assert_eq!(s.verify(&s.issue(&c)), Err(Rejection::WrongAudience));
+        c.audiences = vec!["vault".into(), API_AUDIENCE.into()];
+        assert_eq!(s.verify(&s.issue(&c)), Ok(c));
+        assert_eq!(
+            lifetime(3607, true, &["vault".into()]).valid_seconds,
+            3607,
+            "only a token for the API server is extended"
         );
     }
 

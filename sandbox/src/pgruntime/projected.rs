@@ -43,6 +43,8 @@ pub enum Part {
     Token {
         path: String,
         expiration_seconds: i64,
+        /// Who the token is for; the API server when absent.
+        audience: Option<String>,
         mode: i32,
     },
     /// A source the sandbox does not project, named for the message.
@@ -102,6 +104,7 @@ impl Projected {
                         path: t.path.clone(),
                         // The API server's default, and its floor (ten minutes).
                         expiration_seconds: t.expiration_seconds.unwrap_or(3600).max(600),
+                        audience: t.audience.clone().filter(|a| !a.is_empty()),
                         mode: default_mode,
                     }
                 } else if s.cluster_trust_bundle.is_some() {
@@ -226,6 +229,7 @@ mod tests {
                 Part::Token {
                     path,
                     expiration_seconds: 3607,
+                    audience: None,
                     mode: 0o644,
                 },
                 Part::Object(cm),

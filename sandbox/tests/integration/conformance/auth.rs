@@ -253,6 +253,53 @@ async fn a_service_account_token_stops_working_when_its_account_or_pod_is_delete
     );
 }
 
+/// Upstream: a token carries the audiences it was requested for
+/// (`kubectl create token --audience=vault`), and the API server accepts
+/// only tokens whose audiences include its own: one made for another
+/// audience gets 401; one made without audiences is for the API server.
+#[tokio::test]
+async fn a_token_for_another_audience_is_refused_by_the_api_server() {
+    let sb = sandbox().await;
+    create_service_account(&sb, "default", "app").await;
+    let request: TokenRequest =
+        serde_json::from_value(json!({"spec": {"audiences": ["vault"]}})).expect("a TokenRequest");
+    let answer = Api::<ServiceAccount>::default_namespaced(sb.client())
+        .create_token_request("app", &PostParams::default(), &request)
+        .await
+        .expect("the token is issued");
+    assert_eq!(answer.spec.audiences, vec!["vault".to_string()]);
+    let for_vault = client_with_token(&sb, &answer.status.expect("a status").token);
+    assert_eq!(
+        code_of(
+            Api::<Pod>::default_namespaced(for_vault)
+                .list(&ListParams::default())
+                .await
+        ),
+        401
+    );
+    let default: TokenRequest =
+        serde_json::from_value(json!({"spec": {}})).expect("a TokenRequest");
+    let answer = Api::<ServiceAccount>::default_namespaced(sb.client())
+        .create_token_request("app", &PostParams::default(), &default)
+        .await
+        .expect("the token is issued");
+    assert_eq!(
+        answer.spec.audiences,
+        vec!["https://kubernetes.default.svc.cluster.local".to_string()]
+    );
+    client_with_token(&sb, &answer.status.expect("a status").token)
+        .apiserver_version()
+        .await
+        .expect("a token for the API server's audience works");
+    let listed = Api::<Pod>::default_namespaced(client_with_token(
+        &sb,
+        &token_for(&sb, "default", "app", None).await,
+    ))
+    .list(&ListParams::default())
+    .await;
+    assert_ne!(listed.err().map(|e| code_of::<()>(Err(e))), Some(401));
+}
+
 /// Upstream's TokenRequest with `--service-account-extend-token-expiration`
 /// (the default): a token bound to a pod and asked for 3607 seconds, as the
 /// kubelet asks for a pod's token volume, is valid for a year while the

@@ -45,7 +45,7 @@ async fn app_client(sb: &Sandbox) -> kube::Client {
     let sa: ServiceAccount =
         serde_json::from_value(json!({"metadata": {"name": "app"}})).expect("a ServiceAccount");
     create(&Api::default_namespaced(sb.client()), &sa).await;
-    let token = sandbox::auth::service_account_token(sb.cluster(), "default", "app", None, 3600)
+    let token = sandbox::auth::service_account_token(sb.cluster(), "default", "app", None, 3600, &[])
         .expect("a token");
     client_with_token(sb, &token)
 }
@@ -303,7 +303,7 @@ async fn only_those_allowed_to_impersonate_may_act_as_someone_else() {
             r#"pods is forbidden: User "{SA_USER}" cannot list resource "pods" in API group "" in the namespace "default""#
         )
     );
-    let token = sandbox::auth::service_account_token(sb.cluster(), "default", "app", None, 3600)
+    let token = sandbox::auth::service_account_token(sb.cluster(), "default", "app", None, 3600, &[])
         .expect("a token");
     // An impersonated ServiceAccount has its ServiceAccount groups, so
     // bindings to them apply.
