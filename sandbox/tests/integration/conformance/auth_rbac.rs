@@ -479,3 +479,42 @@ async fn a_role_binding_in_a_namespace_grants_reading_that_namespace_itself() {
         )
     );
 }
+
+/// Upstream's RBAC validation: a ClusterRoleBinding binds only a
+/// ClusterRole, a RoleBinding a Role or ClusterRole of the RBAC group, and
+/// a binding's roleRef cannot change (422 naming the field).
+#[tokio::test]
+async fn a_bindings_role_ref_is_validated_and_immutable_as_upstream() {
+    let sb = sandbox().await;
+    let invalid = |s: kube::core::Status| {
+        assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"), "{}", s.message);
+        s.message
+    };
+    let cluster_bindings = Api::<ClusterRoleBinding>::all(sb.client());
+    let message = invalid(api_err(
+        cluster_bindings
+            .create(&PostParams::default(), &binding("to-a-role", "Role", "r"))
+            .await,
+    ));
+    assert!(
+        message.contains(r#"roleRef.kind: Unsupported value: "Role": supported values: "ClusterRole""#),
+        "{message}"
+    );
+    let bindings = Api::<RoleBinding>::default_namespaced(sb.client());
+    let message = invalid(api_err(
+        bindings
+            .create(&PostParams::default(), &binding("to-a-secret", "Secret", "r"))
+            .await,
+    ));
+    assert!(message.contains("roleRef.kind: Unsupported value"), "{message}");
+    create(&bindings, &binding("changing", "Role", "r")).await;
+    let mut changed = bindings.get("changing").await.expect("the binding");
+    changed.role_ref.kind = "ClusterRole".into();
+    let message = invalid(api_err(
+        bindings
+            .replace("changing", &PostParams::default(), &changed)
+            .await,
+    ));
+    assert!(message.contains("roleRef: Invalid value"), "{message}");
+    assert!(message.contains("cannot change roleRef"), "{message}");
+}
