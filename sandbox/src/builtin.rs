@@ -568,7 +568,11 @@ mod tests {
             ["roleRef.kind"]
         );
         assert_eq!(
-            fields(&json!({"roleRef": {"kind": "Role", "name": "r"}}), None, &role_binding),
+            fields(
+                &json!({"roleRef": {"kind": "Role", "name": "r"}}),
+                None,
+                &role_binding
+            ),
             ["roleRef.apiGroup"]
         );
         assert_eq!(

@@ -53,7 +53,7 @@ pub fn create(cluster: &Cluster, ns: &str, name: &str, mut request: Value) -> Re
             .map(|(i, a)| {
                 a.as_str().map(String::from).ok_or_else(|| {
                     invalid(Cause::invalid(
-                        &format!("spec.audiences[{i}]"),
+                        format!("spec.audiences[{i}]"),
                         a,
                         "must be a string",
                     ))

@@ -281,7 +281,10 @@ mod tests {
         assert!(extended.expires >= now() + EXTENDED_EXPIRATION_SECONDS - 60);
         assert!(extended.warn_after.is_some_and(|w| w <= now() + 3607));
         assert_eq!(
-            s.verify_at(&issued(3607, true), now() + EXTENDED_EXPIRATION_SECONDS + 60),
+            s.verify_at(
+                &issued(3607, true),
+                now() + EXTENDED_EXPIRATION_SECONDS + 60
+            ),
             Err(Rejection::Expired)
         );
         assert_eq!(

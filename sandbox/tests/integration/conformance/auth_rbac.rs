@@ -45,8 +45,9 @@ async fn app_client(sb: &Sandbox) -> kube::Client {
     let sa: ServiceAccount =
         serde_json::from_value(json!({"metadata": {"name": "app"}})).expect("a ServiceAccount");
     create(&Api::default_namespaced(sb.client()), &sa).await;
-    let token = sandbox::auth::service_account_token(sb.cluster(), "default", "app", None, 3600, &[])
-        .expect("a token");
+    let token =
+        sandbox::auth::service_account_token(sb.cluster(), "default", "app", None, 3600, &[])
+            .expect("a token");
     client_with_token(sb, &token)
 }
 
@@ -303,8 +304,9 @@ async fn only_those_allowed_to_impersonate_may_act_as_someone_else() {
             r#"pods is forbidden: User "{SA_USER}" cannot list resource "pods" in API group "" in the namespace "default""#
         )
     );
-    let token = sandbox::auth::service_account_token(sb.cluster(), "default", "app", None, 3600, &[])
-        .expect("a token");
+    let token =
+        sandbox::auth::service_account_token(sb.cluster(), "default", "app", None, 3600, &[])
+            .expect("a token");
     // An impersonated ServiceAccount has its ServiceAccount groups, so
     // bindings to them apply.
     create(
@@ -487,7 +489,12 @@ async fn a_role_binding_in_a_namespace_grants_reading_that_namespace_itself() {
 async fn a_bindings_role_ref_is_validated_and_immutable_as_upstream() {
     let sb = sandbox().await;
     let invalid = |s: kube::core::Status| {
-        assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"), "{}", s.message);
+        assert_eq!(
+            (s.code, s.reason.as_str()),
+            (422, "Invalid"),
+            "{}",
+            s.message
+        );
         s.message
     };
     let cluster_bindings = Api::<ClusterRoleBinding>::all(sb.client());
@@ -497,16 +504,24 @@ async fn a_bindings_role_ref_is_validated_and_immutable_as_upstream() {
             .await,
     ));
     assert!(
-        message.contains(r#"roleRef.kind: Unsupported value: "Role": supported values: "ClusterRole""#),
+        message.contains(
+            r#"roleRef.kind: Unsupported value: "Role": supported values: "ClusterRole""#
+        ),
         "{message}"
     );
     let bindings = Api::<RoleBinding>::default_namespaced(sb.client());
     let message = invalid(api_err(
         bindings
-            .create(&PostParams::default(), &binding("to-a-secret", "Secret", "r"))
+            .create(
+                &PostParams::default(),
+                &binding("to-a-secret", "Secret", "r"),
+            )
             .await,
     ));
-    assert!(message.contains("roleRef.kind: Unsupported value"), "{message}");
+    assert!(
+        message.contains("roleRef.kind: Unsupported value"),
+        "{message}"
+    );
     create(&bindings, &binding("changing", "Role", "r")).await;
     let mut changed = bindings.get("changing").await.expect("the binding");
     changed.role_ref.kind = "ClusterRole".into();
