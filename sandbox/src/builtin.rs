@@ -361,9 +361,57 @@ pub fn validate(rt: &ResourceType, obj: &Value, old: Option<&Value>) -> Vec<Caus
                 }
             }
         }
+        ("rbac.authorization.k8s.io", "rolebindings") => {
+            validate_role_ref(obj, old, &["Role", "ClusterRole"], &mut causes)
+        }
+        ("rbac.authorization.k8s.io", "clusterrolebindings") => {
+            validate_role_ref(obj, old, &["ClusterRole"], &mut causes)
+        }
         _ => {}
     }
     causes
+}
+
+/// Upstream's `ValidateRoleBinding` and `ValidateClusterRoleBinding`: a
+/// binding's `roleRef` names a role of the RBAC API group, of a kind it
+/// may bind (`Role` or `ClusterRole` for a RoleBinding, `ClusterRole` for
+/// a ClusterRoleBinding), by a name; and it cannot change once created.
+/// (Upstream's escalation check, that the writer holds the permissions it
+/// binds, is not done.)
+fn validate_role_ref(obj: &Value, old: Option<&Value>, kinds: &[&str], causes: &mut Vec<Cause>) {
+    const GROUP: &str = "rbac.authorization.k8s.io";
+    let text = |k: &str| {
+        obj.pointer(&format!("/roleRef/{k}"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    };
+    if text("apiGroup") != GROUP {
+        causes.push(Cause::not_supported(
+            "roleRef.apiGroup",
+            &json!(text("apiGroup")),
+            &[json!(GROUP)],
+        ));
+    }
+    if !kinds.contains(&text("kind")) {
+        let allowed: Vec<Value> = kinds.iter().map(|k| json!(k)).collect();
+        causes.push(Cause::not_supported(
+            "roleRef.kind",
+            &json!(text("kind")),
+            &allowed,
+        ));
+    }
+    if text("name").is_empty() {
+        causes.push(Cause::required("roleRef.name", ""));
+    }
+    if let Some(old) = old
+        && obj.get("roleRef") != old.get("roleRef")
+    {
+        causes.push(Cause::invalid(
+            "roleRef",
+            obj.get("roleRef").unwrap_or(&Value::Null),
+            "cannot change roleRef",
+        ));
+    }
 }
 
 /// A workload's selector is required, not empty, and selects its template.
@@ -537,5 +585,54 @@ fn validate_pod_spec(spec: Option<&Value>, at: &str, causes: &mut Vec<Cause>) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn binding(kind: &str, name: &str) -> Value {
+        json!({"roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": name}})
+    }
+
+    fn fields(obj: &Value, old: Option<&Value>, kinds: &[&str]) -> Vec<String> {
+        let mut causes = vec![];
+        validate_role_ref(obj, old, kinds, &mut causes);
+        causes.iter().map(|c| c.field.clone()).collect()
+    }
+
+    #[test]
+    fn a_bindings_role_ref_names_a_role_it_may_bind_and_never_changes() {
+        let role_binding = ["Role", "ClusterRole"];
+        let cluster_binding = ["ClusterRole"];
+        assert!(fields(&binding("Role", "r"), None, &role_binding).is_empty());
+        assert!(fields(&binding("ClusterRole", "r"), None, &cluster_binding).is_empty());
+        assert_eq!(
+            fields(&binding("Role", "r"), None, &cluster_binding),
+            ["roleRef.kind"]
+        );
+        assert_eq!(
+            fields(&binding("Secret", "r"), None, &role_binding),
+            ["roleRef.kind"]
+        );
+        assert_eq!(
+            fields(
+                &json!({"roleRef": {"kind": "Role", "name": "r"}}),
+                None,
+                &role_binding
+            ),
+            ["roleRef.apiGroup"]
+        );
+        assert_eq!(
+            fields(&binding("Role", ""), None, &role_binding),
+            ["roleRef.name"]
+        );
+        let old = binding("Role", "r");
+        assert!(fields(&binding("Role", "r"), Some(&old), &role_binding).is_empty());
+        assert_eq!(
+            fields(&binding("ClusterRole", "r"), Some(&old), &role_binding),
+            ["roleRef"]
+        );
     }
 }

@@ -172,6 +172,10 @@ fn group_json(g: &str, versions: &[String]) -> Value {
     json!({"name": g, "versions": list, "preferredVersion": list.first().cloned().unwrap_or(json!({}))})
 }
 
+/// The paths upstream's `system:public-info-viewer` ClusterRole opens to
+/// everyone, exactly as it lists them.
+const PUBLIC_INFO_PATHS: [&str; 5] = ["/healthz", "/livez", "/readyz", "/version", "/version/"];
+
 fn parse_target(st: &AppState, segs: &[&str]) -> Result<(Target, bool)> {
     let (group, version, rest) = match segs {
         ["api", v, rest @ ..] => ("", *v, rest),
@@ -379,11 +383,9 @@ async fn route(
         .to_string();
 
     // Upstream's system:public-info-viewer: health and version are open to
-    // anyone, even without credentials; everything else needs a token.
-    let public = matches!(
-        segs.as_slice(),
-        ["healthz" | "readyz" | "livez" | "version", ..]
-    );
+    // anyone, even without credentials; everything else, paths under these
+    // included, needs a token. The role names exact paths.
+    let public = PUBLIC_INFO_PATHS.contains(&path.as_str());
     let Some(identity) = identity.or_else(|| public.then(Identity::anonymous)) else {
         return Err(crate::auth::unauthorized());
     };
@@ -458,14 +460,18 @@ async fn route(
         &identity,
         &Action::Resource {
             verb: verb.into(),
-            namespace: target.namespace.clone().unwrap_or_default(),
+            namespace: rbac_namespace(&target),
             api_group: rt.group.clone(),
             resource: rt.plural.clone(),
             subresource: target.sub.clone().unwrap_or_default(),
             name: target
                 .name
                 .clone()
-                .or_else(|| named_by_field_selector(&q))
+                .or_else(|| {
+                    matches!(verb, "list" | "watch")
+                        .then(|| named_by_field_selector(&q))
+                        .flatten()
+                })
                 .unwrap_or_default(),
         },
     )?;
@@ -700,9 +706,23 @@ fn authorize(st: &AppState, identity: &Identity, action: &Action) -> Result<()> 
     }
 }
 
+/// The namespace RBAC sees a request in: the one in its path, or, for a
+/// namespace itself (`/api/v1/namespaces/NAME`, its `status` and
+/// `finalize`), that namespace, as upstream's RequestInfo sets it; so a
+/// RoleBinding in `foo` can grant reading the namespace `foo`.
+fn rbac_namespace(target: &Target) -> String {
+    let namespace_itself = target.rt.group.is_empty() && target.rt.plural == "namespaces";
+    match (&target.namespace, &target.name) {
+        (Some(ns), _) => ns.clone(),
+        (None, Some(name)) if namespace_itself => name.clone(),
+        (None, _) => String::new(),
+    }
+}
+
 /// The name a list or watch is narrowed to by `fieldSelector=metadata.name=X`
-/// (upstream's RequestInfo takes it as the request's name, so RBAC
-/// resourceNames apply to it).
+/// (upstream's RequestInfo takes it as the request's name for list and
+/// watch only, so RBAC resourceNames apply to it; any other verb carrying
+/// a fieldSelector is authorized without a name).
 fn named_by_field_selector(q: &HashMap<String, String>) -> Option<String> {
     let selector = q.get("fieldSelector")?;
     let mut parts = selector.split(',');

@@ -39,10 +39,15 @@ pub enum Automount {
 }
 
 fn automount(pod: &Value, service_account: &Value) -> Automount {
+    // An explicit null is no setting: the ServiceAccount's then applies.
     let flag = pod
         .pointer("/spec/automountServiceAccountToken")
-        .or_else(|| service_account.get("automountServiceAccountToken"))
-        .and_then(Value::as_bool);
+        .and_then(Value::as_bool)
+        .or_else(|| {
+            service_account
+                .get("automountServiceAccountToken")
+                .and_then(Value::as_bool)
+        });
     match flag {
         Some(false) => Automount::Disabled,
         _ => Automount::Mount,
@@ -225,5 +230,13 @@ mod tests {
         assert_eq!(automount(&pod(on.clone()), &off), Automount::Mount);
         assert_eq!(automount(&pod(off.clone()), &on), Automount::Disabled);
         assert_eq!(automount(&pod(json!({})), &json!({})), Automount::Mount);
+    }
+
+    #[test]
+    fn a_null_automount_on_the_pod_falls_back_to_the_service_accounts() {
+        let null = json!({"automountServiceAccountToken": null});
+        let off = json!({"automountServiceAccountToken": false});
+        assert_eq!(automount(&pod(null.clone()), &off), Automount::Disabled);
+        assert_eq!(automount(&pod(null), &json!({})), Automount::Mount);
     }
 }

@@ -60,7 +60,7 @@ pub const SERVICE_ACCOUNT_MOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/ser
 /// The ConfigMap every namespace has, holding the CA (`ca.crt`).
 pub const ROOT_CA_CONFIGMAP: &str = "kube-root-ca.crt";
 /// The token lifetime the ServiceAccount admission plugin asks for.
-pub const POD_TOKEN_EXPIRATION_SECONDS: i64 = 3607;
+pub const POD_TOKEN_EXPIRATION_SECONDS: i64 = tokens::WARN_ONLY_EXPIRATION_SECONDS;
 
 /// Who a request comes from: upstream's `user.Info`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -261,6 +261,8 @@ fn live_object(cluster: &Cluster, plural: &str, ns: &str, name: &str) -> Option<
 /// A token that identifies `system:serviceaccount:<namespace>:<name>`, as
 /// the kubelet requests one (TokenRequest) for a pod's projected
 /// `serviceAccountToken` source; bound to the pod when one is named.
+/// Valid for `expiration_seconds`, or a year for a pod's 3607 (see
+/// [`tokens::lifetime`]), for `audiences` (the API server's when empty).
 /// Fails as upstream's TokenRequest does when the ServiceAccount or the pod
 /// does not exist (404) or the pod's uid is not the one named (409).
 pub fn service_account_token(
@@ -269,6 +271,7 @@ pub fn service_account_token(
     name: &str,
     bound_pod: Option<(&str, &str)>,
     expiration_seconds: i64,
+    audiences: &[String],
 ) -> Result<String> {
     let sa = live_object(cluster, "serviceaccounts", namespace, name)
         .ok_or_else(|| Error::not_found("", "serviceaccounts", name))?;
@@ -290,12 +293,20 @@ pub fn service_account_token(
         }
         None => None,
     };
+    let audiences = match audiences {
+        [] => vec![tokens::API_AUDIENCE.to_string()],
+        some => some.to_vec(),
+    };
+    let lifetime = tokens::lifetime(expiration_seconds, pod.is_some(), &audiences);
+    let now = jiff::Timestamp::now().as_second();
     let claims = tokens::Claims {
         namespace: namespace.into(),
         service_account: name.into(),
         service_account_uid: uid_of(&sa).into(),
         pod,
-        expires: jiff::Timestamp::now().as_second() + expiration_seconds,
+        audiences,
+        expires: now + lifetime.valid_seconds,
+        warn_after: lifetime.warn_after_seconds.map(|w| now + w),
     };
     Ok(cluster.auth.signer.issue(&claims))
 }

@@ -3,7 +3,8 @@
 //!
 //! As upstream: `spec.expirationSeconds` defaults to one hour and must be
 //! at least ten minutes (and at most 2^32 seconds); `spec.boundObjectRef`
-//! may bind the token to a Pod, whose deletion then invalidates it; the
+//! may bind the token to a Pod, whose deletion then invalidates it;
+//! `spec.audiences` (default: the API server's) are the token's `aud`; the
 //! answer is the TokenRequest with `status.token` and
 //! `status.expirationTimestamp`. Nothing is stored.
 
@@ -44,6 +45,29 @@ pub fn create(cluster: &Cluster, ns: &str, name: &str, mut request: Value) -> Re
             "may not specify a duration larger than 2^32 seconds",
         )));
     }
+    let audiences: Vec<String> = match request.pointer("/spec/audiences") {
+        None | Some(Value::Null) => vec![],
+        Some(Value::Array(list)) => list
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                a.as_str().map(String::from).ok_or_else(|| {
+                    invalid(Cause::invalid(
+                        format!("spec.audiences[{i}]"),
+                        a,
+                        "must be a string",
+                    ))
+                })
+            })
+            .collect::<Result<_>>()?,
+        Some(v) => {
+            return Err(invalid(Cause::invalid(
+                "spec.audiences",
+                v,
+                "must be a list of strings",
+            )));
+        }
+    };
     let bound = request.pointer("/spec/boundObjectRef").cloned();
     let pod = match &bound {
         None | Some(Value::Null) => None,
@@ -78,6 +102,7 @@ pub fn create(cluster: &Cluster, ns: &str, name: &str, mut request: Value) -> Re
         name,
         pod.as_ref().map(|(p, u)| (p.as_str(), u.as_str())),
         expiration,
+        &audiences,
     )?;
     let expires = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second() + expiration)
         .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
@@ -95,8 +120,8 @@ pub fn create(cluster: &Cluster, ns: &str, name: &str, mut request: Value) -> Re
     );
     let spec = o.entry("spec").or_insert_with(|| json!({}));
     spec["expirationSeconds"] = json!(expiration);
-    if spec.get("audiences").is_none_or(Value::is_null) {
-        spec["audiences"] = json!([super::tokens::ISSUER]);
+    if audiences.is_empty() {
+        spec["audiences"] = json!([super::tokens::API_AUDIENCE]);
     }
     o.insert(
         "status".into(),

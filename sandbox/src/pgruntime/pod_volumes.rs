@@ -269,6 +269,7 @@ impl Inner {
             let Part::Token {
                 path,
                 expiration_seconds,
+                audience,
                 mode,
             } = part
             else {
@@ -283,6 +284,7 @@ impl Inner {
                 &account,
                 Some((&ctx.name, &ctx.uid)),
                 *expiration_seconds,
+                audience.as_slice(),
             )
             .map_err(|e| {
                 let why = match &e {

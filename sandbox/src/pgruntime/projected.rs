@@ -12,9 +12,11 @@
 //!
 //! The files follow their objects while the pod runs, as ConfigMap and
 //! Secret volumes do. The token is issued once, when the pod starts, for
-//! its `expirationSeconds` (the admission's 3607: an hour and seven
-//! seconds); the kubelet renews it at 80% of its life, the sandbox does not
-//! (a pod that outlives its token gets 401s). Field values are read from
+//! its `expirationSeconds`; the kubelet renews it at 80% of its life, the
+//! sandbox does not. The admission's 3607 seconds is issued, as
+//! kube-apiserver extends it, for a year (see [`crate::auth::tokens`]), so
+//! a long-running pod's client stays authenticated; a pod asking for
+//! another duration gets 401s once it outlives its token. Field values are read from
 //! the pod as the kubelet saw it when it started it: labels and annotations
 //! changed later are not followed. `resourceFieldRef` items (limits and
 //! requests as files) and `clusterTrustBundle` sources are not supported:
@@ -41,6 +43,8 @@ pub enum Part {
     Token {
         path: String,
         expiration_seconds: i64,
+        /// Who the token is for; the API server when absent.
+        audience: Option<String>,
         mode: i32,
     },
     /// A source the sandbox does not project, named for the message.
@@ -100,6 +104,7 @@ impl Projected {
                         path: t.path.clone(),
                         // The API server's default, and its floor (ten minutes).
                         expiration_seconds: t.expiration_seconds.unwrap_or(3600).max(600),
+                        audience: t.audience.clone().filter(|a| !a.is_empty()),
                         mode: default_mode,
                     }
                 } else if s.cluster_trust_bundle.is_some() {
@@ -224,6 +229,7 @@ mod tests {
                 Part::Token {
                     path,
                     expiration_seconds: 3607,
+                    audience: None,
                     mode: 0o644,
                 },
                 Part::Object(cm),

@@ -123,6 +123,14 @@ async fn requests_without_a_valid_token_get_401_and_health_and_version_stay_open
         let text = anonymous.request_text(req).await.expect("health is open");
         assert_eq!(text, "ok");
     }
+    // system:public-info-viewer names exact paths: what lies under them
+    // needs credentials.
+    for path in ["/healthz/anything", "/livez/x", "/readyz/x", "/version/x"] {
+        let (code, _) = http_get(&sb, path, "").await;
+        assert_eq!(code, 401, "{path}");
+    }
+    let (code, _) = http_get(&sb, "/version/", "").await;
+    assert_eq!(code, 200, "/version/ is open");
     Api::<Pod>::default_namespaced(sb.client())
         .list(&ListParams::default())
         .await
@@ -243,6 +251,110 @@ async fn a_service_account_token_stops_working_when_its_account_or_pod_is_delete
         "{}",
         status.message
     );
+}
+
+/// Upstream: a token carries the audiences it was requested for
+/// (`kubectl create token --audience=vault`), and the API server accepts
+/// only tokens whose audiences include its own: one made for another
+/// audience gets 401; one made without audiences is for the API server.
+#[tokio::test]
+async fn a_token_for_another_audience_is_refused_by_the_api_server() {
+    let sb = sandbox().await;
+    create_service_account(&sb, "default", "app").await;
+    let request: TokenRequest =
+        serde_json::from_value(json!({"spec": {"audiences": ["vault"]}})).expect("a TokenRequest");
+    let answer = Api::<ServiceAccount>::default_namespaced(sb.client())
+        .create_token_request("app", &PostParams::default(), &request)
+        .await
+        .expect("the token is issued");
+    assert_eq!(answer.spec.audiences, vec!["vault".to_string()]);
+    let for_vault = client_with_token(&sb, &answer.status.expect("a status").token);
+    assert_eq!(
+        code_of(
+            Api::<Pod>::default_namespaced(for_vault)
+                .list(&ListParams::default())
+                .await
+        ),
+        401
+    );
+    let default: TokenRequest =
+        serde_json::from_value(json!({"spec": {}})).expect("a TokenRequest");
+    let answer = Api::<ServiceAccount>::default_namespaced(sb.client())
+        .create_token_request("app", &PostParams::default(), &default)
+        .await
+        .expect("the token is issued");
+    assert_eq!(
+        answer.spec.audiences,
+        vec!["https://kubernetes.default.svc.cluster.local".to_string()]
+    );
+    client_with_token(&sb, &answer.status.expect("a status").token)
+        .apiserver_version()
+        .await
+        .expect("a token for the API server's audience works");
+    let listed = Api::<Pod>::default_namespaced(client_with_token(
+        &sb,
+        &token_for(&sb, "default", "app", None).await,
+    ))
+    .list(&ListParams::default())
+    .await;
+    assert_ne!(listed.err().map(|e| code_of::<()>(Err(e))), Some(401));
+}
+
+/// Upstream's TokenRequest with `--service-account-extend-token-expiration`
+/// (the default): a token bound to a pod and asked for 3607 seconds, as the
+/// kubelet asks for a pod's token volume, is valid for a year while the
+/// answer reports the hour asked for; any other duration is issued as
+/// asked.
+#[tokio::test]
+async fn a_pods_3607_second_token_is_issued_for_a_year_as_upstream_extends_it() {
+    let sb = sandbox().await;
+    create_service_account(&sb, "default", "app").await;
+    let p = Api::<Pod>::default_namespaced(sb.client())
+        .create(
+            &PostParams::default(),
+            &pod("extended", json!({"serviceAccountName": "app"})),
+        )
+        .await
+        .expect("the pod is created");
+    let now = jiff::Timestamp::now().as_second();
+    let issue = |seconds: i64| {
+        let request: TokenRequest = serde_json::from_value(json!({"spec": {
+            "expirationSeconds": seconds,
+            "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "extended", "uid": p.metadata.uid},
+        }}))
+        .expect("a TokenRequest");
+        let accounts = Api::<ServiceAccount>::default_namespaced(sb.client());
+        async move {
+            let answer = accounts
+                .create_token_request("app", &PostParams::default(), &request)
+                .await
+                .expect("the token is issued")
+                .status
+                .expect("a status");
+            let reported = answer.expiration_timestamp.0.as_second();
+            (expiry_claim(&answer.token), reported)
+        }
+    };
+    let (exp, reported) = issue(3607).await;
+    assert!(exp >= now + 365 * 24 * 3600 - 60, "exp {exp}, now {now}");
+    assert!(
+        (now + 3607..now + 3607 + 60).contains(&reported),
+        "the answer reports the hour asked for: {reported}"
+    );
+    let (exp, _) = issue(3600).await;
+    assert!(exp < now + 3600 + 60, "exp {exp}, now {now}");
+}
+
+/// The `exp` claim of a JWT.
+fn expiry_claim(token: &str) -> i64 {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).expect("a JWT");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url");
+    serde_json::from_slice::<Value>(&bytes).expect("JSON")["exp"]
+        .as_i64()
+        .expect("exp")
 }
 
 /// Upstream's ServiceAccount admission: a pod naming a ServiceAccount that

@@ -5,7 +5,7 @@
 //! impersonation and SubjectAccessReview.
 
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{Api, ListParams, PostParams};
 use sandbox::Sandbox;
@@ -45,8 +45,9 @@ async fn app_client(sb: &Sandbox) -> kube::Client {
     let sa: ServiceAccount =
         serde_json::from_value(json!({"metadata": {"name": "app"}})).expect("a ServiceAccount");
     create(&Api::default_namespaced(sb.client()), &sa).await;
-    let token = sandbox::auth::service_account_token(sb.cluster(), "default", "app", None, 3600)
-        .expect("a token");
+    let token =
+        sandbox::auth::service_account_token(sb.cluster(), "default", "app", None, 3600, &[])
+            .expect("a token");
     client_with_token(sb, &token)
 }
 
@@ -303,8 +304,9 @@ async fn only_those_allowed_to_impersonate_may_act_as_someone_else() {
             r#"pods is forbidden: User "{SA_USER}" cannot list resource "pods" in API group "" in the namespace "default""#
         )
     );
-    let token = sandbox::auth::service_account_token(sb.cluster(), "default", "app", None, 3600)
-        .expect("a token");
+    let token =
+        sandbox::auth::service_account_token(sb.cluster(), "default", "app", None, 3600, &[])
+            .expect("a token");
     // An impersonated ServiceAccount has its ServiceAccount groups, so
     // bindings to them apply.
     create(
@@ -398,4 +400,136 @@ async fn a_subject_access_review_answers_for_the_identity_it_names() {
     assert!(!no.status.expect("a status").allowed);
     let status = api_err(reviews.list(&ListParams::default()).await);
     assert_eq!(status.code, 405, "reviews are create-only");
+}
+
+/// Upstream's RequestInfo takes `fieldSelector=metadata.name=X` as the
+/// request's name for list and watch only: a create or a deletecollection
+/// carrying one is authorized without a name, so a rule limited by
+/// resourceNames does not allow it.
+#[tokio::test]
+async fn a_field_selector_names_only_lists_and_watches_for_resource_names() {
+    let sb = sandbox().await;
+    let app = app_client(&sb).await;
+    create(
+        &Api::<Role>::default_namespaced(sb.client()),
+        &role("x-only", json!([{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["x"], "verbs": ["create", "deletecollection", "list"]}])),
+    )
+    .await;
+    create(
+        &Api::<RoleBinding>::default_namespaced(sb.client()),
+        &binding("x-only", "Role", "x-only"),
+    )
+    .await;
+    let post =
+        http::Request::post("/api/v1/namespaces/default/configmaps?fieldSelector=metadata.name=x")
+            .header("content-type", "application/json")
+            .body(
+                serde_json::to_vec(
+                    &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}),
+                )
+                .expect("JSON"),
+            )
+            .expect("a request");
+    forbidden_message(app.request_text(post).await);
+    let as_app = Api::<ConfigMap>::default_namespaced(app.clone());
+    forbidden_message(
+        as_app
+            .delete_collection(
+                &Default::default(),
+                &ListParams::default().fields("metadata.name=x"),
+            )
+            .await,
+    );
+    as_app
+        .list(&ListParams::default().fields("metadata.name=x"))
+        .await
+        .expect("a list narrowed to x is allowed");
+}
+
+/// Upstream's RequestInfo: a request for the namespace `foo` itself
+/// (`/api/v1/namespaces/foo`) is in the namespace `foo`, so a RoleBinding
+/// there granting `get namespaces` lets its subject read that namespace,
+/// and no other.
+#[tokio::test]
+async fn a_role_binding_in_a_namespace_grants_reading_that_namespace_itself() {
+    let sb = sandbox().await;
+    let app = app_client(&sb).await;
+    for name in ["foo", "bar"] {
+        let ns: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": name}})).expect("a Namespace");
+        create(&Api::<Namespace>::all(sb.client()), &ns).await;
+    }
+    create(
+        &Api::<Role>::namespaced(sb.client(), "foo"),
+        &role(
+            "ns-reader",
+            json!([{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]}]),
+        ),
+    )
+    .await;
+    create(
+        &Api::<RoleBinding>::namespaced(sb.client(), "foo"),
+        &binding("ns-reader", "Role", "ns-reader"),
+    )
+    .await;
+    let namespaces = Api::<Namespace>::all(app);
+    namespaces.get("foo").await.expect("its own namespace");
+    assert_eq!(
+        forbidden_message(namespaces.get("bar").await),
+        format!(
+            r#"namespaces "bar" is forbidden: User "{SA_USER}" cannot get resource "namespaces" in API group "" in the namespace "bar""#
+        )
+    );
+}
+
+/// Upstream's RBAC validation: a ClusterRoleBinding binds only a
+/// ClusterRole, a RoleBinding a Role or ClusterRole of the RBAC group, and
+/// a binding's roleRef cannot change (422 naming the field).
+#[tokio::test]
+async fn a_bindings_role_ref_is_validated_and_immutable_as_upstream() {
+    let sb = sandbox().await;
+    let invalid = |s: kube::core::Status| {
+        assert_eq!(
+            (s.code, s.reason.as_str()),
+            (422, "Invalid"),
+            "{}",
+            s.message
+        );
+        s.message
+    };
+    let cluster_bindings = Api::<ClusterRoleBinding>::all(sb.client());
+    let message = invalid(api_err(
+        cluster_bindings
+            .create(&PostParams::default(), &binding("to-a-role", "Role", "r"))
+            .await,
+    ));
+    assert!(
+        message.contains(
+            r#"roleRef.kind: Unsupported value: "Role": supported values: "ClusterRole""#
+        ),
+        "{message}"
+    );
+    let bindings = Api::<RoleBinding>::default_namespaced(sb.client());
+    let message = invalid(api_err(
+        bindings
+            .create(
+                &PostParams::default(),
+                &binding("to-a-secret", "Secret", "r"),
+            )
+            .await,
+    ));
+    assert!(
+        message.contains("roleRef.kind: Unsupported value"),
+        "{message}"
+    );
+    create(&bindings, &binding("changing", "Role", "r")).await;
+    let mut changed = bindings.get("changing").await.expect("the binding");
+    changed.role_ref.kind = "ClusterRole".into();
+    let message = invalid(api_err(
+        bindings
+            .replace("changing", &PostParams::default(), &changed)
+            .await,
+    ));
+    assert!(message.contains("roleRef: Invalid value"), "{message}");
+    assert!(message.contains("cannot change roleRef"), "{message}");
 }
