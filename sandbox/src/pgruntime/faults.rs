@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use nix::sys::signal::Signal;
 
 use super::process;
-use super::state::{PostgresRuntime, lock};
+use super::state::{ForcedReady, PostgresRuntime, lock};
 use super::volume::{self, VolumeFull};
 use super::workdir::io_err;
 use crate::error::{Error, Result};
@@ -72,9 +72,33 @@ impl PostgresRuntime {
 
     /// Forces a pod's readiness (`None`: back to its probes).
     pub fn set_ready(&self, ns: &str, pod: &str, ready: Option<bool>) {
+        self.force_ready(
+            ns,
+            pod,
+            ready.map(|ready| ForcedReady { ready, image: None }),
+        );
+    }
+
+    /// Forces the readiness of the containers of pod `pod` that run
+    /// `image` (`None`: back to their probes). Held by name and image, it
+    /// applies to a pod created later under that name, and not to the
+    /// pod running the previous image: a test can hold the replacement a
+    /// rollout creates unready before the rollout begins.
+    pub fn set_ready_on_image(&self, ns: &str, pod: &str, image: &str, ready: Option<bool>) {
+        self.force_ready(
+            ns,
+            pod,
+            ready.map(|ready| ForcedReady {
+                ready,
+                image: Some(image.to_string()),
+            }),
+        );
+    }
+
+    fn force_ready(&self, ns: &str, pod: &str, forced: Option<ForcedReady>) {
         let key = (ns.to_string(), pod.to_string());
-        match ready {
-            Some(r) => lock(&self.inner.forced_ready).insert(key, r),
+        match forced {
+            Some(f) => lock(&self.inner.forced_ready).insert(key, f),
             None => lock(&self.inner.forced_ready).remove(&key),
         };
         self.inner.notify.notify_one();

@@ -128,12 +128,16 @@ impl PodRuntime for PostgresRuntime {
         let ctx = lock(&self.inner.pods).get(uid).cloned()?;
         let forced = lock(&self.inner.forced_ready)
             .get(&(ctx.ns.clone(), ctx.name.clone()))
-            .copied();
+            .cloned();
         Some(
             ctx.all_cells()
                 .map(|cell| {
                     let st = cell.lock();
                     let running = matches!(st.state, ContainerState::Running { .. });
+                    let forced = forced
+                        .as_ref()
+                        .filter(|f| f.image.as_ref().is_none_or(|i| *i == cell.image))
+                        .map(|f| f.ready);
                     ContainerReport {
                         name: cell.name.clone(),
                         image: cell.image.clone(),

@@ -184,7 +184,8 @@ pub(super) struct Inner {
     /// Claim directories still used by pods being stopped.
     pub(super) releasing: Mutex<HashMap<PathBuf, usize>>,
     pub(super) released: Notify,
-    pub(super) forced_ready: Mutex<HashMap<(String, String), bool>>,
+    /// Readiness forced per pod name (see [`ForcedReady`]).
+    pub(super) forced_ready: Mutex<HashMap<(String, String), ForcedReady>>,
     /// Server binaries found (and staged) per (major, minor) of a tag.
     pub(super) staged: Mutex<HashMap<(u32, Option<u32>), PathBuf>>,
     pub(super) watchdog: Mutex<Option<std::process::Child>>,
@@ -284,4 +285,12 @@ pub(super) struct ExecContext {
     pub(super) mounts: Mounts,
     /// The working directory, in host terms.
     pub(super) cwd: PathBuf,
+}
+
+/// A pod's readiness forced by a test: the value, and the image a
+/// container must run for it to apply (`None`: any).
+#[derive(Clone, Debug)]
+pub(super) struct ForcedReady {
+    pub(super) ready: bool,
+    pub(super) image: Option<String>,
 }

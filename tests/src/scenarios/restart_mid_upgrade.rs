@@ -109,6 +109,17 @@ impl Scenario for RestartMidUpgrade {
     async fn run(cluster: &TestCluster, level: LevelId) -> Result<Observed<Finished>, Failed> {
         let first = cluster.run_operator(level);
         create_ready(cluster, DbBuilder::manifest(NAME).version("16.2").build()).await?;
+        // On the sandbox, the pod the rollout creates on the new image is
+        // held unready until the kill, so the first operator cannot finish
+        // the rollout before it dies. The hold is set before the patch:
+        // set after it, a busy machine could let the new pod start and be
+        // seen ready first (the restart takes about a second). Held by
+        // name and image, it leaves the pod on 16.2 to its probes.
+        let hold = cluster.sandbox_handle().and_then(|s| s.postgres_runtime());
+        let pod = format!("{NAME}-0");
+        if let Some(runtime) = hold {
+            runtime.set_ready_on_image(cluster.namespace(), &pod, "postgres:16.4", Some(false));
+        }
         let generation = patch_spec(cluster, serde_json::json!({"version": "16.4"})).await?;
         // Killed once the new image is in the StatefulSet and the reconcile
         // that put it there has written its status (a level that records
@@ -118,15 +129,6 @@ impl Scenario for RestartMidUpgrade {
                 image_of(sts).as_deref() == Some("postgres:16.4")
             })
             .await?;
-        // On the sandbox, the replacement pod is held unready until the
-        // kill, so the first operator cannot finish the rollout before it
-        // dies (the restart takes about a second, a poll a few
-        // milliseconds; held by name, the hold applies to the new pod).
-        let hold = cluster.sandbox_handle().and_then(|s| s.postgres_runtime());
-        let pod = format!("{NAME}-0");
-        if let Some(runtime) = hold {
-            runtime.set_ready(cluster.namespace(), &pod, Some(false));
-        }
         cluster
             .wait_for(NAME, "observed at the new version", |db| {
                 db.status.as_ref().and_then(|s| s.observed_generation) == Some(generation)
@@ -141,7 +143,7 @@ impl Scenario for RestartMidUpgrade {
         let killed = first.instance().map(str::to_string);
         first.kill().await;
         if let Some(runtime) = hold {
-            runtime.set_ready(cluster.namespace(), &pod, None);
+            runtime.set_ready_on_image(cluster.namespace(), &pod, "postgres:16.4", None);
         }
         let second = cluster.run_operator(level);
         let restarted = second.instance().map(str::to_string);

@@ -139,6 +139,13 @@ async fn a_postgres_pod_serves_through_its_service_survives_an_oom_kill_and_stop
     wait_pod(&sb, "db", "forced unready", |p| !ready(p)).await;
     rt.set_ready("default", "db", None);
     wait_pod(&sb, "db", "ready again", ready).await;
+    // Held on its image it is unready; held on another image (the one a
+    // rollout would replace it with), the hold is not its own.
+    rt.set_ready_on_image("default", "db", "postgres:15", Some(false));
+    wait_pod(&sb, "db", "held unready on its image", |p| !ready(p)).await;
+    rt.set_ready_on_image("default", "db", "postgres:16", Some(false));
+    wait_pod(&sb, "db", "ready: the hold names another image", ready).await;
+    rt.set_ready_on_image("default", "db", "postgres:16", None);
 
     let pids: Vec<i32> = rt.all_pids().into_iter().chain(before).collect();
     let work = rt.work_dir().to_path_buf();
