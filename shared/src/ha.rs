@@ -23,9 +23,10 @@ pub const MAX_INSTANCES: i32 = 9;
 #[serde(rename_all = "camelCase")]
 pub struct FailoverSpec {
     /// Seconds the primary must stay lost (its pod gone or not ready, its
-    /// server not answering) before a replica is promoted. 0 acts at once;
-    /// a longer delay rides out a short outage at the cost of a longer one
-    /// when the primary is really gone.
+    /// server not answering) before a replica is promoted. 0 acts at once,
+    /// except that a ready pod whose server does not answer counts as lost
+    /// after 10 seconds at the least; a longer delay rides out a short
+    /// outage at the cost of a longer one when the primary is really gone.
     #[serde(default)]
     #[schemars(range(max = 3600))]
     pub delay_seconds: u32,

@@ -4,8 +4,14 @@
 //! server does not answer as a primary (killed, frozen, its volume gone,
 //! crash-looping after a bad parameter). A pod that is not ready while its
 //! server answers as the primary is not lost: the readiness probe lags the
-//! server, and a failover for a probe's hiccup would cost more than it saves. It must stay lost for
-//! `spec.failover.delaySeconds`, counted from
+//! server, and a failover for a probe's hiccup would cost more than it
+//! saves. For the same reason a ready pod whose server leaves the member
+//! probe unanswered is lost only once it has not answered for
+//! [`UNANSWERED_FOR`]: one probe timing out on a busy node is not a frozen
+//! server (the kubelet gives a readiness probe the same slack, its
+//! failure threshold). It must stay lost for
+//! `spec.failover.delaySeconds` (at least that long when unanswered),
+//! counted from
 //! `status.highAvailability.primaryLostSince`, before a replica replaces
 //! it: the replica that answers with the most WAL received (ties: the
 //! lowest ordinal). With synchronous replication, enough replicas must
@@ -31,6 +37,10 @@ use crate::autopilot::topology::{Member, PodView, Server, Topology};
 /// How often a lost primary is looked at again while nothing can replace
 /// it (no change of a pod may announce that a replica answers again).
 pub const RECHECK_LOST: SignedDuration = SignedDuration::from_secs(5);
+
+/// How long the server of a ready primary pod must leave the member probe
+/// unanswered before a replica replaces it, whatever the failover delay.
+pub const UNANSWERED_FOR: SignedDuration = SignedDuration::from_secs(10);
 
 /// How much longer a primary whose pod a StatefulSet rollout replaces is
 /// waited for (a planned restart) before a replica replaces it.
@@ -130,6 +140,9 @@ pub fn watch(
     let planned = topology.rolling_out && !frozen;
     let delay = if planned {
         delay.saturating_add(ROLLOUT_GRACE)
+    } else if frozen {
+        // A server that missed one probe on a busy node is not frozen.
+        delay.max(UNANSWERED_FOR)
     } else {
         delay
     };

@@ -187,14 +187,10 @@ fn a_lost_primary_is_waited_for_during_the_failover_delay() {
 
 #[test]
 fn a_primary_lost_for_the_whole_delay_is_fenced_and_the_replica_with_the_most_wal_chosen() {
-    let mut db = database()
-        .failover(FailoverSpec { delay_seconds: 30 })
-        .build();
-    db.status
-        .as_mut()
-        .and_then(|s| s.high_availability.as_mut())
-        .expect("status")
-        .primary_lost_since = Some(status_time(at(NOW - 31)));
+    let db = lost_since(
+        database().failover(FailoverSpec { delay_seconds: 30 }),
+        NOW - 31,
+    );
     let decision = progress(&db, &lost_primary(ready(0), unreachable()), now());
     assert_eq!(decision.recorded_primary, "orders-2");
     assert_eq!(decision.serving_primary, None, "the Service is fenced");
@@ -656,10 +652,54 @@ fn a_primary_pod_replaced_by_a_rollout_is_a_planned_restart_waited_for_not_faile
     assert!(decision.status.promotion.is_none());
     assert_eq!(decision.serving_primary.as_deref(), Some("orders-0"));
     assert_eq!(decision.wake_at, Some(at(NOW + 60)));
-    // A ready pod whose server does not answer is frozen, not restarting.
+    // A ready pod whose server does not answer is frozen, not restarting:
+    // replaced once unanswered for UNANSWERED_FOR, not after the grace.
     let mut frozen = lost_primary(ready(0), unreachable());
     frozen.rolling_out = true;
     let decision = progress(&database().build(), &frozen, now());
+    assert_eq!(decision.wake_at, Some(at(NOW + 10)));
+    let decision = progress(&lost_since(database(), NOW - 10), &frozen, now());
+    assert!(decision.status.promotion.is_some());
+}
+
+/// The database of [`database`] whose primary was first seen lost at `since`.
+fn lost_since(db: DbBuilder, since: i64) -> PostgresDB {
+    let mut db = db.build();
+    db.status
+        .as_mut()
+        .and_then(|s| s.high_availability.as_mut())
+        .expect("status")
+        .primary_lost_since = Some(status_time(at(since)));
+    db
+}
+
+#[test]
+fn a_ready_primary_that_leaves_one_probe_unanswered_is_waited_for_even_with_no_delay() {
+    // delaySeconds 0: a busy node's slow answer is not a frozen server.
+    let frozen = lost_primary(ready(0), unreachable());
+    let decision = progress(&database().build(), &frozen, now());
+    assert!(decision.status.promotion.is_none() && decision.delete_pods.is_empty());
+    assert_eq!(decision.serving_primary.as_deref(), Some("orders-0"));
+    assert_eq!(decision.status.primary_lost_since, Some(status_time(now())));
+    assert_eq!(decision.wake_at, Some(at(NOW + 10)));
+    assert!(
+        decision.available.message.contains("stays lost for 10s"),
+        "{}",
+        decision.available.message
+    );
+    // Answering again ends it: nothing is left recorded.
+    let answered = progress(&lost_since(database(), NOW - 5), &healthy(), now());
+    assert_eq!(answered.status.primary_lost_since, None);
+    assert!(answered.status.promotion.is_none());
+    // Unanswered for UNANSWERED_FOR: replaced.
+    let decision = progress(&lost_since(database(), NOW - 10), &frozen, now());
+    assert_eq!(
+        decision.status.promotion.as_ref().map(|p| p.to.as_str()),
+        Some("orders-2")
+    );
+    // A pod the kubelet found not ready already had its probe's slack.
+    let down = lost_primary(not_ready(0), unreachable());
+    let decision = progress(&database().build(), &down, now());
     assert!(decision.status.promotion.is_some());
 }
 
