@@ -183,10 +183,15 @@ mod tests {
     }
 
     #[test]
-    fn a_frozen_primary_s_pod_is_deleted_at_once_with_the_uid_it_was_seen_with() {
+    fn a_frozen_primary_s_pod_is_deleted_with_no_grace_and_the_uid_it_was_seen_with() {
+        // Its server has not answered for failover::lost::UNANSWERED_FOR.
         let db = DbBuilder::named("orders")
             .instances(2)
             .current_primary("orders-0")
+            .high_availability(shared::ha::HighAvailabilityStatus {
+                primary_lost_since: Some(shared::api::status_time(at(1_767_225_590))),
+                ..Default::default()
+            })
             .build();
         let observed = ObservedBuilder::new()
             .with(&login_secret("orders-superuser", "postgres", "pw"))
