@@ -23,12 +23,48 @@ fn role<K: serde::de::DeserializeOwned>(name: &str, rules: Value) -> K {
 /// A (Cluster)RoleBinding of the ServiceAccount `default/app` to `role_kind`
 /// `role_name`.
 fn binding<K: serde::de::DeserializeOwned>(name: &str, role_kind: &str, role_name: &str) -> K {
+    binding_to(
+        name,
+        role_kind,
+        role_name,
+        json!({"kind": "ServiceAccount", "name": "app", "namespace": "default"}),
+    )
+}
+
+/// A (Cluster)RoleBinding of `subject` to `role_kind` `role_name`.
+fn binding_to<K: serde::de::DeserializeOwned>(
+    name: &str,
+    role_kind: &str,
+    role_name: &str,
+    subject: Value,
+) -> K {
     serde_json::from_value(json!({
         "metadata": {"name": name},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": role_name},
-        "subjects": [{"kind": "ServiceAccount", "name": "app", "namespace": "default"}],
+        "subjects": [subject],
     }))
     .expect("a binding")
+}
+
+/// An object of kind `K` with only a name (a ServiceAccount, ConfigMap,
+/// Namespace).
+fn named<K: serde::de::DeserializeOwned>(name: &str) -> K {
+    serde_json::from_value(json!({"metadata": {"name": name}})).expect("a named object")
+}
+
+/// Creates, in `namespace`, the Role `role_name` with `rules` and the
+/// RoleBinding `binding_name` of the ServiceAccount `default/app` to it.
+async fn grant(sb: &Sandbox, namespace: &str, binding_name: &str, role_name: &str, rules: Value) {
+    create(
+        &Api::<Role>::namespaced(sb.client(), namespace),
+        &role(role_name, rules),
+    )
+    .await;
+    create(
+        &Api::<RoleBinding>::namespaced(sb.client(), namespace),
+        &binding(binding_name, "Role", role_name),
+    )
+    .await;
 }
 
 async fn create<K>(api: &Api<K>, obj: &K)
@@ -42,18 +78,26 @@ where
 
 /// The ServiceAccount `default/app` and a client with its token.
 async fn app_client(sb: &Sandbox) -> kube::Client {
-    let sa: ServiceAccount =
-        serde_json::from_value(json!({"metadata": {"name": "app"}})).expect("a ServiceAccount");
-    create(&Api::default_namespaced(sb.client()), &sa).await;
-    let token =
-        sandbox::auth::service_account_token(sb.cluster(), "default", "app", None, 3600, &[])
-            .expect("a token");
-    client_with_token(sb, &token)
+    create(
+        &Api::<ServiceAccount>::default_namespaced(sb.client()),
+        &named("app"),
+    )
+    .await;
+    client(sb, &app_token(sb), None)
 }
 
-fn client_with_token(sb: &Sandbox, token: &str) -> kube::Client {
+/// A token of the ServiceAccount `default/app`.
+fn app_token(sb: &Sandbox) -> String {
+    sandbox::auth::service_account_token(sb.cluster(), "default", "app", None, 3600, &[])
+        .expect("a token")
+}
+
+/// A client sending `token`, and `Impersonate-User: <user>` when
+/// `impersonate` names one.
+fn client(sb: &Sandbox, token: &str, impersonate: Option<&str>) -> kube::Client {
     let mut config = kube::Config::new(sb.url().parse().expect("a URL"));
     config.auth_info.token = Some(token.to_string().into());
+    config.auth_info.impersonate = impersonate.map(Into::into);
     kube::Client::try_from(config).expect("a client")
 }
 
@@ -83,17 +127,12 @@ fn forbidden_message<T: std::fmt::Debug>(r: Result<T, kube::Error>) -> String {
 async fn a_service_account_does_what_its_role_allows_and_gets_upstreams_403_for_the_rest() {
     let sb = sandbox().await;
     let app = app_client(&sb).await;
-    create(
-        &Api::<Role>::default_namespaced(sb.client()),
-        &role(
-            "pod-reader",
-            json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]),
-        ),
-    )
-    .await;
-    create(
-        &Api::<RoleBinding>::default_namespaced(sb.client()),
-        &binding("app-reads-pods", "Role", "pod-reader"),
+    grant(
+        &sb,
+        "default",
+        "app-reads-pods",
+        "pod-reader",
+        json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]),
     )
     .await;
     create(&Api::<Pod>::default_namespaced(sb.client()), &pod("p")).await;
@@ -161,21 +200,10 @@ async fn a_service_account_does_what_its_role_allows_and_gets_upstreams_403_for_
 async fn resource_names_and_cluster_roles_grant_as_upstream() {
     let sb = sandbox().await;
     let app = app_client(&sb).await;
-    create(
-        &Api::<Role>::default_namespaced(sb.client()),
-        &role("one-config", json!([{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["allowed"], "verbs": ["get", "list"]}])),
-    )
-    .await;
-    create(
-        &Api::<RoleBinding>::default_namespaced(sb.client()),
-        &binding("one-config", "Role", "one-config"),
-    )
-    .await;
+    grant(&sb, "default", "one-config", "one-config", json!([{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["allowed"], "verbs": ["get", "list"]}])).await;
     let configmaps = Api::<ConfigMap>::default_namespaced(sb.client());
     for name in ["allowed", "other"] {
-        let cm: ConfigMap =
-            serde_json::from_value(json!({"metadata": {"name": name}})).expect("a ConfigMap");
-        create(&configmaps, &cm).await;
+        create(&configmaps, &named(name)).await;
     }
     let as_app = Api::<ConfigMap>::default_namespaced(app.clone());
     as_app.get("allowed").await.expect("the named ConfigMap");
@@ -293,7 +321,7 @@ async fn a_binding_to_a_missing_role_grants_nothing_until_the_role_exists() {
 async fn only_those_allowed_to_impersonate_may_act_as_someone_else() {
     let sb = sandbox().await;
     let _app = app_client(&sb).await;
-    let admin_as_app = impersonating(&sb, sb.admin_token(), SA_USER);
+    let admin_as_app = client(&sb, sb.admin_token(), Some(SA_USER));
     assert_eq!(
         forbidden_message(
             Api::<Pod>::default_namespaced(admin_as_app)
@@ -304,9 +332,7 @@ async fn only_those_allowed_to_impersonate_may_act_as_someone_else() {
             r#"pods is forbidden: User "{SA_USER}" cannot list resource "pods" in API group "" in the namespace "default""#
         )
     );
-    let token =
-        sandbox::auth::service_account_token(sb.cluster(), "default", "app", None, 3600, &[])
-            .expect("a token");
+    let token = app_token(&sb);
     // An impersonated ServiceAccount has its ServiceAccount groups, so
     // bindings to them apply.
     create(
@@ -317,22 +343,21 @@ async fn only_those_allowed_to_impersonate_may_act_as_someone_else() {
         ),
     )
     .await;
-    let to_group: RoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": "namespace-accounts-read-config"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "config-reader"},
-        "subjects": [{"kind": "Group", "name": "system:serviceaccounts:default", "apiGroup": "rbac.authorization.k8s.io"}],
-    }))
-    .expect("a RoleBinding");
     create(
         &Api::<RoleBinding>::default_namespaced(sb.client()),
-        &to_group,
+        &binding_to(
+            "namespace-accounts-read-config",
+            "Role",
+            "config-reader",
+            json!({"kind": "Group", "name": "system:serviceaccounts:default", "apiGroup": "rbac.authorization.k8s.io"}),
+        ),
     )
     .await;
-    Api::<ConfigMap>::default_namespaced(impersonating(&sb, sb.admin_token(), SA_USER))
+    Api::<ConfigMap>::default_namespaced(client(&sb, sb.admin_token(), Some(SA_USER)))
         .list(&ListParams::default())
         .await
         .expect("the impersonated ServiceAccount is in system:serviceaccounts:default");
-    let app_as_admin = impersonating(&sb, &token, "kubernetes-admin");
+    let app_as_admin = client(&sb, &token, Some("kubernetes-admin"));
     assert_eq!(
         forbidden_message(
             Api::<Pod>::default_namespaced(app_as_admin)
@@ -345,31 +370,18 @@ async fn only_those_allowed_to_impersonate_may_act_as_someone_else() {
     );
 }
 
-/// A client sending `token` and `Impersonate-User: user`.
-fn impersonating(sb: &Sandbox, token: &str, user: &str) -> kube::Client {
-    let mut config = kube::Config::new(sb.url().parse().expect("a URL"));
-    config.auth_info.token = Some(token.to_string().into());
-    config.auth_info.impersonate = Some(user.into());
-    kube::Client::try_from(config).expect("a client")
-}
-
 /// Upstream's SubjectAccessReview: the admin asks whether another identity
 /// may do something, and gets RBAC's answer without acting.
 #[tokio::test]
 async fn a_subject_access_review_answers_for_the_identity_it_names() {
     let sb = sandbox().await;
     let _app = app_client(&sb).await;
-    create(
-        &Api::<Role>::default_namespaced(sb.client()),
-        &role(
-            "pod-reader",
-            json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]),
-        ),
-    )
-    .await;
-    create(
-        &Api::<RoleBinding>::default_namespaced(sb.client()),
-        &binding("app-reads-pods", "Role", "pod-reader"),
+    grant(
+        &sb,
+        "default",
+        "app-reads-pods",
+        "pod-reader",
+        json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]),
     )
     .await;
     let reviews = Api::<SubjectAccessReview>::all(sb.client());
@@ -410,16 +422,7 @@ async fn a_subject_access_review_answers_for_the_identity_it_names() {
 async fn a_field_selector_names_only_lists_and_watches_for_resource_names() {
     let sb = sandbox().await;
     let app = app_client(&sb).await;
-    create(
-        &Api::<Role>::default_namespaced(sb.client()),
-        &role("x-only", json!([{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["x"], "verbs": ["create", "deletecollection", "list"]}])),
-    )
-    .await;
-    create(
-        &Api::<RoleBinding>::default_namespaced(sb.client()),
-        &binding("x-only", "Role", "x-only"),
-    )
-    .await;
+    grant(&sb, "default", "x-only", "x-only", json!([{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["x"], "verbs": ["create", "deletecollection", "list"]}])).await;
     let post =
         http::Request::post("/api/v1/namespaces/default/configmaps?fieldSelector=metadata.name=x")
             .header("content-type", "application/json")
@@ -455,21 +458,14 @@ async fn a_role_binding_in_a_namespace_grants_reading_that_namespace_itself() {
     let sb = sandbox().await;
     let app = app_client(&sb).await;
     for name in ["foo", "bar"] {
-        let ns: Namespace =
-            serde_json::from_value(json!({"metadata": {"name": name}})).expect("a Namespace");
-        create(&Api::<Namespace>::all(sb.client()), &ns).await;
+        create(&Api::<Namespace>::all(sb.client()), &named(name)).await;
     }
-    create(
-        &Api::<Role>::namespaced(sb.client(), "foo"),
-        &role(
-            "ns-reader",
-            json!([{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]}]),
-        ),
-    )
-    .await;
-    create(
-        &Api::<RoleBinding>::namespaced(sb.client(), "foo"),
-        &binding("ns-reader", "Role", "ns-reader"),
+    grant(
+        &sb,
+        "foo",
+        "ns-reader",
+        "ns-reader",
+        json!([{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]}]),
     )
     .await;
     let namespaces = Api::<Namespace>::all(app);
