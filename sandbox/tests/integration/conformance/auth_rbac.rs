@@ -414,6 +414,67 @@ async fn a_subject_access_review_answers_for_the_identity_it_names() {
     assert_eq!(status.code, 405, "reviews are create-only");
 }
 
+/// Upstream's SubjectAccessReview for a ClusterRoleBinding: a binding to
+/// a ClusterRole that does not exist is named in the refusal's reason, and
+/// the one that allows names itself, its ClusterRole and the subject.
+#[tokio::test]
+async fn a_subject_access_review_names_the_cluster_role_binding_that_allows_or_is_missing_its_role()
+{
+    let sb = sandbox().await;
+    let _app = app_client(&sb).await;
+    let cluster_bindings = Api::<ClusterRoleBinding>::all(sb.client());
+    create(
+        &cluster_bindings,
+        &binding("dangling", "ClusterRole", "missing"),
+    )
+    .await;
+    let reviews = Api::<SubjectAccessReview>::all(sb.client());
+    let ask: SubjectAccessReview = serde_json::from_value(json!({"spec": {
+        "user": SA_USER,
+        "resourceAttributes": {"verb": "list", "resource": "nodes"},
+    }}))
+    .expect("a SubjectAccessReview");
+    let no = reviews
+        .create(&PostParams::default(), &ask)
+        .await
+        .expect("answered")
+        .status
+        .expect("a status");
+    assert_eq!(
+        (no.allowed, no.reason.as_deref()),
+        (
+            false,
+            Some(r#"RBAC: clusterrole.rbac.authorization.k8s.io "missing" not found"#)
+        )
+    );
+    create(
+        &Api::<ClusterRole>::all(sb.client()),
+        &role(
+            "node-lister",
+            json!([{"apiGroups": [""], "resources": ["nodes"], "verbs": ["list"]}]),
+        ),
+    )
+    .await;
+    create(
+        &cluster_bindings,
+        &binding("app-lists-nodes", "ClusterRole", "node-lister"),
+    )
+    .await;
+    let yes = reviews
+        .create(&PostParams::default(), &ask)
+        .await
+        .expect("answered")
+        .status
+        .expect("a status");
+    assert!(yes.allowed);
+    assert_eq!(
+        yes.reason.as_deref(),
+        Some(
+            r#"RBAC: allowed by ClusterRoleBinding "app-lists-nodes" of ClusterRole "node-lister" to ServiceAccount "app/default""#
+        )
+    );
+}
+
 /// Upstream's RequestInfo takes `fieldSelector=metadata.name=X` as the
 /// request's name for list and watch only: a create or a deletecollection
 /// carrying one is authorized without a name, so a rule limited by
