@@ -42,6 +42,43 @@ async fn pod_names(api: &Api<Pod>, sel: &str) -> Vec<String> {
     v
 }
 
+/// An object of kind `K` with only a name (a Namespace, a ConfigMap).
+fn named<K: serde::de::DeserializeOwned>(name: &str) -> K {
+    serde_json::from_value(json!({"metadata": {"name": name}})).unwrap()
+}
+
+/// Creates `obj` with `api`.
+async fn create<K>(api: &Api<K>, obj: &K) -> K
+where
+    K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.create(&PostParams::default(), obj).await.unwrap()
+}
+
+/// Waits until `api` no longer has `name`.
+async fn wait_gone<K>(api: &Api<K>, name: &str, what: &str)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    eventually(what, || async move {
+        api.get(name).await.is_err().then_some(())
+    })
+    .await;
+}
+
+/// Creates the ConfigMap `owner` and the ConfigMap `dep` it owns (its
+/// deletion blocked by the owner), `dep` with `finalizers`; returns
+/// `owner`.
+async fn owner_and_dependent(api: &Api<ConfigMap>, finalizers: &[&str]) -> ConfigMap {
+    let owner = create(api, &named("owner")).await;
+    let mut dep = owned_cm("dep", &owner);
+    if !finalizers.is_empty() {
+        dep.metadata.finalizers = Some(finalizers.iter().map(|f| f.to_string()).collect());
+    }
+    create(api, &dep).await;
+    owner
+}
+
 fn owned_cm(name: &str, owner: &ConfigMap) -> ConfigMap {
     serde_json::from_value(json!({"metadata": {"name": name, "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap",
         "name": owner.metadata.name, "uid": owner.metadata.uid, "blockOwnerDeletion": true}]}})).unwrap()
@@ -101,25 +138,11 @@ async fn deleting_a_namespace_deletes_its_contents() {
     let sb = sandbox().await;
     let nss: Api<Namespace> = Api::all(sb.client());
     nss.get("kube-system").await.unwrap();
-    nss.create(
-        &PostParams::default(),
-        &serde_json::from_value(json!({"metadata": {"name": "tmp"}})).unwrap(),
-    )
-    .await
-    .unwrap();
+    create(&nss, &named("tmp")).await;
     let cms: Api<ConfigMap> = Api::namespaced(sb.client(), "tmp");
-    cms.create(
-        &PostParams::default(),
-        &serde_json::from_value(json!({"metadata": {"name": "x"}})).unwrap(),
-    )
-    .await
-    .unwrap();
+    create(&cms, &named("x")).await;
     nss.delete("tmp", &DeleteParams::default()).await.unwrap();
-    eventually("namespace tmp gone", || {
-        let nss = nss.clone();
-        async move { nss.get("tmp").await.is_err().then_some(()) }
-    })
-    .await;
+    wait_gone(&nss, "tmp", "namespace tmp gone").await;
     let all: Api<ConfigMap> = Api::all(sb.client());
     assert!(
         all.list(&ListParams::default().fields("metadata.namespace=tmp"))
@@ -135,24 +158,11 @@ async fn deleting_a_namespace_deletes_its_contents() {
 async fn background_deletion_collects_dependents() {
     let sb = sandbox().await;
     let api: Api<ConfigMap> = Api::default_namespaced(sb.client());
-    let owner = api
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": "owner"}})).unwrap(),
-        )
-        .await
-        .unwrap();
-    api.create(&PostParams::default(), &owned_cm("dep", &owner))
-        .await
-        .unwrap();
+    owner_and_dependent(&api, &[]).await;
     api.delete("owner", &DeleteParams::background())
         .await
         .unwrap();
-    eventually("dependent collected", || {
-        let api = api.clone();
-        async move { api.get("dep").await.is_err().then_some(()) }
-    })
-    .await;
+    wait_gone(&api, "dep", "dependent collected").await;
 }
 
 /// Upstream: foreground propagation keeps the owner (deletionTimestamp +
@@ -161,16 +171,7 @@ async fn background_deletion_collects_dependents() {
 async fn foreground_deletion_keeps_the_owner_until_dependents_are_gone() {
     let sb = sandbox().await;
     let api: Api<ConfigMap> = Api::default_namespaced(sb.client());
-    let owner = api
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": "owner"}})).unwrap(),
-        )
-        .await
-        .unwrap();
-    let mut dep = owned_cm("dep", &owner);
-    dep.metadata.finalizers = Some(vec!["example.com/hold".into()]);
-    api.create(&PostParams::default(), &dep).await.unwrap();
+    owner_and_dependent(&api, &["example.com/hold"]).await;
     api.delete("owner", &DeleteParams::foreground())
         .await
         .unwrap();
@@ -202,11 +203,7 @@ async fn foreground_deletion_keeps_the_owner_until_dependents_are_gone() {
     )
     .await
     .unwrap();
-    eventually("owner gone", || {
-        let api = api.clone();
-        async move { api.get("owner").await.is_err().then_some(()) }
-    })
-    .await;
+    wait_gone(&api, "owner", "owner gone").await;
 }
 
 /// Upstream: orphan propagation removes the owner's reference from
@@ -215,22 +212,9 @@ async fn foreground_deletion_keeps_the_owner_until_dependents_are_gone() {
 async fn orphan_deletion_strips_owner_references() {
     let sb = sandbox().await;
     let api: Api<ConfigMap> = Api::default_namespaced(sb.client());
-    let owner = api
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": "owner"}})).unwrap(),
-        )
-        .await
-        .unwrap();
-    api.create(&PostParams::default(), &owned_cm("dep", &owner))
-        .await
-        .unwrap();
+    owner_and_dependent(&api, &[]).await;
     api.delete("owner", &DeleteParams::orphan()).await.unwrap();
-    eventually("owner gone", || {
-        let api = api.clone();
-        async move { api.get("owner").await.is_err().then_some(()) }
-    })
-    .await;
+    wait_gone(&api, "owner", "owner gone").await;
     let dep = api.get("dep").await.unwrap();
     assert!(dep.metadata.owner_references.unwrap_or_default().is_empty());
 }
