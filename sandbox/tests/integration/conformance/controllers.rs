@@ -6,27 +6,17 @@ use k8s_openapi::api::core::v1::{
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
-use crate::common::{api_err, eventually, sandbox};
+use crate::common::{
+    api_err, data_claim_templates, eventually, pod_ready, sandbox, statefulset, wait_ready_replicas,
+};
 
+/// A StatefulSet of `replicas` pods, each with a claim `data`.
 fn sts(name: &str, replicas: i32) -> StatefulSet {
-    serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "serviceName": name,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "db", "image": "postgres:16"}]}},
-            "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}],
-        }
-    }))
-    .unwrap()
-}
-
-fn ready(p: &Pod) -> bool {
-    p.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    statefulset(
+        name,
+        replicas,
+        json!({"volumeClaimTemplates": data_claim_templates()}),
+    )
 }
 
 async fn pod_names(api: &Api<Pod>, sel: &str) -> Vec<String> {
@@ -96,7 +86,7 @@ async fn pods_become_running_and_ready() {
     assert_eq!(created.spec.unwrap().node_name.as_deref(), Some("sandbox"));
     let p = eventually("pod p ready", || {
         let api = api.clone();
-        async move { api.get("p").await.ok().filter(ready) }
+        async move { api.get("p").await.ok().filter(pod_ready) }
     })
     .await;
     let st = p.status.unwrap();
@@ -226,19 +216,8 @@ async fn orphan_deletion_strips_owner_references() {
 async fn statefulset_creates_ordered_ready_pods_and_claims() {
     let sb = sandbox().await;
     let sets: Api<StatefulSet> = Api::default_namespaced(sb.client());
-    sets.create(&PostParams::default(), &sts("pg", 3))
-        .await
-        .unwrap();
-    let s = eventually("3 ready replicas", || {
-        let sets = sets.clone();
-        async move {
-            sets.get("pg")
-                .await
-                .ok()
-                .filter(|s| s.status.as_ref().and_then(|st| st.ready_replicas) == Some(3))
-        }
-    })
-    .await;
+    create(&sets, &sts("pg", 3)).await;
+    let s = wait_ready_replicas(&sets, "pg", 3).await;
     let st = s.status.unwrap();
     assert_eq!(st.current_revision, st.update_revision);
     assert_eq!(st.observed_generation, Some(1));
@@ -283,9 +262,7 @@ async fn statefulset_waits_for_an_unready_pod_before_creating_the_next() {
         .unwrap()
         .set_ready("default", "pg-0", Some(false));
     let sets: Api<StatefulSet> = Api::default_namespaced(sb.client());
-    sets.create(&PostParams::default(), &sts("pg", 2))
-        .await
-        .unwrap();
+    create(&sets, &sts("pg", 2)).await;
     let pods: Api<Pod> = Api::default_namespaced(sb.client());
     eventually("pg-0 running", || {
         let pods = pods.clone();
@@ -324,9 +301,7 @@ async fn statefulset_waits_for_an_unready_pod_before_creating_the_next() {
 async fn statefulset_scale_down_keeps_claims() {
     let sb = sandbox().await;
     let sets: Api<StatefulSet> = Api::default_namespaced(sb.client());
-    sets.create(&PostParams::default(), &sts("pg", 2))
-        .await
-        .unwrap();
+    create(&sets, &sts("pg", 2)).await;
     let pods: Api<Pod> = Api::default_namespaced(sb.client());
     eventually("2 pods", || {
         let pods = pods.clone();
@@ -366,19 +341,8 @@ async fn statefulset_scale_down_keeps_claims() {
 async fn statefulset_rolling_update_respects_partition() {
     let sb = sandbox().await;
     let sets: Api<StatefulSet> = Api::default_namespaced(sb.client());
-    sets.create(&PostParams::default(), &sts("pg", 3))
-        .await
-        .unwrap();
-    let first = eventually("3 ready", || {
-        let sets = sets.clone();
-        async move {
-            sets.get("pg")
-                .await
-                .ok()
-                .filter(|s| s.status.as_ref().and_then(|st| st.ready_replicas) == Some(3))
-        }
-    })
-    .await;
+    create(&sets, &sts("pg", 3)).await;
+    let first = wait_ready_replicas(&sets, "pg", 3).await;
     let old_rev = first.status.unwrap().current_revision.unwrap();
     let patch = json!({"spec": {"updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 1}},
                                 "template": {"spec": {"containers": [{"name": "db", "image": "postgres:17"}]}}}});

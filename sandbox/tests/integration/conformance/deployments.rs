@@ -16,7 +16,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams, WatchEvent, Wat
 use sandbox::{Sandbox, SandboxConfig, SimulatedConfig};
 use serde_json::{Value, json};
 
-use crate::common::{api_err, eventually, sandbox};
+use crate::common::{api_err, eventually, pod_ready, sandbox};
 
 /// A pod template labelled `app: <app>` running `image`.
 fn template(app: &str, image: &str) -> Value {
@@ -172,13 +172,6 @@ fn image(p: &Pod) -> &str {
         .image
         .as_deref()
         .unwrap_or_default()
-}
-
-fn pod_ready(p: &Pod) -> bool {
-    p.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 fn condition(d: &Deployment, ty: &str) -> Option<(String, String)> {

@@ -10,23 +10,9 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
-use crate::common::{eventually, sandbox};
-
-fn sts(name: &str, replicas: i32, spec: serde_json::Value) -> StatefulSet {
-    let mut set = json!({
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "serviceName": name,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "db", "image": "postgres:16"}]}},
-        }
-    });
-    for (k, v) in spec.as_object().into_iter().flatten() {
-        set["spec"][k] = v.clone();
-    }
-    serde_json::from_value(set).expect("a StatefulSet")
-}
+use crate::common::{
+    data_claim_templates, eventually, pod_ready, sandbox, statefulset, wait_ready_replicas,
+};
 
 fn image(p: &Pod) -> String {
     p.spec.as_ref().expect("a spec").containers[0]
@@ -59,7 +45,7 @@ async fn a_parallel_statefulset_creates_every_pod_without_waiting_for_readiness(
     let sets: Api<StatefulSet> = Api::default_namespaced(sb.client());
     sets.create(
         &PostParams::default(),
-        &sts("pg", 3, json!({"podManagementPolicy": "Parallel"})),
+        &statefulset("pg", 3, json!({"podManagementPolicy": "Parallel"})),
     )
     .await
     .expect("the StatefulSet is created");
@@ -72,13 +58,7 @@ async fn a_parallel_statefulset_creates_every_pod_without_waiting_for_readiness(
         }
     })
     .await;
-    let ready = |p: &Pod| {
-        p.status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-    };
-    assert!(!all.iter().any(ready), "no pod is ready");
+    assert!(!all.iter().any(pod_ready), "no pod is ready");
 }
 
 /// Upstream: a Parallel StatefulSet scaled down deletes every condemned pod
@@ -91,7 +71,7 @@ async fn a_parallel_statefulset_scaled_down_deletes_its_pods_at_once() {
     let sets: Api<StatefulSet> = Api::default_namespaced(sb.client());
     sets.create(
         &PostParams::default(),
-        &sts("pg", 3, json!({"podManagementPolicy": "Parallel"})),
+        &statefulset("pg", 3, json!({"podManagementPolicy": "Parallel"})),
     )
     .await
     .expect("the StatefulSet is created");
@@ -149,21 +129,12 @@ async fn an_on_delete_statefulset_replaces_a_pod_only_when_it_is_deleted() {
     let sets: Api<StatefulSet> = Api::default_namespaced(sb.client());
     sets.create(
         &PostParams::default(),
-        &sts("pg", 2, json!({"updateStrategy": {"type": "OnDelete"}})),
+        &statefulset("pg", 2, json!({"updateStrategy": {"type": "OnDelete"}})),
     )
     .await
     .expect("the StatefulSet is created");
     let pods: Api<Pod> = Api::default_namespaced(sb.client());
-    let first = eventually("2 ready replicas", || {
-        let sets = sets.clone();
-        async move {
-            sets.get("pg")
-                .await
-                .ok()
-                .filter(|s| s.status.as_ref().and_then(|st| st.ready_replicas) == Some(2))
-        }
-    })
-    .await;
+    let first = wait_ready_replicas(&sets, "pg", 2).await;
     let old_revision = first
         .status
         .and_then(|s| s.current_revision)
@@ -238,18 +209,17 @@ async fn an_on_delete_statefulset_replaces_a_pod_only_when_it_is_deleted() {
 async fn claims_go_with_their_statefulset_only_when_the_policy_says_delete() {
     let sb = sandbox().await;
     let sets: Api<StatefulSet> = Api::default_namespaced(sb.client());
-    let claim_template = json!([{"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"],
-        "resources": {"requests": {"storage": "1Gi"}}}}]);
+    let claim_template = data_claim_templates();
     sets.create(
         &PostParams::default(),
-        &sts("kept", 1, json!({"volumeClaimTemplates": claim_template})),
+        &statefulset("kept", 1, json!({"volumeClaimTemplates": claim_template})),
     )
     .await
     .expect("kept is created");
     let gone = sets
         .create(
             &PostParams::default(),
-            &sts(
+            &statefulset(
                 "gone",
                 1,
                 json!({"volumeClaimTemplates": claim_template,
