@@ -4,7 +4,7 @@
 //! role (grants nothing), the default discovery and self-review roles,
 //! impersonation and SubjectAccessReview.
 
-use k8s_openapi::api::authorization::v1::SubjectAccessReview;
+use k8s_openapi::api::authorization::v1::{SubjectAccessReview, SubjectAccessReviewStatus};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{Api, ListParams, PostParams};
@@ -105,6 +105,29 @@ fn pod(name: &str) -> Pod {
     serde_json::from_value(json!({"metadata": {"name": name},
         "spec": {"containers": [{"name": "app", "image": "busybox"}]}}))
     .expect("a Pod")
+}
+
+/// The admin's SubjectAccessReview of whether the ServiceAccount
+/// `default/app` (with its groups) may `verb` `resource` in `namespace`
+/// (empty: cluster-wide): its answer.
+async fn review(
+    sb: &Sandbox,
+    namespace: &str,
+    verb: &str,
+    resource: &str,
+) -> SubjectAccessReviewStatus {
+    let ask: SubjectAccessReview = serde_json::from_value(json!({"spec": {
+        "user": SA_USER,
+        "groups": ["system:serviceaccounts", "system:serviceaccounts:default", "system:authenticated"],
+        "resourceAttributes": {"namespace": namespace, "verb": verb, "resource": resource},
+    }}))
+    .expect("a SubjectAccessReview");
+    Api::<SubjectAccessReview>::all(sb.client())
+        .create(&PostParams::default(), &ask)
+        .await
+        .expect("answered")
+        .status
+        .expect("a status")
 }
 
 fn forbidden_message<T: std::fmt::Debug>(r: Result<T, kube::Error>) -> String {
@@ -384,20 +407,7 @@ async fn a_subject_access_review_answers_for_the_identity_it_names() {
         json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]),
     )
     .await;
-    let reviews = Api::<SubjectAccessReview>::all(sb.client());
-    let ask = |verb: &str| -> SubjectAccessReview {
-        serde_json::from_value(json!({"spec": {
-            "user": SA_USER,
-            "groups": ["system:serviceaccounts", "system:serviceaccounts:default", "system:authenticated"],
-            "resourceAttributes": {"namespace": "default", "verb": verb, "resource": "pods"},
-        }}))
-        .expect("a SubjectAccessReview")
-    };
-    let yes = reviews
-        .create(&PostParams::default(), &ask("list"))
-        .await
-        .expect("answered");
-    let status = yes.status.expect("a status");
+    let status = review(&sb, "default", "list", "pods").await;
     assert!(status.allowed);
     assert_eq!(
         status.reason.as_deref(),
@@ -405,11 +415,8 @@ async fn a_subject_access_review_answers_for_the_identity_it_names() {
             r#"RBAC: allowed by RoleBinding "app-reads-pods/default" of Role "pod-reader" to ServiceAccount "app/default""#
         )
     );
-    let no = reviews
-        .create(&PostParams::default(), &ask("delete"))
-        .await
-        .expect("answered");
-    assert!(!no.status.expect("a status").allowed);
+    assert!(!review(&sb, "default", "delete", "pods").await.allowed);
+    let reviews = Api::<SubjectAccessReview>::all(sb.client());
     let status = api_err(reviews.list(&ListParams::default()).await);
     assert_eq!(status.code, 405, "reviews are create-only");
 }
@@ -428,18 +435,7 @@ async fn a_subject_access_review_names_the_cluster_role_binding_that_allows_or_i
         &binding("dangling", "ClusterRole", "missing"),
     )
     .await;
-    let reviews = Api::<SubjectAccessReview>::all(sb.client());
-    let ask: SubjectAccessReview = serde_json::from_value(json!({"spec": {
-        "user": SA_USER,
-        "resourceAttributes": {"verb": "list", "resource": "nodes"},
-    }}))
-    .expect("a SubjectAccessReview");
-    let no = reviews
-        .create(&PostParams::default(), &ask)
-        .await
-        .expect("answered")
-        .status
-        .expect("a status");
+    let no = review(&sb, "", "list", "nodes").await;
     assert_eq!(
         (no.allowed, no.reason.as_deref()),
         (
@@ -460,12 +456,7 @@ async fn a_subject_access_review_names_the_cluster_role_binding_that_allows_or_i
         &binding("app-lists-nodes", "ClusterRole", "node-lister"),
     )
     .await;
-    let yes = reviews
-        .create(&PostParams::default(), &ask)
-        .await
-        .expect("answered")
-        .status
-        .expect("a status");
+    let yes = review(&sb, "", "list", "nodes").await;
     assert!(yes.allowed);
     assert_eq!(
         yes.reason.as_deref(),
