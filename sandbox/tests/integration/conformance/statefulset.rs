@@ -32,6 +32,22 @@ async fn existing(pods: &Api<Pod>, names: &[&str]) -> Vec<Pod> {
     found
 }
 
+/// Creates the StatefulSet `set`.
+async fn create_set(sets: &Api<StatefulSet>, set: &StatefulSet) -> StatefulSet {
+    sets.create(&PostParams::default(), set)
+        .await
+        .expect("the StatefulSet is created")
+}
+
+/// Waits until every pod of `names` exists; returns them.
+async fn wait_all_exist(pods: &Api<Pod>, names: &[&str]) -> Vec<Pod> {
+    eventually(&format!("{names:?} exist"), || async move {
+        let found = existing(pods, names).await;
+        (found.len() == names.len()).then_some(found)
+    })
+    .await
+}
+
 /// Upstream: with podManagementPolicy Parallel the controller creates all
 /// missing pods at once, without waiting for the others to be Running and
 /// Ready (OrderedReady would stop at an unready pg-0).
@@ -43,21 +59,13 @@ async fn a_parallel_statefulset_creates_every_pod_without_waiting_for_readiness(
         runtime.set_ready("default", p, Some(false));
     }
     let sets: Api<StatefulSet> = Api::default_namespaced(sb.client());
-    sets.create(
-        &PostParams::default(),
+    create_set(
+        &sets,
         &statefulset("pg", 3, json!({"podManagementPolicy": "Parallel"})),
     )
-    .await
-    .expect("the StatefulSet is created");
-    let pods: Api<Pod> = Api::default_namespaced(sb.client());
-    let all = eventually("pg-0, pg-1 and pg-2 exist", || {
-        let pods = pods.clone();
-        async move {
-            let found = existing(&pods, &["pg-0", "pg-1", "pg-2"]).await;
-            (found.len() == 3).then_some(found)
-        }
-    })
     .await;
+    let pods: Api<Pod> = Api::default_namespaced(sb.client());
+    let all = wait_all_exist(&pods, &["pg-0", "pg-1", "pg-2"]).await;
     assert!(!all.iter().any(pod_ready), "no pod is ready");
 }
 
@@ -69,19 +77,14 @@ async fn a_parallel_statefulset_creates_every_pod_without_waiting_for_readiness(
 async fn a_parallel_statefulset_scaled_down_deletes_its_pods_at_once() {
     let sb = sandbox().await;
     let sets: Api<StatefulSet> = Api::default_namespaced(sb.client());
-    sets.create(
-        &PostParams::default(),
+    create_set(
+        &sets,
         &statefulset("pg", 3, json!({"podManagementPolicy": "Parallel"})),
     )
-    .await
-    .expect("the StatefulSet is created");
+    .await;
     let pods: Api<Pod> = Api::default_namespaced(sb.client());
     let names = ["pg-0", "pg-1", "pg-2"];
-    eventually("the three pods exist", || {
-        let pods = pods.clone();
-        async move { (existing(&pods, &names).await.len() == 3).then_some(()) }
-    })
-    .await;
+    wait_all_exist(&pods, &names).await;
     let hold = json!({"metadata": {"finalizers": ["example.com/hold"]}});
     for n in names {
         pods.patch(n, &PatchParams::default(), &Patch::Merge(&hold))
@@ -127,12 +130,11 @@ async fn a_parallel_statefulset_scaled_down_deletes_its_pods_at_once() {
 async fn an_on_delete_statefulset_replaces_a_pod_only_when_it_is_deleted() {
     let sb = sandbox().await;
     let sets: Api<StatefulSet> = Api::default_namespaced(sb.client());
-    sets.create(
-        &PostParams::default(),
+    create_set(
+        &sets,
         &statefulset("pg", 2, json!({"updateStrategy": {"type": "OnDelete"}})),
     )
-    .await
-    .expect("the StatefulSet is created");
+    .await;
     let pods: Api<Pod> = Api::default_namespaced(sb.client());
     let first = wait_ready_replicas(&sets, "pg", 2).await;
     let old_revision = first
@@ -210,24 +212,21 @@ async fn claims_go_with_their_statefulset_only_when_the_policy_says_delete() {
     let sb = sandbox().await;
     let sets: Api<StatefulSet> = Api::default_namespaced(sb.client());
     let claim_template = data_claim_templates();
-    sets.create(
-        &PostParams::default(),
+    create_set(
+        &sets,
         &statefulset("kept", 1, json!({"volumeClaimTemplates": claim_template})),
     )
-    .await
-    .expect("kept is created");
-    let gone = sets
-        .create(
-            &PostParams::default(),
-            &statefulset(
-                "gone",
-                1,
-                json!({"volumeClaimTemplates": claim_template,
+    .await;
+    let gone = create_set(
+        &sets,
+        &statefulset(
+            "gone",
+            1,
+            json!({"volumeClaimTemplates": claim_template,
                        "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Delete"}}),
-            ),
-        )
-        .await
-        .expect("gone is created");
+        ),
+    )
+    .await;
     let claims: Api<PersistentVolumeClaim> = Api::default_namespaced(sb.client());
     let owned = eventually("both claims exist", || {
         let claims = claims.clone();
