@@ -17,6 +17,8 @@
 //! trailing `*` matching a prefix). ClusterRole aggregation is not
 //! evaluated: an aggregated role grants the rules it holds.
 
+use std::ops::ControlFlow;
+
 use serde_json::{Value, json};
 
 use super::Identity;
@@ -128,65 +130,65 @@ fn visit_rules(
     visit: &mut dyn FnMut(&str, &Value) -> bool,
 ) -> Vec<String> {
     let mut errors: Vec<String> = vec![];
-    if let Some(rt) = cluster.registry.by_key(GROUP, "clusterrolebindings") {
-        let bindings = cluster.store.list(&rt.key(), None, None, None, &|b| {
-            applying_subject(b, user, "").is_some()
-        });
-        for binding in &bindings.items {
-            let Some(subject) = applying_subject(binding, user, "") else {
-                continue;
-            };
-            let role = role_ref(binding);
-            let source = format!(
-                "ClusterRoleBinding {:?} of {} {:?} to {}",
-                name_of(binding),
-                role.kind,
-                role.name,
-                describe_subject(&subject, "")
-            );
-            match rules_of(cluster, "clusterroles", "", &role.name) {
-                Some(rules) => {
-                    if visit(&source, &rules) {
-                        return errors;
-                    }
-                }
-                None => errors.push(format!("clusterrole.{GROUP} {:?} not found", role.name)),
-            }
-        }
-    }
-    if !ns.is_empty()
-        && let Some(rt) = cluster.registry.by_key(GROUP, "rolebindings")
-    {
-        let bindings = cluster.store.list(&rt.key(), Some(ns), None, None, &|b| {
-            applying_subject(b, user, ns).is_some()
-        });
-        for binding in &bindings.items {
-            let Some(subject) = applying_subject(binding, user, ns) else {
-                continue;
-            };
-            let role = role_ref(binding);
-            let source = format!(
-                "RoleBinding {:?} of {} {:?} to {}",
-                format!("{}/{ns}", name_of(binding)),
-                role.kind,
-                role.name,
-                describe_subject(&subject, ns)
-            );
-            let (plural, role_ns, kind) = match role.kind.as_str() {
-                "ClusterRole" => ("clusterroles", "", "clusterrole"),
-                _ => ("roles", ns, "role"),
-            };
-            match rules_of(cluster, plural, role_ns, &role.name) {
-                Some(rules) => {
-                    if visit(&source, &rules) {
-                        return errors;
-                    }
-                }
-                None => errors.push(format!("{kind}.{GROUP} {:?} not found", role.name)),
-            }
-        }
+    if visit_bindings(cluster, user, "", visit, &mut errors).is_continue() && !ns.is_empty() {
+        let _ = visit_bindings(cluster, user, ns, visit, &mut errors);
     }
     errors
+}
+
+/// One kind of binding for [`visit_rules`]: the ClusterRoleBindings when
+/// `ns` is empty, else `ns`'s RoleBindings. Each that applies to `user`
+/// has its role's rules given to `visit`; `Break` once `visit` returns
+/// true. A binding to a missing role is added to `errors`.
+fn visit_bindings(
+    cluster: &Cluster,
+    user: &Identity,
+    ns: &str,
+    visit: &mut dyn FnMut(&str, &Value) -> bool,
+    errors: &mut Vec<String>,
+) -> ControlFlow<()> {
+    let (plural, kind, scope) = if ns.is_empty() {
+        ("clusterrolebindings", "ClusterRoleBinding", None)
+    } else {
+        ("rolebindings", "RoleBinding", Some(ns))
+    };
+    let Some(rt) = cluster.registry.by_key(GROUP, plural) else {
+        return ControlFlow::Continue(());
+    };
+    let bindings = cluster.store.list(&rt.key(), scope, None, None, &|b| {
+        applying_subject(b, user, ns).is_some()
+    });
+    for binding in &bindings.items {
+        let Some(subject) = applying_subject(binding, user, ns) else {
+            continue;
+        };
+        let role = role_ref(binding);
+        let binding_name = match scope {
+            None => name_of(binding).to_string(),
+            Some(ns) => format!("{}/{ns}", name_of(binding)),
+        };
+        let source = format!(
+            "{kind} {binding_name:?} of {} {:?} to {}",
+            role.kind,
+            role.name,
+            describe_subject(&subject, ns)
+        );
+        // A ClusterRoleBinding always names a ClusterRole.
+        let (plural, role_ns, role_kind) = if ns.is_empty() || role.kind == "ClusterRole" {
+            ("clusterroles", "", "clusterrole")
+        } else {
+            ("roles", ns, "role")
+        };
+        match rules_of(cluster, plural, role_ns, &role.name) {
+            Some(rules) => {
+                if visit(&source, &rules) {
+                    return ControlFlow::Break(());
+                }
+            }
+            None => errors.push(format!("{role_kind}.{GROUP} {:?} not found", role.name)),
+        }
+    }
+    ControlFlow::Continue(())
 }
 
 struct RoleRef {
@@ -256,6 +258,16 @@ fn describe_subject(subject: &Value, binding_ns: &str) -> String {
     }
 }
 
+/// A resource as rules and refusals name it: `pods`, or with a
+/// subresource `pods/log`.
+fn resource_path(resource: &str, subresource: &str) -> String {
+    if subresource.is_empty() {
+        resource.to_string()
+    } else {
+        format!("{resource}/{subresource}")
+    }
+}
+
 fn strings<'a>(rule: &'a Value, key: &str) -> impl Iterator<Item = &'a str> {
     rule.get(key)
         .and_then(Value::as_array)
@@ -278,11 +290,7 @@ pub fn rule_allows(action: &Action, rule: &Value) -> bool {
             name,
             ..
         } => {
-            let combined = if subresource.is_empty() {
-                resource.clone()
-            } else {
-                format!("{resource}/{subresource}")
-            };
+            let combined = resource_path(resource, subresource);
             let group_matches = strings(rule, "apiGroups").any(|g| g == "*" || g == api_group);
             let resource_matches = strings(rule, "resources").any(|r| {
                 r == "*"
@@ -318,11 +326,7 @@ pub fn forbidden(user: &Identity, action: &Action, reason: &str) -> Error {
             subresource,
             name,
         } => {
-            let combined = if subresource.is_empty() {
-                resource.clone()
-            } else {
-                format!("{resource}/{subresource}")
-            };
+            let combined = resource_path(resource, subresource);
             let scope = if namespace.is_empty() {
                 "at the cluster scope".to_string()
             } else {

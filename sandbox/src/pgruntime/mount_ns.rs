@@ -412,6 +412,18 @@ mod tests {
         );
     }
 
+    /// Runs `prefixed` as the runtime spawns it (its arguments, only its
+    /// environment, no stdin) through `cmd`: its program, or a wrapper
+    /// whose last argument is its program.
+    fn run(mut cmd: std::process::Command, prefixed: &Prefixed) -> std::process::Output {
+        cmd.args(&prefixed.args)
+            .env_clear()
+            .envs(prefixed.env.iter().map(|(k, v)| (k, v)))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("the command runs")
+    }
+
     /// Runs `command`'s command line as the runtime spawns it, for a
     /// program whose environment points at a directory holding an `sh`
     /// (and asks for a library preloaded): the prefix runs with the fixed
@@ -464,13 +476,7 @@ mod tests {
             ],
             &env,
         );
-        let out = std::process::Command::new(&prefixed.program)
-            .args(&prefixed.args)
-            .env_clear()
-            .envs(prefixed.env.iter().map(|(k, v)| (k, v)))
-            .stdin(std::process::Stdio::null())
-            .output()
-            .expect("the command runs");
+        let out = run(std::process::Command::new(&prefixed.program), &prefixed);
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         let marked = marker.exists();
@@ -517,7 +523,7 @@ mod tests {
             ],
             &[],
         );
-        let mut cmd = if nix::unistd::geteuid().is_root() {
+        let cmd = if nix::unistd::geteuid().is_root() {
             let mut cmd = std::process::Command::new("/usr/bin/setpriv");
             cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
                 .arg(&prefixed.program);
@@ -525,13 +531,7 @@ mod tests {
         } else {
             std::process::Command::new(&prefixed.program)
         };
-        let out = cmd
-            .args(&prefixed.args)
-            .env_clear()
-            .envs(prefixed.env.iter().map(|(k, v)| (k, v)))
-            .stdin(std::process::Stdio::null())
-            .output()
-            .expect("the command runs");
+        let out = run(cmd, &prefixed);
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(
             out.status.success(),

@@ -1,12 +1,18 @@
 //! Helpers the conformance suite shares: a sandbox on the simulated
 //! runtime, one bounded wait ([`eventually`]), the Status of a failed call,
-//! and raw HTTP requests for what kube-rs will not send. The kubectl and
-//! real-PostgreSQL suites have their own, for their own fixtures.
+//! raw HTTP requests for what kube-rs will not send, and the fixtures more
+//! than one of its files builds (a StatefulSet, a pod's readiness). The
+//! kubectl and real-PostgreSQL suites have their own, for their own
+//! fixtures.
 
 use std::future::Future;
 use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::Api;
 use sandbox::{Sandbox, SandboxConfig};
+use serde_json::{Value, json};
 
 pub async fn sandbox() -> Sandbox {
     Sandbox::start(SandboxConfig::default())
@@ -30,6 +36,57 @@ where
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A StatefulSet `name` (its Service named after it too) of `replicas`
+/// `postgres:16` pods labelled `app: <name>`, with the fields of `spec` set
+/// over those.
+pub fn statefulset(name: &str, replicas: i32, spec: Value) -> StatefulSet {
+    let mut set = json!({
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "serviceName": name,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "db", "image": "postgres:16"}]}},
+        }
+    });
+    for (k, v) in spec.as_object().into_iter().flatten() {
+        set["spec"][k] = v.clone();
+    }
+    serde_json::from_value(set).expect("a StatefulSet")
+}
+
+/// `volumeClaimTemplates` of one claim, `data`: ReadWriteOnce, 1Gi.
+pub fn data_claim_templates() -> Value {
+    json!([{"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": "1Gi"}}}}])
+}
+
+/// Waits until the StatefulSet `name` reports `replicas` ready replicas.
+pub async fn wait_ready_replicas(
+    sets: &Api<StatefulSet>,
+    name: &str,
+    replicas: i32,
+) -> StatefulSet {
+    eventually(
+        &format!("{replicas} ready replicas of {name}"),
+        || async move {
+            sets.get(name)
+                .await
+                .ok()
+                .filter(|s| s.status.as_ref().and_then(|st| st.ready_replicas) == Some(replicas))
+        },
+    )
+    .await
+}
+
+/// Whether the pod's Ready condition is True.
+pub fn pod_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 /// The Status a failed kube-rs call carried.

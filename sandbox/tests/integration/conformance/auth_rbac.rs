@@ -4,7 +4,7 @@
 //! role (grants nothing), the default discovery and self-review roles,
 //! impersonation and SubjectAccessReview.
 
-use k8s_openapi::api::authorization::v1::SubjectAccessReview;
+use k8s_openapi::api::authorization::v1::{SubjectAccessReview, SubjectAccessReviewStatus};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{Api, ListParams, PostParams};
@@ -23,12 +23,48 @@ fn role<K: serde::de::DeserializeOwned>(name: &str, rules: Value) -> K {
 /// A (Cluster)RoleBinding of the ServiceAccount `default/app` to `role_kind`
 /// `role_name`.
 fn binding<K: serde::de::DeserializeOwned>(name: &str, role_kind: &str, role_name: &str) -> K {
+    binding_to(
+        name,
+        role_kind,
+        role_name,
+        json!({"kind": "ServiceAccount", "name": "app", "namespace": "default"}),
+    )
+}
+
+/// A (Cluster)RoleBinding of `subject` to `role_kind` `role_name`.
+fn binding_to<K: serde::de::DeserializeOwned>(
+    name: &str,
+    role_kind: &str,
+    role_name: &str,
+    subject: Value,
+) -> K {
     serde_json::from_value(json!({
         "metadata": {"name": name},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": role_name},
-        "subjects": [{"kind": "ServiceAccount", "name": "app", "namespace": "default"}],
+        "subjects": [subject],
     }))
     .expect("a binding")
+}
+
+/// An object of kind `K` with only a name (a ServiceAccount, ConfigMap,
+/// Namespace).
+fn named<K: serde::de::DeserializeOwned>(name: &str) -> K {
+    serde_json::from_value(json!({"metadata": {"name": name}})).expect("a named object")
+}
+
+/// Creates, in `namespace`, the Role `role_name` with `rules` and the
+/// RoleBinding `binding_name` of the ServiceAccount `default/app` to it.
+async fn grant(sb: &Sandbox, namespace: &str, binding_name: &str, role_name: &str, rules: Value) {
+    create(
+        &Api::<Role>::namespaced(sb.client(), namespace),
+        &role(role_name, rules),
+    )
+    .await;
+    create(
+        &Api::<RoleBinding>::namespaced(sb.client(), namespace),
+        &binding(binding_name, "Role", role_name),
+    )
+    .await;
 }
 
 async fn create<K>(api: &Api<K>, obj: &K)
@@ -42,18 +78,26 @@ where
 
 /// The ServiceAccount `default/app` and a client with its token.
 async fn app_client(sb: &Sandbox) -> kube::Client {
-    let sa: ServiceAccount =
-        serde_json::from_value(json!({"metadata": {"name": "app"}})).expect("a ServiceAccount");
-    create(&Api::default_namespaced(sb.client()), &sa).await;
-    let token =
-        sandbox::auth::service_account_token(sb.cluster(), "default", "app", None, 3600, &[])
-            .expect("a token");
-    client_with_token(sb, &token)
+    create(
+        &Api::<ServiceAccount>::default_namespaced(sb.client()),
+        &named("app"),
+    )
+    .await;
+    client(sb, &app_token(sb), None)
 }
 
-fn client_with_token(sb: &Sandbox, token: &str) -> kube::Client {
+/// A token of the ServiceAccount `default/app`.
+fn app_token(sb: &Sandbox) -> String {
+    sandbox::auth::service_account_token(sb.cluster(), "default", "app", None, 3600, &[])
+        .expect("a token")
+}
+
+/// A client sending `token`, and `Impersonate-User: <user>` when
+/// `impersonate` names one.
+fn client(sb: &Sandbox, token: &str, impersonate: Option<&str>) -> kube::Client {
     let mut config = kube::Config::new(sb.url().parse().expect("a URL"));
     config.auth_info.token = Some(token.to_string().into());
+    config.auth_info.impersonate = impersonate.map(Into::into);
     kube::Client::try_from(config).expect("a client")
 }
 
@@ -61,6 +105,29 @@ fn pod(name: &str) -> Pod {
     serde_json::from_value(json!({"metadata": {"name": name},
         "spec": {"containers": [{"name": "app", "image": "busybox"}]}}))
     .expect("a Pod")
+}
+
+/// The admin's SubjectAccessReview of whether the ServiceAccount
+/// `default/app` (with its groups) may `verb` `resource` in `namespace`
+/// (empty: cluster-wide): its answer.
+async fn review(
+    sb: &Sandbox,
+    namespace: &str,
+    verb: &str,
+    resource: &str,
+) -> SubjectAccessReviewStatus {
+    let ask: SubjectAccessReview = serde_json::from_value(json!({"spec": {
+        "user": SA_USER,
+        "groups": ["system:serviceaccounts", "system:serviceaccounts:default", "system:authenticated"],
+        "resourceAttributes": {"namespace": namespace, "verb": verb, "resource": resource},
+    }}))
+    .expect("a SubjectAccessReview");
+    Api::<SubjectAccessReview>::all(sb.client())
+        .create(&PostParams::default(), &ask)
+        .await
+        .expect("answered")
+        .status
+        .expect("a status")
 }
 
 fn forbidden_message<T: std::fmt::Debug>(r: Result<T, kube::Error>) -> String {
@@ -83,17 +150,12 @@ fn forbidden_message<T: std::fmt::Debug>(r: Result<T, kube::Error>) -> String {
 async fn a_service_account_does_what_its_role_allows_and_gets_upstreams_403_for_the_rest() {
     let sb = sandbox().await;
     let app = app_client(&sb).await;
-    create(
-        &Api::<Role>::default_namespaced(sb.client()),
-        &role(
-            "pod-reader",
-            json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]),
-        ),
-    )
-    .await;
-    create(
-        &Api::<RoleBinding>::default_namespaced(sb.client()),
-        &binding("app-reads-pods", "Role", "pod-reader"),
+    grant(
+        &sb,
+        "default",
+        "app-reads-pods",
+        "pod-reader",
+        json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]),
     )
     .await;
     create(&Api::<Pod>::default_namespaced(sb.client()), &pod("p")).await;
@@ -161,21 +223,10 @@ async fn a_service_account_does_what_its_role_allows_and_gets_upstreams_403_for_
 async fn resource_names_and_cluster_roles_grant_as_upstream() {
     let sb = sandbox().await;
     let app = app_client(&sb).await;
-    create(
-        &Api::<Role>::default_namespaced(sb.client()),
-        &role("one-config", json!([{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["allowed"], "verbs": ["get", "list"]}])),
-    )
-    .await;
-    create(
-        &Api::<RoleBinding>::default_namespaced(sb.client()),
-        &binding("one-config", "Role", "one-config"),
-    )
-    .await;
+    grant(&sb, "default", "one-config", "one-config", json!([{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["allowed"], "verbs": ["get", "list"]}])).await;
     let configmaps = Api::<ConfigMap>::default_namespaced(sb.client());
     for name in ["allowed", "other"] {
-        let cm: ConfigMap =
-            serde_json::from_value(json!({"metadata": {"name": name}})).expect("a ConfigMap");
-        create(&configmaps, &cm).await;
+        create(&configmaps, &named(name)).await;
     }
     let as_app = Api::<ConfigMap>::default_namespaced(app.clone());
     as_app.get("allowed").await.expect("the named ConfigMap");
@@ -293,7 +344,7 @@ async fn a_binding_to_a_missing_role_grants_nothing_until_the_role_exists() {
 async fn only_those_allowed_to_impersonate_may_act_as_someone_else() {
     let sb = sandbox().await;
     let _app = app_client(&sb).await;
-    let admin_as_app = impersonating(&sb, sb.admin_token(), SA_USER);
+    let admin_as_app = client(&sb, sb.admin_token(), Some(SA_USER));
     assert_eq!(
         forbidden_message(
             Api::<Pod>::default_namespaced(admin_as_app)
@@ -304,9 +355,7 @@ async fn only_those_allowed_to_impersonate_may_act_as_someone_else() {
             r#"pods is forbidden: User "{SA_USER}" cannot list resource "pods" in API group "" in the namespace "default""#
         )
     );
-    let token =
-        sandbox::auth::service_account_token(sb.cluster(), "default", "app", None, 3600, &[])
-            .expect("a token");
+    let token = app_token(&sb);
     // An impersonated ServiceAccount has its ServiceAccount groups, so
     // bindings to them apply.
     create(
@@ -317,22 +366,21 @@ async fn only_those_allowed_to_impersonate_may_act_as_someone_else() {
         ),
     )
     .await;
-    let to_group: RoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": "namespace-accounts-read-config"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "config-reader"},
-        "subjects": [{"kind": "Group", "name": "system:serviceaccounts:default", "apiGroup": "rbac.authorization.k8s.io"}],
-    }))
-    .expect("a RoleBinding");
     create(
         &Api::<RoleBinding>::default_namespaced(sb.client()),
-        &to_group,
+        &binding_to(
+            "namespace-accounts-read-config",
+            "Role",
+            "config-reader",
+            json!({"kind": "Group", "name": "system:serviceaccounts:default", "apiGroup": "rbac.authorization.k8s.io"}),
+        ),
     )
     .await;
-    Api::<ConfigMap>::default_namespaced(impersonating(&sb, sb.admin_token(), SA_USER))
+    Api::<ConfigMap>::default_namespaced(client(&sb, sb.admin_token(), Some(SA_USER)))
         .list(&ListParams::default())
         .await
         .expect("the impersonated ServiceAccount is in system:serviceaccounts:default");
-    let app_as_admin = impersonating(&sb, &token, "kubernetes-admin");
+    let app_as_admin = client(&sb, &token, Some("kubernetes-admin"));
     assert_eq!(
         forbidden_message(
             Api::<Pod>::default_namespaced(app_as_admin)
@@ -345,47 +393,21 @@ async fn only_those_allowed_to_impersonate_may_act_as_someone_else() {
     );
 }
 
-/// A client sending `token` and `Impersonate-User: user`.
-fn impersonating(sb: &Sandbox, token: &str, user: &str) -> kube::Client {
-    let mut config = kube::Config::new(sb.url().parse().expect("a URL"));
-    config.auth_info.token = Some(token.to_string().into());
-    config.auth_info.impersonate = Some(user.into());
-    kube::Client::try_from(config).expect("a client")
-}
-
 /// Upstream's SubjectAccessReview: the admin asks whether another identity
 /// may do something, and gets RBAC's answer without acting.
 #[tokio::test]
 async fn a_subject_access_review_answers_for_the_identity_it_names() {
     let sb = sandbox().await;
     let _app = app_client(&sb).await;
-    create(
-        &Api::<Role>::default_namespaced(sb.client()),
-        &role(
-            "pod-reader",
-            json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]),
-        ),
+    grant(
+        &sb,
+        "default",
+        "app-reads-pods",
+        "pod-reader",
+        json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]),
     )
     .await;
-    create(
-        &Api::<RoleBinding>::default_namespaced(sb.client()),
-        &binding("app-reads-pods", "Role", "pod-reader"),
-    )
-    .await;
-    let reviews = Api::<SubjectAccessReview>::all(sb.client());
-    let ask = |verb: &str| -> SubjectAccessReview {
-        serde_json::from_value(json!({"spec": {
-            "user": SA_USER,
-            "groups": ["system:serviceaccounts", "system:serviceaccounts:default", "system:authenticated"],
-            "resourceAttributes": {"namespace": "default", "verb": verb, "resource": "pods"},
-        }}))
-        .expect("a SubjectAccessReview")
-    };
-    let yes = reviews
-        .create(&PostParams::default(), &ask("list"))
-        .await
-        .expect("answered");
-    let status = yes.status.expect("a status");
+    let status = review(&sb, "default", "list", "pods").await;
     assert!(status.allowed);
     assert_eq!(
         status.reason.as_deref(),
@@ -393,13 +415,55 @@ async fn a_subject_access_review_answers_for_the_identity_it_names() {
             r#"RBAC: allowed by RoleBinding "app-reads-pods/default" of Role "pod-reader" to ServiceAccount "app/default""#
         )
     );
-    let no = reviews
-        .create(&PostParams::default(), &ask("delete"))
-        .await
-        .expect("answered");
-    assert!(!no.status.expect("a status").allowed);
+    assert!(!review(&sb, "default", "delete", "pods").await.allowed);
+    let reviews = Api::<SubjectAccessReview>::all(sb.client());
     let status = api_err(reviews.list(&ListParams::default()).await);
     assert_eq!(status.code, 405, "reviews are create-only");
+}
+
+/// Upstream's SubjectAccessReview for a ClusterRoleBinding: a binding to
+/// a ClusterRole that does not exist is named in the refusal's reason, and
+/// the one that allows names itself, its ClusterRole and the subject.
+#[tokio::test]
+async fn a_subject_access_review_names_the_cluster_role_binding_that_allows_or_is_missing_its_role()
+{
+    let sb = sandbox().await;
+    let _app = app_client(&sb).await;
+    let cluster_bindings = Api::<ClusterRoleBinding>::all(sb.client());
+    create(
+        &cluster_bindings,
+        &binding("dangling", "ClusterRole", "missing"),
+    )
+    .await;
+    let no = review(&sb, "", "list", "nodes").await;
+    assert_eq!(
+        (no.allowed, no.reason.as_deref()),
+        (
+            false,
+            Some(r#"RBAC: clusterrole.rbac.authorization.k8s.io "missing" not found"#)
+        )
+    );
+    create(
+        &Api::<ClusterRole>::all(sb.client()),
+        &role(
+            "node-lister",
+            json!([{"apiGroups": [""], "resources": ["nodes"], "verbs": ["list"]}]),
+        ),
+    )
+    .await;
+    create(
+        &cluster_bindings,
+        &binding("app-lists-nodes", "ClusterRole", "node-lister"),
+    )
+    .await;
+    let yes = review(&sb, "", "list", "nodes").await;
+    assert!(yes.allowed);
+    assert_eq!(
+        yes.reason.as_deref(),
+        Some(
+            r#"RBAC: allowed by ClusterRoleBinding "app-lists-nodes" of ClusterRole "node-lister" to ServiceAccount "app/default""#
+        )
+    );
 }
 
 /// Upstream's RequestInfo takes `fieldSelector=metadata.name=X` as the
@@ -410,16 +474,7 @@ async fn a_subject_access_review_answers_for_the_identity_it_names() {
 async fn a_field_selector_names_only_lists_and_watches_for_resource_names() {
     let sb = sandbox().await;
     let app = app_client(&sb).await;
-    create(
-        &Api::<Role>::default_namespaced(sb.client()),
-        &role("x-only", json!([{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["x"], "verbs": ["create", "deletecollection", "list"]}])),
-    )
-    .await;
-    create(
-        &Api::<RoleBinding>::default_namespaced(sb.client()),
-        &binding("x-only", "Role", "x-only"),
-    )
-    .await;
+    grant(&sb, "default", "x-only", "x-only", json!([{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["x"], "verbs": ["create", "deletecollection", "list"]}])).await;
     let post =
         http::Request::post("/api/v1/namespaces/default/configmaps?fieldSelector=metadata.name=x")
             .header("content-type", "application/json")
@@ -455,21 +510,14 @@ async fn a_role_binding_in_a_namespace_grants_reading_that_namespace_itself() {
     let sb = sandbox().await;
     let app = app_client(&sb).await;
     for name in ["foo", "bar"] {
-        let ns: Namespace =
-            serde_json::from_value(json!({"metadata": {"name": name}})).expect("a Namespace");
-        create(&Api::<Namespace>::all(sb.client()), &ns).await;
+        create(&Api::<Namespace>::all(sb.client()), &named(name)).await;
     }
-    create(
-        &Api::<Role>::namespaced(sb.client(), "foo"),
-        &role(
-            "ns-reader",
-            json!([{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]}]),
-        ),
-    )
-    .await;
-    create(
-        &Api::<RoleBinding>::namespaced(sb.client(), "foo"),
-        &binding("ns-reader", "Role", "ns-reader"),
+    grant(
+        &sb,
+        "foo",
+        "ns-reader",
+        "ns-reader",
+        json!([{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]}]),
     )
     .await;
     let namespaces = Api::<Namespace>::all(app);

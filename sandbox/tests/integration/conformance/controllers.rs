@@ -6,27 +6,17 @@ use k8s_openapi::api::core::v1::{
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
-use crate::common::{api_err, eventually, sandbox};
+use crate::common::{
+    api_err, data_claim_templates, eventually, pod_ready, sandbox, statefulset, wait_ready_replicas,
+};
 
+/// A StatefulSet of `replicas` pods, each with a claim `data`.
 fn sts(name: &str, replicas: i32) -> StatefulSet {
-    serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "serviceName": name,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "db", "image": "postgres:16"}]}},
-            "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}],
-        }
-    }))
-    .unwrap()
-}
-
-fn ready(p: &Pod) -> bool {
-    p.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    statefulset(
+        name,
+        replicas,
+        json!({"volumeClaimTemplates": data_claim_templates()}),
+    )
 }
 
 async fn pod_names(api: &Api<Pod>, sel: &str) -> Vec<String> {
@@ -40,6 +30,43 @@ async fn pod_names(api: &Api<Pod>, sel: &str) -> Vec<String> {
         .collect();
     v.sort();
     v
+}
+
+/// An object of kind `K` with only a name (a Namespace, a ConfigMap).
+fn named<K: serde::de::DeserializeOwned>(name: &str) -> K {
+    serde_json::from_value(json!({"metadata": {"name": name}})).unwrap()
+}
+
+/// Creates `obj` with `api`.
+async fn create<K>(api: &Api<K>, obj: &K) -> K
+where
+    K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.create(&PostParams::default(), obj).await.unwrap()
+}
+
+/// Waits until `api` no longer has `name`.
+async fn wait_gone<K>(api: &Api<K>, name: &str, what: &str)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    eventually(what, || async move {
+        api.get(name).await.is_err().then_some(())
+    })
+    .await;
+}
+
+/// Creates the ConfigMap `owner` and the ConfigMap `dep` it owns (its
+/// deletion blocked by the owner), `dep` with `finalizers`; returns
+/// `owner`.
+async fn owner_and_dependent(api: &Api<ConfigMap>, finalizers: &[&str]) -> ConfigMap {
+    let owner = create(api, &named("owner")).await;
+    let mut dep = owned_cm("dep", &owner);
+    if !finalizers.is_empty() {
+        dep.metadata.finalizers = Some(finalizers.iter().map(|f| f.to_string()).collect());
+    }
+    create(api, &dep).await;
+    owner
 }
 
 fn owned_cm(name: &str, owner: &ConfigMap) -> ConfigMap {
@@ -59,7 +86,7 @@ async fn pods_become_running_and_ready() {
     assert_eq!(created.spec.unwrap().node_name.as_deref(), Some("sandbox"));
     let p = eventually("pod p ready", || {
         let api = api.clone();
-        async move { api.get("p").await.ok().filter(ready) }
+        async move { api.get("p").await.ok().filter(pod_ready) }
     })
     .await;
     let st = p.status.unwrap();
@@ -101,25 +128,11 @@ async fn deleting_a_namespace_deletes_its_contents() {
     let sb = sandbox().await;
     let nss: Api<Namespace> = Api::all(sb.client());
     nss.get("kube-system").await.unwrap();
-    nss.create(
-        &PostParams::default(),
-        &serde_json::from_value(json!({"metadata": {"name": "tmp"}})).unwrap(),
-    )
-    .await
-    .unwrap();
+    create(&nss, &named("tmp")).await;
     let cms: Api<ConfigMap> = Api::namespaced(sb.client(), "tmp");
-    cms.create(
-        &PostParams::default(),
-        &serde_json::from_value(json!({"metadata": {"name": "x"}})).unwrap(),
-    )
-    .await
-    .unwrap();
+    create(&cms, &named("x")).await;
     nss.delete("tmp", &DeleteParams::default()).await.unwrap();
-    eventually("namespace tmp gone", || {
-        let nss = nss.clone();
-        async move { nss.get("tmp").await.is_err().then_some(()) }
-    })
-    .await;
+    wait_gone(&nss, "tmp", "namespace tmp gone").await;
     let all: Api<ConfigMap> = Api::all(sb.client());
     assert!(
         all.list(&ListParams::default().fields("metadata.namespace=tmp"))
@@ -135,24 +148,11 @@ async fn deleting_a_namespace_deletes_its_contents() {
 async fn background_deletion_collects_dependents() {
     let sb = sandbox().await;
     let api: Api<ConfigMap> = Api::default_namespaced(sb.client());
-    let owner = api
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": "owner"}})).unwrap(),
-        )
-        .await
-        .unwrap();
-    api.create(&PostParams::default(), &owned_cm("dep", &owner))
-        .await
-        .unwrap();
+    owner_and_dependent(&api, &[]).await;
     api.delete("owner", &DeleteParams::background())
         .await
         .unwrap();
-    eventually("dependent collected", || {
-        let api = api.clone();
-        async move { api.get("dep").await.is_err().then_some(()) }
-    })
-    .await;
+    wait_gone(&api, "dep", "dependent collected").await;
 }
 
 /// Upstream: foreground propagation keeps the owner (deletionTimestamp +
@@ -161,16 +161,7 @@ async fn background_deletion_collects_dependents() {
 async fn foreground_deletion_keeps_the_owner_until_dependents_are_gone() {
     let sb = sandbox().await;
     let api: Api<ConfigMap> = Api::default_namespaced(sb.client());
-    let owner = api
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": "owner"}})).unwrap(),
-        )
-        .await
-        .unwrap();
-    let mut dep = owned_cm("dep", &owner);
-    dep.metadata.finalizers = Some(vec!["example.com/hold".into()]);
-    api.create(&PostParams::default(), &dep).await.unwrap();
+    owner_and_dependent(&api, &["example.com/hold"]).await;
     api.delete("owner", &DeleteParams::foreground())
         .await
         .unwrap();
@@ -202,11 +193,7 @@ async fn foreground_deletion_keeps_the_owner_until_dependents_are_gone() {
     )
     .await
     .unwrap();
-    eventually("owner gone", || {
-        let api = api.clone();
-        async move { api.get("owner").await.is_err().then_some(()) }
-    })
-    .await;
+    wait_gone(&api, "owner", "owner gone").await;
 }
 
 /// Upstream: orphan propagation removes the owner's reference from
@@ -215,22 +202,9 @@ async fn foreground_deletion_keeps_the_owner_until_dependents_are_gone() {
 async fn orphan_deletion_strips_owner_references() {
     let sb = sandbox().await;
     let api: Api<ConfigMap> = Api::default_namespaced(sb.client());
-    let owner = api
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": "owner"}})).unwrap(),
-        )
-        .await
-        .unwrap();
-    api.create(&PostParams::default(), &owned_cm("dep", &owner))
-        .await
-        .unwrap();
+    owner_and_dependent(&api, &[]).await;
     api.delete("owner", &DeleteParams::orphan()).await.unwrap();
-    eventually("owner gone", || {
-        let api = api.clone();
-        async move { api.get("owner").await.is_err().then_some(()) }
-    })
-    .await;
+    wait_gone(&api, "owner", "owner gone").await;
     let dep = api.get("dep").await.unwrap();
     assert!(dep.metadata.owner_references.unwrap_or_default().is_empty());
 }
@@ -242,19 +216,8 @@ async fn orphan_deletion_strips_owner_references() {
 async fn statefulset_creates_ordered_ready_pods_and_claims() {
     let sb = sandbox().await;
     let sets: Api<StatefulSet> = Api::default_namespaced(sb.client());
-    sets.create(&PostParams::default(), &sts("pg", 3))
-        .await
-        .unwrap();
-    let s = eventually("3 ready replicas", || {
-        let sets = sets.clone();
-        async move {
-            sets.get("pg")
-                .await
-                .ok()
-                .filter(|s| s.status.as_ref().and_then(|st| st.ready_replicas) == Some(3))
-        }
-    })
-    .await;
+    create(&sets, &sts("pg", 3)).await;
+    let s = wait_ready_replicas(&sets, "pg", 3).await;
     let st = s.status.unwrap();
     assert_eq!(st.current_revision, st.update_revision);
     assert_eq!(st.observed_generation, Some(1));
@@ -299,9 +262,7 @@ async fn statefulset_waits_for_an_unready_pod_before_creating_the_next() {
         .unwrap()
         .set_ready("default", "pg-0", Some(false));
     let sets: Api<StatefulSet> = Api::default_namespaced(sb.client());
-    sets.create(&PostParams::default(), &sts("pg", 2))
-        .await
-        .unwrap();
+    create(&sets, &sts("pg", 2)).await;
     let pods: Api<Pod> = Api::default_namespaced(sb.client());
     eventually("pg-0 running", || {
         let pods = pods.clone();
@@ -340,9 +301,7 @@ async fn statefulset_waits_for_an_unready_pod_before_creating_the_next() {
 async fn statefulset_scale_down_keeps_claims() {
     let sb = sandbox().await;
     let sets: Api<StatefulSet> = Api::default_namespaced(sb.client());
-    sets.create(&PostParams::default(), &sts("pg", 2))
-        .await
-        .unwrap();
+    create(&sets, &sts("pg", 2)).await;
     let pods: Api<Pod> = Api::default_namespaced(sb.client());
     eventually("2 pods", || {
         let pods = pods.clone();
@@ -382,19 +341,8 @@ async fn statefulset_scale_down_keeps_claims() {
 async fn statefulset_rolling_update_respects_partition() {
     let sb = sandbox().await;
     let sets: Api<StatefulSet> = Api::default_namespaced(sb.client());
-    sets.create(&PostParams::default(), &sts("pg", 3))
-        .await
-        .unwrap();
-    let first = eventually("3 ready", || {
-        let sets = sets.clone();
-        async move {
-            sets.get("pg")
-                .await
-                .ok()
-                .filter(|s| s.status.as_ref().and_then(|st| st.ready_replicas) == Some(3))
-        }
-    })
-    .await;
+    create(&sets, &sts("pg", 3)).await;
+    let first = wait_ready_replicas(&sets, "pg", 3).await;
     let old_rev = first.status.unwrap().current_revision.unwrap();
     let patch = json!({"spec": {"updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 1}},
                                 "template": {"spec": {"containers": [{"name": "db", "image": "postgres:17"}]}}}});

@@ -16,7 +16,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams, WatchEvent, Wat
 use sandbox::{Sandbox, SandboxConfig, SimulatedConfig};
 use serde_json::{Value, json};
 
-use crate::common::{api_err, eventually, sandbox};
+use crate::common::{api_err, eventually, pod_ready, sandbox};
 
 /// A pod template labelled `app: <app>` running `image`.
 fn template(app: &str, image: &str) -> Value {
@@ -42,6 +42,60 @@ fn deployment(name: &str, replicas: i32, image: &str, strategy: Value) -> Deploy
                  "template": template(name, image), "strategy": strategy},
     }))
     .expect("a Deployment")
+}
+
+/// A bare pod labelled `app: <app>` running `image`, with no controller.
+fn pod(name: &str, app: &str, image: &str) -> Pod {
+    let mut pod = template(app, image);
+    pod["metadata"]["name"] = json!(name);
+    serde_json::from_value(pod).expect("a pod")
+}
+
+/// Creates the Deployment `d`.
+async fn create_deployment(deploys: &Api<Deployment>, d: &Deployment) -> Deployment {
+    deploys
+        .create(&PostParams::default(), d)
+        .await
+        .expect("the Deployment is created")
+}
+
+/// Changes the image of the Deployment `name`'s template, which starts a
+/// rollout.
+async fn set_image(deploys: &Api<Deployment>, name: &str, image: &str) -> Deployment {
+    deploys
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": image}]}}}})),
+        )
+        .await
+        .expect("the template is changed")
+}
+
+/// Every ReplicaSet in the namespace.
+async fn replica_sets(sb: &Sandbox) -> Vec<ReplicaSet> {
+    Api::<ReplicaSet>::default_namespaced(sb.client())
+        .list(&ListParams::default())
+        .await
+        .expect("sets list")
+        .items
+}
+
+/// The pods there are now and a watch of every change after them.
+async fn list_and_watch(
+    pods: &Api<Pod>,
+) -> (
+    Vec<Pod>,
+    futures::stream::BoxStream<'_, kube::Result<WatchEvent<Pod>>>,
+) {
+    let list = pods.list(&ListParams::default()).await.expect("pods list");
+    let rv = list.metadata.resource_version.clone().expect("a list rv");
+    let stream = pods
+        .watch(&WatchParams::default(), &rv)
+        .await
+        .expect("the watch starts")
+        .boxed();
+    (list.items, stream)
 }
 
 /// A sandbox whose pods take `ready` to become Ready, so readiness gates
@@ -118,13 +172,6 @@ fn image(p: &Pod) -> &str {
         .image
         .as_deref()
         .unwrap_or_default()
-}
-
-fn pod_ready(p: &Pod) -> bool {
-    p.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 fn condition(d: &Deployment, ty: &str) -> Option<(String, String)> {
@@ -241,12 +288,7 @@ async fn a_replica_set_keeps_its_replicas_running_and_reports_them() {
 async fn a_replica_set_adopts_a_matching_orphan_pod() {
     let sb = sandbox().await;
     let pods: Api<Pod> = Api::default_namespaced(sb.client());
-    let orphan: Pod = serde_json::from_value(json!({
-        "metadata": {"name": "stray", "labels": {"app": "web"}},
-        "spec": {"containers": [{"name": "web", "image": "nginx:1"}]},
-    }))
-    .expect("a pod");
-    pods.create(&PostParams::default(), &orphan)
+    pods.create(&PostParams::default(), &pod("stray", "web", "nginx:1"))
         .await
         .expect("the orphan is created");
     let sets: Api<ReplicaSet> = Api::default_namespaced(sb.client());
@@ -345,39 +387,19 @@ async fn a_rolling_update_stays_within_max_surge_and_max_unavailable() {
     let pods: Api<Pod> = Api::default_namespaced(sb.client());
     let strategy =
         json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 1}});
-    deploys
-        .create(
-            &PostParams::default(),
-            &deployment("web", 4, "nginx:1", strategy),
-        )
-        .await
-        .expect("the Deployment is created");
+    create_deployment(&deploys, &deployment("web", 4, "nginx:1", strategy)).await;
     let first = wait_for(&deploys, "web", "to roll out", rolled_out).await;
     assert_eq!(
         annotation(&first.metadata, "deployment.kubernetes.io/revision").as_deref(),
         Some("1")
     );
 
-    let list = pods.list(&ListParams::default()).await.expect("pods list");
-    let rv = list.metadata.resource_version.clone().expect("a list rv");
-    let mut seen: Seen = list
-        .items
+    let (listed, mut stream) = list_and_watch(&pods).await;
+    let mut seen: Seen = listed
         .into_iter()
         .map(|p| (p.metadata.name.clone().unwrap_or_default(), p))
         .collect();
-    let mut stream = pods
-        .watch(&WatchParams::default(), &rv)
-        .await
-        .expect("the watch starts")
-        .boxed();
-    deploys
-        .patch(
-            "web",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": "nginx:2"}]}}}})),
-        )
-        .await
-        .expect("the template is changed");
+    set_image(&deploys, "web", "nginx:2").await;
 
     let (mut most, mut fewest_ready) = (0, usize::MAX);
     let watched = tokio::time::timeout(Duration::from_secs(30), async {
@@ -432,12 +454,7 @@ async fn a_rolling_update_stays_within_max_surge_and_max_unavailable() {
         condition(&done, "Progressing"),
         Some(("True".into(), "NewReplicaSetAvailable".into()))
     );
-    let sets: Api<ReplicaSet> = Api::default_namespaced(sb.client());
-    let mut all = sets
-        .list(&ListParams::default())
-        .await
-        .expect("sets list")
-        .items;
+    let mut all = replica_sets(&sb).await;
     all.sort_by_key(|rs| annotation(&rs.metadata, "deployment.kubernetes.io/revision"));
     let sizes: Vec<(Option<String>, Option<i32>)> = all
         .iter()
@@ -482,35 +499,19 @@ async fn a_recreate_deployment_removes_every_old_pod_before_creating_new_ones() 
     let sb = sandbox_with_ready_delay(Duration::from_millis(50)).await;
     let deploys: Api<Deployment> = Api::default_namespaced(sb.client());
     let pods: Api<Pod> = Api::default_namespaced(sb.client());
-    deploys
-        .create(
-            &PostParams::default(),
-            &deployment("web", 3, "nginx:1", json!({"type": "Recreate"})),
-        )
-        .await
-        .expect("the Deployment is created");
+    create_deployment(
+        &deploys,
+        &deployment("web", 3, "nginx:1", json!({"type": "Recreate"})),
+    )
+    .await;
     wait_for(&deploys, "web", "to roll out", rolled_out).await;
-    let list = pods.list(&ListParams::default()).await.expect("pods list");
-    let rv = list.metadata.resource_version.clone().expect("a list rv");
-    let mut old: BTreeMap<String, ()> = list
-        .items
+    let (listed, mut stream) = list_and_watch(&pods).await;
+    let mut old: BTreeMap<String, ()> = listed
         .iter()
         .filter_map(|p| p.metadata.name.clone())
         .map(|n| (n, ()))
         .collect();
-    let mut stream = pods
-        .watch(&WatchParams::default(), &rv)
-        .await
-        .expect("the watch starts")
-        .boxed();
-    deploys
-        .patch(
-            "web",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": "nginx:2"}]}}}})),
-        )
-        .await
-        .expect("the template is changed");
+    set_image(&deploys, "web", "nginx:2").await;
     let mut new = 0;
     let watched = tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(ev) = stream.try_next().await.expect("the watch streams") {
@@ -548,31 +549,17 @@ async fn old_replica_sets_beyond_the_revision_history_limit_are_deleted() {
     let deploys: Api<Deployment> = Api::default_namespaced(sb.client());
     let mut d = deployment("web", 1, "nginx:1", json!({"type": "RollingUpdate"}));
     d.spec.as_mut().expect("a spec").revision_history_limit = Some(1);
-    deploys
-        .create(&PostParams::default(), &d)
-        .await
-        .expect("the Deployment is created");
+    create_deployment(&deploys, &d).await;
     wait_for(&deploys, "web", "to roll out", rolled_out).await;
     for v in 2..=4 {
-        deploys
-            .patch(
-                "web",
-                &PatchParams::default(),
-                &Patch::Merge(json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": format!("nginx:{v}")}]}}}})),
-            )
-            .await
-            .expect("the template is changed");
+        set_image(&deploys, "web", &format!("nginx:{v}")).await;
         wait_for(&deploys, "web", "to roll out", rolled_out).await;
     }
-    let sets: Api<ReplicaSet> = Api::default_namespaced(sb.client());
     let revisions = eventually("only the new set and one old one are left", || {
-        let sets = sets.clone();
+        let sb = &sb;
         async move {
-            let mut revs: Vec<String> = sets
-                .list(&ListParams::default())
+            let mut revs: Vec<String> = replica_sets(sb)
                 .await
-                .expect("sets list")
-                .items
                 .iter()
                 .filter(|rs| rs.metadata.deletion_timestamp.is_none())
                 .filter_map(|rs| annotation(&rs.metadata, "deployment.kubernetes.io/revision"))
@@ -601,13 +588,7 @@ async fn a_deployment_adopts_a_matching_orphan_replica_set() {
         .await
         .expect("the orphan set is created");
     let deploys: Api<Deployment> = Api::default_namespaced(sb.client());
-    let d = deploys
-        .create(
-            &PostParams::default(),
-            &deployment("web", 2, "nginx:2", json!({})),
-        )
-        .await
-        .expect("the Deployment is created");
+    let d = create_deployment(&deploys, &deployment("web", 2, "nginx:2", json!({}))).await;
     let uid = d.metadata.uid.expect("a uid");
     let adopted = wait_for(&sets, "manual", "to be adopted and emptied", |rs| {
         rs.metadata
@@ -635,13 +616,7 @@ async fn a_deployment_adopts_a_matching_orphan_replica_set() {
 async fn scaling_a_deployment_resizes_its_replica_set() {
     let sb = sandbox().await;
     let deploys: Api<Deployment> = Api::default_namespaced(sb.client());
-    deploys
-        .create(
-            &PostParams::default(),
-            &deployment("web", 2, "nginx:1", json!({})),
-        )
-        .await
-        .expect("the Deployment is created");
+    create_deployment(&deploys, &deployment("web", 2, "nginx:1", json!({}))).await;
     wait_for(&deploys, "web", "to roll out", rolled_out).await;
     let scale = deploys
         .patch_scale(
@@ -661,12 +636,7 @@ async fn scaling_a_deployment_resizes_its_replica_set() {
         Some("1"),
         "scaling is not a new revision"
     );
-    let sets: Api<ReplicaSet> = Api::default_namespaced(sb.client());
-    let all = sets
-        .list(&ListParams::default())
-        .await
-        .expect("sets list")
-        .items;
+    let all = replica_sets(&sb).await;
     assert_eq!(all.len(), 1);
     assert_eq!(
         annotation(
@@ -705,13 +675,7 @@ async fn scaling_a_deployment_resizes_its_replica_set() {
 async fn deployments_are_defaulted_and_bad_strategies_are_refused() {
     let sb = sandbox().await;
     let deploys: Api<Deployment> = Api::default_namespaced(sb.client());
-    let d = deploys
-        .create(
-            &PostParams::default(),
-            &deployment("web", 0, "nginx:1", Value::Null),
-        )
-        .await
-        .expect("the Deployment is created");
+    let d = create_deployment(&deploys, &deployment("web", 0, "nginx:1", Value::Null)).await;
     let spec = d.spec.expect("a spec");
     let strategy = serde_json::to_value(spec.strategy).expect("serializes");
     assert_eq!(
@@ -764,10 +728,7 @@ async fn a_rollout_without_progress_exceeds_its_deadline() {
     let deploys: Api<Deployment> = Api::default_namespaced(sb.client());
     let mut d = deployment("web", 1, "nginx:1", json!({}));
     d.spec.as_mut().expect("a spec").progress_deadline_seconds = Some(1);
-    deploys
-        .create(&PostParams::default(), &d)
-        .await
-        .expect("the Deployment is created");
+    create_deployment(&deploys, &d).await;
     let stuck = wait_for(&deploys, "web", "to exceed its progress deadline", |d| {
         condition(d, "Progressing") == Some(("False".into(), "ProgressDeadlineExceeded".into()))
     })
@@ -837,13 +798,7 @@ async fn a_replica_set_counts_pods_available_after_min_ready_seconds() {
 async fn a_paused_deployment_rolls_out_only_when_resumed() {
     let sb = sandbox().await;
     let deploys: Api<Deployment> = Api::default_namespaced(sb.client());
-    deploys
-        .create(
-            &PostParams::default(),
-            &deployment("web", 2, "nginx:1", json!({})),
-        )
-        .await
-        .expect("the Deployment is created");
+    create_deployment(&deploys, &deployment("web", 2, "nginx:1", json!({}))).await;
     wait_for(&deploys, "web", "to roll out", rolled_out).await;
     deploys
         .patch(
@@ -853,14 +808,7 @@ async fn a_paused_deployment_rolls_out_only_when_resumed() {
         )
         .await
         .expect("the Deployment is paused");
-    let changed = deploys
-        .patch(
-            "web",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": "nginx:2"}]}}}})),
-        )
-        .await
-        .expect("the template is changed");
+    let changed = set_image(&deploys, "web", "nginx:2").await;
     let generation = changed.metadata.generation;
     wait_for(&deploys, "web", "to show it is paused", |d| {
         d.status
@@ -869,16 +817,7 @@ async fn a_paused_deployment_rolls_out_only_when_resumed() {
             && condition(d, "Progressing") == Some(("Unknown".into(), "DeploymentPaused".into()))
     })
     .await;
-    let sets: Api<ReplicaSet> = Api::default_namespaced(sb.client());
-    assert_eq!(
-        sets.list(&ListParams::default())
-            .await
-            .expect("sets list")
-            .items
-            .len(),
-        1,
-        "no new set while paused"
-    );
+    assert_eq!(replica_sets(&sb).await.len(), 1, "no new set while paused");
     deploys
         .patch(
             "web",
@@ -911,13 +850,7 @@ async fn a_rolled_out_deployment_at_rest_writes_nothing() {
     use sandbox::controllers::replicaset::ReplicaSetController;
     let sb = sandbox().await;
     let deploys: Api<Deployment> = Api::default_namespaced(sb.client());
-    deploys
-        .create(
-            &PostParams::default(),
-            &deployment("web", 2, "nginx:1", json!({})),
-        )
-        .await
-        .expect("the Deployment is created");
+    create_deployment(&deploys, &deployment("web", 2, "nginx:1", json!({}))).await;
     wait_for(&deploys, "web", "to roll out", rolled_out).await;
     let c = sb.cluster().clone();
     let sets: Vec<(String, String)> = c.store.keys("apps/replicasets", Some("default"));
@@ -959,10 +892,7 @@ async fn pods_the_api_refuses_show_as_replica_failure_until_they_can_be_created(
         .as_mut()
         .expect("a pod spec");
     template.service_account_name = Some("operator".into());
-    deploys
-        .create(&PostParams::default(), &d)
-        .await
-        .expect("the Deployment is created");
+    create_deployment(&deploys, &d).await;
     let failing = wait_for(&deploys, "web", "to show ReplicaFailure", |d| {
         condition(d, "ReplicaFailure").is_some()
     })
@@ -985,13 +915,7 @@ async fn pods_the_api_refuses_show_as_replica_failure_until_they_can_be_created(
         ),
         "{message}"
     );
-    let sets: Api<ReplicaSet> = Api::default_namespaced(sb.client());
-    let rs = sets
-        .list(&ListParams::default())
-        .await
-        .expect("sets list")
-        .items
-        .remove(0);
+    let rs = replica_sets(&sb).await.remove(0);
     let rs_name = rs.metadata.name.clone().expect("a name");
     let events = events_about(&sb, &rs_name, "replicaset-controller").await;
     assert!(
@@ -1015,11 +939,8 @@ async fn pods_the_api_refuses_show_as_replica_failure_until_they_can_be_created(
 
 /// The sizes of a Deployment's sets, by image.
 async fn sizes_by_image(sb: &Sandbox) -> BTreeMap<String, i32> {
-    Api::<ReplicaSet>::default_namespaced(sb.client())
-        .list(&ListParams::default())
+    replica_sets(sb)
         .await
-        .expect("sets list")
-        .items
         .into_iter()
         .map(|rs| {
             let spec = rs.spec.expect("a spec");
@@ -1052,22 +973,9 @@ async fn scaling_a_deployment_during_a_rollout_grows_its_sets_in_proportion() {
         });
     let deploys: Api<Deployment> = Api::default_namespaced(sb.client());
     let strategy = json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "20%"}});
-    deploys
-        .create(
-            &PostParams::default(),
-            &deployment("web", 10, "nginx:1", strategy),
-        )
-        .await
-        .expect("the Deployment is created");
+    create_deployment(&deploys, &deployment("web", 10, "nginx:1", strategy)).await;
     wait_for(&deploys, "web", "to roll out", rolled_out).await;
-    deploys
-        .patch(
-            "web",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": "crashy:2"}]}}}})),
-        )
-        .await
-        .expect("the template is changed");
+    set_image(&deploys, "web", "crashy:2").await;
     let stuck: BTreeMap<String, i32> =
         [("crashy:2".to_string(), 5), ("nginx:1".to_string(), 8)].into();
     eventually("the rollout to stop at 8 old and 5 new pods", || {

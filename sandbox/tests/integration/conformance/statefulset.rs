@@ -10,23 +10,9 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
-use crate::common::{eventually, sandbox};
-
-fn sts(name: &str, replicas: i32, spec: serde_json::Value) -> StatefulSet {
-    let mut set = json!({
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "serviceName": name,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "db", "image": "postgres:16"}]}},
-        }
-    });
-    for (k, v) in spec.as_object().into_iter().flatten() {
-        set["spec"][k] = v.clone();
-    }
-    serde_json::from_value(set).expect("a StatefulSet")
-}
+use crate::common::{
+    data_claim_templates, eventually, pod_ready, sandbox, statefulset, wait_ready_replicas,
+};
 
 fn image(p: &Pod) -> String {
     p.spec.as_ref().expect("a spec").containers[0]
@@ -46,6 +32,22 @@ async fn existing(pods: &Api<Pod>, names: &[&str]) -> Vec<Pod> {
     found
 }
 
+/// Creates the StatefulSet `set`.
+async fn create_set(sets: &Api<StatefulSet>, set: &StatefulSet) -> StatefulSet {
+    sets.create(&PostParams::default(), set)
+        .await
+        .expect("the StatefulSet is created")
+}
+
+/// Waits until every pod of `names` exists; returns them.
+async fn wait_all_exist(pods: &Api<Pod>, names: &[&str]) -> Vec<Pod> {
+    eventually(&format!("{names:?} exist"), || async move {
+        let found = existing(pods, names).await;
+        (found.len() == names.len()).then_some(found)
+    })
+    .await
+}
+
 /// Upstream: with podManagementPolicy Parallel the controller creates all
 /// missing pods at once, without waiting for the others to be Running and
 /// Ready (OrderedReady would stop at an unready pg-0).
@@ -57,28 +59,14 @@ async fn a_parallel_statefulset_creates_every_pod_without_waiting_for_readiness(
         runtime.set_ready("default", p, Some(false));
     }
     let sets: Api<StatefulSet> = Api::default_namespaced(sb.client());
-    sets.create(
-        &PostParams::default(),
-        &sts("pg", 3, json!({"podManagementPolicy": "Parallel"})),
+    create_set(
+        &sets,
+        &statefulset("pg", 3, json!({"podManagementPolicy": "Parallel"})),
     )
-    .await
-    .expect("the StatefulSet is created");
-    let pods: Api<Pod> = Api::default_namespaced(sb.client());
-    let all = eventually("pg-0, pg-1 and pg-2 exist", || {
-        let pods = pods.clone();
-        async move {
-            let found = existing(&pods, &["pg-0", "pg-1", "pg-2"]).await;
-            (found.len() == 3).then_some(found)
-        }
-    })
     .await;
-    let ready = |p: &Pod| {
-        p.status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-    };
-    assert!(!all.iter().any(ready), "no pod is ready");
+    let pods: Api<Pod> = Api::default_namespaced(sb.client());
+    let all = wait_all_exist(&pods, &["pg-0", "pg-1", "pg-2"]).await;
+    assert!(!all.iter().any(pod_ready), "no pod is ready");
 }
 
 /// Upstream: a Parallel StatefulSet scaled down deletes every condemned pod
@@ -89,19 +77,14 @@ async fn a_parallel_statefulset_creates_every_pod_without_waiting_for_readiness(
 async fn a_parallel_statefulset_scaled_down_deletes_its_pods_at_once() {
     let sb = sandbox().await;
     let sets: Api<StatefulSet> = Api::default_namespaced(sb.client());
-    sets.create(
-        &PostParams::default(),
-        &sts("pg", 3, json!({"podManagementPolicy": "Parallel"})),
+    create_set(
+        &sets,
+        &statefulset("pg", 3, json!({"podManagementPolicy": "Parallel"})),
     )
-    .await
-    .expect("the StatefulSet is created");
+    .await;
     let pods: Api<Pod> = Api::default_namespaced(sb.client());
     let names = ["pg-0", "pg-1", "pg-2"];
-    eventually("the three pods exist", || {
-        let pods = pods.clone();
-        async move { (existing(&pods, &names).await.len() == 3).then_some(()) }
-    })
-    .await;
+    wait_all_exist(&pods, &names).await;
     let hold = json!({"metadata": {"finalizers": ["example.com/hold"]}});
     for n in names {
         pods.patch(n, &PatchParams::default(), &Patch::Merge(&hold))
@@ -147,23 +130,13 @@ async fn a_parallel_statefulset_scaled_down_deletes_its_pods_at_once() {
 async fn an_on_delete_statefulset_replaces_a_pod_only_when_it_is_deleted() {
     let sb = sandbox().await;
     let sets: Api<StatefulSet> = Api::default_namespaced(sb.client());
-    sets.create(
-        &PostParams::default(),
-        &sts("pg", 2, json!({"updateStrategy": {"type": "OnDelete"}})),
+    create_set(
+        &sets,
+        &statefulset("pg", 2, json!({"updateStrategy": {"type": "OnDelete"}})),
     )
-    .await
-    .expect("the StatefulSet is created");
-    let pods: Api<Pod> = Api::default_namespaced(sb.client());
-    let first = eventually("2 ready replicas", || {
-        let sets = sets.clone();
-        async move {
-            sets.get("pg")
-                .await
-                .ok()
-                .filter(|s| s.status.as_ref().and_then(|st| st.ready_replicas) == Some(2))
-        }
-    })
     .await;
+    let pods: Api<Pod> = Api::default_namespaced(sb.client());
+    let first = wait_ready_replicas(&sets, "pg", 2).await;
     let old_revision = first
         .status
         .and_then(|s| s.current_revision)
@@ -238,26 +211,22 @@ async fn an_on_delete_statefulset_replaces_a_pod_only_when_it_is_deleted() {
 async fn claims_go_with_their_statefulset_only_when_the_policy_says_delete() {
     let sb = sandbox().await;
     let sets: Api<StatefulSet> = Api::default_namespaced(sb.client());
-    let claim_template = json!([{"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"],
-        "resources": {"requests": {"storage": "1Gi"}}}}]);
-    sets.create(
-        &PostParams::default(),
-        &sts("kept", 1, json!({"volumeClaimTemplates": claim_template})),
+    let claim_template = data_claim_templates();
+    create_set(
+        &sets,
+        &statefulset("kept", 1, json!({"volumeClaimTemplates": claim_template})),
     )
-    .await
-    .expect("kept is created");
-    let gone = sets
-        .create(
-            &PostParams::default(),
-            &sts(
-                "gone",
-                1,
-                json!({"volumeClaimTemplates": claim_template,
+    .await;
+    let gone = create_set(
+        &sets,
+        &statefulset(
+            "gone",
+            1,
+            json!({"volumeClaimTemplates": claim_template,
                        "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Delete"}}),
-            ),
-        )
-        .await
-        .expect("gone is created");
+        ),
+    )
+    .await;
     let claims: Api<PersistentVolumeClaim> = Api::default_namespaced(sb.client());
     let owned = eventually("both claims exist", || {
         let claims = claims.clone();

@@ -6,38 +6,30 @@
 use sandbox::PostgresConfig;
 use serde_json::json;
 
-use super::{create, pod_ip, pods, postgres_pod, query, ready, start, wait_pod, waiting_reason};
+use super::{
+    create, pod, pod_ip, pods, postgres_pod, query, ready, start, wait_pod, waiting_message,
+    waiting_reason,
+};
 
 #[tokio::test]
 async fn a_postgres_image_whose_major_is_not_installed_fails_like_an_image_pull() {
     let sb = start().await;
-    create(
-        &sb,
-        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "old"},
-               "spec": {"containers": [{"name": "postgres", "image": "postgres:9.6"}]}}),
-    )
-    .await;
-    let pod = wait_pod(&sb, "old", "ErrImagePull", |p| {
+    create(&sb, pod("old", "postgres", "postgres:9.6")).await;
+    let failed = wait_pod(&sb, "old", "ErrImagePull", |p| {
         waiting_reason(p).as_deref() == Some("ErrImagePull")
     })
     .await;
-    let message = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_ref())
-        .and_then(|c| c[0].state.as_ref()?.waiting.as_ref()?.message.clone());
+    let message = waiting_message(&failed);
     assert!(
-        message
-            .as_deref()
-            .is_some_and(|m| m.contains("PostgreSQL 9.6 server binaries not found")),
-        "{message:?}"
+        message.contains("PostgreSQL 9.6 server binaries not found"),
+        "{message}"
     );
     wait_pod(&sb, "old", "ImagePullBackOff", |p| {
         waiting_reason(p).as_deref() == Some("ImagePullBackOff")
     })
     .await;
-    let pod = pods(&sb).get("old").await.expect("exists");
-    assert_eq!(pod.status.and_then(|s| s.phase).as_deref(), Some("Pending"));
+    let old = pods(&sb).get("old").await.expect("exists");
+    assert_eq!(old.status.and_then(|s| s.phase).as_deref(), Some("Pending"));
     sb.shutdown().await;
 }
 
@@ -46,26 +38,21 @@ async fn a_postgres_image_whose_minor_is_not_installed_fails_like_an_image_pull_
 {
     let sb = start().await;
     // 16.3 is never installed by scripts/install-postgres.sh (16, 16.2, 16.4).
-    let mut pod = postgres_pod("odd", None);
-    pod["spec"]["containers"][0]["image"] = json!("postgres:16.3");
-    create(&sb, pod).await;
-    let pod = wait_pod(&sb, "odd", "ErrImagePull", |p| {
+    let mut odd = postgres_pod("odd", None);
+    odd["spec"]["containers"][0]["image"] = json!("postgres:16.3");
+    create(&sb, odd).await;
+    let failed = wait_pod(&sb, "odd", "ErrImagePull", |p| {
         waiting_reason(p).as_deref() == Some("ErrImagePull")
     })
     .await;
-    let message = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_ref())
-        .and_then(|c| c[0].state.as_ref()?.waiting.as_ref()?.message.clone())
-        .unwrap_or_default();
+    let message = waiting_message(&failed);
     assert!(
         message.contains("PostgreSQL 16.3 server binaries not found")
             && message.contains("install-postgres.sh 16.3"),
         "{message}"
     );
-    let pod = pods(&sb).get("odd").await.expect("exists");
-    assert_eq!(pod.status.and_then(|s| s.phase).as_deref(), Some("Pending"));
+    let odd = pods(&sb).get("odd").await.expect("exists");
+    assert_eq!(odd.status.and_then(|s| s.phase).as_deref(), Some("Pending"));
     sb.shutdown().await;
 }
 
@@ -75,14 +62,9 @@ async fn a_postgres_17_pod_runs_the_binaries_of_major_17() {
     if let Err(missing) = PostgresConfig::default().binaries.server(17) {
         panic!("{missing}");
     }
-    create(
-        &sb,
-        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "new"},
-               "spec": {"containers": [{"name": "postgres", "image": "postgres:17",
-                   "env": [{"name": "POSTGRES_PASSWORD", "value": "pw"}],
-                   "readinessProbe": {"exec": {"command": ["pg_isready", "-h", "localhost"]}}}]}}),
-    )
-    .await;
+    let mut new = postgres_pod("new", None);
+    new["spec"]["containers"][0]["image"] = json!("postgres:17");
+    create(&sb, new).await;
     wait_pod(&sb, "new", "Ready", ready).await;
     let log = pods(&sb)
         .logs("new", &Default::default())
@@ -108,9 +90,9 @@ async fn postgres_16_2_and_16_4_pods_run_exactly_their_minor() {
         "PostgreSQL 16.2 and 16.4 are not both installed: install them with scripts/install-postgres.sh 16.2 16.4"
     );
     for (name, image) in [("old", "postgres:16.2"), ("new", "postgres:16.4")] {
-        let mut pod = postgres_pod(name, None);
-        pod["spec"]["containers"][0]["image"] = json!(image);
-        create(&sb, pod).await;
+        let mut minor = postgres_pod(name, None);
+        minor["spec"]["containers"][0]["image"] = json!(image);
+        create(&sb, minor).await;
     }
     for (name, version) in [("old", "16.2"), ("new", "16.4")] {
         let pod = wait_pod(&sb, name, "Ready", ready).await;

@@ -27,7 +27,9 @@ mod volumes;
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ContainerStateWaiting, PersistentVolumeClaim, Pod, Service,
+};
 use kube::api::{Api, PostParams};
 use sandbox::{
     BackOffConfig, PostgresConfig, PostgresRuntime, RuntimeKind, Sandbox, SandboxConfig,
@@ -97,14 +99,25 @@ async fn wait_pod_within(
     }
 }
 
-fn waiting_reason(p: &Pod) -> Option<String> {
+/// The waiting state of the pod's first container, if it is waiting.
+fn waiting(p: &Pod) -> Option<&ContainerStateWaiting> {
     p.status.as_ref()?.container_statuses.as_ref()?[0]
         .state
         .as_ref()?
         .waiting
-        .as_ref()?
-        .reason
-        .clone()
+        .as_ref()
+}
+
+fn waiting_reason(p: &Pod) -> Option<String> {
+    waiting(p)?.reason.clone()
+}
+
+/// Why the pod's first container is waiting, as the kubelet says it (empty
+/// when it is not waiting or has no message).
+fn waiting_message(p: &Pod) -> String {
+    waiting(p)
+        .and_then(|w| w.message.clone())
+        .unwrap_or_default()
 }
 
 fn ready(p: &Pod) -> bool {
@@ -184,16 +197,24 @@ async fn wait_until(what: &str, check: impl Fn() -> bool, describe: impl Fn() ->
     }
 }
 
+/// A pod named `name` with one container, `container`, running `image`;
+/// tests add what else they need to the JSON.
+fn pod(name: &str, container: &str, image: &str) -> serde_json::Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+           "spec": {"containers": [{"name": container, "image": image}]}})
+}
+
 /// A `postgres:15` pod (database `shop`, password `pw`) whose readiness is
 /// `pg_isready` every second, unready after one failure; with its data on
 /// claim `claim` when given.
 fn postgres_pod(name: &str, claim: Option<&str>) -> serde_json::Value {
-    let mut pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
-        "spec": {"containers": [{"name": "postgres", "image": "postgres:15",
-            "env": [{"name": "POSTGRES_PASSWORD", "value": "pw"},
-                    {"name": "POSTGRES_DB", "value": "shop"}],
-            "readinessProbe": {"exec": {"command": ["pg_isready", "-h", "127.0.0.1", "-p", "5432"]},
-                               "periodSeconds": 1, "timeoutSeconds": 1, "failureThreshold": 1}}]}});
+    let mut pod = pod(name, "postgres", "postgres:15");
+    let container = &mut pod["spec"]["containers"][0];
+    container["env"] = json!([{"name": "POSTGRES_PASSWORD", "value": "pw"},
+                              {"name": "POSTGRES_DB", "value": "shop"}]);
+    container["readinessProbe"] = json!({
+        "exec": {"command": ["pg_isready", "-h", "127.0.0.1", "-p", "5432"]},
+        "periodSeconds": 1, "timeoutSeconds": 1, "failureThreshold": 1});
     if let Some(claim) = claim {
         pod["spec"]["containers"][0]["volumeMounts"] =
             json!([{"name": "data", "mountPath": "/var/lib/postgresql/data"}]);

@@ -20,7 +20,7 @@ use kube::core::{ApiResource, GroupVersionKind};
 use kube::discovery::{ApiCapabilities, Scope, pinned_kind};
 use serde_json::{Value, json};
 
-use super::{create, start, wait_pod, waiting_reason};
+use super::{create, pod, start, wait_pod, waiting_message, waiting_reason};
 
 /// How long an operator pod, or a database through it, may take.
 const OPERATOR_WAIT: Duration = Duration::from_secs(120);
@@ -376,8 +376,7 @@ async fn an_operator_image_whose_binary_is_not_built_cannot_be_pulled_and_the_me
     let sb = start().await;
     create(
         &sb,
-        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "unbuilt"},
-               "spec": {"containers": [{"name": "operator", "image": "pgdb-operator:level9-unbuilt"}]}}),
+        pod("unbuilt", "operator", "pgdb-operator:level9-unbuilt"),
     )
     .await;
     let pod = wait_pod(&sb, "unbuilt", "refused an image pull", |p| {
@@ -387,12 +386,7 @@ async fn an_operator_image_whose_binary_is_not_built_cannot_be_pulled_and_the_me
         )
     })
     .await;
-    let message = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_ref())
-        .and_then(|cs| cs[0].state.as_ref()?.waiting.as_ref()?.message.clone())
-        .unwrap_or_default();
+    let message = waiting_message(&pod);
     assert!(
         message.contains("cargo build -p level9-unbuilt"),
         "the message says how to build the binary: {message}"
@@ -405,24 +399,15 @@ async fn a_container_with_run_as_non_root_and_run_as_user_zero_is_not_created_wi
  {
     require_binary(LEVEL);
     let sb = start().await;
-    create(
-        &sb,
-        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "root"},
-               "spec": {"securityContext": {"runAsNonRoot": true},
-                   "containers": [{"name": "operator", "image": format!("pgdb-operator:{LEVEL}"),
-                       "securityContext": {"runAsUser": 0}}]}}),
-    )
-    .await;
+    let mut root = pod("root", "operator", &format!("pgdb-operator:{LEVEL}"));
+    root["spec"]["securityContext"] = json!({"runAsNonRoot": true});
+    root["spec"]["containers"][0]["securityContext"] = json!({"runAsUser": 0});
+    create(&sb, root).await;
     let pod = wait_pod(&sb, "root", "refused", |p| {
         waiting_reason(p).as_deref() == Some("CreateContainerConfigError")
     })
     .await;
-    let message = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_ref())
-        .and_then(|cs| cs[0].state.as_ref()?.waiting.as_ref()?.message.clone())
-        .unwrap_or_default();
+    let message = waiting_message(&pod);
     assert!(
         message.starts_with("container's runAsUser breaks non-root policy (pod: \"root_default("),
         "{message}"
@@ -437,24 +422,16 @@ async fn a_container_whose_mount_path_has_a_dot_dot_component_is_not_created_and
     require_binary(LEVEL);
     let escape = Path::new("/etc/pgdb-sandbox-mount-escape");
     let sb = start().await;
-    create(
-        &sb,
-        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "escape"},
-               "spec": {"containers": [{"name": "operator", "image": format!("pgdb-operator:{LEVEL}"),
-                   "volumeMounts": [{"name": "scratch", "mountPath": "/run/../etc/pgdb-sandbox-mount-escape"}]}],
-                   "volumes": [{"name": "scratch", "emptyDir": {}}]}}),
-    )
-    .await;
+    let mut escaping = pod("escape", "operator", &format!("pgdb-operator:{LEVEL}"));
+    escaping["spec"]["containers"][0]["volumeMounts"] =
+        json!([{"name": "scratch", "mountPath": "/run/../etc/pgdb-sandbox-mount-escape"}]);
+    escaping["spec"]["volumes"] = json!([{"name": "scratch", "emptyDir": {}}]);
+    create(&sb, escaping).await;
     let pod = wait_pod(&sb, "escape", "refused", |p| {
         waiting_reason(p).as_deref() == Some("CreateContainerConfigError")
     })
     .await;
-    let message = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_ref())
-        .and_then(|cs| cs[0].state.as_ref()?.waiting.as_ref()?.message.clone())
-        .unwrap_or_default();
+    let message = waiting_message(&pod);
     let created = escape.exists();
     let _ = std::fs::remove_dir(escape);
     assert!(!created, "{} was created on the host", escape.display());

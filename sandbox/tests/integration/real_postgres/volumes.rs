@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::{
     WAIT, claim, create, pod_ip, pods, postgres_pod, query, ready, restarts, start, wait_pod,
-    wait_pod_within, wait_until, waiting_reason,
+    wait_pod_within, wait_until, waiting_message, waiting_reason,
 };
 
 fn phase(p: &Pod) -> Option<&str> {
@@ -159,11 +159,7 @@ async fn a_pod_deleted_while_waiting_for_its_volumes_does_not_hold_them() {
     create(&sb, pod).await;
     wait_pod(&sb, "waiting", "waiting for ConfigMap absent", |p| {
         waiting_reason(p).as_deref() == Some("ContainerCreating")
-            && p.status
-                .as_ref()
-                .and_then(|s| s.container_statuses.as_ref())
-                .and_then(|cs| cs[0].state.as_ref()?.waiting.as_ref()?.message.clone())
-                .is_some_and(|m| m.contains("\"absent\" not found"))
+            && waiting_message(p).contains("\"absent\" not found")
     })
     .await;
     delete_pod(&sb, "waiting").await;
