@@ -68,16 +68,41 @@ const STATEFULSETS_CREATED: &str =
 /// `/metrics` of the operator at `address`, once it answers 200 with the
 /// reconcile counter (the controller has started).
 async fn scrape(cluster: &TestCluster, address: &str) -> Result<String, Failed> {
-    cluster
-        .eventually(cluster.budget(), "the operator serves /metrics", || async {
+    scrape_until(cluster, address, "the operator serves /metrics", |_| true).await
+}
+
+/// Scrapes until the exposition satisfies `done`: a reconcile is counted
+/// when it ends, a moment after the write a test waits for.
+async fn scrape_until(
+    cluster: &TestCluster,
+    address: &str,
+    what: &str,
+    done: impl Fn(&str) -> bool,
+) -> Result<String, Failed> {
+    let last = std::sync::Mutex::new(String::new());
+    let scraped = cluster
+        .eventually(cluster.budget(), what, || async {
             Ok(match get(address, "/metrics").await {
-                Some((status, body)) if status == "HTTP/1.1 200 OK" => {
-                    sample(&body, RECONCILES).is_some().then_some(body)
+                Some((status, body))
+                    if status == "HTTP/1.1 200 OK" && sample(&body, RECONCILES).is_some() =>
+                {
+                    let finished = done(&body);
+                    *last.lock().unwrap_or_else(|e| e.into_inner()) = body.clone();
+                    finished.then_some(body)
                 }
                 _ => None,
             })
         })
-        .await
+        .await;
+    scraped.map_err(|failed| {
+        let last = last.lock().unwrap_or_else(|e| e.into_inner());
+        Failed::new(format!("{failed}; the last scrape:\n{last}"))
+    })
+}
+
+/// Whether the series `name` is at least `at_least`.
+fn reached(body: &str, name: &str, at_least: f64) -> bool {
+    sample(body, name).is_some_and(|v| v >= at_least)
 }
 
 #[tokio::test]
@@ -126,7 +151,14 @@ async fn the_level4_binary_serves_counters_that_move_as_it_reconciles_and_its_pr
         .await
         .or_fail("create a PostgresDB")?;
     cluster.wait_for("orders", "Ready", is_settled).await?;
-    let after = scrape(&cluster, &address).await?;
+    // The reconcile that wrote Ready is counted once it returns.
+    let after = scrape_until(
+        &cluster,
+        &address,
+        "the reconcile that wrote Ready is counted",
+        |body| reached(body, RECONCILES, 2.0) && reached(body, DURATIONS, 2.0),
+    )
+    .await?;
     let reconciles = value(&after, RECONCILES)?;
     ensure(reconciles >= 2.0, || {
         format!("a failed reconcile and a successful one are counted:\n{after}")
@@ -141,10 +173,15 @@ async fn the_level4_binary_serves_counters_that_move_as_it_reconciles_and_its_pr
         format!("the StatefulSet written once (the refused write is not counted):\n{after}")
     })?;
     cluster.settle("orders").await?;
-    let settled = scrape(&cluster, &address).await?;
-    ensure(value(&settled, RECONCILES)? >= reconciles + 2.0, || {
-        format!("the two reconciles settling started are counted (were {reconciles}):\n{settled}")
-    })?;
+    // Settling waits for two reconciles to begin; each is counted once it
+    // has ended.
+    scrape_until(
+        &cluster,
+        &address,
+        &format!("the two reconciles settling started are counted (were {reconciles})"),
+        |body| reached(body, RECONCILES, reconciles + 2.0),
+    )
+    .await?;
 
     // A scrape reads memory: in a window of scrapes the API server gets
     // no request at all. The operator at rest may still ask something of
