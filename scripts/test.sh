@@ -25,7 +25,13 @@ cargo build --workspace --bins
 # The in-cluster tests (tests/tests/suite/in_cluster.rs: two operator pods,
 # real PostgreSQL and kubectl per test) run after the rest: beside them the
 # chapters' blocks, bound by fixed `kubectl wait` timeouts, were starved.
-cargo test --workspace -- --skip in_cluster::
+cargo test --workspace --exclude tests
+# The suite's tests wait for one of the harness's clusters (two per core,
+# tests/src/harness/mod.rs); as many test threads as clusters keep them all
+# in use once the behaviour suite has let go of them (with one thread per
+# core, two of them stayed idle for the suite's last ten minutes).
+clusters=$(( 2 * $(nproc) ))
+cargo test -p tests -- --skip in_cluster:: --test-threads "$clusters"
 cargo test -p tests -- in_cluster::
 # The behaviour suite again, against a sandbox reached only through its
 # kubeconfig: the path a kind cluster takes (port-forwards, no counters).
