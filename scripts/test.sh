@@ -30,7 +30,7 @@ cargo test --workspace --exclude tests
 # tests/src/harness/mod.rs); as many test threads as clusters keep them all
 # in use once the behaviour suite has let go of them (with one thread per
 # core, two of them stayed idle for the suite's last ten minutes).
-clusters=$(( 2 * $(nproc) ))
+clusters=${PGDB_TEST_CLUSTERS:-$(( 2 * $(nproc) ))}
 cargo test -p tests -- --skip in_cluster:: --test-threads "$clusters"
 cargo test -p tests -- in_cluster::
 # The behaviour suite again, against a sandbox reached only through its

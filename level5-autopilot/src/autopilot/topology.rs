@@ -14,6 +14,8 @@
 
 use std::fmt;
 
+use jiff::Timestamp;
+
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::ResourceExt;
@@ -65,8 +67,12 @@ pub enum PodView {
     Deleting { uid: String },
     /// Exists but does not pass readiness; why, in words.
     NotReady { uid: String, why: String },
-    /// Passes readiness.
-    Ready { uid: String },
+    /// Passes readiness, since `since` (its Ready condition's
+    /// `lastTransitionTime`, when it has one).
+    Ready {
+        uid: String,
+        since: Option<Timestamp>,
+    },
 }
 
 /// What an instance's server said.
@@ -177,9 +183,9 @@ impl Member {
     pub fn pod_uid(&self) -> Option<&str> {
         match &self.pod {
             PodView::Absent => None,
-            PodView::Deleting { uid } | PodView::NotReady { uid, .. } | PodView::Ready { uid } => {
-                Some(uid)
-            }
+            PodView::Deleting { uid }
+            | PodView::NotReady { uid, .. }
+            | PodView::Ready { uid, .. } => Some(uid),
         }
     }
 
@@ -341,7 +347,14 @@ fn view_of(pod: &Pod) -> PodView {
     if pod.is_deleting() {
         PodView::Deleting { uid }
     } else if pod.is_ready() {
-        PodView::Ready { uid }
+        let since = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+            .and_then(|c| c.last_transition_time.as_ref())
+            .map(|t| t.0);
+        PodView::Ready { uid, since }
     } else {
         PodView::NotReady {
             uid,
@@ -451,8 +464,19 @@ mod tests {
         deleting.metadata.deletion_timestamp = Some(
             k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(shared::testing::at(0)),
         );
+        // Ready since its Ready condition's last transition.
+        let mut primary = pod(0, true, Some("10.0.0.1"));
+        for condition in primary
+            .status
+            .iter_mut()
+            .flat_map(|s| s.conditions.iter_mut().flatten())
+        {
+            condition.last_transition_time = Some(
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(shared::testing::at(100)),
+            );
+        }
         let observed = ObservedBuilder::new()
-            .with(&pod(0, true, Some("10.0.0.1")))
+            .with(&primary)
             .with(&pod(1, true, Some("10.0.0.2")))
             .with(&deleting)
             .with(&roles("orders-0"))
@@ -491,7 +515,8 @@ mod tests {
         assert_eq!(
             primary.pod,
             PodView::Ready {
-                uid: "uid-0".into()
+                uid: "uid-0".into(),
+                since: Some(shared::testing::at(100)),
             }
         );
         assert_eq!(

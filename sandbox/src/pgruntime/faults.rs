@@ -80,7 +80,8 @@ impl PostgresRuntime {
     }
 
     /// Forces the readiness of the containers of pod `pod` that run
-    /// `image` (`None`: back to their probes). Held by name and image, it
+    /// `image` (`None`: the pod back to its probes, whatever hold it had,
+    /// this image's or [`Self::set_ready`]'s). Held by name and image, it
     /// applies to a pod created later under that name, and not to the
     /// pod running the previous image: a test can hold the replacement a
     /// rollout creates unready before the rollout begins.

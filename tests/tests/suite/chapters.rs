@@ -150,7 +150,7 @@ async fn run_block(
     if finished.is_err() {
         return Err(format!(
             "the block did not finish within {BLOCK_TIMEOUT:?}; it printed:\n{output}{}",
-            recent_events(root, kubeconfig)
+            recent_events(root, kubeconfig).await
         ));
     }
     if matches(&block.expected, &output) {
@@ -160,27 +160,44 @@ async fn run_block(
             "the output differs from the chapter's.\ncommands:\n  {}\nexpected:\n{}\nprinted:\n{output}{}",
             block.commands.join("\n  "),
             block.expected.join("\n"),
-            recent_events(root, kubeconfig)
+            recent_events(root, kubeconfig).await
         ))
     }
 }
 
 /// The chapter's cluster's latest Events, which say why a block printed
 /// something else (a failover, a probe that failed, a refusal).
-fn recent_events(root: &Path, kubeconfig: &Path) -> String {
-    let out = std::process::Command::new("sh")
-        .arg("-c")
-        .arg("kubectl get events --sort-by=.lastTimestamp 2>&1 | tail -n 30")
-        .current_dir(root)
-        .env("KUBECONFIG", kubeconfig)
-        .env("PATH", tests::tools::search_path())
-        .output();
-    match out {
-        Ok(out) => format!(
-            "the cluster's latest Events:\n{}",
-            String::from_utf8_lossy(&out.stdout)
-        ),
-        Err(e) => format!("(the Events could not be listed: {e})"),
+async fn recent_events(root: &Path, kubeconfig: &Path) -> String {
+    const LINES: usize = 30;
+    let listed = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::process::Command::new("kubectl")
+            .args([
+                "get",
+                "events",
+                "--sort-by=.lastTimestamp",
+                "--request-timeout=10s",
+            ])
+            .current_dir(root)
+            .env("KUBECONFIG", kubeconfig)
+            .env("PATH", tests::tools::search_path())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await;
+    match listed {
+        Ok(Ok(out)) => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            let lines: Vec<&str> = text.lines().collect();
+            let last = &lines[lines.len().saturating_sub(LINES)..];
+            format!(
+                "\nthe cluster's latest Events:\n{}\n{}",
+                last.join("\n"),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )
+        }
+        Ok(Err(e)) => format!("\n(the Events could not be listed: {e})"),
+        Err(_) => "\n(the Events were not listed within 20 s)".into(),
     }
 }
 

@@ -435,6 +435,7 @@ fn member(ordinal: u32, pod: PodView, server: Server) -> Member {
 fn ready(k: u32) -> PodView {
     PodView::Ready {
         uid: format!("uid-{k}"),
+        since: None,
     }
 }
 

@@ -6,12 +6,11 @@
 //! server answers as the primary is not lost: the readiness probe lags the
 //! server, and a failover for a probe's hiccup would cost more than it
 //! saves. For the same reason a ready pod whose server leaves the member
-//! probe unanswered is lost only once it has not answered for
-//! [`UNANSWERED_FOR`]: one probe timing out on a busy node is not a frozen
-//! server (the kubelet gives a readiness probe the same slack, its
-//! failure threshold). It must stay lost for
-//! `spec.failover.delaySeconds` (at least that long when unanswered),
-//! counted from
+//! probe unanswered is replaced only once it has been ready and unanswered
+//! for [`UNANSWERED_FOR`]: one probe timing out on a busy node is not a
+//! frozen server (the readiness probe's failure threshold gives the server
+//! a similar slack before the pod turns unready). Otherwise it must stay
+//! lost for `spec.failover.delaySeconds`, counted from
 //! `status.highAvailability.primaryLostSince`, before a replica replaces
 //! it: the replica that answers with the most WAL received (ties: the
 //! lowest ordinal). With synchronous replication, enough replicas must
@@ -39,7 +38,9 @@ use crate::autopilot::topology::{Member, PodView, Server, Topology};
 pub const RECHECK_LOST: SignedDuration = SignedDuration::from_secs(5);
 
 /// How long the server of a ready primary pod must leave the member probe
-/// unanswered before a replica replaces it, whatever the failover delay.
+/// unanswered before a replica replaces it, counted from when it was first
+/// seen lost or from when the pod became ready, the later: a floor under
+/// the failover delay.
 pub const UNANSWERED_FOR: SignedDuration = SignedDuration::from_secs(10);
 
 /// How much longer a primary whose pod a StatefulSet rollout replaces is
@@ -132,27 +133,33 @@ pub fn watch(
             .as_ref()
             .map_or(0, |failover| failover.delay_seconds),
     ));
+    // A ready pod whose server does not answer: since when it has been
+    // so, as far as can be told (first seen lost, or ready, the later).
+    let unanswered_from = member.and_then(|m| match (&m.pod, &m.server) {
+        (PodView::Ready { since: ready, .. }, Server::Unreachable(_)) => {
+            Some(ready.map_or(since, |ready| ready.max(since)))
+        }
+        _ => None,
+    });
     // A rollout replacing the primary's pod is a planned restart: waited
     // for, up to ROLLOUT_GRACE more.
-    let frozen = member.is_some_and(|m| {
-        matches!(m.pod, PodView::Ready { .. }) && matches!(m.server, Server::Unreachable(_))
-    });
-    let planned = topology.rolling_out && !frozen;
+    let planned = topology.rolling_out && unanswered_from.is_none();
     let delay = if planned {
         delay.saturating_add(ROLLOUT_GRACE)
-    } else if frozen {
-        // A server that missed one probe on a busy node is not frozen.
-        delay.max(UNANSWERED_FOR)
     } else {
         delay
     };
     let due = since.saturating_add(delay).unwrap_or(since);
+    // A server that missed one probe on a busy node is not frozen.
+    let due = unanswered_from
+        .and_then(|from| from.checked_add(UNANSWERED_FOR).ok())
+        .map_or(due, |floor| due.max(floor));
     if now < due {
         decision.available = Assessment::no(
             "PrimaryLost",
             format!(
                 "{current} is lost ({why}); a replica replaces it if it stays lost for {}s",
-                delay.as_secs()
+                due.duration_since(since).as_secs()
             ),
         )
         .warn();

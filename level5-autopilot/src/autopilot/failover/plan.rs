@@ -44,7 +44,7 @@ pub const RECHECK_PROMOTION: SignedDuration = SignedDuration::from_secs(1);
 /// the pod a promotion starting now deletes after the roles change.
 pub fn deletable_uid(member: Option<&Member>) -> Option<String> {
     match &member?.pod {
-        PodView::NotReady { uid, .. } | PodView::Ready { uid } => Some(uid.clone()),
+        PodView::NotReady { uid, .. } | PodView::Ready { uid, .. } => Some(uid.clone()),
         PodView::Absent | PodView::Deleting { .. } => None,
     }
 }
@@ -282,7 +282,7 @@ fn fence_old(
             }
             false
         }
-        PodView::NotReady { uid, .. } | PodView::Ready { uid } => {
+        PodView::NotReady { uid, .. } | PodView::Ready { uid, .. } => {
             match record.from_pod_uid.as_deref() {
                 Some(fenced) if fenced == uid => {
                     delete(uid, decision);

@@ -23,6 +23,7 @@ fn now() -> Timestamp {
 fn ready(k: u32) -> PodView {
     PodView::Ready {
         uid: format!("uid-{k}"),
+        since: None,
     }
 }
 
@@ -671,6 +672,27 @@ fn lost_since(db: DbBuilder, since: i64) -> PostgresDB {
         .expect("status")
         .primary_lost_since = Some(status_time(at(since)));
     db
+}
+
+#[test]
+fn a_primary_pod_ready_again_after_a_restart_has_the_whole_slack_from_its_readiness() {
+    // Lost since NOW - 30 (a rollout replaced its pod); the new pod turned
+    // ready at NOW and its server has not answered yet.
+    let mut t = lost_primary(
+        PodView::Ready {
+            uid: "uid-0b".into(),
+            since: Some(now()),
+        },
+        unreachable(),
+    );
+    t.rolling_out = true;
+    let db = lost_since(database(), NOW - 30);
+    let decision = progress(&db, &t, now());
+    assert!(decision.status.promotion.is_none() && decision.delete_pods.is_empty());
+    assert_eq!(decision.wake_at, Some(at(NOW + 10)));
+    // Ready and silent for 10 s: replaced.
+    let decision = progress(&db, &t, at(NOW + 10));
+    assert!(decision.status.promotion.is_some());
 }
 
 #[test]
