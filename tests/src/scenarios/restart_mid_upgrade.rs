@@ -5,7 +5,7 @@ use std::fmt;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use sandbox::SandboxConfig;
-use shared::api::UpgradePhase;
+use shared::api::{Phase, UpgradePhase};
 
 use super::steps::{
     NAME, create_ready, current, current_version, image_of, is_settled_at, patch_spec,
@@ -129,10 +129,21 @@ impl Scenario for RestartMidUpgrade {
                 image_of(sts).as_deref() == Some("postgres:16.4")
             })
             .await?;
+        // On the sandbox the held pod lets the first operator see the
+        // rollout under way and say so (no longer Ready) before it dies:
+        // killed earlier, it could die before the old pod was replaced,
+        // and the Ready it had reported would never be reported again.
+        let under_way = |db: &shared::api::PostgresDB| {
+            let status = db.status.as_ref();
+            status.and_then(|s| s.observed_generation) == Some(generation)
+                && (hold.is_none() || status.and_then(|s| s.phase) != Some(Phase::Ready))
+        };
         cluster
-            .wait_for(NAME, "observed at the new version", |db| {
-                db.status.as_ref().and_then(|s| s.observed_generation) == Some(generation)
-            })
+            .wait_for(
+                NAME,
+                "observed at the new version, the rollout under way",
+                under_way,
+            )
             .await?;
         let started_at = current(cluster)
             .await?
