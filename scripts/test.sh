@@ -28,7 +28,12 @@ cargo build --workspace --bins
 # One test thread per core (cargo's default): with as many threads as the
 # harness has clusters (tests/src/harness/mod.rs), faster, the one full run
 # tried failed in both the chapters and the behaviour suite.
-cargo test --workspace -- --skip in_cluster::
+# The chapters' blocks run after the rest as well: started beside the
+# behaviour suite, six sandboxes (the Level 5 chapter's three instances among
+# them) and the suite's four clusters loaded the machine at once, and both
+# failed in Level 5's failovers and switchovers in three full runs in a row.
+cargo test --workspace -- --skip in_cluster:: --skip chapters::every_runnable_block
+cargo test -p tests --test suite -- chapters::every_runnable_block
 cargo test -p tests -- in_cluster::
 # The behaviour suite again, against a sandbox reached only through its
 # kubeconfig: the path a kind cluster takes (port-forwards, no counters).
