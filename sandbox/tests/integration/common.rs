@@ -120,3 +120,18 @@ pub async fn raw(
         Err(e) => panic!("transport error: {e}"),
     }
 }
+
+/// An object with only its name set.
+pub fn named<K: serde::de::DeserializeOwned>(name: &str) -> K {
+    serde_json::from_value(json!({"metadata": {"name": name}})).expect("a named object")
+}
+
+/// Creates `obj` with `api`, returning what the API server stored.
+pub async fn create<K>(api: &kube::Api<K>, obj: &K) -> K
+where
+    K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.create(&kube::api::PostParams::default(), obj)
+        .await
+        .expect("created")
+}

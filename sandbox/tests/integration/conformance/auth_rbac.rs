@@ -11,7 +11,7 @@ use kube::api::{Api, ListParams, PostParams};
 use sandbox::Sandbox;
 use serde_json::{Value, json};
 
-use crate::common::{api_err, sandbox};
+use crate::common::{api_err, create, named, sandbox};
 
 const SA_USER: &str = "system:serviceaccount:default:app";
 
@@ -46,12 +46,6 @@ fn binding_to<K: serde::de::DeserializeOwned>(
     .expect("a binding")
 }
 
-/// An object of kind `K` with only a name (a ServiceAccount, ConfigMap,
-/// Namespace).
-fn named<K: serde::de::DeserializeOwned>(name: &str) -> K {
-    serde_json::from_value(json!({"metadata": {"name": name}})).expect("a named object")
-}
-
 /// Creates, in `namespace`, the Role `role_name` with `rules` and the
 /// RoleBinding `binding_name` of the ServiceAccount `default/app` to it.
 async fn grant(sb: &Sandbox, namespace: &str, binding_name: &str, role_name: &str, rules: Value) {
@@ -65,15 +59,6 @@ async fn grant(sb: &Sandbox, namespace: &str, binding_name: &str, role_name: &st
         &binding(binding_name, "Role", role_name),
     )
     .await;
-}
-
-async fn create<K>(api: &Api<K>, obj: &K)
-where
-    K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    api.create(&PostParams::default(), obj)
-        .await
-        .expect("created");
 }
 
 /// The ServiceAccount `default/app` and a client with its token.

@@ -7,7 +7,8 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use crate::common::{
-    api_err, data_claim_templates, eventually, pod_ready, sandbox, statefulset, wait_ready_replicas,
+    api_err, create, data_claim_templates, eventually, named, pod_ready, sandbox, statefulset,
+    wait_ready_replicas,
 };
 
 /// A StatefulSet of `replicas` pods, each with a claim `data`.
@@ -30,19 +31,6 @@ async fn pod_names(api: &Api<Pod>, sel: &str) -> Vec<String> {
         .collect();
     v.sort();
     v
-}
-
-/// An object of kind `K` with only a name (a Namespace, a ConfigMap).
-fn named<K: serde::de::DeserializeOwned>(name: &str) -> K {
-    serde_json::from_value(json!({"metadata": {"name": name}})).unwrap()
-}
-
-/// Creates `obj` with `api`.
-async fn create<K>(api: &Api<K>, obj: &K) -> K
-where
-    K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    api.create(&PostParams::default(), obj).await.unwrap()
 }
 
 /// Waits until `api` no longer has `name`.

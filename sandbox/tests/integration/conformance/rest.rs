@@ -3,25 +3,12 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::json;
 
-use crate::common::{api_err, eventually, sandbox};
+use crate::common::{api_err, eventually, sandbox, statefulset};
 
 fn cm(name: &str, labels: serde_json::Value) -> ConfigMap {
     serde_json::from_value(
         json!({"metadata": {"name": name, "labels": labels}, "data": {"k": "v"}}),
     )
-    .unwrap()
-}
-
-fn sts(name: &str, replicas: i32) -> StatefulSet {
-    serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "serviceName": name,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "db", "image": "postgres:16"}]}},
-        }
-    }))
     .unwrap()
 }
 
@@ -131,7 +118,7 @@ async fn generation_bumps_on_spec_changes_only() {
     let sb = sandbox().await;
     let api: Api<StatefulSet> = Api::default_namespaced(sb.client());
     let s = api
-        .create(&PostParams::default(), &sts("g", 0))
+        .create(&PostParams::default(), &statefulset("g", 0, json!({})))
         .await
         .unwrap();
     assert_eq!(s.metadata.generation, Some(1));
@@ -378,7 +365,7 @@ async fn delete_collection_removes_matching_objects() {
 async fn status_subresource_writes_only_status_and_main_writes_ignore_status() {
     let sb = sandbox().await;
     let api: Api<StatefulSet> = Api::default_namespaced(sb.client());
-    api.create(&PostParams::default(), &sts("s", 0))
+    api.create(&PostParams::default(), &statefulset("s", 0, json!({})))
         .await
         .unwrap();
     let patch =
@@ -417,7 +404,7 @@ async fn status_subresource_writes_only_status_and_main_writes_ignore_status() {
 async fn scale_subresource_reads_and_writes_replicas() {
     let sb = sandbox().await;
     let api: Api<StatefulSet> = Api::default_namespaced(sb.client());
-    api.create(&PostParams::default(), &sts("s", 0))
+    api.create(&PostParams::default(), &statefulset("s", 0, json!({})))
         .await
         .unwrap();
     let patch = json!({"spec": {"replicas": 3}});
