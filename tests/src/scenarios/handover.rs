@@ -1,7 +1,8 @@
 //! The run the high-availability scenarios share: a database asked to run
 //! two instances, a client writing through the read-write Service, one
 //! event that takes the primary away (its pod deleted, its processes
-//! frozen, or a switchover asked for), and what followed: where writes were accepted again, the
+//! frozen, or a switchover asked for; a deleted pod is held until the
+//! operator has reconciled, see [`delete_held`]), and what followed: where writes were accepted again, the
 //! promotion status reports, what the old primary became, the
 //! acknowledged writes lost, and, watched throughout, the most pods the
 //! read-write Service selected and the most servers accepting writes at
@@ -13,7 +14,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
-use kube::api::DeleteParams;
+use kube::api::{DeleteParams, Patch, PatchParams};
 use tokio::time::Instant;
 
 use super::instances::{ServerRole, Writer, rows_held, selected_pods, server_roles};
@@ -155,6 +156,47 @@ impl fmt::Display for Handover {
     }
 }
 
+/// A finalizer of the tests' own that holds a deleted pod (see [`delete_held`]).
+const HOLD: &str = "tests.pgdb.example.com/hold";
+
+/// Deletes pod `name` (gracefully, as `kubectl delete pod` does) and holds
+/// it, being deleted, until a reconcile of the database that began after
+/// the delete has run to its end ([`TestCluster::settle`]), then lets it
+/// go. On the sandbox the StatefulSet recreates a deleted pod and its
+/// server answers again within about a second, sooner than a busy
+/// operator may reconcile: had no reconcile seen the pod gone, the
+/// primary would simply have restarted in place (nothing lost, no
+/// failover), and the run would not show what the operator does with a
+/// deleted primary. On a real cluster a pod's termination, scheduling and
+/// probes take seconds; the hold gives every run that window.
+async fn delete_held(cluster: &TestCluster, name: &str) -> Result<(), Failed> {
+    let pods = cluster.api::<Pod>();
+    let hold =
+        |finalizers: Vec<String>| serde_json::json!({ "metadata": { "finalizers": finalizers } });
+    pods.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(hold(vec![HOLD.to_string()])),
+    )
+    .await
+    .or_fail(format!("add finalizer {HOLD} to pod {name}"))?;
+    let deleted = pods
+        .delete(name, &DeleteParams::default())
+        .await
+        .or_fail(format!("delete pod {name}"));
+    let settled = match deleted {
+        Ok(_) => cluster.settle(NAME).await.map(drop),
+        Err(failed) => Err(failed),
+    };
+    // Released whatever happened: a pod held for ever would hold the
+    // namespace's deletion too.
+    let released = pods
+        .patch(name, &PatchParams::default(), &Patch::Merge(hold(vec![])))
+        .await
+        .or_fail(format!("remove finalizer {HOLD} from pod {name}"));
+    settled.and(released.map(drop))
+}
+
 /// Whether the `SpecImplemented` condition leaves `field` out of what the
 /// level does not implement.
 fn implements(db: &shared::api::PostgresDB, field: &str) -> bool {
@@ -243,9 +285,7 @@ pub async fn run(
     let began = Instant::now();
     let generation = match event {
         Event::PodDeleted => {
-            pods.delete(&primary_before, &DeleteParams::default())
-                .await
-                .or_fail(format!("delete pod {primary_before}"))?;
+            delete_held(cluster, &primary_before).await?;
             None
         }
         Event::Switchover => {

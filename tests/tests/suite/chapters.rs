@@ -150,7 +150,7 @@ async fn run_block(
     if finished.is_err() {
         return Err(format!(
             "the block did not finish within {BLOCK_TIMEOUT:?}; it printed:\n{output}{}",
-            recent_events(root, kubeconfig).await
+            cluster_diagnosis(root, kubeconfig).await
         ));
     }
     if matches(&block.expected, &output) {
@@ -160,24 +160,58 @@ async fn run_block(
             "the output differs from the chapter's.\ncommands:\n  {}\nexpected:\n{}\nprinted:\n{output}{}",
             block.commands.join("\n  "),
             block.expected.join("\n"),
-            recent_events(root, kubeconfig).await
+            cluster_diagnosis(root, kubeconfig).await
         ))
     }
 }
 
-/// The chapter's cluster's latest Events, which say why a block printed
-/// something else (a failover, a probe that failed, a refusal).
-async fn recent_events(root: &Path, kubeconfig: &Path) -> String {
+/// What the chapter's cluster says about why a block printed something
+/// else (a failover, a probe that failed, a refusal): its latest Events
+/// and the last lines each pod's containers logged.
+async fn cluster_diagnosis(root: &Path, kubeconfig: &Path) -> String {
     const LINES: usize = 30;
-    let listed = tokio::time::timeout(
+    const LOG_LINES: &str = "--tail=20";
+    let mut text = match kubectl(
+        root,
+        kubeconfig,
+        &["get", "events", "--sort-by=.lastTimestamp"],
+    )
+    .await
+    {
+        Ok(listed) => {
+            let lines: Vec<&str> = listed.lines().collect();
+            let last = &lines[lines.len().saturating_sub(LINES)..];
+            format!("\nthe cluster's latest Events:\n{}", last.join("\n"))
+        }
+        Err(why) => format!("\n(the Events could not be listed: {why})"),
+    };
+    let pods = kubectl(root, kubeconfig, &["get", "pods", "-o", "name"]).await;
+    match pods {
+        Ok(pods) => {
+            for pod in pods.lines() {
+                let logged = kubectl(
+                    root,
+                    kubeconfig,
+                    &["logs", pod, "--all-containers", "--prefix", LOG_LINES],
+                )
+                .await
+                .unwrap_or_else(|why| format!("(not read: {why})"));
+                text += &format!("\nthe last lines {pod} logged:\n{}", logged.trim_end());
+            }
+        }
+        Err(why) => text += &format!("\n(the pods could not be listed: {why})"),
+    }
+    text
+}
+
+/// Runs kubectl against the chapter's cluster, bounded in time; what it
+/// printed, or why not.
+async fn kubectl(root: &Path, kubeconfig: &Path, args: &[&str]) -> Result<String, String> {
+    let ran = tokio::time::timeout(
         Duration::from_secs(20),
         tokio::process::Command::new("kubectl")
-            .args([
-                "get",
-                "events",
-                "--sort-by=.lastTimestamp",
-                "--request-timeout=10s",
-            ])
+            .args(args)
+            .arg("--request-timeout=10s")
             .current_dir(root)
             .env("KUBECONFIG", kubeconfig)
             .env("PATH", tests::tools::search_path())
@@ -185,19 +219,11 @@ async fn recent_events(root: &Path, kubeconfig: &Path) -> String {
             .output(),
     )
     .await;
-    match listed {
-        Ok(Ok(out)) => {
-            let text = String::from_utf8_lossy(&out.stdout);
-            let lines: Vec<&str> = text.lines().collect();
-            let last = &lines[lines.len().saturating_sub(LINES)..];
-            format!(
-                "\nthe cluster's latest Events:\n{}\n{}",
-                last.join("\n"),
-                String::from_utf8_lossy(&out.stderr).trim()
-            )
-        }
-        Ok(Err(e)) => format!("\n(the Events could not be listed: {e})"),
-        Err(_) => "\n(the Events were not listed within 20 s)".into(),
+    match ran {
+        Ok(Ok(out)) if out.status.success() => Ok(String::from_utf8_lossy(&out.stdout).into()),
+        Ok(Ok(out)) => Err(String::from_utf8_lossy(&out.stderr).trim().to_string()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("kubectl did not finish within 20 s".into()),
     }
 }
 
