@@ -612,10 +612,25 @@ pub fn track_update(
     write_managed(new, &entries);
 }
 
+/// An apply patch's body as a value. Clients send YAML or, as kube-rs and
+/// client-go do, JSON; JSON is YAML, and read by the JSON parser first,
+/// which is several times faster than the YAML one on the same text.
+pub fn parse_body(body: &[u8]) -> Result<Value, serde_yaml::Error> {
+    serde_json::from_slice(body).or_else(|_| serde_yaml::from_slice(body))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::registry::Registry;
+
+    #[test]
+    fn an_apply_body_reads_the_same_as_json_or_yaml_and_bad_text_is_an_error() {
+        let json = br#"{"apiVersion":"v1","kind":"ConfigMap","data":{"a":"1: x"}}"#;
+        let yaml = b"apiVersion: v1\nkind: ConfigMap\ndata:\n  a: '1: x'\n";
+        assert_eq!(parse_body(json).unwrap(), parse_body(yaml).unwrap());
+        assert!(parse_body(b"a: [unclosed").is_err());
+    }
 
     #[test]
     fn fields_v1_round_trips_through_the_trie_format() {

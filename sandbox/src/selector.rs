@@ -174,6 +174,20 @@ impl LabelSelector {
         self.0.is_empty()
     }
 
+    /// The `key=value` pairs every match must carry (from `=`, `==` and a
+    /// one-value `in`): what the store's label index can look up, leaving
+    /// the rest of the selector to [`Self::matches`].
+    pub fn equalities(&self) -> Vec<(&str, &str)> {
+        self.0
+            .iter()
+            .filter_map(|r| match &r.op {
+                Op::Eq(v) => Some((r.key.as_str(), v.as_str())),
+                Op::In(vs) if vs.len() == 1 => Some((r.key.as_str(), vs[0].as_str())),
+                _ => None,
+            })
+            .collect()
+    }
+
     pub fn matches(&self, obj: &Value) -> bool {
         let labels = obj.pointer("/metadata/labels").and_then(Value::as_object);
         self.0.iter().all(|r| {

@@ -644,7 +644,7 @@ async fn route(
                 ));
             }
             let patch_obj: Option<Value> = match kind {
-                PatchKind::Apply => serde_yaml::from_slice(&body).ok(),
+                PatchKind::Apply => crate::apply::parse_body(&body).ok(),
                 PatchKind::Merge | PatchKind::Strategic => serde_json::from_slice(&body).ok(),
                 PatchKind::Json => None,
             };
@@ -660,7 +660,7 @@ async fn route(
                     let patched = match kind {
                         PatchKind::Json => crate::patch::json_patch(&current, &body)?,
                         PatchKind::Apply => {
-                            let v: Value = serde_yaml::from_slice(&body)
+                            let v: Value = crate::apply::parse_body(&body)
                                 .map_err(|e| Error::bad_request(e.to_string()))?;
                             let mut cur = current.clone();
                             json_patch::merge(&mut cur, &v);

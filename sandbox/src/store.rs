@@ -311,10 +311,74 @@ impl Store {
         limit: Option<usize>,
         keep: &dyn Fn(&Value) -> bool,
     ) -> ListPage {
+        self.list_labelled(key, ns, &[], after, limit, keep)
+    }
+
+    /// [`Self::list`] of the objects whose labels include every pair of
+    /// `labels` (`keep` still sees each candidate). In one namespace with
+    /// at least one pair, the candidates come from the label index (the
+    /// pair with the fewest objects), in the same order as a scan, so a
+    /// selective list costs what it returns, not what the namespace holds.
+    pub fn list_labelled(
+        &self,
+        key: &str,
+        ns: Option<&str>,
+        labels: &[(&str, &str)],
+        after: Option<&ObjectKey>,
+        limit: Option<usize>,
+        keep: &dyn Fn(&Value) -> bool,
+    ) -> ListPage {
         let inner = self.lock();
         let mut items = vec![];
         let mut next = None;
-        if let Some(map) = inner.objects.get(key) {
+        if let (Some(ns), false) = (ns, labels.is_empty()) {
+            let map = inner.objects.get(key);
+            let posting = |(k, v): &(&str, &str)| {
+                inner.idx.by_label.get(&(
+                    key.to_string(),
+                    ns.to_string(),
+                    k.to_string(),
+                    v.to_string(),
+                ))
+            };
+            // A pair no object carries: nothing matches.
+            let smallest = labels
+                .iter()
+                .map(posting)
+                .min_by_key(|p| p.map_or(0, BTreeSet::len))
+                .flatten();
+            let start = match after {
+                Some((ans, aname)) if ans.as_str() == ns => {
+                    std::ops::Bound::Excluded(aname.clone())
+                }
+                Some((ans, _)) if ans.as_str() > ns => {
+                    return ListPage {
+                        items,
+                        rv: inner.rv,
+                        next,
+                    };
+                }
+                _ => std::ops::Bound::Unbounded,
+            };
+            let names = smallest.into_iter().flat_map(|set| {
+                set.range::<String, _>((start.clone(), std::ops::Bound::Unbounded))
+            });
+            for name in names {
+                let Some(obj) = map.and_then(|m| m.get(&(ns.to_string(), name.clone()))) else {
+                    continue;
+                };
+                if !keep(obj) {
+                    continue;
+                }
+                if let Some(l) = limit
+                    && items.len() == l
+                {
+                    next = Some((ns.to_string(), name.clone()));
+                    break;
+                }
+                items.push(obj.clone());
+            }
+        } else if let Some(map) = inner.objects.get(key) {
             let start = match (after, ns) {
                 (Some(k), _) => std::ops::Bound::Excluded(k.clone()),
                 (None, Some(ns)) => std::ops::Bound::Included((ns.to_string(), String::new())),
@@ -383,6 +447,32 @@ impl Store {
         Some((key.clone(), obj))
     }
 
+    /// What `read` makes of the object with this uid and its resource's
+    /// key, read in place: a controller that needs a few fields of an
+    /// object does not copy all of it.
+    pub fn read_by_uid<R>(&self, uid: &str, read: impl FnOnce(&str, &Value) -> R) -> Option<R> {
+        let inner = self.lock();
+        let (key, okey) = inner.idx.by_uid.get(uid)?;
+        let obj = inner.objects.get(key)?.get(okey)?;
+        Some(read(key, obj))
+    }
+
+    /// The uids of every object naming `owner_uid` in its ownerReferences,
+    /// without copying the objects.
+    pub fn dependent_uids(&self, owner_uid: &str) -> Vec<String> {
+        let inner = self.lock();
+        inner
+            .idx
+            .by_owner
+            .get(owner_uid)
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, okey)| inner.objects.get(k)?.get(okey))
+            .filter_map(|o| o.pointer("/metadata/uid").and_then(Value::as_str))
+            .map(str::to_string)
+            .collect()
+    }
+
     /// Where the object with this uid is stored, without copying it.
     pub fn locate_uid(&self, uid: &str) -> Option<ObjectRef> {
         self.lock().idx.by_uid.get(uid).cloned()
@@ -404,10 +494,15 @@ impl Store {
 
     /// Objects of one resource that name `owner_uid` in their ownerReferences.
     pub fn owned(&self, key: &str, owner_uid: &str) -> Vec<Value> {
-        self.dependents(owner_uid)
+        let inner = self.lock();
+        inner
+            .idx
+            .by_owner
+            .get(owner_uid)
             .into_iter()
+            .flatten()
             .filter(|(k, _)| k == key)
-            .map(|(_, v)| v)
+            .filter_map(|(k, okey)| inner.objects.get(k)?.get(okey).cloned())
             .collect()
     }
 

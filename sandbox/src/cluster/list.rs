@@ -19,9 +19,10 @@ impl Cluster {
             .map(decode_continue)
             .transpose()?;
         let keep = |o: &Value| opts.labels.matches(o) && opts.fields.matches(o);
-        let page = self.store.list(
+        let page = self.store.list_labelled(
             &rt.key(),
             ns,
+            &opts.labels.equalities(),
             after.as_ref(),
             opts.limit.filter(|l| *l > 0),
             &keep,

@@ -219,7 +219,7 @@ impl Cluster {
                     "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
                 ));
             }
-            let v: Value = serde_yaml::from_slice(body)
+            let v: Value = crate::apply::parse_body(body)
                 .map_err(|e| Error::bad_request(format!("error decoding YAML: {e}")))?;
             if !v.is_object() {
                 return Err(Error::bad_request(

@@ -32,12 +32,7 @@ impl Controller for GarbageCollector {
         let uid = uid_of(&e.object);
         let owners = owner_uids(&e.object);
         if e.kind == EventType::Deleted {
-            out.extend(
-                c.store
-                    .dependents(uid)
-                    .iter()
-                    .map(|(_, d)| uid_of(d).to_string()),
-            );
+            out.extend(c.store.dependent_uids(uid));
             out.extend(owners);
         } else {
             if is_deleting(&e.object) {
@@ -100,31 +95,35 @@ fn drop_finalizer(c: &Cluster, key: &str, obj: &Value, finalizer: &str) {
 /// Collects one object if it is dangling, and carries out its orphan or
 /// foreground deletion if it is being deleted.
 fn sync(c: &Cluster, uid: &str) {
+    // Most objects looked at are neither dangling nor being deleted: read
+    // their owners and state in place, and copy only one being deleted.
+    let Some((key, ns, name, owners, deleting)) = c.store.read_by_uid(uid, |key, obj| {
+        (
+            key.to_string(),
+            namespace_of(obj).to_string(),
+            name_of(obj).to_string(),
+            owner_uids(obj),
+            is_deleting(obj),
+        )
+    }) else {
+        return;
+    };
+    // Dangling: every owner is gone (the real collector also checks the
+    // owner's uid, so a re-created owner with the same name does not count).
+    if !owners.is_empty() && !deleting && owners.iter().all(|u| c.store.locate_uid(u).is_none()) {
+        let (g, p) = group_plural(&key);
+        if let Ok(rt) = c.rt(g, p) {
+            let _ = c.delete(&rt, &ns, &name, &DeleteOptions::default());
+        }
+    }
+    if !deleting {
+        return;
+    }
     let Some((key, obj)) = c.store.get_by_uid(uid) else {
         return;
     };
     let (key, obj) = (&key, &obj);
     {
-        let owners = owner_uids(obj);
-        // Dangling: every owner is gone (the real collector also checks the
-        // owner's uid, so a re-created owner with the same name does not count).
-        if !owners.is_empty()
-            && !is_deleting(obj)
-            && owners.iter().all(|u| c.store.locate_uid(u).is_none())
-        {
-            let (g, p) = group_plural(key);
-            if let Ok(rt) = c.rt(g, p) {
-                let _ = c.delete(
-                    &rt,
-                    namespace_of(obj),
-                    name_of(obj),
-                    &DeleteOptions::default(),
-                );
-            }
-        }
-        if !is_deleting(obj) {
-            return;
-        }
         let fins = finalizers(obj);
         let deps = c.store.dependents(uid);
         if fins.iter().any(|f| f == "orphan") {

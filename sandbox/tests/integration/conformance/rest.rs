@@ -202,6 +202,10 @@ async fn list_filters_by_label_selector_operators() {
         ("app notin (pg)", vec!["b", "c"]),
         ("tier", vec!["a"]),
         ("!app", vec!["c"]),
+        ("app=pg,tier", vec!["a"]),
+        ("app in (web)", vec!["b"]),
+        ("app=pg,tier=web", vec![]),
+        ("app=none", vec![]),
     ] {
         let got = names(api.list(&ListParams::default().labels(sel)).await.unwrap());
         assert_eq!(got, want, "selector {sel}");
@@ -261,6 +265,71 @@ async fn list_pages_with_limit_and_continue() {
     }
     // The namespace's kube-root-ca.crt sorts last.
     assert_eq!(seen, vec!["c0", "c1", "c2", "c3", "c4", "kube-root-ca.crt"]);
+}
+
+/// Upstream: a list with a label selector pages with limit and continue
+/// like any list (name order, no object twice or missed), and follows
+/// labels as they change. The sandbox serves it from its label index.
+#[tokio::test]
+async fn a_label_selected_list_pages_in_name_order_and_follows_relabelling() {
+    let sb = sandbox().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(sb.client());
+    for i in 0..9 {
+        let labels = if i % 3 == 0 {
+            json!({})
+        } else {
+            json!({"x": "1", "i": i.to_string()})
+        };
+        api.create(&PostParams::default(), &cm(&format!("c{i}"), labels))
+            .await
+            .unwrap();
+    }
+    let paged = |selector: &'static str| {
+        let api = api.clone();
+        async move {
+            let mut seen = vec![];
+            let mut lp = ListParams::default().labels(selector).limit(2);
+            loop {
+                let page = api.list(&lp).await.unwrap();
+                seen.extend(page.items.into_iter().map(|c| c.metadata.name.unwrap()));
+                match page.metadata.continue_ {
+                    Some(c) if !c.is_empty() => lp = lp.continue_token(&c),
+                    _ => break,
+                }
+            }
+            seen
+        }
+    };
+    assert_eq!(paged("x=1").await, ["c1", "c2", "c4", "c5", "c7", "c8"]);
+    assert_eq!(paged("x=1,i!=4").await, ["c1", "c2", "c5", "c7", "c8"]);
+    // c4 loses the label, c3 gains it.
+    let mut c4 = api.get("c4").await.unwrap();
+    c4.metadata.labels = None;
+    api.replace("c4", &PostParams::default(), &c4)
+        .await
+        .unwrap();
+    let mut c3 = api.get("c3").await.unwrap();
+    c3.metadata.labels = Some([("x".to_string(), "1".to_string())].into());
+    api.replace("c3", &PostParams::default(), &c3)
+        .await
+        .unwrap();
+    api.delete("c8", &DeleteParams::default()).await.unwrap();
+    assert_eq!(paged("x=1").await, ["c1", "c2", "c3", "c5", "c7"]);
+    // Another namespace's objects with the label are not listed.
+    let other: Api<Namespace> = Api::all(sb.client());
+    other
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "other"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let there: Api<ConfigMap> = Api::namespaced(sb.client(), "other");
+    there
+        .create(&PostParams::default(), &cm("c0", json!({"x": "1"})))
+        .await
+        .unwrap();
+    assert_eq!(paged("x=1").await, ["c1", "c2", "c3", "c5", "c7"]);
 }
 
 /// Upstream: /api/v1/pods lists across namespaces; namespaces are cluster-scoped.
