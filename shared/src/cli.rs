@@ -72,6 +72,10 @@ pub struct RunArgs {
     /// insights ("30s", "2m").
     #[arg(long, value_parser = parse_interval, default_value = "30s", global = true)]
     pub metrics_interval: Duration,
+    /// How many databases are reconciled at once (one database is never
+    /// reconciled twice at once).
+    #[arg(long, default_value_t = runner::DEFAULT_MAX_CONCURRENT_RECONCILES, value_parser = clap::value_parser!(u16).range(1..), global = true)]
+    pub max_concurrent_reconciles: u16,
 }
 
 fn parse_interval(text: &str) -> Result<Duration, String> {
@@ -155,6 +159,7 @@ async fn run(level: Level, args: RunArgs) -> Result<(), Error> {
         metrics,
         operator_namespace: Some(operator_namespace),
         metrics_interval: Some(args.metrics_interval),
+        max_concurrent_reconciles: Some(args.max_concurrent_reconciles),
     };
     tracing::info!(level = level.name, "starting");
     runner::run(level, client, options, shutdown_signal()).await
@@ -250,6 +255,22 @@ mod tests {
         let cli = Cli::try_parse_from(["level4-insights", "--metrics-interval", "2m"])
             .expect("a duration");
         assert_eq!(cli.run.metrics_interval, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn concurrent_reconciles_are_bounded_by_default_and_zero_is_refused_naming_the_flag() {
+        let cli = Cli::try_parse_from(["level1-install"]).expect("no flags");
+        assert_eq!(
+            cli.run.max_concurrent_reconciles,
+            runner::DEFAULT_MAX_CONCURRENT_RECONCILES
+        );
+        let error = Cli::try_parse_from(["level1-install", "--max-concurrent-reconciles", "0"])
+            .expect_err("zero reconciles nothing")
+            .to_string();
+        assert!(error.contains("--max-concurrent-reconciles"), "{error}");
+        let cli = Cli::try_parse_from(["level1-install", "--max-concurrent-reconciles", "4"])
+            .expect("a count");
+        assert_eq!(cli.run.max_concurrent_reconciles, 4);
     }
 
     use super::*;

@@ -393,12 +393,21 @@ pub async fn observe(
 ) -> Result<Observed, Error> {
     let namespace = db.namespace().unwrap_or_default();
     let mut observed = Observed::default();
-    for query in queries {
+    // Lists first: an object a list returned needs no GET of its own (a
+    // name names one object in the namespace), so a reconcile of a
+    // database whose children all exist reads each kind once.
+    let (lists, named): (Vec<&Query>, Vec<&Query>) = queries
+        .iter()
+        .partition(|q| !matches!(q.selector, QuerySelector::Name(_)));
+    for query in lists.into_iter().chain(named) {
         let api: Api<DynamicObject> =
             Api::namespaced_with(client.clone(), &namespace, &query.resource);
         match &query.selector {
             QuerySelector::Name(name) => {
                 observed.mark_queried(&query.resource, name);
+                if observed.raw(&query.resource, name).is_some() {
+                    continue;
+                }
                 let found = api.get_opt(name).await.map_err(|source| Error::Kube {
                     action: format!("read {} {namespace}/{name}", query.resource.kind),
                     source: Box::new(source),

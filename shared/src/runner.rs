@@ -78,10 +78,21 @@ pub struct RunOptions {
     /// How often a level with insights measures each database
     /// ([`DEFAULT_METRICS_INTERVAL`] when absent).
     pub metrics_interval: Option<Duration>,
+    /// How many databases are reconciled at once
+    /// ([`DEFAULT_MAX_CONCURRENT_RECONCILES`] when absent).
+    pub max_concurrent_reconciles: Option<u16>,
 }
 
 /// Where operator-wide objects go when no namespace is given.
 pub const DEFAULT_OPERATOR_NAMESPACE: &str = "default";
+
+/// How many databases are reconciled at once by default. Unbounded, a
+/// burst of a thousand new databases had as many reconciles in flight,
+/// each holding what it read, for no more throughput: the work is bound by
+/// the API server and the CPU. Reconciles that wait on a slow server (a
+/// frozen primary's probes time out) keep the rest moving up to this many.
+/// A database is never reconciled twice at once, whatever the bound.
+pub const DEFAULT_MAX_CONCURRENT_RECONCILES: u16 = 32;
 
 /// How often a level with insights measures each database by default.
 pub const DEFAULT_METRICS_INTERVAL: Duration = Duration::from_secs(30);
@@ -204,7 +215,13 @@ pub async fn run(
         .reflect(writer)
         .applied_objects()
         .predicate_filter(predicates::generation, Default::default());
-    let mut controller = Controller::for_stream(trigger, reader);
+    let mut controller = Controller::for_stream(trigger, reader).with_config(
+        kube::runtime::controller::Config::default().concurrency(
+            options
+                .max_concurrent_reconciles
+                .unwrap_or(DEFAULT_MAX_CONCURRENT_RECONCILES),
+        ),
+    );
     if let Some(changes) = changes {
         // A database whose reading's summary changed (a symptom appeared
         // or cleared) is reconciled, so its conditions follow.

@@ -91,6 +91,45 @@ async fn a_ready_database_reports_its_version_endpoint_and_credentials_and_owns_
     Ok(())
 }
 
+/// A reconcile lists each kind of child by the database's instance label
+/// (pruning needs the lists) and reads a child it asks for by name from
+/// those lists: no GET of a child that exists.
+#[tokio::test]
+async fn a_reconcile_of_a_ready_database_reads_its_children_by_one_list_per_kind()
+-> Result<(), Failed> {
+    let cluster = cluster().await;
+    let operator = cluster.run_operator(LevelId::One);
+    create(&cluster, DbBuilder::manifest("orders").build()).await;
+    cluster.wait_for("orders", "Ready", is_settled).await?;
+    let counters = cluster
+        .sandbox_handle()
+        .ok_or_else(|| Failed::new("needs the sandbox's request counts"))?
+        .counters();
+    let before = counters.snapshot();
+    cluster.settle("orders").await?;
+    let after = counters.snapshot();
+    let new = |verb: &str, resource: &str| {
+        let key = (verb.to_string(), resource.to_string());
+        after.get(&key).copied().unwrap_or(0) - before.get(&key).copied().unwrap_or(0)
+    };
+    for resource in ["secrets", "services", "configmaps", "statefulsets"] {
+        ensure(new("get", resource) == 0, || {
+            format!(
+                "{} GETs of {resource} in two reconciles",
+                new("get", resource)
+            )
+        })?;
+        ensure(new("list", resource) >= 2, || {
+            format!(
+                "{} lists of {resource} in two reconciles",
+                new("list", resource)
+            )
+        })?;
+    }
+    operator.stop().await;
+    Ok(())
+}
+
 #[tokio::test]
 async fn an_unsupported_version_is_refused_with_a_warning_naming_the_field() -> Result<(), Failed> {
     let cluster = cluster().await;
