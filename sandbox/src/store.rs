@@ -301,6 +301,14 @@ impl Store {
             .cloned()
     }
 
+    /// Whether the object exists, without copying it.
+    pub fn contains(&self, key: &str, ns: &str, name: &str) -> bool {
+        self.lock()
+            .objects
+            .get(key)
+            .is_some_and(|m| m.contains_key(&(ns.to_string(), name.to_string())))
+    }
+
     /// Objects of one resource in key order, optionally in one namespace,
     /// starting after `after`, keeping those `keep` accepts, at most `limit`.
     pub fn list(

@@ -80,7 +80,7 @@ fn ensure_revision(c: &Cluster, set: &Value, revision: &str, template: &Value, n
         return;
     };
     let ns = namespace_of(set);
-    if c.store.get(&rt.key(), ns, revision).is_some() {
+    if c.store.contains(&rt.key(), ns, revision) {
         return;
     }
     let mut labels = set
@@ -231,8 +231,13 @@ fn sync(c: &Cluster, ns: &str, name: &str) -> Outcome {
             .and_then(Value::as_str)
             .unwrap_or(&update_revision)
             .to_string();
-        let current_template =
-            template_of(c, &ns, &current_revision).unwrap_or_else(|| template.clone());
+        // The update revision's template is the spec's: read a stored
+        // revision only for an older one.
+        let current_template = if current_revision == update_revision {
+            template.clone()
+        } else {
+            template_of(c, &ns, &current_revision).unwrap_or_else(|| template.clone())
+        };
 
         let mut pods: Vec<(i64, Value)> = c
             .store
