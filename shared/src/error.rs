@@ -89,6 +89,14 @@ pub enum Error {
         source: Box<kube_leader_election::Error>,
     },
 
+    /// A reconcile ran past [`crate::reconcile::RECONCILE_TIMEOUT`] (a call
+    /// that never answered); it was dropped and is retried.
+    #[error("failed to finish the reconcile within {} s", .limit.as_secs())]
+    ReconcileTimeout {
+        /// The bound it ran past.
+        limit: std::time::Duration,
+    },
+
     /// Leadership was lost to another replica; this one must stop acting.
     #[error("lost the leader lease to another replica")]
     LostLeadership,
@@ -129,6 +137,7 @@ impl Error {
             Error::Sql { .. } => "Sql",
             Error::LeaderElection { .. } => "LeaderElection",
             Error::LostLeadership => "LostLeadership",
+            Error::ReconcileTimeout { .. } => "ReconcileTimeout",
             Error::Health { .. } => "HealthServer",
             Error::Yaml(_) => "Yaml",
         }

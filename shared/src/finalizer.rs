@@ -30,7 +30,7 @@
 //! unpausing (a terminating object's spec can still be edited) lets it go.
 //! Where it stops: the core never removes finalizers other than its own.
 
-use kube::ResourceExt;
+use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use crate::api::PostgresDB;
@@ -81,20 +81,30 @@ pub fn change(level: &Level, db: &PostgresDB) -> Option<FinalizerChange> {
 /// The JSON patch making the change: the whole finalizer list, guarded by
 /// a test of the resourceVersion the decision was made on.
 pub fn patch(db: &PostgresDB, change: FinalizerChange) -> serde_json::Value {
-    let mut finalizers: Vec<String> = db
+    patch_of(db, FINALIZER, change)
+}
+
+/// [`patch`] for any object and finalizer: the object's other finalizers
+/// kept, in their order.
+pub fn patch_of<K: Resource>(
+    object: &K,
+    finalizer: &str,
+    change: FinalizerChange,
+) -> serde_json::Value {
+    let mut finalizers: Vec<String> = object
         .finalizers()
         .iter()
-        .filter(|f| *f != FINALIZER)
+        .filter(|f| *f != finalizer)
         .cloned()
         .collect();
     if change == FinalizerChange::Add {
-        finalizers.push(FINALIZER.to_string());
+        finalizers.push(finalizer.to_string());
     }
     json!([
         {
             "op": "test",
             "path": "/metadata/resourceVersion",
-            "value": db.resource_version().unwrap_or_default(),
+            "value": object.resource_version().unwrap_or_default(),
         },
         {"op": "add", "path": "/metadata/finalizers", "value": finalizers},
     ])

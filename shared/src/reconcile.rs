@@ -461,6 +461,13 @@ pub async fn observe(
     Ok(observed)
 }
 
+/// How long one reconcile may run before it is dropped and retried. SQL
+/// calls have bounds of their own (`shared::sql`); the API client has no
+/// read timeout, so a call the API server never answers would hold one of
+/// the runner's reconcile slots for ever. Every step is idempotent, so a
+/// dropped reconcile is simply done again.
+pub const RECONCILE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Reconciles one `PostgresDB`.
 pub async fn reconcile(db: Arc<PostgresDB>, ctx: Arc<Context>) -> Result<Action, Error> {
     let span = tracing::info_span!(
@@ -470,7 +477,14 @@ pub async fn reconcile(db: Arc<PostgresDB>, ctx: Arc<Context>) -> Result<Action,
         level = ctx.level.number
     );
     let started = std::time::Instant::now();
-    let outcome = reconcile_in_span(&db, &ctx).instrument(span).await;
+    let outcome = tokio::time::timeout(
+        RECONCILE_TIMEOUT,
+        reconcile_in_span(&db, &ctx).instrument(span),
+    )
+    .await
+    .unwrap_or(Err(Error::ReconcileTimeout {
+        limit: RECONCILE_TIMEOUT,
+    }));
     if let Some(metrics) = &ctx.metrics {
         metrics.operator.reconciled(
             ctx.level.name,

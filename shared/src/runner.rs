@@ -79,7 +79,8 @@ pub struct RunOptions {
     /// ([`DEFAULT_METRICS_INTERVAL`] when absent).
     pub metrics_interval: Option<Duration>,
     /// How many databases are reconciled at once
-    /// ([`DEFAULT_MAX_CONCURRENT_RECONCILES`] when absent).
+    /// ([`DEFAULT_MAX_CONCURRENT_RECONCILES`] when absent; `Some(0)` is no
+    /// bound at all, as kube-runtime reads it, which the CLI refuses).
     pub max_concurrent_reconciles: Option<u16>,
 }
 
@@ -90,7 +91,9 @@ pub const DEFAULT_OPERATOR_NAMESPACE: &str = "default";
 /// burst of a thousand new databases had as many reconciles in flight,
 /// each holding what it read, for no more throughput: the work is bound by
 /// the API server and the CPU. Reconciles that wait on a slow server (a
-/// frozen primary's probes time out) keep the rest moving up to this many.
+/// frozen primary's probes time out, `shared::sql`) keep the rest moving
+/// up to this many, and a reconcile that hangs is dropped after
+/// `shared::reconcile::RECONCILE_TIMEOUT`.
 /// A database is never reconciled twice at once, whatever the bound.
 pub const DEFAULT_MAX_CONCURRENT_RECONCILES: u16 = 32;
 

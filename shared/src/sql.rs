@@ -30,6 +30,12 @@ use crate::error::Error;
 /// How long connecting, and each statement, may take.
 pub const SQL_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long the operator waits for a statement's answer: the server's own
+/// `statement_timeout` (`SQL_TIMEOUT`) plus as much again for a busy
+/// server and the network. A frozen server enforces no timeout of its own,
+/// and a connection to it would otherwise wait for ever.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(2 * SQL_TIMEOUT.as_secs());
+
 /// How the operator reaches a database pod.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum DatabaseAccess {
@@ -250,7 +256,7 @@ impl Connector {
                         let answer = query(&mut connection, probe.statement).await;
                         answers.push((probe.name.clone(), answer));
                     }
-                    let _ = connection.close().await;
+                    let _ = tokio::time::timeout(SQL_TIMEOUT, connection.close()).await;
                 }
                 Err(error) => {
                     tracing::debug!(pod = target.pod, %error, "database not reachable");
@@ -268,12 +274,20 @@ impl Connector {
         let mut connection = self.connect(namespace, &action.target).await?;
         let mut outcome = Ok(Vec::new());
         for (name, value) in &action.settings.0 {
-            let set = sqlx::query("SELECT set_config($1, $2, false)")
-                .bind(*name)
-                .bind(value)
-                .execute(&mut connection)
-                .await;
-            if let Err(error) = set {
+            let set = tokio::time::timeout(
+                QUERY_TIMEOUT,
+                sqlx::query("SELECT set_config($1, $2, false)")
+                    .bind(*name)
+                    .bind(value)
+                    .execute(&mut connection),
+            )
+            .await;
+            let failed = match set {
+                Ok(Ok(_)) => None,
+                Ok(Err(error)) => Some(error.to_string()),
+                Err(_) => Some(format!("no answer within {}s", QUERY_TIMEOUT.as_secs())),
+            };
+            if let Some(error) = failed {
                 outcome = Err(format!("cannot set {name}: {error}"));
                 break;
             }
@@ -281,7 +295,7 @@ impl Connector {
         if outcome.is_ok() {
             outcome = query(&mut connection, action.statement).await;
         }
-        let _ = connection.close().await;
+        let _ = tokio::time::timeout(SQL_TIMEOUT, connection.close()).await;
         outcome.map(|_| ()).map_err(|message| Error::Sql {
             what: format!("run {:?} on pod {}", action.statement, action.target.pod),
             source: message.into(),
@@ -290,10 +304,13 @@ impl Connector {
 }
 
 async fn query(connection: &mut PgConnection, statement: &'static str) -> SqlAnswer {
-    let rows = sqlx::raw_sql(statement)
-        .fetch_all(&mut *connection)
-        .await
-        .map_err(|e| e.to_string())?;
+    let rows = tokio::time::timeout(
+        QUERY_TIMEOUT,
+        sqlx::raw_sql(statement).fetch_all(&mut *connection),
+    )
+    .await
+    .map_err(|_| format!("no answer within {}s", QUERY_TIMEOUT.as_secs()))?
+    .map_err(|e| e.to_string())?;
     rows.iter()
         .map(|row| {
             (0..row.len())
@@ -314,6 +331,48 @@ pub fn scalar(answer: Option<&SqlAnswer>) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A server that completes the startup handshake and then answers
+    /// nothing, as a server frozen after a connection was made.
+    async fn silent_server() -> u16 {
+        use tokio::io::AsyncReadExt;
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
+        let port = listener.local_addr().expect("an address").port();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.expect("a client");
+            let length = socket.read_u32().await.expect("a startup message");
+            let mut rest = vec![0; length as usize - 4];
+            socket.read_exact(&mut rest).await.expect("its body");
+            // AuthenticationOk, then ReadyForQuery (idle).
+            socket
+                .write_all(&[b'R', 0, 0, 0, 8, 0, 0, 0, 0, b'Z', 0, 0, 0, 5, b'I'])
+                .await
+                .expect("the handshake");
+            let mut sink = vec![0; 1024];
+            while socket.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn a_statement_a_connected_server_never_answers_fails_after_the_query_timeout() {
+        let port = silent_server().await;
+        let options = PgConnectOptions::new()
+            .host("127.0.0.1")
+            .port(port)
+            .username("postgres")
+            .ssl_mode(sqlx::postgres::PgSslMode::Disable);
+        let mut connection = PgConnection::connect_with(&options)
+            .await
+            .expect("the handshake completes");
+        let answer = tokio::time::timeout(
+            QUERY_TIMEOUT + Duration::from_secs(5),
+            query(&mut connection, "SELECT 1"),
+        )
+        .await
+        .expect("the query gives up on its own");
+        assert_eq!(answer, Err("no answer within 10s".to_string()));
+    }
 
     fn target() -> SqlTarget {
         SqlTarget {

@@ -2,7 +2,7 @@
 //! two instances, a client writing through the read-write Service, one
 //! event that takes the primary away (its pod deleted, its processes
 //! frozen, or a switchover asked for; a deleted pod is held until the
-//! operator has reconciled, see [`delete_held`]), and what followed: where writes were accepted again, the
+//! operator has reconciled, see [`hold_and_delete`]), and what followed: where writes were accepted again, the
 //! promotion status reports, what the old primary became, the
 //! acknowledged writes lost, and, watched throughout, the most pods the
 //! read-write Service selected and the most servers accepting writes at
@@ -13,8 +13,9 @@ use std::fmt;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::ResourceExt;
 use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::{Api, ResourceExt};
+use shared::finalizer::{self, FinalizerChange};
 use tokio::time::Instant;
 
 use super::instances::{ServerRole, Writer, rows_held, selected_pods, server_roles};
@@ -156,45 +157,91 @@ impl fmt::Display for Handover {
     }
 }
 
-/// A finalizer of the tests' own that holds a deleted pod (see [`delete_held`]).
+/// A finalizer of the tests' own that holds a deleted pod (see [`hold_and_delete`]).
 const HOLD: &str = "tests.pgdb.example.com/hold";
 
-/// Deletes pod `name` (gracefully, as `kubectl delete pod` does) and holds
-/// it, being deleted, until a reconcile of the database that began after
-/// the delete has run to its end ([`TestCluster::settle`]), then lets it
-/// go. On the sandbox the StatefulSet recreates a deleted pod and its
-/// server answers again within about a second, sooner than a busy
-/// operator may reconcile: had no reconcile seen the pod gone, the
-/// primary would simply have restarted in place (nothing lost, no
+/// Deletes pod `name` (gracefully, as `kubectl delete pod` does), held by
+/// a finalizer of the tests' own: it stays, being deleted (its containers
+/// stopped), until [`release`]. The run releases it once a reconcile of
+/// the database that began after the delete has run to its end
+/// ([`TestCluster::settle`]). On the sandbox the StatefulSet recreates a
+/// deleted pod and its server answers again within about a second, sooner
+/// than a busy operator may reconcile: had no reconcile seen the pod gone,
+/// the primary would simply have restarted in place (nothing lost, no
 /// failover), and the run would not show what the operator does with a
 /// deleted primary. On a real cluster a pod's termination, scheduling and
 /// probes take seconds; the hold gives every run that window.
-async fn delete_held(cluster: &TestCluster, name: &str) -> Result<(), Failed> {
+async fn hold_and_delete(cluster: &TestCluster, name: &str) -> Result<Held, Failed> {
     let pods = cluster.api::<Pod>();
-    let hold =
-        |finalizers: Vec<String>| serde_json::json!({ "metadata": { "finalizers": finalizers } });
-    pods.patch(
-        name,
-        &PatchParams::default(),
-        &Patch::Merge(hold(vec![HOLD.to_string()])),
-    )
-    .await
-    .or_fail(format!("add finalizer {HOLD} to pod {name}"))?;
-    let deleted = pods
-        .delete(name, &DeleteParams::default())
-        .await
-        .or_fail(format!("delete pod {name}"));
-    let settled = match deleted {
-        Ok(_) => cluster.settle(NAME).await.map(drop),
-        Err(failed) => Err(failed),
+    change_finalizer(&pods, name, FinalizerChange::Add).await?;
+    let held = Held {
+        pods: pods.clone(),
+        name: name.to_string(),
+        released: false,
     };
-    // Released whatever happened: a pod held for ever would hold the
-    // namespace's deletion too.
-    let released = pods
-        .patch(name, &PatchParams::default(), &Patch::Merge(hold(vec![])))
+    pods.delete(name, &DeleteParams::default())
         .await
-        .or_fail(format!("remove finalizer {HOLD} from pod {name}"));
-    settled.and(released.map(drop))
+        .or_fail(format!("delete pod {name}"))?;
+    Ok(held)
+}
+
+/// A pod held by [`HOLD`]. Released by [`Held::release`], or, should the
+/// run end first (a failure), when dropped: a pod held for ever would
+/// hold the namespace's deletion too.
+struct Held {
+    pods: Api<Pod>,
+    name: String,
+    released: bool,
+}
+
+impl Held {
+    /// Removes the hold; the pod then goes.
+    async fn release(&mut self) -> Result<(), Failed> {
+        self.released = true;
+        change_finalizer(&self.pods, &self.name, FinalizerChange::Remove).await
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if !self.released
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let (pods, name) = (self.pods.clone(), self.name.clone());
+            runtime.spawn(async move {
+                let _ = change_finalizer(&pods, &name, FinalizerChange::Remove).await;
+            });
+        }
+    }
+}
+
+/// Adds or removes [`HOLD`], keeping the pod's other finalizers, by a JSON
+/// patch guarded by the resourceVersion read (retried when another writer,
+/// the kubelet, got in between).
+async fn change_finalizer(
+    pods: &Api<Pod>,
+    name: &str,
+    change: FinalizerChange,
+) -> Result<(), Failed> {
+    let mut attempts = 0;
+    loop {
+        let pod = pods.get(name).await.or_fail(format!("read pod {name}"))?;
+        let patch = serde_json::from_value(finalizer::patch_of(&pod, HOLD, change))
+            .or_fail("build the finalizer patch")?;
+        match pods
+            .patch(name, &PatchParams::default(), &Patch::Json::<()>(patch))
+            .await
+        {
+            Ok(_) => return Ok(()),
+            // The resourceVersion test failed: read again.
+            Err(kube::Error::Api(status)) if status.code == 422 && attempts < 10 => {
+                attempts += 1;
+            }
+            Err(error) => {
+                return Err(error).or_fail(format!("{change:?} finalizer {HOLD} on pod {name}"));
+            }
+        }
+    }
 }
 
 /// Whether the `SpecImplemented` condition leaves `field` out of what the
@@ -283,9 +330,10 @@ pub async fn run(
     let mut most_selected = selected_pods(cluster).await?;
     let mut most_writable = 1;
     let began = Instant::now();
+    let mut held = None;
     let generation = match event {
         Event::PodDeleted => {
-            delete_held(cluster, &primary_before).await?;
+            held = Some(hold_and_delete(cluster, &primary_before).await?);
             None
         }
         Event::Switchover => {
@@ -305,6 +353,9 @@ pub async fn run(
         }
     };
     let deadline = began + cluster.budget();
+    // A deleted pod is held until a reconcile that began after the delete
+    // has run, sampled meanwhile like the rest of the run.
+    let mut settling = std::pin::pin!(cluster.settle(NAME));
     let mut recovered: Option<Instant> = None;
     // The old primary was seen silent or not writable since the event.
     let mut seen_lost = false;
@@ -367,7 +418,19 @@ pub async fn run(
                 cluster.diagnosis().await
             )));
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        let pause = tokio::time::sleep(Duration::from_millis(250));
+        if let Some(hold) = held.as_mut() {
+            tokio::select! {
+                () = pause => {}
+                settled = &mut settling => {
+                    let released = hold.release().await;
+                    held = None;
+                    settled.and(released)?;
+                }
+            }
+        } else {
+            pause.await;
+        }
     }
     let writes_stopped_for = writer.longest_pause_since(began);
     let acknowledged = writer.stop().await;

@@ -220,6 +220,10 @@ async fn kubectl(root: &Path, kubeconfig: &Path, args: &[&str]) -> Result<String
     )
     .await;
     match ran {
+        // kubectl says "No resources found" on stderr.
+        Ok(Ok(out)) if out.status.success() && out.stdout.is_empty() => {
+            Ok(String::from_utf8_lossy(&out.stderr).into())
+        }
         Ok(Ok(out)) if out.status.success() => Ok(String::from_utf8_lossy(&out.stdout).into()),
         Ok(Ok(out)) => Err(String::from_utf8_lossy(&out.stderr).trim().to_string()),
         Ok(Err(e)) => Err(e.to_string()),
