@@ -5,10 +5,11 @@ use std::fmt;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use sandbox::SandboxConfig;
-use shared::api::{Phase, UpgradePhase};
+use shared::api::UpgradePhase;
+use shared::conditions::READY;
 
 use super::steps::{
-    NAME, create_ready, current, current_version, image_of, is_settled_at, patch_spec,
+    NAME, condition, create_ready, current, current_version, image_of, is_settled_at, patch_spec,
     server_version,
 };
 use super::{Observed, Scenario, real_postgres};
@@ -130,18 +131,21 @@ impl Scenario for RestartMidUpgrade {
             })
             .await?;
         // On the sandbox the held pod lets the first operator see the
-        // rollout under way and say so (no longer Ready) before it dies:
-        // killed earlier, it could die before the old pod was replaced,
-        // and the Ready it had reported would never be reported again.
+        // rollout's outage and say so (the Ready condition False) before it
+        // dies. Killed earlier, it could die before the old pod was
+        // replaced, and the Ready it had reported would never be reported
+        // again. The phase is not enough: it says Updating as soon as the
+        // rollout starts, while the old pod still serves and Ready is True.
         let under_way = |db: &shared::api::PostgresDB| {
             let status = db.status.as_ref();
             status.and_then(|s| s.observed_generation) == Some(generation)
-                && (hold.is_none() || status.and_then(|s| s.phase) != Some(Phase::Ready))
+                && (hold.is_none()
+                    || condition(db, READY).is_some_and(|(status, _)| status == "False"))
         };
         cluster
             .wait_for(
                 NAME,
-                "observed at the new version, the rollout under way",
+                "observed at the new version, not Ready during the rollout",
                 under_way,
             )
             .await?;
