@@ -13,12 +13,12 @@ use std::fmt;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{DeleteParams, Patch, PatchParams};
-use kube::{Api, ResourceExt};
-use shared::finalizer::{self, FinalizerChange};
+use kube::ResourceExt;
+use kube::api::DeleteParams;
 use tokio::time::Instant;
 
 use super::instances::{ServerRole, Writer, rows_held, selected_pods, server_roles};
+use super::pod_hold::Held;
 use super::steps::{NAME, condition, create_ready, current, is_settled, patch_spec};
 use super::{Observed, REPLICATION_VERSION, count};
 use crate::builders::DbBuilder;
@@ -157,12 +157,9 @@ impl fmt::Display for Handover {
     }
 }
 
-/// A finalizer of the tests' own that holds a deleted pod (see [`hold_and_delete`]).
-const HOLD: &str = "tests.pgdb.example.com/hold";
-
 /// Deletes pod `name` (gracefully, as `kubectl delete pod` does), held by
-/// a finalizer of the tests' own: it stays, being deleted (its containers
-/// stopped), until [`release`]. The run releases it once a reconcile of
+/// the tests' finalizer ([`Held`]): it stays, being deleted (its containers
+/// stopped), until released. The run releases it once a reconcile of
 /// the database that began after the delete has run to its end
 /// ([`TestCluster::settle`]). On the sandbox the StatefulSet recreates a
 /// deleted pod and its server answers again within about a second, sooner
@@ -172,76 +169,13 @@ const HOLD: &str = "tests.pgdb.example.com/hold";
 /// deleted primary. On a real cluster a pod's termination, scheduling and
 /// probes take seconds; the hold gives every run that window.
 async fn hold_and_delete(cluster: &TestCluster, name: &str) -> Result<Held, Failed> {
-    let pods = cluster.api::<Pod>();
-    change_finalizer(&pods, name, FinalizerChange::Add).await?;
-    let held = Held {
-        pods: pods.clone(),
-        name: name.to_string(),
-        released: false,
-    };
-    pods.delete(name, &DeleteParams::default())
+    let held = Held::hold(cluster, name).await?;
+    cluster
+        .api::<Pod>()
+        .delete(name, &DeleteParams::default())
         .await
         .or_fail(format!("delete pod {name}"))?;
     Ok(held)
-}
-
-/// A pod held by [`HOLD`]. Released by [`Held::release`], or, should the
-/// run end first (a failure), when dropped: a pod held for ever would
-/// hold the namespace's deletion too.
-struct Held {
-    pods: Api<Pod>,
-    name: String,
-    released: bool,
-}
-
-impl Held {
-    /// Removes the hold; the pod then goes.
-    async fn release(&mut self) -> Result<(), Failed> {
-        self.released = true;
-        change_finalizer(&self.pods, &self.name, FinalizerChange::Remove).await
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        if !self.released
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
-            let (pods, name) = (self.pods.clone(), self.name.clone());
-            runtime.spawn(async move {
-                let _ = change_finalizer(&pods, &name, FinalizerChange::Remove).await;
-            });
-        }
-    }
-}
-
-/// Adds or removes [`HOLD`], keeping the pod's other finalizers, by a JSON
-/// patch guarded by the resourceVersion read (retried when another writer,
-/// the kubelet, got in between).
-async fn change_finalizer(
-    pods: &Api<Pod>,
-    name: &str,
-    change: FinalizerChange,
-) -> Result<(), Failed> {
-    let mut attempts = 0;
-    loop {
-        let pod = pods.get(name).await.or_fail(format!("read pod {name}"))?;
-        let patch = serde_json::from_value(finalizer::patch_of(&pod, HOLD, change))
-            .or_fail("build the finalizer patch")?;
-        match pods
-            .patch(name, &PatchParams::default(), &Patch::Json::<()>(patch))
-            .await
-        {
-            Ok(_) => return Ok(()),
-            // The resourceVersion test failed: read again.
-            Err(kube::Error::Api(status)) if status.code == 422 && attempts < 10 => {
-                attempts += 1;
-            }
-            Err(error) => {
-                return Err(error).or_fail(format!("{change:?} finalizer {HOLD} on pod {name}"));
-            }
-        }
-    }
 }
 
 /// Whether the `SpecImplemented` condition leaves `field` out of what the

@@ -44,6 +44,7 @@ mod minor_upgrade;
 mod operator_swap;
 mod parameter_changed;
 mod pause;
+mod pod_hold;
 mod primary_pod_deleted;
 pub mod read_load_scaled;
 mod restart_mid_backup;

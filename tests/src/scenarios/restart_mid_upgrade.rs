@@ -8,6 +8,7 @@ use sandbox::SandboxConfig;
 use shared::api::UpgradePhase;
 use shared::conditions::READY;
 
+use super::pod_hold::Held;
 use super::steps::{
     NAME, condition, create_ready, current, current_version, image_of, is_settled_at, patch_spec,
     server_version,
@@ -110,37 +111,29 @@ impl Scenario for RestartMidUpgrade {
     async fn run(cluster: &TestCluster, level: LevelId) -> Result<Observed<Finished>, Failed> {
         let first = cluster.run_operator(level);
         create_ready(cluster, DbBuilder::manifest(NAME).version("16.2").build()).await?;
-        // On the sandbox, the pod the rollout creates on the new image is
-        // held unready until the kill, so the first operator cannot finish
-        // the rollout before it dies. The hold is set before the patch:
-        // set after it, a busy machine could let the new pod start and be
-        // seen ready first (the restart takes about a second). Held by
-        // name and image, it leaves the pod on 16.2 to its probes.
-        let hold = cluster.sandbox_handle().and_then(|s| s.postgres_runtime());
-        let pod = format!("{NAME}-0");
-        if let Some(runtime) = hold {
-            runtime.set_ready_on_image(cluster.namespace(), &pod, "postgres:16.4", Some(false));
-        }
+        // The pod on 16.2 is held by a finalizer of the tests' own, so the
+        // rollout cannot finish before the kill: the StatefulSet controller
+        // deletes it to replace it, and it stays, being deleted and not
+        // ready, until released. The first operator sees the rollout's
+        // outage and says so (the Ready condition False) before it dies.
+        // Without the hold a busy machine could let the new pod start and
+        // be reported Ready by the first operator, or let the first
+        // operator die before it saw the old pod go, and the restarted one
+        // would find a database already Ready (no transition to report).
+        // The hold is set before the patch: set after it, the pod could be
+        // replaced first. The phase is not enough to wait for: it says
+        // Updating as soon as the rollout starts, while the old pod still
+        // serves and Ready is True.
+        let mut held = Held::hold(cluster, &format!("{NAME}-0")).await?;
         let generation = patch_spec(cluster, serde_json::json!({"version": "16.4"})).await?;
-        // Killed once the new image is in the StatefulSet and the reconcile
-        // that put it there has written its status (a level that records
-        // rollouts records this one there): the rollout is under way.
         cluster
             .wait_for_object::<StatefulSet>(NAME, "on postgres:16.4", |sts| {
                 image_of(sts).as_deref() == Some("postgres:16.4")
             })
             .await?;
-        // On the sandbox the held pod lets the first operator see the
-        // rollout's outage and say so (the Ready condition False) before it
-        // dies. Killed earlier, it could die before the old pod was
-        // replaced, and the Ready it had reported would never be reported
-        // again. The phase is not enough: it says Updating as soon as the
-        // rollout starts, while the old pod still serves and Ready is True.
         let under_way = |db: &shared::api::PostgresDB| {
-            let status = db.status.as_ref();
-            status.and_then(|s| s.observed_generation) == Some(generation)
-                && (hold.is_none()
-                    || condition(db, READY).is_some_and(|(status, _)| status == "False"))
+            db.status.as_ref().and_then(|s| s.observed_generation) == Some(generation)
+                && condition(db, READY).is_some_and(|(status, _)| status == "False")
         };
         cluster
             .wait_for(
@@ -157,9 +150,7 @@ impl Scenario for RestartMidUpgrade {
             .map(|u| u.started_at);
         let killed = first.instance().map(str::to_string);
         first.kill().await;
-        if let Some(runtime) = hold {
-            runtime.set_ready_on_image(cluster.namespace(), &pod, "postgres:16.4", None);
-        }
+        held.release().await?;
         let second = cluster.run_operator(level);
         let restarted = second.instance().map(str::to_string);
         let db = cluster
