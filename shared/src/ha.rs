@@ -89,7 +89,8 @@ pub struct InstanceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replayed_lsn: Option<String>,
     /// A replica's distance behind the primary's current WAL position, in
-    /// bytes received, when both answered in the same reconcile.
+    /// bytes received, when both answered in the same reconcile; while the
+    /// primary does not answer, the distance when it last did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag_bytes: Option<i64>,
 }

@@ -9,6 +9,13 @@
 //! carried over from the last status while nothing else about the members
 //! changed, and refreshed every [`POSITIONS_REFRESH`] (the reconcile asks
 //! to be woken then, only when they moved).
+//!
+//! A replica's lag is measured against the primary's WAL position, so it
+//! is known only while the primary answers. While it does not (killed,
+//! frozen, being replaced), each member keeps the lag it had when the
+//! primary last answered: that is the figure a failover reports as
+//! `lagBytesAtFailover`, and the reconcile that first sees the primary
+//! lost must not erase it.
 
 use jiff::{SignedDuration, Timestamp};
 use shared::api::PostgresDB;
@@ -65,6 +72,9 @@ pub fn fill(
             }
         })
         .collect();
+    if primary_lsn.is_none() {
+        keep_last_lag(previous, decision);
+    }
     carry_positions(previous, now, decision);
     decision.status.instances = i32::try_from(
         topology
@@ -76,6 +86,18 @@ pub fn fill(
     .unwrap_or(i32::MAX);
     if let Some(Server::Primary { timeline, .. }) = topology.member(&primary).map(|m| &m.server) {
         decision.status.timeline = Some(*timeline);
+    }
+}
+
+/// While the primary does not answer, gives each member the lag it had
+/// in `previous` (when the primary last answered), instead of none.
+fn keep_last_lag(previous: &HighAvailabilityStatus, decision: &mut Decision) {
+    for member in &mut decision.status.members {
+        member.lag_bytes = previous
+            .members
+            .iter()
+            .find(|p| p.name == member.name)
+            .and_then(|p| p.lag_bytes);
     }
 }
 

@@ -222,6 +222,30 @@ fn a_primary_lost_for_the_whole_delay_is_fenced_and_the_replica_with_the_most_wa
 }
 
 #[test]
+fn the_lag_at_failover_is_the_targets_lag_when_the_primary_last_answered_even_after_a_reconcile_saw_it_lost()
+ {
+    // First reconcile after the kill: the pod is still ready, its server
+    // does not answer, so it is waited for (UNANSWERED_FOR) and status is
+    // written with the primary unreachable.
+    let mut db = database().build();
+    let first = progress(&db, &lost_primary(ready(0), unreachable()), now());
+    assert_eq!(first.available.reason, "PrimaryLost");
+    assert!(first.status.promotion.is_none());
+    assert_eq!(
+        first.status.members[2].lag_bytes,
+        Some(100),
+        "the lag as last seen is kept while the primary does not answer"
+    );
+    // Next reconcile: the pod turned unready; the failover starts from
+    // the status the first one wrote.
+    db.status.as_mut().expect("status").high_availability = Some(first.status.clone());
+    let decision = progress(&db, &lost_primary(not_ready(0), unreachable()), at(NOW + 1));
+    let record = decision.status.promotion.as_ref().expect("a promotion");
+    assert_eq!(record.to, "orders-2");
+    assert_eq!(record.lag_bytes_at_failover, Some(100));
+}
+
+#[test]
 fn a_primary_whose_pod_is_not_ready_but_whose_server_accepts_writes_is_not_lost() {
     let decision = progress(
         &database().build(),
