@@ -63,8 +63,14 @@ impl fmt::Display for Lsn {
 pub enum PodView {
     /// No pod by that name.
     Absent,
-    /// Being deleted (`deletionTimestamp` set).
-    Deleting { uid: String },
+    /// Being deleted: its `deletionTimestamp`, `until`, is when the
+    /// kubelet's grace period ends (the delete's time plus the grace
+    /// period); a pod still listed after it is not being stopped by a
+    /// kubelet (its node is lost) or is held by a finalizer.
+    Deleting {
+        uid: String,
+        until: Option<Timestamp>,
+    },
     /// Exists but does not pass readiness; why, in words.
     NotReady { uid: String, why: String },
     /// Passes readiness, since `since` (its Ready condition's
@@ -183,7 +189,7 @@ impl Member {
     pub fn pod_uid(&self) -> Option<&str> {
         match &self.pod {
             PodView::Absent => None,
-            PodView::Deleting { uid }
+            PodView::Deleting { uid, .. }
             | PodView::NotReady { uid, .. }
             | PodView::Ready { uid, .. } => Some(uid),
         }
@@ -345,7 +351,8 @@ pub fn observe(db: &PostgresDB, observed: &Observed) -> Topology {
 fn view_of(pod: &Pod) -> PodView {
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     if pod.is_deleting() {
-        PodView::Deleting { uid }
+        let until = pod.metadata.deletion_timestamp.as_ref().map(|t| t.0);
+        PodView::Deleting { uid, until }
     } else if pod.is_ready() {
         let since = pod
             .status
@@ -540,7 +547,8 @@ mod tests {
         assert_eq!(
             topology.members[3].pod,
             PodView::Deleting {
-                uid: "uid-3".into()
+                uid: "uid-3".into(),
+                until: Some(shared::testing::at(0)),
             }
         );
     }

@@ -9,7 +9,8 @@
 //!    is deleted gracefully: a fast shutdown sends all its WAL to the
 //!    streaming standbys before it exits.
 //! 2. **Fencing**: the old primary's pod is deleted (with a grace period
-//!    of 0 when its server does not answer: a frozen or dead pod). It
+//!    of 0 when its server does not answer: a frozen or dead pod; a pod
+//!    already being deleted is given the rest of its grace period). It
 //!    counts as fenced once its pod is gone, is a pod created after that
 //!    deletion (another uid than `fromPodUid`), or answers as a replica:
 //!    each of these started after the roles ConfigMap named the target.
@@ -146,7 +147,7 @@ pub fn advance(
         }
     }
 
-    if !fence_old(&mut record, old, start, decision) {
+    if !fence_old(&mut record, old, start, now, decision) {
         let message = format!(
             "{word} from {} to {}: fencing {} (the read-write Service selects no pod)",
             record.from, record.to, record.from
@@ -235,6 +236,7 @@ fn fence_old(
     record: &mut PromotionStatus,
     old: Option<&Member>,
     start: bool,
+    now: Timestamp,
     decision: &mut Decision,
 ) -> bool {
     let Some(old) = old else {
@@ -271,14 +273,23 @@ fn fence_old(
     };
     match &old.pod {
         PodView::Absent => true,
-        PodView::Deleting { uid } => {
+        PodView::Deleting { uid, until } => {
             // Its replacement starts after this reconcile, which follows
             // the roles change unless the promotion starts now.
             if !start && record.from_pod_uid.is_none() {
                 record.from_pod_uid = Some(uid.clone());
             }
+            // A pod already being deleted keeps the rest of its grace
+            // period: a server that stopped answering may be shutting
+            // down, sending its last WAL to the replicas, and a grace of 0
+            // would kill it there and free its name (and volume) for a
+            // new pod while it still runs. Past its deletionTimestamp no
+            // kubelet is stopping it (its node is lost): deleted at once.
             if force {
-                delete(uid, decision);
+                match until.filter(|until| now < *until) {
+                    Some(until) => decision.wake(until),
+                    None => delete(uid, decision),
+                }
             }
             false
         }

@@ -82,6 +82,12 @@ pub fn consider(
 /// wait for ever, so the spec is refused, naming the field. (An instance
 /// still starting is waited for, not refused; one beyond
 /// `spec.instances` is the instances' validation's to refuse.)
+///
+/// A target the plan repairs is waited for, not refused: a replica on an
+/// older timeline than the primary's is rebuilt ([`super::rejoin`]), and
+/// a server accepting writes beside the primary is fenced
+/// ([`super::plan::fence_strays`]). A refusal touches nothing, so it would
+/// stop the very repair the switchover waits for.
 pub fn refusal(db: &PostgresDB, topology: &Topology) -> Option<SpecProblem> {
     let current = super::current_primary(db, topology);
     let target = db.spec.primary.as_deref().filter(|p| *p != current)?;
@@ -93,11 +99,16 @@ pub fn refusal(db: &PostgresDB, topology: &Topology) -> Option<SpecProblem> {
     }
     let member = topology.member(target)?;
     let ready = matches!(member.pod, PodView::Ready { .. });
+    let primary_timeline = topology.member(&current).and_then(Member::timeline);
     let why = match &member.server {
+        Server::Replica {
+            streaming: false,
+            timeline: Some(timeline),
+            ..
+        } if primary_timeline.is_some_and(|primary| *timeline < primary) => return None,
         Server::Replica {
             streaming: false, ..
         } => "it is a replica that does not stream from the primary",
-        Server::Primary { .. } => "it accepts writes beside the primary",
         Server::Unreachable(_) => "its server does not answer",
         _ => return None,
     };

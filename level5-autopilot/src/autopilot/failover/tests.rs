@@ -34,6 +34,15 @@ fn not_ready(k: u32) -> PodView {
     }
 }
 
+/// Pod `k` being deleted, its grace period ending at `until` (seconds
+/// from [`NOW`]) when known.
+fn deleting(k: u32, until: Option<i64>) -> PodView {
+    PodView::Deleting {
+        uid: format!("uid-{k}"),
+        until: until.map(|seconds| at(NOW + seconds)),
+    }
+}
+
 fn primary(lsn: u64) -> Server {
     Server::Primary {
         lsn: Lsn(lsn),
@@ -308,12 +317,7 @@ fn the_target_is_promoted_only_once_the_old_pod_is_gone_recreated_or_a_replica()
     assert_eq!(still_there.delete_pods.len(), 1, "deleted again");
     let being_deleted = progress(
         &db,
-        &lost_primary(
-            PodView::Deleting {
-                uid: "uid-0".into(),
-            },
-            Server::NotAsked,
-        ),
+        &lost_primary(deleting(0, None), Server::NotAsked),
         now(),
     );
     assert_eq!(being_deleted.promote, None);
@@ -332,6 +336,41 @@ fn the_target_is_promoted_only_once_the_old_pod_is_gone_recreated_or_a_replica()
         assert_eq!(decision.promote.as_deref(), Some("orders-2"), "{pod:?}");
         assert!(decision.delete_pods.is_empty(), "{pod:?}");
     }
+}
+
+#[test]
+fn an_old_primary_pod_already_being_deleted_keeps_its_grace_period_and_is_force_deleted_only_after_it()
+ {
+    let db = with_promotion(
+        database(),
+        failover_record(PromotionPhase::Fencing, Some("uid-0")),
+    );
+    // Deleted gracefully by someone else, its server shutting down (it
+    // no longer answers): its grace period runs for 30 more seconds.
+    let shutting_down = progress(
+        &db,
+        &lost_primary(deleting(0, Some(30)), unreachable()),
+        now(),
+    );
+    assert!(shutting_down.delete_pods.is_empty(), "no grace-0 delete");
+    assert_eq!(shutting_down.promote, None);
+    assert_eq!(shutting_down.wake_at, Some(at(NOW + 1)), "rechecked");
+    let at_the_end = progress(
+        &db,
+        &lost_primary(deleting(0, Some(30)), unreachable()),
+        at(NOW + 29),
+    );
+    assert!(at_the_end.delete_pods.is_empty());
+    // Still listed after its deletionTimestamp: no kubelet stops it.
+    let past = progress(
+        &db,
+        &lost_primary(deleting(0, Some(30)), unreachable()),
+        at(NOW + 30),
+    );
+    assert_eq!(past.delete_pods.len(), 1);
+    assert!(past.delete_pods[0].force);
+    assert_eq!(past.delete_pods[0].uid.as_deref(), Some("uid-0"));
+    assert_eq!(past.promote, None);
 }
 
 #[test]
@@ -445,12 +484,7 @@ fn a_database_never_initialised_has_no_primary_to_lose() {
 fn a_pod_deleted_by_someone_else_when_the_failover_starts_is_fenced_again_when_it_returns() {
     // At the start the old pod is being deleted: its replacement may have
     // started before the roles changed, so it is not trusted.
-    let deleting = lost_primary(
-        PodView::Deleting {
-            uid: "uid-0".into(),
-        },
-        Server::NotAsked,
-    );
+    let deleting = lost_primary(deleting(0, None), Server::NotAsked);
     let start = progress(&database().build(), &deleting, now());
     let record = start.status.promotion.clone().expect("a promotion");
     assert_eq!(record.from_pod_uid, None);
@@ -601,14 +635,16 @@ fn a_failover_whose_target_stops_answering_before_promotion_turns_to_the_next_be
     assert!(reasons(&decision).contains(&"FailoverRetargeted"));
 }
 
-#[test]
-fn a_replica_left_on_the_old_timeline_is_rebuilt_once_the_rejoin_grace_is_over() {
+/// After a failover from `orders-0` to `orders-2` completed `completed`
+/// seconds before [`NOW`]: `orders-0` came back on the old timeline and
+/// does not stream, `orders-1` follows the new primary.
+fn left_on_the_old_timeline(db: DbBuilder, completed: i64) -> (PostgresDB, Topology) {
     let completed = PromotionStatus {
         phase: PromotionPhase::Completed,
-        completed_at: Some(status_time(at(NOW - 10))),
+        completed_at: Some(status_time(at(NOW - completed))),
         ..failover_record(PromotionPhase::Completed, Some("uid-0"))
     };
-    let db = with_promotion(database(), completed);
+    let db = with_promotion(db, completed);
     let t = topology(
         "orders-2",
         vec![
@@ -644,6 +680,12 @@ fn a_replica_left_on_the_old_timeline_is_rebuilt_once_the_rejoin_grace_is_over()
             ),
         ],
     );
+    (db, t)
+}
+
+#[test]
+fn a_replica_left_on_the_old_timeline_is_rebuilt_once_the_rejoin_grace_is_over() {
+    let (db, t) = left_on_the_old_timeline(database(), 10);
     let early = progress(&db, &t, now());
     assert!(early.rebuild.is_empty());
     assert_eq!(early.wake_at, Some(at(NOW + 20)));
@@ -652,6 +694,32 @@ fn a_replica_left_on_the_old_timeline_is_rebuilt_once_the_rejoin_grace_is_over()
     assert_eq!(later.delete_pods.len(), 1);
     assert_eq!(later.delete_pods[0].uid.as_deref(), Some("uid-0"));
     assert_eq!(reasons(&later), ["RebuildingReplica"]);
+}
+
+#[test]
+fn a_switchover_target_the_plan_repairs_is_waited_for_and_repaired_not_refused() {
+    // spec.primary names the old primary, back on the old timeline: it is
+    // rebuilt (a refusal would touch nothing, so it would never stream).
+    let (db, t) = left_on_the_old_timeline(database().primary("orders-0"), 40);
+    assert_eq!(switchover::refusal(&db, &t), None);
+    let decision = progress(&db, &t, now());
+    assert_eq!(decision.rebuild, ["orders-0"]);
+    let promotion = decision.status.promotion.as_ref().expect("the failover");
+    assert_eq!(
+        promotion.phase,
+        PromotionPhase::Completed,
+        "no switchover yet"
+    );
+    // spec.primary names a server accepting writes beside the primary: it
+    // is fenced, to restart as a replica.
+    let db = database().primary("orders-1").build();
+    let mut t = healthy();
+    t.members[1].server = primary(10);
+    assert_eq!(switchover::refusal(&db, &t), None);
+    let decision = progress(&db, &t, now());
+    assert!(decision.status.promotion.is_none());
+    assert_eq!(decision.delete_pods[0].pod, "orders-1");
+    assert_eq!(reasons(&decision), ["FencedStrayPrimary"]);
 }
 
 #[test]
@@ -666,12 +734,7 @@ fn a_second_server_accepting_writes_beside_the_recorded_primary_is_fenced() {
 
 #[test]
 fn a_primary_pod_replaced_by_a_rollout_is_a_planned_restart_waited_for_not_failed_over() {
-    let mut t = lost_primary(
-        PodView::Deleting {
-            uid: "uid-0".into(),
-        },
-        Server::NotAsked,
-    );
+    let mut t = lost_primary(deleting(0, None), Server::NotAsked);
     t.rolling_out = true;
     let decision = progress(&database().build(), &t, now());
     assert!(decision.status.promotion.is_none());
