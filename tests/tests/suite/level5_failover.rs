@@ -5,10 +5,12 @@
 //! counts the acknowledged commits. Throughout, the read-write Service's
 //! endpoints never list two pods and no two servers accept writes at once
 //! (each asked four times a second); afterwards the old primary rejoins as
-//! a replica. A switchover through `spec.primary` loses no row, nor does a
-//! failover with synchronous replication; an operator killed in the middle
-//! of a failover is replaced and the failover completes; a replica whose
-//! volume is wiped is cloned again.
+//! a replica by itself (rewound, or cloned when its volume was wiped),
+//! never rebuilt by the operator, even while the new primary's first
+//! checkpoint is still running. A switchover through `spec.primary` loses
+//! no row, nor does a failover with synchronous replication; an operator
+//! killed in the middle of a failover is replaced and the failover
+//! completes; a replica whose volume is wiped is cloned again.
 //!
 //! Level 5 runs in-process, reaching the servers directly (the sandbox's
 //! pod IPs are loopback addresses of this machine).
@@ -264,30 +266,92 @@ impl Fixture {
         promotion(&db).expect("a promotion")
     }
 
-    /// Waits until `pod` answers as a replica that streams from the primary.
+    /// Waits until `pod` follows the primary: in recovery, its WAL
+    /// receiver streaming on the primary's timeline, and what the primary
+    /// had written a moment before replayed. (A replica that cannot follow
+    /// a new timeline streams again and again on its old one, for a moment
+    /// each time: `streaming` alone does not show it follows.)
     async fn wait_rejoined(&self, pod: &str) {
         let waited = self
             .cluster
-            .eventually(WAIT, &format!("{pod} streams as a replica"), || async {
+            .eventually(WAIT, &format!("{pod} follows the primary's timeline"), || async {
+                let Some(primary) = tests::connect::connect(&self.cluster, Role::Superuser, NAME).await
+                else {
+                    return Ok(None);
+                };
+                let Ok(written) = primary
+                    .query_one(
+                        "SELECT pg_current_wal_lsn()::text, \
+                         ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int",
+                        &[],
+                    )
+                    .await
+                else {
+                    return Ok(None);
+                };
+                let (lsn, timeline): (String, i32) = (written.get(0), written.get(1));
                 let Some(session) = self.pod_session(Role::Superuser, pod).await else {
                     return Ok(None);
                 };
                 let row = session
                     .query_one(
-                        "SELECT pg_is_in_recovery(), (SELECT status FROM pg_stat_wal_receiver)",
-                        &[],
+                        "SELECT pg_is_in_recovery(), \
+                         (SELECT status FROM pg_stat_wal_receiver), \
+                         (SELECT received_tli FROM pg_stat_wal_receiver), \
+                         coalesce(pg_last_wal_replay_lsn() >= $1::text::pg_lsn, false)",
+                        &[&lsn],
                     )
                     .await;
                 Ok(row.ok().and_then(|row| {
                     let in_recovery: bool = row.get(0);
                     let status: Option<String> = row.get(1);
-                    (in_recovery && status.as_deref() == Some("streaming")).then_some(())
+                    let received_timeline: Option<i32> = row.get(2);
+                    let replayed: bool = row.get(3);
+                    (in_recovery
+                        && status.as_deref() == Some("streaming")
+                        && received_timeline == Some(timeline)
+                        && replayed)
+                        .then_some(())
                 }))
             })
             .await;
         if let Err(failed) = waited {
             panic!("{failed}\n{}", self.pod_logs().await);
         }
+        // Its instance script rewound it (or cloned it, its data gone)
+        // and it followed the new timeline by itself: the operator did not
+        // have to rebuild it (the instance script says so when asked to).
+        let log = self
+            .cluster
+            .api::<Pod>()
+            .logs(pod, &Default::default())
+            .await
+            .expect("reads the pod's log");
+        let steps: Vec<&str> = log
+            .lines()
+            .filter(|l| l.starts_with("instance.sh:") || l.starts_with("pg_rewind:"))
+            .collect();
+        eprintln!("{pod} rejoined: {}", steps.join(" / "));
+        assert!(
+            !log.contains("asked to rebuild this instance"),
+            "{pod} did not follow the new timeline by itself: the operator rebuilt it\n{}",
+            self.pod_logs().await
+        );
+    }
+
+    /// Writes some 1,500 pages the replicas replay into their buffers, so
+    /// the first checkpoint after a promotion is slow (about 0.1 s per
+    /// dirty buffer): an old primary coming back is rewound before it
+    /// ends.
+    async fn dirty_the_replicas_buffers(&self) {
+        self.primary_session(Role::Owner)
+            .await
+            .batch_execute(
+                "CREATE TABLE padding AS \
+                 SELECT g AS id, repeat('x', 200) AS filler FROM generate_series(1, 50000) g",
+            )
+            .await
+            .expect("writes the padding");
     }
 
     /// The ids among `ids` that the primary does not hold.
@@ -598,6 +662,7 @@ async fn fail_over(fixture: &Fixture, fault: Fault) -> (PromotionStatus, Vec<i64
         })
         .await
         .unwrap_or_else(|failed| panic!("{failed}"));
+    fixture.dirty_the_replicas_buffers().await;
     let fault_at = Instant::now();
     match fault {
         Fault::KillServer => {
