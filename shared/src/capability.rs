@@ -590,6 +590,10 @@ pub struct StatusDraft {
     pub fields: PostgresDBStatus,
     /// What the capabilities concluded about each condition.
     pub conditions: Assessments,
+    /// The reconcile was refused (a spec problem): nothing was applied, so
+    /// an assessment reports what it observes but records no plan as
+    /// started (a record would make the next reconcile carry it on).
+    pub refused: bool,
     /// The earliest instant a capability asked to be reconciled again at
     /// (a schedule's next slot), whatever else happens meanwhile; see
     /// [`StatusDraft::wake_at`].

@@ -196,6 +196,7 @@ pub fn assess(
 ) -> StatusDraft {
     let mut draft = StatusDraft {
         now,
+        refused: matches!(decision, Decision::Invalid(_)),
         ..Default::default()
     };
     for capability in &level.capabilities {
@@ -1044,6 +1045,41 @@ mod tests {
             crate::testing::at(0),
         );
         assert!(!draft.conditions.is_true(PROGRESSING));
+    }
+
+    #[test]
+    fn the_capabilities_assess_a_refused_reconcile_knowing_it_was_refused() {
+        let level = Level {
+            number: 3,
+            name: "level3-lifecycle",
+            capabilities: vec![],
+            companions: vec![],
+            insights: None,
+            effective_spec: crate::capability::as_written,
+        };
+        let assessed = |decision: &Decision| {
+            assess(
+                &level,
+                &database(),
+                &Observed::default(),
+                decision,
+                &ApplyReport::default(),
+                crate::testing::at(0),
+            )
+        };
+        let refused = Decision::Invalid(vec![SpecProblem::new(
+            "spec.restore",
+            "RefusedRestoreIntoExistingData",
+            "it holds data",
+        )]);
+        assert!(assessed(&refused).refused);
+        let applied = Decision::Apply {
+            changes: vec![],
+            deletions: vec![],
+            sql: vec![],
+            notes: vec![],
+        };
+        assert!(!assessed(&applied).refused);
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! serving the rows.
 //!
 //! The backup is a real, Completed one on Level 3, so the refusal is the
-//! one about existing data, not one about the backup.
+//! one about existing data, not one about the backup. The verdict is read
+//! after further reconciles (on the sandbox), so a refusal that a later
+//! reconcile carries out anyway shows.
 
 use std::fmt;
 use std::time::Duration;
@@ -102,13 +104,21 @@ impl Scenario for RestoreIntoNonEmpty {
             serde_json::json!({"restore": {"fromBackup": BACKUP}}),
         )
         .await?;
+        let observed_restore = |db: &shared::api::PostgresDB| {
+            db.status
+                .as_ref()
+                .and_then(|s| s.observed_generation)
+                .is_some_and(|g| g >= generation)
+        };
+        cluster
+            .wait_for(NAME, "observed with spec.restore", observed_restore)
+            .await?;
+        // Reconciles that begin after the first answer (on the sandbox):
+        // a refusal stands in each of them, it is not carried out by the
+        // next one.
+        cluster.settle(NAME).await?;
         let db = cluster
-            .wait_for(NAME, "observed with spec.restore", |db| {
-                db.status
-                    .as_ref()
-                    .and_then(|s| s.observed_generation)
-                    .is_some_and(|g| g >= generation)
-            })
+            .wait_for(NAME, "observed with spec.restore", observed_restore)
             .await?;
         let rows = rows(cluster).await?;
         let implemented =

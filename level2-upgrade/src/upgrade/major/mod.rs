@@ -132,6 +132,12 @@ pub fn assess(
         return minor;
     }
     let progress = progress::progress(db, observed, status.now);
+    if status.refused && progress.transition == Some(progress::Transition::Started) {
+        // Refused (by another field, or a higher level's check): nothing
+        // ran, so no attempt is recorded; one starts once the spec can be
+        // served, with its own clock.
+        return previous.cloned().or(minor);
+    }
     conditions::assess_conditions(db, observed, &progress, status);
     progress.upgrade.or(minor)
 }

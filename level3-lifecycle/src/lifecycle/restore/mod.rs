@@ -54,6 +54,11 @@ pub struct Restore;
 /// What the restore of `db` stands at: the backup, and what status.restore
 /// becomes. `None` when the database asks for no restore, or the restore
 /// cannot be served (see [`Capability::validate`]).
+///
+/// A restore not recorded yet starts only when validation would let it:
+/// the core assesses every capability even in a refused reconcile, and a
+/// record written there would make the next reconcile carry on with the
+/// refused restore (over data it must never touch).
 pub fn standing(
     db: &PostgresDB,
     observed: &Observed,
@@ -63,7 +68,13 @@ pub fn standing(
     let recorded = db.status.as_ref().and_then(|s| s.restore.as_ref());
     let backup = match recorded {
         Some(r) => r.backup.clone(),
-        None => source::resolve(db, observed).ok()?.backup,
+        None => {
+            let backup = source::resolve(db, observed).ok()?.backup;
+            if source::existing_data(db, observed, &backup).is_some() {
+                return None;
+            }
+            backup
+        }
     };
     Some(plan::progress(db, observed, &backup, now))
 }

@@ -330,6 +330,32 @@ fn a_restore_into_a_database_that_holds_data_is_refused() {
 }
 
 #[test]
+fn a_refused_restore_is_not_recorded_so_the_next_reconcile_refuses_it_again() {
+    let db = db(from_backup("nightly"));
+    let claim = PersistentVolumeClaim {
+        metadata: meta("data-copy-0"),
+        ..Default::default()
+    };
+    let observed = ObservedBuilder::new()
+        .with(&backup("nightly", "shop-db", BackupPhase::Completed, 10))
+        .with(&claim)
+        .build();
+    assert_eq!(Restore.validate(&db, &observed).len(), 1, "refused");
+    // The core assesses every capability in a refused reconcile too: the
+    // status it writes records no restore ...
+    let status = assessed(&db, &observed);
+    assert_eq!(status.fields.restore, None);
+    assert!(status.conditions.get(READY).is_none());
+    // ... so the next reconcile, reading that status, refuses again, and
+    // nothing would add the restore to the StatefulSet.
+    let mut next = db.clone();
+    next.status.get_or_insert_with(Default::default).restore = status.fields.restore;
+    assert_eq!(Restore.validate(&next, &observed).len(), 1, "refused again");
+    let (_, sts) = desire_over_level1(&next, &observed);
+    assert_eq!(sts.as_ref().and_then(restoring_backup_in), None);
+}
+
+#[test]
 fn a_passing_result_verifies_the_restore_and_the_init_container_goes() {
     let db = recorded(
         db(from_backup("nightly")),

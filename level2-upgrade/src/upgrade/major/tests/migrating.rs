@@ -101,6 +101,28 @@ fn an_allowed_major_change_starts_a_migration_recorded_from_the_cluster() {
 }
 
 #[test]
+fn a_major_upgrade_in_a_refused_reconcile_is_not_recorded_as_started() {
+    // Allowed by Level 2, but the reconcile is refused for another reason
+    // (a higher level's check, another field): nothing was applied.
+    let database = db("16", Some("15"), Some(true));
+    let mut observed = Observed::default();
+    live_sts(&mut observed, "postgres:15", "15", None, true);
+    let mut draft = StatusDraft {
+        now: at(STARTED),
+        refused: true,
+        ..Default::default()
+    };
+    Upgrade.assess(&database, &observed, &ApplyReport::default(), &mut draft);
+    assert_eq!(draft.fields.upgrade, None, "no attempt recorded");
+    assert!(draft.conditions.get(PROGRESSING).is_none());
+    // Once the reconcile is not refused, the attempt starts, at its time.
+    let later = assess(&database, &observed, STARTED + 600);
+    let up = later.fields.upgrade.expect("started");
+    assert_eq!(up.phase, UpgradePhase::Migrating);
+    assert_eq!(up.started_at, shared::api::status_time(at(STARTED + 600)));
+}
+
+#[test]
 fn the_first_reconcile_pins_the_old_image_and_fences_writes_before_any_job_exists() {
     let database = db("16", Some("15"), Some(true));
     let desired = desired(&database, &Observed::default(), STARTED);
