@@ -293,17 +293,26 @@ fn both_or_neither_source_is_invalid() {
     );
 }
 
+/// The data volume of `copy`'s pod 0.
+fn data_volume() -> PersistentVolumeClaim {
+    PersistentVolumeClaim {
+        metadata: meta("data-copy-0"),
+        ..Default::default()
+    }
+}
+
+/// A Completed `nightly` backup, and `copy` already holding data.
+fn holding_data() -> Observed {
+    ObservedBuilder::new()
+        .with(&backup("nightly", "shop-db", BackupPhase::Completed, 10))
+        .with(&data_volume())
+        .build()
+}
+
 #[test]
 fn a_restore_into_a_database_that_holds_data_is_refused() {
     let db = db(from_backup("nightly"));
-    let claim = PersistentVolumeClaim {
-        metadata: meta("data-copy-0"),
-        ..Default::default()
-    };
-    let observed = ObservedBuilder::new()
-        .with(&backup("nightly", "shop-db", BackupPhase::Completed, 10))
-        .with(&claim)
-        .build();
+    let observed = holding_data();
     let refused = Restore.validate(&db, &observed);
     assert_eq!(refused.len(), 1);
     assert_eq!(
@@ -323,7 +332,7 @@ fn a_restore_into_a_database_that_holds_data_is_refused() {
     );
     let observed = ObservedBuilder::new()
         .with(&backup("nightly", "shop-db", BackupPhase::Completed, 10))
-        .with(&claim)
+        .with(&data_volume())
         .with(&sts.expect("the StatefulSet"))
         .build();
     assert!(Restore.validate(&db, &observed).is_empty());
@@ -332,14 +341,7 @@ fn a_restore_into_a_database_that_holds_data_is_refused() {
 #[test]
 fn a_refused_restore_is_not_recorded_so_the_next_reconcile_refuses_it_again() {
     let db = db(from_backup("nightly"));
-    let claim = PersistentVolumeClaim {
-        metadata: meta("data-copy-0"),
-        ..Default::default()
-    };
-    let observed = ObservedBuilder::new()
-        .with(&backup("nightly", "shop-db", BackupPhase::Completed, 10))
-        .with(&claim)
-        .build();
+    let observed = holding_data();
     assert_eq!(Restore.validate(&db, &observed).len(), 1, "refused");
     // The core assesses every capability in a refused reconcile too: the
     // status it writes records no restore ...
