@@ -20,11 +20,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Pod, Service};
 use kube::api::DeleteParams;
 use sandbox::{KillKind, PostgresRuntime};
 use serde_json::json;
 use shared::api::PostgresDB;
+use shared::ext::StatefulSetExt;
 use shared::ha::{InstanceRole, PromotionKind, PromotionPhase, PromotionStatus, ReplicationSpec};
 use shared::runner::RunOptions;
 use shared::sql::DatabaseAccess;
@@ -175,8 +177,11 @@ impl Fixture {
         text
     }
 
-    /// Waits until `instances` instances run, the primary accepts writes
-    /// and each replica streams from it.
+    /// Waits until `instances` instances run, the StatefulSet has rolled
+    /// every pod out, the primary accepts writes and each replica streams
+    /// from it. (Entering instance mode rolls pod 0 once its first replica
+    /// is ready; a fault injected before that rollout is done hits a pod
+    /// the operator rightly treats as a planned restart.)
     async fn wait_streaming(&self, instances: i32) -> PostgresDB {
         let replicas = usize::try_from(instances - 1).unwrap_or(0);
         let db = self
@@ -199,6 +204,24 @@ impl Fixture {
                 available && streaming == replicas
             })
             .await;
+        let statefulsets = self.cluster.api::<StatefulSet>();
+        let rolled_out = self
+            .cluster
+            .eventually(
+                WAIT,
+                "the StatefulSet runs its template on every pod",
+                || async {
+                    let sts = statefulsets
+                        .get(NAME)
+                        .await
+                        .map_err(|e| tests::harness::Failed::new(e.to_string()))?;
+                    Ok(sts.rollout().is_done().then_some(()))
+                },
+            )
+            .await;
+        if let Err(failed) = rolled_out {
+            panic!("{failed}\n{}", self.pod_logs().await);
+        }
         let superuser = self.primary_session(Role::Superuser).await;
         let waited = self
             .cluster
