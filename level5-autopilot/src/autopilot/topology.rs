@@ -102,7 +102,9 @@ pub enum Server {
         received: Option<Lsn>,
         /// `pg_last_wal_replay_lsn()`.
         replayed: Option<Lsn>,
-        /// The timeline it receives (or replays) on.
+        /// The timeline it receives on, or else the newest it has replayed
+        /// into or is bound for (a standby just rewound onto the primary's
+        /// timeline is on it before its WAL receiver starts).
         timeline: Option<i64>,
         /// Whether its WAL receiver is streaming now.
         streaming: bool,

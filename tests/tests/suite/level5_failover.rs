@@ -357,7 +357,8 @@ impl Fixture {
         eprintln!("{pod} rejoined: {}", steps.join(" / "));
         assert!(
             !log.contains("asked to rebuild this instance"),
-            "{pod} did not follow the new timeline by itself: the operator rebuilt it\n{}",
+            "{pod} did not follow the new timeline by itself: the operator rebuilt it\n{}\n{}",
+            self.cluster.diagnosis().await,
             self.pod_logs().await
         );
     }
@@ -968,4 +969,91 @@ async fn a_single_instance_reports_its_primary_and_is_never_fenced_when_its_serv
         .expect("exists");
     assert!(promotion(&db).is_none());
     fixture.stop().await;
+}
+
+/// A former primary rewound onto a promoted standby's timeline, before its
+/// WAL receiver starts (`rewound_standby.sh`).
+const REWOUND_STANDBY: &str = include_str!("rewound_standby.sh");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_just_rewound_onto_the_primary_s_timeline_is_on_it_before_it_streams() {
+    // Before its WAL receiver starts, a rewound old primary replays the WAL
+    // pg_rewind copied, its last checkpoint still on the old timeline. Read
+    // as "on an older timeline, not streaming", the operator rebuilt it when
+    // the rejoin grace ended in that moment (a busy node makes it longer).
+    let bin = sandbox::pgruntime::binaries::Binaries::default()
+        .server(15)
+        .unwrap_or_else(|missing| panic!("this test runs real PostgreSQL 15 and {missing}"));
+    let as_root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| out.stdout.starts_with(b"0\n"));
+    let mut command = if as_root {
+        // initdb refuses root: the servers run as the postgres user.
+        let mut command = tokio::process::Command::new("runuser");
+        command.args(["-u", "postgres", "--", "sh", "-c", REWOUND_STANDBY]);
+        command
+    } else {
+        let mut command = tokio::process::Command::new("sh");
+        command.args(["-c", REWOUND_STANDBY]);
+        command
+    };
+    command
+        .args(["rewound_standby.sh"])
+        .arg(&bin)
+        .current_dir("/")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().expect("runs the script");
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = child.stdin.take().expect("a stdin");
+        stdin
+            .write_all(level5_autopilot::autopilot::topology::MEMBER_SQL.as_bytes())
+            .await
+            .expect("writes the probe");
+    }
+    let out = tokio::time::timeout(WAIT, child.wait_with_output())
+        .await
+        .expect("the script ends")
+        .expect("the script runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the script failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = |prefix: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} line in {stdout}"))
+            .to_string()
+    };
+    let primary_timeline: i64 = line("PRIMARY_TIMELINE ")
+        .trim()
+        .parse()
+        .expect("a timeline");
+    assert_eq!(primary_timeline, 2, "the promoted server's timeline");
+    let row: Vec<Option<String>> = line("MEMBER ")
+        .split('|')
+        .map(|c| (!c.is_empty()).then(|| c.to_string()))
+        .collect();
+    let server = level5_autopilot::autopilot::topology::Server::from_answer(Some(&Ok(vec![row])));
+    match server {
+        level5_autopilot::autopilot::topology::Server::Replica {
+            timeline,
+            streaming,
+            ..
+        } => {
+            assert!(!streaming, "it has no WAL receiver: {stdout}");
+            assert_eq!(
+                timeline,
+                Some(primary_timeline),
+                "a standby rewound onto timeline {primary_timeline} is on it: {stdout}"
+            );
+        }
+        other => panic!("not read as a replica: {other:?}\n{stdout}"),
+    }
 }

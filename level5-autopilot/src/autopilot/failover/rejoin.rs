@@ -7,7 +7,12 @@
 //! receiver does not stream, and it is on an older timeline than the
 //! primary's, [`REJOIN_GRACE`] after the last promotion completed (time
 //! for it to follow the new timeline by itself, as a replica the
-//! promotion did not outrun does). An old primary returning, or a replica
+//! promotion did not outrun does). Its timeline is the one its WAL
+//! receiver receives on, else the newest its recovery has reached or is
+//! bound for (`member.sql`): an old primary just rewound replays the WAL
+//! `pg_rewind` copied before its receiver starts, its last checkpoint
+//! still on the old timeline, and is on the new one already. An old
+//! primary returning, or a replica
 //! whose volume was wiped, needs nothing from here: the instance script
 //! rewinds or clones it when its pod starts.
 //!
