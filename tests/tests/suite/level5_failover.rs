@@ -204,19 +204,12 @@ impl Fixture {
                 available && streaming == replicas
             })
             .await;
-        let statefulsets = self.cluster.api::<StatefulSet>();
         let rolled_out = self
             .cluster
-            .eventually(
-                WAIT,
+            .wait_for_object::<StatefulSet>(
+                NAME,
                 "the StatefulSet runs its template on every pod",
-                || async {
-                    let sts = statefulsets
-                        .get(NAME)
-                        .await
-                        .map_err(|e| tests::harness::Failed::new(e.to_string()))?;
-                    Ok(sts.rollout().is_done().then_some(()))
-                },
+                |sts| sts.is_some_and(|sts| sts.rollout().is_done()),
             )
             .await;
         if let Err(failed) = rolled_out {
@@ -984,27 +977,17 @@ async fn a_standby_just_rewound_onto_the_primary_s_timeline_is_on_it_before_it_s
     let bin = sandbox::pgruntime::binaries::Binaries::default()
         .server(15)
         .unwrap_or_else(|missing| panic!("this test runs real PostgreSQL 15 and {missing}"));
-    let as_root = std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|out| out.stdout.starts_with(b"0\n"));
-    let mut command = if as_root {
-        // initdb refuses root: the servers run as the postgres user.
-        let mut command = tokio::process::Command::new("runuser");
-        command.args(["-u", "postgres", "--", "sh", "-c", REWOUND_STANDBY]);
-        command
-    } else {
-        let mut command = tokio::process::Command::new("sh");
-        command.args(["-c", REWOUND_STANDBY]);
-        command
-    };
+    // initdb refuses root: as root, the servers run as the postgres user.
+    let run_as = sandbox::pgruntime::process::RunAs::detect().unwrap_or_else(|why| panic!("{why}"));
+    let mut command = tokio::process::Command::new("sh");
     command
-        .args(["rewound_standby.sh"])
+        .args(["-c", REWOUND_STANDBY, "rewound_standby.sh"])
         .arg(&bin)
         .current_dir("/")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
+    run_as.apply(&mut command);
     let mut child = command.spawn().expect("runs the script");
     {
         use tokio::io::AsyncWriteExt;
